@@ -1,0 +1,42 @@
+# Two entry points that work on a fresh clone: `make quickstart` and `make test`.
+# Both create .venv with $(PYTHON) and install what they need (idempotent: a stamp file records
+# the install, so the second run starts at once).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.gr_jax_installed
+# CPU torch lies on this machine's disk as 2.13.0; asking for it by version avoids a CUDA build.
+TORCH_CPU ?= torch==2.13.0
+PYTEST_ARGS ?=
+
+.PHONY: quickstart test install install-test bench clean
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+$(VENV)/.gr_jax_base: $(VENV)/bin/python pyproject.toml
+	$(PIP) install -q -e .
+	touch $@
+
+$(STAMP): $(VENV)/.gr_jax_base
+	$(PIP) install -q $(TORCH_CPU)
+	$(PIP) install -q -e '.[test]'
+	touch $@
+
+install: $(VENV)/.gr_jax_base
+install-test: $(STAMP)
+
+quickstart: install
+	$(PY) -m gr_jax.reproduce --config configs/quickstart.py --workdir runs/quickstart
+
+# pytest exits 5 when it collected no test: that must fail, never pass as green.
+test: install-test
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: install-test
+	$(PY) -m gr_jax.bench --preset small --compare_hf
+
+clean:
+	rm -rf runs .pytest_cache

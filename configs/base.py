@@ -1,0 +1,133 @@
+"""Every knob of gr-jax with its default and a one-line comment.
+
+Experiment configs (quickstart.py, movielens.py, ...) start from `get_config()` here and change
+what they need. Binaries take `--config configs/<name>.py[:arg]` plus `--config.a.b=value`
+overrides (ml_collections config_flags). Sections are owned by the package named beside them.
+"""
+
+import ml_collections
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  del arg
+  c = ml_collections.ConfigDict()
+  c.name = "base"  # experiment name, shown in logs and reports
+  c.seed = 0  # model init, dropout and data shuffling seed of a run
+
+  # ---------------------------------------------------------------- data (gr_jax/data)
+  c.data = d = ml_collections.ConfigDict()
+  d.source = "simulate"  # simulate | movielens | mpd | jsonl | tfds_movielens
+  d.path = ""  # raw data location (directory or zip) for real-data sources
+  d.processed_dir = ""  # a processed dataset dir; empty = <workdir>/data (or the reproduce plan's)
+  d.tasks = ("search", "rec")  # which tasks the pipeline mixes: ("search",) Gen_S, ("rec",) Gen_R
+  d.task_ratio = 0.0  # 0 = plain concatenation (paper); else fraction of search examples per batch
+  d.task_prefix = False  # prepend a task token to inputs (ours, default off as in the paper)
+  d.item_cap = 0  # per-item cap on the *added* task's training instances (0 = no cap)
+  d.item_cap_task = ""  # which task the cap applies to: "" = none, "search" or "rec"
+  d.max_query_tokens = 32  # encoder length for search inputs (tokens, EOS included)
+  d.max_history = 50  # most recent items kept in a rec input (paper: ours, default 50)
+  d.encoder_len = 64  # fixed padded encoder length of every batch (no recompiles)
+  d.decoder_len = 2  # fixed decoder length: <item> </s> for atomic IDs
+  d.skip_bad_rows = False  # False: bad input is an error naming file/line/field; True: count in manifest
+  d.items_in_both_tasks = True  # keep only items that appear in both tasks (paper)
+  # tokenizer: a Hugging Face T5 directory with spiece.model, or train a unigram model on the data
+  d.tokenizer = ml_collections.ConfigDict()
+  d.tokenizer.path = ""  # HF T5 dir (spiece.model); empty = train SentencePiece on query text
+  d.tokenizer.vocab_size = 512  # vocabulary of a trained SentencePiece model
+  # simulator (PAPER.md "Simulated data"); `setting` picks the sweep knob's meaning
+  d.sim = s = ml_collections.ConfigDict()
+  s.setting = "default"  # default | S1 | S2 | S3
+  s.seed = 0  # generator seed (independent of the run seed)
+  s.num_items = 200  # catalogue size
+  s.num_clusters = 10  # latent clusters
+  s.words_per_cluster = 5  # content words owned by each cluster
+  s.words_per_item = 3  # words owned by each item
+  s.query_words = 3  # words per search query
+  s.num_users = 1000  # rec sessions (one per user)
+  s.session_len = 8  # items per session
+  s.stay_in_cluster = 0.9  # probability a session's next item stays in its cluster
+  s.zipf_exponent = 1.0  # item popularity exponent
+  s.queries_per_item = 3  # search training queries per item
+  s.shuffle_fraction = 0.0  # S1: fraction of popularity ranks shuffled for search
+  s.agreement = 1.0  # S2: fraction of clusters whose content words agree with rec clusters
+  s.shared_pairs = 1.0  # S3: fraction of session-co-occurring pairs also relevant to the same queries
+  # MovieLens (GroupLens CSV layout)
+  d.movielens = m = ml_collections.ConfigDict()
+  m.min_rating = 0.0  # keep ratings >= this
+  m.query_sources = ("tags",)  # any of tags, titles, genres
+  m.queries_jsonl = ""  # user-supplied generated queries {"item": movieId, "query": text}
+  m.min_tag_count = 1  # drop tags used fewer times than this (noise)
+  # MPD slices
+  d.mpd = ml_collections.ConfigDict()
+  d.mpd.max_slices = 0  # 0 = all slices found
+  # generic JSONL logs
+  d.jsonl = j = ml_collections.ConfigDict()
+  j.search_file = "search.jsonl"  # {"query": ..., "item": ...} per line, relative to data.path
+  j.sessions_file = "sessions.jsonl"  # {"user": ..., "items": [...], "timestamps": [...]}
+  j.items_file = "items.jsonl"  # {"item": ..., "title": ...} per line
+  # grain pipeline
+  d.shuffle = True  # global shuffle by seed each epoch
+  d.worker_count = 0  # grain worker processes (0 = in-process)
+
+  # ---------------------------------------------------------------- model (gr_jax/model)
+  c.model = mo = ml_collections.ConfigDict()
+  mo.preset = "tiny"  # tiny | small | base | large | flan-t5-small | flan-t5-base | flan-t5-large
+  mo.init_from = ""  # a Hugging Face T5 directory to initialise from (no download)
+  mo.dtype = "float32"  # compute dtype: float32 on CPU, bfloat16 on accelerators
+  mo.param_dtype = "float32"  # master weights dtype
+  mo.dropout_rate = 0.1  # dropout in train mode only
+  mo.overrides = ml_collections.ConfigDict()  # preset fields to change, e.g. {"d_model": 64}
+
+  # ---------------------------------------------------------------- training (gr_jax/training)
+  c.train = t = ml_collections.ConfigDict()
+  t.batch_size = 128  # global batch (paper: 128)
+  t.num_epochs = 5  # paper: 5
+  t.num_steps = 0  # > 0 overrides epochs
+  t.learning_rate = 0.002  # paper: 0.002
+  t.weight_decay = 0.01  # paper: 0.01 (AdamW)
+  t.warmup_steps = 100  # linear warm-up (ours)
+  t.schedule = "constant"  # constant | cosine | linear (after warm-up)
+  t.grad_clip_norm = 1.0  # global-norm clipping (0 = off)
+  t.grad_accum_steps = 1  # micro-batches per optimizer step
+  t.log_every_steps = 50  # progress line and metrics.jsonl period
+  t.eval_every_steps = 0  # validation loss period (0 = once per epoch)
+  t.remat = False  # rematerialise layers (large batches or long inputs)
+  t.peak_tflops = 0.0  # device peak for MFU; 0 = look up by device kind, unknown = no MFU
+
+  # ---------------------------------------------------------------- checkpoints (Orbax)
+  c.checkpoint = ck = ml_collections.ConfigDict()
+  ck.every_steps = 500  # checkpoint period; the final step is always saved
+  ck.keep = 2  # keep the last N
+  ck.keep_best = True  # also keep the best by validation loss
+
+  # ---------------------------------------------------------------- mesh (gr_jax/training/partitioning)
+  c.mesh = me = ml_collections.ConfigDict()
+  me.data = -1  # data-parallel axis size (-1 = the rest of the devices)
+  me.model = 1  # model-parallel axis size
+  me.distributed = False  # call jax.distributed.initialize (also when JAX_COORDINATOR_ADDRESS is set)
+
+  # ---------------------------------------------------------------- decoding (gr_jax/decoding)
+  c.decode = de = ml_collections.ConfigDict()
+  de.num_beams = 60  # paper follow-up: 60 beams
+  de.num_beam_groups = 30  # 30 groups
+  de.diversity_penalty = 0.25  # paper: 0.25
+  de.length_penalty = 1.0  # Hugging Face default
+  de.num_return_sequences = 30  # items returned per query
+  de.max_new_tokens = 2  # <item> </s>
+  de.early_stopping = False  # False | True | "never"
+  de.batch_size = 64  # queries per decode batch
+
+  # ---------------------------------------------------------------- evaluation (gr_jax/evaluation)
+  c.eval = ev = ml_collections.ConfigDict()
+  ev.split = "test"  # test | valid
+  ev.ks = (1, 5, 10, 30)  # cut-offs for Recall/NDCG/MRR
+
+  # ---------------------------------------------------------------- reproduce plan (gr_jax/reproduce.py)
+  c.reproduce = r = ml_collections.ConfigDict()
+  r.seeds = (0, 1)  # one run per model kind and seed
+  r.models = ("search", "rec", "joint")  # Gen_S, Gen_R, Gen_R+S
+  r.sweep = ""  # a dotted config field to sweep (e.g. data.sim.shuffle_fraction); "" = none
+  r.sweep_values = ()  # its values
+  r.test = "ttest"  # ttest | randomization
+  r.correction = "holm"  # holm | bonferroni
+  return c
