@@ -30,6 +30,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   d.decoder_len = 2  # fixed decoder length: <item> </s> for atomic IDs
   d.skip_bad_rows = False  # False: bad input is an error naming file/line/field; True: count in manifest
   d.items_in_both_tasks = True  # keep only items that appear in both tasks (paper)
+  d.search_valid_fraction = 0.1  # held-out share of distinct queries for search valid (real data)
+  d.search_test_fraction = 0.1  # held-out share of distinct queries for search test (real data)
+  d.split_seed = 0  # seed of the held-out query split (independent of the run seed)
+  d.min_session_len = 3  # shorter sessions are dropped (counted): need train, valid and test
   # tokenizer: a Hugging Face T5 directory with spiece.model, or train a unigram model on the data
   d.tokenizer = ml_collections.ConfigDict()
   d.tokenizer.path = ""  # HF T5 dir (spiece.model); empty = train SentencePiece on query text
@@ -48,9 +52,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   s.stay_in_cluster = 0.9  # probability a session's next item stays in its cluster
   s.zipf_exponent = 1.0  # item popularity exponent
   s.queries_per_item = 3  # search training queries per item
-  s.shuffle_fraction = 0.0  # S1: fraction of popularity ranks shuffled for search
+  s.shuffle_fraction = 0.5  # fraction of rec popularity ranks rotated for search (S1 sweeps it)
   s.agreement = 1.0  # S2: fraction of clusters whose content words agree with rec clusters
   s.shared_pairs = 1.0  # S3: fraction of session-co-occurring pairs also relevant to the same queries
+  s.eval_queries = 200  # held-out search queries in each of valid and test (targets ~ p_S)
+  s.s2_num_users = 200  # S2: few sessions per item (replaces num_users)
+  s.s3_queries_per_item = 1.0  # S3: few queries per item (replaces queries_per_item)
   # MovieLens (GroupLens CSV layout)
   d.movielens = m = ml_collections.ConfigDict()
   m.min_rating = 0.0  # keep ratings >= this
@@ -121,6 +128,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.eval = ev = ml_collections.ConfigDict()
   ev.split = "test"  # test | valid
   ev.ks = (1, 5, 10, 30)  # cut-offs for Recall/NDCG/MRR
+  ev.pop_mix_weight = 0.5  # Pop_mix = w * p_search + (1 - w) * p_rec (popularity baselines)
+  ev.analysis_k = 30  # top-K depth of the H1 (popularity KL, head/torso/tail) and H2 analyses
+  ev.kl_eps = 1e-6  # additive smoothing of both distributions before H1's KL divergence
+  ev.bucket_bounds = (1 / 3, 2 / 3)  # head/torso/tail: cumulative share of training examples
+  ev.session_window = 10  # H2: a rec target is related to its last N history items
 
   # ---------------------------------------------------------------- reproduce plan (gr_jax/reproduce.py)
   c.reproduce = r = ml_collections.ConfigDict()
@@ -128,6 +140,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   r.models = ("search", "rec", "joint")  # Gen_S, Gen_R, Gen_R+S
   r.sweep = ""  # a dotted config field to sweep (e.g. data.sim.shuffle_fraction); "" = none
   r.sweep_values = ()  # its values
+  r.sweep_statistic = ""  # manifest field plotted on the x axis (e.g. sim.kl_search_rec); "" = the value
+  r.analyses = True  # H1/H2 analyses and t-SNE in the report
   r.test = "ttest"  # ttest | randomization
   r.correction = "holm"  # holm | bonferroni
   return c

@@ -1,0 +1,43 @@
+"""Helpers shared by the experiment configs (imported as `common` from the configs directory)."""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import base  # noqa: E402  (configs/base.py: every knob and its default)
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED_DATA = os.path.join(os.path.dirname(REPO_ROOT), "shared", "data")
+
+
+def parse_arg(arg: str | None, **defaults) -> dict:
+  """Parses "a=1,b=x,flag" (big_vision style) into a dict typed like `defaults`.
+
+  A bare name is True; unknown names are an error naming the expected ones.
+  """
+  out = dict(defaults)
+  if not arg:
+    return out
+  for part in arg.split(","):
+    part = part.strip()
+    if not part:
+      continue
+    key, eq, value = part.partition("=")
+    if key not in defaults:
+      raise ValueError(f"config arg {key!r} is unknown; expected one of {sorted(defaults)}")
+    if not eq:
+      out[key] = True
+      continue
+    kind = type(defaults[key])
+    if kind is bool:
+      out[key] = value.lower() in ("1", "true", "yes", "on")
+    elif kind in (int, float):
+      out[key] = kind(value)
+    else:
+      out[key] = value
+  return out
+
+
+def get_base():
+  return base.get_config()

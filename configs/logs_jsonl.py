@@ -1,0 +1,33 @@
+"""Your own logs in the shape of the paper's private podcast data (generic JSONL).
+
+`path` is a directory with three files (names configurable under data.jsonl):
+  search.jsonl    {"query": "true crime", "item": "show_42"}                     one per line
+  sessions.jsonl  {"user": "u1", "items": ["show_1", "show_42"], "timestamps": [1, 5]}
+  items.jsonl     {"item": "show_42", "title": "..."}                            the catalogue
+
+Arg: path=DIR, size=small, init=DIR, seeds=N, epochs=N.
+Runtime and result depend on your data; the pipeline is the same as MovieLens.
+
+  python -m gr_jax.reproduce --config configs/logs_jsonl.py:path=/data/podcasts --workdir runs/podcasts
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
+
+
+def get_config(arg=None):
+  args = common.parse_arg(arg, path="", size="small", init="", seeds=2, epochs=5)
+  c = common.get_base()
+  c.name = "logs_jsonl"
+  c.data.source = "jsonl"
+  c.data.path = args["path"]
+  c.data.tokenizer.path = args["init"]
+  c.data.tokenizer.vocab_size = 4000
+  c.model.preset = args["size"]
+  c.model.init_from = args["init"]
+  c.train.num_epochs = args["epochs"]
+  c.reproduce.seeds = tuple(range(args["seeds"]))
+  return c

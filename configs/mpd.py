@@ -1,0 +1,34 @@
+"""Million Playlist Dataset: search = playlist name -> its tracks; rec = track prefix -> next track.
+
+The MPD cannot be redistributed: download it yourself and point `path` at the directory holding
+`data/mpd.slice.*.json` (or the slices themselves). `slices=N` limits how many slices are read
+(numeric order), useful for a first run.
+
+Arg: path=DIR, slices=N (default 10), size=small, init=DIR, seeds=N, epochs=N.
+Runtime: 10 slices (10k playlists), small preset: about an hour on a 2-core CPU, minutes on one GPU.
+Expected result: Gen_R+S ahead of both task-specific models on R@30 (paper: +16% on average).
+
+  python -m gr_jax.reproduce --config configs/mpd.py:path=/data/mpd,slices=10 --workdir runs/mpd
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
+
+
+def get_config(arg=None):
+  args = common.parse_arg(arg, path="", slices=10, size="small", init="", seeds=2, epochs=5)
+  c = common.get_base()
+  c.name = "mpd"
+  c.data.source = "mpd"
+  c.data.path = args["path"]
+  c.data.mpd.max_slices = args["slices"]
+  c.data.tokenizer.path = args["init"]
+  c.data.tokenizer.vocab_size = 4000
+  c.model.preset = args["size"]
+  c.model.init_from = args["init"]
+  c.train.num_epochs = args["epochs"]
+  c.reproduce.seeds = tuple(range(args["seeds"]))
+  return c

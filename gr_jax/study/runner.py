@@ -1,0 +1,114 @@
+"""Runs a study plan stage by stage, resumably, with progress for the whole plan.
+
+Each finished stage leaves a marker `stages/<id>.json` (written atomically after the stage's own
+outputs), so a second invocation skips it; an interrupted stage simply runs again (training resumes
+from its last checkpoint by itself). The ETA averages the measured duration of finished stages of
+the same kind (train, evaluate, ...), falling back to the mean over all kinds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from typing import Callable
+
+from absl import logging
+
+from gr_jax.study.plan import Plan
+
+
+@dataclasses.dataclass
+class Stage:
+  id: str  # unique and file-name safe, e.g. "train__default__joint__seed1"
+  kind: str  # prepare | train | evaluate | baselines | analyse | report
+  describe: str  # one line for the progress display
+  fn: Callable[[], object]
+
+
+def _marker_path(workdir: str, stage_id: str) -> str:
+  return os.path.join(workdir, "stages", stage_id + ".json")
+
+
+def is_done(workdir: str, stage_id: str) -> bool:
+  return os.path.exists(_marker_path(workdir, stage_id))
+
+
+def _write_marker(workdir: str, stage: Stage, seconds: float) -> None:
+  path = _marker_path(workdir, stage.id)
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump({"stage": stage.id, "kind": stage.kind, "seconds": round(seconds, 3),
+               "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}, f)
+  os.replace(tmp, path)
+
+
+def _format_seconds(s: float) -> str:
+  s = int(round(s))
+  return f"{s // 3600}h{s % 3600 // 60:02d}m{s % 60:02d}s" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+class Progress:
+  """Progress line for the whole plan: stage i of n, elapsed, ETA."""
+
+  def __init__(self, stages: list[Stage], workdir: str, printer: Callable[[str], None] = print):
+    self.stages = stages
+    self.workdir = workdir
+    self.print = printer
+    self.durations: dict[str, list[float]] = {}
+    self.start = time.time()
+    # Durations of stages finished by an earlier invocation feed the ETA too.
+    for s in stages:
+      if is_done(workdir, s.id):
+        with open(_marker_path(workdir, s.id)) as f:
+          self.durations.setdefault(s.kind, []).append(float(json.load(f).get("seconds", 0.0)))
+
+  def eta(self, remaining: list[Stage]) -> float | None:
+    every = [d for ds in self.durations.values() for d in ds]
+    if not every:
+      return None
+    fallback = sum(every) / len(every)
+    total = 0.0
+    for s in remaining:
+      ds = self.durations.get(s.kind)
+      total += sum(ds) / len(ds) if ds else fallback
+    return total
+
+  def record(self, stage: Stage, seconds: float) -> None:
+    self.durations.setdefault(stage.kind, []).append(seconds)
+
+
+def run_stages(stages: list[Stage], workdir: str, printer: Callable[[str], None] = print) -> dict:
+  """Runs the stages in order, skipping finished ones. Returns counts of run and skipped stages."""
+  progress = Progress(stages, workdir, printer)
+  n = len(stages)
+  ran = skipped = 0
+  for i, stage in enumerate(stages, start=1):
+    if is_done(workdir, stage.id):
+      skipped += 1
+      printer(f"[stage {i}/{n}] {stage.describe}: done earlier, skipped")
+      continue
+    eta = progress.eta(stages[i - 1:])
+    eta_text = f", ETA {_format_seconds(eta)}" if eta is not None else ""
+    elapsed = _format_seconds(time.time() - progress.start)
+    printer(f"[stage {i}/{n}] {stage.describe} (elapsed {elapsed}{eta_text})")
+    t0 = time.time()
+    stage.fn()
+    seconds = time.time() - t0
+    progress.record(stage, seconds)
+    _write_marker(workdir, stage, seconds)
+    ran += 1
+    logging.info("stage %s finished in %.1fs", stage.id, seconds)
+  printer(f"[plan] {ran} stage(s) run, {skipped} skipped, "
+          f"{_format_seconds(time.time() - progress.start)} in all")
+  return {"ran": ran, "skipped": skipped}
+
+
+def run_plan(plan: Plan, printer: Callable[[str], None] = print) -> str:
+  """Runs every stage of the plan and returns the path of report.md."""
+  from gr_jax.study import stages as stage_lib  # Heavy imports (jax) only when running.
+  stages = stage_lib.stages_for(plan)
+  run_stages(stages, plan.workdir, printer)
+  return os.path.join(plan.workdir, "report.md")

@@ -1,0 +1,50 @@
+"""Resumable stage runner: markers, skipping, a failing stage reruns, progress with ETA."""
+
+import os
+
+import pytest
+
+from gr_jax.study import runner
+
+
+def make_stages(log, fail_on=None):
+  def fn(name):
+    def run():
+      if name == fail_on:
+        raise RuntimeError(f"stage {name} failed")
+      log.append(name)
+    return run
+  return [runner.Stage(f"s{i}", "train" if i % 2 else "evaluate", f"stage {i}", fn(f"s{i}"))
+          for i in range(4)]
+
+
+def test_second_invocation_skips_finished_stages(tmp_path):
+  log, lines = [], []
+  out = runner.run_stages(make_stages(log), str(tmp_path), lines.append)
+  assert out == {"ran": 4, "skipped": 0}
+  assert log == ["s0", "s1", "s2", "s3"]
+  assert all(os.path.exists(tmp_path / "stages" / f"s{i}.json") for i in range(4))
+  log.clear()
+  out = runner.run_stages(make_stages(log), str(tmp_path), lines.append)
+  assert out == {"ran": 0, "skipped": 4}
+  assert log == []
+
+
+def test_interrupted_stage_runs_again(tmp_path):
+  log = []
+  with pytest.raises(RuntimeError, match="s2"):
+    runner.run_stages(make_stages(log, fail_on="s2"), str(tmp_path), lambda s: None)
+  assert log == ["s0", "s1"]
+  assert not os.path.exists(tmp_path / "stages" / "s2.json")
+  log.clear()
+  runner.run_stages(make_stages(log), str(tmp_path), lambda s: None)
+  assert log == ["s2", "s3"]
+
+
+def test_progress_lines_count_stages_and_give_an_eta(tmp_path):
+  lines = []
+  runner.run_stages(make_stages([]), str(tmp_path), lines.append)
+  assert lines[0].startswith("[stage 1/4]")
+  assert "ETA" not in lines[0]  # nothing measured yet
+  assert "ETA" in lines[2]
+  assert lines[-1].startswith("[plan] 4 stage(s) run")
