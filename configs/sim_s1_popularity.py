@@ -34,5 +34,6 @@ def get_config(arg=None):
   c.reproduce.seeds = tuple(range(args["seeds"]))
   c.reproduce.sweep = "data.sim.shuffle_fraction"
   c.reproduce.sweep_values = (0.0, 0.25, 0.5, 0.75, 1.0)
+  c.reproduce.sweep_statistic = "popularity_kl.search_rec"  # realised, from the manifest
   c.reproduce.analyses = False
   return c

@@ -32,5 +32,6 @@ def get_config(arg=None):
   c.reproduce.seeds = tuple(range(args["seeds"]))
   c.reproduce.sweep = "data.sim.shared_pairs"
   c.reproduce.sweep_values = (0.0, 0.5, 1.0)
+  c.reproduce.sweep_statistic = "source_stats.shared_pairs_realised"  # realised, from the manifest
   c.reproduce.analyses = False
   return c

@@ -18,6 +18,17 @@ def _metrics(ks) -> list[str]:
   return [f"{fam}@{k}" for fam in ("recall", "ndcg", "mrr") for k in ks]
 
 
+def manifest_stats(manifest: dict) -> dict:
+  """The dataset statistics a report shows and a sweep plots (flat, dotted names)."""
+  out = {}
+  for section in ("source_stats", "popularity_kl", "overlap"):
+    for key, value in manifest.get(section, {}).items():
+      if isinstance(value, (int, float)) and not isinstance(value, bool):
+        out[f"{section}.{key}"] = value
+  out["items"] = manifest.get("num_items")
+  return out
+
+
 def analyse_point(plan: Plan, point: Point, baselines_dir: str, out_dir: str) -> dict:
   from gr_jax.analysis import stats
   from gr_jax.data.dataset import ProcessedDataset
@@ -45,7 +56,7 @@ def analyse_point(plan: Plan, point: Point, baselines_dir: str, out_dir: str) ->
   dataset = ProcessedDataset(point.data_dir)
   result = {"point": point.name, "sweep_value": point.sweep_value, "groups": groups,
             "headline": headline, "all_metrics": others["results"], "baselines": baselines,
-            "manifest_stats": dataset.manifest.get("stats", {}), "h1": [], "h2": [],
+            "manifest_stats": manifest_stats(dataset.manifest), "h1": [], "h2": [],
             "tsne": {}}
   if config.reproduce.analyses:
     result.update(_hypotheses(plan, point, groups, dataset, out_dir))

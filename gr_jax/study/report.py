@@ -88,10 +88,11 @@ def _sweep_plot(plan: Plan, analyses: list[dict], path: str) -> tuple[str, list[
   for a in analyses:
     x = a["sweep_value"]
     if stat:
-      x = a.get("manifest_stats", {})
-      for part in stat.split("."):
-        x = x.get(part, {}) if isinstance(x, dict) else {}
-      x = float(x) if isinstance(x, (int, float)) else float(a["sweep_value"])
+      found = a.get("manifest_stats", {}).get(stat)
+      if not isinstance(found, (int, float)):
+        raise KeyError(f"reproduce.sweep_statistic={stat!r} is not among the dataset statistics "
+                       f"of point {a['point']}: {sorted(a.get('manifest_stats', {}))}")
+      x = float(found)
     for task in TASKS:
       gains = seed_gains(a["headline"]["results"], task, task)
       if not gains:

@@ -1,0 +1,352 @@
+"""raw data -> processed dataset directory (BUILD_NOTES.md "Processed dataset").
+
+`prepare_dataset(config, out_dir)` loads the configured source into a `RawData`, then, the same for
+every source:
+  1. keeps the items present in both tasks (`data.items_in_both_tasks`, paper), removing the others
+     from query pairs and sessions, and drops sessions shorter than `data.min_session_len` (counted);
+  2. splits search by held-out distinct query (`search_valid_fraction`/`search_test_fraction`,
+     seeded by `split_seed`) unless the loader fixed the split, and rec leave-last-out per session
+     (last item test, second-to-last valid, every earlier prefix a training example);
+  3. tokenises (a Hugging Face spiece.model, or a SentencePiece model trained on the training query
+     text and item titles) and writes fixed-width int32 arrays;
+  4. writes catalog.json, the manifest (counts, overlap, popularity KL, skipped rows, sha256 of every
+     file, config and its hash) and renames the temporary directory into place.
+The rename is the commit: an interrupted run leaves only a `.<name>.tmp-*` directory beside the
+target, never a directory that looks complete. Writes are byte-deterministic (fixed zip timestamps).
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import json
+import os
+import shutil
+import uuid
+import zipfile
+from typing import Any
+
+import numpy as np
+
+from gr_jax.data import catalog as catalog_lib
+from gr_jax.data import tokenizer as tokenizer_lib
+from gr_jax.data.errors import DataError
+from gr_jax.data.raw import SPLITS, RawData
+
+FORMAT_VERSION = 1
+TASKS = ("search", "rec")
+# Knobs that only the pipeline reads: changing them must not invalidate a processed dataset, so one
+# dataset serves Gen_S, Gen_R and Gen_R+S runs alike.
+PIPELINE_ONLY_KEYS = ("processed_dir", "tasks", "task_ratio", "task_prefix", "item_cap",
+                      "item_cap_task", "shuffle", "worker_count")
+KL_SMOOTHING = 0.5  # additive (Jeffreys) smoothing of the empirical popularities in the KL
+
+
+# ---------------------------------------------------------------------- config helpers
+def data_config_of(config):
+  """Accepts a full experiment config (with .data) or the data section itself."""
+  return config.data if "data" in config else config
+
+
+def _plain(x):
+  if hasattr(x, "to_dict"):
+    x = x.to_dict()
+  if isinstance(x, dict):
+    return {str(k): _plain(v) for k, v in sorted(x.items())}
+  if isinstance(x, (list, tuple)):
+    return [_plain(v) for v in x]
+  return x
+
+
+def dataset_config(config) -> dict:
+  """The part of the data config that determines the processed dataset's content."""
+  d = _plain(data_config_of(config))
+  for k in PIPELINE_ONLY_KEYS:
+    d.pop(k, None)
+  if d.get("source") != "simulate":
+    d.pop("sim", None)  # simulator knobs do not affect real-data datasets
+  return d
+
+
+def config_hash(config) -> str:
+  blob = json.dumps(dataset_config(config), sort_keys=True).encode()
+  return hashlib.sha256(blob).hexdigest()
+
+
+def sha256_file(path: str) -> str:
+  h = hashlib.sha256()
+  with open(path, "rb") as f:
+    for chunk in iter(lambda: f.read(1 << 20), b""):
+      h.update(chunk)
+  return h.hexdigest()
+
+
+def save_npz(path: str, arrays: dict[str, np.ndarray]) -> None:
+  """np.savez layout with fixed zip timestamps, so equal arrays give equal bytes."""
+  with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as zf:
+    for name in sorted(arrays):
+      info = zipfile.ZipInfo(name + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
+      with zf.open(info, "w", force_zip64=True) as f:
+        np.lib.format.write_array(f, np.ascontiguousarray(arrays[name]), allow_pickle=False)
+
+
+# ---------------------------------------------------------------------- loading
+def load_raw(dc) -> RawData:
+  """Dispatches on data.source."""
+  source = dc.source
+  if source == "simulate":
+    from gr_jax.data import simulate
+    return simulate.simulate(dc.sim)
+  if source != "simulate" and not dc.path:
+    raise DataError("<config>", 0, "data.path", f"source {source!r} needs the raw data location")
+  if source == "movielens":
+    from gr_jax.data import movielens
+    return movielens.load(dc)
+  if source == "mpd":
+    from gr_jax.data import mpd
+    return mpd.load(dc)
+  if source == "jsonl":
+    from gr_jax.data import jsonl
+    return jsonl.load(dc)
+  if source == "tfds_movielens":
+    from gr_jax.data import tfds_movielens
+    return tfds_movielens.load(dc)
+  raise DataError("<config>", 0, "data.source",
+                  f"expected simulate | movielens | mpd | jsonl | tfds_movielens, got {source!r}")
+
+
+# ---------------------------------------------------------------------- processing
+def _normalise_query(q: str) -> str:
+  return " ".join(str(q).split())
+
+
+def _filter_items(raw: RawData, dc, counts: dict) -> tuple[list, list]:
+  """Applies items_in_both_tasks and min_session_len; returns (pairs, sessions) to keep."""
+  if int(dc.min_session_len) < 3:
+    raise DataError("<config>", 0, "data.min_session_len", "must be >= 3: leave-last-out needs a "
+                    f"train target, a valid and a test item, got {dc.min_session_len}")
+  search_items = {item for _, item, _ in raw.search_pairs}
+  rec_items = {i for _, items in raw.sessions for i in items}
+  both = search_items & rec_items
+  keep = both if dc.items_in_both_tasks else (search_items | rec_items)
+  counts.update(items_in_search=len(search_items), items_in_rec=len(rec_items),
+                items_in_both=len(both))
+  pairs = [(q, i, s) for q, i, s in raw.search_pairs if i in keep]
+  counts["search_pairs_removed_item_filter"] = len(raw.search_pairs) - len(pairs)
+  sessions, removed_items, short = [], 0, 0
+  for user, items in raw.sessions:
+    kept = [i for i in items if i in keep]
+    removed_items += len(items) - len(kept)
+    if len(kept) < int(dc.min_session_len):
+      short += 1
+      continue
+    sessions.append((user, kept))
+  counts["session_items_removed_item_filter"] = removed_items
+  counts["sessions_dropped_too_short"] = short
+  return pairs, sessions
+
+
+def _assign_search_splits(pairs, dc) -> list:
+  """Gives loader-unassigned pairs a split by held-out distinct query text."""
+  unassigned = sorted({q for q, _, s in pairs if not s})
+  if not unassigned:
+    return pairs
+  order = np.random.default_rng(int(dc.split_seed)).permutation(len(unassigned))
+  n_valid = int(round(float(dc.search_valid_fraction) * len(unassigned)))
+  n_test = int(round(float(dc.search_test_fraction) * len(unassigned)))
+  split_of = {}
+  for rank, idx in enumerate(order):
+    split_of[unassigned[idx]] = ("valid" if rank < n_valid else
+                                 "test" if rank < n_valid + n_test else "train")
+  return [(q, i, s or split_of[q]) for q, i, s in pairs]
+
+
+def _search_arrays(pairs, split, catalog, tokenizer, dc) -> dict[str, np.ndarray]:
+  queries: dict[str, int] = {}
+  q_of, targets, seen = [], [], set()
+  for q, item, s in pairs:
+    if s != split:
+      continue
+    if split != "train":
+      # Duplicate (query, item) rows would duplicate qrels; training keeps them (popularity).
+      if (q, item) in seen:
+        continue
+      seen.add((q, item))
+    q_of.append(queries.setdefault(q, len(queries)))
+    targets.append(catalog.index(item))
+  texts = list(queries)
+  enc_len = int(dc.encoder_len)
+  ids = tokenizer.encode_padded(texts, enc_len, min(int(dc.max_query_tokens), enc_len))
+  q_of = np.asarray(q_of, np.int32)
+  return {"encoder_input_ids": ids[q_of] if len(q_of) else np.zeros((0, enc_len), np.int32),
+          "target_item": np.asarray(targets, np.int32),
+          "query_id": q_of}
+
+
+def _rec_arrays(sessions_idx: list[np.ndarray], catalog, dc) -> dict[str, dict[str, np.ndarray]]:
+  """Leave-last-out: rows (history, target) per split, histories oldest first, left-aligned."""
+  enc_len = int(dc.encoder_len)
+  hist = max(1, min(int(dc.max_history), enc_len - 1))
+  flat = np.concatenate(sessions_idx) if sessions_idx else np.zeros(0, np.int64)
+  lengths = np.asarray([len(s) for s in sessions_idx], np.int64)
+  starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]) if len(lengths) else lengths
+  out = {}
+  for split in SPLITS:
+    # Target positions t (within each session) of this split.
+    if split == "test":
+      sess = np.arange(len(lengths)); pos = lengths - 1
+    elif split == "valid":
+      sess = np.arange(len(lengths)); pos = lengths - 2
+    else:
+      n_train = np.maximum(lengths - 3, 0)  # targets 1 .. n-3
+      sess = np.repeat(np.arange(len(lengths)), n_train)
+      offs = np.arange(int(n_train.sum())) - np.repeat(np.cumsum(n_train) - n_train, n_train)
+      pos = offs + 1
+    hist_len = np.minimum(pos, hist)                              # [N]
+    first = starts[sess] + pos - hist_len                         # [N] flat index of oldest item
+    cols = np.arange(enc_len)[None, :]                            # [1, Le]
+    gather = np.minimum(first[:, None] + cols, max(len(flat) - 1, 0))  # [N, Le]
+    tokens = catalog.item_tokens(flat[gather] if len(flat) else gather)[..., 0]  # [N, Le]
+    ids = np.where(cols < hist_len[:, None], tokens, 0)
+    ids = np.where(cols == hist_len[:, None], tokenizer_lib.EOS_ID, ids).astype(np.int32)
+    out[split] = {"encoder_input_ids": ids,
+                  "target_item": flat[starts[sess] + pos].astype(np.int32) if len(flat)
+                  else np.zeros(0, np.int32),
+                  "query_id": np.arange(len(pos), dtype=np.int32)}
+  return out
+
+
+def _popularity(targets: np.ndarray, num_items: int) -> np.ndarray:
+  counts = np.bincount(targets, minlength=num_items).astype(np.float64) + KL_SMOOTHING
+  return counts / counts.sum()
+
+
+def build(raw: RawData, dc, out_dir: str) -> dict[str, Any]:
+  """Writes everything but the manifest into out_dir; returns the manifest body."""
+  counts: dict[str, Any] = {"raw_items": len(raw.items), "raw_search_pairs": len(raw.search_pairs),
+                            "raw_sessions": len(raw.sessions)}
+  pairs = [(_normalise_query(q), str(i), s) for q, i, s in raw.search_pairs]
+  empty = sum(1 for q, _, _ in pairs if not q)
+  if empty:
+    raise DataError("<search pairs>", 0, "query", f"{empty} empty queries reached prepare; "
+                    "loaders must report them with their line")
+  pairs, sessions = _filter_items(raw, dc, counts)
+  pairs = [(_normalise_query(q), str(i), s) for q, i, s in pairs]
+  pairs = _assign_search_splits(pairs, dc)
+
+  # Catalogue: loader order first, then items only seen in interactions (sorted, deterministic).
+  used = {i for _, i, _ in pairs} | {i for _, items in sessions for i in items}
+  meta_of = {i: (t, m) for i, t, m in zip(raw.items, raw.titles or [""] * len(raw.items),
+                                          raw.metadata or [{}] * len(raw.items))}
+  item_ids = [i for i in raw.items if i in used] + sorted(used - set(raw.items))
+  counts["items"] = len(item_ids)
+  if not item_ids:
+    raise DataError("<dataset>", 0, "items", "no item left after filtering "
+                    f"(items_in_both_tasks={dc.items_in_both_tasks}); check the raw data")
+
+  # Tokenizer.
+  if dc.tokenizer.path:
+    tok = tokenizer_lib.TextTokenizer.load(dc.tokenizer.path)
+  else:
+    text = [q for q, _, s in pairs if s == "train"] + [meta_of.get(i, ("", {}))[0] for i in item_ids]
+    tok = tokenizer_lib.train_tokenizer(text, int(dc.tokenizer.vocab_size))
+  tok.save(os.path.join(out_dir, "tokenizer"))
+  cat = catalog_lib.ItemCatalog(
+      item_ids, token_offset=tok.text_vocab_size,
+      titles=[meta_of.get(i, ("", {}))[0] for i in item_ids],
+      metadata=[meta_of.get(i, ("", {}))[1] for i in item_ids])
+  cat.save(os.path.join(out_dir, "catalog.json"))
+
+  arrays = {"search": {s: _search_arrays(pairs, s, cat, tok, dc) for s in SPLITS},
+            "rec": _rec_arrays([cat.indices(items).astype(np.int64) for _, items in sessions],
+                               cat, dc)}
+  for task in TASKS:
+    os.makedirs(os.path.join(out_dir, task), exist_ok=True)
+    for split in SPLITS:
+      save_npz(os.path.join(out_dir, task, f"{split}.npz"), arrays[task][split])
+
+  # Statistics.
+  n = cat.num_items
+  split_counts = {t: {s: {"examples": int(len(arrays[t][s]["target_item"])),
+                          "queries": int(len(np.unique(arrays[t][s]["query_id"])))}
+                      for s in SPLITS} for t in TASKS}
+  train_s = arrays["search"]["train"]["target_item"]
+  train_r = arrays["rec"]["train"]["target_item"]
+  items_s, items_r = set(np.unique(train_s).tolist()), set(np.unique(train_r).tolist())
+  union = items_s | items_r
+  p_s, p_r = _popularity(train_s, n), _popularity(train_r, n)
+  overlap = {"train_items_search": len(items_s), "train_items_rec": len(items_r),
+             "train_items_both": len(items_s & items_r),
+             "jaccard": len(items_s & items_r) / len(union) if union else 0.0}
+  return {
+      "counts": counts, "splits": split_counts, "num_items": n, "sessions": len(sessions),
+      "text_vocab_size": tok.text_vocab_size, "tokenizer_pieces": tok.piece_size,
+      "encoder_len": int(dc.encoder_len), "decoder_len": int(dc.decoder_len),
+      "rec_max_history": max(1, min(int(dc.max_history), int(dc.encoder_len) - 1)),
+      "overlap": overlap,
+      "popularity_kl": {"search_rec": float(np.sum(p_s * np.log(p_s / p_r))),
+                        "rec_search": float(np.sum(p_r * np.log(p_r / p_s))),
+                        "smoothing": KL_SMOOTHING, "over": "training targets"},
+      "skipped_rows": raw.bad_rows.to_dict(),
+      "source_stats": raw.stats,
+  }
+
+
+def _file_hashes(root: str) -> dict[str, str]:
+  out = {}
+  for dirpath, _, files in os.walk(root):
+    for name in files:
+      path = os.path.join(dirpath, name)
+      rel = os.path.relpath(path, root)
+      if rel != "manifest.json":
+        out[rel] = sha256_file(path)
+  return dict(sorted(out.items()))
+
+
+def _existing(out_dir: str, want_hash: str) -> bool:
+  """True if out_dir holds a complete dataset of this config; raises if it holds another."""
+  if not os.path.exists(out_dir):
+    return False
+  manifest = os.path.join(out_dir, "manifest.json")
+  if not os.path.exists(manifest):
+    raise DataError(out_dir, 0, "manifest.json", "directory exists but is not a complete processed "
+                    "dataset; remove it or choose another output directory")
+  with open(manifest) as f:
+    have = json.load(f).get("config_hash")
+  if have != want_hash:
+    raise DataError(manifest, 0, "config_hash", f"a dataset of another data config is here "
+                    f"(hash {str(have)[:12]}, want {want_hash[:12]}); use another directory")
+  return True
+
+
+def prepare_dataset(config, out_dir: str) -> str:
+  """Builds the processed dataset at out_dir (atomic; a no-op when it is already there)."""
+  dc = data_config_of(config)
+  out_dir = os.path.abspath(out_dir)
+  want = config_hash(dc)
+  if _existing(out_dir, want):
+    return out_dir
+  parent = os.path.dirname(out_dir)
+  os.makedirs(parent, exist_ok=True)
+  tmp = os.path.join(parent, f".{os.path.basename(out_dir)}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+  os.makedirs(tmp)
+  try:
+    raw = load_raw(dc)
+    body = build(raw, dc, tmp)
+    manifest = {"format_version": FORMAT_VERSION, "source": dc.source,
+                "config_hash": want, "config": dataset_config(dc), **body,
+                "raw_files": {os.path.basename(p): sha256_file(p) for p in raw.files},
+                "files": _file_hashes(tmp)}
+    with open(os.path.join(tmp, "manifest.json"), "w") as f:
+      json.dump(manifest, f, indent=1, sort_keys=True)
+    try:
+      os.rename(tmp, out_dir)  # the commit point
+    except OSError:
+      # Another process finished first: accept its result if it is the same dataset.
+      if _existing(out_dir, want):
+        return out_dir
+      raise
+  finally:
+    if os.path.exists(tmp):
+      shutil.rmtree(tmp, ignore_errors=True)
+  return out_dir
