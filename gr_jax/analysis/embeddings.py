@@ -1,0 +1,84 @@
+"""t-SNE of item embeddings (scikit-learn), coloured by cluster or genre, as a PNG."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from gr_jax.analysis import report
+
+
+def item_embedding_matrix(model, token_offset: int, num_items: int) -> np.ndarray:
+  """Rows `[token_offset, token_offset + num_items)` of the model's input embedding: `[items, d]`.
+
+  Looks for the first parameter shaped `[total_vocab, d_model]` whose path names an embedding
+  (the shared/input embedding of T5), so it does not depend on the module's attribute names.
+  """
+  from flax import nnx
+  state = nnx.state(model, nnx.Param)
+  total = token_offset + num_items
+  best = None
+  for path, leaf in nnx.to_flat_state(state):
+    value = getattr(leaf, "value", leaf)
+    name = "/".join(str(p) for p in path).lower()
+    if getattr(value, "ndim", 0) == 2 and value.shape[0] >= total and "embed" in name:
+      if best is None or ("shared" in name or "input" in name or "token" in name):
+        best = (name, value)
+  if best is None:
+    raise ValueError(f"no embedding parameter with at least {total} rows in the model")
+  return np.asarray(best[1][token_offset:total], np.float32)
+
+
+def tsne(embeddings: np.ndarray, *, perplexity: float = 30.0, seed: int = 0) -> np.ndarray:
+  """2-D t-SNE coordinates `[items, 2]` (PCA init, deterministic for a seed)."""
+  from sklearn.manifold import TSNE
+  x = np.asarray(embeddings, np.float32)
+  perplexity = min(perplexity, max(1.0, (x.shape[0] - 1) / 3))  # sklearn needs perplexity < n
+  return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed,
+              learning_rate="auto").fit_transform(x)
+
+
+def tsne_plot(path: str, embeddings: np.ndarray, labels: Sequence | None = None, *,
+              title: str = "item embeddings (t-SNE)", perplexity: float = 30.0, seed: int = 0,
+              max_legend: int = 20) -> np.ndarray:
+  """Writes a scatter PNG coloured by label (cluster, genre); returns the 2-D coordinates."""
+  xy = tsne(embeddings, perplexity=perplexity, seed=seed)
+  plt = report.pyplot()
+  fig, ax = plt.subplots(figsize=(6, 5), dpi=120)
+  if labels is None:
+    ax.scatter(xy[:, 0], xy[:, 1], s=6)
+  else:
+    labels = [str(l) for l in labels]
+    if len(labels) != len(xy):
+      raise ValueError(f"{len(labels)} labels for {len(xy)} items")
+    uniq = sorted(set(labels))
+    cmap = plt.get_cmap("tab20" if len(uniq) > 10 else "tab10")
+    for n, lab in enumerate(uniq):
+      m = np.asarray([l == lab for l in labels])
+      ax.scatter(xy[m, 0], xy[m, 1], s=6, color=cmap(n % cmap.N),
+                 label=lab if len(uniq) <= max_legend else None)
+    if len(uniq) <= max_legend:
+      ax.legend(fontsize=6, markerscale=2, loc="best")
+  ax.set_title(title)
+  ax.set_xticks([])
+  ax.set_yticks([])
+  fig.tight_layout()
+  import os
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  fig.savefig(path)
+  plt.close(fig)
+  return xy
+
+
+def item_labels(catalog, key: str = "cluster") -> list[str]:
+  """Per-item label from catalogue metadata: `cluster` (simulator) or the first of `genres`."""
+  out = []
+  for m in catalog.metadata:
+    v = m.get(key, m.get("genres", m.get("genre", "?")))
+    if isinstance(v, (list, tuple)):
+      v = v[0] if v else "?"
+    elif isinstance(v, str) and "|" in v:
+      v = v.split("|")[0]
+    out.append(str(v))
+  return out

@@ -1,0 +1,219 @@
+"""Checkpoint-based evaluation: decode every query of a split, write TREC runs, qrels and metrics.
+
+`evaluate(workdir, split, step, overrides)`:
+1. restores the model and its config from the run directory (`restore_for_inference`);
+2. for each task the model was trained on (`config.data.tasks`), loads `<dataset>/<task>/<split>.npz`
+   from the run's processed dataset (`data.processed_dir`, else `<workdir>/data`), keeps each
+   `query_id` once (its first example's encoder input) and collects every `target_item` of the
+   query as its qrels;
+3. decodes fixed-shape batches (the last one padded with copies of a real row, so one compiled
+   program serves all batches) with the config's diverse beam search restricted to item tokens;
+   an item is kept at its best rank, invalid / non-finite hypotheses are dropped, missing ranks
+   count as non-relevant;
+4. writes `eval/<split>/{task}.run`, `{task}.qrels`, `metrics.json` (task -> metric -> mean at its
+   top level, plus an `info` section) and `per_query.json` (task -> metric -> query -> value).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from typing import Any, Callable, Mapping
+
+import ml_collections
+import numpy as np
+
+from gr_jax.evaluation import metrics as metrics_lib
+from gr_jax.evaluation import runs as runs_lib
+
+log = logging.getLogger(__name__)
+
+TASKS = ("search", "rec")
+
+
+class EvaluationError(RuntimeError):
+  """Something the evaluation needs is missing or does not match; the message is one line."""
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides: Mapping[str, Any] | None
+                    ) -> ml_collections.ConfigDict:
+  """Copy of config with dotted-path overrides (`{"decode.num_beams": 8}`) applied."""
+  config = ml_collections.ConfigDict(config.to_dict())
+  for key, value in (overrides or {}).items():
+    node = config
+    parts = key.split(".")
+    for p in parts[:-1]:
+      if p not in node:
+        raise EvaluationError(f"override {key!r}: config has no section {p!r}")
+      node = node[p]
+    if parts[-1] not in node:
+      raise EvaluationError(f"override {key!r}: config has no field {parts[-1]!r}")
+    old = node[parts[-1]]
+    if isinstance(old, (tuple, list)) and not isinstance(value, (tuple, list)):
+      # "1,5,10" from a command line -> (1, 5, 10), typed like the default's elements.
+      cast = type(old[0]) if old else str
+      value = tuple(cast(v) for v in str(value).split(","))
+    elif isinstance(old, (tuple, list)):
+      value = tuple(value)
+    try:
+      node[parts[-1]] = value
+    except TypeError as e:
+      raise EvaluationError(f"override {key!r}={value!r}: {e}") from None
+  return config
+
+
+def dataset_dir(workdir: str, config) -> str:
+  path = config.data.get("processed_dir", "") or os.path.join(workdir, "data")
+  if not os.path.exists(os.path.join(path, "catalog.json")):
+    raise EvaluationError(f"{workdir}: processed dataset {path} has no catalog.json "
+                          "(set data.processed_dir or run gr_jax.prepare)")
+  return path
+
+
+def load_split(data_dir: str, task: str, split: str) -> dict[str, np.ndarray]:
+  path = os.path.join(data_dir, task, f"{split}.npz")
+  if not os.path.exists(path):
+    have = sorted(f[:-4] for f in os.listdir(os.path.join(data_dir, task))
+                  if f.endswith(".npz")) if os.path.isdir(os.path.join(data_dir, task)) else []
+    raise EvaluationError(f"{path}: split {split!r} of task {task!r} is missing (have {have})")
+  with np.load(path) as z:
+    arrays = {k: z[k] for k in z.files}
+  for key in ("encoder_input_ids", "target_item", "query_id"):
+    if key not in arrays:
+      raise EvaluationError(f"{path}: field {key!r} missing; expected encoder_input_ids, "
+                            "target_item, query_id")
+  return arrays
+
+
+def item_constraint(catalog, eos_id: int):
+  """The decoder's atomic item constraint: one item token, then EOS (PAPER.md "Inference")."""
+  from gr_jax.decoding.constraints import AtomicItemConstraint
+  if getattr(catalog, "id_scheme", "atomic") != "atomic":
+    raise EvaluationError(f"item id scheme {catalog.id_scheme!r}: the evaluator supports 'atomic'")
+  return AtomicItemConstraint.from_catalog(catalog, eos_id=eos_id)
+
+
+def make_decode_fn(model, config, catalog) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
+  """encoder_input_ids `[B, L]` -> (sequences `[B, R, T]`, scores `[B, R]`) as NumPy."""
+  from gr_jax.decoding import beam_search as bs_lib
+  beam_search = getattr(bs_lib, "beam_search", bs_lib)
+  de = config.decode
+  constraint = item_constraint(catalog, model.config.eos_token_id)
+  pad = model.config.pad_token_id
+
+  def decode(enc: np.ndarray):
+    seqs, scores = beam_search(
+        model, enc, encoder_mask=enc != pad, num_beams=de.num_beams,
+        num_beam_groups=de.num_beam_groups, diversity_penalty=de.diversity_penalty,
+        length_penalty=de.length_penalty, max_new_tokens=de.max_new_tokens,
+        num_return_sequences=de.num_return_sequences, early_stopping=de.early_stopping,
+        constraint=constraint)
+    return np.asarray(seqs), np.asarray(scores)
+  return decode
+
+
+def decode_queries(decode_fn, encoder_inputs: np.ndarray, query_ids, catalog, batch_size: int,
+                   task: str = "", log_every_s: float = 10.0, eos_id: int = 1
+                   ) -> dict[str, dict[str, float]]:
+  """Run dict `{query_id: {item_id: score}}` for the given unique queries.
+
+  A returned sequence counts when it spells an item (`constraint.to_items`: item token then EOS,
+  the rule of `gr_jax.decoding.sequences_to_items`) and its score is finite.
+  """
+  constraint = item_constraint(catalog, eos_id)
+  n = encoder_inputs.shape[0]
+  run: dict[str, dict[str, float]] = {}
+  start = last = time.time()
+  for lo in range(0, n, batch_size):
+    hi = min(lo + batch_size, n)
+    batch = encoder_inputs[lo:hi]
+    if hi - lo < batch_size:
+      # Pad with copies of a real row (an all-pad row would have an empty encoder mask).
+      batch = np.concatenate([batch, np.repeat(batch[:1], batch_size - (hi - lo), 0)], 0)
+    seqs, scores = decode_fn(batch)  # [B, R, T], [B, R]
+    seqs, scores = np.asarray(seqs), np.asarray(scores, np.float64)
+    for row in range(hi - lo):
+      q: dict[str, float] = {}
+      for seq, sc in zip(seqs[row], scores[row].tolist()):
+        idx = constraint.to_items(seq)
+        if idx is None or not math.isfinite(sc):
+          continue
+        d = catalog.item_ids[idx]
+        if d not in q:  # duplicates keep their best (first) rank
+          q[d] = float(sc)
+      run[query_ids[lo + row]] = q
+    now = time.time()
+    if now - last >= log_every_s or hi == n:
+      last = now
+      log.info("evaluate %s: %d/%d queries, %.1f queries/s", task, hi, n, hi / max(now - start, 1e-9))
+  return run
+
+
+def evaluate(workdir: str, split: str = "test", step=None, overrides: Mapping[str, Any] | None = None,
+             *, decode_fn_factory: Callable | None = None) -> dict:
+  """Evaluates a run directory's checkpoint; returns (and writes) the metrics.json object.
+
+  overrides: dotted config fields, e.g. `{"decode.num_beams": 8, "eval.ks": (1, 10)}`.
+  decode_fn_factory(model, config, catalog) -> decode_fn replaces beam search (tests, baselines).
+  """
+  from gr_jax.data.catalog import ItemCatalog
+  from gr_jax.training import checkpointing
+
+  if split not in ("test", "valid"):
+    raise EvaluationError(f"split must be 'test' or 'valid', got {split!r}")
+  if not os.path.isdir(workdir):
+    raise EvaluationError(f"{workdir}: run directory does not exist")
+  try:
+    model, config, step = checkpointing.restore_for_inference(workdir, step)
+  except (FileNotFoundError, checkpointing.ConfigMismatchError) as e:
+    raise EvaluationError(" ".join(str(e).split())) from e
+  except ValueError as e:  # restored arrays do not fit the config's model
+    raise EvaluationError(f"{workdir}: checkpoint does not match its config: "
+                          + " ".join(str(e).split())) from e
+  config = apply_overrides(config, overrides)
+  data_dir = dataset_dir(workdir, config)
+  catalog = ItemCatalog.load(os.path.join(data_dir, "catalog.json"))
+  mc = model.config
+  if catalog.token_offset != mc.vocab_size or catalog.num_items != mc.num_item_tokens:
+    raise EvaluationError(
+        f"{data_dir}/catalog.json: {catalog.num_items} items from token {catalog.token_offset}, but "
+        f"the checkpoint's model has {mc.num_item_tokens} item tokens from {mc.vocab_size} "
+        "(checkpoint from another dataset or config)")
+  tasks = [t for t in config.data.tasks]
+  for t in tasks:
+    if t not in TASKS:
+      raise EvaluationError(f"{workdir}/config.json: data.tasks holds {t!r}; expected {TASKS}")
+  arrays = {t: load_split(data_dir, t, split) for t in tasks}  # all present before decoding
+
+  ks = tuple(int(k) for k in config.eval.ks)
+  if config.decode.num_return_sequences < max(ks):
+    log.warning("decode.num_return_sequences=%d < max cut-off %d: deeper ranks count as misses",
+                config.decode.num_return_sequences, max(ks))
+  factory = decode_fn_factory or make_decode_fn
+  decode_fn = factory(model, config, catalog)
+  results, info_tasks = {}, {}
+  for t in tasks:
+    src = os.path.join(data_dir, t, f"{split}.npz")
+    qids, first = runs_lib.split_queries(arrays[t], src)
+    qrels = runs_lib.qrels_from_split(arrays[t], catalog.item_ids, src)
+    enc = np.asarray(arrays[t]["encoder_input_ids"][first], np.int32)
+    t0 = time.time()
+    run = decode_queries(decode_fn, enc, qids, catalog, int(config.decode.batch_size), task=t,
+                         eos_id=mc.eos_token_id)
+    secs = time.time() - t0
+    means, pq = metrics_lib.evaluate_run(qrels, run, ks)
+    results[t] = {"run": run, "qrels": qrels, "means": means, "per_query": pq}
+    info_tasks[t] = {"num_queries": len(qids), "num_examples": int(len(arrays[t]["query_id"])),
+                     "decode_seconds": secs, "queries_per_s": len(qids) / max(secs, 1e-9)}
+    log.info("evaluate %s/%s: %s", t, split, {k: round(v, 4) for k, v in means.items()
+                                               if k.startswith("recall")})
+  info = {"workdir": os.path.abspath(workdir), "step": int(step), "split": split, "ks": list(ks),
+          "decode": config.decode.to_dict(), "tasks": info_tasks, "dataset": os.path.abspath(data_dir),
+          "metric_note": "recall@K is Recall (share of a query's relevant items in the top K); it "
+                         "equals Success@K when a query has one relevant item. Ties: score "
+                         "descending, item id descending (trec_eval)."}
+  tag = f"{config.get('name', 'gr_jax')}-step{step}".replace(" ", "_")
+  return runs_lib.write_eval_outputs(runs_lib.eval_dir(workdir, split), results, {"info": info},
+                                     tag=tag)

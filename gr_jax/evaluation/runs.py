@@ -1,0 +1,200 @@
+"""TREC run and qrels files.
+
+run:   `qid Q0 item rank score tag`, one line per retrieved item, written in rank order (the
+       metrics' order: score descending, item id descending on ties); scores are written with
+       `repr` so they read back bit-identical and the ranking does not change on a round trip.
+qrels: `qid 0 item relevance`.
+Readers raise `RunFormatError` naming the file, line and field on bad input.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Mapping
+
+from gr_jax.evaluation import metrics as metrics_lib
+
+
+class RunFormatError(ValueError):
+  """A malformed run or qrels line (message names file, line and field)."""
+
+
+def _atomic_write(path: str, text: str) -> None:
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  tmp = f"{path}.tmp.{os.getpid()}"
+  with open(tmp, "w") as f:
+    f.write(text)
+  os.replace(tmp, path)
+
+
+def _check_id(value: str, what: str) -> None:
+  if not value or any(c.isspace() for c in value):
+    raise ValueError(f"{what} {value!r} is empty or contains whitespace; TREC files cannot hold it")
+
+
+def format_run(run: Mapping[str, Mapping[str, float]], tag: str = "gr_jax") -> str:
+  _check_id(tag, "run tag")
+  lines = []
+  for qid in sorted(run):
+    _check_id(str(qid), "query id")
+    scores = run[qid]
+    for rank, item in enumerate(metrics_lib.rank_items(scores), start=1):
+      _check_id(str(item), "item id")
+      lines.append(f"{qid} Q0 {item} {rank} {float(scores[item])!r} {tag}")
+  return "\n".join(lines) + ("\n" if lines else "")
+
+
+def write_run(path: str, run: Mapping[str, Mapping[str, float]], tag: str = "gr_jax") -> None:
+  _atomic_write(path, format_run(run, tag))
+
+
+def read_run(path: str) -> dict[str, dict[str, float]]:
+  """`{qid: {item: score}}`. Ranks in the file are ignored (trec_eval re-sorts by score too)."""
+  run: dict[str, dict[str, float]] = {}
+  with open(path) as f:
+    for lineno, line in enumerate(f, start=1):
+      if not line.strip():
+        continue
+      parts = line.split()
+      if len(parts) != 6:
+        raise RunFormatError(
+            f"{path}:{lineno}: expected 6 fields 'qid Q0 item rank score tag', got {len(parts)}")
+      qid, _, item, rank, score, _ = parts
+      try:
+        int(rank)
+      except ValueError:
+        raise RunFormatError(f"{path}:{lineno}: field 'rank' must be an integer, got {rank!r}") from None
+      try:
+        value = float(score)
+      except ValueError:
+        raise RunFormatError(f"{path}:{lineno}: field 'score' must be a number, got {score!r}") from None
+      if math.isnan(value):
+        raise RunFormatError(f"{path}:{lineno}: field 'score' is NaN")
+      q = run.setdefault(qid, {})
+      if item in q:
+        raise RunFormatError(f"{path}:{lineno}: field 'item' {item!r} repeated for query {qid!r}")
+      q[item] = value
+  return run
+
+
+def format_qrels(qrels: Mapping[str, Mapping[str, int]]) -> str:
+  lines = []
+  for qid in sorted(qrels):
+    _check_id(str(qid), "query id")
+    for item in sorted(qrels[qid]):
+      _check_id(str(item), "item id")
+      lines.append(f"{qid} 0 {item} {int(qrels[qid][item])}")
+  return "\n".join(lines) + ("\n" if lines else "")
+
+
+def write_qrels(path: str, qrels: Mapping[str, Mapping[str, int]]) -> None:
+  _atomic_write(path, format_qrels(qrels))
+
+
+def read_qrels(path: str) -> dict[str, dict[str, int]]:
+  qrels: dict[str, dict[str, int]] = {}
+  with open(path) as f:
+    for lineno, line in enumerate(f, start=1):
+      if not line.strip():
+        continue
+      parts = line.split()
+      if len(parts) != 4:
+        raise RunFormatError(
+            f"{path}:{lineno}: expected 4 fields 'qid 0 item relevance', got {len(parts)}")
+      qid, _, item, rel = parts
+      try:
+        qrels.setdefault(qid, {})[item] = int(rel)
+      except ValueError:
+        raise RunFormatError(
+            f"{path}:{lineno}: field 'relevance' must be an integer, got {rel!r}") from None
+  return qrels
+
+
+def write_json(path: str, obj) -> None:
+  _atomic_write(path, json.dumps(obj, indent=1, sort_keys=True) + "\n")
+
+
+def read_json(path: str):
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except json.JSONDecodeError as e:
+    raise RunFormatError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+
+
+def eval_dir(workdir: str, split: str) -> str:
+  return os.path.join(workdir, "eval", split)
+
+
+def write_eval_outputs(out_dir: str, task_results: Mapping[str, dict], extra: Mapping | None = None,
+                       tag: str = "gr_jax") -> dict:
+  """Writes `{task}.run`, `{task}.qrels`, `metrics.json`, `per_query.json` under `out_dir`.
+
+  task_results: `{task: {"run": run, "qrels": qrels, "means": {...}, "per_query": {...}}}`.
+  metrics.json holds task -> metric -> mean at its top level, plus whatever `extra` adds (under keys
+  that are not task names). Returns the metrics.json object.
+  """
+  summary: dict = {}
+  per_query: dict = {}
+  for task, r in task_results.items():
+    write_run(os.path.join(out_dir, f"{task}.run"), r["run"], tag=tag)
+    write_qrels(os.path.join(out_dir, f"{task}.qrels"), r["qrels"])
+    summary[task] = dict(r["means"])
+    per_query[task] = r["per_query"]
+  for k, v in (extra or {}).items():
+    if k in summary:
+      raise ValueError(f"extra key {k!r} collides with a task name in metrics.json")
+    summary[k] = v
+  write_json(os.path.join(out_dir, "metrics.json"), summary)
+  write_json(os.path.join(out_dir, "per_query.json"), per_query)
+  return summary
+
+
+def load_eval(run_dir: str, split: str = "test") -> tuple[dict, dict]:
+  """(metrics.json, per_query.json) of a run directory's evaluation (or an eval dir itself)."""
+  d = eval_dir(run_dir, split)
+  if not os.path.isdir(d) and os.path.exists(os.path.join(run_dir, "metrics.json")):
+    d = run_dir
+  mpath = os.path.join(d, "metrics.json")
+  if not os.path.exists(mpath):
+    raise FileNotFoundError(f"{run_dir}: no {os.path.join('eval', split, 'metrics.json')}; "
+                            f"run `python -m gr_jax.evaluate --workdir {run_dir} --split {split}` first")
+  qpath = os.path.join(d, "per_query.json")
+  per_query = read_json(qpath) if os.path.exists(qpath) else {}
+  return read_json(mpath), per_query
+
+
+def split_queries(arrays: Mapping, source: str = "<split>"):
+  """Unique queries of a split: (query ids as strings, index of each query's first example).
+
+  Examples sharing a `query_id` are one query (their encoder inputs are equal); it is decoded once.
+  """
+  import numpy as np
+  for key in ("query_id", "target_item"):
+    if key not in arrays:
+      raise RunFormatError(f"{source}: field {key!r} missing; expected arrays query_id, target_item")
+  qid = np.asarray(arrays["query_id"])
+  _, first = np.unique(qid, return_index=True)
+  first = np.sort(first)  # keep file order: deterministic batches
+  return [str(int(q)) for q in qid[first]], first
+
+
+def qrels_from_split(arrays: Mapping, item_ids, source: str = "<split>") -> dict[str, dict[str, int]]:
+  """Binary qrels: every target_item of a query_id is relevant (ids as catalogue id strings)."""
+  import numpy as np
+  qid = np.asarray(arrays["query_id"])
+  target = np.asarray(arrays["target_item"])
+  if qid.shape != target.shape:
+    raise RunFormatError(f"{source}: query_id {qid.shape} and target_item {target.shape} differ")
+  n = len(item_ids)
+  bad = (target < 0) | (target >= n)
+  if bad.any():
+    i = int(np.argmax(bad))
+    raise RunFormatError(f"{source}: field 'target_item' row {i} is {int(target[i])}; "
+                         f"expected an item index in [0, {n})")
+  qrels: dict[str, dict[str, int]] = {}
+  for q, t in zip(qid.tolist(), target.tolist()):
+    qrels.setdefault(str(q), {})[item_ids[t]] = 1
+  return qrels

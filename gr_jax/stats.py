@@ -1,0 +1,72 @@
+"""Compares models across seeds: `python -m gr_jax.stats --runs joint=RUN_J0,RUN_J1 --runs search=...`.
+
+Each `--runs MODEL=DIR[,DIR...]` names one model and its run directories (one per seed; shell globs
+are expanded). Reads `DIR/eval/<split>/metrics.json` + `per_query.json`, prints and writes mean ±
+std over seeds and paired per-query tests of `--baseline` (default joint) against each other model,
+with Holm or Bonferroni correction, as `<out>/stats.json` and `<out>/stats.md`.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import sys
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_multi_string("runs", [], "MODEL=DIR[,DIR...] (one directory per seed), repeatable.")
+flags.DEFINE_list("tasks", ["search", "rec"], "Tasks to compare.")
+flags.DEFINE_list("metrics", ["recall@30"], "Metrics to compare (names in metrics.json).")
+flags.DEFINE_enum("split", "test", ["test", "valid"], "Which evaluation split.")
+flags.DEFINE_enum("test", "ttest", ["ttest", "randomization"], "Paired test per query.")
+flags.DEFINE_enum("correction", "holm", ["holm", "bonferroni", "none"], "Multiple-testing correction.")
+flags.DEFINE_string("baseline", "joint", "Model compared against every other one.")
+flags.DEFINE_integer("num_samples", 10000, "Randomisation test samples.")
+flags.DEFINE_string("out", "", "Directory for stats.json and stats.md (empty: print only).")
+
+
+def parse_groups(items) -> dict[str, list[str]]:
+  groups: dict[str, list[str]] = {}
+  for item in items:
+    name, sep, dirs = item.partition("=")
+    if not sep or not name or not dirs:
+      raise ValueError(f"--runs {item!r}: expected MODEL=DIR[,DIR...]")
+    paths = []
+    for d in dirs.split(","):
+      matched = sorted(glob.glob(d)) if any(c in d for c in "*?[") else [d]
+      if not matched:
+        raise ValueError(f"--runs {name}: pattern {d!r} matches no directory")
+      paths += matched
+    groups.setdefault(name, []).extend(paths)
+  if not groups:
+    raise ValueError("no --runs given; expected e.g. --runs joint=runs/j0,runs/j1 --runs search=...")
+  return groups
+
+
+def main(argv) -> None:
+  del argv
+  from gr_jax.analysis import stats
+  from gr_jax.evaluation import runs as runs_lib
+  try:
+    groups = parse_groups(FLAGS.runs)
+    result = stats.compare_models(groups, task=FLAGS.tasks, metric=FLAGS.metrics, test=FLAGS.test,
+                                  correction=FLAGS.correction, baseline=FLAGS.baseline,
+                                  split=FLAGS.split, num_samples=FLAGS.num_samples)
+  except (ValueError, KeyError, FileNotFoundError) as e:
+    sys.exit(f"error: {' '.join(str(e).split())}")
+  md = stats.to_markdown(result)
+  print(md)
+  if FLAGS.out:
+    runs_lib.write_json(os.path.join(FLAGS.out, "stats.json"), result)
+    with open(os.path.join(FLAGS.out, "stats.md"), "w") as f:
+      f.write(md)
+
+
+def run() -> None:
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()

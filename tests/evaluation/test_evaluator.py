@@ -1,0 +1,158 @@
+"""Evaluator pipeline with a stubbed checkpoint and decoder; errors with the real restore."""
+
+import dataclasses
+import json
+import os
+
+import ir_measures
+import ml_collections
+import numpy as np
+import pytest
+from ir_measures import R, RR, nDCG
+
+from gr_jax.data.catalog import ItemCatalog
+from gr_jax.evaluation import evaluator, runs
+from gr_jax.training import checkpointing
+
+TEXT_VOCAB = 50
+NUM_ITEMS = 12
+
+
+@dataclasses.dataclass
+class FakeModelConfig:
+  vocab_size: int = TEXT_VOCAB
+  num_item_tokens: int = NUM_ITEMS
+  pad_token_id: int = 0
+  eos_token_id: int = 1
+
+
+class FakeModel:
+  config = FakeModelConfig()
+
+
+def _config(data_dir, tasks=("search", "rec")):
+  c = ml_collections.ConfigDict()
+  c.name = "fake"
+  c.data = ml_collections.ConfigDict({"processed_dir": data_dir, "tasks": tasks})
+  c.decode = ml_collections.ConfigDict({"num_beams": 4, "num_beam_groups": 2, "diversity_penalty": 0.25,
+                                        "length_penalty": 1.0, "num_return_sequences": 4,
+                                        "max_new_tokens": 2, "early_stopping": False, "batch_size": 3})
+  c.eval = ml_collections.ConfigDict({"split": "test", "ks": (1, 2, 4)})
+  return c
+
+
+def _write_dataset(d):
+  os.makedirs(d / "search")
+  os.makedirs(d / "rec")
+  ItemCatalog([f"item{i}" for i in range(NUM_ITEMS)], token_offset=TEXT_VOCAB).save(str(d / "catalog.json"))
+  rng = np.random.default_rng(0)
+  for task, n_q in [("search", 7), ("rec", 5)]:
+    qid = np.repeat(np.arange(n_q), 2)[: 2 * n_q - 1]  # most queries have two targets
+    target = rng.integers(0, NUM_ITEMS, qid.size).astype(np.int32)
+    enc = np.zeros([qid.size, 6], np.int32)
+    enc[:, 0] = 10 + qid  # the fake decoder reads the query back from here
+    enc[:, 1] = 1
+    np.savez(d / task / "test.npz", encoder_input_ids=enc, target_item=target,
+             query_id=qid.astype(np.int32))
+
+
+def fake_factory(model, config, catalog):
+  def decode(enc):
+    b = enc.shape[0]
+    q = enc[:, 0] - 10
+    # Beams: item (q), item (q+1), item (q) again (duplicate), a text token (not an item), ...
+    items = np.stack([q % NUM_ITEMS, (q + 1) % NUM_ITEMS, q % NUM_ITEMS, np.full(b, -TEXT_VOCAB + 3)], 1)
+    seqs = np.stack([items + TEXT_VOCAB, np.ones_like(items)], -1)  # [B, R, 2]
+    scores = np.broadcast_to(np.array([-0.1, -0.5, -0.7, -0.9], np.float32), (b, 4)).copy()
+    scores[q % 3 == 0, 1] = -0.1  # a tie at the top for some queries
+    return seqs.astype(np.int32), scores
+  return decode
+
+
+@pytest.fixture
+def run_dir(tmp_path, monkeypatch):
+  data = tmp_path / "data"
+  _write_dataset(data)
+  wd = tmp_path / "run"
+  wd.mkdir()
+  monkeypatch.setattr(checkpointing, "restore_for_inference",
+                      lambda workdir, step=None: (FakeModel(), _config(str(data)), 7))
+  return wd
+
+
+def test_evaluate_writes_runs_qrels_metrics(run_dir):
+  out = evaluator.evaluate(str(run_dir), "test", decode_fn_factory=fake_factory)
+  ed = run_dir / "eval" / "test"
+  on_disk = json.loads((ed / "metrics.json").read_text())
+  assert on_disk == json.loads(json.dumps(out))
+  assert set(on_disk) == {"search", "rec", "info"}
+  assert on_disk["info"]["step"] == 7
+  pq = json.loads((ed / "per_query.json").read_text())
+  for task, n_q in [("search", 7), ("rec", 5)]:
+    run = runs.read_run(ed / f"{task}.run")
+    qrels = runs.read_qrels(ed / f"{task}.qrels")
+    assert len(qrels) == n_q and len(run) == n_q  # each query decoded once
+    assert all(len(v) == 2 for v in run.values())  # duplicate and text token dropped
+    assert run["3"] == {"item3": pytest.approx(-0.1), "item4": pytest.approx(-0.1)}
+    ref = ir_measures.calc_aggregate([R @ 1, R @ 2, R @ 4, nDCG @ 2], qrels, run)
+    assert on_disk[task]["recall@1"] == pytest.approx(ref[R @ 1], abs=1e-9)
+    assert on_disk[task]["recall@4"] == pytest.approx(ref[R @ 4], abs=1e-9)
+    assert on_disk[task]["ndcg@2"] == pytest.approx(ref[nDCG @ 2], abs=1e-9)
+    assert set(pq[task]["mrr@4"]) == set(qrels)
+    assert on_disk[task]["recall@4"] > 0  # the oracle beams find some targets
+  # A stray query id in the qrels is the catalogue id string.
+  assert all(d.startswith("item") for v in runs.read_qrels(ed / "rec.qrels").values() for d in v)
+
+
+def test_overrides_and_missing_split(run_dir):
+  out = evaluator.evaluate(str(run_dir), "test", overrides={"eval.ks": "1,3"},
+                           decode_fn_factory=fake_factory)
+  assert "recall@3" in out["search"] and "recall@4" not in out["search"]
+  with pytest.raises(evaluator.EvaluationError, match=r"valid.npz: split 'valid' of task 'search' is missing"):
+    evaluator.evaluate(str(run_dir), "valid", decode_fn_factory=fake_factory)
+  with pytest.raises(evaluator.EvaluationError, match="no field 'nope'"):
+    evaluator.evaluate(str(run_dir), "test", overrides={"decode.nope": 1}, decode_fn_factory=fake_factory)
+
+
+def test_catalog_from_another_dataset(run_dir, tmp_path):
+  ItemCatalog([f"x{i}" for i in range(NUM_ITEMS + 1)], token_offset=TEXT_VOCAB).save(
+      str(tmp_path / "data" / "catalog.json"))
+  with pytest.raises(evaluator.EvaluationError, match="13 items from token 50.*12 item tokens"):
+    evaluator.evaluate(str(run_dir), "test", decode_fn_factory=fake_factory)
+
+
+def test_no_checkpoint_is_one_line_error(tmp_path):
+  (tmp_path / "empty").mkdir()
+  with pytest.raises(evaluator.EvaluationError) as e:
+    evaluator.evaluate(str(tmp_path / "empty"))
+  assert "no checkpoint" in str(e.value) and "\n" not in str(e.value)
+  with pytest.raises(evaluator.EvaluationError, match="does not exist"):
+    evaluator.evaluate(str(tmp_path / "nope"))
+
+
+def test_real_beam_search_decode_matches_sequences_to_items():
+  """decode_queries over the real decoder (tiny random T5) agrees with sequences_to_items."""
+  from flax import nnx
+
+  from configs import base
+  from gr_jax.decoding import beam_search as bs
+  from gr_jax.decoding.constraints import AtomicItemConstraint, sequences_to_items
+  from gr_jax.model.t5 import T5, T5Config
+  cat = ItemCatalog([f"m{i}" for i in range(NUM_ITEMS)], token_offset=TEXT_VOCAB)
+  model = T5(T5Config.from_preset("tiny", vocab_size=TEXT_VOCAB, num_item_tokens=NUM_ITEMS),
+             rngs=nnx.Rngs(0))
+  c = base.get_config()
+  c.decode.num_beams, c.decode.num_beam_groups, c.decode.num_return_sequences = 6, 3, 6
+  enc = np.random.default_rng(0).integers(3, TEXT_VOCAB, (5, 8)).astype(np.int32)
+  enc[:, -1] = 1
+  run = evaluator.decode_queries(evaluator.make_decode_fn(model, c, cat), enc,
+                                 [str(i) for i in range(5)], cat, batch_size=4)  # 2 batches, 1 padded
+  fn = getattr(bs, "beam_search", bs)
+  seqs, scores = fn(model, enc, num_beams=6, num_beam_groups=3, diversity_penalty=0.25,
+                    max_new_tokens=2, num_return_sequences=6,
+                    constraint=AtomicItemConstraint.from_catalog(cat))
+  ref = sequences_to_items(np.asarray(seqs), AtomicItemConstraint.from_catalog(cat), np.asarray(scores))
+  for i in range(5):
+    ours = sorted(run[str(i)], key=lambda d: -run[str(i)][d])
+    assert ours == [cat.item_ids[j] for j in ref[i]]
+    assert 1 <= len(ours) <= 6
