@@ -123,6 +123,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   de.max_new_tokens = 2  # <item> </s>
   de.early_stopping = False  # False | True | "never"
   de.batch_size = 64  # queries per decode batch
+  de.use_cache = True  # KV-cached decoder steps (True) or recompute the short prefix (False)
+  de.one_hot_gather = False  # reorder beam caches by one-hot einsum (t5x SPMD style) vs take_along_axis
 
   # ---------------------------------------------------------------- evaluation (gr_jax/evaluation)
   c.eval = ev = ml_collections.ConfigDict()
