@@ -1,0 +1,36 @@
+"""Shared pytest fixtures (kept small: each package's tests own their helpers)."""
+
+import os
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def hf_t5_factory(tmp_path_factory):
+  """Builds, saves and caches tiny random Hugging Face T5 models.
+
+  `hf_t5_factory(seed=0, max_shard_size=None, **config_fields) -> (directory, torch model)`.
+  Needs torch + transformers (test-only references); skips the test when they are missing.
+  """
+  torch = pytest.importorskip("torch")
+  transformers = pytest.importorskip("transformers")
+  cache = {}
+
+  def make(seed=0, max_shard_size=None, **fields):
+    key = (seed, max_shard_size, tuple(sorted(fields.items())))
+    if key in cache:
+      return cache[key]
+    base = dict(vocab_size=97, d_model=24, d_kv=8, d_ff=40, num_layers=2, num_heads=3,
+                relative_attention_num_buckets=8, relative_attention_max_distance=20,
+                dropout_rate=0.0, feed_forward_proj="relu", tie_word_embeddings=True,
+                decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
+    base.update(fields)
+    torch.manual_seed(seed)
+    model = transformers.T5ForConditionalGeneration(transformers.T5Config(**base)).eval()
+    path = str(tmp_path_factory.mktemp(f"hf_t5_{seed}"))
+    kwargs = {} if max_shard_size is None else {"max_shard_size": max_shard_size}
+    model.save_pretrained(path, safe_serialization=True, **kwargs)
+    cache[key] = (path, model)
+    return cache[key]
+
+  return make
