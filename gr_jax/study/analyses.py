@@ -82,7 +82,8 @@ def _tsne(plan: Plan, point: Point, groups, dataset) -> dict:
   from gr_jax.analysis import embeddings
   from gr_jax.training.checkpointing import restore_for_inference
   catalog = dataset.catalog
-  labels = embeddings.item_labels(catalog)
+  first = catalog.metadata[0] if catalog.metadata else {}
+  labels = embeddings.item_labels(catalog, "rec_cluster" if "rec_cluster" in first else "genres")
   out = {}
   for model_kind, dirs in groups.items():
     model, _, _ = restore_for_inference(dirs[0])

@@ -1,0 +1,399 @@
+"""Train-step benchmark: the trainer's own jitted step (and a faster variant) on synthetic batches.
+
+Every measurement becomes one flat JSON-serialisable record (`make_record`), the same layout for the
+gr-jax and Hugging Face sides, so `bench/results/*.jsonl` can be compared line by line.
+
+Timing protocol: compile + `warmup` steps are excluded; then `repeats` timed windows of
+`steps_per_repeat` steps each, with one `block_until_ready` at the end of a window only (no host
+sync inside the loop), and the median window gives the step time.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import statistics
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from gr_jax.benchmark import fused_ops
+from gr_jax.benchmark import peaks
+
+RECORD_FIELDS = (
+    "kind", "impl", "date", "host", "device_kind", "num_devices", "dtype", "batch_size",
+    "encoder_len", "decoder_len", "num_items", "repeats", "median_step_s", "min_step_s",
+    "max_step_s", "examples_per_s", "tokens_per_s", "flops_per_example", "peak_tflops", "mfu",
+    "warmup_s", "peak_memory_bytes")
+
+# XLA flags that help this workload on NVIDIA GPUs (set before the backend starts). Latency-hiding
+# scheduling overlaps collectives with compute; the while-loop double buffering helps scans (the
+# chunked cross-entropy, grad accumulation). Kept conservative: every flag exists in jax 0.10-0.11.
+GPU_XLA_FLAGS = (
+    "--xla_gpu_enable_latency_hiding_scheduler=true",
+    "--xla_gpu_enable_while_loop_double_buffering=true",
+)
+
+
+def apply_gpu_xla_flags(environ=os.environ) -> str:
+  """Appends `GPU_XLA_FLAGS` to XLA_FLAGS (flags the user already set win); returns the result."""
+  have = environ.get("XLA_FLAGS", "")
+  names = {f.split("=")[0] for f in have.split()}
+  extra = [f for f in GPU_XLA_FLAGS if f.split("=")[0] not in names]
+  environ["XLA_FLAGS"] = " ".join([have] + extra).strip()
+  return environ["XLA_FLAGS"]
+
+
+def make_record(*, kind: str, impl: str, step_times_s, batch_size: int, encoder_len: int,
+                decoder_len: int, num_items: int, dtype: str, device_kind: str, num_devices: int,
+                flops_per_example: float, peak_tflops: float | None, warmup_s: float,
+                peak_memory_bytes: int | None, extra: dict[str, Any] | None = None
+                ) -> dict[str, Any]:
+  """One benchmark measurement as a flat dict (the JSON line). `step_times_s`: per-step seconds
+  of each timed repeat; a "step" is one batch (train) or one decoded batch (decode)."""
+  times = [float(t) for t in step_times_s]
+  if not times or min(times) <= 0:
+    raise ValueError(f"make_record: step_times_s must be positive, got {times}")
+  median = statistics.median(times)
+  eps = batch_size / median
+  rec = {
+      "kind": kind, "impl": impl,
+      "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+      "host": platform.node(), "device_kind": device_kind, "num_devices": int(num_devices),
+      "dtype": dtype, "batch_size": int(batch_size), "encoder_len": int(encoder_len),
+      "decoder_len": int(decoder_len), "num_items": int(num_items), "repeats": len(times),
+      "median_step_s": median, "min_step_s": min(times), "max_step_s": max(times),
+      "examples_per_s": eps, "tokens_per_s": eps * (encoder_len + decoder_len),
+      "flops_per_example": float(flops_per_example), "peak_tflops": peak_tflops,
+      "mfu": peaks.mfu(flops_per_example, eps, peak_tflops, num_devices),
+      "warmup_s": float(warmup_s),
+      "peak_memory_bytes": None if peak_memory_bytes is None else int(peak_memory_bytes),
+  }
+  rec.update(extra or {})
+  return rec
+
+
+def time_steps(run_window: Callable[[], Any], *, warmup: int, repeats: int,
+               steps_per_repeat: int) -> tuple[list[float], float]:
+  """Calls `run_window()` (which runs `steps_per_repeat` steps and returns something to block on)
+  `warmup` times untimed, then `repeats` times timed. Returns (seconds per step per window, warm-up
+  seconds including compilation)."""
+  if repeats < 1 or steps_per_repeat < 1:
+    raise ValueError(f"repeats and steps_per_repeat must be >= 1, got {repeats}, "
+                     f"{steps_per_repeat}")
+  t0 = time.perf_counter()
+  for _ in range(max(warmup, 1)):  # at least one: the first call compiles
+    jax.block_until_ready(run_window())
+  warmup_s = time.perf_counter() - t0
+  times = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    jax.block_until_ready(run_window())
+    times.append((time.perf_counter() - t0) / steps_per_repeat)
+  return times, warmup_s
+
+
+# ------------------------------------------------------------------------------ configuration
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """configs/base.py's `get_config()` (the repo's configs/ is not a package)."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  path = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "base.py")
+  spec = importlib.util.spec_from_file_location("gr_jax_configs_base", os.path.abspath(path))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+def bench_config(config: ml_collections.ConfigDict | None = None, *, preset: str,
+                 batch_size: int, num_items: int, dtype: str,
+                 remat: bool = False, model_overrides: dict | None = None
+                 ) -> ml_collections.ConfigDict:
+  """A run config for benchmarking: `config` (default base.py) with the bench shapes applied.
+
+  The text vocabulary stays the preset's (32128 for T5 presets); `num_items` atomic item tokens are
+  appended, exactly as `state.resolve_vocab` does for a real dataset.
+  """
+  config = ml_collections.ConfigDict((config or base_config()).to_dict())
+  with config.unlocked():
+    config.model.preset = preset
+    config.model.dtype = dtype
+    config.model.param_dtype = "float32"  # master weights stay float32 (bf16 compute only)
+    config.model.init_from = ""
+    ov = dict(config.model.get("overrides", {}) or {})
+    ov.update(model_overrides or {})
+    ov["num_item_tokens"] = int(num_items)
+    config.model.overrides = ml_collections.ConfigDict(ov)
+    config.train.batch_size = int(batch_size)
+    config.train.remat = bool(remat)
+  return config
+
+
+def model_flops_per_example(model_config, encoder_len: int, decoder_len: int) -> float:
+  """Training FLOPs of one example from `gr_jax.model.flops` when it exists, else the analytic
+  count in `peaks` (same definition: matmuls, encoder and decoder separately, backward = 2x)."""
+  try:
+    from gr_jax.model import flops as flops_lib  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    flops_lib = None
+  for name in ("train_flops_per_example", "training_flops_per_example", "train_flops"):
+    fn = getattr(flops_lib, name, None) if flops_lib is not None else None
+    if fn is None:
+      continue
+    try:
+      out = fn(model_config, encoder_len, decoder_len)
+    except TypeError:
+      out = fn(model_config, encoder_len=encoder_len, decoder_len=decoder_len)
+    return float(out["total"] if isinstance(out, dict) else out)
+  return peaks.t5_train_flops(peaks.T5Dims.from_config(model_config), encoder_len, decoder_len)
+
+
+# ------------------------------------------------------------------------------ the fast step
+
+
+def _decoder_hidden(model, batch, dropout_rng):
+  """Decoder outputs [B, T, D] (before the output projection) and the projection [V, D] + scale.
+
+  The T5 module has no hidden-state entry point yet, so the output projection is swapped for the
+  identity on this (jit-local) merged instance; see the report for the one-line model change
+  (`decode(..., return_hidden=True)`) that would replace this.
+  """
+  cfg = model.config
+  enc = batch["encoder_input_ids"]
+  mask = enc != cfg.pad_token_id
+  deterministic = dropout_rng is None
+  kw = {} if deterministic else {"dropout_rng": dropout_rng}
+  encoded = model.encode(enc, mask, deterministic=deterministic, **kw)
+  object.__setattr__(model, "_logits", lambda x: x)  # instance attribute shadows the method
+  try:
+    hidden = model.decode(batch["decoder_input_ids"][:, None, :], model.cross_kv(encoded), mask,
+                          deterministic=deterministic, **kw)[:, 0]  # [B, T, D]
+  finally:
+    object.__delattr__(model, "_logits")
+  dtype = jnp.dtype(cfg.dtype)
+  if cfg.tie_word_embeddings:
+    return hidden, model.shared.embedding[...].astype(dtype), cfg.d_model**-0.5
+  return hidden, model.lm_head.kernel[...].T.astype(dtype), 1.0
+
+
+def make_fast_train_step(parts, tx: optax.GradientTransformation, schedule, *,
+                         chunk_size: int = 16384, use_dropout: bool = True) -> Callable:
+  """The trainer's step (`gr_jax.training.step.make_train_step`, one micro-batch) with the
+  vocabulary-sized work replaced by `fused_ops.chunked_cross_entropy`: no `[B, T, V]` logits, no
+  one-hot, no argmax. Returns `(state, batch, rng) -> (state, {"loss_sum", "weight_sum",
+  "grad_norm", "learning_rate"})`; jit it with `step.jit_train_step`-like shardings."""
+  from gr_jax.training import state as state_lib  # pylint: disable=g-import-not-at-top
+
+  def loss_fn(params, batch, rng):
+    model = state_lib.merge(parts, params)
+    hidden, proj, scale = _decoder_hidden(model, batch, rng if use_dropout else None)
+    b, t, d = hidden.shape
+    w = batch["decoder_weights"].astype(jnp.float32).reshape(b * t)
+    loss_sum = fused_ops.chunked_cross_entropy(
+        hidden.reshape(b * t, d), proj, batch["decoder_target_ids"].reshape(b * t), w,
+        min(chunk_size, proj.shape[0]), scale)
+    return loss_sum, {"loss_sum": loss_sum, "weight_sum": jnp.sum(w)}
+
+  def step(state, batch, rng):
+    params = state["params"]
+    step_rng = jax.random.fold_in(rng, state["step"])
+    grad_sum, sums = jax.grad(loss_fn, has_aux=True)(params, batch, step_rng)
+    denom = jnp.maximum(sums["weight_sum"], 1.0)
+    grads = jax.tree.map(lambda g: g / denom, grad_sum)
+    updates, opt_state = tx.update(grads, state["opt_state"], params)
+    metrics = dict(sums, grad_norm=optax.global_norm(grads),
+                   learning_rate=jnp.asarray(schedule(state["step"]), jnp.float32))
+    return {"step": state["step"] + 1, "params": optax.apply_updates(params, updates),
+            "opt_state": opt_state}, metrics
+
+  return step
+
+
+# ------------------------------------------------------------------------------ the benchmark
+
+
+def _memory(compiled) -> dict[str, int | None]:
+  out = {}
+  try:
+    ma = compiled.memory_analysis()
+  except Exception:  # pylint: disable=broad-except
+    ma = None  # some backends do not implement it
+  for f in ("argument_size_in_bytes", "output_size_in_bytes", "temp_size_in_bytes",
+            "alias_size_in_bytes", "generated_code_size_in_bytes"):
+    out["compiled_" + f.replace("_size_in_bytes", "_bytes")] = (
+        int(getattr(ma, f)) if ma is not None and hasattr(ma, f) else None)
+  return out
+
+
+def _xla_flops(compiled) -> float | None:
+  try:
+    ca = compiled.cost_analysis()
+  except Exception:  # pylint: disable=broad-except
+    return None
+  if isinstance(ca, (list, tuple)):
+    ca = ca[0] if ca else None
+  return float(ca["flops"]) if ca and "flops" in ca else None
+
+
+def _device_peak_bytes(device) -> int | None:
+  try:
+    stats = device.memory_stats()
+  except Exception:  # pylint: disable=broad-except
+    return None
+  return int(stats["peak_bytes_in_use"]) if stats and "peak_bytes_in_use" in stats else None
+
+
+def build_train_step(config: ml_collections.ConfigDict, *, impl: str = "trainer",
+                     chunk_size: int = 16384, seed: int = 0):
+  """Builds state and the jitted step exactly the way the trainer does (state.py + step.py).
+
+  impl: "trainer" = `gr_jax.training.step.make_train_step` as is; "fast" = `make_fast_train_step`.
+  Returns (jitted step, state, mesh, batch sharding, model config).
+  """
+  from gr_jax.training import sharding_utils  # pylint: disable=g-import-not-at-top
+  from gr_jax.training import state as state_lib  # pylint: disable=g-import-not-at-top
+  from gr_jax.training import step as step_lib  # pylint: disable=g-import-not-at-top
+  with config.unlocked():
+    config.seed = seed
+  mesh = sharding_utils.make_mesh(config.mesh.data, config.mesh.model)
+  parts, params = state_lib.build_model(config, mesh)
+  _, abstract_params = state_lib.build_model(config, mesh, abstract=True)
+  tx, schedule = state_lib.make_optimizer(config, total_steps=1000)
+  shardings = state_lib.state_shardings(parts, tx, mesh, abstract_params)
+  state = state_lib.create_train_state(params, tx, shardings)
+  batch_sh = sharding_utils.batch_sharding(mesh)
+  if impl == "trainer":
+    fn = step_lib.make_train_step(parts, tx, schedule,
+                                  grad_accum_steps=int(config.train.grad_accum_steps))
+  elif impl == "fast":
+    fn = make_fast_train_step(parts, tx, schedule, chunk_size=chunk_size)
+  else:
+    raise ValueError(f"train impl: expected trainer | fast, got {impl!r}")
+  jitted = step_lib.jit_train_step(fn, shardings, batch_sh, mesh)
+  return jitted, state, mesh, batch_sh, parts.model_config
+
+
+def train_benchmark(config: ml_collections.ConfigDict | None = None, *, preset: str = "small",
+                    batch_size: int = 32, encoder_len: int = 64, decoder_len: int = 8,
+                    num_items: int = 0, dtype: str = "float32", impl: str = "trainer",
+                    remat: bool = False, warmup: int = 2, repeats: int = 5,
+                    steps_per_repeat: int = 2, chunk_size: int = 16384, seed: int = 0,
+                    model_overrides: dict | None = None,
+                    peak_tflops_override: float = 0.0) -> dict[str, Any]:
+  """Measures the jitted train step on a fixed synthetic batch; returns one record."""
+  from gr_jax.benchmark import hf_reference  # pylint: disable=g-import-not-at-top (numpy only)
+  from gr_jax.training import step as step_lib  # pylint: disable=g-import-not-at-top
+  config = bench_config(config, preset=preset, batch_size=batch_size, num_items=num_items,
+                        dtype=dtype, remat=remat, model_overrides=model_overrides)
+  step, state, _, batch_sh, model_config = build_train_step(
+      config, impl=impl, chunk_size=chunk_size, seed=seed)
+  host_batch = hf_reference.random_batch(model_config, batch_size, encoder_len, decoder_len,
+                                         seed, num_items)
+  batch = {k: jax.device_put(host_batch[k], batch_sh) for k in step_lib.BATCH_KEYS}
+  rng = jax.random.key(seed)
+  t0 = time.perf_counter()
+  compiled = step.lower(state, batch, rng).compile()
+  compile_s = time.perf_counter() - t0
+  holder = {"state": state}
+
+  def window():
+    st = holder["state"]
+    metrics = None
+    for _ in range(steps_per_repeat):
+      st, metrics = compiled(st, batch, rng)  # state donated: updated in place
+    holder["state"] = st
+    return metrics
+
+  times, warmup_s = time_steps(window, warmup=warmup, repeats=repeats,
+                               steps_per_repeat=steps_per_repeat)
+  last = jax.device_get(window())  # one more window, only to read a loss (sanity, not timed)
+  loss = float(last["loss_sum"]) / max(float(last["weight_sum"]), 1.0)
+  dev = jax.devices()[0]
+  flops = model_flops_per_example(model_config, encoder_len, decoder_len)
+  xla_flops = _xla_flops(compiled)
+  extra = {
+      "preset": preset, "remat": bool(remat), "loss": loss, "compile_s": compile_s,
+      "steps_per_repeat": steps_per_repeat, "chunk_size": chunk_size if impl == "fast" else None,
+      "xla_flops_per_example": None if xla_flops is None else xla_flops / batch_size,
+      "jax_version": jax.__version__, "backend": jax.default_backend(),
+      "xla_flags": os.environ.get("XLA_FLAGS", ""),
+  }
+  extra.update(_memory(compiled))
+  return make_record(
+      kind="train", impl=f"gr_jax_{impl}", step_times_s=times, batch_size=batch_size,
+      encoder_len=encoder_len, decoder_len=decoder_len, num_items=num_items, dtype=dtype,
+      device_kind=dev.device_kind, num_devices=jax.device_count(), flops_per_example=flops,
+      peak_tflops=peaks.peak_tflops(dev.device_kind, peak_tflops_override), warmup_s=warmup_s,
+      peak_memory_bytes=_device_peak_bytes(dev), extra=extra)
+
+
+def compiled_train_memory(config: ml_collections.ConfigDict | None = None, *, preset: str,
+                          batch_size: int, encoder_len: int, decoder_len: int, num_items: int,
+                          dtype: str = "bfloat16", impl: str = "trainer", remat: bool = False,
+                          chunk_size: int = 16384) -> dict[str, Any]:
+  """XLA's memory analysis of the train step compiled for abstract shapes (allocates nothing).
+
+  On CPU this tells whether a configuration's step fits a GPU's memory before renting one: the
+  argument (state + batch) and temporary sizes are shape-determined; GPU fusion decisions change
+  the temporaries somewhat, so treat the total as an estimate.
+  """
+  from gr_jax.training import sharding_utils  # pylint: disable=g-import-not-at-top
+  from gr_jax.training import state as state_lib  # pylint: disable=g-import-not-at-top
+  from gr_jax.training import step as step_lib  # pylint: disable=g-import-not-at-top
+  config = bench_config(config, preset=preset, batch_size=batch_size, num_items=num_items,
+                        dtype=dtype, remat=remat)
+  mesh = sharding_utils.make_mesh(config.mesh.data, config.mesh.model)
+  parts, abstract_params = state_lib.build_model(config, mesh, abstract=True)
+  tx, schedule = state_lib.make_optimizer(config, total_steps=1000)
+  shardings = state_lib.state_shardings(parts, tx, mesh, abstract_params)
+  abstract_state = state_lib.abstract_train_state(abstract_params, tx, shardings)
+  batch_sh = sharding_utils.batch_sharding(mesh)
+  shapes = {"encoder_input_ids": ((batch_size, encoder_len), jnp.int32),
+            "decoder_input_ids": ((batch_size, decoder_len), jnp.int32),
+            "decoder_target_ids": ((batch_size, decoder_len), jnp.int32),
+            "decoder_weights": ((batch_size, decoder_len), jnp.float32),
+            "task_id": ((batch_size,), jnp.int32)}
+  batch = {k: jax.ShapeDtypeStruct(s, d, sharding=batch_sh) for k, (s, d) in shapes.items()}
+  if impl == "fast":
+    fn = make_fast_train_step(parts, tx, schedule, chunk_size=chunk_size)
+  else:
+    fn = step_lib.make_train_step(parts, tx, schedule)
+  jitted = step_lib.jit_train_step(fn, shardings, batch_sh, mesh)
+  compiled = jitted.lower(abstract_state, batch, jax.random.key(0)).compile()
+  mem = _memory(compiled)
+  n_params = state_lib.num_params(abstract_params)
+  mem.update({
+      "preset": preset, "batch_size": batch_size, "encoder_len": encoder_len,
+      "decoder_len": decoder_len, "num_items": num_items, "dtype": dtype, "impl": impl,
+      "num_params": n_params, "analytic": analytic_train_memory(
+          parts.model_config, n_params, batch_size, encoder_len, decoder_len)})
+  return mem
+
+
+def analytic_train_memory(model_config, num_params: int, batch_size: int, encoder_len: int,
+                          decoder_len: int) -> dict[str, float]:
+  """Back-of-envelope bytes of one train step (no remat), for cross-checking XLA's analysis.
+
+  State: float32 params + AdamW m and v (12 B/param), gradients (4 B/param), a compute-dtype copy
+  of the weights (2 B/param in bf16). Activations: per layer roughly 16 [B, L, D]-sized tensors
+  and 4 [B, H, L, L] score tensors kept for the backward pass; the output layer's float32 logits
+  and their gradient (2 x 4 B x B*T*V) dominate with large item vocabularies.
+  """
+  c = model_config
+  act_bytes = jnp.dtype(c.dtype).itemsize
+  state = 16.0 * num_params + act_bytes * num_params
+  enc = c.num_encoder_layers * batch_size * (
+      16 * encoder_len * c.d_model + 4 * c.num_heads * encoder_len**2) * act_bytes
+  dec = c.num_decoder_layers * batch_size * (
+      20 * decoder_len * c.d_model + 4 * c.num_heads * decoder_len * (decoder_len + encoder_len)
+      ) * act_bytes
+  logits = 2 * 4.0 * batch_size * decoder_len * c.total_vocab_size
+  return {"state_bytes": state, "activation_bytes": float(enc + dec), "logits_bytes": logits,
+          "total_bytes": state + enc + dec + logits}
