@@ -58,6 +58,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   s.eval_queries = 200  # held-out search queries in each of valid and test (targets ~ p_S)
   s.s2_num_users = 200  # S2: few sessions per item (replaces num_users)
   s.s3_queries_per_item = 1.0  # S3: few queries per item (replaces queries_per_item)
+  # default setting: complementary coverage (held-out data of each task still covers all items)
+  s.search_side_fraction = 0.0  # share of each cluster's items known mainly from search
+  s.rec_side_fraction = 0.0  # share of each cluster's items known mainly from rec
+  s.side_weight = 0.0  # popularity multiplier of side items in the other task's training data
   # MovieLens (GroupLens CSV layout)
   d.movielens = m = ml_collections.ConfigDict()
   m.min_rating = 0.0  # keep ratings >= this
@@ -105,7 +109,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.checkpoint = ck = ml_collections.ConfigDict()
   ck.every_steps = 500  # checkpoint period; the final step is always saved
   ck.keep = 2  # keep the last N
-  ck.keep_best = True  # also keep the best by validation loss
+  ck.keep_best = True  # also keep the best by validation loss (validation runs at every save)
+  ck.async_save = False  # Orbax async saves (overlap with training); sync keeps resume simplest
 
   # ---------------------------------------------------------------- mesh (gr_jax/training/partitioning)
   c.mesh = me = ml_collections.ConfigDict()

@@ -1,0 +1,51 @@
+"""Train (or resume) one run: `python -m gr_jax.train --config configs/x.py[:arg] --workdir DIR`.
+
+Thin on purpose: flags, device/config logging, then `gr_jax.training.loop.train`, which tests and
+the reproduce driver call directly. Overrides: `--config.train.num_steps=N` (> 0 overrides
+epochs), `--config.checkpoint.every_steps=N`, `--config.seed=S`, `--config.mesh.data=D
+--config.mesh.model=M`. Running the same command again resumes from the last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "experiment config file (path.py[:arg])",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "run directory (checkpoints, metrics, config.json)")
+
+
+def main(argv) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  import jax  # pylint: disable=g-import-not-at-top  (after absl parsed XLA/JAX flags)
+  from gr_jax.training import loop, sharding_utils  # pylint: disable=g-import-not-at-top
+  config = _CONFIG.value
+  # Before anything touches the backend (jax.devices below included).
+  sharding_utils.maybe_initialize_distributed(config)
+  logging.info("jax %s, %d process(es), devices: %s", jax.__version__, jax.process_count(),
+               jax.devices())
+  logging.info("config:\n%s", config)
+  try:
+    summary = loop.train(config, _WORKDIR.value)
+  except (loop.NonFiniteLossError, ValueError, FileNotFoundError) as e:
+    logging.error("%s", e)
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(1)
+  print(json.dumps(summary, default=str))
+
+
+def run() -> None:
+  """Console-script entry point (`gr-jax-train`)."""
+  flags.mark_flags_as_required(["config", "workdir"])
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()

@@ -1,0 +1,327 @@
+"""The trainer: `train(config, workdir) -> summary`.
+
+One call prepares the dataset when needed, resolves the config (vocab sizes from the dataset),
+builds or resumes the sharded train state, and runs the jitted step for `train.num_steps` steps (or
+`train.num_epochs` epochs), with periodic validation, metrics.jsonl + TensorBoard, a progress line
+and Orbax checkpoints. Running the same command again on the same workdir resumes from the newest
+checkpoint that restores; on CPU the resumed run is bitwise the uninterrupted one (same data order
+from the restored iterator state, same dropout keys from `fold_in(seed_key, step)`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+
+from gr_jax.training import checkpointing
+from gr_jax.training import data_adapter
+from gr_jax.training import sharding_utils
+from gr_jax.training import state as state_lib
+from gr_jax.training import step as step_lib
+
+log = logging.getLogger(__name__)
+
+TASKS = ("search", "rec")
+_DROPOUT_SALT = 0x44524F50  # separates the dropout key stream from the init key of the same seed
+
+# Dense bf16 peak TFLOP/s per chip; used when gr_jax.benchmark.peaks is not there.
+_PEAKS = (("h100", 989.0), ("h200", 989.0), ("a100", 312.0), ("tpu v4", 275.0),
+          ("tpu v5 lite", 197.0), ("tpu v5e", 197.0), ("tpu v5p", 459.0), ("tpu v6", 918.0))
+
+
+class NonFiniteLossError(RuntimeError):
+  """Training produced a NaN/inf loss; the last good checkpoint is kept."""
+
+
+def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Trains (or resumes) the run in `workdir`; returns a summary dict (see `_Trainer.run`)."""
+  config = ml_collections.ConfigDict(config.to_dict())
+  sharding_utils.maybe_initialize_distributed(config)
+  checkpointing.quiet_orbax_logs()
+  workdir = os.path.abspath(workdir)
+  os.makedirs(workdir, exist_ok=True)
+  data = data_adapter.open_dataset(config, workdir)
+  config, model_config = state_lib.resolve_model(
+      config, text_vocab_size=data.text_vocab_size, num_item_tokens=data.num_item_tokens,
+      token_offset=data.token_offset, where=data.path)
+  with config.unlocked():
+    config.data.processed_dir = data.path
+  mesh = sharding_utils.make_mesh(int(config.mesh.data), int(config.mesh.model))
+  with jax.set_mesh(mesh):
+    return _Trainer(config, model_config, workdir, data, mesh).run()
+
+
+def _is_main() -> bool:
+  return jax.process_index() == 0
+
+
+class _Trainer:
+  """State of one train() call (kept in an object only to keep `run` readable)."""
+
+  def __init__(self, config, model_config, workdir, data, mesh):
+    self.config, self.model_config, self.workdir = config, model_config, workdir
+    self.data, self.mesh = data, mesh
+    t = config.train
+    self.batch_size = int(t.batch_size)
+    if self.batch_size % jax.process_count():
+      raise ValueError(f"config.train.batch_size={self.batch_size} is not divisible by the "
+                       f"{jax.process_count()} processes")
+    self.loader = data.train_loader(config)
+    self.steps_per_epoch = max(1, int(self.loader.steps_per_epoch))
+    if int(t.num_steps) > 0:
+      self.total_steps = int(t.num_steps)
+    else:
+      self.total_steps = int(t.num_epochs) * self.steps_per_epoch
+    if self.total_steps <= 0:
+      raise ValueError("config.train: nothing to do (num_steps and num_epochs are both 0)")
+    self.log_every = max(1, int(t.log_every_steps))
+    self.eval_every = int(t.eval_every_steps) or self.steps_per_epoch
+    self.ckpt_every = max(1, int(config.checkpoint.every_steps))
+    self.config_dict = config.to_dict()
+
+  # ------------------------------------------------------------------------------ setup helpers
+
+  def _write_config(self):
+    if _is_main():
+      path = os.path.join(self.workdir, "config.json")
+      tmp = path + ".tmp"
+      with open(tmp, "w") as f:
+        json.dump(self.config_dict, f, indent=2, sort_keys=True)
+      os.replace(tmp, path)
+
+  def _metrics_file(self, resumed_step: int):
+    """Opens metrics.jsonl for appending, first dropping lines past the resumed step (they were
+    written by the interrupted run after its last checkpoint and will be recomputed)."""
+    path = os.path.join(self.workdir, "metrics.jsonl")
+    if not _is_main():
+      return None
+    kept = []
+    if os.path.exists(path):
+      with open(path) as f:
+        for line in f:
+          try:
+            rec = json.loads(line)
+          except ValueError:
+            continue  # a line cut by the kill
+          if rec.get("step", 0) <= resumed_step:
+            kept.append(line if line.endswith("\n") else line + "\n")
+    with open(path + ".tmp", "w") as f:
+      f.writelines(kept)
+    os.replace(path + ".tmp", path)
+    return open(path, "a")
+
+  def _tensorboard(self):
+    if not _is_main():
+      return None
+    from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+    return SummaryWriter(os.path.join(self.workdir, "tensorboard"))
+
+  def _flops_per_example(self) -> float | None:
+    enc, dec = int(self.config.data.encoder_len), int(self.config.data.decoder_len)
+    try:
+      from gr_jax.model import flops  # pylint: disable=g-import-not-at-top
+      return float(flops.train_flops_per_example(self.model_config, enc, dec))
+    except (ImportError, AttributeError):
+      pass
+    try:
+      from gr_jax.benchmark import peaks  # pylint: disable=g-import-not-at-top
+      return float(peaks.t5_train_flops(peaks.T5Dims.from_config(self.model_config), enc, dec))
+    except (ImportError, AttributeError):
+      return None
+
+  def _peak_tflops(self) -> float | None:
+    override = float(self.config.train.get("peak_tflops", 0.0) or 0.0)
+    if override > 0:
+      return override
+    kind = jax.devices()[0].device_kind
+    try:
+      from gr_jax.benchmark import peaks  # pylint: disable=g-import-not-at-top
+      return peaks.peak_tflops(kind)
+    except (ImportError, AttributeError):
+      pass
+    kind = kind.lower()
+    for needle, tflops in _PEAKS:
+      if needle in kind:
+        return tflops
+    return None
+
+  # ------------------------------------------------------------------------------------ the run
+
+  def run(self) -> dict[str, Any]:
+    config, mesh = self.config, self.mesh
+    t0 = time.time()
+    tx, schedule = state_lib.make_optimizer(config, self.total_steps)
+    parts, abstract_params = state_lib.build_model(config, mesh, abstract=True)
+    shardings = state_lib.state_shardings(parts, tx, mesh, abstract_params)
+    abstract_state = state_lib.abstract_train_state(abstract_params, tx, shardings)
+
+    ckpt = checkpointing.Checkpointer(self.workdir, config)
+    try:
+      restored = ckpt.restore_latest(abstract_state, self.config_dict)
+    except Exception:
+      ckpt.close()
+      raise
+    if restored is not None:
+      state, data_state, start_step = restored
+      self.loader.set_state(data_state)
+      log.info("resumed from %s/%d", checkpointing.checkpoint_dir(self.workdir), start_step)
+    else:
+      _, params = state_lib.build_model(config, mesh)
+      state = state_lib.create_train_state(params, tx, shardings)
+      start_step = 0
+    # Only now: a config refused by the checkpoint must not overwrite the run's config.json.
+    self._write_config()
+    n_params = state_lib.num_params(state["params"])
+    log.info("model: %s, %.2fM parameters; mesh %s; %d steps (%d per epoch), global batch %d",
+             config.model.preset, n_params / 1e6, dict(mesh.shape), self.total_steps,
+             self.steps_per_epoch, self.batch_size)
+
+    batch_sh = sharding_utils.batch_sharding(mesh)
+    train_step = step_lib.jit_train_step(
+        step_lib.make_train_step(parts, tx, schedule,
+                                 grad_accum_steps=int(config.train.grad_accum_steps),
+                                 use_dropout=float(config.model.dropout_rate) > 0),
+        shardings, batch_sh, mesh)
+    eval_step = step_lib.make_eval_step(parts, shardings["params"], batch_sh, mesh)
+    rng = jax.random.fold_in(jax.random.key(int(config.seed)), _DROPOUT_SALT)
+    rng = jax.device_put(rng, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+
+    if start_step >= self.total_steps:
+      log.info("the run in %s is already complete (step %d)", self.workdir, start_step)
+    last: dict[str, Any] = {}
+    metrics_f = self._metrics_file(start_step)
+    if metrics_f is not None and start_step:
+      last = _last_record(os.path.join(self.workdir, "metrics.jsonl")) or {}
+    tb = self._tensorboard()
+    flops = self._flops_per_example()
+    peak = self._peak_tflops()
+    pending: list[dict] = []  # device metrics since the last host sync
+    window_start, window_examples = time.time(), 0
+    last_val: dict[str, float] = {}
+    last_good_ckpt = start_step if restored is not None else None
+    throughput = None
+    try:
+      for step in range(start_step, self.total_steps):
+        batch = self.data.to_global(_train_keys(next(self.loader)), batch_sh, self.batch_size)
+        state, m = train_step(state, batch, rng)
+        pending.append(m)
+        window_examples += self.batch_size
+        if step == start_step:
+          # Throughput and ETA leave out the first step (compilation).
+          jax.block_until_ready(m)
+          window_start, window_examples = time.time(), 0
+        done = step + 1
+        is_last = done == self.total_steps
+        do_eval = done % self.eval_every == 0 or is_last
+        do_ckpt = done % self.ckpt_every == 0 or is_last
+        if not (done % self.log_every == 0 or do_eval or do_ckpt):
+          continue
+        # ---- host sync: reduce the window's metric sums
+        sums = jax.tree.map(lambda *xs: np.sum(np.stack([np.asarray(x) for x in xs]), 0),
+                            *jax.device_get(pending))
+        last_lr = float(np.asarray(jax.device_get(pending[-1]["learning_rate"])))
+        grad_norm = float(np.asarray(jax.device_get(pending[-1]["grad_norm"])))
+        losses = [float(p["loss_sum"]) for p in jax.device_get(pending)]
+        bad = [i for i, x in enumerate(losses) if not math.isfinite(x)]
+        if bad:
+          first_bad = done - len(losses) + bad[0] + 1
+          where = (f"{checkpointing.checkpoint_dir(self.workdir)}/{last_good_ckpt}"
+                   if last_good_ckpt is not None else "none was written")
+          raise NonFiniteLossError(
+              f"non-finite training loss at step {first_bad} (config.train.learning_rate="
+              f"{config.train.learning_rate}); stopped without saving. Last good checkpoint: "
+              f"{where}. Lower the learning rate or enable config.train.grad_clip_norm.")
+        pending = []
+        elapsed = time.time() - window_start
+        throughput = window_examples / max(elapsed, 1e-9) if window_examples else None
+        rec = {"step": done, **step_lib.summarize(sums, TASKS), "learning_rate": last_lr,
+               "grad_norm": grad_norm, "epoch": done / self.steps_per_epoch,
+               "examples_per_s": throughput}
+        mfu = None
+        if flops and peak and throughput:
+          mfu = flops * throughput / (peak * 1e12 * jax.device_count())
+          rec["mfu"] = mfu
+        if do_eval or (do_ckpt and config.checkpoint.keep_best):
+          last_val = self._validate(eval_step, state["params"], batch_sh)
+          rec.update({f"val/{k}": v for k, v in last_val.items()})
+        last = rec
+        self._log(rec, done, mfu, metrics_f, tb)
+        if do_ckpt:
+          val = last_val.get("loss") if (do_eval or config.checkpoint.keep_best) else None
+          ckpt.save(done, state, data_state=self.loader.get_state(), config=self.config_dict,
+                    val_loss=val)
+          last_good_ckpt = done
+        window_start, window_examples = time.time(), 0
+    finally:
+      if metrics_f is not None:
+        metrics_f.close()
+      if tb is not None:
+        tb.close()
+      ckpt.close()
+    final_step = int(jax.device_get(state["step"]))
+    summary = {
+        "workdir": self.workdir, "step": final_step, "resumed_from": start_step or None,
+        "loss": last.get("loss"), "val_loss": last_val.get("loss", last.get("val/loss")),
+        "best_step": checkpointing.best_step(self.workdir), "num_params": n_params,
+        "examples_per_s": throughput, "wall_s": time.time() - t0,
+    }
+    summary.update({k: v for k, v in last.items() if k.startswith(("loss/", "val/"))})
+    log.info("done: %s", json.dumps({k: summary[k] for k in ("step", "loss", "val_loss",
+                                                              "best_step")}))
+    return summary
+
+  # ------------------------------------------------------------------------------------- pieces
+
+  def _validate(self, eval_step, params, batch_sh) -> dict[str, float]:
+    total = None
+    for batch in self.data.eval_batches(self.config):
+      sums = jax.device_get(eval_step(params, self.data.to_global(_train_keys(batch), batch_sh,
+                                                                  self.batch_size)))
+      total = sums if total is None else jax.tree.map(np.add, total, sums)
+    if total is None:
+      return {}
+    return step_lib.summarize(total, TASKS)
+
+  def _log(self, rec, done, mfu, metrics_f, tb):
+    if metrics_f is not None:
+      metrics_f.write(json.dumps(rec, sort_keys=True) + "\n")
+      metrics_f.flush()
+    if tb is not None:
+      for k, v in rec.items():
+        if k != "step" and isinstance(v, (int, float)) and math.isfinite(v):
+          tb.add_scalar(k, v, done)
+      tb.flush()
+    eps = rec["examples_per_s"]
+    speed = "compiling" if eps is None else (
+        f"{eps:.1f} ex/s ETA {_hms((self.total_steps - done) * self.batch_size / max(eps, 1e-9))}")
+    tasks = " ".join(f"{t} {rec[f'loss/{t}']:.4f}" for t in TASKS if f"loss/{t}" in rec)
+    val = f" val {rec['val/loss']:.4f}" if "val/loss" in rec else ""
+    mfu_s = f" MFU {100 * mfu:.1f}%" if mfu is not None else ""
+    log.info("step %d/%d (epoch %.2f) loss %.4f [%s]%s lr %.2e | %s%s", done, self.total_steps,
+             rec["epoch"], rec["loss"], tasks, val, rec["learning_rate"], speed, mfu_s)
+
+
+def _last_record(path: str) -> dict | None:
+  try:
+    with open(path) as f:
+      lines = [line for line in f if line.strip()]
+    return json.loads(lines[-1]) if lines else None
+  except (OSError, ValueError):
+    return None
+
+
+def _train_keys(batch):
+  return {k: batch[k] for k in step_lib.BATCH_KEYS}
+
+
+def _hms(seconds: float) -> str:
+  seconds = int(max(seconds, 0))
+  return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
