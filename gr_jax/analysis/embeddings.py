@@ -20,7 +20,7 @@ def item_embedding_matrix(model, token_offset: int, num_items: int) -> np.ndarra
   total = token_offset + num_items
   best = None
   for path, leaf in nnx.to_flat_state(state):
-    value = getattr(leaf, "value", leaf)
+    value = leaf.get_value() if hasattr(leaf, "get_value") else leaf
     name = "/".join(str(p) for p in path).lower()
     if getattr(value, "ndim", 0) == 2 and value.shape[0] >= total and "embed" in name:
       if best is None or ("shared" in name or "input" in name or "token" in name):

@@ -11,7 +11,9 @@ import os
 from gr_jax.data import TASKS
 from gr_jax.study.plan import MODEL_LABELS, Plan, Point
 
-HEADLINE_METRIC = "recall@30"
+def headline_metric(config) -> str:
+  """The paper's metric, Recall@30, or Recall at the deepest configured cut-off."""
+  return f"recall@{max(int(k) for k in config.eval.ks)}"
 
 
 def _metrics(ks) -> list[str]:
@@ -40,7 +42,7 @@ def analyse_point(plan: Plan, point: Point, baselines_dir: str, out_dir: str) ->
   for run in point.runs:
     groups.setdefault(run.model, []).append(run.run_dir)
   # The paper's tests: the joint model against each task-specific one on R@30, corrected together.
-  headline = stats.compare_models(groups, task=list(TASKS), metric=HEADLINE_METRIC,
+  headline = stats.compare_models(groups, task=list(TASKS), metric=headline_metric(config),
                                   test=config.reproduce.test,
                                   correction=config.reproduce.correction, baseline="joint",
                                   split=split)
@@ -54,7 +56,7 @@ def analyse_point(plan: Plan, point: Point, baselines_dir: str, out_dir: str) ->
       summary, _ = runs_lib.load_eval(os.path.join(baselines_dir, name), split)
       baselines[name] = {t: v for t, v in summary.items() if t in TASKS}
   dataset = ProcessedDataset(point.data_dir)
-  result = {"point": point.name, "sweep_value": point.sweep_value, "groups": groups,
+  result = {"point": point.name, "headline_metric": headline_metric(config), "sweep_value": point.sweep_value, "groups": groups,
             "headline": headline, "all_metrics": others["results"], "baselines": baselines,
             "manifest_stats": manifest_stats(dataset.manifest), "h1": [], "h2": [],
             "tsne": {}}

@@ -12,7 +12,6 @@ import numpy as np
 from gr_jax.data import TASKS
 from gr_jax.study.plan import MODEL_LABELS, Plan, Point
 
-HEADLINE = "recall@30"
 TASK_LABELS = {"search": "search", "rec": "recommendation"}
 
 
@@ -34,7 +33,7 @@ def _fmt_p(p) -> str:
   return f"{p:.2e}" if p < 1e-3 else f"{p:.4f}"
 
 
-def seed_gains(results: list[dict], task: str, other: str, metric: str = HEADLINE) -> list[float]:
+def seed_gains(results: list[dict], task: str, other: str, metric: str) -> list[float]:
   """Relative gain (%) of the joint model over `other`, seed by seed (paired by seed order)."""
   by_model = {r["model"]: r for r in results if r["task"] == task and r["metric"] == metric}
   if "joint" not in by_model or other not in by_model:
@@ -45,13 +44,17 @@ def seed_gains(results: list[dict], task: str, other: str, metric: str = HEADLIN
   return out
 
 
+def _label(metric: str) -> str:
+  return metric.replace("recall@", "Recall@")
+
+
 def _headline_rows(a: dict) -> tuple[list[dict], list[dict]]:
   results = [dict(r, point=a["point"]) for r in a["headline"]["results"]]
   tests = [dict(c, point=a["point"]) for c in a["headline"]["comparisons"]]
   return results, tests
 
 
-def _bar_plot(path: str, a: dict, ks_metric: str = HEADLINE) -> str:
+def _bar_plot(path: str, a: dict, ks_metric: str) -> str:
   from gr_jax.analysis.report import pyplot
   plt = pyplot()
   fig, axes = plt.subplots(1, len(TASKS), figsize=(4.2 * len(TASKS), 3.4), dpi=120)
@@ -71,7 +74,7 @@ def _bar_plot(path: str, a: dict, ks_metric: str = HEADLINE) -> str:
               "#DD8452" if "+" in n else "#999999" for n in names]
     ax.bar(range(len(names)), means, yerr=stds, capsize=3, color=colors)
     ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
-    ax.set_title(f"{TASK_LABELS[task]}: Recall@30")
+    ax.set_title(f"{TASK_LABELS[task]}: {_label(ks_metric)}")
     ax.grid(axis="y", alpha=0.3)
   fig.tight_layout()
   os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -81,7 +84,7 @@ def _bar_plot(path: str, a: dict, ks_metric: str = HEADLINE) -> str:
 
 
 def _sweep_plot(plan: Plan, analyses: list[dict], path: str) -> tuple[str, list[dict]]:
-  """Joint model's relative R@30 gain against the swept (realised) statistic, per task."""
+  """Joint model's relative headline-metric gain against the swept (realised) statistic, per task."""
   from gr_jax.analysis.report import line_plot
   stat = plan.config.reproduce.sweep_statistic
   rows, series, errors = [], {}, {}
@@ -94,7 +97,7 @@ def _sweep_plot(plan: Plan, analyses: list[dict], path: str) -> tuple[str, list[
                        f"of point {a['point']}: {sorted(a.get('manifest_stats', {}))}")
       x = float(found)
     for task in TASKS:
-      gains = seed_gains(a["headline"]["results"], task, task)
+      gains = seed_gains(a["headline"]["results"], task, task, a["headline_metric"])
       if not gains:
         continue
       rows.append({"point": a["point"], "x": x, "task": task, "gain_pct_mean": float(np.mean(gains)),
@@ -104,7 +107,8 @@ def _sweep_plot(plan: Plan, analyses: list[dict], path: str) -> tuple[str, list[
       ys.append(float(np.mean(gains)))
       errors.setdefault(f"{TASK_LABELS[task]} gain", []).append(float(np.std(gains)))
   xlabel = stat or plan.config.reproduce.sweep
-  line_plot(path, series, xlabel=xlabel, ylabel="Gen_R+S gain in Recall@30 (%)",
+  metric = _label(analyses[0]["headline_metric"]) if analyses else "Recall"
+  line_plot(path, series, xlabel=xlabel, ylabel=f"Gen_R+S gain in {metric} (%)",
             title=f"{plan.config.name}: joint-model gain", errors=errors)
   return path, rows
 
@@ -132,7 +136,8 @@ def write_report(plan: Plan) -> str:
                              for k, v in sorted(a["manifest_stats"].items())
                              if isinstance(v, (int, float, str)))
       md += [f"Dataset statistics: {stats_text}.", ""]
-    md += ["| task | model | Recall@30 mean ± std | per seed | gain of Gen_R+S | p (adjusted) |",
+    hm = a["headline_metric"]
+    md += [f"| task | model | {_label(hm)} mean ± std | per seed | gain of Gen_R+S | p (adjusted) |",
            "|---|---|---|---|---|---|"]
     for task in TASKS:
       for rec in [x for x in a["headline"]["results"] if x["task"] == task]:
@@ -146,16 +151,16 @@ def write_report(plan: Plan) -> str:
                   f"{_fmt(rec['std'])} | {per_seed} | {gain} | {p} |")
       for name, tasks in sorted(a.get("baselines", {}).items()):
         if task in tasks:
-          md.append(f"| {task} | {name} (baseline) | {_fmt(tasks[task].get(HEADLINE))} | | | |")
+          md.append(f"| {task} | {name} (baseline) | {_fmt(tasks[task].get(hm))} | | | |")
     md.append("")
     # Effect size across seeds, in words.
     for task in TASKS:
-      gains = seed_gains(a["headline"]["results"], task, task)
+      gains = seed_gains(a["headline"]["results"], task, task, hm)
       cmp = next((c for c in a["headline"]["comparisons"]
                   if c["task"] == task and c["b"] == task), None)
       if gains and cmp:
         ahead = sum(g > 0 for g in gains)
-        line = (f"{TASK_LABELS[task]}: Gen_R+S vs {MODEL_LABELS[task]} on Recall@30: "
+        line = (f"{TASK_LABELS[task]}: Gen_R+S vs {MODEL_LABELS[task]} on {_label(hm)}: "
                 f"{cmp['gain_pct']:+.1f}% (mean over seeds), per-seed gains "
                 f"{', '.join(f'{g:+.1f}%' for g in gains)}; joint ahead in {ahead}/{len(gains)} "
                 f"seeds; paired {cmp['method']} p = {_fmt_p(cmp['p_value'])}, "
@@ -163,9 +168,9 @@ def write_report(plan: Plan) -> str:
         md += [f"- {line}"]
         summary_lines.append(f"[{a['point']}] {line}")
     md.append("")
-    plot = _bar_plot(os.path.join(plots_dir, f"recall30_{a['point']}.png"), a)
-    md += [f"![Recall@30]({os.path.relpath(plot, plan.workdir)})", ""]
-    other = [x for x in a["all_metrics"] if x["metric"] != HEADLINE]
+    plot = _bar_plot(os.path.join(plots_dir, f"recall_{a['point']}.png"), a, hm)
+    md += [f"![{_label(hm)}]({os.path.relpath(plot, plan.workdir)})", ""]
+    other = [x for x in a["all_metrics"] if x["metric"] != hm]
     if other:
       metrics = sorted({x["metric"] for x in other}, key=lambda m: (m.split("@")[0], int(m.split("@")[1])))
       md += ["All metrics (mean over seeds):", "",
@@ -180,8 +185,8 @@ def write_report(plan: Plan) -> str:
       md.append("")
     if a.get("h1"):
       md += ["### H1: popularity", "",
-             "KL between the popularity of predicted items (top-30) and of test targets, and "
-             "Recall@30 on head / torso / tail items (by training popularity).", "",
+             "KL between the popularity of predicted items (top-K) and of test targets, and "
+             f"{_label(hm)} on head / torso / tail items (by training popularity).", "",
              "| task | model | KL(pred ‖ target) | recall head | recall torso | recall tail |",
              "|---|---|---|---|---|---|"]
       for h in a["h1"]:
@@ -192,7 +197,7 @@ def write_report(plan: Plan) -> str:
       md.append("")
     if a.get("h2"):
       md += ["### H2: item-pair co-occurrence in the predictions", "",
-             "Pairs of items that appear together in top-30 lists; how the counts change from the "
+             "Pairs of items that appear together in top-K lists; how the counts change from the "
              "task-specific to the joint model, and the share of that change on pairs related in "
              "the other task (co-occurring in sessions, or relevant to the same queries).", "",
              "```", json.dumps(a["h2"], indent=1, sort_keys=True), "```", ""]
@@ -201,7 +206,7 @@ def write_report(plan: Plan) -> str:
   if plan.config.reproduce.sweep:
     path, sweep_rows = _sweep_plot(plan, analyses, os.path.join(plots_dir, "sweep_gain.png"))
     md += ["## Sweep", "",
-           f"Joint-model gain in Recall@30 against `{plan.config.reproduce.sweep_statistic or plan.config.reproduce.sweep}`.",
+           f"Joint-model gain in {_label(analyses[0]['headline_metric'])} against `{plan.config.reproduce.sweep_statistic or plan.config.reproduce.sweep}`.",
            "", "| point | x | task | gain % (mean ± std over seeds) |", "|---|---|---|---|"]
     for row in sweep_rows:
       md.append(f"| {row['point']} | {_fmt(row['x'])} | {row['task']} | "
