@@ -88,6 +88,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   mo.param_dtype = "float32"  # master weights dtype
   mo.dropout_rate = 0.1  # dropout in train mode only
   mo.overrides = ml_collections.ConfigDict()  # preset fields to change, e.g. {"d_model": 64}
+  # attention kernel: einsum | dot_product_attention (jax.nn.dot_product_attention, JAX/XLA picks
+  # the kernel; no attention-probability dropout) | cudnn (force cuDNN flash: GPU, bf16) | auto
+  # (dot_product_attention on GPU when attention dropout is off, einsum otherwise). No params.
+  mo.attention_impl = "auto"
 
   # ---------------------------------------------------------------- training (gr_jax/training)
   c.train = t = ml_collections.ConfigDict()
@@ -103,6 +107,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   t.log_every_steps = 50  # progress line and metrics.jsonl period
   t.eval_every_steps = 0  # validation loss period (0 = once per epoch)
   t.remat = False  # rematerialise layers (large batches or long inputs)
+  # loss over the output vocabulary: full ([B, T, V] logits) | chunked (online softmax over
+  # vocabulary chunks, no [B, T, V] tensor) | auto (chunked when text + item tokens > 65,536)
+  t.loss_impl = "auto"
+  t.loss_chunk_size = 16384  # vocabulary entries per chunk of the chunked loss
   t.peak_tflops = 0.0  # device peak for MFU; 0 = look up by device kind, unknown = no MFU
 
   # ---------------------------------------------------------------- checkpoints (Orbax)

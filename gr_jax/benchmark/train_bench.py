@@ -1,4 +1,4 @@
-"""Train-step benchmark: the trainer's own jitted step (and a faster variant) on synthetic batches.
+"""Train-step benchmark: the trainer's own jitted step (loss full / chunked) on synthetic batches.
 
 Every measurement becomes one flat JSON-serialisable record (`make_record`), the same layout for the
 gr-jax and Hugging Face sides, so `bench/results/*.jsonl` can be compared line by line.
@@ -23,7 +23,6 @@ import ml_collections
 import numpy as np
 import optax
 
-from gr_jax.benchmark import fused_ops
 from gr_jax.benchmark import peaks
 
 RECORD_FIELDS = (
@@ -155,65 +154,30 @@ def model_flops_per_example(model_config, encoder_len: int, decoder_len: int) ->
   return peaks.t5_train_flops(peaks.T5Dims.from_config(model_config), encoder_len, decoder_len)
 
 
-# ------------------------------------------------------------------------------ the fast step
+# ------------------------------------------------------------------------------ step variants
+
+# impl -> loss_impl handed to the trainer's `make_train_step` (None = the config's own choice,
+# `train.loss_impl`, "auto" by default: chunked above 65,536 output tokens).
+TRAIN_IMPLS = {"trainer": None, "fast": "chunked", "full": "full"}
 
 
-def _decoder_hidden(model, batch, dropout_rng):
-  """Decoder outputs [B, T, D] (before the output projection) and the projection [V, D] + scale.
-
-  The T5 module has no hidden-state entry point yet, so the output projection is swapped for the
-  identity on this (jit-local) merged instance; see the report for the one-line model change
-  (`decode(..., return_hidden=True)`) that would replace this.
-  """
-  cfg = model.config
-  enc = batch["encoder_input_ids"]
-  mask = enc != cfg.pad_token_id
-  deterministic = dropout_rng is None
-  kw = {} if deterministic else {"dropout_rng": dropout_rng}
-  encoded = model.encode(enc, mask, deterministic=deterministic, **kw)
-  object.__setattr__(model, "_logits", lambda x: x)  # instance attribute shadows the method
-  try:
-    hidden = model.decode(batch["decoder_input_ids"][:, None, :], model.cross_kv(encoded), mask,
-                          deterministic=deterministic, **kw)[:, 0]  # [B, T, D]
-  finally:
-    object.__delattr__(model, "_logits")
-  dtype = jnp.dtype(cfg.dtype)
-  if cfg.tie_word_embeddings:
-    return hidden, model.shared.embedding[...].astype(dtype), cfg.d_model**-0.5
-  return hidden, model.lm_head.kernel[...].T.astype(dtype), 1.0
+def _make_step(parts, tx, schedule, config, impl: str, chunk_size: int):
+  """The trainer's step (`gr_jax.training.step.make_train_step`) for a benchmark `impl`:
+  "trainer" = as the run config says, "fast" = chunked loss with `chunk_size`, "full" = full
+  `[B, T, V]` logits."""
+  from gr_jax.training import step as step_lib  # pylint: disable=g-import-not-at-top
+  if impl not in TRAIN_IMPLS:
+    raise ValueError(f"train impl: expected one of {sorted(TRAIN_IMPLS)}, got {impl!r}")
+  return step_lib.make_train_step(
+      parts, tx, schedule, grad_accum_steps=int(config.train.grad_accum_steps),
+      loss_impl=TRAIN_IMPLS[impl], loss_chunk_size=chunk_size if impl == "fast" else None)
 
 
-def make_fast_train_step(parts, tx: optax.GradientTransformation, schedule, *,
-                         chunk_size: int = 16384, use_dropout: bool = True) -> Callable:
-  """The trainer's step (`gr_jax.training.step.make_train_step`, one micro-batch) with the
-  vocabulary-sized work replaced by `fused_ops.chunked_cross_entropy`: no `[B, T, V]` logits, no
-  one-hot, no argmax. Returns `(state, batch, rng) -> (state, {"loss_sum", "weight_sum",
-  "grad_norm", "learning_rate"})`; jit it with `step.jit_train_step`-like shardings."""
-  from gr_jax.training import state as state_lib  # pylint: disable=g-import-not-at-top
-
-  def loss_fn(params, batch, rng):
-    model = state_lib.merge(parts, params)
-    hidden, proj, scale = _decoder_hidden(model, batch, rng if use_dropout else None)
-    b, t, d = hidden.shape
-    w = batch["decoder_weights"].astype(jnp.float32).reshape(b * t)
-    loss_sum = fused_ops.chunked_cross_entropy(
-        hidden.reshape(b * t, d), proj, batch["decoder_target_ids"].reshape(b * t), w,
-        min(chunk_size, proj.shape[0]), scale)
-    return loss_sum, {"loss_sum": loss_sum, "weight_sum": jnp.sum(w)}
-
-  def step(state, batch, rng):
-    params = state["params"]
-    step_rng = jax.random.fold_in(rng, state["step"])
-    grad_sum, sums = jax.grad(loss_fn, has_aux=True)(params, batch, step_rng)
-    denom = jnp.maximum(sums["weight_sum"], 1.0)
-    grads = jax.tree.map(lambda g: g / denom, grad_sum)
-    updates, opt_state = tx.update(grads, state["opt_state"], params)
-    metrics = dict(sums, grad_norm=optax.global_norm(grads),
-                   learning_rate=jnp.asarray(schedule(state["step"]), jnp.float32))
-    return {"step": state["step"] + 1, "params": optax.apply_updates(params, updates),
-            "opt_state": opt_state}, metrics
-
-  return step
+def resolved_loss_impl(parts, impl: str, chunk_size: int) -> tuple[str, int]:
+  """(full | chunked, chunk size) that `impl` runs with on these parts (for the records)."""
+  from gr_jax.training import step as step_lib  # pylint: disable=g-import-not-at-top
+  return step_lib._loss_options(  # pylint: disable=protected-access
+      parts, TRAIN_IMPLS[impl], chunk_size if impl == "fast" else None)
 
 
 # ------------------------------------------------------------------------------ the benchmark
@@ -254,8 +218,8 @@ def build_train_step(config: ml_collections.ConfigDict, *, impl: str = "trainer"
                      chunk_size: int = 16384, seed: int = 0):
   """Builds state and the jitted step exactly the way the trainer does (state.py + step.py).
 
-  impl: "trainer" = `gr_jax.training.step.make_train_step` as is; "fast" = `make_fast_train_step`.
-  Returns (jitted step, state, mesh, batch sharding, model config).
+  impl: see `TRAIN_IMPLS` (all three are `gr_jax.training.step.make_train_step`).
+  Returns (jitted step, state, mesh, batch sharding, model parts).
   """
   from gr_jax.training import sharding_utils  # pylint: disable=g-import-not-at-top
   from gr_jax.training import state as state_lib  # pylint: disable=g-import-not-at-top
@@ -269,15 +233,9 @@ def build_train_step(config: ml_collections.ConfigDict, *, impl: str = "trainer"
   shardings = state_lib.state_shardings(parts, tx, mesh, abstract_params)
   state = state_lib.create_train_state(params, tx, shardings)
   batch_sh = sharding_utils.batch_sharding(mesh)
-  if impl == "trainer":
-    fn = step_lib.make_train_step(parts, tx, schedule,
-                                  grad_accum_steps=int(config.train.grad_accum_steps))
-  elif impl == "fast":
-    fn = make_fast_train_step(parts, tx, schedule, chunk_size=chunk_size)
-  else:
-    raise ValueError(f"train impl: expected trainer | fast, got {impl!r}")
+  fn = _make_step(parts, tx, schedule, config, impl, chunk_size)
   jitted = step_lib.jit_train_step(fn, shardings, batch_sh, mesh)
-  return jitted, state, mesh, batch_sh, parts.model_config
+  return jitted, state, mesh, batch_sh, parts
 
 
 def train_benchmark(config: ml_collections.ConfigDict | None = None, *, preset: str = "small",
@@ -292,8 +250,10 @@ def train_benchmark(config: ml_collections.ConfigDict | None = None, *, preset: 
   from gr_jax.training import step as step_lib  # pylint: disable=g-import-not-at-top
   config = bench_config(config, preset=preset, batch_size=batch_size, num_items=num_items,
                         dtype=dtype, remat=remat, model_overrides=model_overrides)
-  step, state, _, batch_sh, model_config = build_train_step(
+  step, state, _, batch_sh, parts = build_train_step(
       config, impl=impl, chunk_size=chunk_size, seed=seed)
+  model_config = parts.model_config
+  loss_impl, loss_chunk = resolved_loss_impl(parts, impl, chunk_size)
   host_batch = hf_reference.random_batch(model_config, batch_size, encoder_len, decoder_len,
                                          seed, num_items)
   batch = {k: jax.device_put(host_batch[k], batch_sh) for k in step_lib.BATCH_KEYS}
@@ -320,7 +280,8 @@ def train_benchmark(config: ml_collections.ConfigDict | None = None, *, preset: 
   xla_flops = _xla_flops(compiled)
   extra = {
       "preset": preset, "remat": bool(remat), "loss": loss, "compile_s": compile_s,
-      "steps_per_repeat": steps_per_repeat, "chunk_size": chunk_size if impl == "fast" else None,
+      "steps_per_repeat": steps_per_repeat, "loss_impl": loss_impl,
+      "chunk_size": loss_chunk if loss_impl == "chunked" else None,
       "xla_flops_per_example": None if xla_flops is None else xla_flops / batch_size,
       "jax_version": jax.__version__, "backend": jax.default_backend(),
       "xla_flags": os.environ.get("XLA_FLAGS", ""),
@@ -361,10 +322,8 @@ def compiled_train_memory(config: ml_collections.ConfigDict | None = None, *, pr
             "decoder_weights": ((batch_size, decoder_len), jnp.float32),
             "task_id": ((batch_size,), jnp.int32)}
   batch = {k: jax.ShapeDtypeStruct(s, d, sharding=batch_sh) for k, (s, d) in shapes.items()}
-  if impl == "fast":
-    fn = make_fast_train_step(parts, tx, schedule, chunk_size=chunk_size)
-  else:
-    fn = step_lib.make_train_step(parts, tx, schedule)
+  fn = _make_step(parts, tx, schedule, config, impl, chunk_size)
+  loss_impl, loss_chunk = resolved_loss_impl(parts, impl, chunk_size)
   jitted = step_lib.jit_train_step(fn, shardings, batch_sh, mesh)
   compiled = jitted.lower(abstract_state, batch, jax.random.key(0)).compile()
   mem = _memory(compiled)
@@ -372,19 +331,22 @@ def compiled_train_memory(config: ml_collections.ConfigDict | None = None, *, pr
   mem.update({
       "preset": preset, "batch_size": batch_size, "encoder_len": encoder_len,
       "decoder_len": decoder_len, "num_items": num_items, "dtype": dtype, "impl": impl,
+      "loss_impl": loss_impl, "chunk_size": loss_chunk if loss_impl == "chunked" else None,
       "num_params": n_params, "analytic": analytic_train_memory(
-          parts.model_config, n_params, batch_size, encoder_len, decoder_len)})
+          parts.model_config, n_params, batch_size, encoder_len, decoder_len,
+          logit_columns=loss_chunk if loss_impl == "chunked" else None)})
   return mem
 
 
 def analytic_train_memory(model_config, num_params: int, batch_size: int, encoder_len: int,
-                          decoder_len: int) -> dict[str, float]:
+                          decoder_len: int, logit_columns: int | None = None) -> dict[str, float]:
   """Back-of-envelope bytes of one train step (no remat), for cross-checking XLA's analysis.
 
   State: float32 params + AdamW m and v (12 B/param), gradients (4 B/param), a compute-dtype copy
   of the weights (2 B/param in bf16). Activations: per layer roughly 16 [B, L, D]-sized tensors
   and 4 [B, H, L, L] score tensors kept for the backward pass; the output layer's float32 logits
-  and their gradient (2 x 4 B x B*T*V) dominate with large item vocabularies.
+  and their gradient (2 x 4 B x B*T*V) dominate with large item vocabularies; with the chunked
+  loss only `logit_columns` (the chunk) of them exist at a time.
   """
   c = model_config
   act_bytes = jnp.dtype(c.dtype).itemsize
@@ -394,6 +356,6 @@ def analytic_train_memory(model_config, num_params: int, batch_size: int, encode
   dec = c.num_decoder_layers * batch_size * (
       20 * decoder_len * c.d_model + 4 * c.num_heads * decoder_len * (decoder_len + encoder_len)
       ) * act_bytes
-  logits = 2 * 4.0 * batch_size * decoder_len * c.total_vocab_size
+  logits = 2 * 4.0 * batch_size * decoder_len * (logit_columns or c.total_vocab_size)
   return {"state_bytes": state, "activation_bytes": float(enc + dec), "logits_bytes": logits,
           "total_bytes": state + enc + dec + logits}

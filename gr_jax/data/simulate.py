@@ -10,6 +10,16 @@ Search training pairs draw their target from p_S, so some items get many queries
 and others the reverse: each task alone under-learns items that the other task knows, which is what
 joint training can exploit.
 
+Complementary coverage (setting "default" only). Within each rec cluster a fraction
+`search_side_fraction` of the items is known mainly from search and a fraction `rec_side_fraction`
+mainly from rec: the other task's *training* data draws them with popularity times `side_weight`
+(0 = never a training target or history item there), while its held-out data (search valid/test
+queries; the last two items of each session, i.e. rec valid/test) draws from the unweighted
+popularity, so the test queries of each task cover all items. A task-specific model cannot return
+an item its task never trains; the joint model can, if it maps the query's content cluster (or the
+history's rec cluster) onto the items the other task placed there. The remaining items are seen
+by both tasks and anchor the two tasks' views of each cluster.
+
 Settings (`data.sim.setting`):
   default  the story above with all knobs as configured.
   S1       inputs carry no item signal (queries are random words, histories are i.i.d. draws from
@@ -94,8 +104,8 @@ def simulate(sim) -> RawData:
     raise ValueError(f"data.sim: need num_items >= 2 and 1 <= num_clusters <= num_items, got "
                      f"{n} items, {c} clusters")
   # Independent streams per component: changing one knob does not reshuffle the others.
-  seeds = np.random.SeedSequence(int(sim.seed)).spawn(8)
-  r_words, r_pop, r_clu, r_agree, r_sess, r_query, r_eval, r_noise = [
+  seeds = np.random.SeedSequence(int(sim.seed)).spawn(9)
+  r_words, r_pop, r_clu, r_agree, r_sess, r_query, r_eval, r_noise, r_side = [
       np.random.default_rng(s) for s in seeds]
 
   num_noise = max(50, int(sim.words_per_cluster) * c) if setting == "S1" else 0
@@ -120,6 +130,26 @@ def simulate(sim) -> RawData:
   moved = np.flatnonzero(np.isin(rec_cluster, disagreeing))
   content_cluster[moved] = r_agree.permutation(content_cluster[moved])
 
+  # Complementary coverage: side 1 = known mainly from search, 2 = mainly from rec, 0 = both.
+  side = np.zeros(n, np.int64)
+  if setting == "default":
+    fs, fr = float(sim.search_side_fraction), float(sim.rec_side_fraction)
+    if fs < 0 or fr < 0 or fs + fr > 1 or not 0 <= float(sim.side_weight) <= 1:
+      raise ValueError(f"data.sim: need search_side_fraction, rec_side_fraction >= 0 with sum <= 1 "
+                       f"and 0 <= side_weight <= 1, got {fs}, {fr}, {sim.side_weight}")
+    for k in range(c):
+      members = r_side.permutation(np.flatnonzero(rec_cluster == k))
+      ns, nr = int(round(fs * len(members))), int(round(fr * len(members)))
+      side[members[:ns]] = 1
+      side[members[ns:ns + nr]] = 2
+  w = float(sim.side_weight)
+  p_rec_train = np.where(side == 1, w * p_rec, p_rec)
+  p_search_train = np.where(side == 2, w * p_search, p_search)
+  if p_rec_train.sum() <= 0 or p_search_train.sum() <= 0:
+    raise ValueError("data.sim: side fractions leave a task with no training items")
+  p_rec_train /= p_rec_train.sum()
+  p_search_train /= p_search_train.sum()
+
   # ---------------------------------------------------------------- sessions
   num_users = int(sim.s2_num_users if setting == "S2" else sim.num_users)
   length = int(sim.session_len)
@@ -129,14 +159,27 @@ def simulate(sim) -> RawData:
   else:
     order = np.argsort(rec_cluster, kind="stable")
     offsets = np.searchsorted(rec_cluster[order], np.arange(c + 1))
-    p_sorted = p_rec[order]
-    cum_flat = np.empty(n)
-    for k in range(c):
-      seg = p_sorted[offsets[k]:offsets[k + 1]]
-      cum_flat[offsets[k]:offsets[k + 1]] = k + np.cumsum(seg) / seg.sum()
-    current = r_sess.choice(n, size=num_users, p=p_rec)
+
+    def cluster_cdf(p):
+      # Cluster after cluster, the within-cluster CDF shifted by the cluster number, so one
+      # searchsorted over the whole array draws inside each row's own segment. A cluster with no
+      # mass under p (all its items weighted out) falls back to uniform.
+      p_sorted = p[order]
+      cum = np.empty(n)
+      for k in range(c):
+        seg = p_sorted[offsets[k]:offsets[k + 1]]
+        seg = seg if seg.sum() > 0 else np.ones_like(seg)
+        cum[offsets[k]:offsets[k + 1]] = k + np.cumsum(seg) / seg.sum()
+      return cum
+
+    # Training positions draw from the training popularity; the last two (rec valid and test under
+    # prepare's leave-last-out) from the unweighted one.
+    cum_train, cum_held = cluster_cdf(p_rec_train), cluster_cdf(p_rec)
+    current = r_sess.choice(n, size=num_users, p=p_rec_train)
     sessions_idx[:, 0] = current
     for t in range(1, length):
+      held = t >= length - 2
+      cum_flat, p_any = (cum_held, p_rec) if held else (cum_train, p_rec_train)
       stay = r_sess.random(num_users) < sim.stay_in_cluster
       clusters = rec_cluster[current]
       nxt = np.full(num_users, -1, np.int64)
@@ -147,7 +190,7 @@ def simulate(sim) -> RawData:
         rows = np.flatnonzero(todo)
         inside = _sample_in_cluster(cum_flat, offsets, order, clusters[rows],
                                     r_sess.random(len(rows)))
-        anywhere = r_sess.choice(n, size=len(rows), p=p_rec)
+        anywhere = r_sess.choice(n, size=len(rows), p=p_any)
         nxt[rows] = np.where(stay[rows], inside, anywhere)
         todo = (sessions_idx[:, :t] == nxt[:, None]).any(axis=1)
         if not todo.any():
@@ -169,7 +212,7 @@ def simulate(sim) -> RawData:
 
   qpi = float(sim.s3_queries_per_item if setting == "S3" else sim.queries_per_item)
   num_train_queries = max(1, int(round(qpi * n)))
-  train_targets = r_query.choice(n, size=num_train_queries, p=p_search)
+  train_targets = r_query.choice(n, size=num_train_queries, p=p_search_train)
   pairs = []
   for split, targets, rng in (
       ("train", train_targets, r_query),
@@ -194,10 +237,13 @@ def simulate(sim) -> RawData:
       "num_words": len(words),
       "num_users": num_users,
       "train_queries": num_train_queries,
+      "search_side_items": int(np.sum(side == 1)),
+      "rec_side_items": int(np.sum(side == 2)),
+      "kl_search_rec_train": kl(p_search_train, np.maximum(p_rec_train, 1e-12)),
   }
   titles = [" ".join(w) for w in item_words]
-  metadata = [{"rec_cluster": int(rc), "content_cluster": int(cc)}
-              for rc, cc in zip(rec_cluster, content_cluster)]
+  metadata = [{"rec_cluster": int(rc), "content_cluster": int(cc), "side": int(sd)}
+              for rc, cc, sd in zip(rec_cluster, content_cluster, side)]
   sessions = [(f"u{u}", [f"i{i}" for i in row]) for u, row in enumerate(sessions_idx)]
   return RawData(items=[f"i{i}" for i in range(n)], titles=titles, metadata=metadata,
                  search_pairs=pairs, sessions=sessions, stats=stats)

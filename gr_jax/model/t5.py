@@ -28,6 +28,12 @@ Dropout is driven by an explicit `dropout_rng` key (no nnx.Rngs state is consume
 so a train step is a pure function of (params, batch, key). Each dropout site folds a fixed integer
 into the key, so the masks are reproducible and independent across sites and layers.
 
+Attention (`attention_impl`): plain einsums (default; HF-equal), or `jax.nn.dot_product_attention`
+(scale 1, relative-position bias, bool padding mask, `is_causal` in the decoder), so that a fused
+kernel (cuDNN) can be used on GPU. The fused path serves the encoder and the non-cached decoder
+(beams folded into the batch for self-attention and into the query axis for cross-attention, so the
+per-query K/V is still never tiled); the cached `decode_step` always uses einsums.
+
 Compute dtype (`dtype`) and parameter dtype (`param_dtype`) are separate: parameters are cast to
 `dtype` at use; RMS norm statistics, softmax and the output logits are float32.
 """
@@ -49,6 +55,7 @@ Array = jax.Array
 NEG_INF = -1e9
 
 _FEED_FORWARD = ("relu", "gated-gelu", "gated-relu", "gelu")
+_ATTENTION_IMPLS = ("einsum", "dot_product_attention", "cudnn", "auto")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,6 +82,11 @@ class T5Config:
   dtype: str = "float32"  # compute dtype
   param_dtype: str = "float32"  # storage dtype of parameters
   remat: bool = False  # wrap every layer in nnx.remat
+  # How attention scores are computed (no parameters involved; see `T5._attention_mode`):
+  # einsum | dot_product_attention (jax.nn.dot_product_attention, JAX picks the kernel) |
+  # cudnn (the same, forcing cuDNN's fused kernel: GPU, bf16/fp16 only) | auto
+  # (dot_product_attention on GPU unless attention dropout is live, einsum elsewhere).
+  attention_impl: str = "einsum"
 
   def __post_init__(self):
     # Normalise dtypes to their names so the config stays hashable and JSON-friendly.
@@ -89,6 +101,10 @@ class T5Config:
                  "relative_attention_max_distance"):
       if int(getattr(self, name)) <= 0:
         raise ValueError(f"T5Config.{name}: expected a positive integer, got {getattr(self, name)!r}")
+    if self.attention_impl not in _ATTENTION_IMPLS:
+      raise ValueError(
+          f"T5Config.attention_impl: expected one of {_ATTENTION_IMPLS}, got "
+          f"{self.attention_impl!r}")
     if self.num_item_tokens < 0:
       raise ValueError(f"T5Config.num_item_tokens: expected >= 0, got {self.num_item_tokens}")
     if not 0.0 <= self.dropout_rate < 1.0:
@@ -260,6 +276,22 @@ def _softmax_dropout(scores: Array, dtype, rate: float, key: Array | None, site:
   return _dropout(probs, rate, key, site)
 
 
+def _fused_attention(q: Array, k: Array, v: Array, mode: str, *, bias: Array | None = None,
+                     mask: Array | None = None, is_causal: bool = False) -> Array:
+  """`jax.nn.dot_product_attention` with T5's conventions (scale 1, additive bias, bool mask).
+
+  q [B, T, H, Dh], k/v [B, S, H, Dh], bias [1 or B, H, T, S], mask [B, 1, 1, S] (True = attend)
+  -> [B, T, H, Dh]. mode "dpa" lets JAX choose the kernel, "cudnn" forces the fused one. The
+  softmax is float32 in either kernel; attention-probability dropout is not available here.
+  """
+  dtype = q.dtype
+  if bias is not None:
+    bias = bias.astype(dtype)  # the kernels want one dtype (bf16 bias when computing in bf16)
+  return jax.nn.dot_product_attention(
+      q, k.astype(dtype), v.astype(dtype), bias=bias, mask=mask, scale=1.0, is_causal=is_causal,
+      implementation="cudnn" if mode == "cudnn" else None)
+
+
 class MLP(nnx.Module):
   """T5 feed-forward: wo(act(wi x)) for v1.0, wo(act(wi_0 x) * wi_1 x) for gated variants."""
 
@@ -296,15 +328,20 @@ class EncoderLayer(nnx.Module):
     self.mlp_norm = RMSNorm(cfg)
     self.mlp = MLP(cfg, rngs=rngs)
 
-  def __call__(self, x: Array, bias: Array, key: Array | None) -> Array:
-    """x [B, L, D]; bias [B, H, L, L] float32 (relative position + padding mask)."""
+  def __call__(self, x: Array, bias: Array, mask: Array | None, key: Array | None, *,
+               attn: str = "einsum") -> Array:
+    """x [B, L, D]. attn "einsum": bias [B, H, L, L] float32 (relative position + padding mask),
+    mask None; otherwise bias [1, H, L, L] (relative position) and mask [B, 1, 1, L] bool."""
     y = self.attn_norm(x)
     q = self.attn.project(y, "q")  # [B, L, H, Dh]
     k = self.attn.project(y, "k")
     v = self.attn.project(y, "v")
-    scores = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) + bias  # [B, H, L, L]
-    probs = _softmax_dropout(scores, self.dtype, self.rate, key, 0)
-    ctx = jnp.einsum("bhqk,bkhd->bqhd", probs, v)  # [B, L, H, Dh]
+    if attn == "einsum":
+      scores = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) + bias  # [B, H, L, L]
+      probs = _softmax_dropout(scores, self.dtype, self.rate, key, 0)
+      ctx = jnp.einsum("bhqk,bkhd->bqhd", probs, v)  # [B, L, H, Dh]
+    else:
+      ctx = _fused_attention(q, k, v, attn, bias=bias, mask=mask)  # [B, L, H, Dh]
     x = x + _dropout(self.attn.output(ctx), self.rate, key, 1)
     x = x + _dropout(self.mlp(self.mlp_norm(x), _sub_key(key, 2)), self.rate, key, 3)
     return x
@@ -315,6 +352,7 @@ class DecoderLayer(nnx.Module):
   def __init__(self, cfg: T5Config, *, rngs: nnx.Rngs):
     self.dtype = jnp.dtype(cfg.dtype)
     self.rate = cfg.dropout_rate
+    self.d_kv = cfg.d_kv
     self.self_attn_norm = RMSNorm(cfg)
     self.self_attn = Attention(cfg, rngs=rngs)
     self.cross_attn_norm = RMSNorm(cfg)
@@ -324,14 +362,19 @@ class DecoderLayer(nnx.Module):
 
   def __call__(self, x: Array, self_bias: Array, cross_k: Array, cross_v: Array,
                cross_bias: Array, key: Array | None, cache: dict | None = None,
-               position: Array | None = None):
+               position: Array | None = None, *, attn: str = "einsum"):
     """One decoder layer over beams.
 
     x [B, N, T, D]; self_bias [H, T, S] float32 (relative position + causal mask, S = T without a
     cache, S = max_len with one); cross_k/v [B, L, H, Dh] shared by the N beams of a query;
     cross_bias [B, 1, 1, 1, L]; cache {"k", "v": [B, N, max_len, H, Dh]} for one-step decoding at
     `position` (T must be 1). Returns (x, new_cache).
+
+    attn != "einsum" (no cache only): self_bias is the relative position bias [H, T, T] alone (the
+    kernel applies the causal mask) and cross_bias the encoder keep-mask [B, 1, 1, L] bool.
     """
+    if attn != "einsum":
+      return self._fused(x, self_bias, cross_k, cross_v, cross_bias, key, attn), None
     y = self.self_attn_norm(x)
     q = self.self_attn.project(y, "q")  # [B, N, T, H, Dh]
     k = self.self_attn.project(y, "k")
@@ -358,12 +401,37 @@ class DecoderLayer(nnx.Module):
     x = x + _dropout(self.mlp(self.mlp_norm(x), _sub_key(key, 4)), self.rate, key, 5)
     return x, cache
 
+  def _fused(self, x, relpos, cross_k, cross_v, cross_mask, key, attn):
+    """The layer with `jax.nn.dot_product_attention` (same dropout sites, minus the
+    attention-probability ones, which the kernel does not offer)."""
+    b, n, t = x.shape[:3]
+    y = self.self_attn_norm(x)
+    # Beams are independent sequences for self-attention: fold them into the batch.
+    q, k, v = (self.self_attn.project(y, w).reshape((b * n, t, -1, self.d_kv))
+               for w in ("q", "k", "v"))  # [B*N, T, H, Dh]
+    ctx = _fused_attention(q, k, v, attn, bias=relpos[None], is_causal=True)  # [B*N, T, H, Dh]
+    ctx = ctx.reshape((b, n) + ctx.shape[1:])  # [B, N, T, H, Dh]
+    x = x + _dropout(self.self_attn.output(ctx), self.rate, key, 1)
 
-def _apply(layer, remat: bool, *args):
-  """Calls `layer(*args)`, rematerialised when `remat` (Python bools are closed over)."""
+    y = self.cross_attn_norm(x)
+    q = self.cross_attn.project(y, "q")  # [B, N, T, H, Dh]
+    # Cross-attention keys/values are per query: fold the beams into the query axis so that one
+    # [B, L, H, Dh] K/V serves every beam (never tiled).
+    ctx = _fused_attention(q.reshape((b, n * t) + q.shape[3:]), cross_k, cross_v, attn,
+                           mask=cross_mask)  # [B, N*T, H, Dh]
+    ctx = ctx.reshape((b, n, t) + ctx.shape[2:])  # [B, N, T, H, Dh]
+    x = x + _dropout(self.cross_attn.output(ctx), self.rate, key, 3)
+
+    x = x + _dropout(self.mlp(self.mlp_norm(x), _sub_key(key, 4)), self.rate, key, 5)
+    return x
+
+
+def _apply(layer, remat: bool, *args, **static):
+  """Calls `layer(*args, **static)`, rematerialised when `remat`; `static` (Python values such as
+  the attention mode) is closed over, not traced."""
   if remat:
-    return nnx.remat(lambda l, *a: l(*a))(layer, *args)
-  return layer(*args)
+    return nnx.remat(lambda l, *a: l(*a, **static))(layer, *args)
+  return layer(*args, **static)
 
 
 class Encoder(nnx.Module):
@@ -428,11 +496,16 @@ class T5(nnx.Module):
       encoder_mask = encoder_input_ids != cfg.pad_token_id
     length = encoder_input_ids.shape[1]
     pos = jnp.arange(length, dtype=jnp.int32)
+    attn = self._attention_mode(key)
     bias = self.encoder.relpos_bias(pos, pos)[None]  # [1, H, L, L]
-    bias = bias + _mask_bias(encoder_mask)[:, None, None, :]  # [B, H, L, L]
+    if attn == "einsum":
+      bias = bias + _mask_bias(encoder_mask)[:, None, None, :]  # [B, H, L, L]
+      mask = None
+    else:
+      mask = encoder_mask.astype(bool)[:, None, None, :]  # [B, 1, 1, L]
     x = _dropout(self.shared(encoder_input_ids), cfg.dropout_rate, key, 0)  # [B, L, D]
     for i, layer in enumerate(self.encoder.layers):
-      x = _apply(layer, cfg.remat, x, bias, _sub_key(key, i + 2))
+      x = _apply(layer, cfg.remat, x, bias, mask, _sub_key(key, i + 2), attn=attn)
     x = self.encoder.final_norm(x)
     return _dropout(x, cfg.dropout_rate, key, 1)
 
@@ -446,18 +519,31 @@ class T5(nnx.Module):
   def decode(self, decoder_input_ids: Array, cross_kv, encoder_mask: Array, *,
              deterministic: bool = True, dropout_rng: Array | None = None) -> Array:
     """decoder_input_ids [B, N, T] (N beams per query) -> float32 logits [B, N, T, V]."""
+    return self._logits(self.decode_hidden(decoder_input_ids, cross_kv, encoder_mask,
+                                           deterministic=deterministic, dropout_rng=dropout_rng))
+
+  def decode_hidden(self, decoder_input_ids: Array, cross_kv, encoder_mask: Array, *,
+                    deterministic: bool = True, dropout_rng: Array | None = None) -> Array:
+    """decoder_input_ids [B, N, T] -> decoder outputs [B, N, T, D] (compute dtype) before the
+    output projection: `decode(...)` is `hidden @ lm_head_weights()` (see `lm_head_weights`)."""
     cfg = self.config
     key = self._dropout_key(deterministic, dropout_rng, 1)
     t = decoder_input_ids.shape[-1]
     pos = jnp.arange(t, dtype=jnp.int32)
-    causal = jnp.where(pos[None, :] <= pos[:, None], 0.0, NEG_INF)  # [T, T]
-    self_bias = self.decoder.relpos_bias(pos, pos) + causal[None]  # [H, T, T]
-    cross_bias = _mask_bias(encoder_mask)[:, None, None, None, :]  # [B, 1, 1, 1, L]
+    attn = self._attention_mode(key)
+    relpos = self.decoder.relpos_bias(pos, pos)  # [H, T, T]
+    if attn == "einsum":
+      causal = jnp.where(pos[None, :] <= pos[:, None], 0.0, NEG_INF)  # [T, T]
+      self_bias = relpos + causal[None]  # [H, T, T]
+      cross_bias = _mask_bias(encoder_mask)[:, None, None, None, :]  # [B, 1, 1, 1, L]
+    else:
+      self_bias = relpos  # the kernel applies the causal mask (is_causal)
+      cross_bias = encoder_mask.astype(bool)[:, None, None, :]  # [B, 1, 1, L] keep-mask
     x = _dropout(self.shared(decoder_input_ids), cfg.dropout_rate, key, 0)  # [B, N, T, D]
     for i, (layer, (ck, cv)) in enumerate(zip(self.decoder.layers, cross_kv)):
-      x, _ = _apply(layer, cfg.remat, x, self_bias, ck, cv, cross_bias, _sub_key(key, i + 2))
-    x = _dropout(self.decoder.final_norm(x), cfg.dropout_rate, key, 1)
-    return self._logits(x)
+      x, _ = _apply(layer, cfg.remat, x, self_bias, ck, cv, cross_bias, _sub_key(key, i + 2),
+                    attn=attn)
+    return _dropout(self.decoder.final_norm(x), cfg.dropout_rate, key, 1)  # [B, N, T, D]
 
   def init_cache(self, batch: int, num_beams: int, max_len: int) -> dict:
     """Self-attention KV cache: {"layer_i": {"k", "v": zeros [B, N, max_len, H, Dh]}}."""
@@ -492,15 +578,35 @@ class T5(nnx.Module):
 
   def __call__(self, encoder_input_ids: Array, decoder_input_ids: Array, *,
                encoder_mask: Array | None = None, deterministic: bool = True,
-               dropout_rng: Array | None = None) -> Array:
-    """encoder_input_ids [B, L], decoder_input_ids [B, T] -> float32 logits [B, T, V]."""
+               dropout_rng: Array | None = None, return_hidden: bool = False) -> Array:
+    """encoder_input_ids [B, L], decoder_input_ids [B, T] -> float32 logits [B, T, V], or with
+    `return_hidden` the decoder outputs [B, T, D] before the output projection (a loss over a
+    large vocabulary can then work chunk by chunk from `lm_head_weights()`)."""
     if encoder_mask is None:
       encoder_mask = encoder_input_ids != self.config.pad_token_id
     encoded = self.encode(encoder_input_ids, encoder_mask, deterministic=deterministic,
                           dropout_rng=dropout_rng)
-    logits = self.decode(decoder_input_ids[:, None, :], self.cross_kv(encoded), encoder_mask,
-                         deterministic=deterministic, dropout_rng=dropout_rng)
-    return logits[:, 0]  # [B, T, V]
+    hidden = self.decode_hidden(decoder_input_ids[:, None, :], self.cross_kv(encoded),
+                                encoder_mask, deterministic=deterministic,
+                                dropout_rng=dropout_rng)[:, 0]  # [B, T, D]
+    return hidden if return_hidden else self._logits(hidden)  # [B, T, D] or [B, T, V]
+
+  def lm_head_weights(self) -> tuple[Array, float]:
+    """The output projection as `(w, scale)`: logits = (hidden @ w-as-[D, V]) * scale.
+
+    Tied embeddings (v1.0): w = the shared embedding [V, D] and scale = d_model ** -0.5 (Mesh-TF
+    rescaling); untied (v1.1): w = lm_head.kernel [D, V] and scale = 1.0. `lm_head_vocab_axis`
+    says which axis is the vocabulary. w is the stored parameter (param dtype): callers cast it
+    (or chunks of it) to the compute dtype, as `_logits` does.
+    """
+    if self.config.tie_word_embeddings:
+      return self.shared.embedding[...], self.config.d_model**-0.5
+    return self.lm_head.kernel[...], 1.0
+
+  @property
+  def lm_head_vocab_axis(self) -> int:
+    """The vocabulary axis of `lm_head_weights()[0]`: 0 when tied ([V, D]), 1 when untied."""
+    return 0 if self.config.tie_word_embeddings else 1
 
   # --------------------------------------------------------------------------- internals
 
@@ -515,6 +621,22 @@ class T5(nnx.Module):
       return jnp.einsum("...d,vd->...v", x.astype(dtype), w, preferred_element_type=jnp.float32)
     w = self.lm_head.kernel[...].astype(dtype)
     return jnp.einsum("...d,dv->...v", x.astype(dtype), w, preferred_element_type=jnp.float32)
+
+  def _attention_mode(self, key: Array | None) -> str:
+    """"einsum", "dpa" (jax.nn.dot_product_attention, JAX's kernel choice) or "cudnn" for one
+    stack's non-cached attention; `key` is the stack's dropout key (None = deterministic).
+
+    The fused kernels have no attention-probability dropout, so "auto" keeps einsum whenever that
+    dropout is live (training with dropout_rate > 0): auto never changes the model's math.
+    Explicit "dot_product_attention" / "cudnn" skip that dropout site (other dropouts remain).
+    """
+    impl = self.config.attention_impl
+    if impl == "einsum":
+      return "einsum"
+    if impl == "auto":
+      dropout_live = key is not None and self.config.dropout_rate > 0
+      return "dpa" if jax.default_backend() == "gpu" and not dropout_live else "einsum"
+    return "cudnn" if impl == "cudnn" else "dpa"
 
   def _dropout_key(self, deterministic: bool, dropout_rng: Array | None, stack: int):
     if deterministic:

@@ -32,13 +32,15 @@ TrainState = dict  # {"step", "params", "opt_state"}; see module docstring
 # ------------------------------------------------------------------------------------------ config
 
 
-_RUNTIME_FIELDS = ("dtype", "param_dtype", "dropout_rate", "remat")
+_RUNTIME_FIELDS = ("dtype", "param_dtype", "dropout_rate", "remat", "attention_impl")
 
 
 def _runtime_overrides(config: ml_collections.ConfigDict) -> dict[str, Any]:
   return {"dtype": config.model.dtype, "param_dtype": config.model.param_dtype,
           "dropout_rate": float(config.model.dropout_rate),
-          "remat": bool(config.train.get("remat", False))}
+          "remat": bool(config.train.get("remat", False)),
+          # .get: config.json files written before the field existed restore with the default.
+          "attention_impl": str(config.model.get("attention_impl", "auto"))}
 
 
 def model_config_from(config: ml_collections.ConfigDict):
@@ -58,7 +60,8 @@ def model_config_from(config: ml_collections.ConfigDict):
     num_items = overrides.pop("num_item_tokens", 0)
     hf = config_from_hf(config.model.init_from, num_item_tokens=num_items,
                         dtype=overrides.pop("dtype"), param_dtype=overrides.pop("param_dtype"),
-                        dropout_rate=overrides.pop("dropout_rate"), remat=overrides.pop("remat"))
+                        dropout_rate=overrides.pop("dropout_rate"), remat=overrides.pop("remat"),
+                        attention_impl=overrides.pop("attention_impl"))
     return hf
   return T5Config.from_preset(config.model.preset, **overrides)
 
@@ -152,6 +155,10 @@ class ModelParts:
   rest: Any  # non-parameter state (pure dict), normally empty
   param_shardings: Any  # pytree like params of NamedSharding
   model_config: Any
+  # How the step computes the loss (config.train.loss_impl / loss_chunk_size), carried here so
+  # that every step built from these parts (train, eval, benchmark) uses the run's choice.
+  loss_impl: str = "auto"
+  loss_chunk_size: int = 16384
 
 
 def _split(model):
@@ -171,7 +178,9 @@ def build_model(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
     abstract_model = nnx.eval_shape(lambda: _new_model(model_config, 0))
     graphdef, abstract_params, rest = _split(abstract_model)
     param_shardings = sharding_utils.param_shardings(abstract_model, abstract_params, mesh)
-    parts = ModelParts(graphdef, rest, param_shardings, model_config)
+    parts = ModelParts(graphdef, rest, param_shardings, model_config,
+                       loss_impl=str(config.train.get("loss_impl", "auto")),
+                       loss_chunk_size=int(config.train.get("loss_chunk_size", 16384)))
     if abstract:
       return parts, jax.tree.map(
           lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),

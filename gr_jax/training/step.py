@@ -4,6 +4,12 @@ All metrics are returned as *sums* (loss, token count, correct tokens, per task)
 up exactly over micro-batches, steps, logging windows and validation batches; dividing happens on
 the host at logging time. The loss that is optimised is the token cross-entropy on target tokens,
 averaged over the non-pad target tokens of the whole (global, all micro-batches) batch.
+
+Two ways to compute it (`config.train.loss_impl`, carried on `ModelParts`): "full" takes the model's
+`[B, T, V]` logits; "chunked" takes the decoder outputs `[B, T, D]` and the output projection and
+runs `loss.chunked_token_cross_entropy` (no `[B, T, V]` tensor, forward or backward). Both give the
+same sums, accuracy included (the chunked pass also returns the argmax). "auto" = chunked when the
+vocabulary (text + items) exceeds `AUTO_CHUNKED_VOCAB`.
 """
 
 from __future__ import annotations
@@ -14,7 +20,13 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from gr_jax.training import loss as loss_lib
 from gr_jax.training import state as state_lib
+
+LOSS_IMPLS = ("auto", "full", "chunked")
+# Above this many output tokens the float32 logits (and their gradient) of a batch are big enough
+# that chunking pays: T5-base, batch 128 x 2 targets, 65,536 tokens = 2 x 64 MiB.
+AUTO_CHUNKED_VOCAB = 65_536
 
 NUM_TASKS = 2  # gr_jax.data.TASKS = ("search", "rec"): task_id 0 and 1
 BATCH_KEYS = ("encoder_input_ids", "decoder_input_ids", "decoder_target_ids", "decoder_weights",
@@ -33,9 +45,36 @@ def token_cross_entropy(logits: jax.Array, targets: jax.Array) -> jax.Array:
 
 def loss_sums(logits: jax.Array, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
   """Summed loss / token / correct counts overall and per task (see module docstring)."""
+  return _sums(token_cross_entropy(logits, batch["decoder_target_ids"]),
+               jnp.argmax(logits, axis=-1), batch)
+
+
+def chunked_loss_sums(hidden: jax.Array, proj: jax.Array, batch: dict[str, jax.Array], *,
+                      logit_scale: float, vocab_axis: int, chunk_size: int
+                      ) -> dict[str, jax.Array]:
+  """`loss_sums` from decoder outputs hidden [B, T, D] and the output projection `proj`
+  (`T5.lm_head_weights()`: [V, D] with vocab_axis 0, or [D, V] with 1), chunked over V."""
+  b, t, d = hidden.shape
+  ce, pred = loss_lib.chunked_token_cross_entropy(
+      hidden.reshape(b * t, d), proj, batch["decoder_target_ids"].reshape(b * t),
+      chunk_size=chunk_size, logit_scale=logit_scale, vocab_axis=vocab_axis)  # [B*T] each
+  return _sums(ce.reshape(b, t), pred.reshape(b, t), batch)
+
+
+def resolve_loss_impl(loss_impl: str, total_vocab_size: int) -> str:
+  """"auto" | "full" | "chunked" -> "full" | "chunked"."""
+  if loss_impl not in LOSS_IMPLS:
+    raise ValueError(f"config.train.loss_impl: expected one of {LOSS_IMPLS}, got {loss_impl!r}")
+  if loss_impl == "auto":
+    return "chunked" if total_vocab_size > AUTO_CHUNKED_VOCAB else "full"
+  return loss_impl
+
+
+def _sums(ce: jax.Array, pred: jax.Array, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
+  """ce float32 [B, T] (unweighted), pred int [B, T] argmax -> the summed metrics."""
   w = batch["decoder_weights"].astype(jnp.float32)  # [B, T]
-  ce = token_cross_entropy(logits, batch["decoder_target_ids"]) * w  # [B, T]
-  correct = (jnp.argmax(logits, axis=-1) == batch["decoder_target_ids"]).astype(jnp.float32) * w
+  ce = ce * w  # [B, T]
+  correct = (pred == batch["decoder_target_ids"]).astype(jnp.float32) * w  # [B, T]
   task = jax.nn.one_hot(batch["task_id"], NUM_TASKS, dtype=jnp.float32)  # [B, K]
   # An example is right when every non-pad target token is (the item ID, for atomic IDs).
   example_ok = (jnp.sum(correct, -1) == jnp.sum(w, -1)).astype(jnp.float32)  # [B]
@@ -50,13 +89,32 @@ def loss_sums(logits: jax.Array, batch: dict[str, jax.Array]) -> dict[str, jax.A
   }
 
 
-def _forward(parts: state_lib.ModelParts, params, batch, *, dropout_rng=None):
+def _loss_options(parts: state_lib.ModelParts, loss_impl: str | None,
+                  loss_chunk_size: int | None) -> tuple[str, int]:
+  """(resolved impl, chunk size); None = the run's choice carried on `parts`."""
+  impl = resolve_loss_impl(parts.loss_impl if loss_impl is None else loss_impl,
+                           parts.model_config.total_vocab_size)
+  chunk = int(parts.loss_chunk_size if loss_chunk_size is None else loss_chunk_size)
+  if chunk < 1:
+    raise ValueError(f"config.train.loss_chunk_size: expected a positive integer, got {chunk}")
+  return impl, chunk
+
+
+def _forward_sums(parts: state_lib.ModelParts, params, batch, *, dropout_rng=None,
+                  loss_impl: str = "full", chunk_size: int = 16384):
+  """The model on `batch`, then the summed loss metrics (full logits or chunked)."""
   model = state_lib.merge(parts, params)
   enc = batch["encoder_input_ids"]
   deterministic = dropout_rng is None
   kwargs = {} if deterministic else {"dropout_rng": dropout_rng}
-  return model(enc, batch["decoder_input_ids"], encoder_mask=enc != 0,
-               deterministic=deterministic, **kwargs)  # [B, T, V] float32
+  out = model(enc, batch["decoder_input_ids"], encoder_mask=enc != 0,
+              deterministic=deterministic, return_hidden=loss_impl == "chunked",
+              **kwargs)  # [B, T, D] hidden (chunked) or [B, T, V] float32 logits
+  if loss_impl != "chunked":
+    return loss_sums(out, batch)
+  proj, scale = model.lm_head_weights()
+  return chunked_loss_sums(out, proj, batch, logit_scale=scale,
+                           vocab_axis=model.lm_head_vocab_axis, chunk_size=chunk_size)
 
 
 def _split_micro(batch, num_micro: int):
@@ -73,13 +131,18 @@ def _split_micro(batch, num_micro: int):
 
 def make_train_step(parts: state_lib.ModelParts, tx: optax.GradientTransformation,
                     schedule: optax.Schedule, *, grad_accum_steps: int = 1,
-                    use_dropout: bool = True) -> Callable:
-  """A pure train step `(state, batch, rng) -> (state, metrics)`; jit it with `jit_train_step`."""
+                    use_dropout: bool = True, loss_impl: str | None = None,
+                    loss_chunk_size: int | None = None) -> Callable:
+  """A pure train step `(state, batch, rng) -> (state, metrics)`; jit it with `jit_train_step`.
+
+  loss_impl / loss_chunk_size: None = `parts.loss_impl` / `parts.loss_chunk_size` (the run config).
+  """
+  impl, chunk = _loss_options(parts, loss_impl, loss_chunk_size)
 
   def grads_and_sums(params, batch, rng):
     def loss_fn(p):
-      logits = _forward(parts, p, batch, dropout_rng=rng if use_dropout else None)
-      sums = loss_sums(logits, batch)
+      sums = _forward_sums(parts, p, batch, dropout_rng=rng if use_dropout else None,
+                           loss_impl=impl, chunk_size=chunk)
       return sums["loss_sum"], sums
     return jax.grad(loss_fn, has_aux=True)(params)
 
@@ -131,14 +194,16 @@ def jit_train_step(step_fn, state_shardings, batch_sharding, mesh) -> Callable:
                  out_shardings=(state_shardings, repl), donate_argnums=(0,))
 
 
-def make_eval_step(parts: state_lib.ModelParts, param_shardings, batch_sharding, mesh) -> Callable:
+def make_eval_step(parts: state_lib.ModelParts, param_shardings, batch_sharding, mesh, *,
+                   loss_impl: str | None = None, loss_chunk_size: int | None = None) -> Callable:
   """Jitted `(params, batch) -> sums` in eval mode (no dropout) for validation loss."""
   repl = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
   batch_sh = {k: batch_sharding for k in BATCH_KEYS}
+  impl, chunk = _loss_options(parts, loss_impl, loss_chunk_size)
 
   def eval_step(params, batch):
     batch = {k: batch[k] for k in BATCH_KEYS}
-    return loss_sums(_forward(parts, params, batch), batch)
+    return _forward_sums(parts, params, batch, loss_impl=impl, chunk_size=chunk)
 
   return jax.jit(eval_step, in_shardings=(param_shardings, batch_sh), out_shardings=repl)
 

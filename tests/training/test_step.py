@@ -1,5 +1,7 @@
 """Loss, optimizer and train-step tests against independent references (HF T5, formulas)."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -166,3 +168,107 @@ def test_init_from_hugging_face_directory(hf_t5_factory):
   with pytest.raises(ValueError, match="item tokens start at 120 but the model's text vocabulary "
                                        "is 97"):
     state_lib.resolve_model(cfg, text_vocab_size=120, num_item_tokens=5, where="ds")
+
+
+# ------------------------------------------------------------------ chunked loss (train.loss_impl)
+
+_ITEMS, _TEXT, _CHUNK = 5000, 50, 1024  # 5 chunks; the last is shifted back to end at V = 5050
+
+
+def _chunk_parts(tie: bool):
+  cfg = tiny_config.get_config()
+  cfg.model.dropout_rate = 0.0
+  cfg.model.overrides.num_encoder_layers = 1
+  cfg.model.overrides.num_decoder_layers = 1
+  cfg.model.overrides.tie_word_embeddings = tie
+  cfg.model.overrides.feed_forward_proj = "relu" if tie else "gated-gelu"
+  cfg.train.loss_chunk_size = _CHUNK
+  cfg, _ = state_lib.resolve_model(cfg, text_vocab_size=_TEXT, num_item_tokens=_ITEMS)
+  mesh = sharding_utils.make_mesh(-1, 1)
+  parts, params = state_lib.build_model(cfg, mesh)
+  return cfg, mesh, parts, params
+
+
+def _item_batch(parts, params, seed=7, b=8):
+  """A batch whose targets span every chunk (the shifted last one's overlap included) and where
+  half the first targets are the model's own argmax, so that accuracy is not trivially 0."""
+  batch = _batch(np.random.default_rng(seed), b, _TEXT, n_items=_ITEMS)
+  first = np.array([_TEXT + 3, 1500, 4030, 4095, 4096, 5049, 2047, 2048])[:b]  # token ids
+  model = state_lib.merge(parts, params)
+  enc = jnp.asarray(batch["encoder_input_ids"])
+  pred = np.asarray(jnp.argmax(model(enc, jnp.zeros((b, 1), jnp.int32)), -1))[:, 0]  # [B]
+  first = np.where(np.arange(b) % 2 == 0, pred, first).astype(np.int32)
+  batch["decoder_target_ids"][:, 0] = first
+  batch["decoder_input_ids"][:, 1] = first
+  return {k: jnp.asarray(v) for k, v in batch.items()}
+
+
+@pytest.mark.parametrize("tie", [True, False])
+def test_chunked_loss_and_gradients_equal_full(tie):
+  _, _, parts, params = _chunk_parts(tie)
+  batch = _item_batch(parts, params)
+
+  @jax.jit
+  def run(params):
+    out = {}
+    for impl in ("full", "chunked"):
+      def f(p, impl=impl):
+        sums = step_lib._forward_sums(parts, p, batch, loss_impl=impl, chunk_size=_CHUNK)
+        return sums["loss_sum"], sums
+      out[impl] = jax.grad(f, has_aux=True)(params)
+    return out
+
+  out = jax.device_get(run(params))
+  (g_full, s_full), (g_chunk, s_chunk) = out["full"], out["chunked"]
+  assert float(s_full["task_correct_sum"].sum()) >= 4  # the planted argmax targets count
+  for k in s_full:
+    np.testing.assert_allclose(s_chunk[k], s_full[k], rtol=1e-5, atol=1e-5, err_msg=k)
+  # Gradients, the output projection (tied embedding or lm head, 5050 rows) included.
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5), g_chunk,
+               g_full)
+  assert float(np.abs(jax.tree.leaves(g_full)[0]).max()) > 0
+
+
+def test_chunked_train_step_metrics_equal_full(compile_cache):
+  cfg, mesh, parts, params = _chunk_parts(False)
+  batch = jax.device_get(_item_batch(parts, params, seed=9))
+  tx, schedule = state_lib.make_optimizer(cfg, 10)
+  _, abstract = state_lib.build_model(cfg, mesh, abstract=True)
+  shardings = state_lib.state_shardings(parts, tx, mesh, abstract)
+  results = {}
+  # "auto" (the config default) is full at 5050 tokens; chunked is the run's choice on the parts.
+  assert step_lib._loss_options(parts, None, None) == ("full", _CHUNK)
+  for impl in ("full", "chunked"):
+    parts_used = dataclasses.replace(parts, loss_impl=impl)
+    fn = step_lib.jit_train_step(step_lib.make_train_step(parts_used, tx, schedule),
+                                 shardings, sharding_utils.batch_sharding(mesh), mesh)
+    st = state_lib.create_train_state(state_lib.build_model(cfg, mesh)[1], tx, shardings)
+    with jax.set_mesh(mesh):
+      st, m = fn(st, batch, jax.random.key(0))
+    results[impl] = (jax.device_get(st["params"]), jax.device_get(m))
+  (p_full, m_full), (p_chunk, m_chunk) = results["full"], results["chunked"]
+  for k in m_full:
+    np.testing.assert_allclose(m_chunk[k], m_full[k], rtol=1e-5, atol=1e-6, err_msg=k)
+  assert step_lib.summarize(m_chunk).keys() == step_lib.summarize(m_full).keys()
+  # Adam's first update is lr * g / |g| per weight, which magnifies float rounding of near-zero
+  # gradients; 1e-5 is still 1/1000 of the update (lr 0.01).
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5), p_chunk,
+               p_full)
+
+
+def test_loss_impl_resolution_and_errors():
+  assert step_lib.resolve_loss_impl("auto", 65_536) == "full"
+  assert step_lib.resolve_loss_impl("auto", 65_537) == "chunked"
+  assert step_lib.resolve_loss_impl("full", 10**6) == "full"
+  assert step_lib.resolve_loss_impl("chunked", 10) == "chunked"
+  with pytest.raises(ValueError, match="config.train.loss_impl"):
+    step_lib.resolve_loss_impl("fused", 10)
+  cfg = tiny_config.get_config()
+  assert cfg.train.loss_impl == "auto" and cfg.train.loss_chunk_size > 0
+  cfg.train.loss_impl = "chunked"
+  cfg.train.loss_chunk_size = 7
+  cfg, _ = state_lib.resolve_model(cfg, text_vocab_size=50, num_item_tokens=10)
+  parts, _ = state_lib.build_model(cfg, sharding_utils.make_mesh(-1, 1), abstract=True)
+  assert (parts.loss_impl, parts.loss_chunk_size) == ("chunked", 7)
+  with pytest.raises(ValueError, match="loss_chunk_size"):
+    step_lib.make_train_step(parts, None, None, loss_chunk_size=0)
