@@ -41,3 +41,17 @@ def parse_arg(arg: str | None, **defaults) -> dict:
 
 def get_base():
   return base.get_config()
+
+
+def sim_sweep(*, name: str, setting: str, field: str, values: tuple, statistic: str, arg=None):
+  """A simulated sweep (S1/S2/S3): the quickstart's model and training, one dataset per value."""
+  import quickstart  # configs/quickstart.py (same directory)
+  args = parse_arg(arg, seeds=2)
+  c = quickstart.get_config(f"seeds={args['seeds']}")
+  c.name = name
+  c.data.sim.setting = setting
+  c.reproduce.sweep = field
+  c.reproduce.sweep_values = values
+  c.reproduce.sweep_statistic = statistic  # realised, from each point's manifest
+  c.reproduce.analyses = False  # the sweep plot is the analysis; t-SNE etc. per point is noise here
+  return c
