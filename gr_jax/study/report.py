@@ -200,7 +200,16 @@ def write_report(plan: Plan) -> str:
              "Pairs of items that appear together in top-K lists; how the counts change from the "
              "task-specific to the joint model, and the share of that change on pairs related in "
              "the other task (co-occurring in sessions, or relevant to the same queries).", "",
-             "```", json.dumps(a["h2"], indent=1, sort_keys=True), "```", ""]
+             "| task | co-occurrences (task-specific → joint) | pairs added by joint | share on related pairs | related base rate | lift | mean change related / unrelated |",
+             "|---|---|---|---|---|---|---|"]
+      for h in a["h2"]:
+        md.append(f"| {h['task']} | {h['cooc_specific']} → {h['cooc_joint']} | "
+                  f"{h['positive_change']:.0f} | {_fmt(h['share_on_related'], 3)} | "
+                  f"{_fmt(h['related_base_rate'], 3)} | {_fmt(h['lift'], 2)} | "
+                  f"{_fmt(h['mean_delta_related'], 2)} / {_fmt(h['mean_delta_unrelated'], 2)} |")
+      md += ["", "A lift above 1 means the joint model's added co-occurrences fall on pairs the other "
+             "task relates more often than chance (H2). Related pairs: search task = co-occurring in "
+             "rec sessions; rec task = relevant to the same training query.", ""]
     for model, path in sorted(a.get("tsne", {}).items()):
       md += [f"![t-SNE {MODEL_LABELS.get(model, model)}]({path})", ""]
   if plan.config.reproduce.sweep:
