@@ -41,7 +41,8 @@ def _time_pipeline(ds, config, batches, batch_size=128, ratio=0.0):
 
 def main():
   ap = argparse.ArgumentParser()
-  ap.add_argument("--ml", default="/work/shared/data/ml-latest-small")
+  ap.add_argument("--ml", default=os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+      os.path.abspath(__file__)))), "shared", "data", "ml-latest-small"))
   ap.add_argument("--users", type=int, default=125000)  # x session_len 8 = 1M interactions
   ap.add_argument("--items", type=int, default=5000)
   ap.add_argument("--batches", type=int, default=2000)

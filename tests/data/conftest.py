@@ -11,7 +11,8 @@ if ROOT not in sys.path:
 
 from configs import base  # noqa: E402
 
-DATA = "/work/shared/data"
+# The project's shared data sits beside the checkout (`../shared/data`); GR_JAX_SHARED_DATA overrides.
+DATA = os.environ.get("GR_JAX_SHARED_DATA", os.path.join(os.path.dirname(ROOT), "shared", "data"))
 
 
 def tiny_config(**sim):
