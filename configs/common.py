@@ -55,3 +55,19 @@ def sim_sweep(*, name: str, setting: str, field: str, values: tuple, statistic: 
   c.reproduce.sweep_statistic = statistic  # realised, from each point's manifest
   c.reproduce.analyses = False  # the sweep plot is the analysis; t-SNE etc. per point is noise here
   return c
+
+
+def real_data(*, name: str, source: str, args: dict, vocab_size: int = 4000):
+  """A study on real data: `args` holds path, size (model preset), init (a local HF T5 directory,
+  whose spiece.model then tokenizes too), seeds and epochs."""
+  c = get_base()
+  c.name = name
+  c.data.source = source
+  c.data.path = args["path"]
+  c.data.tokenizer.path = args["init"]
+  c.data.tokenizer.vocab_size = vocab_size  # used when no init: SentencePiece trained on queries
+  c.model.preset = args["size"]
+  c.model.init_from = args["init"]
+  c.train.num_epochs = args["epochs"]
+  c.reproduce.seeds = tuple(range(args["seeds"]))
+  return c

@@ -20,14 +20,4 @@ import common  # noqa: E402
 
 def get_config(arg=None):
   args = common.parse_arg(arg, path="", size="small", init="", seeds=2, epochs=5)
-  c = common.get_base()
-  c.name = "logs_jsonl"
-  c.data.source = "jsonl"
-  c.data.path = args["path"]
-  c.data.tokenizer.path = args["init"]
-  c.data.tokenizer.vocab_size = 4000
-  c.model.preset = args["size"]
-  c.model.init_from = args["init"]
-  c.train.num_epochs = args["epochs"]
-  c.reproduce.seeds = tuple(range(args["seeds"]))
-  return c
+  return common.real_data(name="logs_jsonl", source="jsonl", args=args)

@@ -20,15 +20,6 @@ import common  # noqa: E402
 
 def get_config(arg=None):
   args = common.parse_arg(arg, path="", slices=10, size="small", init="", seeds=2, epochs=5)
-  c = common.get_base()
-  c.name = "mpd"
-  c.data.source = "mpd"
-  c.data.path = args["path"]
+  c = common.real_data(name="mpd", source="mpd", args=args)
   c.data.mpd.max_slices = args["slices"]
-  c.data.tokenizer.path = args["init"]
-  c.data.tokenizer.vocab_size = 4000
-  c.model.preset = args["size"]
-  c.model.init_from = args["init"]
-  c.train.num_epochs = args["epochs"]
-  c.reproduce.seeds = tuple(range(args["seeds"]))
   return c

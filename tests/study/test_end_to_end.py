@@ -11,27 +11,28 @@ import pytest
 
 from gr_jax.study import build_plan, run_plan
 from tests.study.test_plan import load_config
+from tests.training import tiny_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ML_SMALL = os.path.join(os.path.dirname(REPO), "shared", "data", "ml-latest-small")
 
 
 def tiny_study(config):
-  """Shrinks a study config to seconds per run (shapes stay fixed, so compiles are shared)."""
-  config.data.sim.num_items = 40
-  config.data.sim.num_clusters = 4
+  """Shrinks a study config to seconds per run: the training tests' tiny data and model settings
+  (shapes stay fixed, so compiles are shared), 2 epochs, a small diverse beam search."""
+  tiny = tiny_config.get_config()
+  config.data.tokenizer.update(tiny.data.tokenizer.to_dict())
+  sim = tiny.data.sim.to_dict()
+  sim.pop("setting")  # keep the study's setting (S1 for the sweep test)
+  config.data.sim.update(sim)
+  for key in ("encoder_len", "max_query_tokens", "max_history"):
+    config.data[key] = tiny.data[key]
+  for key in ("batch_size", "warmup_steps", "learning_rate"):
+    config.train[key] = tiny.train[key]
   config.data.sim.num_users = 80
-  config.data.sim.session_len = 5
   config.data.sim.eval_queries = 40
-  config.data.tokenizer.vocab_size = 128
-  config.data.encoder_len = 16
-  config.data.max_query_tokens = 8
-  config.data.max_history = 8
-  config.train.batch_size = 16
   config.train.num_epochs = 2
   config.train.num_steps = 0
-  config.train.warmup_steps = 2
-  config.train.learning_rate = 0.01
   config.checkpoint.every_steps = 1000
   config.decode.num_beams = 8
   config.decode.num_beam_groups = 4
