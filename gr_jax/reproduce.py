@@ -7,6 +7,7 @@ Resumable: run the same command again and finished stages are skipped, interrupt
 """
 
 import os
+import sys
 
 from absl import app
 from absl import flags
@@ -29,7 +30,17 @@ def main(argv):
   plan = build_plan(_CONFIG.value, workdir)
   logging.info("study %s: %d point(s), %d run(s)", _CONFIG.value.name, len(plan.points),
                len(plan.runs))
-  report = run_plan(plan)
+  from gr_jax.evaluation.evaluator import EvaluationError
+  from gr_jax.training.loop import NonFiniteLossError
+  try:
+    report = run_plan(plan)
+  except (ValueError, KeyError, FileNotFoundError, EvaluationError, NonFiniteLossError) as e:
+    # Bad input, a config error or a diverged run: one line the user can act on. Finished stages
+    # are kept; fix the cause and rerun the same command to continue.
+    logging.debug("study stopped", exc_info=True)  # the traceback, with --verbosity=1
+    print(f"error: {e}\n(finished stages are kept: rerun the same command to continue)",
+          file=sys.stderr)
+    sys.exit(1)
   print(f"\nReport: {report}")
   summary = os.path.join(workdir, "summary.txt")
   if os.path.exists(summary):
