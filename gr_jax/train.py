@@ -25,10 +25,10 @@ def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   import jax  # pylint: disable=g-import-not-at-top  (after absl parsed XLA/JAX flags)
-  from gr_jax.training import loop, sharding_utils  # pylint: disable=g-import-not-at-top
+  from gr_jax.training import loop, partitioning  # pylint: disable=g-import-not-at-top
   config = _CONFIG.value
   # Before anything touches the backend (jax.devices below included).
-  sharding_utils.maybe_initialize_distributed(config)
+  partitioning.maybe_initialize_distributed(config)
   logging.info("jax %s, %d process(es), devices: %s", jax.__version__, jax.process_count(),
                jax.devices())
   logging.info("config:\n%s", config)

@@ -221,18 +221,18 @@ def build_train_step(config: ml_collections.ConfigDict, *, impl: str = "trainer"
   impl: see `TRAIN_IMPLS` (all three are `gr_jax.training.step.make_train_step`).
   Returns (jitted step, state, mesh, batch sharding, model parts).
   """
-  from gr_jax.training import sharding_utils  # pylint: disable=g-import-not-at-top
+  from gr_jax.training import partitioning  # pylint: disable=g-import-not-at-top
   from gr_jax.training import state as state_lib  # pylint: disable=g-import-not-at-top
   from gr_jax.training import step as step_lib  # pylint: disable=g-import-not-at-top
   with config.unlocked():
     config.seed = seed
-  mesh = sharding_utils.make_mesh(config.mesh.data, config.mesh.model)
+  mesh = partitioning.make_mesh(config.mesh.data, config.mesh.model)
   parts, params = state_lib.build_model(config, mesh)
   _, abstract_params = state_lib.build_model(config, mesh, abstract=True)
   tx, schedule = state_lib.make_optimizer(config, total_steps=1000)
   shardings = state_lib.state_shardings(parts, tx, mesh, abstract_params)
   state = state_lib.create_train_state(params, tx, shardings)
-  batch_sh = sharding_utils.batch_sharding(mesh)
+  batch_sh = partitioning.batch_sharding(mesh)
   fn = _make_step(parts, tx, schedule, config, impl, chunk_size)
   jitted = step_lib.jit_train_step(fn, shardings, batch_sh, mesh)
   return jitted, state, mesh, batch_sh, parts
@@ -305,17 +305,17 @@ def compiled_train_memory(config: ml_collections.ConfigDict | None = None, *, pr
   argument (state + batch) and temporary sizes are shape-determined; GPU fusion decisions change
   the temporaries somewhat, so treat the total as an estimate.
   """
-  from gr_jax.training import sharding_utils  # pylint: disable=g-import-not-at-top
+  from gr_jax.training import partitioning  # pylint: disable=g-import-not-at-top
   from gr_jax.training import state as state_lib  # pylint: disable=g-import-not-at-top
   from gr_jax.training import step as step_lib  # pylint: disable=g-import-not-at-top
   config = bench_config(config, preset=preset, batch_size=batch_size, num_items=num_items,
                         dtype=dtype, remat=remat)
-  mesh = sharding_utils.make_mesh(config.mesh.data, config.mesh.model)
+  mesh = partitioning.make_mesh(config.mesh.data, config.mesh.model)
   parts, abstract_params = state_lib.build_model(config, mesh, abstract=True)
   tx, schedule = state_lib.make_optimizer(config, total_steps=1000)
   shardings = state_lib.state_shardings(parts, tx, mesh, abstract_params)
   abstract_state = state_lib.abstract_train_state(abstract_params, tx, shardings)
-  batch_sh = sharding_utils.batch_sharding(mesh)
+  batch_sh = partitioning.batch_sharding(mesh)
   shapes = {"encoder_input_ids": ((batch_size, encoder_len), jnp.int32),
             "decoder_input_ids": ((batch_size, decoder_len), jnp.int32),
             "decoder_target_ids": ((batch_size, decoder_len), jnp.int32),

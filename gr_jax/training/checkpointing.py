@@ -282,7 +282,7 @@ def restore_for_inference(workdir: str, step: int | str | None = None, *, mesh=N
   """(model, config, step) for evaluation: the params of `step` ("best", an int, or None = latest)
   placed on `mesh` (default: all devices, data-parallel)."""
   from flax import nnx  # pylint: disable=g-import-not-at-top
-  from gr_jax.training import sharding_utils, state as state_lib  # pylint: disable=g-import-not-at-top
+  from gr_jax.training import partitioning, state as state_lib  # pylint: disable=g-import-not-at-top
   quiet_orbax_logs()
   steps = all_steps(workdir)
   if not steps:
@@ -307,7 +307,7 @@ def restore_for_inference(workdir: str, step: int | str | None = None, *, mesh=N
       with open(cfg_path) as f:
         check_config_compatible(saved, json.load(f), f"{where} vs {cfg_path}")
     if mesh is None:
-      mesh = sharding_utils.make_mesh(data=-1, model=1)
+      mesh = partitioning.make_mesh(data=-1, model=1)
     parts, abstract_params = state_lib.build_model(_no_init_from(config), mesh, abstract=True)
     restored = manager.restore(step, args=ocp.args.Composite(
         params=ocp.args.StandardRestore(abstract_params)))

@@ -23,7 +23,7 @@ import numpy as np
 
 from gr_jax.training import checkpointing
 from gr_jax.training import data_adapter
-from gr_jax.training import sharding_utils
+from gr_jax.training import partitioning
 from gr_jax.training import state as state_lib
 from gr_jax.training import step as step_lib
 
@@ -44,7 +44,7 @@ class NonFiniteLossError(RuntimeError):
 def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Trains (or resumes) the run in `workdir`; returns a summary dict (see `_Trainer.run`)."""
   config = ml_collections.ConfigDict(config.to_dict())
-  sharding_utils.maybe_initialize_distributed(config)
+  partitioning.maybe_initialize_distributed(config)
   checkpointing.quiet_orbax_logs()
   workdir = os.path.abspath(workdir)
   os.makedirs(workdir, exist_ok=True)
@@ -54,7 +54,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       token_offset=data.token_offset, where=data.path)
   with config.unlocked():
     config.data.processed_dir = data.path
-  mesh = sharding_utils.make_mesh(int(config.mesh.data), int(config.mesh.model))
+  mesh = partitioning.make_mesh(int(config.mesh.data), int(config.mesh.model))
   with jax.set_mesh(mesh):
     return _Trainer(config, model_config, workdir, data, mesh).run()
 
@@ -184,7 +184,7 @@ class _Trainer:
              config.model.preset, n_params / 1e6, dict(mesh.shape), self.total_steps,
              self.steps_per_epoch, self.batch_size)
 
-    batch_sh = sharding_utils.batch_sharding(mesh)
+    batch_sh = partitioning.batch_sharding(mesh)
     train_step = step_lib.jit_train_step(
         step_lib.make_train_step(parts, tx, schedule,
                                  grad_accum_steps=int(config.train.grad_accum_steps),

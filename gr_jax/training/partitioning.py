@@ -157,3 +157,24 @@ def maybe_initialize_distributed(config=None) -> bool:
   log.info("jax.distributed.initialize(%s)", kwargs)
   jax.distributed.initialize(**kwargs)
   return True
+
+
+def axis_rules_context():
+  """Context in which NNX resolves the model's logical axis names to mesh axes (needed when an
+  abstract model is built under `jax.set_mesh`)."""
+  return nnx.logical_axis_rules(LOGICAL_AXIS_RULES)
+
+
+def pure_dict_shardings(abstract_model, abstract_params, mesh: Mesh):
+  """NamedShardings shaped like `abstract_params`, the pure dict (`nnx.to_pure_dict`) of the model's
+  parameters that the trainer keeps (`state_shardings` gives them per nnx Variable)."""
+  _, shardings = state_shardings(abstract_model, mesh)
+  flat = {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_flatten_with_path(
+      nnx.to_pure_dict(shardings), is_leaf=lambda x: isinstance(x, jax.sharding.Sharding))[0]}
+  paths, treedef = jax.tree_util.tree_flatten_with_path(abstract_params)
+  return jax.tree.unflatten(treedef, [flat[jax.tree_util.keystr(k)] for k, _ in paths])
+
+
+def sharded_init(init_fn, shardings):
+  """Runs `init_fn` under jit so each device only materialises its own shard."""
+  return jax.jit(init_fn, out_shardings=shardings)()

@@ -22,7 +22,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from gr_jax.training import sharding_utils
+from gr_jax.training import partitioning
 
 log = logging.getLogger(__name__)
 
@@ -174,10 +174,10 @@ def build_model(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
   Returns the static parts and the parameters (ShapeDtypeStructs with shardings when abstract).
   """
   model_config = model_config_from(config)
-  with sharding_utils.axis_rules_context():
+  with partitioning.axis_rules_context():
     abstract_model = nnx.eval_shape(lambda: _new_model(model_config, 0))
     graphdef, abstract_params, rest = _split(abstract_model)
-    param_shardings = sharding_utils.param_shardings(abstract_model, abstract_params, mesh)
+    param_shardings = partitioning.pure_dict_shardings(abstract_model, abstract_params, mesh)
     parts = ModelParts(graphdef, rest, param_shardings, model_config,
                        loss_impl=str(config.train.get("loss_impl", "auto")),
                        loss_chunk_size=int(config.train.get("loss_chunk_size", 16384)))
@@ -196,7 +196,7 @@ def build_model(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
       _check_same_shapes(abstract_params, params, config.model.init_from)
       params = jax.device_put(params, param_shardings)
     else:
-      params = sharding_utils.sharded_init(
+      params = partitioning.sharded_init(
           lambda: _split(_new_model(model_config, int(config.seed)))[1], param_shardings)
   return parts, params
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import tiny_config
-from gr_jax.training import sharding_utils
+from gr_jax.training import partitioning
 from gr_jax.training import state as state_lib
 from gr_jax.training import step as step_lib
 
@@ -65,7 +65,7 @@ def _setup(accum, dropout=0.0, clip=1.0):
   cfg.train.grad_accum_steps = accum
   cfg.train.grad_clip_norm = clip
   cfg, _ = state_lib.resolve_model(cfg, text_vocab_size=50, num_item_tokens=10)
-  mesh = sharding_utils.make_mesh(-1, 1)
+  mesh = partitioning.make_mesh(-1, 1)
   tx, schedule = state_lib.make_optimizer(cfg, 10)
   parts, abstract = state_lib.build_model(cfg, mesh, abstract=True)
   shardings = state_lib.state_shardings(parts, tx, mesh, abstract)
@@ -77,7 +77,7 @@ def _setup(accum, dropout=0.0, clip=1.0):
   fn = step_lib.jit_train_step(
       step_lib.make_train_step(parts, tx, schedule, grad_accum_steps=accum,
                                use_dropout=dropout > 0),
-      shardings, sharding_utils.batch_sharding(mesh), mesh)
+      shardings, partitioning.batch_sharding(mesh), mesh)
   return mesh, fresh, fn
 
 
@@ -159,7 +159,7 @@ def test_init_from_hugging_face_directory(hf_t5_factory):
   # The architecture comes from the checkpoint's config.json and is written into the config.
   assert model_config.d_model == 24 and model_config.num_item_tokens == 5
   assert resolved.model.overrides.d_model == 24 and resolved.model.overrides.vocab_size == 97
-  mesh = sharding_utils.make_mesh(-1, 1)
+  mesh = partitioning.make_mesh(-1, 1)
   _, params = state_lib.build_model(resolved, mesh)
   ref = state_lib._split(load_hf_checkpoint(path, num_item_tokens=5, seed=0))[1]
   jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)),
@@ -184,7 +184,7 @@ def _chunk_parts(tie: bool):
   cfg.model.overrides.feed_forward_proj = "relu" if tie else "gated-gelu"
   cfg.train.loss_chunk_size = _CHUNK
   cfg, _ = state_lib.resolve_model(cfg, text_vocab_size=_TEXT, num_item_tokens=_ITEMS)
-  mesh = sharding_utils.make_mesh(-1, 1)
+  mesh = partitioning.make_mesh(-1, 1)
   parts, params = state_lib.build_model(cfg, mesh)
   return cfg, mesh, parts, params
 
@@ -241,7 +241,7 @@ def test_chunked_train_step_metrics_equal_full(compile_cache):
   for impl in ("full", "chunked"):
     parts_used = dataclasses.replace(parts, loss_impl=impl)
     fn = step_lib.jit_train_step(step_lib.make_train_step(parts_used, tx, schedule),
-                                 shardings, sharding_utils.batch_sharding(mesh), mesh)
+                                 shardings, partitioning.batch_sharding(mesh), mesh)
     st = state_lib.create_train_state(state_lib.build_model(cfg, mesh)[1], tx, shardings)
     with jax.set_mesh(mesh):
       st, m = fn(st, batch, jax.random.key(0))
@@ -268,7 +268,7 @@ def test_loss_impl_resolution_and_errors():
   cfg.train.loss_impl = "chunked"
   cfg.train.loss_chunk_size = 7
   cfg, _ = state_lib.resolve_model(cfg, text_vocab_size=50, num_item_tokens=10)
-  parts, _ = state_lib.build_model(cfg, sharding_utils.make_mesh(-1, 1), abstract=True)
+  parts, _ = state_lib.build_model(cfg, partitioning.make_mesh(-1, 1), abstract=True)
   assert (parts.loss_impl, parts.loss_chunk_size) == ("chunked", 7)
   with pytest.raises(ValueError, match="loss_chunk_size"):
     step_lib.make_train_step(parts, None, None, loss_chunk_size=0)
