@@ -8,7 +8,6 @@ machine) and 5.x (the GPU image): only long-stable arguments are used.
 from __future__ import annotations
 
 import resource
-import time
 from typing import Any
 
 import numpy as np
@@ -126,18 +125,18 @@ def train_benchmark(config, *, batch_size: int, encoder_len: int, decoder_len: i
     optimizer.zero_grad(set_to_none=True)
     return loss
 
-  t_compile = time.perf_counter()
-  for _ in range(max(warmup, 1)):  # at least one: torch.compile and the allocator warm up here
-    loss = step()
-  _sync(torch, device)
-  warmup_s = time.perf_counter() - t_compile
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
+  from gr_jax.benchmark import train_bench  # pylint: disable=g-import-not-at-top
+  last = {}
+
+  def window():
     for _ in range(steps_per_repeat):
-      loss = step()
-    _sync(torch, device)
-    times.append((time.perf_counter() - t0) / steps_per_repeat)
+      last["loss"] = step()
+
+  # The first window also warms up torch.compile and the allocator.
+  times, warmup_s = train_bench.time_steps(window, warmup=warmup, repeats=repeats,
+                                           steps_per_repeat=steps_per_repeat,
+                                           block=lambda _: _sync(torch, device))
+  loss = last["loss"]
   final_loss = float(loss.detach().float().cpu())
   name = _device_name(torch, device)
   return _record(
@@ -177,17 +176,16 @@ def decode_benchmark(config, *, batch_size: int, encoder_len: int, num_beams: in
                             max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens,
                             do_sample=False, early_stopping=False, length_penalty=1.0)
 
-  t0 = time.perf_counter()
-  for _ in range(max(warmup, 1)):
-    out = go()
-  _sync(torch, device)
-  warmup_s = time.perf_counter() - t0
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    out = go()
-    _sync(torch, device)
-    times.append(time.perf_counter() - t0)
+  from gr_jax.benchmark import train_bench  # pylint: disable=g-import-not-at-top
+  last = {}
+
+  def window():
+    last["out"] = go()
+
+  times, warmup_s = train_bench.time_steps(window, warmup=warmup, repeats=repeats,
+                                           steps_per_repeat=1,
+                                           block=lambda _: _sync(torch, device))
+  out = last["out"]
   name = _device_name(torch, device)
   rec = _record(
       kind="decode", impl="hf_generate", times=times, batch_size=batch_size,

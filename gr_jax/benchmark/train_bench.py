@@ -79,21 +79,23 @@ def make_record(*, kind: str, impl: str, step_times_s, batch_size: int, encoder_
 
 
 def time_steps(run_window: Callable[[], Any], *, warmup: int, repeats: int,
-               steps_per_repeat: int) -> tuple[list[float], float]:
+               steps_per_repeat: int,
+               block: Callable[[Any], Any] = jax.block_until_ready) -> tuple[list[float], float]:
   """Calls `run_window()` (which runs `steps_per_repeat` steps and returns something to block on)
   `warmup` times untimed, then `repeats` times timed. Returns (seconds per step per window, warm-up
-  seconds including compilation)."""
+  seconds including compilation). `block` waits for a window's result (the Hugging Face side passes
+  a CUDA synchronise), so both sides of a comparison are timed by the same protocol."""
   if repeats < 1 or steps_per_repeat < 1:
     raise ValueError(f"repeats and steps_per_repeat must be >= 1, got {repeats}, "
                      f"{steps_per_repeat}")
   t0 = time.perf_counter()
   for _ in range(max(warmup, 1)):  # at least one: the first call compiles
-    jax.block_until_ready(run_window())
+    block(run_window())
   warmup_s = time.perf_counter() - t0
   times = []
   for _ in range(repeats):
     t0 = time.perf_counter()
-    jax.block_until_ready(run_window())
+    block(run_window())
     times.append((time.perf_counter() - t0) / steps_per_repeat)
   return times, warmup_s
 
