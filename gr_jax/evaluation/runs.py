@@ -21,7 +21,8 @@ class RunFormatError(ValueError):
   """A malformed run or qrels line (message names file, line and field)."""
 
 
-def _atomic_write(path: str, text: str) -> None:
+def write_text(path: str, text: str) -> None:
+  """Writes `text` to `path` atomically (temp file + rename): a reader never sees half a file."""
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   tmp = f"{path}.tmp.{os.getpid()}"
   with open(tmp, "w") as f:
@@ -47,7 +48,7 @@ def format_run(run: Mapping[str, Mapping[str, float]], tag: str = "gr_jax") -> s
 
 
 def write_run(path: str, run: Mapping[str, Mapping[str, float]], tag: str = "gr_jax") -> None:
-  _atomic_write(path, format_run(run, tag))
+  write_text(path, format_run(run, tag))
 
 
 def read_run(path: str) -> dict[str, dict[str, float]]:
@@ -90,7 +91,7 @@ def format_qrels(qrels: Mapping[str, Mapping[str, int]]) -> str:
 
 
 def write_qrels(path: str, qrels: Mapping[str, Mapping[str, int]]) -> None:
-  _atomic_write(path, format_qrels(qrels))
+  write_text(path, format_qrels(qrels))
 
 
 def read_qrels(path: str) -> dict[str, dict[str, int]]:
@@ -113,7 +114,7 @@ def read_qrels(path: str) -> dict[str, dict[str, int]]:
 
 
 def write_json(path: str, obj) -> None:
-  _atomic_write(path, json.dumps(obj, indent=1, sort_keys=True) + "\n")
+  write_text(path, json.dumps(obj, indent=1, sort_keys=True) + "\n")
 
 
 def read_json(path: str):

@@ -225,12 +225,9 @@ def write_report(plan: Plan) -> str:
             "seeds": list(plan.config.reproduce.seeds), "split": plan.config.eval.split,
             "results": results, "tests": tests, "sweep": sweep_rows,
             "points": analyses, "config": json.loads(plan.config.to_json())}
-  os.makedirs(plan.workdir, exist_ok=True)
+  from gr_jax.evaluation.runs import write_text
   for name, text in (("report.md", "\n".join(md) + "\n"),
                      ("report.json", json.dumps(report, indent=1, sort_keys=True, default=str)),
                      ("summary.txt", "\n".join(summary_lines) + "\n")):
-    tmp = os.path.join(plan.workdir, name + ".tmp")
-    with open(tmp, "w") as f:
-      f.write(text)
-    os.replace(tmp, os.path.join(plan.workdir, name))
+    write_text(os.path.join(plan.workdir, name), text)
   return os.path.join(plan.workdir, "report.md")

@@ -36,13 +36,10 @@ def is_done(workdir: str, stage_id: str) -> bool:
 
 
 def _write_marker(workdir: str, stage: Stage, seconds: float) -> None:
-  path = _marker_path(workdir, stage.id)
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump({"stage": stage.id, "kind": stage.kind, "seconds": round(seconds, 3),
-               "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}, f)
-  os.replace(tmp, path)
+  from gr_jax.evaluation.runs import write_json
+  write_json(_marker_path(workdir, stage.id),
+             {"stage": stage.id, "kind": stage.kind, "seconds": round(seconds, 3),
+              "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
 
 
 def _format_seconds(s: float) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 
 from gr_jax.study.plan import Plan, Point, RunSpec
@@ -44,11 +43,9 @@ def _analyse(plan: Plan, point: Point) -> None:
   from gr_jax.study import analyses
   out = analysis_dir(plan, point)
   os.makedirs(out, exist_ok=True)
+  from gr_jax.evaluation.runs import write_json
   result = analyses.analyse_point(plan, point, baselines_dir(plan, point), out)
-  tmp = os.path.join(out, "analysis.json.tmp")
-  with open(tmp, "w") as f:
-    json.dump(result, f, indent=1, sort_keys=True)
-  os.replace(tmp, os.path.join(out, "analysis.json"))
+  write_json(os.path.join(out, "analysis.json"), result)
 
 
 def _report(plan: Plan) -> None:
