@@ -21,7 +21,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   d.processed_dir = ""  # a processed dataset dir; empty = <workdir>/data (or the reproduce plan's)
   d.tasks = ("search", "rec")  # which tasks the pipeline mixes: ("search",) Gen_S, ("rec",) Gen_R
   d.task_ratio = 0.0  # 0 = plain concatenation (paper); else fraction of search examples per batch
-  d.task_prefix = False  # prepend a task token to inputs (ours, default off as in the paper)
+  d.task_prefix = False  # prepend "search:" / "recommend:" text to inputs (ours; off as in the paper)
   d.item_cap = 0  # per-item cap on the *added* task's training instances (0 = no cap)
   d.item_cap_task = ""  # which task the cap applies to: "" = none, "search" or "rec"
   d.max_query_tokens = 32  # encoder length for search inputs (tokens, EOS included)

@@ -47,10 +47,50 @@ def _check_shapes(dataset: ProcessedDataset, dc) -> tuple[int, int]:
   if ld < dataset.catalog.tokens_per_item + 1:
     raise ValueError(f"data.decoder_len={ld} cannot hold an item ID of "
                      f"{dataset.catalog.tokens_per_item} tokens plus EOS")
-  if getattr(dc, "task_prefix", False):
-    raise NotImplementedError("data.task_prefix=True is not implemented yet (needs task tokens "
-                              "in the model vocabulary)")
   return le, ld
+
+
+# Task prefixes (data.task_prefix, ours; off by default as in the paper): T5's own convention of a
+# text instruction before the input ("summarize: ..."), so a pretrained tokenizer and model read it
+# as text and no vocabulary entries are added. The prefix is applied here, after `prepare`, so one
+# processed dataset serves runs with and without it.
+TASK_PREFIX_TEXT = {"search": "search:", "rec": "recommend:"}
+
+
+def task_prefix_ids(tokenizer, task: str) -> np.ndarray:
+  """Token ids of the task's prefix text (no EOS)."""
+  if task not in TASK_PREFIX_TEXT:
+    raise ValueError(f"unknown task {task!r}; expected one of {tuple(TASK_PREFIX_TEXT)}")
+  ids = np.asarray(tokenizer.encode(TASK_PREFIX_TEXT[task]), np.int32)
+  other = [np.asarray(tokenizer.encode(t), np.int32).tolist()
+           for k, t in TASK_PREFIX_TEXT.items() if k != task]
+  if ids.size == 0 or ids.tolist() in other:
+    raise ValueError(f"data.task_prefix: the tokenizer encodes {TASK_PREFIX_TEXT[task]!r} to "
+                     f"{ids.tolist()}, which does not tell the tasks apart")
+  return ids
+
+
+def add_task_prefix(encoder_input_ids: np.ndarray, task: str, tokenizer) -> np.ndarray:
+  """`[N, Le]` rows of `tokens, EOS, 0...` -> `prefix, tokens', EOS, 0...` of the same length.
+
+  When the row no longer fits, search rows drop their last query tokens (as the tokenizer's own
+  truncation does) and rec rows drop their oldest items (as `data.max_history` does)."""
+  enc = np.asarray(encoder_input_ids, np.int32)
+  prefix = task_prefix_ids(tokenizer, task)
+  n_rows, le = enc.shape
+  room = le - len(prefix) - 1                      # content tokens that fit beside prefix and EOS
+  if room < 1:
+    raise ValueError(f"data.task_prefix: the {task} prefix takes {len(prefix)} tokens, which leaves "
+                     f"no room in data.encoder_len={le}")
+  lengths = (enc != 0).sum(axis=1)                 # content + EOS (padding is 0, content never is)
+  out = np.zeros_like(enc)
+  out[:, :len(prefix)] = prefix
+  for r in range(n_rows):
+    content = enc[r, :max(int(lengths[r]) - 1, 0)]
+    content = content[:room] if task == "search" else content[max(len(content) - room, 0):]
+    out[r, len(prefix):len(prefix) + len(content)] = content
+    out[r, len(prefix) + len(content)] = EOS_ID
+  return out
 
 
 def decoder_arrays(catalog, target_item: np.ndarray, decoder_len: int):
@@ -122,7 +162,9 @@ class TrainLoader:
     if not 0.0 <= self.ratio <= 1.0:
       raise ValueError(f"data.task_ratio must be in [0, 1], got {self.ratio}")
     pool = training_pool(dataset, dc, self.tasks, self.seed)
-    self.enc = {t: pool[t][0] for t in self.tasks}
+    self.task_prefix = bool(getattr(dc, "task_prefix", False))
+    self.enc = {t: (add_task_prefix(pool[t][0], t, dataset.tokenizer) if self.task_prefix
+                    else pool[t][0]) for t in self.tasks}
     self.tgt = {t: pool[t][1] for t in self.tasks}
     self.pool_size = sum(len(v) for v in self.tgt.values())
     self.steps_per_epoch = self.pool_size // self.batch_size
@@ -148,7 +190,8 @@ class TrainLoader:
     self._perm_cache: dict = {}
     blob = json.dumps([dataset.manifest.get("config_hash"), self.tasks, self.batch_size, self.seed,
                        self.process_index, self.process_count, self.shuffle, self.ratio,
-                       self.pool_size, getattr(dc, "item_cap", 0), getattr(dc, "item_cap_task", "")])
+                       self.pool_size, getattr(dc, "item_cap", 0), getattr(dc, "item_cap_task", "")]
+                      + (["task_prefix"] if self.task_prefix else []))  # old states stay valid
     self.fingerprint = hashlib.sha256(blob.encode()).hexdigest()[:16]
     self._ds = grain.MapDataset.range(self.total_steps).map(self._batch)
     self._iter = None
@@ -261,11 +304,13 @@ def make_eval_batches(dataset: ProcessedDataset, task: str, split: str, batch_si
   unique_queries=True keeps one row per query_id (for decoding: the query's relevant items are
   `dataset.qrels(task, split)`); target_item is then the query's first relevant item.
   Padding rows copy the first row's encoder input so no row is fully masked.
+  `data_config.task_prefix` adds the task prefix as in training (`add_task_prefix`).
   With process_count > 1 every global batch of batch_size rows is sliced as in training.
   """
-  del data_config  # shapes come from the processed dataset itself
   arrays = dataset.split(task, split)
   enc, tgt, qid = arrays["encoder_input_ids"], arrays["target_item"], arrays["query_id"]
+  if data_config is not None and getattr(data_config, "task_prefix", False):
+    enc = add_task_prefix(enc, task, dataset.tokenizer)
   if unique_queries:
     _, first = np.unique(qid, return_index=True)
     first = np.sort(first)

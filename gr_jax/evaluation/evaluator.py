@@ -158,7 +158,9 @@ def evaluate(workdir: str, split: str = "test", step=None, overrides: Mapping[st
   overrides: dotted config fields, e.g. `{"decode.num_beams": 8, "eval.ks": (1, 10)}`.
   decode_fn_factory(model, config, catalog) -> decode_fn replaces beam search (tests, baselines).
   """
+  from gr_jax.data import pipeline
   from gr_jax.data.catalog import ItemCatalog
+  from gr_jax.data.tokenizer import TextTokenizer
   from gr_jax.training import checkpointing
 
   if split not in ("test", "valid"):
@@ -199,6 +201,8 @@ def evaluate(workdir: str, split: str = "test", step=None, overrides: Mapping[st
     qids, first = runs_lib.split_queries(arrays[t], src)
     qrels = runs_lib.qrels_from_split(arrays[t], catalog.item_ids, src)
     enc = np.asarray(arrays[t]["encoder_input_ids"][first], np.int32)
+    if config.data.get("task_prefix", False):  # the same inputs the model was trained on
+      enc = pipeline.add_task_prefix(enc, t, TextTokenizer.load(os.path.join(data_dir, "tokenizer")))
     t0 = time.time()
     run = decode_queries(decode_fn, enc, qids, catalog, int(config.decode.batch_size), task=t,
                          eos_id=mc.eos_token_id)

@@ -81,7 +81,7 @@ class DataSource:
     from gr_jax.data import pipeline  # pylint: disable=g-import-not-at-top
     for task in config.data.tasks:
       yield from pipeline.make_eval_batches(
-          self.dataset, task, split, int(config.train.batch_size),
+          self.dataset, task, split, int(config.train.batch_size), data_config=config.data,
           process_index=jax.process_index(), process_count=jax.process_count())
 
   @staticmethod

@@ -160,3 +160,54 @@ def test_eval_batches_pad_with_weight_zero(tiny_dataset):
   uq = make_eval_batches(tiny_dataset, "search", "test", 7, unique_queries=True)
   qids = np.concatenate([b["query_id"][b["weight"] > 0] for b in uq])
   assert sorted(qids.tolist()) == sorted(tiny_dataset.qrels("search", "test"))
+
+
+class _CharTokenizer:
+  """Independent stand-in: one id per character (ids from 3), so expected rows are easy to write."""
+
+  def encode(self, text):
+    return [3 + ord(ch) % 50 for ch in text]
+
+
+def test_add_task_prefix_keeps_query_head_and_recent_items():
+  from gr_jax.data.pipeline import add_task_prefix, task_prefix_ids
+  tok = _CharTokenizer()
+  s_pre, r_pre = task_prefix_ids(tok, "search").tolist(), task_prefix_ids(tok, "rec").tolist()
+  assert len(s_pre) == len("search:") and len(r_pre) == len("recommend:")
+  le = 14
+  enc = np.zeros((3, le), np.int32)
+  enc[0, :4] = [100, 101, 102, 1]                    # short: fits beside the prefix
+  enc[1, :9] = [100, 101, 102, 103, 104, 105, 106, 107, 1]   # too long for the search prefix
+  enc[2, :1] = [1]                                   # empty content
+  out = add_task_prefix(enc, "search", tok)
+  assert out.shape == enc.shape and out.dtype == np.int32
+  assert out[0].tolist() == s_pre + [100, 101, 102, 1] + [0] * (le - 7 - 4)
+  room = le - len(s_pre) - 1
+  assert out[1].tolist() == s_pre + [100, 101, 102, 103, 104, 105][:room] + [1]   # query head kept
+  assert out[2].tolist() == s_pre + [1] + [0] * (le - 8)
+  rec = add_task_prefix(enc, "rec", tok)
+  room = le - len(r_pre) - 1
+  assert rec[1].tolist() == r_pre + [104, 105, 106, 107][-room:] + [1]       # newest items kept
+  with pytest.raises(ValueError, match="no room in data.encoder_len=10"):
+    add_task_prefix(np.zeros((1, 10), np.int32), "rec", tok)
+  with pytest.raises(ValueError, match="unknown task"):
+    task_prefix_ids(tok, "browse")
+
+
+def test_task_prefix_applies_to_training_and_eval_batches(tiny_dataset):
+  from gr_jax.data.pipeline import task_prefix_ids
+  plain, c = _loader(tiny_dataset)
+  c.data.task_prefix = True
+  prefixed = make_train_loader(tiny_dataset, c.data, tasks=("search", "rec"), batch_size=16, seed=3,
+                               num_epochs=2)
+  assert prefixed.fingerprint != plain.fingerprint     # a resumed run cannot switch silently
+  a, b = next(iter(plain)), next(iter(prefixed))
+  assert (a["task_id"] == b["task_id"]).all()          # same examples in the same order
+  for task in TASKS:
+    pre = task_prefix_ids(tiny_dataset.tokenizer, task)
+    rows = b["encoder_input_ids"][b["task_id"] == TASKS.index(task)]
+    assert len(rows) and (rows[:, :len(pre)] == pre).all()
+    ev = make_eval_batches(tiny_dataset, task, "valid", 8, data_config=c.data)[0]
+    assert (ev["encoder_input_ids"][:, :len(pre)] == pre).all()
+  # Decoder side untouched.
+  assert (a["decoder_target_ids"] == b["decoder_target_ids"]).all()

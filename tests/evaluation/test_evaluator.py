@@ -156,3 +156,50 @@ def test_real_beam_search_decode_matches_sequences_to_items():
     ours = sorted(run[str(i)], key=lambda d: -run[str(i)][d])
     assert ours == [cat.item_ids[j] for j in ref[i]]
     assert 1 <= len(ours) <= 6
+
+
+def test_task_prefix_reaches_the_decoder(run_dir, monkeypatch, tmp_path):
+  """data.task_prefix=True: the evaluator decodes the same prefixed inputs the trainer used."""
+  from gr_jax.data import pipeline, tokenizer
+
+  class CharTokenizer:
+    def encode(self, text):
+      return [3 + ord(ch) % 40 for ch in text]
+
+  monkeypatch.setattr(tokenizer.TextTokenizer, "load", classmethod(lambda cls, path: CharTokenizer()))
+  cfg = _config(str(tmp_path / "data"))
+  cfg.data.task_prefix = True
+  cfg.data.encoder_len = 6
+  monkeypatch.setattr(checkpointing, "restore_for_inference",
+                      lambda workdir, step=None: (FakeModel(), cfg, 7))
+  seen = {}
+
+  def factory(model, config, catalog):
+    inner = fake_factory(model, config, catalog)
+
+    def decode(enc):
+      seen.setdefault("enc", []).append(np.array(enc))
+      return inner(enc)
+    return decode
+
+  with pytest.raises(ValueError, match="no room in data.encoder_len=6"):  # "recommend:" > 6 tokens
+    evaluator.evaluate(str(run_dir), "test", decode_fn_factory=factory)
+  # A dataset with room: rewrite the inputs 16 wide and check what the decoder received.
+  for task in ("search", "rec"):
+    path = tmp_path / "data" / task / "test.npz"
+    with np.load(path) as z:
+      arrays = dict(z)
+    wide = np.zeros((len(arrays["query_id"]), 16), np.int32)
+    wide[:, :2] = arrays["encoder_input_ids"][:, :2]
+    arrays["encoder_input_ids"] = wide
+    np.savez(path, **arrays)
+  seen.clear()
+  evaluator.evaluate(str(run_dir), "test", decode_fn_factory=factory)
+  calls = seen["enc"]
+  assert len(calls) == 3 + 2  # batch_size 3: 7 search queries, then 5 rec queries
+  search, rec = np.concatenate(calls[:3])[:7], np.concatenate(calls[3:])[:5]
+  s_pre = pipeline.task_prefix_ids(CharTokenizer(), "search")
+  r_pre = pipeline.task_prefix_ids(CharTokenizer(), "rec")
+  assert (search[:, :len(s_pre)] == s_pre).all() and (rec[:, :len(r_pre)] == r_pre).all()
+  assert (search[:, len(s_pre)] == 10 + np.arange(7)).all()   # the query token follows
+  assert (search[:, len(s_pre) + 1] == 1).all()               # then EOS
