@@ -49,9 +49,10 @@ row() {  # row TIMEOUT_S ARGS...: one bench process, unless the budget is spent
     || echo "FAILED rc=$? $*" | tee -a "$LOG"
 }
 
-# 1. The headline: T5-base, batch 128, enc 64 / dec 8, trainer and fast step, HF eager beside.
-row 150 --preset=base --batch_size=128 --encoder_len=64 --decoder_len=8 --impl=trainer,fast \
-  --compare_hf
+# 1. The headline: T5-base, batch 128, enc 64 / dec 8, the trainer's step with hardware dropout
+#    bits (rbg, the accelerator default) and with threefry (the portable generator), HF eager beside.
+row 150 --preset=base --batch_size=128 --encoder_len=64 --decoder_len=8 --impl=trainer \
+  --dropout_prng=rbg,threefry2x32 --compare_hf
 # 2. Atomic items: 100k and 1M item tokens (decoder <item> </s>); the 1M row checks the fit.
 row 90 --preset=base --batch_size=128 --encoder_len=64 --decoder_len=2 --num_items=1000000 \
   --impl=trainer,fast
@@ -77,11 +78,13 @@ import json, sys
 for line in open(sys.argv[1]):
   r = json.loads(line)
   if r["kind"] == "compare":
-    print(f"compare {r['what']:6} {r['impl']:18} vs {r['hf_impl']:12} {r.get('preset')} "
+    print(f"compare {r['what']:6} {r['impl']:18} {r.get('dropout_prng') or '':12} "
+          f"vs {r['hf_impl']:12} {r.get('preset')} "
           f"b{r['batch_size']} e{r['encoder_len']} beams={r.get('num_beams')}: x{r['ratio']:.2f}")
   elif r["kind"] in ("train", "decode"):
     mfu = f"{100 * r['mfu']:.1f}%" if r.get("mfu") else "-"
-    print(f"{r['kind']:6} {r['impl']:18} {r.get('preset')} b{r['batch_size']} e{r['encoder_len']}"
+    print(f"{r['kind']:6} {r['impl']:18} {r.get('dropout_prng') or '':12} {r.get('preset')} "
+          f"b{r['batch_size']} e{r['encoder_len']}"
           f" d{r['decoder_len']} items={r['num_items']} {r['examples_per_s']:.1f} ex/s MFU {mfu}"
           f" peak_mem={r.get('peak_memory_bytes')}")
 PYEOF

@@ -112,6 +112,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   t.loss_impl = "auto"
   t.loss_chunk_size = 16384  # vocabulary entries per chunk of the chunked loss
   t.peak_tflops = 0.0  # device peak for MFU; 0 = look up by device kind, unknown = no MFU
+  # PRNG of the dropout masks: threefry2x32 (bits in software: identical on every backend) | rbg
+  # (keys derived by threefry, bits from the hardware RngBitGenerator: far cheaper for T5's ~10^9
+  # dropout bits per T5-base step on GPU/TPU) | auto (rbg on accelerators, threefry2x32 on CPU)
+  t.dropout_prng = "auto"
 
   # ---------------------------------------------------------------- checkpoints (Orbax)
   c.checkpoint = ck = ml_collections.ConfigDict()

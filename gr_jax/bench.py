@@ -26,6 +26,9 @@ _ITEMS = flags.DEFINE_integer("num_items", 0, "atomic item tokens appended to th
 _DTYPE = flags.DEFINE_string("dtype", "", "compute dtype; empty = bfloat16 on GPU/TPU, float32 on CPU")
 _IMPL = flags.DEFINE_list("impl", ["trainer"], "train step: trainer (step.py as is) and/or fast")
 _REMAT = flags.DEFINE_boolean("remat", False, "rematerialise layers")
+_PRNG = flags.DEFINE_list("dropout_prng", ["auto"],
+                          "train: dropout PRNGs to measure (auto, threefry2x32, rbg; see "
+                          "train.dropout_prng)")
 _CHUNK = flags.DEFINE_integer("chunk_size", 16384, "vocabulary chunk of the fast step's loss")
 _BEAMS = flags.DEFINE_list("num_beams", ["30"], "decode: beam counts to measure")
 _NEW = flags.DEFINE_integer("max_new_tokens", 2, "decode: generated tokens")
@@ -53,7 +56,7 @@ def _compare(ours: dict, hf: dict) -> dict:
           "preset": ours.get("preset"), "batch_size": ours["batch_size"],
           "encoder_len": ours["encoder_len"], "decoder_len": ours["decoder_len"],
           "num_items": ours["num_items"], "num_beams": ours.get("num_beams"),
-          "device_kind": ours["device_kind"],
+          "device_kind": ours["device_kind"], "dropout_prng": ours.get("dropout_prng"),
           "gr_jax_examples_per_s": ours["examples_per_s"],
           "hf_examples_per_s": hf["examples_per_s"],
           "ratio": ours["examples_per_s"] / hf["examples_per_s"]}
@@ -82,14 +85,15 @@ def main(argv):
   if "train" in modes:
     ours = []
     for impl in _IMPL.value:
-      rec = train_bench.train_benchmark(
-          preset=_PRESET.value, batch_size=_BATCH.value, encoder_len=_ENC.value,
-          decoder_len=_DEC.value, num_items=_ITEMS.value, dtype=dtype, impl=impl,
-          remat=_REMAT.value, warmup=_WARMUP.value, repeats=_REPEATS.value,
-          steps_per_repeat=_STEPS.value, chunk_size=_CHUNK.value,
-          peak_tflops_override=_PEAK.value)
-      _emit(rec, out)
-      ours.append(rec)
+      for prng in _PRNG.value:
+        rec = train_bench.train_benchmark(
+            preset=_PRESET.value, batch_size=_BATCH.value, encoder_len=_ENC.value,
+            decoder_len=_DEC.value, num_items=_ITEMS.value, dtype=dtype, impl=impl,
+            remat=_REMAT.value, warmup=_WARMUP.value, repeats=_REPEATS.value,
+            steps_per_repeat=_STEPS.value, chunk_size=_CHUNK.value, dropout_prng=prng,
+            peak_tflops_override=_PEAK.value)
+        _emit(rec, out)
+        ours.append(rec)
     if _HF.value:
       from gr_jax.benchmark import hf_reference  # pylint: disable=g-import-not-at-top
       for compile_model in ([False, True] if _HF_COMPILE.value else [False]):

@@ -245,9 +245,11 @@ def train_benchmark(config: ml_collections.ConfigDict | None = None, *, preset: 
                     num_items: int = 0, dtype: str = "float32", impl: str = "trainer",
                     remat: bool = False, warmup: int = 2, repeats: int = 5,
                     steps_per_repeat: int = 2, chunk_size: int = 16384, seed: int = 0,
-                    model_overrides: dict | None = None,
+                    model_overrides: dict | None = None, dropout_prng: str = "auto",
                     peak_tflops_override: float = 0.0) -> dict[str, Any]:
-  """Measures the jitted train step on a fixed synthetic batch; returns one record."""
+  """Measures the jitted train step on a fixed synthetic batch; returns one record.
+
+  dropout_prng: the trainer's `train.dropout_prng` (auto = rbg on accelerators)."""
   from gr_jax.benchmark import hf_reference  # pylint: disable=g-import-not-at-top (numpy only)
   from gr_jax.training import step as step_lib  # pylint: disable=g-import-not-at-top
   config = bench_config(config, preset=preset, batch_size=batch_size, num_items=num_items,
@@ -259,7 +261,7 @@ def train_benchmark(config: ml_collections.ConfigDict | None = None, *, preset: 
   host_batch = hf_reference.random_batch(model_config, batch_size, encoder_len, decoder_len,
                                          seed, num_items)
   batch = {k: jax.device_put(host_batch[k], batch_sh) for k in step_lib.BATCH_KEYS}
-  rng = jax.random.key(seed)
+  rng = step_lib.dropout_key(seed, dropout_prng)  # the trainer's own dropout key
   t0 = time.perf_counter()
   compiled = step.lower(state, batch, rng).compile()
   compile_s = time.perf_counter() - t0
@@ -283,6 +285,7 @@ def train_benchmark(config: ml_collections.ConfigDict | None = None, *, preset: 
   extra = {
       "preset": preset, "remat": bool(remat), "loss": loss, "compile_s": compile_s,
       "steps_per_repeat": steps_per_repeat, "loss_impl": loss_impl,
+      "dropout_prng": step_lib.resolve_dropout_prng(dropout_prng),
       "chunk_size": loss_chunk if loss_impl == "chunked" else None,
       "xla_flops_per_example": None if xla_flops is None else xla_flops / batch_size,
       "jax_version": jax.__version__, "backend": jax.default_backend(),

@@ -207,12 +207,17 @@ class PrefixTrieConstraint:
     steps = int(np.ceil(np.log2(max(int(a["edge_tok"].shape[0]), 1) + 1))) + 1
     last = a["edge_tok"].shape[0] - 1
     end = hi
-    for _ in range(steps):  # lower bound of `tokens` in edge_tok[lo:hi]
+
+    def halve(_, bounds):  # lower bound of `tokens` in edge_tok[lo:hi]
+      lo, hi = bounds
       active = lo < hi
       mid = (lo + hi) // 2
       go_right = a["edge_tok"][jnp.minimum(mid, last)] < tokens
-      lo = jnp.where(active & go_right, mid + 1, lo)
-      hi = jnp.where(active & ~go_right, mid, hi)
+      return jnp.where(active & go_right, mid + 1, lo), jnp.where(active & ~go_right, mid, hi)
+
+    # A loop, not a Python-unrolled chain: XLA fuses an unrolled chain of dependent gathers into
+    # one kernel whose CPU compile time grows with the trie (jaxlib 0.11: minutes at 100k items).
+    lo, hi = jax.lax.fori_loop(0, steps, halve, (lo, hi))
     found = (lo < end) & (a["edge_tok"][jnp.minimum(lo, last)] == tokens) & (state >= 0)
     return jnp.where(found, a["edge_child"][jnp.minimum(lo, last)], -1)
 

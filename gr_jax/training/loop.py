@@ -30,7 +30,6 @@ from gr_jax.training import step as step_lib
 log = logging.getLogger(__name__)
 
 TASKS = ("search", "rec")
-_DROPOUT_SALT = 0x44524F50  # separates the dropout key stream from the init key of the same seed
 
 # Dense bf16 peak TFLOP/s per chip; used when gr_jax.benchmark.peaks is not there.
 _PEAKS = (("h100", 989.0), ("h200", 989.0), ("a100", 312.0), ("tpu v4", 275.0),
@@ -191,7 +190,7 @@ class _Trainer:
                                  use_dropout=float(config.model.dropout_rate) > 0),
         shardings, batch_sh, mesh)
     eval_step = step_lib.make_eval_step(parts, shardings["params"], batch_sh, mesh)
-    rng = jax.random.fold_in(jax.random.key(int(config.seed)), _DROPOUT_SALT)
+    rng = step_lib.dropout_key(int(config.seed), config.train.get("dropout_prng", "auto"))
     rng = jax.device_put(rng, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
 
     if start_step >= self.total_steps:

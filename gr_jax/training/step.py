@@ -28,6 +28,27 @@ LOSS_IMPLS = ("auto", "full", "chunked")
 # that chunking pays: T5-base, batch 128 x 2 targets, 65,536 tokens = 2 x 64 MiB.
 AUTO_CHUNKED_VOCAB = 65_536
 
+DROPOUT_PRNGS = ("auto", "threefry2x32", "rbg")
+_DROPOUT_SALT = 0x44524F50  # separates the dropout key stream from the init key of the same seed
+
+
+def resolve_dropout_prng(name: str, platform: str | None = None) -> str:
+  """`train.dropout_prng` -> a jax PRNG implementation name ("auto": rbg off CPU)."""
+  if name not in DROPOUT_PRNGS:
+    raise ValueError(f"train.dropout_prng: expected one of {DROPOUT_PRNGS}, got {name!r}")
+  if name == "auto":
+    platform = platform or jax.default_backend()
+    return "threefry2x32" if platform == "cpu" else "rbg"
+  return name
+
+
+def dropout_key(seed: int, prng: str = "auto") -> jax.Array:
+  """The run's dropout base key; step s uses fold_in(key, s) (`make_train_step`), so the masks are
+  a function of (seed, step, prng) alone and a resumed run draws the same ones."""
+  impl = resolve_dropout_prng(prng)
+  return jax.random.fold_in(jax.random.key(int(seed), impl=impl), _DROPOUT_SALT)
+
+
 NUM_TASKS = 2  # gr_jax.data.TASKS = ("search", "rec"): task_id 0 and 1
 BATCH_KEYS = ("encoder_input_ids", "decoder_input_ids", "decoder_target_ids", "decoder_weights",
               "task_id")

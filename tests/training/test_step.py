@@ -114,6 +114,33 @@ def test_dropout_is_a_function_of_seed_and_step(compile_cache):
   assert float(m_a["loss_sum"]) != float(m_d["loss_sum"])  # other step: other masks
 
 
+def test_hardware_dropout_prng_is_deterministic_and_dropout_only(compile_cache):
+  """train.dropout_prng=rbg: masks are a function of (seed, step) as with threefry; they differ
+  from threefry's; with dropout off the PRNG changes nothing (it only feeds the masks)."""
+  assert step_lib.resolve_dropout_prng("auto", "cpu") == "threefry2x32"
+  assert step_lib.resolve_dropout_prng("auto", "gpu") == "rbg"
+  assert step_lib.resolve_dropout_prng("auto", "tpu") == "rbg"
+  with pytest.raises(ValueError, match="train.dropout_prng: expected one of"):
+    step_lib.dropout_key(0, "philox")
+  assert jax.random.key_impl(step_lib.dropout_key(0, "rbg")) == jax.random.key_impl(
+      jax.random.key(0, impl="rbg"))
+  batch = _batch(np.random.default_rng(3), 8, 50, n_items=10)
+  losses = {}
+  for dropout in (0.0, 0.3):
+    mesh, fresh, fn = _setup(1, dropout=dropout)
+    with jax.set_mesh(mesh):
+      for prng in ("threefry2x32", "rbg"):
+        for seed in (0, 0, 1):
+          _, m = fn(fresh(), batch, step_lib.dropout_key(seed, prng))
+          losses.setdefault((dropout, prng, seed), []).append(float(m["loss_sum"]))
+  for key, values in losses.items():
+    assert len(set(values)) == 1, key                               # same (seed, step): same masks
+  assert losses[(0.3, "rbg", 0)] != losses[(0.3, "rbg", 1)]          # other seed: other masks
+  assert losses[(0.3, "rbg", 0)] != losses[(0.3, "threefry2x32", 0)]  # other generator
+  assert losses[(0.0, "rbg", 0)] == losses[(0.0, "threefry2x32", 0)]  # no dropout: no difference
+  assert losses[(0.3, "rbg", 0)] != losses[(0.0, "rbg", 0)]           # and dropout is live
+
+
 @pytest.mark.parametrize("kind", ["constant", "cosine", "linear"])
 def test_schedule_warmup_then_decay(kind):
   cfg = tiny_config.get_config()
