@@ -38,8 +38,28 @@ import jax; jax.devices()" >>"$LOG" 2>&1; then
   EXTRA=(--nogpu_xla_flags)
 fi
 
+# SMOKE=1: the same rows at tiny shapes (preset tiny, batch 2, 8 encoder tokens, 1,000 items, one
+# timed window, no torch.compile), to check the script end to end on a CPU before device time is
+# spent on it (tests/benchmark/test_gpu_matrix_smoke.py).
+smoke_args() {
+  local a out=()
+  for a in "$@"; do
+    case "$a" in
+      --preset=*) out+=(--preset=tiny) ;;
+      --batch_size=*) out+=(--batch_size=2) ;;
+      --encoder_len=*) out+=(--encoder_len=8) ;;
+      --num_items=*) out+=(--num_items=1000) ;;
+      --hf_compile) ;;
+      *) out+=("$a") ;;
+    esac
+  done
+  out+=(--warmup=0 --repeats=1 --steps_per_repeat=1)
+  printf '%s\n' "${out[@]}"
+}
+
 row() {  # row TIMEOUT_S ARGS...: one bench process, unless the budget is spent
   local limit=$1; shift
+  if [[ -n "${SMOKE:-}" ]]; then mapfile -t _args < <(smoke_args "$@"); set -- "${_args[@]}"; fi
   local now=$(( $(date +%s) - START ))
   if (( now + 20 > BUDGET_S )); then echo "SKIP (budget) $*" | tee -a "$LOG"; return; fi
   (( limit > BUDGET_S - now )) && limit=$(( BUDGET_S - now ))
@@ -84,7 +104,7 @@ for line in open(sys.argv[1]):
   elif r["kind"] in ("train", "decode"):
     mfu = f"{100 * r['mfu']:.1f}%" if r.get("mfu") else "-"
     print(f"{r['kind']:6} {r['impl']:18} {r.get('dropout_prng') or '':12} {r.get('preset')} "
-          f"b{r['batch_size']} e{r['encoder_len']}"
+          f"b{r['batch_size']} e{r['encoder_len']}{' remat' if r.get('remat') else ''}"
           f" d{r['decoder_len']} items={r['num_items']} {r['examples_per_s']:.1f} ex/s MFU {mfu}"
           f" peak_mem={r.get('peak_memory_bytes')}")
 PYEOF

@@ -56,10 +56,11 @@ def test_loss_and_task_metrics_match_hugging_face(hf_t5_factory):
     np.testing.assert_allclose(ours[f"token_accuracy/{name}"], acc, rtol=1e-6)
 
 
-def _setup(accum, dropout=0.0, clip=1.0):
+def _setup(accum, dropout=0.0, clip=1.0, dtype="float32"):
   """(mesh, fresh-state factory, jitted step) for a 1+1-layer T5 (quick to compile)."""
   cfg = tiny_config.get_config()
   cfg.model.dropout_rate = dropout
+  cfg.model.dtype = dtype
   cfg.model.overrides.num_encoder_layers = 1
   cfg.model.overrides.num_decoder_layers = 1
   cfg.train.grad_accum_steps = accum
@@ -139,6 +140,30 @@ def test_hardware_dropout_prng_is_deterministic_and_dropout_only(compile_cache):
   assert losses[(0.3, "rbg", 0)] != losses[(0.3, "threefry2x32", 0)]  # other generator
   assert losses[(0.0, "rbg", 0)] == losses[(0.0, "threefry2x32", 0)]  # no dropout: no difference
   assert losses[(0.3, "rbg", 0)] != losses[(0.0, "rbg", 0)]           # and dropout is live
+
+
+def test_bf16_step_runs_every_matmul_in_bf16():
+  """model.dtype=bfloat16: every matmul of the train step, forward and backward, takes bf16
+  operands (float32 master weights are cast at use). The only float32 dot_generals left are the
+  loss's one-hot target pick (equal shapes, or its transpose with no contraction) and the
+  per-task sums over the batch ([B] x [B, 2])."""
+  import re
+  batch = _batch(np.random.default_rng(4), 8, 50, n_items=10)
+  mesh, fresh, fn = _setup(1, dropout=0.1, dtype="bfloat16")
+  with jax.set_mesh(mesh):
+    text = fn.lower(fresh(), batch, jax.random.key(0)).as_text()
+  dots = re.findall(r"stablehlo.dot_general[^\n]*?(contracting_dims = \[[^\]]*\])[^\n]*:\s*"
+                    r"\(tensor<([^>]*)>, tensor<([^>]*)>\)", text)
+  assert len(dots) > 20
+  bf16 = 0
+  for contracting, a, b in dots:
+    if a.endswith("bf16") and b.endswith("bf16"):
+      bf16 += 1
+      continue
+    a_shape, b_shape = a.split("x")[:-1], b.split("x")[:-1]
+    assert (a_shape == b_shape or contracting == "contracting_dims = []"
+            or b_shape[-1:] == [str(step_lib.NUM_TASKS)]), (contracting, a, b)
+  assert bf16 >= len(dots) - 8
 
 
 @pytest.mark.parametrize("kind", ["constant", "cosine", "linear"])
