@@ -324,6 +324,21 @@ def _model_search(graphdef, params, encoder_input_ids, encoder_mask, diversity_p
                           constraint=constraint, one_hot_gather=one_hot_gather)
 
 
+def _shard_batch(params, ids, mask):
+  """Queries split over the params' mesh "data" axis (each device searches its own queries) when
+  the model lives on a multi-device mesh and the batch divides; else left to jit's placement."""
+  leaf = next((x for x in jax.tree.leaves(params) if isinstance(x, jax.Array)), None)
+  sharding = getattr(leaf, "sharding", None)
+  mesh = getattr(sharding, "mesh", None)
+  if mesh is None or "data" not in getattr(mesh, "axis_names", ()):
+    return ids, mask
+  data = mesh.shape["data"]
+  if data <= 1 or ids.shape[0] % data:
+    return ids, mask
+  batch_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+  return jax.device_put(ids, batch_sharding), jax.device_put(mask, batch_sharding)
+
+
 def beam_search(model, encoder_input_ids, *, encoder_mask=None, num_beams: int,
                 num_beam_groups: int = 1, diversity_penalty=0.0, length_penalty=1.0,
                 max_new_tokens: int, num_return_sequences: int, early_stopping=False,
@@ -355,6 +370,7 @@ def beam_search(model, encoder_input_ids, *, encoder_mask=None, num_beams: int,
   if constraint is not None:
     constraint.check_vocab(cfg.total_vocab_size, cfg.eos_token_id)
   graphdef, params = nnx.split(model)
+  ids, mask = _shard_batch(params, ids, mask)
   return _model_search(graphdef, params, ids, mask, jnp.float32(diversity_penalty),
                        jnp.float32(length_penalty), constraint, spec=spec,
                        use_cache=bool(use_cache), one_hot_gather=bool(one_hot_gather))

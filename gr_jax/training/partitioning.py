@@ -56,17 +56,28 @@ def make_mesh(data: int = -1, model: int = 1, devices: Sequence[Any] | None = No
 
 
 def logical_to_spec(axes: Sequence[str | None] | None, rules=LOGICAL_AXIS_RULES,
-                    mesh: Mesh | None = None) -> P:
+                    mesh: Mesh | None = None, shape: Sequence[int] | None = None,
+                    name: str = "") -> P:
   """('vocab', 'embed') -> P('model', None). A mesh axis is used at most once per spec, and an
-  axis of size 1 in `mesh` is dropped (replicated), so specs stay valid on any mesh shape."""
+  axis of size 1 in `mesh` is dropped (replicated), so specs stay valid on any mesh shape.
+
+  With `shape`, a dimension that the mesh axis does not divide (say 50,000 text + 62,138 item
+  tokens over model=4) is replicated instead, with a warning naming the array `name`: every
+  catalogue size then works on every mesh, at the memory cost the warning states."""
   table = dict(rules)
   used, out = set(), []
-  for name in axes or ():
-    if name is not None and name not in table:
-      raise ValueError(f"logical axis {name!r} has no entry in the axis rules {sorted(table)}")
-    mesh_axis = None if name is None else table[name]
+  for i, logical in enumerate(axes or ()):
+    if logical is not None and logical not in table:
+      raise ValueError(f"logical axis {logical!r} has no entry in the axis rules {sorted(table)}")
+    mesh_axis = None if logical is None else table[logical]
     if mesh_axis in used or (mesh is not None and mesh_axis is not None
                              and mesh.shape[mesh_axis] == 1):
+      mesh_axis = None
+    if (mesh_axis is not None and mesh is not None and shape is not None
+        and shape[i] % mesh.shape[mesh_axis]):
+      log.warning("%s: dimension %d (%s, size %d) is not divisible by mesh axis %r (size %d); "
+                  "it is replicated on that axis", name or "array", i, logical, shape[i],
+                  mesh_axis, mesh.shape[mesh_axis])
       mesh_axis = None
     if mesh_axis is not None:
       used.add(mesh_axis)
@@ -86,11 +97,14 @@ def _state_shardings(state: nnx.State, mesh: Mesh, rules) -> nnx.State:
   Leaves are NamedShardings in the same structure as `state`'s arrays (for jit out_shardings).
   """
 
-  def one(var):
+  def one(path, var):
     axes = var.get_metadata().get("out_sharding") if isinstance(var, nnx.Variable) else None
-    return NamedSharding(mesh, logical_to_spec(axes, rules, mesh))
+    value = var.get_value() if isinstance(var, nnx.Variable) else var
+    return NamedSharding(mesh, logical_to_spec(axes, rules, mesh, getattr(value, "shape", None),
+                                               jax.tree_util.keystr(path)))
 
-  return jax.tree.map(one, state, is_leaf=lambda x: isinstance(x, nnx.Variable))
+  return jax.tree_util.tree_map_with_path(one, state,
+                                          is_leaf=lambda x: isinstance(x, nnx.Variable))
 
 
 def abstract_model(config):

@@ -25,6 +25,21 @@ def test_logical_to_spec():
     part.logical_to_spec(("bogus",))
 
 
+def test_indivisible_dimension_is_replicated_with_a_warning(caplog):
+  """A catalogue size the model axis does not divide still shards the other dimensions."""
+
+  class FakeMesh:  # logical_to_spec only reads axis sizes
+    shape = {"data": 2, "model": 4}
+
+  assert part.logical_to_spec(("vocab", "embed"), mesh=FakeMesh(), shape=(128, 16)) == P("model", None)
+  with caplog.at_level("WARNING"):
+    spec = part.logical_to_spec(("vocab", "embed"), mesh=FakeMesh(), shape=(90, 16),
+                                name="['shared']['embedding']")
+  assert spec == P(None, None)
+  assert "['shared']['embedding']: dimension 0 (vocab, size 90) is not divisible" in caplog.text
+  assert part.logical_to_spec(("embed", "mlp"), mesh=FakeMesh(), shape=(90, 64)) == P(None, "model")
+
+
 def test_make_mesh_single_device_and_errors():
   mesh = part.make_mesh()
   assert dict(mesh.shape) == {"data": jax.device_count(), "model": 1}
