@@ -6,8 +6,10 @@ import logging
 import os
 import shutil
 
+import jax
 import numpy as np
 import pytest
+from flax import nnx
 
 import tiny_config
 from gr_jax.training import checkpointing
@@ -99,6 +101,30 @@ def test_damaged_latest_checkpoint_is_skipped(joint_run, tiny_dataset, tmp_path,
   want = [(r["step"], r["loss"]) for r in _records(src)]
   got = [(r["step"], r["loss"]) for r in _records(workdir)]
   assert got == want  # bitwise: same data order and dropout keys after the resume
+
+
+def test_async_checkpoints_equal_sync_ones_and_resume(joint_run, tiny_dataset, tmp_path):
+  """checkpoint.async_save=True: the same losses, the same kept steps (last 2 + best), the same
+  saved parameters as the synchronous run, and a resume from them continues bitwise the same."""
+  src, sync_summary = joint_run
+  workdir = str(tmp_path / "async")
+  summary = loop.train(tiny_config.make(tiny_dataset, checkpoint__async_save=True), workdir)
+  want = [(r["step"], r["loss"]) for r in _records(src)]
+  assert [(r["step"], r["loss"]) for r in _records(workdir)] == want
+  assert checkpointing.all_steps(workdir) == checkpointing.all_steps(src)
+  assert summary["best_step"] == sync_summary["best_step"]
+  for step in checkpointing.all_steps(src):
+    a, _, _ = checkpointing.restore_for_inference(workdir, step)
+    b, _, _ = checkpointing.restore_for_inference(src, step)
+    for x, y in zip(jax.tree.leaves(nnx.state(a, nnx.Param)), jax.tree.leaves(nnx.state(b, nnx.Param))):
+      np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+  # Resume from an async checkpoint: drop the newest, train again with async saves.
+  shutil.rmtree(os.path.join(workdir, "checkpoints", "24"))
+  with open(os.path.join(workdir, "metrics.jsonl"), "w"):
+    pass
+  again = loop.train(tiny_config.make(tiny_dataset, checkpoint__async_save=True), workdir)
+  assert again["resumed_from"] == 18 and again["step"] == 24
+  assert [(r["step"], r["loss"]) for r in _records(workdir)] == [x for x in want if x[0] > 18]
 
 
 def test_config_mismatch_is_a_clear_error(joint_run, tiny_dataset, tmp_path):
