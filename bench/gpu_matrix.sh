@@ -13,6 +13,7 @@ RESULTS=${OUT:-bench/results}
 mkdir -p "$RESULTS"
 JSONL="$RESULTS/gpu_matrix.jsonl"
 LOG="$RESULTS/gpu_matrix.log"
+TRACE_ROOT=$(mktemp -d)
 PY=${PY:-python3}
 
 if [[ -z "${SKIP_WHEELS:-}" ]] && ls .whl/*.whl >/dev/null 2>&1; then
@@ -71,8 +72,17 @@ row() {  # row TIMEOUT_S ARGS...: one bench process, unless the budget is spent
 
 # 1. The headline: T5-base, batch 128, enc 64 / dec 8, the trainer's step with hardware dropout
 #    bits (rbg, the accelerator default) and with threefry (the portable generator), HF eager beside.
+#    A profiler trace of one extra window of each comes back as trace_headline.tgz (where the
+#    step's time goes, per kernel: open it with TensorBoard's profile plugin or xprof).
 row 150 --preset=base --batch_size=128 --encoder_len=64 --decoder_len=8 --impl=trainer \
-  --dropout_prng=rbg,threefry2x32 --compare_hf
+  --dropout_prng=rbg,threefry2x32 --compare_hf --profile_dir="$TRACE_ROOT/trace_headline"
+if [[ -d "$TRACE_ROOT/trace_headline" ]]; then
+  tar czf "$RESULTS/trace_headline.tgz" -C "$TRACE_ROOT" trace_headline
+  if (( $(stat -c %s "$RESULTS/trace_headline.tgz") > 15000000 )); then
+    echo "trace_headline.tgz over 15 MB: not returned" | tee -a "$LOG"
+    rm -f "$RESULTS/trace_headline.tgz"
+  fi
+fi
 # 2. Atomic items: 100k and 1M item tokens (decoder <item> </s>); the 1M row checks the fit.
 row 90 --preset=base --batch_size=128 --encoder_len=64 --decoder_len=2 --num_items=1000000 \
   --impl=trainer,fast

@@ -40,6 +40,8 @@ _HF_COMPILE = flags.DEFINE_boolean("hf_compile", False, "also time HF with torch
 _PEAK = flags.DEFINE_float("peak_tflops", 0.0, "device peak TFLOP/s for MFU (0 = look up)")
 _GPU_FLAGS = flags.DEFINE_boolean("gpu_xla_flags", True, "append the recommended GPU XLA_FLAGS")
 _OUT = flags.DEFINE_string("out", "", "append the JSON lines to this file too")
+_PROFILE = flags.DEFINE_string("profile_dir", "", "train: JAX profiler trace of one extra window per "
+                               "measurement, under <dir>/<impl>_<dropout prng>")
 
 
 def _emit(rec: dict, out: str) -> None:
@@ -91,7 +93,8 @@ def main(argv):
             decoder_len=_DEC.value, num_items=_ITEMS.value, dtype=dtype, impl=impl,
             remat=_REMAT.value, warmup=_WARMUP.value, repeats=_REPEATS.value,
             steps_per_repeat=_STEPS.value, chunk_size=_CHUNK.value, dropout_prng=prng,
-            peak_tflops_override=_PEAK.value)
+            peak_tflops_override=_PEAK.value,
+            profile_dir=os.path.join(_PROFILE.value, f"{impl}_{prng}") if _PROFILE.value else "")
         _emit(rec, out)
         ours.append(rec)
     if _HF.value:

@@ -246,10 +246,12 @@ def train_benchmark(config: ml_collections.ConfigDict | None = None, *, preset: 
                     remat: bool = False, warmup: int = 2, repeats: int = 5,
                     steps_per_repeat: int = 2, chunk_size: int = 16384, seed: int = 0,
                     model_overrides: dict | None = None, dropout_prng: str = "auto",
-                    peak_tflops_override: float = 0.0) -> dict[str, Any]:
+                    peak_tflops_override: float = 0.0, profile_dir: str = "") -> dict[str, Any]:
   """Measures the jitted train step on a fixed synthetic batch; returns one record.
 
-  dropout_prng: the trainer's `train.dropout_prng` (auto = rbg on accelerators)."""
+  dropout_prng: the trainer's `train.dropout_prng` (auto = rbg on accelerators).
+  profile_dir: also record one more window (untimed) with the JAX profiler there (TensorBoard /
+  xprof trace: per-kernel device times, to see where a step's time goes)."""
   from gr_jax.benchmark import hf_reference  # pylint: disable=g-import-not-at-top (numpy only)
   from gr_jax.training import step as step_lib  # pylint: disable=g-import-not-at-top
   config = bench_config(config, preset=preset, batch_size=batch_size, num_items=num_items,
@@ -277,6 +279,9 @@ def train_benchmark(config: ml_collections.ConfigDict | None = None, *, preset: 
 
   times, warmup_s = time_steps(window, warmup=warmup, repeats=repeats,
                                steps_per_repeat=steps_per_repeat)
+  if profile_dir:
+    with jax.profiler.trace(profile_dir):
+      jax.block_until_ready(window())
   last = jax.device_get(window())  # one more window, only to read a loss (sanity, not timed)
   loss = float(last["loss_sum"]) / max(float(last["weight_sum"]), 1.0)
   dev = jax.devices()[0]
@@ -286,6 +291,7 @@ def train_benchmark(config: ml_collections.ConfigDict | None = None, *, preset: 
       "preset": preset, "remat": bool(remat), "loss": loss, "compile_s": compile_s,
       "steps_per_repeat": steps_per_repeat, "loss_impl": loss_impl,
       "dropout_prng": step_lib.resolve_dropout_prng(dropout_prng),
+      "profile_dir": profile_dir or None,
       "chunk_size": loss_chunk if loss_impl == "chunked" else None,
       "xla_flops_per_example": None if xla_flops is None else xla_flops / batch_size,
       "jax_version": jax.__version__, "backend": jax.default_backend(),

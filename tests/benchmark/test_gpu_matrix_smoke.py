@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import tarfile
 
 import pytest
 
@@ -37,3 +38,7 @@ def test_gpu_matrix_runs_every_row_at_tiny_shapes(tmp_path):
   assert any(r["kind"] == "train" and r.get("remat") for r in recs)
   assert sum(r["kind"] == "compare" for r in recs) >= 5
   assert "done in" in log and "compare decode" in log              # the summary table printed
+  with tarfile.open(tmp_path / "trace_headline.tgz") as tar:        # the headline's profile
+    names = tar.getnames()
+  for prng in ("rbg", "threefry2x32"):
+    assert any(f"trace_headline/trainer_{prng}/" in n and n.endswith(".xplane.pb") for n in names)
