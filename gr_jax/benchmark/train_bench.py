@@ -198,14 +198,19 @@ def _memory(compiled) -> dict[str, int | None]:
   return out
 
 
-def _xla_flops(compiled) -> float | None:
+def _xla_cost(compiled, key: str) -> float | None:
+  """One field of XLA's cost analysis ("flops", "bytes accessed"), None where unavailable."""
   try:
     ca = compiled.cost_analysis()
   except Exception:  # pylint: disable=broad-except
     return None
   if isinstance(ca, (list, tuple)):
     ca = ca[0] if ca else None
-  return float(ca["flops"]) if ca and "flops" in ca else None
+  return float(ca[key]) if ca and key in ca else None
+
+
+def _xla_flops(compiled) -> float | None:
+  return _xla_cost(compiled, "flops")
 
 
 def _device_peak_bytes(device) -> int | None:
@@ -294,6 +299,9 @@ def train_benchmark(config: ml_collections.ConfigDict | None = None, *, preset: 
       "profile_dir": profile_dir or None,
       "chunk_size": loss_chunk if loss_impl == "chunked" else None,
       "xla_flops_per_example": None if xla_flops is None else xla_flops / batch_size,
+      # XLA's count of bytes its ops read and write per step (fusion-dependent): over the chip's
+      # memory bandwidth, the step's byte floor beside its FLOP floor.
+      "xla_bytes_accessed_per_step": _xla_cost(compiled, "bytes accessed"),
       "jax_version": jax.__version__, "backend": jax.default_backend(),
       "xla_flags": os.environ.get("XLA_FLAGS", ""),
   }
@@ -338,6 +346,10 @@ def compiled_train_memory(config: ml_collections.ConfigDict | None = None, *, pr
   jitted = step_lib.jit_train_step(fn, shardings, batch_sh, mesh)
   compiled = jitted.lower(abstract_state, batch, jax.random.key(0)).compile()
   mem = _memory(compiled)
+  # XLA's own totals for the compiled step: with a chip's peak rate and memory bandwidth they give
+  # the two floors of a step (arithmetic, bytes). Fusion differs by backend: an estimate off-device.
+  mem["xla_flops"] = _xla_flops(compiled)
+  mem["xla_bytes_accessed"] = _xla_cost(compiled, "bytes accessed")
   n_params = state_lib.num_params(abstract_params)
   mem.update({
       "preset": preset, "batch_size": batch_size, "encoder_len": encoder_len,

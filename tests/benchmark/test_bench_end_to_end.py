@@ -25,6 +25,21 @@ def test_tiny_train_measurement_emits_a_json_record_and_fast_step_agrees():
     assert back["tokens_per_s"] == pytest.approx(back["examples_per_s"] * 10)
     assert back["mfu"] is None  # CPU: no peak known, so no made-up MFU
     assert back["flops_per_example"] > 0
+    assert back["xla_bytes_accessed_per_step"] > 0  # XLA's byte count, for the step's byte floor
   # Same init, batch, dropout keys and update: the chunked loss must equal the trainer's loss.
   assert recs[1]["loss"] == pytest.approx(recs[0]["loss"], rel=1e-4)
 
+
+
+def test_memory_mode_accounts_for_the_state_and_reports_xla_costs():
+  """--modes=memory compiles for abstract shapes: arguments hold at least the float32 params and
+  both AdamW moments; XLA's FLOPs are at least the analytic matmul count."""
+  rec = train_bench.compiled_train_memory(preset="tiny", batch_size=4, encoder_len=8,
+                                          decoder_len=2, num_items=40, dtype="float32")
+  n = rec["num_params"]
+  assert n > 0 and rec["compiled_argument_bytes"] >= 3 * 4 * n
+  assert rec["compiled_temp_bytes"] > 0 and rec["xla_bytes_accessed"] > 0
+  from gr_jax.model import T5Config
+  cfg = T5Config.from_preset("tiny", num_item_tokens=40)
+  analytic = train_bench.model_flops_per_example(cfg, 8, 2) * 4
+  assert rec["xla_flops"] >= 0.9 * analytic
