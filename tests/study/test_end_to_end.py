@@ -1,6 +1,7 @@
 """End to end, on CPU: simulated data -> Gen_S, Gen_R, Gen_R+S with 2 seeds -> evaluation from
 checkpoints -> statistics -> report (markdown table, report.json, PNG plots), then a rerun that
-skips every stage; and the movielens config on ../shared/data/ml-latest-small with a tiny model."""
+skips every stage; the movielens config on ../shared/data/ml-latest-small and the logs_jsonl config
+on generated logs, each with a tiny model."""
 
 import json
 import os
@@ -122,3 +123,77 @@ def test_movielens_config_end_to_end(tmp_path):
   with open(os.path.join(workdir, "data", "default", "manifest.json")) as f:
     manifest = json.load(f)
   assert manifest["source"] == "movielens" and manifest["num_items"] > 100
+
+
+def _write_logs(d):
+  """Generated logs in the logs_jsonl layout: 4 genres x 12 shows, queries naming a show's genre
+  and word, sessions that stay within a genre (timestamps given out of order on purpose)."""
+  os.makedirs(d)
+  genres, words = ["crime", "comedy", "science", "history"], ["daily", "weekly", "deep", "short"]
+  items, search, sessions = [], [], []
+  for g, genre in enumerate(genres):
+    for i in range(12):
+      show = f"show_{g}_{i}"
+      items.append({"item": show, "title": f"{genre} {words[i % 4]} show {i}"})
+      search.append({"query": f"{genre} {words[i % 4]}", "item": show})
+      search.append({"query": f"{words[i % 4]} {genre} talk", "item": show})
+  for u in range(160):
+    g = u % 4
+    shows = [f"show_{g}_{(u * 7 + k * 5) % 12}" for k in range(5)]
+    sessions.append({"user": f"u{u}", "items": shows[::-1], "timestamps": [5, 4, 3, 2, 1]})
+  for name, rows in (("items.jsonl", items), ("search.jsonl", search),
+                     ("sessions.jsonl", sessions)):
+    with open(os.path.join(d, name), "w", encoding="utf-8") as f:
+      f.writelines(json.dumps(r) + "\n" for r in rows)
+  return d, len(items)
+
+
+
+def _write_mpd(d):
+  """Two generated MPD slices (the real MPD cannot be shipped): playlists named after a genre,
+  whose tracks stay within that genre."""
+  os.makedirs(d)
+  genres = ["chill vibes", "rock hits", "workout mix", "sad songs"]
+  tracks = set()
+  for start in (0, 1000):
+    playlists = []
+    for p in range(80):
+      g, pid = p % 4, start + p
+      uris = [f"spotify:track:{g}_{(p * 3 + k * 5) % 12}" for k in range(6)]
+      tracks.update(uris)  # every track is in a named playlist and a session: in both tasks
+      playlists.append({
+          "name": genres[g] + ("" if p % 3 else " 2"), "collaborative": "false", "pid": pid,
+          "modified_at": 0, "num_tracks": 6, "num_albums": 1, "num_followers": 1,
+          "tracks": [{"pos": k, "artist_name": "A", "track_uri": u, "artist_uri": "a",
+                      "track_name": f"track {u[-4:]}", "album_uri": "b", "duration_ms": 1,
+                      "album_name": "B"} for k, u in enumerate(uris)]})
+    with open(os.path.join(d, f"mpd.slice.{start}-{start + 999}.json"), "w") as f:
+      json.dump({"info": {"slice": f"{start}-{start + 999}"}, "playlists": playlists}, f)
+  return d, len(tracks)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,writer,source", [
+    ("logs_jsonl", _write_logs, "jsonl"), ("mpd", _write_mpd, "mpd")])
+def test_real_data_config_end_to_end(tmp_path, name, writer, source):
+  """logs_jsonl (your own search logs and sessions) and mpd (Million Playlist Dataset slices), on
+  generated files, through the reproduce binary with a tiny model."""
+  data, num_items = writer(str(tmp_path / "raw"))
+  workdir = str(tmp_path / "study")
+  cmd = [sys.executable, "-m", "gr_jax.reproduce",
+         "--config", os.path.join(REPO, "configs", f"{name}.py") + f":path={data},size=tiny,seeds=1",
+         "--workdir", workdir,
+         "--config.data.tokenizer.vocab_size=60", "--config.data.encoder_len=16",
+         "--config.data.max_history=8", "--config.train.batch_size=16",
+         "--config.train.num_steps=30", "--config.decode.num_beams=8",
+         "--config.decode.num_beam_groups=4", "--config.decode.num_return_sequences=8",
+         "--config.eval.ks=1,5,8", "--config.checkpoint.every_steps=1000"]
+  out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
+  assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+  with open(os.path.join(workdir, "report.json")) as f:
+    report = json.load(f)
+  assert {(r["model"], r["task"]) for r in report["results"]} == {
+      ("search", "search"), ("rec", "rec"), ("joint", "search"), ("joint", "rec")}
+  with open(os.path.join(workdir, "data", "default", "manifest.json")) as f:
+    manifest = json.load(f)
+  assert manifest["source"] == source and manifest["num_items"] == num_items
