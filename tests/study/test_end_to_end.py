@@ -100,6 +100,20 @@ def test_sweep_writes_gain_plot(tmp_path):
   assert os.path.exists(os.path.join(workdir, "plots", "sweep_gain.png"))
 
 
+def _reproduce(cmd, workdir):
+  """Runs the reproduce binary; checks the report holds the four (model, task) results; returns
+  the processed dataset's manifest."""
+  out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
+  assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+  assert "Report:" in out.stdout
+  with open(os.path.join(workdir, "report.json")) as f:
+    report = json.load(f)
+  assert {(r["model"], r["task"]) for r in report["results"]} == {
+      ("search", "search"), ("rec", "rec"), ("joint", "search"), ("joint", "rec")}
+  with open(os.path.join(workdir, "data", "default", "manifest.json")) as f:
+    return json.load(f)
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not os.path.isdir(ML_SMALL), reason="../shared/data/ml-latest-small absent")
 def test_movielens_config_end_to_end(tmp_path):
@@ -113,15 +127,7 @@ def test_movielens_config_end_to_end(tmp_path):
          "--config.decode.num_beams=8", "--config.decode.num_beam_groups=4",
          "--config.decode.num_return_sequences=8", "--config.eval.ks=1,5,8",
          "--config.checkpoint.every_steps=1000"]
-  out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
-  assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-  assert "Report:" in out.stdout
-  with open(os.path.join(workdir, "report.json")) as f:
-    report = json.load(f)
-  assert {(r["model"], r["task"]) for r in report["results"]} == {
-      ("search", "search"), ("rec", "rec"), ("joint", "search"), ("joint", "rec")}
-  with open(os.path.join(workdir, "data", "default", "manifest.json")) as f:
-    manifest = json.load(f)
+  manifest = _reproduce(cmd, workdir)
   assert manifest["source"] == "movielens" and manifest["num_items"] > 100
 
 
@@ -188,12 +194,5 @@ def test_real_data_config_end_to_end(tmp_path, name, writer, source):
          "--config.train.num_steps=30", "--config.decode.num_beams=8",
          "--config.decode.num_beam_groups=4", "--config.decode.num_return_sequences=8",
          "--config.eval.ks=1,5,8", "--config.checkpoint.every_steps=1000"]
-  out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
-  assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-  with open(os.path.join(workdir, "report.json")) as f:
-    report = json.load(f)
-  assert {(r["model"], r["task"]) for r in report["results"]} == {
-      ("search", "search"), ("rec", "rec"), ("joint", "search"), ("joint", "rec")}
-  with open(os.path.join(workdir, "data", "default", "manifest.json")) as f:
-    manifest = json.load(f)
+  manifest = _reproduce(cmd, workdir)
   assert manifest["source"] == source and manifest["num_items"] == num_items
