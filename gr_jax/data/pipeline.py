@@ -82,14 +82,15 @@ def add_task_prefix(encoder_input_ids: np.ndarray, task: str, tokenizer) -> np.n
   if room < 1:
     raise ValueError(f"data.task_prefix: the {task} prefix takes {len(prefix)} tokens, which leaves "
                      f"no room in data.encoder_len={le}")
-  lengths = (enc != 0).sum(axis=1)                 # content + EOS (padding is 0, content never is)
+  n_content = np.maximum((enc != 0).sum(axis=1) - 1, 0)   # padding is 0, content never is; - EOS
+  keep = np.minimum(n_content, room)                        # [N]
+  first = np.zeros_like(keep) if task == "search" else n_content - keep   # rec: the newest items
+  cols = np.arange(room)
+  kept = np.take_along_axis(enc, np.minimum(first[:, None] + cols, le - 1), axis=1)  # [N, room]
   out = np.zeros_like(enc)
   out[:, :len(prefix)] = prefix
-  for r in range(n_rows):
-    content = enc[r, :max(int(lengths[r]) - 1, 0)]
-    content = content[:room] if task == "search" else content[max(len(content) - room, 0):]
-    out[r, len(prefix):len(prefix) + len(content)] = content
-    out[r, len(prefix) + len(content)] = EOS_ID
+  out[:, len(prefix):len(prefix) + room] = np.where(cols < keep[:, None], kept, 0)
+  out[np.arange(n_rows), len(prefix) + keep] = EOS_ID
   return out
 
 

@@ -211,3 +211,24 @@ def test_task_prefix_applies_to_training_and_eval_batches(tiny_dataset):
     assert (ev["encoder_input_ids"][:, :len(pre)] == pre).all()
   # Decoder side untouched.
   assert (a["decoder_target_ids"] == b["decoder_target_ids"]).all()
+
+
+@pytest.mark.parametrize("task", ["search", "rec"])
+def test_add_task_prefix_matches_a_row_by_row_reference(task):
+  from gr_jax.data.pipeline import add_task_prefix, task_prefix_ids
+  tok = _CharTokenizer()
+  pre = task_prefix_ids(tok, task).tolist()
+  rng = np.random.default_rng(5)
+  le = 16
+  enc = np.zeros((200, le), np.int32)
+  for r, n in enumerate(rng.integers(0, le, 200)):   # n content tokens, then EOS
+    enc[r, :n] = rng.integers(3, 90, n)
+    enc[r, n] = 1
+  room = le - len(pre) - 1
+  want = np.zeros_like(enc)
+  for r in range(len(enc)):
+    content = [int(x) for x in enc[r] if x > 1]
+    content = content[:room] if task == "search" else content[max(len(content) - room, 0):]
+    row = pre + content + [1]
+    want[r, :len(row)] = row
+  np.testing.assert_array_equal(add_task_prefix(enc, task, tok), want)
