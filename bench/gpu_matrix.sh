@@ -91,6 +91,10 @@ row 60 --preset=base --batch_size=128 --encoder_len=64 --decoder_len=2 --num_ite
 # 3. Decode: 30 and 60 beams, beside HF generate (plain beam search, 2 new tokens).
 row 120 --modes=decode --preset=base --batch_size=64 --encoder_len=64 --num_beams=30,60 \
   --compare_hf --repeats=3
+# 3b. The headline with XLA's GEMMs from cuBLAS only (no Triton GEMM autotuning): which backend
+#     serves T5-base's small decoder matmuls better is a measurement, not a guess.
+XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_enable_triton_gemm=false" \
+  row 90 --preset=base --batch_size=128 --encoder_len=64 --decoder_len=8 --impl=trainer
 # 4. Shapes: T5-small beside HF; larger batch; longer encoder (remat off and on).
 row 60 --preset=small --batch_size=128 --encoder_len=64 --decoder_len=8 --compare_hf
 row 60 --preset=base --batch_size=512 --encoder_len=64 --decoder_len=8
@@ -113,7 +117,8 @@ for line in open(sys.argv[1]):
           f"b{r['batch_size']} e{r['encoder_len']} beams={r.get('num_beams')}: x{r['ratio']:.2f}")
   elif r["kind"] in ("train", "decode"):
     mfu = f"{100 * r['mfu']:.1f}%" if r.get("mfu") else "-"
-    print(f"{r['kind']:6} {r['impl']:18} {r.get('dropout_prng') or '':12} {r.get('preset')} "
+    tag = " no-triton-gemm" if "triton_gemm=false" in (r.get("xla_flags") or "") else ""
+    print(f"{r['kind']:6} {r['impl']:18} {r.get('dropout_prng') or '':12} {r.get('preset')}{tag} "
           f"b{r['batch_size']} e{r['encoder_len']}{' remat' if r.get('remat') else ''}"
           f" d{r['decoder_len']} items={r['num_items']} {r['examples_per_s']:.1f} ex/s MFU {mfu}"
           f" peak_mem={r.get('peak_memory_bytes')}")

@@ -25,7 +25,7 @@ def test_gpu_matrix_runs_every_row_at_tiny_shapes(tmp_path):
   log = (tmp_path / "gpu_matrix.log").read_text()
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
   assert "FAILED" not in log and "SKIP (budget)" not in log, log[-5000:]
-  assert log.count("=== [") == 10                                  # every row started
+  assert log.count("=== [") == 11                                  # every row started
   recs = [json.loads(line) for line in (tmp_path / "gpu_matrix.jsonl").read_text().splitlines()]
   kinds = {(r["kind"], r["impl"]) for r in recs}
   assert {("train", "gr_jax_trainer"), ("train", "gr_jax_fast"), ("train", "hf_eager"),
@@ -36,6 +36,7 @@ def test_gpu_matrix_runs_every_row_at_tiny_shapes(tmp_path):
   assert sorted(r["num_beams"] for r in recs if r["kind"] == "decode"
                 and r["impl"] == "gr_jax_beam_search") == [30, 60]
   assert any(r["kind"] == "train" and r.get("remat") for r in recs)
+  assert any("--xla_gpu_enable_triton_gemm=false" in r.get("xla_flags", "") for r in recs)
   assert sum(r["kind"] == "compare" for r in recs) >= 5
   assert "done in" in log and "compare decode" in log              # the summary table printed
   with tarfile.open(tmp_path / "trace_headline.tgz") as tar:        # the headline's profile
