@@ -198,19 +198,16 @@ def _memory(compiled) -> dict[str, int | None]:
   return out
 
 
-def _xla_cost(compiled, key: str) -> float | None:
-  """One field of XLA's cost analysis ("flops", "bytes accessed"), None where unavailable."""
+def _xla_costs(compiled) -> tuple[float | None, float | None]:
+  """(flops, bytes accessed) from one call of XLA's cost analysis; None where unavailable."""
   try:
     ca = compiled.cost_analysis()
   except Exception:  # pylint: disable=broad-except
-    return None
+    return None, None
   if isinstance(ca, (list, tuple)):
     ca = ca[0] if ca else None
-  return float(ca[key]) if ca and key in ca else None
-
-
-def _xla_flops(compiled) -> float | None:
-  return _xla_cost(compiled, "flops")
+  ca = ca or {}
+  return tuple(float(ca[k]) if k in ca else None for k in ("flops", "bytes accessed"))
 
 
 def _device_peak_bytes(device) -> int | None:
@@ -291,7 +288,7 @@ def train_benchmark(config: ml_collections.ConfigDict | None = None, *, preset: 
   loss = float(last["loss_sum"]) / max(float(last["weight_sum"]), 1.0)
   dev = jax.devices()[0]
   flops = model_flops_per_example(model_config, encoder_len, decoder_len)
-  xla_flops = _xla_flops(compiled)
+  xla_flops, xla_bytes = _xla_costs(compiled)
   extra = {
       "preset": preset, "remat": bool(remat), "loss": loss, "compile_s": compile_s,
       "steps_per_repeat": steps_per_repeat, "loss_impl": loss_impl,
@@ -301,7 +298,7 @@ def train_benchmark(config: ml_collections.ConfigDict | None = None, *, preset: 
       "xla_flops_per_example": None if xla_flops is None else xla_flops / batch_size,
       # XLA's count of bytes its ops read and write per step (fusion-dependent): over the chip's
       # memory bandwidth, the step's byte floor beside its FLOP floor.
-      "xla_bytes_accessed_per_step": _xla_cost(compiled, "bytes accessed"),
+      "xla_bytes_accessed_per_step": xla_bytes,
       "jax_version": jax.__version__, "backend": jax.default_backend(),
       "xla_flags": os.environ.get("XLA_FLAGS", ""),
   }
@@ -348,8 +345,7 @@ def compiled_train_memory(config: ml_collections.ConfigDict | None = None, *, pr
   mem = _memory(compiled)
   # XLA's own totals for the compiled step: with a chip's peak rate and memory bandwidth they give
   # the two floors of a step (arithmetic, bytes). Fusion differs by backend: an estimate off-device.
-  mem["xla_flops"] = _xla_flops(compiled)
-  mem["xla_bytes_accessed"] = _xla_cost(compiled, "bytes accessed")
+  mem["xla_flops"], mem["xla_bytes_accessed"] = _xla_costs(compiled)
   n_params = state_lib.num_params(abstract_params)
   mem.update({
       "preset": preset, "batch_size": batch_size, "encoder_len": encoder_len,

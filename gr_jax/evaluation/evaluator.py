@@ -195,14 +195,17 @@ def evaluate(workdir: str, split: str = "test", step=None, overrides: Mapping[st
                 config.decode.num_return_sequences, max(ks))
   factory = decode_fn_factory or make_decode_fn
   decode_fn = factory(model, config, catalog)
+  # The same inputs the model was trained on: the task prefix when the run used one.
+  prefix_tokenizer = (TextTokenizer.load(os.path.join(data_dir, "tokenizer"))
+                      if config.data.get("task_prefix", False) else None)
   results, info_tasks = {}, {}
   for t in tasks:
     src = os.path.join(data_dir, t, f"{split}.npz")
     qids, first = runs_lib.split_queries(arrays[t], src)
     qrels = runs_lib.qrels_from_split(arrays[t], catalog.item_ids, src)
     enc = np.asarray(arrays[t]["encoder_input_ids"][first], np.int32)
-    if config.data.get("task_prefix", False):  # the same inputs the model was trained on
-      enc = pipeline.add_task_prefix(enc, t, TextTokenizer.load(os.path.join(data_dir, "tokenizer")))
+    if prefix_tokenizer is not None:
+      enc = pipeline.add_task_prefix(enc, t, prefix_tokenizer)
     t0 = time.time()
     run = decode_queries(decode_fn, enc, qids, catalog, int(config.decode.batch_size), task=t,
                          eos_id=mc.eos_token_id)

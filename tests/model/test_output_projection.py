@@ -12,6 +12,12 @@ from gr_jax.model.t5 import output_projection
 SPECS = {"untied": ("...d,dv->...v", (16, 40)), "tied": ("...d,vd->...v", (40, 16))}
 
 
+def _dot_operand_types(hlo_text):
+  """(lhs, rhs) tensor types of every dot_general in lowered StableHLO text."""
+  return re.findall(r"stablehlo.dot_general[^\n]*:\s*\((tensor<[^>]*>), (tensor<[^>]*>)\)",
+                    hlo_text)
+
+
 def _inputs(w_shape, dtype):
   rng = np.random.default_rng(0)
   x = jnp.asarray(rng.normal(size=(3, 5, 16)), dtype)
@@ -49,15 +55,14 @@ def test_backward_matmuls_take_bf16_operands(layout):
     return jnp.sum(output_projection(a, b, spec) * g)
 
   text = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(x, w).as_text()
-  dots = re.findall(r"stablehlo.dot_general[^\n]*:\s*\((tensor<[^>]*>), (tensor<[^>]*>)\)", text)
+  dots = _dot_operand_types(text)
   assert len(dots) == 2, dots  # dx and dw (the forward dot is dead code under grad-only)
   for a, b in dots:
     assert a.endswith("xbf16>") and b.endswith("xbf16>"), (a, b)
   # Plain autodiff would have promoted them to float32: the reason the custom rule exists.
   plain = jax.jit(jax.grad(lambda a, b: jnp.sum(
       jnp.einsum(spec, a, b, preferred_element_type=jnp.float32) * g), argnums=(0, 1)))
-  plain_dots = re.findall(r"stablehlo.dot_general[^\n]*:\s*\((tensor<[^>]*>), (tensor<[^>]*>)\)",
-                          plain.lower(x, w).as_text())
+  plain_dots = _dot_operand_types(plain.lower(x, w).as_text())
   assert any(a.endswith("xf32>") for a, _ in plain_dots)
 
 
