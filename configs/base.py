@@ -38,30 +38,37 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   d.tokenizer = ml_collections.ConfigDict()
   d.tokenizer.path = ""  # HF T5 dir (spiece.model); empty = train SentencePiece on query text
   d.tokenizer.vocab_size = 512  # vocabulary of a trained SentencePiece model
-  # simulator (PAPER.md "Simulated data"); `setting` picks the sweep knob's meaning
+  # simulator (PAPER.md "Simulated data", gr_jax/data/simulate.py); `setting` picks the sweep
   d.sim = s = ml_collections.ConfigDict()
-  s.setting = "default"  # default | S1 | S2 | S3
-  s.seed = 0  # generator seed (independent of the run seed)
-  s.num_items = 200  # catalogue size
-  s.num_clusters = 10  # latent clusters
-  s.words_per_cluster = 5  # content words owned by each cluster
-  s.words_per_item = 3  # words owned by each item
-  s.query_words = 3  # words per search query
-  s.num_users = 1000  # rec sessions (one per user)
-  s.session_len = 8  # items per session
-  s.stay_in_cluster = 0.9  # probability a session's next item stays in its cluster
-  s.zipf_exponent = 1.0  # item popularity exponent
-  s.queries_per_item = 3  # search training queries per item
-  s.shuffle_fraction = 0.5  # fraction of rec popularity ranks rotated for search (S1 sweeps it)
-  s.agreement = 1.0  # S2: fraction of clusters whose content words agree with rec clusters
-  s.shared_pairs = 1.0  # S3: fraction of session-co-occurring pairs also relevant to the same queries
-  s.eval_queries = 200  # held-out search queries in each of valid and test (targets ~ p_S)
+  s.setting = "default"  # default | S1 (popularity) | S2 (search helps rec) | S3 (rec helps search)
+  s.seed = 0  # generator seed, all settings (independent of the run seed)
+  s.num_items = 200  # all settings: catalogue size
+  s.num_clusters = 10  # all settings: latent rec clusters (balanced); content clusters follow them
+  s.words_per_cluster = 5  # default/S2/S3: content words owned by each cluster
+  s.words_per_item = 3  # all settings: words owned by each item (its title; query words but in S1)
+  s.query_words = 3  # all settings: words per search query
+  s.num_users = 1000  # default/S1/S3: rec sessions (one per user)
+  s.session_len = 8  # all settings: items per session (>= 3; the last two are rec valid and test)
+  s.stay_in_cluster = 0.9  # default/S2/S3: probability a session's next item stays in its cluster
+  s.zipf_exponent = 1.0  # all settings: Zipf exponent of the item popularities p_R and p_S
+  s.queries_per_item = 3  # default/S1/S2: search training queries per item (targets ~ p_S)
+  s.shuffle_fraction = 0.5  # all settings: share of p_R's ranks rotated to make p_S (S1 sweeps it)
+  s.agreement = 1.0  # all settings: share of clusters whose words follow rec clusters (S2 sweeps)
+  s.eval_queries = 200  # all settings: held-out search queries in each of valid and test (~ p_S)
+  # all settings: held-out targets of both tasks (search valid/test, rec valid/test) only among
+  # items that are training targets of both tasks (paper's item filter); False = all items
+  s.heldout_in_both = True
   s.s2_num_users = 200  # S2: few sessions per item (replaces num_users)
   s.s3_queries_per_item = 1.0  # S3: few queries per item (replaces queries_per_item)
-  # default setting: complementary coverage (held-out data of each task still covers all items)
-  s.search_side_fraction = 0.0  # share of each cluster's items known mainly from search
-  s.rec_side_fraction = 0.0  # share of each cluster's items known mainly from rec
-  s.side_weight = 0.0  # popularity multiplier of side items in the other task's training data
+  s.s3_query_set_size = 3  # S3: relevant items per query: its anchor plus companions (a qrel each)
+  # S3 sweeps it: probability that a query's companions are drawn from items co-occurring with its
+  # anchor in training sessions, else from the anchor's never-co-occurring decoy pool
+  s.query_set_coherence = 1.0
+  s.s3_query_cluster_words = False  # S3: queries also use the anchor's cluster words (else not)
+  # default setting, coverage variant (needs heldout_in_both=False; a gain built in, not default)
+  s.search_side_fraction = 0.0  # default: share of a cluster's items known mostly from search
+  s.rec_side_fraction = 0.0  # default: share of a cluster's items known mostly from rec
+  s.side_weight = 0.0  # default: popularity multiplier of side items in the other task's training
   # MovieLens (GroupLens CSV layout)
   d.movielens = m = ml_collections.ConfigDict()
   m.min_rating = 0.0  # keep ratings >= this
@@ -121,7 +128,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.checkpoint = ck = ml_collections.ConfigDict()
   ck.every_steps = 500  # checkpoint period; the final step is always saved
   ck.keep = 2  # keep the last N
-  ck.keep_best = True  # also keep the best by validation loss (validation runs at every save)
+  ck.keep_best = True  # also keep the best by best_metric (validation runs at every save)
+  ck.best_metric = "val/loss"  # metric that ranks checkpoints (keep_best, evaluate --step=best)
+  ck.best_mode = "min"  # min | max: whether lower or higher best_metric is better
   ck.async_save = False  # Orbax async saves (overlap with training); sync keeps resume simplest
 
   # ---------------------------------------------------------------- mesh (gr_jax/training/partitioning)
@@ -132,6 +141,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   # ---------------------------------------------------------------- decoding (gr_jax/decoding)
   c.decode = de = ml_collections.ConfigDict()
+  de.method = "beam"  # beam (diverse beam search, paper) | topk_exact (K best items, atomic IDs)
   de.num_beams = 60  # paper follow-up: 60 beams
   de.num_beam_groups = 30  # 30 groups
   de.diversity_penalty = 0.25  # paper: 0.25
@@ -140,8 +150,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   de.max_new_tokens = 2  # <item> </s>
   de.early_stopping = False  # False | True | "never"
   de.batch_size = 64  # queries per decode batch
-  de.use_cache = True  # KV-cached decoder steps (True) or recompute the short prefix (False)
-  de.one_hot_gather = False  # reorder beam caches by one-hot einsum (t5x SPMD style) vs take_along_axis
+  de.use_cache = True  # beam: KV-cached decoder steps (True) or recompute the short prefix (False)
+  de.one_hot_gather = False  # beam: reorder caches by one-hot einsum (t5x SPMD) vs take_along_axis
 
   # ---------------------------------------------------------------- evaluation (gr_jax/evaluation)
   c.eval = ev = ml_collections.ConfigDict()
@@ -163,4 +173,49 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   r.analyses = True  # H1/H2 analyses and t-SNE in the report
   r.test = "ttest"  # ttest | randomization
   r.correction = "holm"  # holm | bonferroni
+
+  # ---------------------------------------------------------------- baselines (gr_jax/baselines)
+  c.baselines = bl = ml_collections.ConfigDict()
+  bl.bm25 = bm = ml_collections.ConfigDict()  # search: BM25 over item texts (bm25s)
+  bm.k1 = 1.2  # term-frequency saturation (Robertson's classic value)
+  bm.b = 0.75  # document-length normalisation
+  bm.method = "lucene"  # bm25s scoring variant: lucene | robertson | atire
+  bm.expand_with_train_queries = True  # add an item's *training* search queries to its document
+  bm.include_metadata = True  # add the catalogue's text metadata (genres, tags...) to the document
+  bm.batch_size = 256  # queries scored per block (memory: block x catalogue floats)
+  bl.sasrec = sa = ml_collections.ConfigDict()  # rec: SASRec (Kang & McAuley 2018), causal
+  sa.hidden_size = 50  # paper: 50
+  sa.num_layers = 2  # self-attention blocks (paper: 2)
+  sa.num_heads = 1  # paper: 1
+  sa.ffn_size = 50  # point-wise feed-forward width (paper: = hidden size)
+  sa.max_len = 50  # most recent items the model sees (paper: 200 on ML-1M, 50 on sparse sets)
+  sa.dropout = 0.2  # paper: 0.2 (0.5 on sparse data)
+  sa.learning_rate = 1e-3  # paper: 1e-3 (Adam)
+  sa.weight_decay = 0.0  # AdamW decoupled decay (paper: none)
+  sa.batch_size = 128  # training sequences per step (paper: 128)
+  sa.num_epochs = 20  # passes over the training sequences (paper: 200; small for CPU runs)
+  sa.num_steps = 0  # > 0 overrides num_epochs
+  sa.loss = "ce"  # ce: full softmax over the catalogue | bce: paper's loss, 1 sampled negative
+  sa.eval_every_steps = 0  # validation Recall@K period (0 = once per epoch)
+  sa.checkpoint_every_steps = 200  # Orbax checkpoint period; the final step is always saved
+  sa.log_every_steps = 50  # training-loss line period in metrics.jsonl
+  sa.eval_batch_size = 256  # queries per scoring block at validation and evaluation
+  bl.bert4rec = be = ml_collections.ConfigDict()  # rec: BERT4Rec (Sun et al. 2019), masked items
+  be.hidden_size = 64  # paper: 64
+  be.num_layers = 2  # transformer layers (paper: 2)
+  be.num_heads = 2  # paper: 2
+  be.ffn_size = 256  # feed-forward width (paper: 4 x hidden)
+  be.max_len = 50  # most recent items, the appended [MASK] included (paper: 200 on ML-1M)
+  be.dropout = 0.1  # paper: 0.1
+  be.learning_rate = 1e-3  # paper: 1e-4 with warm-up over many epochs; 1e-3 for short runs
+  be.weight_decay = 0.01  # AdamW decoupled decay (paper: 0.01)
+  be.batch_size = 128  # training sequences per step
+  be.num_epochs = 20  # passes over the training sequences (small for CPU runs)
+  be.num_steps = 0  # > 0 overrides num_epochs
+  be.loss = "ce"  # masked-item softmax over the catalogue (the only loss BERT4Rec defines)
+  be.mask_ratio = 0.2  # share of items replaced by [MASK] in training (paper: 0.2 on ML-1M)
+  be.eval_every_steps = 0  # validation Recall@K period (0 = once per epoch)
+  be.checkpoint_every_steps = 200  # Orbax checkpoint period; the final step is always saved
+  be.log_every_steps = 50  # training-loss line period in metrics.jsonl
+  be.eval_batch_size = 256  # queries per scoring block at validation and evaluation
   return c

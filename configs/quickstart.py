@@ -50,7 +50,7 @@ def get_config(arg=None):
   # Complementary coverage: 40% of each cluster's items have no training queries (known from rec
   # only) while the held-out queries cover every item: Gen_S cannot return them, Gen_R+S can.
   # (A search-side share > 0 was tried: no model returns those items for rec, so it only dilutes.)
-  s.rec_side_fraction = 0.4
+  s.rec_side_fraction = 0.0
   s.search_side_fraction = 0.0
   s.side_weight = 0.0
   c.model.preset = "tiny"

@@ -4,6 +4,8 @@ Restores the checkpoint and config of RUN, decodes every query of the split for 
 was trained on, and writes `RUN/eval/<split>/{search,rec}.{run,qrels}`, `metrics.json`,
 `per_query.json`. Decoding settings come from the run's config; change them with
 `--set decode.num_beams=8 --set decode.diversity_penalty=0.5` (any dotted config field).
+The exact top-K decoder beside beam search's results:
+`--set decode.method=topk_exact --out_subdir test_topk` writes `RUN/eval/test_topk/`.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ flags.DEFINE_string("workdir", None, "Run directory (holds config.json and check
 flags.DEFINE_enum("split", "test", ["test", "valid"], "Which split to decode.")
 flags.DEFINE_string("step", None, "Checkpoint step: an integer, 'best', or empty for the latest.")
 flags.DEFINE_multi_string("set", [], "Config override FIELD=VALUE (dotted path), repeatable.")
+flags.DEFINE_string("out_subdir", None, "Write to RUN/eval/<out_subdir> instead of "
+                    "RUN/eval/<split> (several decoders' results side by side).")
 
 
 def parse_overrides(items) -> dict:
@@ -48,7 +52,8 @@ def main(argv) -> None:
         step = int(step)
       except ValueError:
         raise ValueError(f"--step {step!r}: expected an integer, 'best' or nothing") from None
-    metrics = evaluator.evaluate(FLAGS.workdir, FLAGS.split, step, parse_overrides(FLAGS.set))
+    metrics = evaluator.evaluate(FLAGS.workdir, FLAGS.split, step, parse_overrides(FLAGS.set),
+                                 out_subdir=FLAGS.out_subdir or None)
   except (evaluator.EvaluationError, ValueError) as e:
     sys.exit(f"error: {' '.join(str(e).split())}")
   print(json.dumps({k: v for k, v in metrics.items() if k != "info"}, indent=1, sort_keys=True))

@@ -23,18 +23,37 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  from gr_jax import workdir_lock
+  workdir = os.path.abspath(_WORKDIR.value)
+  # One reproduce per study directory for the whole run: a second one fails at once instead of
+  # training the same runs concurrently.
+  lock = workdir_lock.WorkdirLock(workdir, purpose="reproduce")
+  try:
+    lock.acquire()
+  except workdir_lock.WorkdirLockedError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(1)
+  try:
+    _run_study(workdir)
+  finally:
+    lock.release()
+
+
+def _run_study(workdir: str) -> None:
+  """Builds and runs the plan (with the study lock held)."""
   from gr_jax import runtime
   from gr_jax.study import build_plan, run_plan
-  workdir = os.path.abspath(_WORKDIR.value)
   runtime.setup(workdir)
   plan = build_plan(_CONFIG.value, workdir)
   logging.info("study %s: %d point(s), %d run(s)", _CONFIG.value.name, len(plan.points),
                len(plan.runs))
   from gr_jax.evaluation.evaluator import EvaluationError
   from gr_jax.training.loop import NonFiniteLossError
+  from gr_jax.workdir_lock import WorkdirLockedError
   try:
     report = run_plan(plan)
-  except (ValueError, KeyError, FileNotFoundError, EvaluationError, NonFiniteLossError) as e:
+  except (ValueError, KeyError, FileNotFoundError, EvaluationError, NonFiniteLossError,
+          WorkdirLockedError) as e:
     # Bad input, a config error or a diverged run: one line the user can act on. Finished stages
     # are kept; fix the cause and rerun the same command to continue.
     logging.debug("study stopped", exc_info=True)  # the traceback, with --verbosity=1

@@ -1,9 +1,13 @@
 """Compares models across seeds: `python -m gr_jax.stats --runs joint=RUN_J0,RUN_J1 --runs search=...`.
 
 Each `--runs MODEL=DIR[,DIR...]` names one model and its run directories (one per seed; shell globs
-are expanded). Reads `DIR/eval/<split>/metrics.json` + `per_query.json`, prints and writes mean ±
-std over seeds and paired per-query tests of `--baseline` (default joint) against each other model,
-with Holm or Bonferroni correction, as `<out>/stats.json` and `<out>/stats.md`.
+are expanded). Reads `DIR/eval/<split>/metrics.json`, `per_query.json` and `{task}.qrels`, prints
+and writes mean ± std over seeds, paired per-query tests (paired by query id) and paired per-seed
+t-tests of `--baseline` (default joint) against each other model, with Holm or Bonferroni
+correction, as `<out>/stats.json` and `<out>/stats.md`.
+
+Exits 1 with a one-line `error: ...` when a file is missing (its path is named) or when runs were
+evaluated on different data (different qrels or dataset identity; both run dirs are named).
 """
 
 from __future__ import annotations
@@ -54,8 +58,10 @@ def main(argv) -> None:
     result = stats.compare_models(groups, task=FLAGS.tasks, metric=FLAGS.metrics, test=FLAGS.test,
                                   correction=FLAGS.correction, baseline=FLAGS.baseline,
                                   split=FLAGS.split, num_samples=FLAGS.num_samples)
-  except (ValueError, KeyError, FileNotFoundError) as e:
-    sys.exit(f"error: {' '.join(str(e).split())}")
+  except (ValueError, KeyError, OSError) as e:
+    # One line: the message names the path or the two run dirs; a traceback would bury it.
+    msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+    sys.exit(f"error: {' '.join(str(msg).split())}")
   md = stats.to_markdown(result)
   print(md)
   if FLAGS.out:

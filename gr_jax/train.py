@@ -3,7 +3,8 @@
 Thin on purpose: flags, device/config logging, then `gr_jax.training.loop.train`, which tests and
 the reproduce driver call directly. Overrides: `--config.train.num_steps=N` (> 0 overrides
 epochs), `--config.checkpoint.every_steps=N`, `--config.seed=S`, `--config.mesh.data=D
---config.mesh.model=M`. Running the same command again resumes from the last checkpoint.
+--config.mesh.model=M`. Running the same command again resumes from the last checkpoint; a second
+process on a workdir that a running one holds fails at once (gr_jax.workdir_lock).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ def main(argv) -> None:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   import jax  # pylint: disable=g-import-not-at-top  (after absl parsed XLA/JAX flags)
   from gr_jax.training import loop, partitioning  # pylint: disable=g-import-not-at-top
+  from gr_jax.workdir_lock import WorkdirLockedError  # pylint: disable=g-import-not-at-top
   config = _CONFIG.value
   # Before anything touches the backend (jax.devices below included).
   partitioning.maybe_initialize_distributed(config)
@@ -34,7 +36,7 @@ def main(argv) -> None:
   logging.info("config:\n%s", config)
   try:
     summary = loop.train(config, _WORKDIR.value)
-  except (loop.NonFiniteLossError, ValueError, FileNotFoundError) as e:
+  except (loop.NonFiniteLossError, ValueError, FileNotFoundError, WorkdirLockedError) as e:
     logging.error("%s", e)
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)

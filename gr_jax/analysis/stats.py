@@ -1,17 +1,28 @@
-"""Significance across seeds and models: paired tests per query, multiple-testing corrections.
+"""Significance across seeds and models: paired tests per query and per seed, corrections.
 
-How runs are compared (the paper runs paired t-tests over seeds; we test per query):
-- Each model has several run directories (one per seed), each with `eval/<split>/metrics.json`
-  and `per_query.json` (written by the evaluator or the popularity baselines).
+How runs are compared:
+- Each model has several run directories (one per seed), each with `eval/<split>/metrics.json`,
+  `per_query.json` and `{task}.qrels` (written by the evaluator or the popularity baselines).
+  All three are required; a missing one is an error naming its path.
+- Runs are comparable only when they were evaluated on the same data: every run's
+  `{task}.qrels` must be identical (query ids and relevant items), and when two metrics.json
+  `info` sections both carry `dataset_sha256` (else both `dataset`), the values must match.
+  Otherwise `IncomparableRunsError` names both run directories and what differs.
 - Mean and std over seeds use each seed's mean metric (std with ddof=1; 0 with one seed).
-- The paired test pairs *queries*: a query's value for a model is its mean over that model's seeds;
-  only queries present in both models are paired.
-- Relative gain = (mean_a - mean_b) / mean_b * 100, a = the baseline model ("joint" by default).
-- The correction (Holm or Bonferroni) runs over every comparison of one `compare_models` call.
+- Query-level test ("unit": "query"): a query's value for a model is its mean over that
+  model's seeds; queries are paired by query id, and both models must hold the same queries.
+- Seed-level test ("unit": "seed", the paper's paired t-test across runs): per-seed means paired
+  by the `seed` in each run's config.json (by position in the list when a run has none).
+- Relative gain = (mean_a - mean_b) / mean_b * 100, a = the baseline model ("joint" by default);
+  "diff" = mean(a - b), absolute, with a t-based 95% confidence interval "ci95".
+- The correction (Holm or Bonferroni) runs over every comparison of one `compare_models` call,
+  separately for the query-level and the seed-level p-values; `adjust_family` re-runs it over a
+  larger family (e.g. every test of a study).
 """
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
 import os
@@ -26,21 +37,84 @@ TESTS = ("ttest", "randomization")
 CORRECTIONS = ("holm", "bonferroni", "none")
 
 
-def paired_ttest(a: Sequence[float], b: Sequence[float]) -> dict:
-  """Two-sided paired t-test of mean(a - b) = 0 (what scipy.stats.ttest_rel computes)."""
-  d = np.asarray(a, np.float64) - np.asarray(b, np.float64)
+class IncomparableRunsError(ValueError):
+  """Runs evaluated on different data (the message names both run dirs and what differs)."""
+
+
+def _t_interval(d: np.ndarray) -> tuple[float, float, list[float]]:
+  """(mean, sd, 95% t interval) of paired differences `d`.
+
+  n = 0: all NaN. n = 1: sd and interval NaN (no spread to estimate). sd = 0: the interval
+  degenerates to [mean, mean].
+  """
   n = d.size
+  if n == 0:
+    return math.nan, math.nan, [math.nan, math.nan]
+  mean = float(d.mean())
   if n < 2:
-    return {"statistic": math.nan, "p_value": math.nan, "df": max(n - 1, 0)}
-  mean = d.mean()
-  sd = d.std(ddof=1)
+    return mean, math.nan, [math.nan, math.nan]
+  sd = float(d.std(ddof=1))
+  half = float(sps.t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
+  return mean, sd, [mean - half, mean + half]
+
+
+def _differences(a: Sequence[float], b: Sequence[float], what: str) -> np.ndarray:
+  a = np.asarray(a, np.float64).ravel()
+  b = np.asarray(b, np.float64).ravel()
+  if a.shape != b.shape:
+    raise ValueError(f"{what}: paired samples differ in length ({a.size} vs {b.size})")
+  return a - b
+
+
+def paired_ttest(a: Sequence[float], b: Sequence[float]) -> dict:
+  """Two-sided paired t-test of mean(a - b) = 0 (what scipy.stats.ttest_rel computes).
+
+  Returns `{"unit": "query", "method": "ttest_rel", "n", "df", "diff", "ci95", "ci_method": "t",
+  "statistic", "p_value"}`. n < 2: statistic and p NaN. No variation in a - b: identical samples
+  get p = 1, a constant shift p = 0 (statistic +-inf), and ci95 = [diff, diff].
+  """
+  d = _differences(a, b, "paired_ttest")
+  n = d.size
+  diff, sd, ci = _t_interval(d)
+  out = {"unit": "query", "method": "ttest_rel", "n": int(n), "df": max(n - 1, 0), "diff": diff,
+         "ci95": ci, "ci_method": "t"}
+  if n < 2:
+    return {**out, "statistic": math.nan, "p_value": math.nan}
   if sd == 0.0:
-    # No variation: identical samples are not different; a constant shift is as different as it gets.
-    return {"statistic": math.nan if mean == 0 else math.copysign(math.inf, mean),
-            "p_value": 1.0 if mean == 0 else 0.0, "df": n - 1}
-  t = mean / (sd / math.sqrt(n))
+    # No variation: identical samples are not different; a constant shift is as different as it
+    # gets.
+    return {**out, "statistic": math.nan if diff == 0 else math.copysign(math.inf, diff),
+            "p_value": 1.0 if diff == 0 else 0.0}
+  t = diff / (sd / math.sqrt(n))
   p = 2.0 * sps.t.sf(abs(t), df=n - 1)
-  return {"statistic": float(t), "p_value": float(min(p, 1.0)), "df": n - 1}
+  return {**out, "statistic": float(t), "p_value": float(min(p, 1.0))}
+
+
+def seed_level_test(a_per_seed: Sequence[float], b_per_seed: Sequence[float]) -> dict:
+  """Paired t-test over seeds of per-seed mean metric values (the paper's test across runs).
+
+  a_per_seed[i] and b_per_seed[i] are the two models' means for the same seed (a = the joint
+  model, b = the task-specific one). Returns `{"unit": "seed", "method": "ttest_rel", "n", "df",
+  "diff": mean(a - b), "ci95": [low, high] (diff -+ t.ppf(0.975, n-1) * sd / sqrt(n)),
+  "ci_method": "t", "statistic", "p_value"}`, equal to scipy.stats.ttest_rel where that is
+  finite. Degenerate cases never raise:
+  - n = 0: diff, statistic, p and ci95 NaN; n = 1: statistic, p and ci95 NaN (diff is a - b).
+  - a - b the same for every seed (sd = 0): statistic and p NaN, ci95 = [diff, diff]. scipy
+    reports t = +-inf, p = 0 for a constant non-zero shift; a handful of seeds moving by exactly
+    the same amount says nothing about the seed variance, so no p-value is claimed.
+  Lists of different lengths are a ValueError (the pairing is the caller's job).
+  """
+  d = _differences(a_per_seed, b_per_seed, "seed_level_test")
+  n = d.size
+  diff, sd, ci = _t_interval(d)
+  out = {"unit": "seed", "method": "ttest_rel", "n": int(n), "df": max(n - 1, 0), "diff": diff,
+         "ci95": ci, "ci_method": "t", "statistic": math.nan, "p_value": math.nan}
+  if n < 2 or not sd > 0.0:  # `not >` also catches a NaN sd from NaN inputs
+    return out
+  t = diff / (sd / math.sqrt(n))
+  out["statistic"] = float(t)
+  out["p_value"] = float(min(2.0 * sps.t.sf(abs(t), df=n - 1), 1.0))
+  return out
 
 
 def randomization_test(a: Sequence[float], b: Sequence[float], *, num_samples: int = 10000,
@@ -50,11 +124,17 @@ def randomization_test(a: Sequence[float], b: Sequence[float], *, num_samples: i
   Under H0 each query's difference is equally likely to have either sign. exact=True enumerates
   all 2^n sign patterns (p = share with |mean| >= observed); otherwise Monte Carlo with
   p = (hits + 1) / (num_samples + 1), which never returns 0. exact=None: exact when n <= 16.
+  Returns `{"unit": "query", "method": "randomization", "n", "diff", "ci95", "ci_method": "t",
+  "statistic" (= diff), "p_value", "exact"}`; ci95 is the t-based interval of the mean
+  difference (as for the t-test), not derived from the permutation distribution.
   """
-  d = np.asarray(a, np.float64) - np.asarray(b, np.float64)
+  d = _differences(a, b, "randomization_test")
   n = d.size
+  diff, _, ci = _t_interval(d)
+  out = {"unit": "query", "method": "randomization", "n": int(n), "diff": diff, "ci95": ci,
+         "ci_method": "t"}
   if n == 0:
-    return {"statistic": math.nan, "p_value": math.nan, "exact": True}
+    return {**out, "statistic": math.nan, "p_value": math.nan, "exact": True}
   observed = abs(d.mean())
   # Tolerance so that permutations equal to the observed value up to rounding count as extreme.
   tol = 1e-12 * max(1.0, np.abs(d).max())
@@ -75,7 +155,7 @@ def randomization_test(a: Sequence[float], b: Sequence[float], *, num_samples: i
       signs = rng.choice((1.0, -1.0), size=(m, n))  # [m, n]
       hits += int(np.sum(np.abs(signs @ d) / n >= observed - tol))
     p = (hits + 1) / (num_samples + 1)
-  return {"statistic": float(d.mean()), "p_value": float(p), "exact": bool(exact)}
+  return {**out, "statistic": float(d.mean()), "p_value": float(p), "exact": bool(exact)}
 
 
 def adjust_pvalues(p_values: Sequence[float], method: str = "holm") -> list[float]:
@@ -103,28 +183,181 @@ def adjust_pvalues(p_values: Sequence[float], method: str = "holm") -> list[floa
   return out.tolist()
 
 
-def _load_model_runs(model: str, run_dirs: Sequence[str], task: str, metric: str, split: str):
+def adjust_family(tests: Sequence[Mapping], method: str = "holm", alpha: float = 0.05
+                  ) -> list[dict]:
+  """Corrects the p-values of a family of tests together.
+
+  tests: dicts that each have "p_value" (e.g. `compare_models` comparisons or their "seed_test").
+  Returns deep copies with "p_adjusted", "family_size" (the number of tests with a non-NaN p,
+  the m of the correction), "correction" (the method) and "significant" (p_adjusted < alpha).
+  A NaN (or None) p stays NaN, is not counted and is never significant. method: "holm",
+  "bonferroni" or "none" (p_adjusted = p).
+  """
+  if method not in CORRECTIONS:
+    raise ValueError(f"unknown correction {method!r}; expected one of {CORRECTIONS}")
+  ps = []
+  for i, t in enumerate(tests):
+    if "p_value" not in t:
+      raise ValueError(f"tests[{i}] has no 'p_value'; it has {sorted(t)}")
+    p = t["p_value"]
+    ps.append(math.nan if p is None else float(p))
+  adjusted = adjust_pvalues(ps, method)
+  size = int(sum(not math.isnan(p) for p in ps))
+  out = []
+  for t, p in zip(tests, adjusted):
+    c = copy.deepcopy(dict(t))
+    c.update({"p_adjusted": p, "family_size": size, "correction": method,
+              "significant": bool(p < alpha) if not math.isnan(p) else False})
+    out.append(c)
+  return out
+
+
+class _EvalFiles:
+  """Reads (once) the eval files of run directories; a missing file is an error naming its path."""
+
+  def __init__(self, split: str):
+    self.split = split
+    self._cache: dict = {}
+
+  def _path(self, run_dir: str, name: str) -> str:
+    return os.path.join(runs_lib.resolve_eval_dir(run_dir, self.split), name)
+
+  def _read(self, run_dir: str, name: str, reader, hint: str):
+    key = (run_dir, name)
+    if key not in self._cache:
+      path = self._path(run_dir, name)
+      if not os.path.isfile(path):
+        raise FileNotFoundError(f"{run_dir}: no {os.path.join('eval', self.split, name)} ({path}); "
+                                f"{hint}")
+      self._cache[key] = reader(path)
+    return self._cache[key]
+
+  def _evaluate_hint(self, run_dir: str) -> str:
+    return (f"run `python -m gr_jax.evaluate --workdir {run_dir} --split {self.split}` "
+            "(again) to write the complete eval directory")
+
+  def summary(self, run_dir: str) -> dict:
+    out = self._read(run_dir, "metrics.json", runs_lib.read_json, self._evaluate_hint(run_dir))
+    if not isinstance(out, dict):
+      raise ValueError(f"{self._path(run_dir, 'metrics.json')}: expected a JSON object of "
+                       f"task -> metric -> value, got {type(out).__name__}")
+    return out
+
+  def per_query(self, run_dir: str, task: str, metric: str) -> dict[str, float]:
+    pq = self._read(run_dir, "per_query.json", runs_lib.read_json,
+                    "the per-query values are needed to pair queries; "
+                    + self._evaluate_hint(run_dir))
+    values = pq.get(task, {}).get(metric) if isinstance(pq, dict) else None
+    if not isinstance(values, dict):
+      raise ValueError(f"{self._path(run_dir, 'per_query.json')}: no {task}/{metric} "
+                       "(expected task -> metric -> {query id: value}); it does not match "
+                       "metrics.json, " + self._evaluate_hint(run_dir))
+    return values
+
+  def qrels(self, run_dir: str, task: str) -> dict[str, dict[str, int]]:
+    return self._read(run_dir, f"{task}.qrels", runs_lib.read_qrels,
+                      "the qrels identify the evaluated queries; " + self._evaluate_hint(run_dir))
+
+
+def _few(ids: Sequence[str], k: int = 3) -> str:
+  shown = ", ".join(map(str, ids[:k]))
+  return shown + (", ..." if len(ids) > k else "") if ids else "none"
+
+
+def _id_set_difference(a, b) -> str | None:
+  """How two id collections differ, in words (None when equal)."""
+  only_a, only_b = sorted(set(a) - set(b)), sorted(set(b) - set(a))
+  if not only_a and not only_b:
+    return None
+  return (f"{len(only_a)} query ids only in the first ({_few(only_a)}), "
+          f"{len(only_b)} only in the second ({_few(only_b)})")
+
+
+def _check_same_qrels(files: _EvalFiles, ref: str, other: str, task: str) -> None:
+  qa, qb = files.qrels(ref, task), files.qrels(other, task)
+  problems = []
+  ids = _id_set_difference(qa, qb)
+  if ids:
+    problems.append(ids)
+  changed = sorted(q for q in set(qa) & set(qb) if qa[q] != qb[q])
+  if changed:
+    problems.append(f"different relevant items for {len(changed)} shared queries ({_few(changed)})")
+  if problems:
+    raise IncomparableRunsError(
+        f"{ref} and {other} were evaluated on different data: "
+        f"eval/{files.split}/{task}.qrels differ: {'; '.join(problems)}. Runs are compared only "
+        "on identical evaluation queries (same dataset and split)")
+
+
+_DATASET_KEYS = ("dataset_sha256", "dataset")
+
+
+def _check_same_dataset(files: _EvalFiles, ref: str, other: str) -> None:
+  """Compares the first identity field both metrics.json `info` sections carry (sha first)."""
+  ia, ib = files.summary(ref).get("info"), files.summary(other).get("info")
+  if not isinstance(ia, dict) or not isinstance(ib, dict):
+    return
+  for key in _DATASET_KEYS:
+    if key in ia and key in ib:
+      if ia[key] != ib[key]:
+        raise IncomparableRunsError(
+            f"{ref} and {other} were evaluated on different datasets: eval/{files.split}/"
+            f"metrics.json info.{key} is {ia[key]!r} vs {ib[key]!r}")
+      return
+
+
+def _load_model_runs(files: _EvalFiles, model: str, run_dirs: Sequence[str], task: str,
+                     metric: str):
+  """(per-seed means, per-seed {query: value}) of one model, or None without the task."""
+  has = [task in files.summary(d) for d in run_dirs]
+  if not any(has):
+    return None  # this model was not trained / evaluated on the task
+  if not all(has):
+    missing = [d for d, h in zip(run_dirs, has) if not h]
+    present = run_dirs[has.index(True)]
+    raise ValueError(f"model {model!r}: {missing[0]}/eval/{files.split}/metrics.json has no task "
+                     f"{task!r} but {present} has it; every seed of a model must be evaluated on "
+                     "the same tasks")
   seed_means, per_query = [], []
   for d in run_dirs:
-    summary, pq = runs_lib.load_eval(d, split)
-    if task not in summary:
-      return None  # this model was not trained / evaluated on the task
+    summary = files.summary(d)
     if metric not in summary[task]:
-      raise KeyError(f"{d}: eval/{split}/metrics.json has no {task}/{metric}; "
+      raise KeyError(f"{d}: eval/{files.split}/metrics.json has no {task}/{metric}; "
                      f"it has {sorted(summary[task])}")
     seed_means.append(float(summary[task][metric]))
-    per_query.append(pq.get(task, {}).get(metric))
+    per_query.append(files.per_query(d, task, metric))
   return seed_means, per_query
 
 
 def _mean_per_query(per_query: list) -> dict[str, float]:
-  """Query -> mean over seeds (queries present in every seed)."""
-  if not per_query or any(p is None for p in per_query):
-    return {}
-  common = set(per_query[0])
-  for p in per_query[1:]:
-    common &= set(p)
-  return {q: float(np.mean([p[q] for p in per_query])) for q in sorted(common)}
+  """Query -> mean over seeds (every seed holds the same queries; checked by the caller)."""
+  return {q: float(np.mean([p[q] for p in per_query])) for q in sorted(per_query[0])}
+
+
+def _run_seed(run_dir: str):
+  """The `seed` of a run's config.json, or None (no file, unreadable, or no integer seed)."""
+  path = os.path.join(run_dir, "config.json")
+  try:
+    seed = runs_lib.read_json(path).get("seed")
+  except (OSError, ValueError, AttributeError):
+    return None
+  return seed if isinstance(seed, int) and not isinstance(seed, bool) else None
+
+
+def _seed_pairs(a_dirs: Sequence[str], b_dirs: Sequence[str]) -> tuple[str, list, list, list]:
+  """(pairing, keys, index into a, index into b): seeds both models ran, in a's order.
+
+  Pairs by config.json seed when every run of both models has one and no seed repeats within a
+  model; otherwise by position in the run lists (pairing "position", keys 0..).
+  """
+  sa, sb = [_run_seed(d) for d in a_dirs], [_run_seed(d) for d in b_dirs]
+  if (None not in sa and None not in sb and len(set(sa)) == len(sa)
+      and len(set(sb)) == len(sb)):
+    pairing, ka, kb = "seed", sa, sb
+  else:
+    pairing, ka, kb = "position", list(range(len(a_dirs))), list(range(len(b_dirs)))
+  keys = [k for k in ka if k in kb]
+  return pairing, keys, [ka.index(k) for k in keys], [kb.index(k) for k in keys]
 
 
 def compare_models(groups: Mapping[str, Sequence[str]], task: str | Sequence[str] = "search",
@@ -134,10 +367,19 @@ def compare_models(groups: Mapping[str, Sequence[str]], task: str | Sequence[str
   """Mean/std over seeds per model, and paired tests of `baseline` against every other model.
 
   groups: model name -> run directories (one per seed). task/metric: one or several.
-  Returns `{"results": [...], "comparisons": [...], "test", "correction", "split"}`; results
-  records `{"model", "task", "metric", "mean", "std", "per_seed", "run_dirs", "num_queries"}`,
-  comparison records `{"task", "metric", "a", "b", "p_value", "p_adjusted", "method", "gain_pct",
-  "mean_a", "mean_b", "num_queries", "statistic", "significant"}` (at 0.05 after correction).
+  Returns `{"results": [...], "comparisons": [...], "test", "correction", "split", "baseline"}`;
+  results records `{"model", "task", "metric", "mean", "std", "per_seed", "run_dirs",
+  "num_queries"}`, comparison records `{"task", "metric", "a", "b", "p_value", "p_adjusted",
+  "method", "gain_pct", "mean_a", "mean_b", "num_queries", "statistic", "significant",
+  "correction", "family_size", "unit": "query", "diff", "ci95", "ci_method", "seed_test"}`.
+  The top-level p/statistic/diff/ci95 are the query-level test's; "significant" is p_adjusted <
+  0.05. "seed_test" is `seed_level_test` of the per-seed means plus "pairing" ("seed" or
+  "position"), "seeds" (the paired keys) and its own "p_adjusted"/"family_size"/"significant"
+  (corrected over the seed tests of this call).
+
+  Raises FileNotFoundError naming the path of a missing metrics.json, per_query.json or
+  {task}.qrels, and IncomparableRunsError (a ValueError) naming two run dirs whose qrels, dataset
+  identity or per-query query ids differ.
   """
   if test not in TESTS:
     raise ValueError(f"unknown test {test!r}; expected one of {TESTS}")
@@ -148,47 +390,78 @@ def compare_models(groups: Mapping[str, Sequence[str]], task: str | Sequence[str
   for name, dirs in groups.items():
     if not dirs:
       raise ValueError(f"model {name!r} has no run directory")
+  files = _EvalFiles(split)
+  all_dirs = [os.fspath(d) for dirs in groups.values() for d in dirs]
+  for i, d in enumerate(all_dirs):  # every pair: a run without an identity field skips no one
+    for other in all_dirs[i + 1:]:
+      _check_same_dataset(files, d, other)
   results, comparisons = [], []
   for t in tasks:
+    checked_qrels = False
     for met in metric_list:
-      loaded = {}
+      loaded, ref = {}, None  # ref: (run dir, its query ids) every other run must match
       for name, dirs in groups.items():
-        r = _load_model_runs(name, dirs, t, met, split)
+        dirs = [os.fspath(d) for d in dirs]
+        r = _load_model_runs(files, name, dirs, t, met)
         if r is None:
           continue
         seed_means, pq = r
+        for d, values in zip(dirs, pq):
+          if ref is None:
+            ref = (d, values)
+            # Every run matches the reference's qrels and query ids, so checking its per-query
+            # ids against its own qrels covers all runs (a per_query.json from another step).
+            extra = sorted(set(values) - set(files.qrels(d, t)))
+            if extra:
+              raise IncomparableRunsError(
+                  f"{d}: eval/{split}/per_query.json {t}/{met} holds {len(extra)} queries not in "
+                  f"{t}.qrels ({_few(extra)}); the files come from different evaluations, "
+                  "re-run the evaluation")
+            continue
+          if not checked_qrels:
+            _check_same_qrels(files, ref[0], d, t)
+          ids = _id_set_difference(ref[1], values)
+          if ids:
+            raise IncomparableRunsError(
+                f"{ref[0]} and {d}: eval/{split}/per_query.json {t}/{met} hold different "
+                f"queries: {ids}. Queries are paired by id, so both runs must hold the same "
+                "ones (a torn or stale per_query.json; re-run the evaluation)")
         qmeans = _mean_per_query(pq)
-        loaded[name] = (seed_means, qmeans)
+        loaded[name] = (dirs, seed_means, qmeans)
         results.append({
             "model": name, "task": t, "metric": met,
             "mean": float(np.mean(seed_means)),
             "std": float(np.std(seed_means, ddof=1)) if len(seed_means) > 1 else 0.0,
-            "per_seed": seed_means, "run_dirs": [os.fspath(d) for d in dirs],
-            "num_queries": len(qmeans)})
+            "per_seed": seed_means, "run_dirs": dirs, "num_queries": len(qmeans)})
+      checked_qrels = checked_qrels or ref is not None  # qrels are per task, not per metric
       if baseline not in loaded:
         continue
-      a_seeds, a_q = loaded[baseline]
-      for other, (b_seeds, b_q) in loaded.items():
+      a_dirs, a_seeds, a_q = loaded[baseline]
+      for other, (b_dirs, b_seeds, b_q) in loaded.items():
         if other == baseline:
           continue
-        common = sorted(set(a_q) & set(b_q))
-        va = [a_q[q] for q in common]
-        vb = [b_q[q] for q in common]
+        qids = sorted(a_q)  # == sorted(b_q): every run matched the reference's query ids
+        va = [a_q[q] for q in qids]
+        vb = [b_q[q] for q in qids]
         if test == "ttest":
           res = paired_ttest(va, vb)
         else:
           res = randomization_test(va, vb, num_samples=num_samples, seed=seed)
+        pairing, keys, ia, ib = _seed_pairs(a_dirs, b_dirs)
+        seed_test = seed_level_test([a_seeds[i] for i in ia], [b_seeds[i] for i in ib])
+        seed_test.update({"pairing": pairing, "seeds": keys})
         mean_a, mean_b = float(np.mean(a_seeds)), float(np.mean(b_seeds))
         comparisons.append({
             "task": t, "metric": met, "a": baseline, "b": other,
             "p_value": res["p_value"], "statistic": res["statistic"], "method": test,
             "gain_pct": (mean_a - mean_b) / mean_b * 100.0 if mean_b != 0 else math.nan,
-            "mean_a": mean_a, "mean_b": mean_b, "num_queries": len(common)})
-  adjusted = adjust_pvalues([c["p_value"] for c in comparisons], correction)
-  for c, p in zip(comparisons, adjusted):
-    c["p_adjusted"] = p
-    c["correction"] = correction
-    c["significant"] = bool(p < 0.05) if not math.isnan(p) else False
+            "mean_a": mean_a, "mean_b": mean_b, "num_queries": len(qids),
+            "unit": "query", "diff": res["diff"], "ci95": res["ci95"],
+            "ci_method": res["ci_method"], "seed_test": seed_test})
+  comparisons = adjust_family(comparisons, correction)
+  seed_tests = adjust_family([c["seed_test"] for c in comparisons], correction)
+  for c, st in zip(comparisons, seed_tests):
+    c["seed_test"] = st
   return {"results": results, "comparisons": comparisons, "test": test,
           "correction": correction, "split": split, "baseline": baseline}
 
@@ -204,6 +477,16 @@ def _metric_label(metric: str) -> str:
   return report.metric_label(metric)
 
 
+def _fmt_ci(ci) -> str:
+  if not ci or any(x is None or math.isnan(x) for x in ci):
+    return "n/a"
+  return f"[{ci[0]:+.4f}, {ci[1]:+.4f}]"
+
+
+def _fmt_p(p) -> str:
+  return "n/a" if p is None or math.isnan(p) else f"{p:.3g}"
+
+
 def to_markdown(result: dict) -> str:
   """Two markdown tables: mean ± std over seeds, then the paired comparisons."""
   from gr_jax.analysis import report
@@ -212,14 +495,23 @@ def to_markdown(result: dict) -> str:
           for r in result["results"]]
   out = [report.markdown_table(["model", "task", "metric", "mean ± std", "seeds", "queries"], rows)]
   if result["comparisons"]:
-    rows = [[c["task"], _metric_label(c["metric"]), f"{c['a']} vs {c['b']}", _fmt(c["mean_a"]),
-             _fmt(c["mean_b"]), f"{c['gain_pct']:+.1f}%" if not math.isnan(c["gain_pct"]) else "n/a",
-             f"{c['p_value']:.3g}", f"{c['p_adjusted']:.3g}", "yes" if c["significant"] else "no"]
-            for c in result["comparisons"]]
+    rows = []
+    for c in result["comparisons"]:
+      st = c.get("seed_test") or {}
+      rows.append([
+          c["task"], _metric_label(c["metric"]), f"{c['a']} vs {c['b']}", _fmt(c["mean_a"]),
+          _fmt(c["mean_b"]), f"{c['gain_pct']:+.1f}%" if not math.isnan(c["gain_pct"]) else "n/a",
+          _fmt_ci(c.get("ci95")), _fmt_p(c["p_value"]), _fmt_p(c["p_adjusted"]),
+          "yes" if c["significant"] else "no",
+          f"{_fmt_p(st.get('p_value'))} (n={st.get('n', 0)})", _fmt_p(st.get("p_adjusted"))])
     out.append(report.markdown_table(
-        ["task", "metric", "comparison", "mean a", "mean b", "gain", "p",
-         f"p ({result['correction']})", "significant"], rows))
-    out.append(f"Paired {result['comparisons'][0]['method']} per query (values averaged over seeds); "
-               f"{result['correction']} correction over {len(result['comparisons'])} comparisons. "
-               "Recall@K equals Success@K when each query has one relevant item.")
+        ["task", "metric", "comparison", "mean a", "mean b", "gain", "diff 95% CI (queries)",
+         "p (queries)", f"p ({result['correction']})", "significant", "p (seeds)",
+         f"p seeds ({result['correction']})"], rows))
+    method = result["comparisons"][0]["method"]
+    out.append(f"Paired {method} per query (values averaged over seeds, paired by query id) "
+               "and paired t-test over seeds (per-seed means, paired by seed); "
+               f"{result['correction']} correction over {len(result['comparisons'])} comparisons, "
+               "separately per unit. Recall@K equals Success@K when each query has one relevant "
+               "item.")
   return "\n\n".join(out) + "\n"

@@ -17,6 +17,85 @@ TASKS = ("search", "rec")
 ARRAY_KEYS = ("encoder_input_ids", "target_item", "query_id")
 
 
+class DatasetMismatchError(DataError):
+  """A processed dataset is not the one its manifest (or the run's config) says it is."""
+
+
+# (path, size, mtime_ns) -> sha256: a process verifies the same large npz files only once.
+_SHA_CACHE: dict[tuple[str, int, int], str] = {}
+
+
+def _cached_sha256(path: str) -> str:
+  from gr_jax.data.prepare import sha256_file  # pylint: disable=g-import-not-at-top
+  st = os.stat(path)
+  key = (os.path.abspath(path), st.st_size, st.st_mtime_ns)
+  if key not in _SHA_CACHE:
+    _SHA_CACHE[key] = sha256_file(path)
+  return _SHA_CACHE[key]
+
+
+def _flat(d, prefix: str = "") -> dict:
+  out = {}
+  for k, v in (d or {}).items():
+    if isinstance(v, dict):
+      out.update(_flat(v, f"{prefix}{k}."))
+    else:
+      out[f"{prefix}{k}"] = v
+  return out
+
+
+def verify_dataset(directory: str, config=None, *, require_manifest: bool = True) -> dict | None:
+  """Checks that `directory` holds the dataset its manifest.json describes; returns the manifest.
+
+  - every file listed in the manifest exists and has the recorded sha256 (hashes are cached per
+    (path, size, mtime) within the process);
+  - with `config` (a run config with `.data`, or the data section itself): its data section hashes
+    (as `prepare` hashes it, pipeline-only knobs left out) to the manifest's `config_hash`.
+  Raises DatasetMismatchError naming the dataset dir, the file or field, and both values. Without a
+  manifest: an error, or (require_manifest=False, hand-made test datasets) None.
+  """
+  from gr_jax.data import prepare  # pylint: disable=g-import-not-at-top
+  directory = os.path.abspath(directory)
+  manifest_path = os.path.join(directory, "manifest.json")
+  if not os.path.exists(manifest_path):
+    if not require_manifest:
+      return None
+    raise DatasetMismatchError(manifest_path, 0, "manifest.json",
+                               "not a processed dataset (missing manifest; run gr_jax.prepare)")
+  try:
+    with open(manifest_path) as f:
+      manifest = json.load(f)
+  except ValueError as e:
+    raise DatasetMismatchError(manifest_path, 0, "manifest.json", f"not valid JSON ({e})") from None
+  files = manifest.get("files")
+  if not isinstance(files, dict) or not files:
+    raise DatasetMismatchError(manifest_path, 0, "files",
+                               "expected the sha256 of every dataset file")
+  for rel, digest in sorted(files.items()):
+    path = os.path.join(directory, rel)
+    if not os.path.isfile(path):
+      raise DatasetMismatchError(path, 0, "sha256", f"listed in {manifest_path} but missing")
+    got = _cached_sha256(path)
+    if got != digest:
+      raise DatasetMismatchError(
+          path, 0, "sha256", f"file changed since prepare: sha256 {got[:16]}..., manifest says "
+          f"{str(digest)[:16]}... (re-run gr_jax.prepare into a new directory)")
+  if config is not None:
+    want, have = prepare.config_hash(config), manifest.get("config_hash")
+    if want != have:
+      ours, theirs = _flat(prepare.dataset_config(config)), _flat(manifest.get("config"))
+      diffs = [f"data.{k}: run config {ours.get(k)!r}, dataset {theirs.get(k)!r}"
+               # Top-level fields first: `source` says more than the 20 sim knobs it drops.
+               for k in sorted(set(ours) | set(theirs), key=lambda k: (k.count("."), k))
+               if ours.get(k) != theirs.get(k)]
+      detail = "; ".join(diffs[:5]) + (f"; ... {len(diffs) - 5} more" if len(diffs) > 5 else "")
+      raise DatasetMismatchError(
+          manifest_path, 0, "config_hash",
+          f"the dataset in {directory} was prepared from another data config (hash "
+          f"{str(have)[:12]}, the run config's is {want[:12]}): {detail or 'see manifest config'}")
+  return manifest
+
+
 class ProcessedDataset:
   """`.manifest`, `.catalog`, `.tokenizer`, `.split(task, split)`, `.text_vocab_size`, `.num_items`."""
 
@@ -79,13 +158,9 @@ class ProcessedDataset:
       out[q].add(t)
     return {q: sorted(v) for q, v in sorted(out.items())}
 
-  def verify(self) -> None:
-    """Checks every file's sha256 against the manifest."""
-    from gr_jax.data.prepare import sha256_file
-    for rel, digest in self.manifest.get("files", {}).items():
-      path = os.path.join(self.directory, rel)
-      if not os.path.exists(path) or sha256_file(path) != digest:
-        raise DataError(path, 0, "sha256", "file missing or changed since prepare")
+  def verify(self, config=None) -> None:
+    """Checks every file's sha256 against the manifest (and `config`'s data hash, if given)."""
+    verify_dataset(self.directory, config)
 
   def __repr__(self) -> str:
     return (f"ProcessedDataset({self.directory!r}, items={self.num_items}, "

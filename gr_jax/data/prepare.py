@@ -221,6 +221,24 @@ def _popularity(targets: np.ndarray, num_items: int) -> np.ndarray:
   return counts / counts.sum()
 
 
+def heldout_coverage(arrays) -> dict[str, float | None]:
+  """Share of each task's valid/test examples whose target is a training target of each task.
+
+  Keys `<task>_<split>_in_<other>_train`. 1.0 everywhere means no held-out target is one that a
+  task-specific model never trains (the paper's item filter); below 1, a single-task model is
+  tested on items it cannot return, a gain built in for the joint model. None: no examples.
+  """
+  trained = {t: np.unique(arrays[t]["train"]["target_item"]) for t in TASKS}
+  out = {}
+  for task in TASKS:
+    for split in ("valid", "test"):
+      targets = arrays[task][split]["target_item"]
+      for other in TASKS:
+        out[f"{task}_{split}_in_{other}_train"] = (
+            float(np.isin(targets, trained[other]).mean()) if len(targets) else None)
+  return out
+
+
 def build(raw: RawData, dc, out_dir: str) -> dict[str, Any]:
   """Writes everything but the manifest into out_dir; returns the manifest body."""
   counts: dict[str, Any] = {"raw_items": len(raw.items), "raw_search_pairs": len(raw.search_pairs),
@@ -277,7 +295,8 @@ def build(raw: RawData, dc, out_dir: str) -> dict[str, Any]:
   p_s, p_r = _popularity(train_s, n), _popularity(train_r, n)
   overlap = {"train_items_search": len(items_s), "train_items_rec": len(items_r),
              "train_items_both": len(items_s & items_r),
-             "jaccard": len(items_s & items_r) / len(union) if union else 0.0}
+             "jaccard": len(items_s & items_r) / len(union) if union else 0.0,
+             **heldout_coverage(arrays)}
   return {
       "counts": counts, "splits": split_counts, "num_items": n, "sessions": len(sessions),
       "text_vocab_size": tok.text_vocab_size, "tokenizer_pieces": tok.piece_size,

@@ -7,11 +7,14 @@
    `query_id` once (its first example's encoder input) and collects every `target_item` of the
    query as its qrels;
 3. decodes fixed-shape batches (the last one padded with copies of a real row, so one compiled
-   program serves all batches) with the config's diverse beam search restricted to item tokens;
-   an item is kept at its best rank, invalid / non-finite hypotheses are dropped, missing ranks
-   count as non-relevant;
-4. writes `eval/<split>/{task}.run`, `{task}.qrels`, `metrics.json` (task -> metric -> mean at its
-   top level, plus an `info` section) and `per_query.json` (task -> metric -> query -> value).
+   program serves all batches) with the decoder `decode.method` names, restricted to item tokens:
+   "beam" (the config's diverse beam search, the paper's) or "topk_exact" (the K most probable
+   items of the first decoder step, `gr_jax.decoding.topk`); an item is kept at its best rank,
+   invalid / non-finite hypotheses are dropped, missing ranks count as non-relevant;
+4. writes `eval/<out_subdir or split>/{task}.run`, `{task}.qrels`, `metrics.json` (task -> metric
+   -> mean at its top level, plus an `info` section with the decode method and, per task, the mean
+   number of distinct valid items per returned list) and `per_query.json` (task -> metric -> query
+   -> value).
 """
 
 from __future__ import annotations
@@ -31,6 +34,10 @@ from gr_jax.evaluation import runs as runs_lib
 log = logging.getLogger(__name__)
 
 TASKS = ("search", "rec")
+DECODE_METHODS = ("beam", "topk_exact")
+# decode.* fields added after some runs were trained: a run's saved config that lacks one decoded
+# with this value (and overrides of the field must still work on it).
+DECODE_DEFAULTS = {"method": "beam", "use_cache": True, "one_hot_gather": False}
 
 
 class EvaluationError(RuntimeError):
@@ -61,6 +68,17 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Mapping[str, A
       node[parts[-1]] = value
     except TypeError as e:
       raise EvaluationError(f"override {key!r}={value!r}: {e}") from None
+  return config
+
+
+def with_decode_defaults(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Copy of config whose decode section has every field of DECODE_DEFAULTS (old run configs)."""
+  config = ml_collections.ConfigDict(config.to_dict())
+  if "decode" not in config:
+    config.decode = ml_collections.ConfigDict()
+  for key, value in DECODE_DEFAULTS.items():
+    if key not in config.decode:
+      config.decode[key] = value
   return config
 
 
@@ -96,12 +114,34 @@ def item_constraint(catalog, eos_id: int):
 
 
 def make_decode_fn(model, config, catalog) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
-  """encoder_input_ids `[B, L]` -> (sequences `[B, R, T]`, scores `[B, R]`) as NumPy."""
-  from gr_jax.decoding import beam_search as bs_lib
-  beam_search = getattr(bs_lib, "beam_search", bs_lib)
+  """encoder_input_ids `[B, L]` -> (sequences `[B, R, T]`, scores `[B, R]`) as NumPy.
+
+  The decoder is `config.decode.method`: "beam" (diverse beam search) or "topk_exact".
+  """
   de = config.decode
+  method = de.get("method", DECODE_DEFAULTS["method"])
+  if method not in DECODE_METHODS:
+    raise EvaluationError(f"decode.method={method!r}: expected one of {DECODE_METHODS}")
   constraint = item_constraint(catalog, model.config.eos_token_id)
   pad = model.config.pad_token_id
+
+  if method == "topk_exact":
+    from gr_jax.decoding.topk import check_topk_args, topk_exact
+    try:  # fail before any decoding, in the words of the config
+      check_topk_args(de.num_return_sequences, catalog.num_items, de.max_new_tokens)
+    except ValueError as e:
+      raise EvaluationError(str(e)) from None
+
+    def decode(enc: np.ndarray):
+      seqs, scores = topk_exact(model, enc, encoder_mask=enc != pad,
+                                num_return_sequences=de.num_return_sequences,
+                                max_new_tokens=de.max_new_tokens, constraint=constraint)
+      return np.asarray(seqs), np.asarray(scores)
+    return decode
+
+  from gr_jax.decoding.beam_search import beam_search
+  use_cache = de.get("use_cache", DECODE_DEFAULTS["use_cache"])
+  one_hot_gather = de.get("one_hot_gather", DECODE_DEFAULTS["one_hot_gather"])
 
   def decode(enc: np.ndarray):
     seqs, scores = beam_search(
@@ -109,7 +149,7 @@ def make_decode_fn(model, config, catalog) -> Callable[[np.ndarray], tuple[np.nd
         num_beam_groups=de.num_beam_groups, diversity_penalty=de.diversity_penalty,
         length_penalty=de.length_penalty, max_new_tokens=de.max_new_tokens,
         num_return_sequences=de.num_return_sequences, early_stopping=de.early_stopping,
-        constraint=constraint)
+        constraint=constraint, use_cache=use_cache, one_hot_gather=one_hot_gather)
     return np.asarray(seqs), np.asarray(scores)
   return decode
 
@@ -152,11 +192,14 @@ def decode_queries(decode_fn, encoder_inputs: np.ndarray, query_ids, catalog, ba
 
 
 def evaluate(workdir: str, split: str = "test", step=None, overrides: Mapping[str, Any] | None = None,
-             *, decode_fn_factory: Callable | None = None) -> dict:
+             *, decode_fn_factory: Callable | None = None, out_subdir: str | None = None) -> dict:
   """Evaluates a run directory's checkpoint; returns (and writes) the metrics.json object.
 
-  overrides: dotted config fields, e.g. `{"decode.num_beams": 8, "eval.ks": (1, 10)}`.
-  decode_fn_factory(model, config, catalog) -> decode_fn replaces beam search (tests, baselines).
+  overrides: dotted config fields, e.g. `{"decode.num_beams": 8, "eval.ks": (1, 10)}` or
+    `{"decode.method": "topk_exact"}`.
+  decode_fn_factory(model, config, catalog) -> decode_fn replaces the decoder (tests, baselines).
+  out_subdir: outputs go to `eval/<out_subdir or split>/`, so one run can hold the results of
+    several decoders side by side (e.g. "test" for beam search and "test_topk" for topk_exact).
   """
   from gr_jax.data import pipeline
   from gr_jax.data.catalog import ItemCatalog
@@ -165,6 +208,9 @@ def evaluate(workdir: str, split: str = "test", step=None, overrides: Mapping[st
 
   if split not in ("test", "valid"):
     raise EvaluationError(f"split must be 'test' or 'valid', got {split!r}")
+  if out_subdir is not None and (not out_subdir or out_subdir in (".", "..")
+                                 or os.sep in out_subdir or "/" in out_subdir):
+    raise EvaluationError(f"out_subdir must be one directory name, got {out_subdir!r}")
   if not os.path.isdir(workdir):
     raise EvaluationError(f"{workdir}: run directory does not exist")
   try:
@@ -174,8 +220,9 @@ def evaluate(workdir: str, split: str = "test", step=None, overrides: Mapping[st
   except ValueError as e:  # restored arrays do not fit the config's model
     raise EvaluationError(f"{workdir}: checkpoint does not match its config: "
                           + " ".join(str(e).split())) from e
-  config = apply_overrides(config, overrides)
+  config = apply_overrides(with_decode_defaults(config), overrides)
   data_dir = dataset_dir(workdir, config)
+  checkpointing.verify_dataset_of(config, data_dir)  # the data the checkpoint was trained on
   catalog = ItemCatalog.load(os.path.join(data_dir, "catalog.json"))
   mc = model.config
   if catalog.token_offset != mc.vocab_size or catalog.num_items != mc.num_item_tokens:
@@ -212,15 +259,20 @@ def evaluate(workdir: str, split: str = "test", step=None, overrides: Mapping[st
     secs = time.time() - t0
     means, pq = metrics_lib.evaluate_run(qrels, run, ks)
     results[t] = {"run": run, "qrels": qrels, "means": means, "per_query": pq}
+    # Beam search often returns fewer distinct items than decode.num_return_sequences (groups
+    # re-pick the same items), so "Recall@30" may really be a shallower cut-off: record it.
+    distinct = float(np.mean([len(run[q]) for q in qids])) if qids else 0.0
     info_tasks[t] = {"num_queries": len(qids), "num_examples": int(len(arrays[t]["query_id"])),
-                     "decode_seconds": secs, "queries_per_s": len(qids) / max(secs, 1e-9)}
+                     "decode_seconds": secs, "queries_per_s": len(qids) / max(secs, 1e-9),
+                     "distinct_items_mean": distinct}
     log.info("evaluate %s/%s: %s", t, split, {k: round(v, 4) for k, v in means.items()
                                                if k.startswith("recall")})
   info = {"workdir": os.path.abspath(workdir), "step": int(step), "split": split, "ks": list(ks),
-          "decode": config.decode.to_dict(), "tasks": info_tasks, "dataset": os.path.abspath(data_dir),
+          "decode_method": config.decode.method, "decode": config.decode.to_dict(),
+          "tasks": info_tasks, "dataset": os.path.abspath(data_dir),
           "metric_note": "recall@K is Recall (share of a query's relevant items in the top K); it "
                          "equals Success@K when a query has one relevant item. Ties: score "
                          "descending, item id descending (trec_eval)."}
   tag = f"{config.get('name', 'gr_jax')}-step{step}".replace(" ", "_")
-  return runs_lib.write_eval_outputs(runs_lib.eval_dir(workdir, split), results, {"info": info},
-                                     tag=tag)
+  return runs_lib.write_eval_outputs(runs_lib.eval_dir(workdir, out_subdir or split), results,
+                                     {"info": info}, tag=tag)

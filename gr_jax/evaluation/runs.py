@@ -12,6 +12,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
+import socket
+import uuid
 from typing import Mapping
 
 from gr_jax.evaluation import metrics as metrics_lib
@@ -113,8 +116,12 @@ def read_qrels(path: str) -> dict[str, dict[str, int]]:
   return qrels
 
 
+def _json_text(obj) -> str:
+  return json.dumps(obj, indent=1, sort_keys=True) + "\n"
+
+
 def write_json(path: str, obj) -> None:
-  write_text(path, json.dumps(obj, indent=1, sort_keys=True) + "\n")
+  write_text(path, _json_text(obj))
 
 
 def read_json(path: str):
@@ -131,33 +138,135 @@ def eval_dir(workdir: str, split: str) -> str:
 
 def write_eval_outputs(out_dir: str, task_results: Mapping[str, dict], extra: Mapping | None = None,
                        tag: str = "gr_jax") -> dict:
-  """Writes `{task}.run`, `{task}.qrels`, `metrics.json`, `per_query.json` under `out_dir`.
+  """Writes `{task}.run`, `{task}.qrels`, `metrics.json`, `per_query.json` as `out_dir`.
 
   task_results: `{task: {"run": run, "qrels": qrels, "means": {...}, "per_query": {...}}}`.
   metrics.json holds task -> metric -> mean at its top level, plus whatever `extra` adds (under keys
   that are not task names). Returns the metrics.json object.
+
+  The directory is committed as one unit (see `commit_dir`): a reader sees the previous complete
+  set of files or the new one, never a mix from two evaluations. It is replaced as a whole, so
+  files of an earlier evaluation that this one does not write (e.g. a task no longer evaluated)
+  are gone afterwards.
   """
+  # Everything is formatted before the disk is touched: a bad id or a key collision leaves the
+  # previous evaluation as it was.
+  files: dict[str, str] = {}
   summary: dict = {}
   per_query: dict = {}
   for task, r in task_results.items():
-    write_run(os.path.join(out_dir, f"{task}.run"), r["run"], tag=tag)
-    write_qrels(os.path.join(out_dir, f"{task}.qrels"), r["qrels"])
+    _check_id(str(task), "task name")
+    files[f"{task}.run"] = format_run(r["run"], tag)
+    files[f"{task}.qrels"] = format_qrels(r["qrels"])
     summary[task] = dict(r["means"])
     per_query[task] = r["per_query"]
   for k, v in (extra or {}).items():
     if k in summary:
       raise ValueError(f"extra key {k!r} collides with a task name in metrics.json")
     summary[k] = v
-  write_json(os.path.join(out_dir, "metrics.json"), summary)
-  write_json(os.path.join(out_dir, "per_query.json"), per_query)
+  files["metrics.json"] = _json_text(summary)
+  files["per_query.json"] = _json_text(per_query)
+  commit_dir(out_dir, files)
   return summary
 
 
-def load_eval(run_dir: str, split: str = "test") -> tuple[dict, dict]:
-  """(metrics.json, per_query.json) of a run directory's evaluation (or an eval dir itself)."""
+# Sibling names used while committing `<parent>/<base>`: `.<base>.tmp.<host>.<pid>.<random>` holds
+# the new files, `.<base>.old.<host>.<pid>.<random>` the previous directory during the swap.
+_STAGING_KINDS = ("tmp", "old")
+
+
+def _staging_name(base: str, kind: str) -> str:
+  return f".{base}.{kind}.{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+
+
+def _pid_alive(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    return True  # someone else's live process
+  return True
+
+
+def _remove_stale_staging(parent: str, base: str) -> None:
+  """Removes staging dirs left by a killed writer on this host (its pid no longer runs).
+
+  Another host's or a live process's staging dir is left alone: it may be mid-commit.
+  """
+  host = socket.gethostname()
+  for kind in _STAGING_KINDS:
+    prefix = f".{base}.{kind}."
+    for name in os.listdir(parent):
+      if not name.startswith(prefix):
+        continue
+      owner, _, _rand = name[len(prefix):].rpartition(".")  # "host.pid", "random"
+      owner_host, _, pid = owner.rpartition(".")
+      if owner_host == host and pid.isdigit() and not _pid_alive(int(pid)):
+        shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
+
+
+def commit_dir(out_dir: str, files: Mapping[str, str]) -> None:
+  """Makes `out_dir` hold exactly `files` (name -> text), replacing the whole directory at once.
+
+  The files are written into a temporary sibling directory first; then the old directory is moved
+  aside, the new one renamed into place and the old one removed. A failure while writing leaves
+  the old directory untouched and removes the temporary one; a failure between the two renames
+  moves the old directory back. Between the two renames (two syscalls) `out_dir` briefly does not
+  exist, so a reader sees the old set, the new set or no directory, never a mix. A writer killed
+  mid-commit leaves a hidden `.<name>.tmp.*` / `.<name>.old.*` sibling, removed by the next commit
+  on the same host.
+  """
+  out_dir = os.path.normpath(os.path.abspath(out_dir))
+  parent, base = os.path.split(out_dir)
+  for name in files:
+    if not name or os.sep in name or name in (".", ".."):
+      raise ValueError(f"{out_dir}: file name {name!r} must be a plain name inside the directory")
+  os.makedirs(parent, exist_ok=True)
+  if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+    raise NotADirectoryError(f"{out_dir} exists and is not a directory; expected an eval directory")
+  _remove_stale_staging(parent, base)
+  tmp = os.path.join(parent, _staging_name(base, "tmp"))
+  os.mkdir(tmp)
+  try:
+    for name, text in files.items():
+      with open(os.path.join(tmp, name), "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())  # the rename below must not publish files still in the page cache
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+  old = None
+  try:
+    if os.path.exists(out_dir):
+      old = os.path.join(parent, _staging_name(base, "old"))
+      os.rename(out_dir, old)
+    os.rename(tmp, out_dir)
+  except BaseException:
+    if old is not None and not os.path.exists(out_dir):
+      os.rename(old, out_dir)
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+  if old is not None:
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def resolve_eval_dir(run_dir: str, split: str = "test") -> str:
+  """`run_dir/eval/<split>`, or `run_dir` itself when it is an eval directory (has metrics.json)."""
   d = eval_dir(run_dir, split)
   if not os.path.isdir(d) and os.path.exists(os.path.join(run_dir, "metrics.json")):
-    d = run_dir
+    return run_dir
+  return d
+
+
+def load_eval(run_dir: str, split: str = "test") -> tuple[dict, dict]:
+  """(metrics.json, per_query.json) of a run directory's evaluation (or an eval dir itself).
+
+  A missing per_query.json reads as `{}` here (summaries only need metrics.json); the significance
+  tests use `gr_jax.analysis.stats`, which requires it.
+  """
+  d = resolve_eval_dir(run_dir, split)
   mpath = os.path.join(d, "metrics.json")
   if not os.path.exists(mpath):
     raise FileNotFoundError(f"{run_dir}: no {os.path.join('eval', split, 'metrics.json')}; "

@@ -1,13 +1,19 @@
-"""Orbax checkpoints of a run: `<workdir>/checkpoints/<step>/{params,opt_state,data,config,meta}`.
+"""Orbax checkpoints of a run: `<workdir>/checkpoints/<step>/{params,opt_state,data,config,meta,
+checksums,metrics}`.
 
 - `params` and `opt_state`: array pytrees (restored straight into sharded abstract targets, so a
   checkpoint written on one mesh shape restores on another).
-- `data`: the training iterator's state (JSON), `config`: the resolved run config, `meta`: step and
-  the validation loss used to pick the best checkpoint.
-- Retention: the last `checkpoint.keep` steps plus (with `checkpoint.keep_best`) the one with the
-  lowest validation loss. Orbax writes each step to a temporary directory and renames it when
-  complete, so an interrupted save never shows up as a step; a step whose files were damaged later
-  fails to restore and is skipped with a warning in favour of the previous one.
+- `checksums`: two 32-bit sums per array (plain and position-weighted, over the raw bits, computed
+  on the devices at save time: exact integer arithmetic, so independent of the mesh). Restore
+  recomputes and compares them: flipped bytes that still decode are caught, not trained on.
+- `data`: the training iterator's state (JSON), `config`: the resolved run config, `meta`: the step
+  and every finite metric given to `save`; `metrics` (Orbax's own item): the same metrics when they
+  hold `checkpoint.best_metric`, which Orbax ranks for retention and `best_step`.
+- Retention is Orbax's preservation policy: the last `checkpoint.keep` steps, plus (with
+  `checkpoint.keep_best`) the best by `checkpoint.best_metric` (`checkpoint.best_mode` min | max).
+  Orbax writes each step to a temporary directory and renames it when complete, so an interrupted
+  save never shows up as a step; a step whose files were damaged later fails to restore or to
+  verify and is skipped with a warning in favour of the previous one (resume and inference alike).
 """
 
 from __future__ import annotations
@@ -17,20 +23,27 @@ import json
 import logging
 import math
 import os
-from typing import Any
+from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import orbax.checkpoint as ocp
 
 log = logging.getLogger(__name__)
 
-ITEMS = ("params", "opt_state", "data", "config", "meta")
+ITEMS = ("params", "opt_state", "data", "config", "meta", "checksums")
+BEST_MODES = ("min", "max")
 
 # Config fields that change the shapes or structure of what is saved, or how the data iterator
 # state is interpreted: a checkpoint written with other values cannot be resumed.
 _MUST_MATCH = ("model.preset", "model.overrides", "model.param_dtype", "data.tasks",
                "data.encoder_len", "data.decoder_len", "train.batch_size")
+
+# Orbax warnings that say nothing to a user of this package: read-only managers are how inference
+# reads a run (once per restore), and a save without the ranked metric is expected (no validation
+# at that step, or a non-finite value).
+_SILENCED = ("Given directory is read only", "Requested `tracked_metric`; did not provide metrics")
 
 
 class ConfigMismatchError(ValueError):
@@ -41,10 +54,22 @@ class NoCheckpointError(FileNotFoundError):
   pass
 
 
+class CheckpointCorruptError(NoCheckpointError):
+  """A checkpoint's arrays do not restore, or differ from the checksums written with them."""
+
+
 class _QuietOrbax(logging.Filter):
   # Orbax logs every save/restore step at INFO through absl; keep its warnings and errors only.
   def filter(self, record: logging.LogRecord) -> bool:
-    return record.levelno >= logging.WARNING or "orbax" not in record.pathname
+    if "orbax" not in record.pathname:
+      return True
+    if record.levelno < logging.WARNING:
+      return False
+    try:
+      msg = record.getMessage()
+    except Exception:  # pylint: disable=broad-except
+      return True
+    return not msg.startswith(_SILENCED)
 
 
 def quiet_orbax_logs() -> None:
@@ -61,14 +86,97 @@ def checkpoint_dir(workdir: str) -> str:
   return os.path.join(os.path.abspath(workdir), "checkpoints")
 
 
-def _manager(workdir: str, *, read_only: bool = False, async_save: bool = False):
+def _metric_fn(metric: str, mode: str) -> Callable[[Any], float]:
+  # A checkpoint without the metric (an older run, another best_metric) ranks last instead of
+  # failing Orbax's sort.
+  worst = math.inf if mode == "min" else -math.inf
+
+  def get(metrics) -> float:
+    value = metrics.get(metric) if isinstance(metrics, dict) else None
+    return worst if value is None else float(value)
+  return get
+
+
+def _check_mode(mode: str) -> str:
+  if mode not in BEST_MODES:
+    raise ValueError(f"config.checkpoint.best_mode: expected 'min' or 'max', got {mode!r}")
+  return mode
+
+
+def _manager(workdir: str, *, read_only: bool = False, async_save: bool = False,
+             keep: int | None = None, keep_best: bool = False, best_metric: str = "val/loss",
+             best_mode: str = "min"):
+  """An Orbax CheckpointManager whose retention is Orbax's preservation policy: the latest `keep`
+  steps, plus the single best by `best_metric` with `keep_best` (read-only: keeps everything)."""
+  cm = ocp.checkpoint_managers
+  policies = [cm.LatestN(n=None if read_only else keep)]
+  if keep_best and not read_only:
+    policies.append(cm.BestN(get_metric_fn=_metric_fn(best_metric, best_mode),
+                             reverse=best_mode == "min",  # Orbax keeps the tail of the sort
+                             n=1, keep_checkpoints_without_metrics=False))
   options = ocp.CheckpointManagerOptions(
-      max_to_keep=None,  # retention (last N + best) is ours: Orbax has no "last N plus best"
+      # best_fn makes Orbax write the `metrics` item and answer best_step(); which steps are kept
+      # is decided by the preservation policy alone.
+      best_fn=_metric_fn(best_metric, best_mode), best_mode=_check_mode(best_mode),
+      preservation_policy=cm.AnyPreservationPolicy(policies),
+      save_interval_steps=0 if read_only else 1,  # read-only: no "setting it to 0" warning
       create=not read_only, read_only=read_only,
       # Leftovers of saves interrupted by a crash (Orbax never lists them as steps).
       cleanup_tmp_directories=not read_only,
       enable_async_checkpointing=async_save)
   return ocp.CheckpointManager(checkpoint_dir(workdir), options=options, item_names=ITEMS)
+
+
+# ------------------------------------------------------------------------------------- checksums
+
+
+def _leaf_checksum(x: jax.Array) -> jax.Array:
+  """[2] uint32: the sum of the array's raw bits as uint32 words and the sum weighted by
+  2 * (linear index) + 1 (odd, so any single changed word changes it). Integer sums wrap exactly,
+  so the result does not depend on the sharding or the reduction order."""
+  if x.dtype == jnp.bool_:
+    u = x.astype(jnp.uint32)
+  else:
+    width = {1: jnp.uint8, 2: jnp.uint16, 4: jnp.uint32, 8: jnp.uint32}[x.dtype.itemsize]
+    u = jax.lax.bitcast_convert_type(x, width).astype(jnp.uint32)  # 8 bytes: trailing dim 2
+  idx = jnp.zeros(u.shape, jnp.uint32)
+  stride = 1
+  for d in reversed(range(u.ndim)):  # linear index without a reshape (keeps the sharding)
+    idx = idx + jax.lax.broadcasted_iota(jnp.uint32, u.shape, d) * jnp.uint32(stride % (1 << 32))
+    stride *= u.shape[d]
+  plain = jnp.sum(u, dtype=jnp.uint32)
+  weighted = jnp.sum(u * (idx * jnp.uint32(2) + jnp.uint32(1)), dtype=jnp.uint32)
+  return jnp.stack([plain, weighted])
+
+
+_checksum_leaves = jax.jit(lambda leaves: [_leaf_checksum(x) for x in leaves])
+
+
+def tree_checksums(tree) -> dict[str, str]:
+  """{key path: 16 hex digits} for every array of `tree` (computed on its devices)."""
+  flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+  if not flat:
+    return {}
+  sums = jax.device_get(_checksum_leaves([x for _, x in flat]))
+  return {jax.tree_util.keystr(kp): f"{int(s[0]):08x}{int(s[1]):08x}"
+          for (kp, _), s in zip(flat, sums)}
+
+
+def _verify_checksums(tree, saved: dict[str, str] | None, where: str) -> None:
+  """Raises CheckpointCorruptError when `tree` differs from the checksums saved with it."""
+  if saved is None:
+    log.warning("%s: written without checksums (an older checkpoint); not verified", where)
+    return
+  got = tree_checksums(tree)
+  if set(got) != set(saved):
+    odd = sorted(set(got) ^ set(saved))
+    raise CheckpointCorruptError(f"{where}: arrays {odd[:3]} are not in both the checkpoint's "
+                                 "checksums and the restored tree")
+  bad = [k for k in got if got[k] != saved[k]]
+  if bad:
+    raise CheckpointCorruptError(
+        f"{where}: {len(bad)} array(s) differ from the checksums written at save time, e.g. "
+        f"{bad[0]}: checksum {got[bad[0]]}, saved {saved[bad[0]]}")
 
 
 # ------------------------------------------------------------------------------- JSON conversions
@@ -131,51 +239,51 @@ class Checkpointer:
   def __init__(self, workdir: str, config: ml_collections.ConfigDict):
     quiet_orbax_logs()
     self.workdir = workdir
-    self.keep = max(1, int(config.checkpoint.keep))
-    self.keep_best = bool(config.checkpoint.keep_best)
-    self.async_save = bool(config.checkpoint.get("async_save", False))
-    self.manager = _manager(workdir, async_save=self.async_save)
+    ck = config.checkpoint
+    self.keep = max(1, int(ck.keep))
+    self.keep_best = bool(ck.keep_best)
+    self.best_metric = str(ck.get("best_metric", "val/loss"))
+    self.best_mode = _check_mode(str(ck.get("best_mode", "min")))
+    self.async_save = bool(ck.get("async_save", False))
+    self.manager = _manager(workdir, async_save=self.async_save, keep=self.keep,
+                            keep_best=self.keep_best, best_metric=self.best_metric,
+                            best_mode=self.best_mode)
 
   def steps(self) -> list[int]:
     return sorted(self.manager.all_steps())
 
   def save(self, step: int, state: dict, *, data_state: Any, config: dict,
-           val_loss: float | None = None) -> None:
-    meta = {"step": int(step), "val_loss": _finite_or_none(val_loss)}
-    if self.async_save:
-      # The previous async save must be complete before it can count for retention.
-      self.manager.wait_until_finished()
-      self._prune()
+           metrics: dict[str, float] | None = None) -> None:
+    """Writes checkpoint `step`; `metrics` (e.g. {"val/loss": 2.1}) are kept with it, and Orbax
+    ranks the step by `checkpoint.best_metric` when they hold it (finite values only)."""
+    finite = {str(k): float(v) for k, v in (metrics or {}).items()
+              if v is not None and math.isfinite(float(v))}
+    ranked = finite if self.best_metric in finite else None
+    meta = {"step": int(step), "metrics": finite}
+    checksums = {"params": tree_checksums(state["params"]),
+                 "opt_state": tree_checksums(state["opt_state"])}
     if step in self.manager.all_steps():
       # Left by an earlier attempt whose checkpoint failed to restore (we resumed before it).
+      self.manager.wait_until_finished()
       log.warning("replacing checkpoint %s/%d", checkpoint_dir(self.workdir), step)
       self.manager.delete(step)
+    # Orbax applies the preservation policy (last N + best) as part of the save.
     self.manager.save(step, args=ocp.args.Composite(
         params=ocp.args.StandardSave(state["params"]),
         opt_state=ocp.args.StandardSave(state["opt_state"]),
         data=ocp.args.JsonSave(_encode_data_state(data_state)),
         config=ocp.args.JsonSave(config),
-        meta=ocp.args.JsonSave(meta)), force=True)
+        meta=ocp.args.JsonSave(meta),
+        checksums=ocp.args.JsonSave(checksums)), metrics=ranked, force=True)
     if not self.async_save:
       self.manager.wait_until_finished()
-      self._prune()
-
-  def _prune(self) -> None:
-    steps = self.steps()
-    keep = set(steps[-self.keep:])
-    if self.keep_best:
-      best = _best_of(self.workdir, steps)
-      if best is not None:
-        keep.add(best)
-    for s in steps:
-      if s not in keep:
-        self.manager.delete(s)
 
   def restore_latest(self, abstract_state: dict, config: dict):
-    """(state, data_state, step) from the newest checkpoint that restores, or None if there is none.
+    """(state, data_state, step) from the newest checkpoint that restores and verifies, or None
+    if there is none.
 
-    A damaged checkpoint is skipped with a warning (the previous one is tried); a config mismatch
-    is an error.
+    A damaged checkpoint (unreadable, or arrays that differ from their saved checksums) is skipped
+    with a warning naming it, and the previous one is tried; a config mismatch is an error.
     """
     steps = self.steps()
     for step in reversed(steps):
@@ -189,16 +297,23 @@ class Checkpointer:
         continue
       check_config_compatible(saved_config, config, where)
       try:
-        restored = self.manager.restore(step, args=ocp.args.Composite(
-            params=ocp.args.StandardRestore(abstract_state["params"]),
-            opt_state=ocp.args.StandardRestore(abstract_state["opt_state"]),
-            data=ocp.args.JsonRestore(),
-            meta=ocp.args.JsonRestore()))
+        items = dict(params=ocp.args.StandardRestore(abstract_state["params"]),
+                     opt_state=ocp.args.StandardRestore(abstract_state["opt_state"]),
+                     data=ocp.args.JsonRestore())
+        if _has_item(where, "checksums"):
+          items["checksums"] = ocp.args.JsonRestore()
+        restored = self.manager.restore(step, args=ocp.args.Composite(**items))
         _check_restored(restored.params, abstract_state["params"], where)
         _check_restored(restored.opt_state, abstract_state["opt_state"], where)
+        saved = restored["checksums"] if "checksums" in items else None
+        _verify_checksums(restored.params, None if saved is None else saved.get("params", {}),
+                          f"{where}/params")
+        _verify_checksums(restored.opt_state,
+                          None if saved is None else saved.get("opt_state", {}),
+                          f"{where}/opt_state")
       except Exception as e:  # pylint: disable=broad-except
-        log.warning("checkpoint %s failed to restore (%s: %s); trying the previous one", where,
-                    type(e).__name__, _short(e))
+        log.warning("checkpoint %s failed to restore or verify (%s: %s); trying the previous one",
+                    where, type(e).__name__, _short(e))
         continue
       state = {"step": jax.device_put(jax.numpy.asarray(step, jax.numpy.int32),
                                       abstract_state["step"].sharding),
@@ -209,23 +324,32 @@ class Checkpointer:
                               "could be restored (see the warnings above)")
     return None
 
+  def best_step(self) -> int | None:
+    """The kept step that is best by `checkpoint.best_metric` (None when none has it)."""
+    self.manager.wait_until_finished()
+    return _best_of(self.manager, self.best_metric)
+
   def close(self) -> None:
     self.manager.wait_until_finished()
-    if self.async_save:
-      self._prune()
     self.manager.close()
+
+
+def _has_item(step_dir: str, item: str) -> bool:
+  # Checkpoints written before an item existed (e.g. `checksums`) are still restorable.
+  return os.path.isdir(os.path.join(step_dir, item))
+
+
+def _best_of(manager, metric: str) -> int | None:
+  step = manager.best_step()
+  if step is None:
+    return None
+  metrics = manager.metrics(step)
+  return step if isinstance(metrics, dict) and metric in metrics else None
 
 
 def _short(e: Exception) -> str:
   s = str(e).splitlines()[0] if str(e) else ""
   return s[:300]
-
-
-def _finite_or_none(x):
-  if x is None:
-    return None
-  x = float(x)
-  return x if math.isfinite(x) else None
 
 
 def _check_restored(restored, abstract, where: str) -> None:
@@ -242,25 +366,6 @@ def _check_restored(restored, abstract, where: str) -> None:
 # ------------------------------------------------------------------------------------ read helpers
 
 
-def _read_meta(workdir: str, step: int) -> dict | None:
-  path = os.path.join(checkpoint_dir(workdir), str(step), "meta", "metadata")
-  try:
-    with open(path) as f:
-      return json.load(f)
-  except (OSError, ValueError):
-    return None
-
-
-def _best_of(workdir: str, steps) -> int | None:
-  best, best_loss = None, math.inf
-  for s in steps:
-    meta = _read_meta(workdir, s)
-    loss = meta.get("val_loss") if meta else None
-    if loss is not None and loss < best_loss:
-      best, best_loss = s, loss
-  return best
-
-
 def all_steps(workdir: str) -> list[int]:
   d = checkpoint_dir(workdir)
   if not os.path.isdir(d):
@@ -268,9 +373,32 @@ def all_steps(workdir: str) -> list[int]:
   return sorted(int(n) for n in os.listdir(d) if n.isdigit())
 
 
-def best_step(workdir: str) -> int | None:
-  """The kept checkpoint with the lowest validation loss (None when none has one)."""
-  return _best_of(workdir, all_steps(workdir))
+def _best_settings(workdir: str, metric: str | None, mode: str | None) -> tuple[str, str]:
+  """The run's `checkpoint.best_metric` / `best_mode` (from its config.json) unless given."""
+  ck = {}
+  try:
+    with open(os.path.join(workdir, "config.json")) as f:
+      ck = json.load(f).get("checkpoint", {}) or {}
+  except (OSError, ValueError):
+    pass
+  metric = metric or ck.get("best_metric") or "val/loss"
+  mode = _check_mode(mode or ck.get("best_mode") or "min")
+  return str(metric), mode
+
+
+def best_step(workdir: str, *, metric: str | None = None, mode: str | None = None) -> int | None:
+  """The kept checkpoint that is best by `metric` (default: the run's checkpoint.best_metric,
+  "val/loss", lowest first unless best_mode is "max"), from Orbax's metrics; None when no
+  checkpoint has that metric."""
+  if not all_steps(workdir):
+    return None
+  metric, mode = _best_settings(workdir, metric, mode)
+  quiet_orbax_logs()
+  manager = _manager(workdir, read_only=True, best_metric=metric, best_mode=mode)
+  try:
+    return _best_of(manager, metric)
+  finally:
+    manager.close()
 
 
 def latest_step(workdir: str) -> int | None:
@@ -278,44 +406,117 @@ def latest_step(workdir: str) -> int | None:
   return steps[-1] if steps else None
 
 
-def restore_for_inference(workdir: str, step: int | str | None = None, *, mesh=None):
-  """(model, config, step) for evaluation: the params of `step` ("best", an int, or None = latest)
-  placed on `mesh` (default: all devices, data-parallel)."""
-  from flax import nnx  # pylint: disable=g-import-not-at-top
-  from gr_jax.training import partitioning, state as state_lib  # pylint: disable=g-import-not-at-top
-  quiet_orbax_logs()
-  steps = all_steps(workdir)
-  if not steps:
-    raise NoCheckpointError(f"{checkpoint_dir(workdir)}: no checkpoint (train this workdir first)")
+def _candidates(manager, steps: list[int], step, metric: str, mode: str, where: str) -> list[int]:
+  """Steps to try, in order: the asked-for one first, then (latest / best only) its fallbacks."""
+  if step is None:
+    return sorted(steps, reverse=True)
   if step == "best":
-    step = best_step(workdir)
-    if step is None:
-      raise NoCheckpointError(f"{checkpoint_dir(workdir)}: no checkpoint has a validation loss")
-  elif step is None:
-    step = steps[-1]
+    ranked = []
+    for s in steps:
+      try:
+        metrics = manager.metrics(s)
+      except Exception:  # pylint: disable=broad-except  (a damaged metrics file: not ranked)
+        metrics = None
+      if isinstance(metrics, dict) and metrics.get(metric) is not None:
+        ranked.append((float(metrics[metric]), s))
+    if not ranked:
+      raise NoCheckpointError(f"{where}: no checkpoint has the metric {metric!r} "
+                              f"(checkpoint.best_metric; have steps {steps})")
+    ranked.sort(key=lambda vs: (vs[0] if mode == "min" else -vs[0], -vs[1]))
+    best = [s for _, s in ranked]
+    # After the ranked ones, the newest of the others: "best" still gives a model if all ranked
+    # checkpoints are damaged.
+    return best + [s for s in sorted(steps, reverse=True) if s not in best]
   step = int(step)
   if step not in steps:
-    raise NoCheckpointError(f"{checkpoint_dir(workdir)}: no checkpoint for step {step} "
-                            f"(have {steps})")
-  manager = _manager(workdir, read_only=True)
+    raise NoCheckpointError(f"{where}: no checkpoint for step {step} (have {steps})")
+  return [step]
+
+
+def restore_for_inference(workdir: str, step: int | str | None = None, *, mesh=None):
+  """(model, config, step) for evaluation: the params of `step` ("best", an int, or None = latest)
+  placed on `mesh` (default: all devices, data-parallel).
+
+  The params are verified against the checksums saved with them. For the latest or the best step,
+  a checkpoint that fails to restore or verify is skipped with a warning naming it, for the
+  previous one (the next best); an explicitly asked-for step raises CheckpointCorruptError. Either
+  way the error is one line: no Orbax traceback reaches the user.
+  """
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top
+  from gr_jax.training import partitioning, state as state_lib
+  quiet_orbax_logs()
+  root = checkpoint_dir(workdir)
+  steps = all_steps(workdir)
+  if not steps:
+    raise NoCheckpointError(f"{root}: no checkpoint (train this workdir first)")
+  metric, mode = _best_settings(workdir, None, None)
+  manager = _manager(workdir, read_only=True, best_metric=metric, best_mode=mode)
   try:
-    where = os.path.join(checkpoint_dir(workdir), str(step))
-    saved = manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore())).config
-    config = ml_collections.ConfigDict(saved)
+    order = _candidates(manager, steps, step, metric, mode, root)
     cfg_path = os.path.join(workdir, "config.json")
+    run_config = None
     if os.path.exists(cfg_path):
       with open(cfg_path) as f:
-        check_config_compatible(saved, json.load(f), f"{where} vs {cfg_path}")
-    if mesh is None:
-      mesh = partitioning.make_mesh(data=-1, model=1)
-    parts, abstract_params = state_lib.build_model(_no_init_from(config), mesh, abstract=True)
-    restored = manager.restore(step, args=ocp.args.Composite(
-        params=ocp.args.StandardRestore(abstract_params)))
-    _check_restored(restored.params, abstract_params, where)
-    model = nnx.merge(parts.graphdef, restored.params, parts.rest)
+        run_config = json.load(f)
+    built: dict[str, Any] = {}
+    failures = []
+    for s in order:
+      where = os.path.join(root, str(s))
+      try:
+        saved = manager.restore(s, args=ocp.args.Composite(config=ocp.args.JsonRestore())).config
+      except Exception as e:  # pylint: disable=broad-except
+        failures.append(f"{where}: unreadable config ({type(e).__name__}: {_short(e)})")
+        _warn_fallback(failures[-1], s, order)
+        continue
+      if run_config is not None:
+        check_config_compatible(saved, run_config, f"{where} vs {cfg_path}")
+      config = ml_collections.ConfigDict(saved)
+      key = json.dumps(saved, sort_keys=True, default=str)
+      if key not in built:
+        if mesh is None:
+          mesh = partitioning.make_mesh(data=-1, model=1)
+        built[key] = state_lib.build_model(_no_init_from(config), mesh, abstract=True)
+      parts, abstract_params = built[key]
+      try:
+        items = {"params": ocp.args.StandardRestore(abstract_params)}
+        if _has_item(where, "checksums"):
+          items["checksums"] = ocp.args.JsonRestore()
+        restored = manager.restore(s, args=ocp.args.Composite(**items))
+        _check_restored(restored.params, abstract_params, where)
+        saved_sums = restored["checksums"] if "checksums" in items else None
+        _verify_checksums(restored.params,
+                          None if saved_sums is None else saved_sums.get("params", {}),
+                          f"{where}/params")
+      except Exception as e:  # pylint: disable=broad-except
+        msg = str(e) if isinstance(e, CheckpointCorruptError) else (
+            f"{where}: params failed to restore ({type(e).__name__}: {_short(e)})")
+        failures.append(" ".join(msg.split()))
+        _warn_fallback(failures[-1], s, order)
+        continue
+      model = nnx.merge(parts.graphdef, restored.params, parts.rest)
+      return model, config, s
   finally:
     manager.close()
-  return model, config, step
+  if len(order) == 1:
+    raise CheckpointCorruptError(failures[0])
+  raise CheckpointCorruptError(f"{root}: no checkpoint of {order} restores and verifies "
+                               f"(first: {failures[0]})")
+
+
+def _warn_fallback(failure: str, step: int, order: list[int]) -> None:
+  i = order.index(step)
+  if i + 1 < len(order):
+    log.warning("checkpoint %s; using the previous one (step %d) instead", failure, order[i + 1])
+
+
+def verify_dataset_of(config, data_dir: str) -> None:
+  """Checks that `data_dir` is the dataset a restored run `config` was trained on: every file's
+  sha256 against its manifest and the config's data hash against the manifest's (DataError, a
+  ValueError, naming the file or field and both values). A directory without manifest.json (a
+  hand-made dataset) is not checked."""
+  from gr_jax.data.dataset import verify_dataset  # pylint: disable=g-import-not-at-top
+  verify_dataset(data_dir, config, require_manifest=False)
 
 
 def _no_init_from(config):

@@ -90,8 +90,12 @@ class DataSource:
 
 
 def open_dataset(config: ml_collections.ConfigDict, workdir: str) -> DataSource:
-  from gr_jax.data.dataset import ProcessedDataset  # pylint: disable=g-import-not-at-top
+  """The run's processed dataset, checked against its manifest (file hashes) and against the run
+  config (data hash): a run never trains on data other than its config describes."""
+  # pylint: disable-next=g-import-not-at-top
+  from gr_jax.data.dataset import ProcessedDataset, verify_dataset
   path = ensure_dataset(config, workdir)
+  verify_dataset(path, config)
   return DataSource(path, ProcessedDataset(path))
 
 

@@ -42,10 +42,18 @@ class NonFiniteLossError(RuntimeError):
 
 def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Trains (or resumes) the run in `workdir`; returns a summary dict (see `_Trainer.run`)."""
+  from gr_jax import workdir_lock  # pylint: disable=g-import-not-at-top
   config = ml_collections.ConfigDict(config.to_dict())
   partitioning.maybe_initialize_distributed(config)
-  checkpointing.quiet_orbax_logs()
   workdir = os.path.abspath(workdir)
+  # One process per run directory, for the whole call: a second `train` on it fails at once
+  # (process 0 holds the lock for all processes of a multi-host run).
+  with workdir_lock.hold(workdir, enabled=jax.process_index() == 0, purpose="train"):
+    return _train_locked(config, workdir)
+
+
+def _train_locked(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  checkpointing.quiet_orbax_logs()
   os.makedirs(workdir, exist_ok=True)
   data = data_adapter.open_dataset(config, workdir)
   config, model_config = state_lib.resolve_model(
@@ -256,7 +264,7 @@ class _Trainer:
         if do_ckpt:
           val = last_val.get("loss") if (do_eval or config.checkpoint.keep_best) else None
           ckpt.save(done, state, data_state=self.loader.get_state(), config=self.config_dict,
-                    val_loss=val)
+                    metrics={"val/loss": val})
           last_good_ckpt = done
         window_start, window_examples = time.time(), 0
     finally:

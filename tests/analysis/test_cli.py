@@ -12,11 +12,18 @@ from gr_jax.evaluation import runs
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def _fake(d, task_vals):
-  runs.write_json(str(d / "eval" / "test" / "metrics.json"),
-                  {t: {"recall@30": float(np.mean(v))} for t, v in task_vals.items()})
+def _fake(d, task_vals, info=None):
+  """A fake run dir: eval/test/metrics.json, per_query.json and {task}.qrels (query i: item i)."""
+  summary = {t: {"recall@30": float(np.mean(v))} for t, v in task_vals.items()}
+  if info is not None:
+    summary["info"] = info
+  runs.write_json(str(d / "eval" / "test" / "metrics.json"), summary)
   runs.write_json(str(d / "eval" / "test" / "per_query.json"),
-                  {t: {"recall@30": {str(i): float(x) for i, x in enumerate(v)}} for t, v in task_vals.items()})
+                  {t: {"recall@30": {str(i): float(x) for i, x in enumerate(v)}}
+                   for t, v in task_vals.items()})
+  for t, v in task_vals.items():
+    runs.write_qrels(str(d / "eval" / "test" / f"{t}.qrels"),
+                     {str(i): {f"i{i}": 1} for i in range(len(v))})
 
 
 def _py(*args):
@@ -48,3 +55,41 @@ def test_evaluate_binary_one_line_errors(tmp_path):
   assert r.returncode == 1
   last = r.stderr.strip().splitlines()[-1]
   assert last.startswith("error: ") and "no checkpoint" in last
+
+
+def _one_line_error(r):
+  assert r.returncode != 0, r.stdout
+  lines = r.stderr.strip().splitlines()
+  assert lines and lines[-1].startswith("error: "), r.stderr
+  assert "Traceback" not in r.stderr
+  return lines[-1]
+
+
+def test_stats_binary_refuses_runs_of_different_datasets(tmp_path):
+  # The reported case: 200 vs 197 unrelated queries were paired by position ("+118.5%, p 4.2e-05").
+  rng = np.random.default_rng(1)
+  _fake(tmp_path / "joint_0", {"search": rng.random(200)})
+  _fake(tmp_path / "search_0", {"search": rng.random(197)})
+  r = _py("gr_jax.stats", f"--runs=joint={tmp_path}/joint_0", f"--runs=search={tmp_path}/search_0",
+          "--tasks=search")
+  last = _one_line_error(r)
+  assert f"{tmp_path}/joint_0" in last and f"{tmp_path}/search_0" in last and "qrels" in last
+  # Same queries, but metrics.json says the datasets differ.
+  _fake(tmp_path / "joint_1", {"search": rng.random(50)}, info={"dataset": "/data/a"})
+  _fake(tmp_path / "search_1", {"search": rng.random(50)}, info={"dataset": "/data/b"})
+  r = _py("gr_jax.stats", f"--runs=joint={tmp_path}/joint_1", f"--runs=search={tmp_path}/search_1",
+          "--tasks=search")
+  last = _one_line_error(r)
+  assert "/data/a" in last and "/data/b" in last and f"{tmp_path}/search_1" in last
+
+
+def test_stats_binary_missing_files_exit_non_zero(tmp_path):
+  rng = np.random.default_rng(2)
+  for name in ("per_query.json", "search.qrels"):
+    d = tmp_path / name
+    _fake(d / "joint", {"search": rng.random(20)})
+    _fake(d / "search", {"search": rng.random(20)})
+    (d / "search" / "eval" / "test" / name).unlink()
+    r = _py("gr_jax.stats", f"--runs=joint={d}/joint", f"--runs=search={d}/search",
+            "--tasks=search")
+    assert str(d / "search" / "eval" / "test" / name) in _one_line_error(r)

@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+from tests import numerics
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 SCRIPT = r'''
@@ -59,4 +61,6 @@ def test_sharded_beam_search_equals_one_device():
     assert got["rows_per_device"] == 8 // data, name  # each device searched its own queries
     assert got["seqs"] == ref["seqs"], name
     for a, b in zip(got["scores"], ref["scores"]):
-      assert a == pytest.approx(b, rel=1e-5, abs=1e-5), name
+      # Scores: two log-softmax steps over 90 tokens after a forward whose batch is split over
+      # devices (other fusions, so other summation orders): float32 accuracy for those terms.
+      numerics.assert_close_f32(a, b, n_terms=2 * 90 * 64, err_msg=name)

@@ -135,7 +135,7 @@ def test_real_beam_search_decode_matches_sequences_to_items():
   from flax import nnx
 
   from configs import base
-  from gr_jax.decoding import beam_search as bs
+  from gr_jax.decoding.beam_search import beam_search
   from gr_jax.decoding.constraints import AtomicItemConstraint, sequences_to_items
   from gr_jax.model.t5 import T5, T5Config
   cat = ItemCatalog([f"m{i}" for i in range(NUM_ITEMS)], token_offset=TEXT_VOCAB)
@@ -147,10 +147,9 @@ def test_real_beam_search_decode_matches_sequences_to_items():
   enc[:, -1] = 1
   run = evaluator.decode_queries(evaluator.make_decode_fn(model, c, cat), enc,
                                  [str(i) for i in range(5)], cat, batch_size=4)  # 2 batches, 1 padded
-  fn = getattr(bs, "beam_search", bs)
-  seqs, scores = fn(model, enc, num_beams=6, num_beam_groups=3, diversity_penalty=0.25,
-                    max_new_tokens=2, num_return_sequences=6,
-                    constraint=AtomicItemConstraint.from_catalog(cat))
+  seqs, scores = beam_search(model, enc, num_beams=6, num_beam_groups=3, diversity_penalty=0.25,
+                             max_new_tokens=2, num_return_sequences=6,
+                             constraint=AtomicItemConstraint.from_catalog(cat))
   ref = sequences_to_items(np.asarray(seqs), AtomicItemConstraint.from_catalog(cat), np.asarray(scores))
   for i in range(5):
     ours = sorted(run[str(i)], key=lambda d: -run[str(i)][d])
@@ -203,3 +202,104 @@ def test_task_prefix_reaches_the_decoder(run_dir, monkeypatch, tmp_path):
   assert (search[:, :len(s_pre)] == s_pre).all() and (rec[:, :len(r_pre)] == r_pre).all()
   assert (search[:, len(s_pre)] == 10 + np.arange(7)).all()   # the query token follows
   assert (search[:, len(s_pre) + 1] == 1).all()               # then EOS
+
+
+def test_info_records_method_and_distinct_items(run_dir):
+  out = evaluator.evaluate(str(run_dir), "test", decode_fn_factory=fake_factory)
+  info = out["info"]
+  assert info["decode_method"] == "beam"  # a run config without decode.method decoded with beam
+  assert info["decode"]["method"] == "beam"
+  for task in ("search", "rec"):
+    # The fake decoder returns 4 sequences per query, of which 2 distinct valid items.
+    assert info["tasks"][task]["distinct_items_mean"] == 2.0
+
+
+def _tiny_t5():
+  from flax import nnx
+
+  from gr_jax.model.t5 import T5, T5Config
+  return T5(T5Config.from_preset("tiny", vocab_size=TEXT_VOCAB, num_item_tokens=NUM_ITEMS),
+            rngs=nnx.Rngs(1))
+
+
+def _numpy_topk_run(model, enc, qids, k):
+  """Brute force: log-softmax of the model's first decoder position over the whole vocabulary,
+  item slice, top-K by a stable descending argsort -> {qid: [(item id, log-prob)]}."""
+  start = np.full((enc.shape[0], 1), model.config.decoder_start_token_id, np.int32)
+  logits = np.asarray(model(enc, start), np.float64)[:, 0]  # [B, V]
+  logp = logits - logits.max(-1, keepdims=True)
+  logp -= np.log(np.exp(logp).sum(-1, keepdims=True))
+  item = logp[:, TEXT_VOCAB:TEXT_VOCAB + NUM_ITEMS]  # [B, I]
+  order = np.argsort(-item, axis=1, kind="stable")[:, :k]  # [B, K]
+  return {q: [(f"item{j}", item[r, j]) for j in order[r]] for r, q in enumerate(qids)}
+
+
+def test_topk_exact_beside_beam_in_one_run(run_dir, monkeypatch, tmp_path):
+  """decode.method=topk_exact by override, written to its own subdirectory next to beam's."""
+  model = _tiny_t5()
+  monkeypatch.setattr(checkpointing, "restore_for_inference",
+                      lambda workdir, step=None: (model, _config(str(tmp_path / "data")), 7))
+  beam = evaluator.evaluate(str(run_dir), "test")
+  topk = evaluator.evaluate(str(run_dir), "test", overrides={"decode.method": "topk_exact"},
+                            out_subdir="test_topk")
+  assert beam["info"]["decode_method"] == "beam" and topk["info"]["decode_method"] == "topk_exact"
+  for sub, out in (("test", beam), ("test_topk", topk)):
+    assert json.loads((run_dir / "eval" / sub / "metrics.json").read_text()) == \
+        json.loads(json.dumps(out))
+  k = 4  # decode.num_return_sequences of _config
+  for task in ("search", "rec"):
+    with np.load(tmp_path / "data" / task / "test.npz") as z:
+      arrays = dict(z)
+    qids, first = runs.split_queries(arrays)
+    want = _numpy_topk_run(model, arrays["encoder_input_ids"][first], qids, k)
+    got = runs.read_run(run_dir / "eval" / "test_topk" / f"{task}.run")
+    assert set(got) == set(qids)
+    for q in qids:
+      ranked = sorted(got[q].items(), key=lambda kv: -kv[1])
+      assert [d for d, _ in ranked] == [d for d, _ in want[q]]
+      np.testing.assert_allclose([s for _, s in ranked], [s for _, s in want[q]], atol=2e-5)
+    assert topk["info"]["tasks"][task]["distinct_items_mean"] == k  # always K distinct items
+    beam_run = runs.read_run(run_dir / "eval" / "test" / f"{task}.run")
+    assert beam["info"]["tasks"][task]["distinct_items_mean"] == pytest.approx(
+        np.mean([len(beam_run[q]) for q in qids]))
+    ref = ir_measures.calc_aggregate([R @ 4], runs.read_qrels(
+        run_dir / "eval" / "test_topk" / f"{task}.qrels"), got)
+    assert topk[task]["recall@4"] == pytest.approx(ref[R @ 4], abs=1e-9)
+
+
+def test_decoder_choice_and_beam_knobs(monkeypatch, tmp_path):
+  """make_decode_fn passes decode.use_cache / one_hot_gather to beam search; bad settings fail
+  before any decoding."""
+  import sys
+  seen = {}
+
+  def fake_beam_search(model, enc, **kw):
+    seen.update(kw)
+    b = enc.shape[0]
+    return np.zeros((b, 4, 2), np.int32), np.zeros((b, 4), np.float32)
+
+  monkeypatch.setattr(sys.modules["gr_jax.decoding.beam_search"], "beam_search", fake_beam_search)
+  cat = ItemCatalog([f"item{i}" for i in range(NUM_ITEMS)], token_offset=TEXT_VOCAB)
+  cfg = evaluator.apply_overrides(evaluator.with_decode_defaults(_config(str(tmp_path))),
+                                  {"decode.use_cache": False, "decode.one_hot_gather": True})
+  evaluator.make_decode_fn(FakeModel(), cfg, cat)(np.ones((3, 6), np.int32))
+  assert seen["use_cache"] is False and seen["one_hot_gather"] is True
+  assert seen["num_beams"] == 4 and seen["num_return_sequences"] == 4
+
+  bad = evaluator.apply_overrides(cfg, {"decode.method": "greedy"})
+  with pytest.raises(evaluator.EvaluationError, match=r"decode.method='greedy'"):
+    evaluator.make_decode_fn(FakeModel(), bad, cat)
+  too_many = evaluator.apply_overrides(cfg, {"decode.method": "topk_exact",
+                                             "decode.num_return_sequences": NUM_ITEMS + 1})
+  with pytest.raises(evaluator.EvaluationError,
+                     match=r"decode\.num_return_sequences=13 exceeds the number of items \(12\)"):
+    evaluator.make_decode_fn(FakeModel(), too_many, cat)
+
+
+def test_out_subdir_must_be_one_name(run_dir):
+  for bad in ("", "..", "a/b"):
+    with pytest.raises(evaluator.EvaluationError, match="out_subdir must be one directory name"):
+      evaluator.evaluate(str(run_dir), "test", decode_fn_factory=fake_factory, out_subdir=bad)
+  evaluator.evaluate(str(run_dir), "test", decode_fn_factory=fake_factory, out_subdir="alt")
+  assert (run_dir / "eval" / "alt" / "metrics.json").exists()
+  assert not (run_dir / "eval" / "test").exists()

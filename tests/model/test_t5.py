@@ -8,6 +8,7 @@ from flax import nnx
 
 from gr_jax.model import T5, T5Config, count_params, param_logical_axes
 from gr_jax.model.t5 import relative_position_bucket
+from tests import numerics
 
 
 def _tiny(**kw):
@@ -68,7 +69,8 @@ def test_decode_beams_broadcast_equals_per_beam_call(model):
   assert ckv[0][0].shape == (3, 9, 3, 6)  # [B, L, H, Dh], not tiled per beam
   for n in range(4):
     ref = _fwd(model, enc, beams[:, n])
-    np.testing.assert_allclose(out[:, n], ref, atol=1e-5, rtol=1e-5)
+    # Beam-batched decode vs one forward per beam: the same math, batched differently.
+    numerics.assert_close_f32(out[:, n], ref, n_terms=numerics.t5_forward_terms(model.config))
 
 
 def test_decode_step_matches_decode_prefix(model):
@@ -92,7 +94,9 @@ def test_decode_step_matches_decode_prefix(model):
 
   for p in range(t):
     logits, cache = step(state, tokens[:, :, p], jnp.int32(p), cache)
-    np.testing.assert_allclose(logits, full[:, :, p], atol=2e-5, rtol=1e-5)
+    # KV-cached step vs the whole prefix at once: attention sums over other key sets.
+    numerics.assert_close_f32(logits, full[:, :, p],
+                              n_terms=numerics.t5_forward_terms(model.config))
 
 
 def test_dropout_needs_key_and_is_reproducible(model):
@@ -124,9 +128,10 @@ def test_remat_same_values_and_grads():
       return jnp.mean(jax.nn.log_softmax(lg)[..., 3])
 
     out[remat] = jax.jit(jax.value_and_grad(loss))(params)
-  np.testing.assert_allclose(out[True][0], out[False][0], rtol=1e-6)
-  for g1, g2 in zip(jax.tree.leaves(out[True][1]), jax.tree.leaves(out[False][1])):
-    np.testing.assert_allclose(g1, g2, atol=1e-6, rtol=1e-5)
+  # Remat recomputes the forward inside the backward: XLA may fuse (and so sum) differently.
+  terms = numerics.t5_forward_terms(cfg)
+  numerics.assert_close_f32(out[True][0], out[False][0], n_terms=terms)
+  numerics.assert_trees_close_f32(out[True][1], out[False][1], n_terms=terms)
 
 
 def test_bf16_compute_float32_params():

@@ -1,0 +1,171 @@
+"""Simulator design: a neutral default (held-out targets trained by both tasks), S3's own
+mechanism (query relevance sets vs session co-occurrence), determinism, documented knobs."""
+
+import collections
+import dataclasses
+import os
+import re
+import sys
+
+import numpy as np
+import pytest
+
+from gr_jax.data import ProcessedDataset, prepare_dataset
+from gr_jax.data import simulate
+from tests.data.conftest import ROOT, tiny_config
+
+# The quickstart's simulator settings (configs/quickstart.py), with no coverage variant.
+QUICKSTART_SIM = dict(num_items=80, num_clusters=10, num_users=600, session_len=4,
+                      queries_per_item=3, zipf_exponent=0.3, stay_in_cluster=0.95,
+                      rec_side_fraction=0.0, search_side_fraction=0.0)
+COVERAGE_KEYS = [f"{t}_{s}_in_{o}_train" for t in ("search", "rec") for s in ("valid", "test")
+                 for o in ("search", "rec")]
+
+
+def _prepared(tmp_path, name, **sim):
+  return ProcessedDataset(prepare_dataset(tiny_config(**sim), str(tmp_path / name)))
+
+
+def _train_targets(ds, task):
+  return set(ds.split(task, "train")["target_item"].tolist())
+
+
+@pytest.mark.parametrize("setting", ["default", "S3"])
+def test_heldout_targets_are_training_targets_of_both_tasks(tmp_path, setting):
+  ds = _prepared(tmp_path, setting, setting=setting, **QUICKSTART_SIM)
+  trained = {t: _train_targets(ds, t) for t in ("search", "rec")}
+  for task in ("search", "rec"):
+    for split in ("valid", "test"):
+      targets = set(ds.split(task, split)["target_item"].tolist())
+      assert targets, (task, split)
+      for other in ("search", "rec"):
+        assert targets <= trained[other], (task, split, other, targets - trained[other])
+  overlap = ds.manifest["overlap"]
+  assert [overlap[k] for k in COVERAGE_KEYS] == [1.0] * len(COVERAGE_KEYS)
+  # Guaranteed by construction: prepare's item filter had nothing to take out of the sessions
+  # (which would shift leave-last-out positions), and no session became too short.
+  counts = ds.manifest["counts"]
+  assert counts["session_items_removed_item_filter"] == 0
+  assert counts["sessions_dropped_too_short"] == 0
+  stats = ds.manifest["source_stats"]
+  assert stats["heldout_in_both"] is True and stats["heldout_target_items"] > 0
+
+
+def test_coverage_variant_tests_items_a_task_never_trains(tmp_path):
+  sim = dict(QUICKSTART_SIM, rec_side_fraction=0.4, heldout_in_both=False)
+  ds = _prepared(tmp_path, "coverage", **sim)
+  overlap = ds.manifest["overlap"]
+  assert overlap["search_test_in_search_train"] < 1.0
+  assert overlap["search_valid_in_search_train"] < 1.0
+  assert overlap["search_test_in_rec_train"] > overlap["search_test_in_search_train"]
+  # The same share computed from the arrays, not from prepare's own bookkeeping.
+  test = ds.split("search", "test")["target_item"]
+  share = np.isin(test, list(_train_targets(ds, "search"))).mean()
+  assert share == pytest.approx(overlap["search_test_in_search_train"])
+  # The variant is a named knob, never reached silently from the neutral default.
+  with pytest.raises(ValueError, match="heldout_in_both=False"):
+    simulate.simulate(tiny_config(rec_side_fraction=0.4).data.sim)
+
+
+@pytest.mark.parametrize("setting", ["default", "S1", "S2", "S3"])
+def test_same_seed_same_raw_data_other_seed_differs(setting):
+  def raw(seed):
+    return dataclasses.asdict(simulate.simulate(tiny_config(setting=setting, seed=seed).data.sim))
+  a, b, c = raw(0), raw(0), raw(1)
+  assert a == b
+  assert a["search_pairs"] != c["search_pairs"]
+  assert a["sessions"] != c["sessions"]
+
+
+def _s3_raw(coherence, **sim):
+  return simulate.simulate(tiny_config(setting="S3", query_set_coherence=coherence,
+                                       **sim).data.sim)
+
+
+def _query_sets(raw, split):
+  """{query text: (anchor, companions)}: in S3 a query is its anchor's own words, reordered."""
+  anchor_of = {frozenset(t.split()): i for i, t in zip(raw.items, raw.titles)}
+  sets = collections.defaultdict(set)
+  for q, item, s in raw.search_pairs:
+    if s == split:
+      sets[q].add(item)
+  out = {}
+  for q, items in sets.items():
+    anchor = anchor_of[frozenset(q.split())]
+    assert anchor in items
+    out[q] = (anchor, items - {anchor})
+  return out
+
+
+def _cooccurring(raw):
+  """Pairs of items sharing the training part (all but the last two items) of a session."""
+  pairs = set()
+  for _, items in raw.sessions:
+    part = items[:-2]
+    pairs |= {(x, y) for x in part for y in part if x != y}
+  return pairs
+
+
+def test_s3_companions_cooccur_with_anchor_exactly_as_coherence_says():
+  for coherence, want in ((1.0, True), (0.0, False)):
+    raw = _s3_raw(coherence)
+    cooc = _cooccurring(raw)
+    sets = _query_sets(raw, "train")
+    companions = [(a, x) for a, comp in sets.values() for x in comp]
+    assert len(companions) > len(sets)  # several relevant items per query
+    assert all(((a, x) in cooc) == want for a, x in companions), coherence
+
+
+def test_s3_realised_statistic_follows_its_knob_and_not_s2s():
+  stats = [_s3_raw(q).stats for q in (0.0, 0.5, 1.0)]
+  pairs = [s["query_pairs_cooccur_train"] for s in stats]
+  assert pairs[0] < pairs[1] < pairs[2], pairs
+  anchor = [s["query_anchor_pairs_cooccur_train"] for s in stats]
+  assert anchor[0] == 0.0 and 0.0 < anchor[1] < 1.0 and anchor[2] == 1.0, anchor
+  # S3 moves query relevance only: content words keep following the rec clusters (S2's knob).
+  assert all(s["agreement_items"] == 1.0 for s in stats)
+  assert all(s["qrels_per_train_query"] > 2.0 for s in stats)
+  # Decoy pools match the coherent ones in size except for rare very popular anchors (counted).
+  assert all(0.0 <= s["s3_decoy_pools_truncated"] < 0.05 for s in stats)
+  # Other settings keep one relevant item per query and report no S3 statistic.
+  default = simulate.simulate(tiny_config().data.sim).stats
+  assert default["qrels_per_train_query"] == 1.0 and default["query_pairs_cooccur_train"] is None
+
+
+def test_s3_prepared_queries_share_one_id_across_their_relevant_items(tmp_path):
+  ds = _prepared(tmp_path, "s3", setting="S3", query_set_coherence=0.5)
+  a = ds.split("search", "test")
+  qrels = ds.qrels("search", "test")
+  assert max(len(v) for v in qrels.values()) >= 3
+  # One encoder input per query id: its examples are the same query.
+  for q in qrels:
+    rows = a["encoder_input_ids"][a["query_id"] == q]
+    assert (rows == rows[0]).all()
+  assert ds.manifest["splits"]["search"]["test"]["queries"] == len(qrels)
+  assert isinstance(ds.manifest["source_stats"]["query_pairs_cooccur_train"], float)
+
+
+def test_sweep_configs_move_different_knobs():
+  sys.path.insert(0, os.path.join(ROOT, "configs"))
+  import sim_s2_search_helps_rec
+  import sim_s3_rec_helps_search
+  s2 = sim_s2_search_helps_rec.get_config().reproduce
+  s3 = sim_s3_rec_helps_search.get_config().reproduce
+  assert s2.sweep == "data.sim.agreement"
+  assert s3.sweep == "data.sim.query_set_coherence"
+  assert len(s3.sweep_values) >= 3
+  assert s3.sweep_statistic == "source_stats.query_pairs_cooccur_train"
+
+
+def test_every_sim_knob_is_documented_and_read_by_the_simulator():
+  from configs import base
+  with open(os.path.join(ROOT, "configs", "base.py")) as f:
+    lines = f.read().splitlines()
+  with open(simulate.__file__) as f:
+    source = f.read()
+  for key in base.get_config().data.sim:
+    at = [i for i, l in enumerate(lines) if re.match(rf"\s+s\.{key} = ", l)]
+    assert len(at) == 1, key
+    line, above = lines[at[0]], lines[at[0] - 1].strip()
+    assert "#" in line or above.startswith("#"), f"data.sim.{key} has no comment"
+    assert f"sim.{key}" in source, f"data.sim.{key} is never read by the simulator"
