@@ -2,8 +2,9 @@
 # The GPU benchmark matrix, gr-jax beside Hugging Face, in under 8 minutes on one H100/H200.
 # Run on the lent GPU machine from the repo root, with .whl/ carried (bench/fetch_wheels.sh):
 #   bash bench/gpu_matrix.sh            # results: $OUT/gpu_matrix.jsonl (or bench/results/)
-# Each row is one `python -m gr_jax.bench` process with its own timeout; a failing row is logged
-# and skipped, and rows are skipped once the time budget (BUDGET_S, default 450 s) is spent, so the
+# Each row is one `python -m gr_jax.bench` process with its own timeout; within a row the sides
+# (gr-jax settings, HF) are timed interleaved, repeat by repeat. A failing row is logged and
+# skipped, and rows are skipped once the time budget (BUDGET_S, default 450 s) is spent, so the
 # script always ends with whatever it measured. Rows are ordered by importance.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -33,7 +34,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 | tee 
 
 # Preflight: an XLA flag unknown to this jaxlib aborts every process, so drop ours if it does.
 EXTRA=()
-if ! "$PY" -c "from gr_jax.benchmark import train_bench as t; t.apply_gpu_xla_flags(); \
+if ! "$PY" -c "from gr_jax.bench import train_bench as t; t.apply_gpu_xla_flags(); \
 import jax; jax.devices()" >>"$LOG" 2>&1; then
   echo "recommended XLA_FLAGS rejected by this jaxlib: running without them" | tee -a "$LOG"
   EXTRA=(--nogpu_xla_flags)
@@ -61,6 +62,8 @@ smoke_args() {
 row() {  # row TIMEOUT_S ARGS...: one bench process, unless the budget is spent
   local limit=$1; shift
   if [[ -n "${SMOKE:-}" ]]; then mapfile -t _args < <(smoke_args "$@"); set -- "${_args[@]}"; fi
+  # The row limits are sized for a GPU; a smoke run compiles on a (possibly shared) CPU instead.
+  if [[ -n "${SMOKE:-}" ]]; then limit=$(( limit * ${SMOKE_TIMEOUT_SCALE:-5} )); fi
   local now=$(( $(date +%s) - START ))
   if (( now + 20 > BUDGET_S )); then echo "SKIP (budget) $*" | tee -a "$LOG"; return; fi
   (( limit > BUDGET_S - now )) && limit=$(( BUDGET_S - now ))
@@ -71,7 +74,8 @@ row() {  # row TIMEOUT_S ARGS...: one bench process, unless the budget is spent
 }
 
 # 1. The headline: T5-base, batch 128, enc 64 / dec 8, the trainer's step with hardware dropout
-#    bits (rbg, the accelerator default) and with threefry (the portable generator), HF eager beside.
+#    bits (rbg, the accelerator default) and with threefry (the portable generator), HF eager
+#    beside.
 #    A profiler trace of one extra window of each comes back as trace_headline.tgz (where the
 #    step's time goes, per kernel: open it with TensorBoard's profile plugin or xprof).
 row 150 --preset=base --batch_size=128 --encoder_len=64 --decoder_len=8 --impl=trainer \
@@ -112,9 +116,12 @@ import json, sys
 for line in open(sys.argv[1]):
   r = json.loads(line)
   if r["kind"] == "compare":
+    spread = (f" [{r['ratio_min']:.2f}..{r['ratio_max']:.2f}, {r['pairs']} pairs]"
+              if r.get("paired") else " (unpaired)")
     print(f"compare {r['what']:6} {r['impl']:18} {r.get('dropout_prng') or '':12} "
-          f"vs {r['hf_impl']:12} {r.get('preset')} "
-          f"b{r['batch_size']} e{r['encoder_len']} beams={r.get('num_beams')}: x{r['ratio']:.2f}")
+          f"vs {r['vs_impl']:18} {r.get('preset')} "
+          f"b{r['batch_size']} e{r['encoder_len']} beams={r.get('num_beams')}: "
+          f"x{r['ratio']:.2f}{spread} load={r.get('load_avg_1m')}")
   elif r["kind"] in ("train", "decode"):
     mfu = f"{100 * r['mfu']:.1f}%" if r.get("mfu") else "-"
     tag = " no-triton-gemm" if "triton_gemm=false" in (r.get("xla_flags") or "") else ""

@@ -27,7 +27,25 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   d.max_query_tokens = 32  # encoder length for search inputs (tokens, EOS included)
   d.max_history = 50  # most recent items kept in a rec input (paper: ours, default 50)
   d.encoder_len = 64  # fixed padded encoder length of every batch (no recompiles)
-  d.decoder_len = 2  # fixed decoder length: <item> </s> for atomic IDs
+  # fixed decoder length: <item> </s> for atomic IDs; semantic IDs take theirs from the scheme
+  # (codes + EOS, the manifest's decoder_len), whatever this says
+  d.decoder_len = 2
+  # item IDs: atomic (one new token per item, paper) | semantic (RQ-KMeans code tuples of item
+  # embeddings, Penha et al. 2025: `levels` code tokens plus a disambiguation code where tuples
+  # collide; gr_jax/data/semantic_ids.py). Needs decode.method=beam (prefix-trie constrained).
+  d.id_scheme = "atomic"
+  d.semantic = se = ml_collections.ConfigDict()  # read only when id_scheme == "semantic"
+  # content (TF-IDF of item title + string metadata, truncated SVD) | file (embedding_file) |
+  # search | rec | joint (bi-encoder embeddings: not implemented yet)
+  se.embedding = "content"
+  se.embedding_file = ""  # file: .npy float [num_items, dim], rows in catalog.json item order
+  se.content_dim = 64  # content: SVD dimensions (capped by the number of items and words)
+  se.normalize = True  # L2-normalise embeddings before quantising (cosine geometry)
+  se.levels = 3  # RQ-KMeans levels = code tokens per ID before disambiguation
+  se.codebook_size = 256  # codes per level (<= number of items); ID tokens = levels x this + disamb
+  se.balanced = False  # balanced assignment: every code gets floor/ceil(items / codebook_size)
+  se.kmeans_iters = 50  # Lloyd iterations per level (after k-means++ initialisation)
+  se.seed = 0  # k-means++ and SVD seed: the codes are a deterministic function of it
   d.skip_bad_rows = False  # False: bad input is an error naming file/line/field; True: count in manifest
   d.items_in_both_tasks = True  # keep only items that appear in both tasks (paper)
   d.search_valid_fraction = 0.1  # held-out share of distinct queries for search valid (real data)
@@ -38,7 +56,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   d.tokenizer = ml_collections.ConfigDict()
   d.tokenizer.path = ""  # HF T5 dir (spiece.model); empty = train SentencePiece on query text
   d.tokenizer.vocab_size = 512  # vocabulary of a trained SentencePiece model
-  # simulator (PAPER.md "Simulated data", gr_jax/data/simulate.py); `setting` picks the sweep
+  # simulator (docs/study_design.md "Simulated data", gr_jax/data/simulate.py); `setting` picks
+  # the sweep
   d.sim = s = ml_collections.ConfigDict()
   s.setting = "default"  # default | S1 (popularity) | S2 (search helps rec) | S3 (rec helps search)
   s.seed = 0  # generator seed, all settings (independent of the run seed)
@@ -74,7 +93,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   m.min_rating = 0.0  # keep ratings >= this
   m.query_sources = ("tags",)  # any of tags, titles, genres
   m.queries_jsonl = ""  # user-supplied generated queries {"item": movieId, "query": text}
-  m.min_tag_count = 1  # drop tags used fewer times than this (noise)
+  # drop tags used by fewer DISTINCT users than this (2: a tag private to one user ties that
+  # user's movies together, a rec signal posing as a query); counted after held-out tag rows
+  # (on the tagging user's rec valid/test movies) are dropped, see gr_jax/data/movielens.py
+  m.min_tag_count = 2
   # MPD slices
   d.mpd = ml_collections.ConfigDict()
   d.mpd.max_slices = 0  # 0 = all slices found
@@ -85,7 +107,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   j.items_file = "items.jsonl"  # {"item": ..., "title": ...} per line
   # grain pipeline
   d.shuffle = True  # global shuffle by seed each epoch
-  d.worker_count = 0  # grain worker processes (0 = in-process)
 
   # ---------------------------------------------------------------- model (gr_jax/model)
   c.model = mo = ml_collections.ConfigDict()
@@ -107,12 +128,20 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   t.num_steps = 0  # > 0 overrides epochs
   t.learning_rate = 0.002  # paper: 0.002
   t.weight_decay = 0.01  # paper: 0.01 (AdamW)
-  t.warmup_steps = 100  # linear warm-up (ours)
+  t.warmup_fraction = 0.1  # linear warm-up over this share of the run's steps (ours)
   t.schedule = "constant"  # constant | cosine | linear (after warm-up)
   t.grad_clip_norm = 1.0  # global-norm clipping (0 = off)
   t.grad_accum_steps = 1  # micro-batches per optimizer step
   t.log_every_steps = 50  # progress line and metrics.jsonl period
   t.eval_every_steps = 0  # validation loss period (0 = once per epoch)
+  # Model selection on validation (the `converged` budget of reproduce.budgets sets these): ""
+  # = off, the final step is the result; else a metric of eval.ks (e.g. "recall@30") decoded on
+  # the valid split with the run's decoder (mean over the run's tasks). The checkpoint with the
+  # best value is kept (checkpoint.best_metric) and `evaluate --step best` uses it.
+  t.select_metric = ""
+  t.select_every_steps = 0  # validation decode period (0 = once per epoch)
+  t.patience = 0  # stop after this many validation decodes without improvement (0 = never)
+  t.select_max_queries = 0  # decode at most this many valid queries per task (0 = all)
   t.remat = False  # rematerialise layers (large batches or long inputs)
   # loss over the output vocabulary: full ([B, T, V] logits) | chunked (online softmax over
   # vocabulary chunks, no [B, T, V] tensor) | auto (chunked when text + item tokens > 65,536)
@@ -147,7 +176,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   de.diversity_penalty = 0.25  # paper: 0.25
   de.length_penalty = 1.0  # Hugging Face default
   de.num_return_sequences = 30  # items returned per query
-  de.max_new_tokens = 2  # <item> </s>
+  de.max_new_tokens = 2  # <item> </s>; semantic IDs decode tokens_per_item + 1 (from the catalogue)
   de.early_stopping = False  # False | True | "never"
   de.batch_size = 64  # queries per decode batch
   de.use_cache = True  # beam: KV-cached decoder steps (True) or recompute the short prefix (False)
@@ -158,7 +187,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   ev.split = "test"  # test | valid
   ev.ks = (1, 5, 10, 30)  # cut-offs for Recall/NDCG/MRR
   ev.pop_mix_weight = 0.5  # Pop_mix = w * p_search + (1 - w) * p_rec (popularity baselines)
-  ev.analysis_k = 30  # top-K depth of the H1 (popularity KL, head/torso/tail) and H2 analyses
+  # H1/H2 analyses of a study (gr_jax/study/analyses.py -> gr_jax/analysis/popularity.py and
+  # cooccurrence.py). analysis_k: top-K depth of H1 (popularity KL, head/torso/tail) and H2; 0 =
+  # max(eval.ks)
+  ev.analysis_k = 0
   ev.kl_eps = 1e-6  # additive smoothing of both distributions before H1's KL divergence
   ev.bucket_bounds = (1 / 3, 2 / 3)  # head/torso/tail: cumulative share of training examples
   ev.session_window = 10  # H2: a rec target is related to its last N history items
@@ -172,7 +204,21 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   r.sweep_statistic = ""  # manifest field plotted on the x axis (e.g. sim.kl_search_rec); "" = the value
   r.analyses = True  # H1/H2 analyses and t-SNE in the report
   r.test = "ttest"  # ttest | randomization
-  r.correction = "holm"  # holm | bonferroni
+  r.correction = "holm"  # holm | bonferroni (over every test of the study: the family)
+  # Training budgets the study runs (docs/study_design.md "Fair comparison"): epochs =
+  # train.num_epochs over each model's own data (the paper); matched_steps = every model of a seed
+  # takes the joint model's number of steps; converged = each model trains until its validation
+  # Recall@K has not improved for `patience` decodes, within converged_max_factor x the joint
+  # model's epoch steps, and its best-validation checkpoint is evaluated.
+  r.budgets = ("epochs", "converged")
+  r.decoders = ("beam", "topk_exact")  # decode.method values evaluated on test (beam = the paper's)
+  r.converged_max_factor = 3.0  # step cap of a converged run, in joint-model epoch-budget steps
+  r.converged_evals = 12  # validation decodes within the cap (train.select_every_steps = cap / N)
+  r.patience = 3  # converged: decodes without improvement before stopping
+  # One simulated dataset per seed (sim.seed + seed), so seeds measure data variance too; real
+  # data has one dataset and seeds vary the model only.
+  r.dataset_per_seed = True
+  r.baselines = ("bm25", "sasrec", "bert4rec")  # trained/indexed baselines beside Pop_S / Pop_R
 
   # ---------------------------------------------------------------- baselines (gr_jax/baselines)
   c.baselines = bl = ml_collections.ConfigDict()

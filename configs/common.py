@@ -1,11 +1,8 @@
-"""Helpers shared by the experiment configs (imported as `common` from the configs directory)."""
+"""Helpers shared by the experiment configs (`from configs import common`)."""
 
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import base  # noqa: E402  (configs/base.py: every knob and its default)
+from configs import base  # every knob and its default
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_DATA = os.path.join(os.path.dirname(REPO_ROOT), "shared", "data")
@@ -45,8 +42,8 @@ def get_base():
 
 def sim_sweep(*, name: str, setting: str, field: str, values: tuple, statistic: str, arg=None):
   """A simulated sweep (S1/S2/S3): the quickstart's model and training, one dataset per value."""
-  import quickstart  # configs/quickstart.py (same directory)
-  args = parse_arg(arg, seeds=2)
+  from configs import quickstart  # imported here: quickstart itself imports this module
+  args = parse_arg(arg, seeds=3)
   c = quickstart.get_config(f"seeds={args['seeds']}")
   c.name = name
   c.data.sim.setting = setting
@@ -54,6 +51,11 @@ def sim_sweep(*, name: str, setting: str, field: str, values: tuple, statistic: 
   c.reproduce.sweep_values = values
   c.reproduce.sweep_statistic = statistic  # realised, from each point's manifest
   c.reproduce.analyses = False  # the sweep plot is the analysis; t-SNE etc. per point is noise here
+  # Equal optimizer steps for the three models of a seed: the sweep measures "the other task
+  # helps", not "trained longer" (docs/study_design.md).
+  c.reproduce.budgets = ("matched_steps",)
+  c.reproduce.decoders = ("beam", "topk_exact")
+  c.reproduce.baselines = ()  # popularity only: the sweep is about the joint model's gain
   return c
 
 

@@ -13,13 +13,7 @@ Expected result: the gain grows with the cap and saturates.
   python -m gr_jax.reproduce --config configs/item_cap.py:task=search --workdir runs/item_cap
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common  # noqa: E402
-import movielens  # noqa: E402
-import quickstart  # noqa: E402
+from configs import common, movielens, quickstart
 
 
 def get_config(arg=None):

@@ -11,11 +11,7 @@ Runtime and result depend on your data; the pipeline is the same as MovieLens.
   python -m gr_jax.reproduce --config configs/logs_jsonl.py:path=/data/podcasts --workdir runs/podcasts
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common  # noqa: E402
+from configs import common
 
 
 def get_config(arg=None):

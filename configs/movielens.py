@@ -1,7 +1,12 @@
 """MovieLens: the paper's ML experiment (Gen_S, Gen_R, Gen_R+S on MovieLens, R@30).
 
-Search queries come from normalised user tags (PAPER.md: the paper's query source is unknown); rec
-is leave-last-out over per-user (timestamp, movieId) order; only items present in both tasks.
+Search queries come from normalised user tags (the paper's query source is unknown: see
+docs/study_design.md "Datasets"); rec is leave-last-out over per-user (timestamp, movieId) order;
+only items present in both tasks.
+No tag on its tagger's own rec valid/test movie becomes a search pair, and tags used by fewer than
+data.movielens.min_tag_count (default 2) distinct users are dropped (gr_jax/data/movielens.py); on
+ml-latest-small that leaves about 700 movies. A directory without usable tags: add titles/genres
+(--config.data.movielens.query_sources) or generated queries (data.movielens.queries_jsonl).
 
 Arg (comma-separated, all optional):
   path=DIR      GroupLens CSV directory or zip (default: ../shared/data/ml-latest-small)
@@ -19,10 +24,8 @@ Expected result: small absolute R@30 (0.01-0.07 on ML-25M in the follow-up) with
 """
 
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common  # noqa: E402
+from configs import common
 
 
 def get_config(arg=None):

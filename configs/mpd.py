@@ -2,7 +2,8 @@
 
 The MPD cannot be redistributed: download it yourself and point `path` at the directory holding
 `data/mpd.slice.*.json` (or the slices themselves). `slices=N` limits how many slices are read
-(numeric order), useful for a first run.
+(numeric order), useful for a first run. A playlist's name is not a query for its own held-out
+rec targets (its last two kept tracks); the manifest's source_stats counts the pairs left out.
 
 Arg: path=DIR, slices=N (default 10), size=small, init=DIR, seeds=N, epochs=N.
 Runtime: 10 slices (10k playlists), small preset: about an hour on a 2-core CPU, minutes on one GPU.
@@ -11,11 +12,7 @@ Expected result: Gen_R+S ahead of both task-specific models on R@30 (paper: +16%
   python -m gr_jax.reproduce --config configs/mpd.py:path=/data/mpd,slices=10 --workdir runs/mpd
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common  # noqa: E402
+from configs import common
 
 
 def get_config(arg=None):

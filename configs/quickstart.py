@@ -1,31 +1,43 @@
-"""Quickstart: the paper's central claim on simulated data, in minutes on a laptop CPU.
+"""Quickstart: does joint training help each task? The paper's question on simulated data, on a CPU.
 
-Reproduces: Gen_R+S (one tiny T5 trained on both tasks) ahead of Gen_S and Gen_R on Recall@30, with
-paired t-tests over queries (Holm-corrected) and mean/std over 3 seeds (PAPER.md "Headline result").
-Data: the simulator's default setting (items in latent clusters; search queries are words of the
-item, rec sessions stay in a cluster; 40% of each cluster's items have no search training queries,
-so only the joint model can return them for search; rec is sparse -- 600 four-item sessions, one
-training row each -- so rec alone under-learns item clusters that search, through the tied item
-embeddings, teaches the joint model).
-Runtime: about 2 minutes on a shared 2-core CPU (install excluded, 3 seeds, analyses on).
-Expected result: joint > search-only on search R@30 and joint > rec-only on rec R@30, p < 0.05.
-Measured 2026-11-26 (3 seeds, 2-core CPU, 120 s wall): search +51.5% (per seed +84.5/+41.7/+35.1%,
-paired t-test p = 6.4e-15, Holm 1.3e-14, 3/3 seeds); rec +8.1% (per seed +12.1/+10.6/+1.3%,
-p = 1.7e-05, Holm 1.7e-05, 3/3 seeds). The rec gain is modest and shrinks as rec data grows
-(1000 users: +1.2%, n.s.); seed 2's rec gain is small.
+Question: is Gen_R+S (one tiny T5 trained on both tasks) ahead of Gen_S on search and of Gen_R on
+recommendation, Recall@30, when the comparison is fair (docs/study_design.md)? The study runs two
+training budgets -- `epochs` (the paper's: 8 epochs over each model's own data, so the joint model
+takes more steps) and `converged` (each model trains until its validation Recall@30 stops improving,
+best-validation checkpoint) -- and two decoders -- the paper's diverse beam search and the exact
+top-30 -- over 5 seeds, each seed with its own simulated dataset. Tests: paired t-test over seeds
+(the verdict) and over (seed, query) pairs, Holm over every test of the study.
+Data: the simulator's neutral default (items in latent clusters; search queries are words of the
+item, rec sessions stay in a cluster; every held-out target of either task is a training target of
+both tasks, as the paper's item filter makes it). Baselines: Pop_S / Pop_R / Pop_mix, BM25, SASRec.
+Runtime: see README (measured with this file's defaults on the project's 2-core CPU).
+
+Tuning record (docs/study_design.md "Tuning discipline"). The simulator scenario (80 items in 10
+clusters, 600 four-item sessions, 3 queries per item, Zipf 0.3, stay 0.95) and the model size were
+set in an earlier session by looking at test results, with a simulator that built a search gain in
+(40% of items without search queries); that mechanism is gone and these values were not re-tuned
+toward any result. The learning rate was chosen on VALIDATION data only, with simulator seeds 100
+and 101 (the reported seeds use 0-4), 2 run seeds, the epochs budget and beam search, by a rule
+fixed in advance (the best mean of the four validation Recall@30 values: Gen_S search, Gen_R rec,
+Gen_R+S search, Gen_R+S rec):
+  lr 0.001: 0.348 / 0.513 / 0.619 / 0.528, mean 0.502
+  lr 0.002: 0.584 / 0.595 / 0.684 / 0.603, mean 0.617
+  lr 0.005: 0.607 / 0.674 / 0.727 / 0.662, mean 0.667   <- chosen
+  lr 0.010: 0.649 / 0.661 / 0.654 / 0.702, mean 0.667
+(2026-12-01; command: python -m gr_jax.reproduce --config configs/quickstart.py:seeds=2
+ --workdir /tmp/tune --config.data.sim.seed=100 --config.eval.split=valid
+ --config.reproduce.budgets=epochs --config.reproduce.decoders=beam
+ --config.reproduce.sweep=train.learning_rate --config.reproduce.sweep_values=0.001,0.002,0.005).
+No setting was chosen by a test result in this session.
 
   python -m gr_jax.reproduce --config configs/quickstart.py --workdir runs/quickstart
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common  # noqa: E402
+from configs import common
 
 
 def get_config(arg=None):
-  args = common.parse_arg(arg, seeds=3)
+  args = common.parse_arg(arg, seeds=5)
   c = common.get_base()
   c.name = "quickstart"
   c.data.source = "simulate"
@@ -35,21 +47,17 @@ def get_config(arg=None):
   s = c.data.sim
   s.num_items = 80
   s.num_clusters = 10
-  # Sparse rec, rich search (H2): 600 four-item sessions give one training row each (leave-last-out
-  # keeps the last two for valid/test), ~7.5 per item, while search has 3 queries per item. Rec alone
-  # under-learns which cluster an item belongs to; joint training places the (tied) item embeddings
-  # by content cluster, so histories map to the right cluster. 600 test sessions give the t-test power.
-  # (Tried: 300 six-item sessions (3 rows each) -> rec +0.6%, n.s.; cold 3-item sessions whose history
-  # is search-only items -> the rec encoder never learns to read those tokens, joint no better.)
+  # Sparse rec, rich search (the H2 setting where search could help rec): 600 four-item sessions
+  # give one training row each (leave-last-out keeps the last two for valid/test), while search has
+  # 3 queries per item; 600 test sessions give the per-query test its power.
   s.num_users = 600
   s.session_len = 4
   s.queries_per_item = 3
   s.zipf_exponent = 0.3
   s.stay_in_cluster = 0.95
   s.shuffle_fraction = 0.5
-  # Complementary coverage: 40% of each cluster's items have no training queries (known from rec
-  # only) while the held-out queries cover every item: Gen_S cannot return them, Gen_R+S can.
-  # (A search-side share > 0 was tried: no model returns those items for rec, so it only dilutes.)
+  # Neutral coverage (the paper's item filter): no items known to one task only. The coverage
+  # variants (rec_side_fraction > 0 with heldout_in_both=False) build a gain in: not the headline.
   s.rec_side_fraction = 0.0
   s.search_side_fraction = 0.0
   s.side_weight = 0.0
@@ -62,10 +70,17 @@ def get_config(arg=None):
   c.model.dropout_rate = 0.0
   c.train.batch_size = 64
   c.train.num_epochs = 8
-  c.train.learning_rate = 0.002
-  c.train.warmup_steps = 20
+  c.train.learning_rate = 0.005  # chosen on validation, tuning seeds 100-101 (docstring)
+  c.train.warmup_fraction = 0.1
   c.train.log_every_steps = 100
   c.checkpoint.every_steps = 1000
   c.checkpoint.keep = 1
   c.reproduce.seeds = tuple(range(args["seeds"]))
+  c.reproduce.budgets = ("epochs", "converged")
+  # converged: 8 validation decodes within the step cap, each on the first 200 valid queries of
+  # each task (beam search over 60 beams is the cost of model selection on a CPU).
+  c.reproduce.converged_evals = 8
+  c.train.select_max_queries = 200
+  c.reproduce.decoders = ("beam", "topk_exact")
+  c.reproduce.baselines = ("bm25", "sasrec")  # BERT4Rec left out for time (configs/base.py has it)
   return c

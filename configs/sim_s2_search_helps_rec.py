@@ -11,11 +11,7 @@ few minutes in all on one GPU.
   python -m gr_jax.reproduce --config configs/sim_s2_search_helps_rec.py --workdir runs/sim_s2_search_helps_rec
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common  # noqa: E402
+from configs import common
 
 
 def get_config(arg=None):

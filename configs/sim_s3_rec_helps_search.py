@@ -2,7 +2,7 @@
 set of items (its anchor plus companions); the probability that a query's companions co-occur
 with its anchor in training sessions (rather than coming from a decoy pool of items that never
 co-occur with it, equally learnable from search data alone) grows.
-Expected (PAPER.md): the search gain of joint training grows with it.
+Expected (docs/study_design.md "Simulated data"): the search gain of joint training grows with it.
 
 Distinct from S2 (which varies the agreement of content words with rec clusters): here content
 words are the anchor's own (`s3_query_cluster_words=False`), agreement stays 1, and only the
@@ -19,11 +19,7 @@ few minutes in all on one GPU.
   python -m gr_jax.reproduce --config configs/sim_s3_rec_helps_search.py --workdir runs/sim_s3_rec_helps_search
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common  # noqa: E402
+from configs import common
 
 
 def get_config(arg=None):

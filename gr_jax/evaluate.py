@@ -1,11 +1,12 @@
-"""Evaluates a trained run: `python -m gr_jax.evaluate --workdir RUN [--split test|valid] [--step N]`.
+"""Evaluates a trained run: `python -m gr_jax.evaluate --workdir RUN [--split S] [--step N]`.
 
 Restores the checkpoint and config of RUN, decodes every query of the split for each task the model
 was trained on, and writes `RUN/eval/<split>/{search,rec}.{run,qrels}`, `metrics.json`,
-`per_query.json`. Decoding settings come from the run's config; change them with
-`--set decode.num_beams=8 --set decode.diversity_penalty=0.5` (any dotted config field).
-The exact top-K decoder beside beam search's results:
-`--set decode.method=topk_exact --out_subdir test_topk` writes `RUN/eval/test_topk/`.
+`per_query.json`. The run's config.json is the base config; change decoding settings like in the
+other binaries: `--config.decode.num_beams=8 --config.decode.diversity_penalty=0.5` (any dotted
+config field). The exact top-K decoder beside beam search's results:
+`--config.decode.method=topk_exact --out_subdir test_topk` writes `RUN/eval/test_topk/`.
+`--set decode.num_beams=8` is the older spelling (deprecated, still accepted).
 """
 
 from __future__ import annotations
@@ -13,55 +14,122 @@ from __future__ import annotations
 import ast
 import json
 import logging
+import os
 import sys
 
 from absl import app, flags
+
+from gr_jax import runtime
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Run directory (holds config.json and checkpoints/).")
 flags.DEFINE_enum("split", "test", ["test", "valid"], "Which split to decode.")
 flags.DEFINE_string("step", None, "Checkpoint step: an integer, 'best', or empty for the latest.")
-flags.DEFINE_multi_string("set", [], "Config override FIELD=VALUE (dotted path), repeatable.")
+flags.DEFINE_multi_string("set", [], "Deprecated spelling of --config.FIELD=VALUE (FIELD=VALUE, "
+                          "dotted path), repeatable.")
 flags.DEFINE_string("out_subdir", None, "Write to RUN/eval/<out_subdir> instead of "
                     "RUN/eval/<split> (several decoders' results side by side).")
 
+_CONFIG_PREFIX = "--config."
+# --config.* overrides taken out of argv before absl parses it (the base config is the run's
+# config.json, not a config file flag, so config_flags cannot own them).
+_CONFIG_OVERRIDES: dict = {}
+
+
+def _parse_value(text: str):
+  """A command-line value: a Python literal when it is one, true/false, else the bare string."""
+  if text.strip().lower() in ("true", "false"):
+    return text.strip().lower() == "true"
+  try:
+    return ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    return text
+
 
 def parse_overrides(items) -> dict:
+  """`--set` items FIELD=VALUE -> {FIELD: value}."""
   out = {}
   for item in items:
     key, sep, value = item.partition("=")
     if not sep or not key:
       raise ValueError(f"--set {item!r}: expected FIELD=VALUE, e.g. decode.num_beams=8")
-    try:
-      out[key.strip()] = ast.literal_eval(value)
-    except (ValueError, SyntaxError):
-      out[key.strip()] = value  # a bare string
+    out[key.strip()] = _parse_value(value)
   return out
 
 
+def split_config_overrides(argv: list[str]) -> tuple[list[str], dict]:
+  """(argv less --config.*, {dotted field: value}); `--config.a.b=V` or `--config.a.b V`."""
+  rest, overrides = [], {}
+  i = 0
+  while i < len(argv):
+    arg = argv[i]
+    if arg == "--":  # absl's end of flags: leave the rest alone
+      rest += argv[i:]
+      break
+    if arg.startswith(_CONFIG_PREFIX):
+      key, sep, value = arg[len(_CONFIG_PREFIX):].partition("=")
+      if not sep:
+        if i + 1 >= len(argv) or argv[i + 1].startswith("--"):
+          raise app.UsageError(f"{arg}: expected {arg}=VALUE, e.g. --config.decode.num_beams=8")
+        value = argv[i + 1]
+        i += 1
+      if not key or key.endswith(".") or ".." in key:
+        raise app.UsageError(f"{arg}: expected --config.FIELD=VALUE with a dotted FIELD")
+      overrides[key] = _parse_value(value)
+    elif arg in ("--config", "-config") or arg.startswith(("--config=", "-config=")):
+      raise app.UsageError(f"{arg}: evaluate takes the run's config.json as the base config; "
+                           "change fields with --config.FIELD=VALUE")
+    else:
+      rest.append(arg)
+    i += 1
+  return rest, overrides
+
+
+def _checked_overrides(workdir: str) -> dict:
+  """All overrides (--set, then --config.*), validated on the run's config before any work."""
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from gr_jax.evaluation import evaluator  # pylint: disable=g-import-not-at-top
+  overrides = {**parse_overrides(FLAGS.set), **_CONFIG_OVERRIDES}
+  cfg_path = os.path.join(workdir, "config.json")
+  if os.path.isfile(cfg_path):
+    try:
+      with open(cfg_path) as f:
+        base = ml_collections.ConfigDict(json.load(f))
+    except json.JSONDecodeError as e:
+      raise ValueError(f"{cfg_path}:{e.lineno}: invalid JSON ({e.msg})") from None
+    config = evaluator.apply_overrides(evaluator.with_decode_defaults(base), overrides)
+    runtime.validate_config(config)
+  return overrides
+
+
 def main(argv) -> None:
-  del argv
-  from gr_jax.evaluation import evaluator
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  from gr_jax.evaluation import evaluator  # pylint: disable=g-import-not-at-top
   logging.getLogger().setLevel(logging.INFO)
-  import jax
+  step = FLAGS.step or None
+  if step not in (None, "best"):
+    try:
+      step = int(step)
+    except ValueError:
+      raise ValueError(f"--step {step!r}: expected an integer, 'best' or nothing") from None
+  overrides = _checked_overrides(FLAGS.workdir)
+  import jax  # pylint: disable=g-import-not-at-top
   logging.info("devices: %s", jax.devices())
-  try:
-    step = FLAGS.step or None
-    if step not in (None, "best"):
-      try:
-        step = int(step)
-      except ValueError:
-        raise ValueError(f"--step {step!r}: expected an integer, 'best' or nothing") from None
-    metrics = evaluator.evaluate(FLAGS.workdir, FLAGS.split, step, parse_overrides(FLAGS.set),
-                                 out_subdir=FLAGS.out_subdir or None)
-  except (evaluator.EvaluationError, ValueError) as e:
-    sys.exit(f"error: {' '.join(str(e).split())}")
+  metrics = evaluator.evaluate(FLAGS.workdir, FLAGS.split, step, overrides,
+                               out_subdir=FLAGS.out_subdir or None)
   print(json.dumps({k: v for k, v in metrics.items() if k != "info"}, indent=1, sort_keys=True))
 
 
-def run() -> None:
+def run(argv: list[str] | None = None) -> None:
+  global _CONFIG_OVERRIDES
   flags.mark_flag_as_required("workdir")
-  app.run(main)
+  argv = list(sys.argv if argv is None else argv)
+  try:
+    argv, _CONFIG_OVERRIDES = split_config_overrides(argv)
+  except app.UsageError as e:
+    sys.exit(f"error: {e}")
+  app.run(runtime.main_guard(main, path_hint=lambda: FLAGS.workdir), argv=argv)
 
 
 if __name__ == "__main__":

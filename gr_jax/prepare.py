@@ -15,6 +15,8 @@ import os
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from gr_jax import runtime
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "experiment config file (configs/*.py)")
 _WORKDIR = flags.DEFINE_string("workdir", None, "run directory; the dataset goes to <workdir>/data "
                                "unless --config.data.processed_dir is set")
@@ -25,9 +27,11 @@ def output_dir(config, workdir: str) -> str:
 
 
 def main(argv):
-  del argv
-  from gr_jax.data import ProcessedDataset, prepare_dataset
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   config = _CONFIG.value
+  runtime.validate_config(config)  # before any work (and before the heavy imports)
+  from gr_jax.data import ProcessedDataset, prepare_dataset  # pylint: disable=g-import-not-at-top
   out = prepare_dataset(config, output_dir(config, _WORKDIR.value))
   ds = ProcessedDataset(out)
   m = ds.manifest
@@ -39,7 +43,7 @@ def main(argv):
 
 def run():
   flags.mark_flags_as_required(["config", "workdir"])
-  app.run(main)
+  app.run(runtime.main_guard(main, path_hint=lambda: output_dir(_CONFIG.value, _WORKDIR.value)))
 
 
 if __name__ == "__main__":

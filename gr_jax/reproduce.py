@@ -7,12 +7,13 @@ Resumable: run the same command again and finished stages are skipped, interrupt
 """
 
 import os
-import sys
 
 from absl import app
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
+
+from gr_jax import runtime
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config (configs/*.py[:arg]).",
                                           lock_config=False)
@@ -23,16 +24,13 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  runtime.validate_config(_CONFIG.value)  # before the lock, the data and any training
   from gr_jax import workdir_lock
   workdir = os.path.abspath(_WORKDIR.value)
   # One reproduce per study directory for the whole run: a second one fails at once instead of
-  # training the same runs concurrently.
+  # training the same runs concurrently (WorkdirLockedError: one line through main_guard).
   lock = workdir_lock.WorkdirLock(workdir, purpose="reproduce")
-  try:
-    lock.acquire()
-  except workdir_lock.WorkdirLockedError as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(1)
+  lock.acquire()
   try:
     _run_study(workdir)
   finally:
@@ -41,25 +39,14 @@ def main(argv):
 
 def _run_study(workdir: str) -> None:
   """Builds and runs the plan (with the study lock held)."""
-  from gr_jax import runtime
   from gr_jax.study import build_plan, run_plan
   runtime.setup(workdir)
   plan = build_plan(_CONFIG.value, workdir)
   logging.info("study %s: %d point(s), %d run(s)", _CONFIG.value.name, len(plan.points),
                len(plan.runs))
-  from gr_jax.evaluation.evaluator import EvaluationError
-  from gr_jax.training.loop import NonFiniteLossError
-  from gr_jax.workdir_lock import WorkdirLockedError
-  try:
-    report = run_plan(plan)
-  except (ValueError, KeyError, FileNotFoundError, EvaluationError, NonFiniteLossError,
-          WorkdirLockedError) as e:
-    # Bad input, a config error or a diverged run: one line the user can act on. Finished stages
-    # are kept; fix the cause and rerun the same command to continue.
-    logging.debug("study stopped", exc_info=True)  # the traceback, with --verbosity=1
-    print(f"error: {e}\n(finished stages are kept: rerun the same command to continue)",
-          file=sys.stderr)
-    sys.exit(1)
+  # Bad input, a config error or a diverged run raise; main_guard prints one line the user can
+  # act on. Finished stages are kept; fix the cause and rerun the same command to continue.
+  report = run_plan(plan)
   print(f"\nReport: {report}")
   summary = os.path.join(workdir, "summary.txt")
   if os.path.exists(summary):
@@ -68,7 +55,9 @@ def _run_study(workdir: str) -> None:
 
 
 def run():
-  app.run(main)
+  app.run(runtime.main_guard(
+      main, path_hint=lambda: _WORKDIR.value,
+      note="finished stages are kept: fix the cause and rerun the same command to continue"))
 
 
 if __name__ == "__main__":

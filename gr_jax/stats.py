@@ -13,11 +13,11 @@ evaluated on different data (different qrels or dataset identity; both run dirs 
 from __future__ import annotations
 
 import glob
-import json
 import os
-import sys
 
 from absl import app, flags
+
+from gr_jax import runtime
 
 FLAGS = flags.FLAGS
 flags.DEFINE_multi_string("runs", [], "MODEL=DIR[,DIR...] (one directory per seed), repeatable.")
@@ -27,7 +27,7 @@ flags.DEFINE_enum("split", "test", ["test", "valid"], "Which evaluation split.")
 flags.DEFINE_enum("test", "ttest", ["ttest", "randomization"], "Paired test per query.")
 flags.DEFINE_enum("correction", "holm", ["holm", "bonferroni", "none"], "Multiple-testing correction.")
 flags.DEFINE_string("baseline", "joint", "Model compared against every other one.")
-flags.DEFINE_integer("num_samples", 10000, "Randomisation test samples.")
+flags.DEFINE_integer("num_samples", 10000, "Randomisation test samples.", lower_bound=1)
 flags.DEFINE_string("out", "", "Directory for stats.json and stats.md (empty: print only).")
 
 
@@ -53,15 +53,12 @@ def main(argv) -> None:
   del argv
   from gr_jax.analysis import stats
   from gr_jax.evaluation import runs as runs_lib
-  try:
-    groups = parse_groups(FLAGS.runs)
-    result = stats.compare_models(groups, task=FLAGS.tasks, metric=FLAGS.metrics, test=FLAGS.test,
-                                  correction=FLAGS.correction, baseline=FLAGS.baseline,
-                                  split=FLAGS.split, num_samples=FLAGS.num_samples)
-  except (ValueError, KeyError, OSError) as e:
-    # One line: the message names the path or the two run dirs; a traceback would bury it.
-    msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-    sys.exit(f"error: {' '.join(str(msg).split())}")
+  # Errors (ValueError, KeyError, OSError) reach main_guard: one line naming the path or the two
+  # run dirs; a traceback would bury it.
+  groups = parse_groups(FLAGS.runs)
+  result = stats.compare_models(groups, task=FLAGS.tasks, metric=FLAGS.metrics, test=FLAGS.test,
+                                correction=FLAGS.correction, baseline=FLAGS.baseline,
+                                split=FLAGS.split, num_samples=FLAGS.num_samples)
   md = stats.to_markdown(result)
   print(md)
   if FLAGS.out:
@@ -71,7 +68,7 @@ def main(argv) -> None:
 
 
 def run() -> None:
-  app.run(main)
+  app.run(runtime.main_guard(main, path_hint=lambda: FLAGS.out or None))
 
 
 if __name__ == "__main__":

@@ -10,12 +10,13 @@ process on a workdir that a running one holds fails at once (gr_jax.workdir_lock
 from __future__ import annotations
 
 import json
-import sys
 
 from absl import app
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
+
+from gr_jax import runtime
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "experiment config file (path.py[:arg])",
                                           lock_config=True)
@@ -25,6 +26,7 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "run directory (checkpoints, met
 def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  runtime.validate_config(_CONFIG.value)  # before any work: no step is trained on nonsense
   import jax  # pylint: disable=g-import-not-at-top  (after absl parsed XLA/JAX flags)
   from gr_jax.training import loop, partitioning  # pylint: disable=g-import-not-at-top
   from gr_jax.workdir_lock import WorkdirLockedError  # pylint: disable=g-import-not-at-top
@@ -36,17 +38,16 @@ def main(argv) -> None:
   logging.info("config:\n%s", config)
   try:
     summary = loop.train(config, _WORKDIR.value)
-  except (loop.NonFiniteLossError, ValueError, FileNotFoundError, WorkdirLockedError) as e:
-    logging.error("%s", e)
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(1)
+  except (loop.NonFiniteLossError, ValueError, OSError, WorkdirLockedError) as e:
+    logging.error("%s", e)  # also in the log file; main_guard prints the one line and exits 1
+    raise
   print(json.dumps(summary, default=str))
 
 
 def run() -> None:
   """Console-script entry point (`gr-jax-train`)."""
   flags.mark_flags_as_required(["config", "workdir"])
-  app.run(main)
+  app.run(runtime.main_guard(main, path_hint=lambda: _WORKDIR.value))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,5 @@
 """Shared pytest fixtures (kept small: each package's tests own their helpers)."""
 
-import os
 
 import pytest
 

@@ -19,6 +19,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from gr_jax.analysis.divergence import kl_divergence
 from gr_jax.evaluation import metrics as metrics_lib
 
 BUCKETS = ("head", "torso", "tail")
@@ -31,15 +32,6 @@ def distribution(counts: Mapping[str, float], items: Sequence[str], eps: float =
   if s <= 0:
     raise ValueError("distribution of all-zero counts (no predictions or no targets)")
   return c / s
-
-
-def kl_divergence(p: np.ndarray, q: np.ndarray) -> float:
-  """KL(p || q) in nats; terms with p = 0 contribute 0; inf where q = 0 < p."""
-  p = np.asarray(p, np.float64)
-  q = np.asarray(q, np.float64)
-  mask = p > 0
-  with np.errstate(divide="ignore"):
-    return float(np.sum(p[mask] * (np.log(p[mask]) - np.log(q[mask]))))
 
 
 def predicted_counts(run: Mapping[str, Mapping[str, float]], k: int) -> dict[str, int]:
@@ -75,6 +67,8 @@ def popularity_buckets(train_counts: Mapping[str, float], bounds: Sequence[float
   Items are sorted by count descending (ties by id, for determinism); an item belongs to the
   bucket in which its cumulative share *starts*, so the most popular item is always head.
   """
+  if len(bounds) != 2 or not 0.0 < float(bounds[0]) <= float(bounds[1]) <= 1.0:
+    raise ValueError(f"bucket bounds must be two shares 0 < head <= torso <= 1, got {bounds!r}")
   items = sorted(train_counts, key=lambda d: (-float(train_counts[d]), d))
   total = float(sum(train_counts.values()))
   if total <= 0:
@@ -104,9 +98,10 @@ def bucket_recall(run, qrels, buckets: Mapping[str, str], k: int = 30) -> dict[s
 
 
 def h1_analysis(runs: Mapping[str, Mapping], qrels, train_counts: Mapping[str, float],
-                items: Sequence[str], k: int = 30, eps: float = 1e-6) -> list[dict]:
+                items: Sequence[str], k: int = 30, eps: float = 1e-6,
+                bounds: Sequence[float] = (1 / 3, 2 / 3)) -> list[dict]:
   """One record per model: KL both ways and head/torso/tail recall. runs: model -> run (one task)."""
-  buckets = popularity_buckets(train_counts)
+  buckets = popularity_buckets(train_counts, bounds)
   out = []
   for model, run in runs.items():
     rec = {"model": model, **popularity_kl(run, qrels, items, k, eps)}
@@ -132,7 +127,8 @@ def _mean_records(records: list[dict]) -> dict:
 
 
 def h1_from_runs(groups: Mapping[str, Sequence[str]], dataset, task: str, split: str = "test",
-                 k: int = 30, eps: float = 1e-6) -> list[dict]:
+                 k: int = 30, eps: float = 1e-6, bounds: Sequence[float] = (1 / 3, 2 / 3)
+                 ) -> list[dict]:
   """H1 per model (mean over its seeds' run dirs) from `eval/<split>/{task}.run` files."""
   import os
   from gr_jax.evaluation import runs as runs_lib
@@ -149,7 +145,7 @@ def h1_from_runs(groups: Mapping[str, Sequence[str]], dataset, task: str, split:
         break  # the model has no run for this task (e.g. Gen_R on search)
       run = runs_lib.read_run(path)
       qrels = runs_lib.read_qrels(os.path.join(runs_lib.eval_dir(d, split), f"{task}.qrels"))
-      recs.append(h1_analysis({model: run}, qrels, train_counts, items, k, eps)[0])
+      recs.append(h1_analysis({model: run}, qrels, train_counts, items, k, eps, bounds)[0])
     if recs:
       out.append({"task": task, **_mean_records(recs)})
   return out

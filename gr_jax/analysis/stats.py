@@ -466,6 +466,81 @@ def compare_models(groups: Mapping[str, Sequence[str]], task: str | Sequence[str
           "correction": correction, "split": split, "baseline": baseline}
 
 
+def compare_within_seeds(groups: Mapping[str, Sequence[str]], task: str | Sequence[str] = "search",
+                         metric: str | Sequence[str] = "recall@30", test: str = "ttest",
+                         correction: str = "holm", baseline: str = "joint", split: str = "test",
+                         num_samples: int = 10000, seed: int = 0) -> dict:
+  """`compare_models` for studies with one dataset per seed (a fresh simulated dataset each).
+
+  Runs are paired by seed (config.json `seed`), dataset identity and qrels are checked within each
+  pair only, and the query-level test's units are (seed, query) pairs: the joint and the
+  task-specific model of one seed answered the same query of the same dataset. The seed-level test
+  is the paired t-test over the per-seed means. Same return layout as `compare_models`
+  (`num_queries` counts the (seed, query) units).
+  """
+  if test not in TESTS:
+    raise ValueError(f"unknown test {test!r}; expected one of {TESTS}")
+  tasks = [task] if isinstance(task, str) else list(task)
+  metric_list = [metric] if isinstance(metric, str) else list(metric)
+  files = _EvalFiles(split)
+  results, comparisons = [], []
+  for t in tasks:
+    for met in metric_list:
+      loaded = {}
+      for name, dirs in groups.items():
+        dirs = [os.fspath(d) for d in dirs]
+        r = _load_model_runs(files, name, dirs, t, met)
+        if r is None:
+          continue
+        seed_means, pq = r
+        loaded[name] = (dirs, seed_means, pq)
+        results.append({
+            "model": name, "task": t, "metric": met, "mean": float(np.mean(seed_means)),
+            "std": float(np.std(seed_means, ddof=1)) if len(seed_means) > 1 else 0.0,
+            "per_seed": seed_means, "run_dirs": dirs,
+            "num_queries": int(sum(len(p) for p in pq))})
+      if baseline not in loaded:
+        continue
+      a_dirs, a_seeds, a_pq = loaded[baseline]
+      for other, (b_dirs, b_seeds, b_pq) in loaded.items():
+        if other == baseline:
+          continue
+        pairing, keys, ia, ib = _seed_pairs(a_dirs, b_dirs)
+        va, vb = [], []
+        for i, j in zip(ia, ib):
+          _check_same_dataset(files, a_dirs[i], b_dirs[j])
+          _check_same_qrels(files, a_dirs[i], b_dirs[j], t)
+          diff = _id_set_difference(a_pq[i], b_pq[j])
+          if diff:
+            raise IncomparableRunsError(
+                f"{a_dirs[i]} and {b_dirs[j]}: eval/{split}/per_query.json {t}/{met} hold "
+                f"different queries: {diff} (a torn or stale per_query.json; re-evaluate)")
+          for q in sorted(a_pq[i]):
+            va.append(a_pq[i][q])
+            vb.append(b_pq[j][q])
+        if test == "ttest":
+          res = paired_ttest(va, vb)
+        else:
+          res = randomization_test(va, vb, num_samples=num_samples, seed=seed)
+        seed_test = seed_level_test([a_seeds[i] for i in ia], [b_seeds[j] for j in ib])
+        seed_test.update({"pairing": pairing, "seeds": keys})
+        mean_a = float(np.mean([a_seeds[i] for i in ia]))
+        mean_b = float(np.mean([b_seeds[j] for j in ib]))
+        comparisons.append({
+            "task": t, "metric": met, "a": baseline, "b": other,
+            "p_value": res["p_value"], "statistic": res["statistic"], "method": test,
+            "gain_pct": (mean_a - mean_b) / mean_b * 100.0 if mean_b != 0 else math.nan,
+            "mean_a": mean_a, "mean_b": mean_b, "num_queries": len(va),
+            "unit": "query", "diff": res["diff"], "ci95": res["ci95"],
+            "ci_method": res["ci_method"], "seed_test": seed_test})
+  comparisons = adjust_family(comparisons, correction)
+  seed_tests = adjust_family([c["seed_test"] for c in comparisons], correction)
+  for c, st in zip(comparisons, seed_tests):
+    c["seed_test"] = st
+  return {"results": results, "comparisons": comparisons, "test": test,
+          "correction": correction, "split": split, "baseline": baseline}
+
+
 def _fmt(x: float, digits: int = 4) -> str:
   if x is None or (isinstance(x, float) and math.isnan(x)):
     return "n/a"

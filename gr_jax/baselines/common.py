@@ -15,6 +15,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from gr_jax.evaluation import metrics as metrics_lib
+from gr_jax import workdir as workdir_lib
 from gr_jax.evaluation import runs as runs_lib
 
 
@@ -61,8 +62,8 @@ def write_config(out_dir: str, config, name: str) -> None:
   d = config.to_dict() if hasattr(config, "to_dict") else dict(config)
   d = dict(d, baseline=name)
   os.makedirs(out_dir, exist_ok=True)
-  runs_lib.write_text(os.path.join(out_dir, "config.json"),
-                      json.dumps(d, indent=2, sort_keys=True, default=list) + "\n")
+  workdir_lib.write_text(os.path.join(out_dir, "config.json"),
+                         json.dumps(d, indent=2, sort_keys=True, default=list) + "\n")
 
 
 def evaluate_and_write(out_dir: str, split: str, task: str, run: Mapping, arrays: Mapping,

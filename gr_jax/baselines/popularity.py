@@ -17,9 +17,9 @@ import numpy as np
 
 from gr_jax.evaluation import metrics as metrics_lib
 from gr_jax.evaluation import runs as runs_lib
+from gr_jax.schema import TASKS
 
 BASELINES = ("pop_s", "pop_r", "pop_mix")
-TASKS = ("search", "rec")  # same order as gr_jax.data.TASKS
 
 
 def _task_arrays(dataset, task: str, split: str):

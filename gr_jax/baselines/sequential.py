@@ -56,6 +56,7 @@ import optax
 import orbax.checkpoint as ocp
 from flax import nnx
 
+from gr_jax import workdir as workdir_lib
 from gr_jax.baselines import common
 from gr_jax.evaluation import runs as runs_lib
 
@@ -436,7 +437,7 @@ class _Metrics:
               keep.append(line)
           except ValueError:
             pass  # a line cut by a kill: drop it
-    runs_lib.write_text(path, "".join(keep))
+    workdir_lib.write_text(path, "".join(keep))
 
   def write(self, record: dict) -> None:
     with open(self.path, "a") as f:
@@ -505,7 +506,7 @@ def train_sequential(kind: str, config, dataset, workdir: str, *,
   fingerprint = {"kind": kind, "seed": seed, "section": _plain(cfg), "num_items": n,
                  "num_windows": num_windows}
   mngr = ocp.CheckpointManager(
-      os.path.join(os.path.abspath(workdir), "checkpoints"),
+      os.path.join(workdir_lib.absolute(workdir), "checkpoints"),
       options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True),
       item_names=_CKPT_ITEMS)
   step = 0

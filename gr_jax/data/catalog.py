@@ -3,22 +3,25 @@
 Items are numbered 0..num_items-1 in catalogue order. With the atomic ID scheme (paper) each item
 owns one new token appended after the text vocabulary: token = token_offset + index, where
 token_offset is the model's text vocabulary size. Callers never compute tokens themselves; they ask
-`item_tokens(index)` / `tokens_to_item(tokens)` and `tokens_per_item`, so a multi-token scheme
-(semantic IDs: a few tokens per item drawn from a shared code book) can be added later as another
-`id_scheme` without changing them.
+`item_tokens(index)` / `tokens_to_item(tokens)` and `tokens_per_item`.
+
+With the semantic scheme (`gr_jax.data.semantic_ids`) an item's ID is its code tuple: `levels`
+codes in [0, codebook_size) and, when some items share a tuple, a final disambiguation code in
+[0, num_disambiguation). Level l, code c is token `token_offset + l * codebook_size + c`; the
+disambiguation code d is token `token_offset + levels * codebook_size + d`. Every item's ID has the
+same length (`tokens_per_item`) and names exactly one item.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 
 from gr_jax.data.errors import DataError
 
-ID_SCHEMES = ("atomic",)
+ID_SCHEMES = ("atomic", "semantic")
 
 
 class ItemCatalog:
@@ -27,7 +30,10 @@ class ItemCatalog:
   def __init__(self, item_ids: Sequence[str], *, token_offset: int,
                titles: Sequence[str] | None = None,
                metadata: Sequence[dict[str, Any]] | None = None,
-               id_scheme: str = "atomic", source: str = "<catalog>"):
+               id_scheme: str = "atomic", codes=None, levels: int = 0, codebook_size: int = 0,
+               num_disambiguation: int = 0, source: str = "<catalog>"):
+    """codes int [num_items, tokens_per_item], levels, codebook_size, num_disambiguation: the
+    semantic scheme's code tuples (see the module doc); unused with atomic IDs."""
     if id_scheme not in ID_SCHEMES:
       raise DataError(source, 0, "id_scheme", f"expected one of {ID_SCHEMES}, got {id_scheme!r}")
     self.item_ids = [str(i) for i in item_ids]
@@ -45,6 +51,37 @@ class ItemCatalog:
                       f"{len(self.titles)} titles and {len(self.metadata)} metadata")
     self.token_offset = int(token_offset)
     self.id_scheme = id_scheme
+    self.codes = None
+    self.levels = self.codebook_size = self.num_disambiguation = 0
+    self._tuple_index = None  # semantic: token tuple -> item index, built on first use
+    if id_scheme == "semantic":
+      self._set_codes(codes, levels, codebook_size, num_disambiguation, source)
+    elif codes is not None:
+      raise DataError(source, 0, "codes", f"id_scheme {id_scheme!r} takes no code tuples")
+
+  def _set_codes(self, codes, levels, codebook_size, num_disambiguation, source):
+    """Checks and stores the semantic scheme's code tuples."""
+    levels, k, nd = int(levels), int(codebook_size), int(num_disambiguation)
+    if codes is None:
+      raise DataError(source, 0, "semantic.codes", "the semantic id_scheme needs code tuples")
+    codes = np.asarray(codes, np.int64)
+    want = levels + (1 if nd else 0)
+    if levels < 1 or k < 1 or nd < 0 or codes.shape != (self.num_items, want):
+      raise DataError(source, 0, "semantic.codes",
+                      f"expected levels >= 1, codebook_size >= 1 and codes of shape "
+                      f"[{self.num_items}, {want}], got levels={levels}, codebook_size={k}, "
+                      f"num_disambiguation={nd}, codes {list(codes.shape)}")
+    bad = (codes < 0) | np.concatenate(
+        [codes[:, :levels] >= k, codes[:, levels:] >= max(nd, 1)], axis=1)
+    if bad.any():
+      i, j = (int(x[0]) for x in np.nonzero(bad))
+      raise DataError(source, 0, "semantic.codes", f"item {i}, position {j}: code {codes[i, j]} "
+                      f"outside its codebook (size {k if j < levels else nd})")
+    if len(np.unique(codes, axis=0)) != self.num_items:
+      raise DataError(source, 0, "semantic.codes", "two items share a code tuple (every "
+                      "semantic ID must name exactly one item)")
+    self.codes = codes.astype(np.int32)
+    self.levels, self.codebook_size, self.num_disambiguation = levels, k, nd
 
   # ------------------------------------------------------------------ ids and indices
   @property
@@ -74,29 +111,54 @@ class ItemCatalog:
   @property
   def tokens_per_item(self) -> int:
     """Tokens in one item's ID (1 for atomic IDs); the decoder target adds one EOS."""
-    return 1
+    return 1 if self.codes is None else int(self.codes.shape[1])
 
   @property
   def num_id_tokens(self) -> int:
     """How many tokens the model must add after the text vocabulary (`num_item_tokens`)."""
-    return self.num_items
+    if self.codes is None:
+      return self.num_items
+    return self.levels * self.codebook_size + self.num_disambiguation
+
+  def _position_offsets(self) -> np.ndarray:
+    """Semantic: first token of each ID position's codebook, int64 [tokens_per_item]."""
+    base = self.token_offset + self.codebook_size * np.arange(self.levels, dtype=np.int64)
+    if self.num_disambiguation:
+      base = np.append(base, self.token_offset + self.levels * self.codebook_size)
+    return base
 
   def item_tokens(self, index) -> np.ndarray:
     """Tokens of item index (or array of indices): int32 `[..., tokens_per_item]`."""
     index = np.asarray(index, np.int64)
-    return (index + self.token_offset).astype(np.int32)[..., None]
+    if self.codes is None:
+      return (index + self.token_offset).astype(np.int32)[..., None]
+    return (self.codes[index] + self._position_offsets()).astype(np.int32)
 
   def tokens_to_item(self, tokens) -> np.ndarray:
     """Inverse of item_tokens: `[..., tokens_per_item]` -> item index `[...]`, -1 if not an item."""
-    tokens = np.asarray(tokens, np.int64)[..., 0]
-    index = tokens - self.token_offset
-    return np.where((index >= 0) & (index < self.num_items), index, -1).astype(np.int32)
+    tokens = np.asarray(tokens, np.int64)
+    if self.codes is None:
+      index = tokens[..., 0] - self.token_offset
+      return np.where((index >= 0) & (index < self.num_items), index, -1).astype(np.int32)
+    if self._tuple_index is None:
+      all_tokens = self.item_tokens(np.arange(self.num_items))  # [N, T]
+      self._tuple_index = {tuple(row): i for i, row in enumerate(all_tokens.tolist())}
+    flat = tokens.reshape(-1, tokens.shape[-1])
+    if flat.shape[1] != self.tokens_per_item:
+      return np.full(tokens.shape[:-1], -1, np.int32)
+    out = [self._tuple_index.get(tuple(row), -1) for row in flat.tolist()]
+    return np.asarray(out, np.int32).reshape(tokens.shape[:-1])
 
   # ------------------------------------------------------------------ persistence
   def to_dict(self) -> dict:
-    return {"id_scheme": self.id_scheme, "token_offset": self.token_offset,
-            "num_items": self.num_items, "item_ids": self.item_ids, "titles": self.titles,
-            "metadata": self.metadata}
+    d = {"id_scheme": self.id_scheme, "token_offset": self.token_offset,
+         "num_items": self.num_items, "item_ids": self.item_ids, "titles": self.titles,
+         "metadata": self.metadata}
+    if self.codes is not None:  # atomic catalogues keep their exact former layout
+      d["semantic"] = {"levels": self.levels, "codebook_size": self.codebook_size,
+                       "num_disambiguation": self.num_disambiguation,
+                       "codes": self.codes.tolist()}
+    return d
 
   def save(self, path: str) -> None:
     with open(path, "w", encoding="utf-8") as f:
@@ -109,14 +171,21 @@ class ItemCatalog:
     for key in ("id_scheme", "token_offset", "item_ids"):
       if key not in d:
         raise DataError(path, 0, key, "missing from the catalogue file")
+    sem = d.get("semantic") or {}
+    if d["id_scheme"] == "semantic":
+      for key in ("levels", "codebook_size", "num_disambiguation", "codes"):
+        if key not in sem:
+          raise DataError(path, 0, f"semantic.{key}", "missing from the catalogue file")
     cat = cls(d["item_ids"], token_offset=d["token_offset"], titles=d.get("titles"),
-              metadata=d.get("metadata"), id_scheme=d["id_scheme"], source=path)
+              metadata=d.get("metadata"), id_scheme=d["id_scheme"], codes=sem.get("codes"),
+              levels=sem.get("levels", 0), codebook_size=sem.get("codebook_size", 0),
+              num_disambiguation=sem.get("num_disambiguation", 0), source=path)
     if d.get("num_items", cat.num_items) != cat.num_items:
       raise DataError(path, 0, "num_items", f"says {d['num_items']} but lists {cat.num_items} ids")
     return cat
 
   def __repr__(self) -> str:
     return (f"ItemCatalog(num_items={self.num_items}, token_offset={self.token_offset}, "
-            f"id_scheme={self.id_scheme!r})")
+            f"id_scheme={self.id_scheme!r}, tokens_per_item={self.tokens_per_item})")
 
 

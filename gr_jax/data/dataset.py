@@ -12,8 +12,8 @@ from gr_jax.data.catalog import ItemCatalog
 from gr_jax.data.errors import DataError
 from gr_jax.data.raw import SPLITS
 from gr_jax.data.tokenizer import TextTokenizer
+from gr_jax.schema import TASKS
 
-TASKS = ("search", "rec")
 ARRAY_KEYS = ("encoder_input_ids", "target_item", "query_id")
 
 

@@ -7,13 +7,19 @@ Under `data.path`:
                 timestamps are optional (items are then taken in the given order), else items are
                 ordered by (timestamp, position)
   items file    {"item": id, "title": text, ...} per line; other fields become metadata
-Item ids are compared as strings. Unknown items (not in the items file), missing fields, empty
-queries, bad JSON, non-UTF-8 bytes and duplicate item ids are errors naming file, line and field,
-or counted skips with data.skip_bad_rows.
+Item ids (a JSON string or integer) are compared as strings. Unknown items (not in the items file),
+missing fields, values of the wrong JSON type (a query or title that is not a string, an id that is
+null, a float, a bool or a list, a NaN or infinite timestamp), empty queries, bad JSON, non-UTF-8
+bytes and duplicate item ids are errors naming file, line and field, or counted skips with
+data.skip_bad_rows; str() is never used to turn such a value into text. A file with no usable row
+is an error naming it. Search logs here are not derived from the sessions' users, so there is no
+held-out interaction to leave out of them (unlike MovieLens tags and MPD playlist names).
 """
 
 from __future__ import annotations
 
+import json
+import math
 import os
 
 from gr_jax.data import textio
@@ -23,6 +29,19 @@ from gr_jax.data.raw import SPLITS, RawData
 
 def _path(root: str, name: str) -> str:
   return name if os.path.isabs(name) else os.path.join(root, name)
+
+
+def _wrong_type(bad: BadRows, path: str, line: int, field: str, want: str, value) -> None:
+  bad.bad(path, line, field, f"expected {want}, got {json.dumps(value)}", reason=f"bad {field}")
+
+
+def _require_rows(path: str, n: int, field: str, bad: BadRows) -> None:
+  """A file that gave no usable row stops here, named, rather than as an empty dataset later."""
+  if n:
+    return
+  skipped = sum(v for k, v in bad.counts.items() if k.startswith(os.path.basename(path) + ":"))
+  why = f"all {skipped} rows were skipped as bad" if skipped else "the file has no rows"
+  raise DataError(path, 0, field, f"no usable row ({why})")
 
 
 def load(dc) -> RawData:
@@ -42,15 +61,22 @@ def load(dc) -> RawData:
     if "item" not in obj:
       bad.bad(items_path, line, "item", "missing item id", reason="missing item")
       continue
-    item = str(obj["item"])
+    item = textio.as_id(obj["item"])
+    if item is None:
+      _wrong_type(bad, items_path, line, "item", "a string or integer id", obj["item"])
+      continue
+    if "title" in obj and not isinstance(obj["title"], str):
+      _wrong_type(bad, items_path, line, "title", "a string", obj["title"])
+      continue
     if item in first_line:
       bad.bad(items_path, line, "item", f"duplicate item id {item!r} (first on line "
               f"{first_line[item]})", reason="duplicate item")
       continue
     first_line[item] = line
     raw.items.append(item)
-    raw.titles.append(str(obj.get("title", "")))
+    raw.titles.append(obj.get("title", ""))
     raw.metadata.append({k: v for k, v in obj.items() if k not in ("item", "title")})
+  _require_rows(items_path, len(raw.items), "item", bad)
 
   for line, obj in textio.iter_jsonl(search_path, bad):
     missing = [k for k in ("query", "item") if k not in obj]
@@ -58,7 +84,14 @@ def load(dc) -> RawData:
       bad.bad(search_path, line, missing[0], "missing; expected {\"query\": text, \"item\": id}",
               reason=f"missing {missing[0]}")
       continue
-    item, query = str(obj["item"]), " ".join(str(obj["query"]).split())
+    text, item = textio.as_text(obj["query"]), textio.as_id(obj["item"])
+    if text is None:
+      _wrong_type(bad, search_path, line, "query", "a string", obj["query"])
+      continue
+    if item is None:
+      _wrong_type(bad, search_path, line, "item", "a string or integer id", obj["item"])
+      continue
+    query = " ".join(text.split())
     if not query:
       bad.bad(search_path, line, "query", "empty query", reason="empty query")
       continue
@@ -67,11 +100,12 @@ def load(dc) -> RawData:
               reason="unknown item")
       continue
     split = obj.get("split", "")
-    if split and split not in SPLITS:
-      bad.bad(search_path, line, "split", f"expected one of {SPLITS}, got {split!r}",
+    if not isinstance(split, str) or (split and split not in SPLITS):
+      bad.bad(search_path, line, "split", f"expected one of {SPLITS}, got {json.dumps(split)}",
               reason="bad split")
       continue
     raw.search_pairs.append((query, item, split))
+  _require_rows(search_path, len(raw.search_pairs), "query", bad)
 
   for line, obj in textio.iter_jsonl(sessions_path, bad):
     missing = [k for k in ("user", "items") if k not in obj]
@@ -79,12 +113,21 @@ def load(dc) -> RawData:
       bad.bad(sessions_path, line, missing[0], "missing; expected {\"user\": id, \"items\": [...]}",
               reason=f"missing {missing[0]}")
       continue
+    user = textio.as_id(obj["user"])
+    if user is None:
+      _wrong_type(bad, sessions_path, line, "user", "a string or integer id", obj["user"])
+      continue
     items = obj["items"]
     if not isinstance(items, list) or not items:
       bad.bad(sessions_path, line, "items", "expected a non-empty list of item ids",
               reason="bad items")
       continue
-    items = [str(i) for i in items]
+    ids = [textio.as_id(i) for i in items]
+    if None in ids:
+      _wrong_type(bad, sessions_path, line, "items", "string or integer item ids",
+                  items[ids.index(None)])
+      continue
+    items = ids
     unknown = [i for i in items if i not in first_line]
     if unknown:
       bad.bad(sessions_path, line, "items", f"unknown item id {unknown[0]!r} (not in "
@@ -92,11 +135,14 @@ def load(dc) -> RawData:
       continue
     ts = obj.get("timestamps")
     if ts is not None:
+      # json.loads reads NaN and Infinity literals: an order by NaN is no order.
       if (not isinstance(ts, list) or len(ts) != len(items) or
-          not all(isinstance(t, (int, float)) and not isinstance(t, bool) for t in ts)):
+          not all(isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t)
+                  for t in ts)):
         bad.bad(sessions_path, line, "timestamps",
-                f"expected {len(items)} numbers (one per item)", reason="bad timestamps")
+                f"expected {len(items)} finite numbers (one per item)", reason="bad timestamps")
         continue
       items = [i for _, _, i in sorted(zip(ts, range(len(items)), items))]
-    raw.sessions.append((str(obj["user"]), items))
+    raw.sessions.append((user, items))
+  _require_rows(sessions_path, len(raw.sessions), "items", bad)
   return raw

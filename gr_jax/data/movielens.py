@@ -1,11 +1,20 @@
 """MovieLens in the GroupLens CSV layout (ml-latest-small, ml-25m; a directory or the zip).
 
 Search: queries from user tags (normalised: lower case, whitespace collapsed, surrounding
-punctuation stripped; tags used fewer than `min_tag_count` times across the dataset are dropped as
-noise and counted), optionally titles (year removed) and genres; or, with
+punctuation stripped), optionally titles (year removed) and genres; or, with
 `data.movielens.queries_jsonl`, the user's generated queries `{"item": movieId, "query": text}`
 instead. One pair per distinct (query, movie). Rec: each user's ratings >= `min_rating`, ordered by
 (timestamp, movieId). Splits and the items-in-both filter are applied by prepare.
+
+No leak of held-out rec interactions: a tag row (user, movie, tag) whose (user, movie) is one of
+that user's rec valid/test targets (as prepare will split them, see raw.heldout_interactions) gives
+no search pair; titles, genres and generated queries describe the movie, not a user, and stay.
+Then tags used by fewer than `min_tag_count` DISTINCT users among the remaining rows are dropped:
+a tag private to one user ties that user's movies together, a rec signal dressed as a query.
+Counts of both drops go to the manifest's source_stats.
+
+ratings.csv goes through the vectorised reader (textio.read_numeric_csv) when every row is plain
+numbers, else row by row with errors naming file, line and field: ratings must be finite and >= 0.
 """
 
 from __future__ import annotations
@@ -13,8 +22,11 @@ from __future__ import annotations
 import collections
 import re
 
+import numpy as np
+
+from gr_jax.data import raw as raw_lib
 from gr_jax.data import textio
-from gr_jax.data.errors import BadRows
+from gr_jax.data.errors import BadRows, DataError
 from gr_jax.data.raw import RawData
 
 QUERY_SOURCES = ("tags", "titles", "genres")
@@ -36,28 +48,15 @@ def clean_title(title: str) -> str:
   return f"{m.group(2)} {m.group(1)}" if m else title
 
 
-def load(dc) -> RawData:
-  ml = dc.movielens
-  bad = BadRows(skip=bool(dc.skip_bad_rows))
-  root = dc.path
-  sources = tuple(ml.query_sources)
-  for s in sources:
-    if s not in QUERY_SOURCES:
-      raise ValueError(f"data.movielens.query_sources: {s!r} is not one of {QUERY_SOURCES}")
-  raw = RawData(bad_rows=bad)
-  stats = collections.Counter()
-
-  # Movies: the catalogue.
-  movies_path = textio.find_file(root, "movies.csv")
-  raw.files.append(textio.file_for_hash(movies_path))
-  genres_of = {}
-  first_line = {}
-  for line, row in textio.iter_csv(movies_path, ("movieId", "title", "genres"), bad):
-    mid = textio.parse_int(row["movieId"], movies_path, line, "movieId", bad)
+def _movies(path: str, bad: BadRows, raw: RawData) -> dict[int, list[str]]:
+  """Appends the catalogue to raw; returns movieId -> genres."""
+  genres_of, first_line = {}, {}
+  for line, row in textio.iter_csv(path, ("movieId", "title", "genres"), bad):
+    mid = textio.parse_int(row["movieId"], path, line, "movieId", bad)
     if mid is None:
       continue
     if mid in first_line:
-      bad.bad(movies_path, line, "movieId", f"duplicate movieId {mid} (first on line "
+      bad.bad(path, line, "movieId", f"duplicate movieId {mid} (first on line "
               f"{first_line[mid]})", reason="duplicate movieId")
       continue
     first_line[mid] = line
@@ -66,86 +65,226 @@ def load(dc) -> RawData:
     genres = [] if row["genres"] == "(no genres listed)" else row["genres"].split("|")
     raw.metadata.append({"genres": genres})
     genres_of[mid] = genres
-  known = set(first_line)
+  if not genres_of:
+    raise DataError(path, 2, "movieId", "no movie rows after the header (expected "
+                    "movieId,title,genres rows)" + _skipped_note(bad, path))
+  return genres_of
+
+
+def _skipped_note(bad: BadRows, path: str) -> str:
+  import os  # local: only for the message
+  n = sum(v for k, v in bad.counts.items() if k.startswith(os.path.basename(path) + ":"))
+  return f"; {n} rows were skipped as bad (data.skip_bad_rows)" if n else ""
+
+
+RATING_COLUMNS = {"userId": "int", "movieId": "int", "rating": "float", "timestamp": "int"}
+
+
+def read_ratings(path: str, known: np.ndarray, bad: BadRows, vectorised: bool = True
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+  """(userId, movieId, rating, timestamp) arrays of the good rows of ratings.csv.
+
+  known: sorted movieIds of movies.csv. The vectorised path takes the file only if every row is
+  good; otherwise (or with vectorised=False) the row-by-row path reports or counts each bad row.
+  """
+  cols = textio.read_numeric_csv(path, RATING_COLUMNS) if vectorised else None
+  if cols is not None:
+    ok = np.isin(cols["movieId"], known) & np.isfinite(cols["rating"]) & (cols["rating"] >= 0)
+    if ok.all():
+      return cols["userId"], cols["movieId"], cols["rating"], cols["timestamp"]
+  users, mids, ratings, stamps = [], [], [], []
+  known_set = set(known.tolist())
+  for line, row in textio.iter_csv(path, tuple(RATING_COLUMNS), bad):
+    user = textio.parse_int(row["userId"], path, line, "userId", bad)
+    if user is None:
+      continue
+    mid = textio.parse_int(row["movieId"], path, line, "movieId", bad)
+    if mid is None:
+      continue
+    rating = textio.parse_float(row["rating"], path, line, "rating", bad, min_value=0.0)
+    if rating is None:
+      continue
+    ts = textio.parse_int(row["timestamp"], path, line, "timestamp", bad)
+    if ts is None:
+      continue
+    if mid not in known_set:
+      bad.bad(path, line, "movieId", f"movieId {mid} is not in movies.csv",
+              reason="unknown movieId")
+      continue
+    users.append(user)
+    mids.append(mid)
+    ratings.append(rating)
+    stamps.append(ts)
+  return (np.asarray(users, np.int64), np.asarray(mids, np.int64),
+          np.asarray(ratings, np.float64), np.asarray(stamps, np.int64))
+
+
+def sessions_from_ratings(users, mids, stamps) -> list[tuple[str, list[str]]]:
+  """Per user (ascending id), movieIds ordered by (timestamp, movieId), as strings."""
+  order = np.lexsort((mids, stamps, users))
+  users, mids = users[order], mids[order]
+  uniq = np.unique(mids)
+  # One str() per distinct movie, not per rating: 25M ratings share ~60k movie ids.
+  texts = np.asarray([str(m) for m in uniq.tolist()], dtype=object)
+  texts = texts[np.searchsorted(uniq, mids)].tolist()
+  bounds = np.flatnonzero(np.diff(users)) + 1
+  starts = [0] + bounds.tolist()
+  ends = bounds.tolist() + [len(users)]
+  return [(str(users[a]), texts[a:b]) for a, b in zip(starts, ends) if b > a]
+
+
+def _tag_rows(path: str, known: set[int], bad: BadRows) -> list[tuple[str, str, int]]:
+  """(userId, normalised tag, movieId) of tags.csv."""
+  rows = []
+  for line, row in textio.iter_csv(path, ("userId", "movieId", "tag"), bad):
+    user = textio.parse_int(row["userId"], path, line, "userId", bad)
+    if user is None:
+      continue
+    mid = textio.parse_int(row["movieId"], path, line, "movieId", bad)
+    if mid is None:
+      continue
+    if mid not in known:
+      bad.bad(path, line, "movieId", f"movieId {mid} is not in movies.csv",
+              reason="unknown movieId")
+      continue
+    tag = normalise_tag(row["tag"])
+    if not tag:
+      bad.bad(path, line, "tag", f"empty after normalisation ({row['tag']!r})",
+              reason="empty query")
+      continue
+    rows.append((str(user), tag, mid))
+  return rows
+
+
+def _generated_queries(path: str, known: set[int], bad: BadRows) -> set[tuple[str, int]]:
+  pairs = set()
+  for line, obj in textio.iter_jsonl(path, bad):
+    if "item" not in obj or "query" not in obj:
+      field = "item" if "item" not in obj else "query"
+      bad.bad(path, line, field, "missing; expected {\"item\": movieId, \"query\": text}",
+              reason=f"missing {field}")
+      continue
+    mid = textio.parse_int(obj["item"], path, line, "item", bad)
+    if mid is None:
+      continue
+    if mid not in known:
+      bad.bad(path, line, "item", f"movieId {mid} is not in movies.csv", reason="unknown item")
+      continue
+    text = textio.as_text(obj["query"])
+    if text is None:
+      bad.bad(path, line, "query", f"expected a string, got {obj['query']!r}",
+              reason="bad query")
+      continue
+    q = " ".join(text.split())
+    if not q:
+      bad.bad(path, line, "query", "empty query", reason="empty query")
+      continue
+    pairs.add((q, mid))
+  return pairs
+
+
+REMEDY = ("set data.movielens.query_sources to include 'titles' and/or 'genres' (e.g. "
+          "--config.data.movielens.query_sources='(\"tags\",\"titles\")'), or give generated "
+          "queries {\"item\": movieId, \"query\": text} per line in data.movielens.queries_jsonl")
+
+
+def load(dc) -> RawData:
+  ml = dc.movielens
+  bad = BadRows(skip=bool(dc.skip_bad_rows))
+  root = dc.path
+  sources = tuple(ml.query_sources)
+  for s in sources:
+    if s not in QUERY_SOURCES:
+      raise ValueError(f"data.movielens.query_sources: {s!r} is not one of {QUERY_SOURCES}")
+  min_tag_users = int(ml.min_tag_count)
+  raw = RawData(bad_rows=bad)
+  stats = collections.Counter()
+
+  # Movies: the catalogue.
+  movies_path = textio.find_file(root, "movies.csv")
+  raw.files.append(textio.file_for_hash(movies_path))
+  genres_of = _movies(movies_path, bad, raw)
+  known = np.asarray(sorted(genres_of), np.int64)
 
   # Ratings -> sessions.
   ratings_path = textio.find_file(root, "ratings.csv")
   raw.files.append(textio.file_for_hash(ratings_path))
-  events = collections.defaultdict(list)
-  min_rating = float(ml.min_rating)
-  for line, row in textio.iter_csv(ratings_path, ("userId", "movieId", "rating", "timestamp"), bad):
-    user = textio.parse_int(row["userId"], ratings_path, line, "userId", bad)
-    mid = textio.parse_int(row["movieId"], ratings_path, line, "movieId", bad) if user is not None else None
-    rating = textio.parse_float(row["rating"], ratings_path, line, "rating", bad) if mid is not None else None
-    ts = textio.parse_int(row["timestamp"], ratings_path, line, "timestamp", bad) if rating is not None else None
-    if ts is None:
-      continue
-    if mid not in known:
-      bad.bad(ratings_path, line, "movieId", f"movieId {mid} is not in movies.csv",
-              reason="unknown movieId")
-      continue
-    if rating < min_rating:
-      stats["ratings_below_min_rating"] += 1
-      continue
-    events[user].append((ts, mid))
-  for user in sorted(events):
-    raw.sessions.append((str(user), [str(m) for _, m in sorted(events[user])]))
-  stats["ratings_kept"] = sum(len(s) for _, s in raw.sessions)
+  users, mids, ratings, stamps = read_ratings(ratings_path, known, bad)
+  if not len(users):
+    raise DataError(ratings_path, 2, "rating", "no rating rows after the header (expected "
+                    f"{','.join(RATING_COLUMNS)} rows)" + _skipped_note(bad, ratings_path))
+  keep = ratings >= float(ml.min_rating)
+  stats["ratings_below_min_rating"] = int((~keep).sum())
+  raw.sessions = sessions_from_ratings(users[keep], mids[keep], stamps[keep])
+  stats["ratings_kept"] = int(keep.sum())
 
   # Queries.
-  pairs = set()
+  fixed: set[tuple[str, int]] = set()  # not tied to a user: no held-out interaction behind them
+  tag_rows: list[tuple[str, str, int]] = []
+  source_file, source_field = None, "query"
   if ml.queries_jsonl:
-    qpath = ml.queries_jsonl
-    raw.files.append(qpath)
-    for line, obj in textio.iter_jsonl(qpath, bad):
-      if "item" not in obj or "query" not in obj:
-        field = "item" if "item" not in obj else "query"
-        bad.bad(qpath, line, field, "missing; expected {\"item\": movieId, \"query\": text}",
-                reason=f"missing {field}")
-        continue
-      mid = textio.parse_int(obj["item"], qpath, line, "item", bad)
-      if mid is None:
-        continue
-      if mid not in known:
-        bad.bad(qpath, line, "item", f"movieId {mid} is not in movies.csv", reason="unknown item")
-        continue
-      q = " ".join(str(obj["query"]).split())
-      if not q:
-        bad.bad(qpath, line, "query", "empty query", reason="empty query")
-        continue
-      pairs.add((q, mid))
+    source_file = ml.queries_jsonl
+    raw.files.append(source_file)
+    fixed = _generated_queries(source_file, set(genres_of), bad)
   else:
     if "tags" in sources:
       tags_path = textio.find_file(root, "tags.csv")
       raw.files.append(textio.file_for_hash(tags_path))
-      tag_rows = []
-      for line, row in textio.iter_csv(tags_path, ("userId", "movieId", "tag"), bad):
-        mid = textio.parse_int(row["movieId"], tags_path, line, "movieId", bad)
-        if mid is None:
-          continue
-        if mid not in known:
-          bad.bad(tags_path, line, "movieId", f"movieId {mid} is not in movies.csv",
-                  reason="unknown movieId")
-          continue
-        tag = normalise_tag(row["tag"])
-        if not tag:
-          bad.bad(tags_path, line, "tag", f"empty after normalisation ({row['tag']!r})",
-                  reason="empty query")
-          continue
-        tag_rows.append((tag, mid))
-      uses = collections.Counter(t for t, _ in tag_rows)
-      for tag, mid in tag_rows:
-        if uses[tag] >= int(ml.min_tag_count):
-          pairs.add((tag, mid))
-        else:
-          stats["tag_rows_below_min_tag_count"] += 1
+      source_file, source_field = tags_path, "tag"
+      tag_rows = _tag_rows(tags_path, set(genres_of), bad)
     for mid, title, meta in zip(raw.items, raw.titles, raw.metadata):
       if "titles" in sources and clean_title(title):
-        pairs.add((clean_title(title).lower(), int(mid)))
+        fixed.add((clean_title(title).lower(), int(mid)))
       if "genres" in sources:
         for g in meta["genres"]:
-          pairs.add((g.lower(), int(mid)))
-  raw.search_pairs = [(q, str(m), "") for q, m in sorted(pairs)]
+          fixed.add((g.lower(), int(mid)))
+    if source_file is None:
+      source_file, source_field = movies_path, "title" if "titles" in sources else "genres"
+
+  tag_stats = {}
+
+  def build(heldout):
+    rows = [r for r in tag_rows if (r[0], str(r[2])) not in heldout]
+    users_of = collections.defaultdict(set)
+    for user, tag, _ in rows:
+      users_of[tag].add(user)
+    pairs = set(fixed)
+    below = 0
+    for _, tag, mid in rows:
+      if len(users_of[tag]) >= min_tag_users:
+        pairs.add((tag, mid))
+      else:
+        below += 1
+    tag_stats.update(tag_rows_heldout=len(tag_rows) - len(rows),
+                     tag_rows_below_min_tag_count=below)
+    return [(q, str(m), "") for q, m in sorted(pairs)]
+
+  if tag_rows:
+    raw.search_pairs, _, leak_stats = raw_lib.search_pairs_without_heldout(build, raw.sessions, dc)
+    stats.update(leak_stats)
+    stats.update(tag_stats)
+  else:
+    raw.search_pairs = build(set())
+    stats["search_pairs_dropped_heldout"] = 0
+  if not raw.search_pairs:
+    if source_field != "tag":
+      why = "it gives no query"
+    elif not tag_rows:
+      why = "it has no tag rows"
+    else:
+      why = (f"all {len(tag_rows)} tag rows were dropped: {tag_stats['tag_rows_heldout']} on the "
+             "tagging user's held-out rec targets, "
+             f"{tag_stats['tag_rows_below_min_tag_count']} on tags used by fewer than "
+             f"data.movielens.min_tag_count={min_tag_users} distinct users")
+    raise DataError(source_file, 0, source_field, f"no search query from data.movielens."
+                    f"query_sources={sources} ({why}){_skipped_note(bad, source_file)}; "
+                    + REMEDY)
+  if dc.items_in_both_tasks:
+    rated = {i for _, s in raw.sessions for i in s}
+    if not any(i in rated for _, i, _ in raw.search_pairs):
+      raise DataError(source_file, 0, source_field, "none of the searched movies is rated (>= "
+                      f"data.movielens.min_rating={ml.min_rating}) in {ratings_path}, and "
+                      "data.items_in_both_tasks keeps only movies of both tasks; " + REMEDY)
   stats["search_pairs"] = len(raw.search_pairs)
   raw.stats = dict(stats)
   return raw

@@ -1,19 +1,31 @@
 """Million Playlist Dataset slices (`mpd.slice.<start>-<end>.json`, read in numeric slice order).
 
 Search: the playlist's name (normalised like a query) -> each of its tracks. Rec: the playlist's
-tracks in `pos` order (prefix -> next track, leave-last-out in prepare); the playlist id is the user.
+tracks in `pos` order (prefix -> next track, leave-last-out in prepare); the playlist id is the
+user.
 Items are track URIs; title "track - artist", metadata album and artist. `data.mpd.max_slices`
 limits how many slices are read (0 = all). JSON slices have no useful line numbers, so errors name
 the slice file and the JSON path (e.g. playlists[3].tracks[2].track_uri) as the field.
+
+No leak of held-out rec interactions: a playlist's name is not a query for the tracks that prepare
+will hold out of that playlist (its last and second-to-last kept tracks, the rec test and valid
+targets; see raw.search_pairs_without_heldout), else the joint model would train on
+"name -> held-out next track" while Gen_R never sees it. The count goes to source_stats.
+
+Values of the wrong JSON type are bad rows (an error naming slice and JSON path, or counted with
+skip_bad_rows): pid an integer or string, name a string, tracks a list of objects with a string
+track_uri, an integer pos and string track/artist/album names. A bad track drops its playlist; a
+bad or empty name drops only the playlist's search pairs (its session stays).
 """
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import re
 
+from gr_jax.data import raw as raw_lib
+from gr_jax.data import textio
 from gr_jax.data.errors import BadRows, DataError
 from gr_jax.data.raw import RawData
 
@@ -21,14 +33,69 @@ _SLICE = re.compile(r"mpd\.slice\.(\d+)-(\d+)\.json$")
 
 
 def slice_files(root: str) -> list[str]:
-  found = []
-  for path in glob.glob(os.path.join(root, "**", "mpd.slice.*.json"), recursive=True):
-    m = _SLICE.search(os.path.basename(path))
-    if m:
-      found.append((int(m.group(1)), path))
+  """Slice files under root in numeric order; each real directory (and file) is read once.
+
+  Symlinks are followed, but a directory reached again (a `..` link, two links to each other)
+  is skipped by its realpath: a recursive glob would walk such loops until the path length
+  limit, reading the same slices again (a bogus "duplicate pid") or hanging.
+  """
+  found, seen_dirs, seen_files = [], set(), set()
+  for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+    real = os.path.realpath(dirpath)
+    if real in seen_dirs:
+      dirnames[:] = []  # do not descend into a directory already walked
+      continue
+    seen_dirs.add(real)
+    # Hidden entries skipped as the recursive glob did; sorted so that which of two links to one
+    # directory is kept is deterministic.
+    dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+    for name in filenames:
+      m = None if name.startswith(".") else _SLICE.search(name)
+      path = os.path.join(dirpath, name)
+      if m and os.path.realpath(path) not in seen_files:
+        seen_files.add(os.path.realpath(path))
+        found.append((int(m.group(1)), path))
   if not found:
     raise DataError(root, 0, "mpd.slice.*.json", "no MPD slice files found")
   return [p for _, p in sorted(found)]
+
+
+_TRACK_TEXT = ("track_name", "artist_name", "album_name")
+
+
+def _track_problem(tr) -> tuple[str, str] | None:
+  """(field, what was expected) when a track entry is not usable, else None."""
+  if not isinstance(tr, dict):
+    return "", "expected a track object"
+  uri = tr.get("track_uri")
+  if not isinstance(uri, str) or not uri:
+    return ".track_uri", f"expected a non-empty string, got {uri!r}"
+  pos = tr.get("pos")
+  if not isinstance(pos, int) or isinstance(pos, bool):
+    return ".pos", f"expected an integer position, got {pos!r}"
+  for key in _TRACK_TEXT:
+    if key in tr and not isinstance(tr[key], str):
+      return f".{key}", f"expected a string, got {tr[key]!r}"
+  return None
+
+
+def _read_slice(path: str, bad: BadRows):
+  """The slice's playlists list, or None when the slice is unreadable and skipped."""
+  with open(path, "rb") as f:
+    blob = f.read()
+  try:
+    doc = json.loads(blob.decode("utf-8"))
+  except UnicodeDecodeError as e:
+    line = blob[:e.start].count(b"\n") + 1
+    bad.bad(path, line, "<bytes>", f"not valid UTF-8 ({e.reason})", reason="non-UTF-8 bytes")
+    return None
+  except json.JSONDecodeError as e:
+    bad.bad(path, e.lineno, "<json>", f"not valid JSON ({e.msg})", reason="unparsable JSON")
+    return None
+  playlists = doc.get("playlists") if isinstance(doc, dict) else None
+  if not isinstance(playlists, list):
+    raise DataError(path, 0, "playlists", "expected a list of playlists (official MPD schema)")
+  return playlists
 
 
 def load(dc) -> RawData:
@@ -38,29 +105,21 @@ def load(dc) -> RawData:
   if int(dc.mpd.max_slices) > 0:
     files = files[:int(dc.mpd.max_slices)]
   seen_tracks, seen_pids = {}, {}
+  named = []  # (playlist id, query, its distinct tracks): the search side, built below
   for path in files:
     raw.files.append(path)
-    with open(path, "rb") as f:
-      blob = f.read()
-    try:
-      doc = json.loads(blob.decode("utf-8"))
-    except UnicodeDecodeError as e:
-      line = blob[:e.start].count(b"\n") + 1
-      bad.bad(path, line, "<bytes>", f"not valid UTF-8 ({e.reason})", reason="non-UTF-8 bytes")
-      continue
-    except json.JSONDecodeError as e:
-      bad.bad(path, e.lineno, "<json>", f"not valid JSON ({e.msg})", reason="unparsable JSON")
-      continue
-    playlists = doc.get("playlists") if isinstance(doc, dict) else None
-    if not isinstance(playlists, list):
-      raise DataError(path, 0, "playlists", "expected a list of playlists (official MPD schema)")
-    for n, pl in enumerate(playlists):
+    playlists = _read_slice(path, bad)
+    for n, pl in enumerate(playlists or []):
       where = f"playlists[{n}]"
       if not isinstance(pl, dict) or "pid" not in pl or "tracks" not in pl:
         bad.bad(path, 0, where, "expected an object with pid, name and tracks",
                 reason="bad playlist")
         continue
-      pid = str(pl["pid"])
+      pid = textio.as_id(pl["pid"])
+      if pid is None:
+        bad.bad(path, 0, f"{where}.pid", f"expected an integer or string, got {pl['pid']!r}",
+                reason="bad pid")
+        continue
       if pid in seen_pids:
         bad.bad(path, 0, f"{where}.pid", f"duplicate pid {pid} (first in {seen_pids[pid]})",
                 reason="duplicate pid")
@@ -68,12 +127,13 @@ def load(dc) -> RawData:
       seen_pids[pid] = os.path.basename(path)
       tracks, ok = [], True
       for k, tr in enumerate(pl["tracks"] if isinstance(pl["tracks"], list) else [None]):
-        if not isinstance(tr, dict) or not tr.get("track_uri") or "pos" not in tr:
-          bad.bad(path, 0, f"{where}.tracks[{k}].track_uri", "expected a track with track_uri "
-                  "and pos", reason="bad track")
+        problem = _track_problem(tr)
+        if problem:
+          bad.bad(path, 0, f"{where}.tracks[{k}]{problem[0] or '.track_uri'}", problem[1],
+                  reason="bad track")
           ok = False
           break
-        tracks.append((tr["pos"], str(tr["track_uri"]), tr))
+        tracks.append((tr["pos"], tr["track_uri"], tr))
       if not ok:
         continue
       tracks.sort(key=lambda t: t[0])
@@ -84,13 +144,31 @@ def load(dc) -> RawData:
           raw.titles.append(f"{tr.get('track_name', '')} - {tr.get('artist_name', '')}")
           raw.metadata.append({"artist": tr.get("artist_name", ""),
                                "album": tr.get("album_name", "")})
-      name = " ".join(str(pl.get("name", "")).lower().split())
-      if not name:
+      name = textio.as_text(pl.get("name", ""))
+      if name is None:
+        bad.bad(path, 0, f"{where}.name", f"expected a string (the search query), got "
+                f"{pl.get('name')!r}", reason="bad name")
+      elif not " ".join(name.split()):
         bad.bad(path, 0, f"{where}.name", "empty playlist name (the search query)",
                 reason="empty query")
       else:
-        for uri in dict.fromkeys(u for _, u, _ in tracks):
-          raw.search_pairs.append((name, uri, ""))
+        named.append((pid, " ".join(name.lower().split()),
+                      list(dict.fromkeys(u for _, u, _ in tracks))))
       raw.sessions.append((pid, [u for _, u, _ in tracks]))
-  raw.stats = {"slices": len(files), "playlists": len(raw.sessions)}
+  if not raw.sessions:
+    raise DataError(files[0] if len(files) == 1 else dc.path, 0, "playlists",
+                    f"no usable playlist in {len(files)} slice file(s)")
+
+  def build(heldout):
+    held_of = {}
+    for user, item in heldout:
+      held_of.setdefault(user, set()).add(item)
+    pairs, empty = [], set()
+    for pid, name, uris in named:
+      held = held_of.get(pid, empty)
+      pairs.extend((name, u, "") for u in uris if u not in held)
+    return pairs
+
+  raw.search_pairs, _, leak_stats = raw_lib.search_pairs_without_heldout(build, raw.sessions, dc)
+  raw.stats = {"slices": len(files), "playlists": len(raw.sessions), **leak_stats}
   return raw

@@ -20,7 +20,8 @@ Training (`make_train_loader`):
 
 Batches (BUILD_NOTES.md): encoder_input_ids int32 [B, Le]; decoder_input_ids int32 [B, Ld]
 (`[0, <item>]`); decoder_target_ids int32 [B, Ld] (`[<item>, </s>]`); decoder_weights f32 [B, Ld];
-task_id int32 [B] (0 search, 1 rec).
+task_id int32 [B] (0 search, 1 rec). With semantic IDs the target is `<c1> ... <cL> [<d>] </s>`
+and Ld is the dataset's (tokens_per_item + 1), not data.decoder_len.
 """
 
 from __future__ import annotations
@@ -32,15 +33,18 @@ from typing import Iterator, Sequence
 import grain
 import numpy as np
 
-from gr_jax.data.dataset import TASKS, ProcessedDataset
+from gr_jax.data.dataset import ProcessedDataset
 from gr_jax.data.tokenizer import EOS_ID
+from gr_jax.schema import BATCH_KEYS, TASKS
 
-TRAIN_KEYS = ("encoder_input_ids", "decoder_input_ids", "decoder_target_ids", "decoder_weights",
-              "task_id")
+TRAIN_KEYS = BATCH_KEYS  # kept for callers of the old name
 
 
 def _check_shapes(dataset: ProcessedDataset, dc) -> tuple[int, int]:
   le, ld = int(dc.encoder_len), int(dc.decoder_len)
+  if dataset.catalog.id_scheme != "atomic":
+    # Semantic IDs fix the decoder length (codes + EOS): prepare wrote it to the manifest.
+    ld = dataset.decoder_len
   if le != dataset.encoder_len:
     raise ValueError(f"data.encoder_len={le} but the processed dataset {dataset.directory} was "
                      f"built with {dataset.encoder_len}; prepare it again or match the config")

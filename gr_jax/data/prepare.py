@@ -11,13 +11,15 @@ every source:
      text and item titles) and writes fixed-width int32 arrays;
   4. writes catalog.json, the manifest (counts, overlap, popularity KL, skipped rows, sha256 of every
      file, config and its hash) and renames the temporary directory into place.
+With `data.id_scheme=semantic` the catalogue carries each item's semantic ID (RQ-KMeans codes of
+item embeddings, gr_jax/data/semantic_ids.py), rec histories spell every item's code tokens, the
+manifest's decoder_len is the ID length + EOS and `semantic_ids` holds the quantiser's diagnostics.
 The rename is the commit: an interrupted run leaves only a `.<name>.tmp-*` directory beside the
 target, never a directory that looks complete. Writes are byte-deterministic (fixed zip timestamps).
 """
 
 from __future__ import annotations
 
-import collections
 import hashlib
 import json
 import os
@@ -28,15 +30,17 @@ from typing import Any
 
 import numpy as np
 
+from gr_jax.analysis.divergence import kl_divergence
 from gr_jax.data import catalog as catalog_lib
 from gr_jax.data import tokenizer as tokenizer_lib
 from gr_jax.data.errors import DataError
 from gr_jax.data.raw import SPLITS, RawData
+from gr_jax.schema import TASKS
 
 FORMAT_VERSION = 1
-TASKS = ("search", "rec")
 # Knobs that only the pipeline reads: changing them must not invalidate a processed dataset, so one
 # dataset serves Gen_S, Gen_R and Gen_R+S runs alike.
+# `worker_count` is a retired knob, listed so that configs saved while it existed hash the same.
 PIPELINE_ONLY_KEYS = ("processed_dir", "tasks", "task_ratio", "task_prefix", "item_cap",
                       "item_cap_task", "shuffle", "worker_count")
 KL_SMOOTHING = 0.5  # additive (Jeffreys) smoothing of the empirical popularities in the KL
@@ -65,6 +69,10 @@ def dataset_config(config) -> dict:
     d.pop(k, None)
   if d.get("source") != "simulate":
     d.pop("sim", None)  # simulator knobs do not affect real-data datasets
+  if d.get("id_scheme", "atomic") == "atomic":
+    # Atomic datasets hash as they did before semantic IDs existed: their files are unchanged.
+    d.pop("id_scheme", None)
+    d.pop("semantic", None)
   return d
 
 
@@ -183,10 +191,22 @@ def _search_arrays(pairs, split, catalog, tokenizer, dc) -> dict[str, np.ndarray
           "query_id": q_of}
 
 
-def _rec_arrays(sessions_idx: list[np.ndarray], catalog, dc) -> dict[str, dict[str, np.ndarray]]:
-  """Leave-last-out: rows (history, target) per split, histories oldest first, left-aligned."""
+def rec_history_len(dc, tokens_per_item: int = 1) -> int:
+  """Most history items in a rec input: each takes tokens_per_item tokens, EOS takes one."""
   enc_len = int(dc.encoder_len)
-  hist = max(1, min(int(dc.max_history), enc_len - 1))
+  if enc_len - 1 < tokens_per_item:
+    raise DataError("<config>", 0, "data.encoder_len", f"{enc_len} tokens cannot hold one history "
+                    f"item of {tokens_per_item} ID tokens plus EOS")
+  return max(1, min(int(dc.max_history), (enc_len - 1) // tokens_per_item))
+
+
+def _rec_arrays(sessions_idx: list[np.ndarray], catalog, dc) -> dict[str, dict[str, np.ndarray]]:
+  """Leave-last-out: rows (history, target) per split, histories oldest first, left-aligned.
+
+  Each history item is its ID tokens (one atomic token, or its semantic code tokens)."""
+  enc_len = int(dc.encoder_len)
+  tpi = catalog.tokens_per_item
+  hist = rec_history_len(dc, tpi)
   flat = np.concatenate(sessions_idx) if sessions_idx else np.zeros(0, np.int64)
   lengths = np.asarray([len(s) for s in sessions_idx], np.int64)
   starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]) if len(lengths) else lengths
@@ -194,9 +214,9 @@ def _rec_arrays(sessions_idx: list[np.ndarray], catalog, dc) -> dict[str, dict[s
   for split in SPLITS:
     # Target positions t (within each session) of this split.
     if split == "test":
-      sess = np.arange(len(lengths)); pos = lengths - 1
+      sess, pos = np.arange(len(lengths)), lengths - 1
     elif split == "valid":
-      sess = np.arange(len(lengths)); pos = lengths - 2
+      sess, pos = np.arange(len(lengths)), lengths - 2
     else:
       n_train = np.maximum(lengths - 3, 0)  # targets 1 .. n-3
       sess = np.repeat(np.arange(len(lengths)), n_train)
@@ -205,10 +225,14 @@ def _rec_arrays(sessions_idx: list[np.ndarray], catalog, dc) -> dict[str, dict[s
     hist_len = np.minimum(pos, hist)                              # [N]
     first = starts[sess] + pos - hist_len                         # [N] flat index of oldest item
     cols = np.arange(enc_len)[None, :]                            # [1, Le]
-    gather = np.minimum(first[:, None] + cols, max(len(flat) - 1, 0))  # [N, Le]
-    tokens = catalog.item_tokens(flat[gather] if len(flat) else gather)[..., 0]  # [N, Le]
-    ids = np.where(cols < hist_len[:, None], tokens, 0)
-    ids = np.where(cols == hist_len[:, None], tokenizer_lib.EOS_ID, ids).astype(np.int32)
+    # Column c holds token c % tpi of history item c // tpi (tpi = 1: one token per item).
+    gather = np.minimum(first[:, None] + cols // tpi, max(len(flat) - 1, 0))  # [N, Le]
+    tokens = catalog.item_tokens(flat[gather] if len(flat) else gather)  # [N, Le, tpi]
+    tokens = np.take_along_axis(tokens, np.broadcast_to(cols % tpi, gather.shape)[..., None],
+                                axis=-1)[..., 0]                  # [N, Le]
+    n_tok = hist_len[:, None] * tpi                               # [N, 1] history tokens
+    ids = np.where(cols < n_tok, tokens, 0)
+    ids = np.where(cols == n_tok, tokenizer_lib.EOS_ID, ids).astype(np.int32)
     out[split] = {"encoder_input_ids": ids,
                   "target_item": flat[starts[sess] + pos].astype(np.int32) if len(flat)
                   else np.zeros(0, np.int32),
@@ -237,6 +261,25 @@ def heldout_coverage(arrays) -> dict[str, float | None]:
         out[f"{task}_{split}_in_{other}_train"] = (
             float(np.isin(targets, trained[other]).mean()) if len(targets) else None)
   return out
+
+
+def _make_catalog(item_ids, token_offset: int, titles, metadata, dc):
+  """(ItemCatalog, semantic diagnostics or None) for `data.id_scheme`."""
+  scheme = str(dc.get("id_scheme", "atomic"))
+  if scheme == "atomic":
+    return catalog_lib.ItemCatalog(item_ids, token_offset=token_offset, titles=titles,
+                                   metadata=metadata), None
+  if scheme != "semantic":
+    raise DataError("<config>", 0, "data.id_scheme",
+                    f"expected one of {catalog_lib.ID_SCHEMES}, got {scheme!r}")
+  from gr_jax.data import semantic_ids  # pylint: disable=g-import-not-at-top
+  # Built from catalogue metadata (or the user's embedding file) only, never from interactions.
+  sem = semantic_ids.build_semantic_ids(dc.semantic, titles, metadata)
+  cat = catalog_lib.ItemCatalog(
+      item_ids, token_offset=token_offset, titles=titles, metadata=metadata, id_scheme="semantic",
+      codes=sem.codes, levels=sem.levels, codebook_size=sem.codebook_size,
+      num_disambiguation=sem.num_disambiguation)
+  return cat, sem.info
 
 
 def build(raw: RawData, dc, out_dir: str) -> dict[str, Any]:
@@ -269,10 +312,9 @@ def build(raw: RawData, dc, out_dir: str) -> dict[str, Any]:
     text = [q for q, _, s in pairs if s == "train"] + [meta_of.get(i, ("", {}))[0] for i in item_ids]
     tok = tokenizer_lib.train_tokenizer(text, int(dc.tokenizer.vocab_size))
   tok.save(os.path.join(out_dir, "tokenizer"))
-  cat = catalog_lib.ItemCatalog(
-      item_ids, token_offset=tok.text_vocab_size,
-      titles=[meta_of.get(i, ("", {}))[0] for i in item_ids],
-      metadata=[meta_of.get(i, ("", {}))[1] for i in item_ids])
+  cat, semantic_info = _make_catalog(
+      item_ids, tok.text_vocab_size, [meta_of.get(i, ("", {}))[0] for i in item_ids],
+      [meta_of.get(i, ("", {}))[1] for i in item_ids], dc)
   cat.save(os.path.join(out_dir, "catalog.json"))
 
   arrays = {"search": {s: _search_arrays(pairs, s, cat, tok, dc) for s in SPLITS},
@@ -300,11 +342,15 @@ def build(raw: RawData, dc, out_dir: str) -> dict[str, Any]:
   return {
       "counts": counts, "splits": split_counts, "num_items": n, "sessions": len(sessions),
       "text_vocab_size": tok.text_vocab_size, "tokenizer_pieces": tok.piece_size,
-      "encoder_len": int(dc.encoder_len), "decoder_len": int(dc.decoder_len),
-      "rec_max_history": max(1, min(int(dc.max_history), int(dc.encoder_len) - 1)),
+      "encoder_len": int(dc.encoder_len),
+      # Semantic IDs fix the decoder length themselves: codes + EOS.
+      "decoder_len": (int(dc.decoder_len) if semantic_info is None
+                      else cat.tokens_per_item + 1),
+      "rec_max_history": rec_history_len(dc, cat.tokens_per_item),
+      **({} if semantic_info is None else {"id_scheme": cat.id_scheme,
+                                           "semantic_ids": semantic_info}),
       "overlap": overlap,
-      "popularity_kl": {"search_rec": float(np.sum(p_s * np.log(p_s / p_r))),
-                        "rec_search": float(np.sum(p_r * np.log(p_r / p_s))),
+      "popularity_kl": {"search_rec": kl_divergence(p_s, p_r), "rec_search": kl_divergence(p_r, p_s),
                         "smoothing": KL_SMOOTHING, "over": "training targets"},
       "skipped_rows": raw.bad_rows.to_dict(),
       "source_stats": raw.stats,
@@ -338,6 +384,65 @@ def _existing(out_dir: str, want_hash: str) -> bool:
   return True
 
 
+def _pid_start_time(pid: int) -> float | None:
+  """Wall-clock start of a running process (Linux /proc), None when unknown or not running."""
+  try:
+    with open(f"/proc/{pid}/stat") as f:
+      ticks = int(f.read().rsplit(")", 1)[1].split()[19])  # field 22: starttime, clock ticks
+    with open("/proc/uptime") as f:
+      uptime = float(f.read().split()[0])
+    import time
+    return time.time() - uptime + ticks / os.sysconf("SC_CLK_TCK")
+  except (OSError, ValueError, IndexError):
+    return None
+
+
+def _pid_alive(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    return True  # another user's process
+  return True
+
+
+def remove_stale_tmp_dirs(out_dir: str) -> list[str]:
+  """Removes `.<name>.tmp-<pid>-*` dirs beside out_dir that a killed prepare left behind.
+
+  A temp dir is stale when its pid is not running, or when that pid's process started after the
+  dir was last written (the pid was reused). A live prepare of the same destination keeps its own.
+  """
+  parent, name = os.path.dirname(out_dir), os.path.basename(out_dir)
+  prefix = f".{name}.tmp-"
+  removed = []
+  try:
+    entries = os.listdir(parent)
+  except OSError:
+    return removed
+  for entry in entries:
+    if not entry.startswith(prefix):
+      continue
+    pid_text = entry[len(prefix):].split("-", 1)[0]
+    if not pid_text.isdigit():
+      continue
+    path = os.path.join(parent, entry)
+    pid = int(pid_text)
+    try:
+      mtime = os.stat(path).st_mtime
+    except OSError:
+      continue  # already gone
+    if not _pid_alive(pid):
+      stale = True
+    else:  # this process's own temp dirs (other threads) are alive and started before them
+      started = _pid_start_time(pid)
+      stale = started is not None and started > mtime + 1.0
+    if stale:
+      shutil.rmtree(path, ignore_errors=True)
+      removed.append(path)
+  return removed
+
+
 def prepare_dataset(config, out_dir: str) -> str:
   """Builds the processed dataset at out_dir (atomic; a no-op when it is already there)."""
   dc = data_config_of(config)
@@ -347,6 +452,7 @@ def prepare_dataset(config, out_dir: str) -> str:
     return out_dir
   parent = os.path.dirname(out_dir)
   os.makedirs(parent, exist_ok=True)
+  remove_stale_tmp_dirs(out_dir)  # left by a killed (kill -9) prepare of this destination
   tmp = os.path.join(parent, f".{os.path.basename(out_dir)}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
   os.makedirs(tmp)
   try:

@@ -31,3 +31,51 @@ class RawData:
   bad_rows: BadRows = dataclasses.field(default_factory=BadRows)
   stats: dict[str, Any] = dataclasses.field(default_factory=dict)  # loader-specific, to manifest
   files: list[str] = dataclasses.field(default_factory=list)  # raw inputs read (sha256 in manifest)
+
+
+# ---------------------------------------------------------------------- held-out interactions
+def heldout_interactions(sessions: list[tuple[str, list[str]]], search_items: set[str],
+                         items_in_both: bool, min_session_len: int) -> set[tuple[str, str]]:
+  """The (user, item) pairs that prepare will hold out as rec valid/test targets.
+
+  Mirrors `prepare._filter_items` and `prepare._rec_arrays`: with items_in_both, a session keeps
+  only items that also have a search pair; a session left shorter than min_session_len is dropped;
+  of the rest, the last item is the test target and the second-to-last the valid target. The item
+  filter is why the raw last two items are not enough: a last movie without a tag is filtered out
+  and an earlier, tagged one becomes the target.
+  """
+  out = set()
+  for user, items in sessions:
+    kept = [i for i in items if i in search_items] if items_in_both else items
+    if len(kept) >= min_session_len:
+      out.add((user, kept[-1]))
+      out.add((user, kept[-2]))
+  return out
+
+
+def search_pairs_without_heldout(build, sessions: list[tuple[str, list[str]]], dc
+                                 ) -> tuple[list[tuple[str, str, str]], set, dict[str, int]]:
+  """Search pairs built only from the users' rec-training interactions.
+
+  `build(heldout)` returns the loader's search pairs leaving out every contribution of a
+  (user, item) in `heldout`. Dropping pairs can remove an item from the search side and so shift a
+  session's held-out targets to earlier items (see heldout_interactions); the held-out set therefore
+  grows until the targets prepare will hold out are all in it (a fixed point: it only grows, and is
+  bounded by the sessions). Items that stopped being targets along the way stay excluded, which
+  drops a few extra pairs but never lets a held-out target through. Returns (pairs, held-out set,
+  stats: search pairs dropped for this reason, held-out interactions, rounds).
+  """
+  heldout: set[tuple[str, str]] = set()
+  unrestricted = None
+  for rounds in range(1, len(sessions) * 2 + 3):
+    pairs = build(heldout)
+    if unrestricted is None:
+      unrestricted = len(pairs)
+    targets = heldout_interactions(sessions, {i for _, i, _ in pairs},
+                                   bool(dc.items_in_both_tasks), int(dc.min_session_len))
+    if targets <= heldout:
+      break
+    heldout |= targets
+  stats = {"search_pairs_dropped_heldout": unrestricted - len(pairs),
+           "heldout_interactions": len(heldout), "heldout_rounds": rounds}
+  return pairs, heldout, stats

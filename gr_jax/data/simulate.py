@@ -1,4 +1,4 @@
-"""Simulated search + recommendation data (PAPER.md "Simulated data"; the process is ours).
+"""Simulated search + recommendation data (docs/study_design.md "Simulated data"; the process is ours).
 
 Generative story. Items have a rec popularity p_R (Zipf over a random rank order) and a search
 popularity p_S (p_R with a fraction `shuffle_fraction` of its ranks rotated among themselves). Items
@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from gr_jax.analysis.divergence import kl_divergence
 from gr_jax.data.raw import RawData
 
 SETTINGS = ("default", "S1", "S2", "S3")
@@ -94,11 +95,6 @@ def shuffle_ranks(p: np.ndarray, fraction: float, rng: np.random.Generator) -> n
   chosen = chosen[np.argsort(-p[chosen], kind="stable")]  # most popular first
   out[chosen] = p[np.roll(chosen, k // 2)]
   return out
-
-
-def kl(p: np.ndarray, q: np.ndarray) -> float:
-  mask = p > 0
-  return float(np.sum(p[mask] * (np.log(p[mask]) - np.log(q[mask]))))
 
 
 def _sample_in_cluster(cum_flat, offsets, order, clusters, u):
@@ -389,8 +385,8 @@ def simulate(sim) -> RawData:
                        ) if distinct.any() else 0.0
   stats = {
       "setting": setting,
-      "kl_search_rec_true": kl(p_search, p_rec),
-      "kl_rec_search_true": kl(p_rec, p_search),
+      "kl_search_rec_true": kl_divergence(p_search, p_rec),
+      "kl_rec_search_true": kl_divergence(p_rec, p_search),
       "agreement_config": agree,
       "agreement_clusters": num_agree / c,
       "agreement_items": float(np.mean(content_cluster == rec_cluster)),
@@ -402,7 +398,7 @@ def simulate(sim) -> RawData:
       "train_queries": num_train_queries,
       "search_side_items": int(np.sum(side == 1)),
       "rec_side_items": int(np.sum(side == 2)),
-      "kl_search_rec_train": kl(p_search_train, np.maximum(p_rec_train, 1e-12)),
+      "kl_search_rec_train": kl_divergence(p_search_train, np.maximum(p_rec_train, 1e-12)),
       "heldout_in_both": in_both,
       "heldout_target_items": int(np.sum(heldout_ok)),
       "session_items_removed_no_search_query": removed_items,

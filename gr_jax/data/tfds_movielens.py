@@ -4,12 +4,14 @@ Difference from the CSV loader: the TFDS `movielens/<variant>-ratings` builds ca
 ids, titles and genres but **no user tags**, so search queries come from titles and genres only
 (`data.movielens.query_sources` is restricted to those). `data.path` is the TFDS data_dir; the
 variant is `25m` unless the path names another (e.g. ".../latest-small"). Not installed in this
-project's environment: importing fails with a clear message.
+project's environment: importing fails with a clear message. Never downloads (download=False):
+a data_dir without the prepared dataset is a one-line error naming it.
 """
 
 from __future__ import annotations
 
 import collections
+import os
 
 from gr_jax.data.errors import BadRows, DataError
 from gr_jax.data.raw import RawData
@@ -24,7 +26,19 @@ def load(dc) -> RawData:
                     "(pip install tensorflow tensorflow-datasets); or use source 'movielens' with "
                     f"the GroupLens CSV files, which also has tags ({e})") from e
   variant = "latest-small" if "small" in dc.path else "25m"
-  ds = tfds.load(f"movielens/{variant}-ratings", split="train", data_dir=dc.path)
+  name = f"movielens/{variant}-ratings"
+  if not os.path.isdir(dc.path):
+    raise DataError(dc.path, 0, "data.path", f"TFDS data_dir not found (expected a directory "
+                    f"holding the prepared {name} dataset; nothing is downloaded)")
+  try:
+    # download=False: this project never downloads; tfds.load's default would fetch MovieLens.
+    ds = tfds.load(name, split="train", data_dir=dc.path, download=False)
+  except Exception as e:  # pylint: disable=broad-except  (tfds raises assorted types here)
+    detail = " ".join(str(e).split())[:300]
+    raise DataError(dc.path, 0, "data.path", f"{name} is not prepared in this TFDS data_dir "
+                    f"(nothing is downloaded: run tfds build {name} --data_dir {dc.path} where "
+                    f"downloads are allowed, then copy it here) ({type(e).__name__}: {detail})"
+                    ) from e
   raw = RawData(bad_rows=BadRows(skip=bool(dc.skip_bad_rows)))
   titles, genres, events = {}, {}, collections.defaultdict(list)
   for ex in tfds.as_numpy(ds):

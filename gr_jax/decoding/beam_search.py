@@ -7,7 +7,7 @@ Two layers:
   values once per query and broadcast over its beams, KV cache or prefix recompute), jitted with the
   penalties as traced arguments so sweeping them does not recompile.
 
-Semantics (see ../shared/design/DIVERSE_BEAM_SEARCH.md and transformers 4.56.2 source):
+Semantics (docs/diverse_beam_search.md; transformers 4.56.2's source is the reference):
 - num_beam_groups > 1: `GenerationMixin._group_beam_search` + `BeamSearchScorer` (one
   `BeamHypotheses` heap of size S = num_beams // G per (query, group)) +
   `HammingDiversityLogitsProcessor`. Finished candidates: EOS tokens among the first S ranks of the

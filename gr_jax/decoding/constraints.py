@@ -10,7 +10,6 @@ Disallowed tokens get -inf after the diversity penalty, like HF's PrefixConstrai
 
 from __future__ import annotations
 
-from typing import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -101,6 +100,19 @@ class PrefixTrieConstraint:
     keys, eos_id, max_fanout, depth, vocab_bound, num_items = aux
     return cls(dict(zip(keys, children)), eos_id=eos_id, max_fanout=max_fanout, depth=depth,
                vocab_bound=vocab_bound, num_items=num_items)
+
+  @classmethod
+  def from_catalog(cls, catalog, eos_id: int = 1) -> "PrefixTrieConstraint":
+    """The trie of every catalogue item's ID tokens (`catalog.item_tokens`), item i = index i.
+
+    Built once per catalogue object and EOS id: the evaluator asks for it for every split and
+    task, and a large catalogue's trie takes seconds to build.
+    """
+    cache = catalog.__dict__.setdefault("_prefix_trie_cache", {})
+    if eos_id not in cache:
+      tokens = catalog.item_tokens(np.arange(catalog.num_items))  # [num_items, tokens_per_item]
+      cache[eos_id] = cls.from_sequences(tokens, eos_id, source=f"catalogue {catalog!r}")
+    return cache[eos_id]
 
   @classmethod
   def from_sequences(cls, sequences, eos_id: int, *, pad_id: int = -1,
@@ -250,10 +262,12 @@ def sequences_to_items(sequences, constraint, scores=None) -> list[list[int]]:
 
   Sequences that do not spell an item (or whose score is -inf) are dropped; a repeated item keeps
   its first (best) rank. `constraint` is an AtomicItemConstraint / PrefixTrieConstraint, or an
-  ItemCatalog with the atomic scheme (`token_offset`, `num_items`).
+  ItemCatalog (atomic: `token_offset`, `num_items`; semantic: its trie, EOS id 1).
   """
   if not hasattr(constraint, "to_items"):
-    if hasattr(constraint, "token_offset") and hasattr(constraint, "num_items"):
+    if getattr(constraint, "id_scheme", "atomic") == "semantic":
+      constraint = PrefixTrieConstraint.from_catalog(constraint, 1)
+    elif hasattr(constraint, "token_offset") and hasattr(constraint, "num_items"):
       constraint = AtomicItemConstraint(constraint.token_offset, constraint.num_items, 1)
     else:
       raise TypeError(f"sequences_to_items: expected a constraint or an ItemCatalog, got "

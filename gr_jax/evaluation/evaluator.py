@@ -28,12 +28,13 @@ from typing import Any, Callable, Mapping
 import ml_collections
 import numpy as np
 
+from gr_jax import workdir as workdir_lib
 from gr_jax.evaluation import metrics as metrics_lib
 from gr_jax.evaluation import runs as runs_lib
+from gr_jax.schema import TASKS
 
 log = logging.getLogger(__name__)
 
-TASKS = ("search", "rec")
 DECODE_METHODS = ("beam", "topk_exact")
 # decode.* fields added after some runs were trained: a run's saved config that lacks one decoded
 # with this value (and overrides of the field must still work on it).
@@ -83,7 +84,7 @@ def with_decode_defaults(config: ml_collections.ConfigDict) -> ml_collections.Co
 
 
 def dataset_dir(workdir: str, config) -> str:
-  path = config.data.get("processed_dir", "") or os.path.join(workdir, "data")
+  path = workdir_lib.processed_dir(config, workdir)
   if not os.path.exists(os.path.join(path, "catalog.json")):
     raise EvaluationError(f"{workdir}: processed dataset {path} has no catalog.json "
                           "(set data.processed_dir or run gr_jax.prepare)")
@@ -106,11 +107,31 @@ def load_split(data_dir: str, task: str, split: str) -> dict[str, np.ndarray]:
 
 
 def item_constraint(catalog, eos_id: int):
-  """The decoder's atomic item constraint: one item token, then EOS (PAPER.md "Inference")."""
-  from gr_jax.decoding.constraints import AtomicItemConstraint
-  if getattr(catalog, "id_scheme", "atomic") != "atomic":
-    raise EvaluationError(f"item id scheme {catalog.id_scheme!r}: the evaluator supports 'atomic'")
-  return AtomicItemConstraint.from_catalog(catalog, eos_id=eos_id)
+  """The decoder's item constraint, which also maps sequences back to items.
+
+  (docs/study_design.md "Inference".) Atomic IDs: one item token, then EOS. Semantic IDs: the device-side prefix trie of every item's
+  code tokens, then EOS (built once per catalogue object); a finished sequence names one item.
+  """
+  from gr_jax.decoding.constraints import AtomicItemConstraint, PrefixTrieConstraint
+  scheme = getattr(catalog, "id_scheme", "atomic")
+  if scheme == "atomic":
+    return AtomicItemConstraint.from_catalog(catalog, eos_id=eos_id)
+  if scheme == "semantic":
+    return PrefixTrieConstraint.from_catalog(catalog, eos_id=eos_id)
+  raise EvaluationError(f"item id scheme {scheme!r}: the evaluator supports 'atomic' and "
+                        "'semantic'")
+
+
+def decode_length(catalog, max_new_tokens: int) -> int:
+  """Decoder steps: decode.max_new_tokens for atomic IDs; an ID's tokens + EOS for semantic IDs
+  (fewer steps cannot finish an ID, and after EOS the trie allows nothing more)."""
+  if getattr(catalog, "id_scheme", "atomic") == "atomic":
+    return int(max_new_tokens)
+  need = int(catalog.tokens_per_item) + 1
+  if int(max_new_tokens) != need:
+    log.info("decode.max_new_tokens=%d replaced by %d: semantic IDs are %d code tokens + EOS",
+             int(max_new_tokens), need, need - 1)
+  return need
 
 
 def make_decode_fn(model, config, catalog) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
@@ -122,7 +143,13 @@ def make_decode_fn(model, config, catalog) -> Callable[[np.ndarray], tuple[np.nd
   method = de.get("method", DECODE_DEFAULTS["method"])
   if method not in DECODE_METHODS:
     raise EvaluationError(f"decode.method={method!r}: expected one of {DECODE_METHODS}")
+  scheme = getattr(catalog, "id_scheme", "atomic")
+  if method == "topk_exact" and scheme != "atomic":
+    raise EvaluationError(
+        f"decode.method='topk_exact' ranks the items of one decoder step and needs atomic item "
+        f"IDs; this dataset's IDs are {scheme!r} (several tokens each): use decode.method=beam")
   constraint = item_constraint(catalog, model.config.eos_token_id)
+  max_new_tokens = decode_length(catalog, de.max_new_tokens)
   pad = model.config.pad_token_id
 
   if method == "topk_exact":
@@ -147,7 +174,7 @@ def make_decode_fn(model, config, catalog) -> Callable[[np.ndarray], tuple[np.nd
     seqs, scores = beam_search(
         model, enc, encoder_mask=enc != pad, num_beams=de.num_beams,
         num_beam_groups=de.num_beam_groups, diversity_penalty=de.diversity_penalty,
-        length_penalty=de.length_penalty, max_new_tokens=de.max_new_tokens,
+        length_penalty=de.length_penalty, max_new_tokens=max_new_tokens,
         num_return_sequences=de.num_return_sequences, early_stopping=de.early_stopping,
         constraint=constraint, use_cache=use_cache, one_hot_gather=one_hot_gather)
     return np.asarray(seqs), np.asarray(scores)
@@ -191,6 +218,73 @@ def decode_queries(decode_fn, encoder_inputs: np.ndarray, query_ids, catalog, ba
   return run
 
 
+def decode_split(decode_fn, config, data_dir: str, catalog, arrays: Mapping[str, dict], split: str,
+                 *, eos_id: int = 1, max_queries: int = 0) -> tuple[dict, dict]:
+  """Decodes every query of `arrays` (task -> split arrays) and scores it against its qrels.
+
+  Returns `(results, info_tasks)`: results[task] = {"run", "qrels", "means", "per_query"} and
+  info_tasks[task] = counts, speed and the mean number of distinct items per returned list.
+  `max_queries` > 0 keeps the first N queries of each task (the trainer's validation decodes).
+  Shared by `evaluate` and the trainer's model selection, so both score the same way.
+  """
+  from gr_jax.data import pipeline
+  from gr_jax.data.tokenizer import TextTokenizer
+  ks = tuple(int(k) for k in config.eval.ks)
+  # The same inputs the model was trained on: the task prefix when the run used one.
+  prefix_tokenizer = (TextTokenizer.load(os.path.join(data_dir, "tokenizer"))
+                      if config.data.get("task_prefix", False) else None)
+  results, info_tasks = {}, {}
+  for t, split_arrays in arrays.items():
+    src = os.path.join(data_dir, t, f"{split}.npz")
+    qids, first = runs_lib.split_queries(split_arrays, src)
+    if max_queries > 0:
+      qids, first = qids[:max_queries], first[:max_queries]
+    keep = set(qids)
+    qrels = {q: rel for q, rel in runs_lib.qrels_from_split(split_arrays, catalog.item_ids,
+                                                             src).items() if q in keep}
+    enc = np.asarray(split_arrays["encoder_input_ids"][first], np.int32)
+    if prefix_tokenizer is not None:
+      enc = pipeline.add_task_prefix(enc, t, prefix_tokenizer)
+    t0 = time.time()
+    run = decode_queries(decode_fn, enc, qids, catalog, int(config.decode.batch_size), task=t,
+                         eos_id=eos_id)
+    secs = time.time() - t0
+    means, pq = metrics_lib.evaluate_run(qrels, run, ks)
+    results[t] = {"run": run, "qrels": qrels, "means": means, "per_query": pq}
+    # Beam search often returns fewer distinct items than decode.num_return_sequences (groups
+    # re-pick the same items), so "Recall@30" may really be a shallower cut-off: record it.
+    distinct = float(np.mean([len(run[q]) for q in qids])) if qids else 0.0
+    info_tasks[t] = {"num_queries": len(qids),
+                     "num_examples": int(len(split_arrays["query_id"])),
+                     "decode_seconds": secs, "queries_per_s": len(qids) / max(secs, 1e-9),
+                     "distinct_items_mean": distinct}
+    log.info("%s %s/%s: %s", "decode", t, split, {k: round(v, 4) for k, v in means.items()
+                                                 if k.startswith("recall")})
+  return results, info_tasks
+
+
+def validation_metrics(model, config, data_dir: str, *, max_queries: int = 0) -> dict[str, float]:
+  """Decodes the valid split of the run's tasks with the run's decoder (config.decode).
+
+  Returns `{"<task>/<metric>": mean, ..., "<metric>": mean over the tasks}` for every metric of
+  `metrics.evaluate_run` at `config.eval.ks`. The trainer selects checkpoints and stops early on
+  these; nothing here reads the test split.
+  """
+  from gr_jax.data.catalog import ItemCatalog
+  catalog = ItemCatalog.load(os.path.join(data_dir, "catalog.json"))
+  arrays = {t: load_split(data_dir, t, "valid") for t in config.data.tasks}
+  decode_fn = make_decode_fn(model, with_decode_defaults(config), catalog)
+  results, _ = decode_split(decode_fn, config, data_dir, catalog, arrays, "valid",
+                            eos_id=model.config.eos_token_id, max_queries=max_queries)
+  out: dict[str, float] = {}
+  for t, r in results.items():
+    for name, value in r["means"].items():
+      out[f"{t}/{name}"] = float(value)
+  for name in next(iter(results.values()))["means"]:
+    out[name] = float(np.mean([r["means"][name] for r in results.values()]))
+  return out
+
+
 def evaluate(workdir: str, split: str = "test", step=None, overrides: Mapping[str, Any] | None = None,
              *, decode_fn_factory: Callable | None = None, out_subdir: str | None = None) -> dict:
   """Evaluates a run directory's checkpoint; returns (and writes) the metrics.json object.
@@ -201,9 +295,7 @@ def evaluate(workdir: str, split: str = "test", step=None, overrides: Mapping[st
   out_subdir: outputs go to `eval/<out_subdir or split>/`, so one run can hold the results of
     several decoders side by side (e.g. "test" for beam search and "test_topk" for topk_exact).
   """
-  from gr_jax.data import pipeline
   from gr_jax.data.catalog import ItemCatalog
-  from gr_jax.data.tokenizer import TextTokenizer
   from gr_jax.training import checkpointing
 
   if split not in ("test", "valid"):
@@ -213,6 +305,7 @@ def evaluate(workdir: str, split: str = "test", step=None, overrides: Mapping[st
     raise EvaluationError(f"out_subdir must be one directory name, got {out_subdir!r}")
   if not os.path.isdir(workdir):
     raise EvaluationError(f"{workdir}: run directory does not exist")
+  step_request = step
   try:
     model, config, step = checkpointing.restore_for_inference(workdir, step)
   except (FileNotFoundError, checkpointing.ConfigMismatchError) as e:
@@ -225,9 +318,10 @@ def evaluate(workdir: str, split: str = "test", step=None, overrides: Mapping[st
   checkpointing.verify_dataset_of(config, data_dir)  # the data the checkpoint was trained on
   catalog = ItemCatalog.load(os.path.join(data_dir, "catalog.json"))
   mc = model.config
-  if catalog.token_offset != mc.vocab_size or catalog.num_items != mc.num_item_tokens:
+  if catalog.token_offset != mc.vocab_size or catalog.num_id_tokens != mc.num_item_tokens:
     raise EvaluationError(
-        f"{data_dir}/catalog.json: {catalog.num_items} items from token {catalog.token_offset}, but "
+        f"{data_dir}/catalog.json: {catalog.num_items} items from token {catalog.token_offset} "
+        f"({catalog.num_id_tokens} {catalog.id_scheme} ID tokens), but "
         f"the checkpoint's model has {mc.num_item_tokens} item tokens from {mc.vocab_size} "
         "(checkpoint from another dataset or config)")
   tasks = [t for t in config.data.tasks]
@@ -242,33 +336,15 @@ def evaluate(workdir: str, split: str = "test", step=None, overrides: Mapping[st
                 config.decode.num_return_sequences, max(ks))
   factory = decode_fn_factory or make_decode_fn
   decode_fn = factory(model, config, catalog)
-  # The same inputs the model was trained on: the task prefix when the run used one.
-  prefix_tokenizer = (TextTokenizer.load(os.path.join(data_dir, "tokenizer"))
-                      if config.data.get("task_prefix", False) else None)
-  results, info_tasks = {}, {}
-  for t in tasks:
-    src = os.path.join(data_dir, t, f"{split}.npz")
-    qids, first = runs_lib.split_queries(arrays[t], src)
-    qrels = runs_lib.qrels_from_split(arrays[t], catalog.item_ids, src)
-    enc = np.asarray(arrays[t]["encoder_input_ids"][first], np.int32)
-    if prefix_tokenizer is not None:
-      enc = pipeline.add_task_prefix(enc, t, prefix_tokenizer)
-    t0 = time.time()
-    run = decode_queries(decode_fn, enc, qids, catalog, int(config.decode.batch_size), task=t,
-                         eos_id=mc.eos_token_id)
-    secs = time.time() - t0
-    means, pq = metrics_lib.evaluate_run(qrels, run, ks)
-    results[t] = {"run": run, "qrels": qrels, "means": means, "per_query": pq}
-    # Beam search often returns fewer distinct items than decode.num_return_sequences (groups
-    # re-pick the same items), so "Recall@30" may really be a shallower cut-off: record it.
-    distinct = float(np.mean([len(run[q]) for q in qids])) if qids else 0.0
-    info_tasks[t] = {"num_queries": len(qids), "num_examples": int(len(arrays[t]["query_id"])),
-                     "decode_seconds": secs, "queries_per_s": len(qids) / max(secs, 1e-9),
-                     "distinct_items_mean": distinct}
-    log.info("evaluate %s/%s: %s", t, split, {k: round(v, 4) for k, v in means.items()
-                                               if k.startswith("recall")})
+  results, info_tasks = decode_split(decode_fn, config, data_dir, catalog, arrays, split,
+                                     eos_id=mc.eos_token_id)
+  selection = None
+  if step_request == "best":
+    # Which validation metric chose this checkpoint (never the test split: see training.loop).
+    selection = {"split": "valid", "metric": config.checkpoint.get("best_metric", "val/loss"),
+                 "mode": config.checkpoint.get("best_mode", "min"), "step": int(step)}
   info = {"workdir": os.path.abspath(workdir), "step": int(step), "split": split, "ks": list(ks),
-          "decode_method": config.decode.method, "decode": config.decode.to_dict(),
+          "selected_by": selection, "decode_method": config.decode.method, "decode": config.decode.to_dict(),
           "tasks": info_tasks, "dataset": os.path.abspath(data_dir),
           "metric_note": "recall@K is Recall (share of a query's relevant items in the top K); it "
                          "equals Success@K when a query has one relevant item. Ties: score "

@@ -18,19 +18,13 @@ import uuid
 from typing import Mapping
 
 from gr_jax.evaluation import metrics as metrics_lib
+# General file writing lives in gr_jax.workdir; re-exported because run files are written here.
+from gr_jax.workdir import json_text as _json_text
+from gr_jax.workdir import write_json, write_text  # noqa: F401
 
 
 class RunFormatError(ValueError):
   """A malformed run or qrels line (message names file, line and field)."""
-
-
-def write_text(path: str, text: str) -> None:
-  """Writes `text` to `path` atomically (temp file + rename): a reader never sees half a file."""
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  tmp = f"{path}.tmp.{os.getpid()}"
-  with open(tmp, "w") as f:
-    f.write(text)
-  os.replace(tmp, path)
 
 
 def _check_id(value: str, what: str) -> None:
@@ -114,14 +108,6 @@ def read_qrels(path: str) -> dict[str, dict[str, int]]:
         raise RunFormatError(
             f"{path}:{lineno}: field 'relevance' must be an integer, got {rel!r}") from None
   return qrels
-
-
-def _json_text(obj) -> str:
-  return json.dumps(obj, indent=1, sort_keys=True) + "\n"
-
-
-def write_json(path: str, obj) -> None:
-  write_text(path, _json_text(obj))
 
 
 def read_json(path: str):

@@ -1,4 +1,10 @@
-"""Analytic FLOPs of T5 per example (for MFU), encoder and decoder counted separately.
+"""Analytic FLOPs of T5 per example, device peaks and MFU: the one place all three live.
+
+MFU (model FLOPs utilisation) = useful model FLOPs per second / the device's dense peak. The useful
+FLOPs are the analytic count below (never what XLA happened to run, which includes
+rematerialisation and padding); the peak is the vendor's dense bf16 number whatever dtype the run
+used, so MFU numbers are comparable across runs. The trainer and the benchmarks both use
+`train_flops_per_example`, `peak_tflops` and `mfu` from here.
 
 Counted: every matrix multiply, at 2 FLOPs per multiply-add, with the shapes our network runs
 (dense attention over the padded lengths, no skipping of masked positions, as the hardware does):
@@ -82,3 +88,57 @@ def summary(cfg, encoder_len: int, decoder_len: int) -> dict[str, Any]:
   fwd = forward_flops(cfg, encoder_len, decoder_len)
   return {"forward": fwd, "train": train_flops(cfg, encoder_len, decoder_len),
           "encoder_len": encoder_len, "decoder_len": decoder_len}
+
+
+# ------------------------------------------------------------------------------ peaks and MFU
+
+# Dense (no sparsity) bf16 peak per chip in TFLOP/s, from vendor data sheets. Matched against
+# `jax.Device.device_kind` (or torch's device name) by case-insensitive substring, first match
+# wins, so more specific names come first ("h100 pcie" before "h100", "gh200" before "h200").
+PEAK_BF16_TFLOPS: tuple[tuple[str, float], ...] = (
+    ("h100 pcie", 756.0),
+    ("h100 nvl", 835.0),
+    ("h100", 989.4),  # SXM5, e.g. "NVIDIA H100 80GB HBM3"
+    ("gh200", 989.4),
+    ("h200", 989.4),
+    ("b200", 2250.0),
+    ("a100", 312.0),
+    ("l4", 121.0),
+    ("tpu v4", 275.0),
+    ("tpu v5 lite", 197.0),  # v5e
+    ("tpu v5e", 197.0),
+    ("tpu v5p", 459.0),
+    ("tpu v5", 459.0),
+    ("tpu v6 lite", 918.0),  # v6e (Trillium)
+    ("tpu v6e", 918.0),
+)
+
+
+def peak_tflops(device_kind: str, override: float = 0.0) -> float | None:
+  """Dense bf16 peak of one chip in TFLOP/s; None when unknown (CPUs: no MFU is reported).
+
+  Args:
+    device_kind: e.g. `jax.devices()[0].device_kind` ("NVIDIA H100 80GB HBM3", "TPU v4", "cpu").
+    override: a positive value wins (config `train.peak_tflops`, bench `--peak_tflops`), for
+      chips not in the table.
+  """
+  if override and override > 0:
+    return float(override)
+  kind = str(device_kind).lower()
+  for needle, tflops in PEAK_BF16_TFLOPS:
+    if needle in kind:
+      return tflops
+  return None
+
+
+def mfu(flops_per_example: float, examples_per_s: float, peak: float | None,
+        num_devices: int = 1) -> float | None:
+  """Fraction of the peak used: flops/example * examples/s / (peak TFLOP/s * 1e12 * devices).
+
+  None when there is no peak (unknown chip) or no FLOP count, rather than a made-up number.
+  """
+  if peak is None or peak <= 0 or flops_per_example <= 0:
+    return None
+  if num_devices < 1:
+    raise ValueError(f"num_devices must be >= 1, got {num_devices}")
+  return flops_per_example * examples_per_s / (peak * 1e12 * num_devices)

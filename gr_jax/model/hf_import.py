@@ -22,7 +22,6 @@ import json
 import os
 from typing import Any, Callable
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
@@ -102,10 +101,21 @@ class _TensorSource:
       try:
         with open(index) as f:
           weight_map = json.load(f)["weight_map"]
-      except (json.JSONDecodeError, KeyError) as e:
+      except (json.JSONDecodeError, KeyError, TypeError) as e:
         raise CheckpointError(f"{index}: expected JSON with a 'weight_map' object ({e})") from e
+      if not isinstance(weight_map, dict):
+        raise CheckpointError(f"{index}: field 'weight_map': expected an object, got "
+                              f"{type(weight_map).__name__}")
       for name, fname in weight_map.items():
-        full = os.path.join(path, fname)
+        # A shard name is a file of this directory: refuse "../x" and absolute paths (the index
+        # must not make us read arbitrary files). Checked on the name, not the realpath: the
+        # Hugging Face cache's shards are symlinks into its blobs/ directory.
+        norm = os.path.normpath(fname) if isinstance(fname, str) and fname else ""
+        if (not norm or os.path.isabs(norm) or norm == ".."
+            or norm.startswith(".." + os.sep)):
+          raise CheckpointError(f"{index}: weight_map[{name!r}] = {fname!r}: expected a file "
+                                f"name inside the model directory {path}")
+        full = os.path.join(path, norm)
         if not os.path.isfile(full):
           raise CheckpointError(f"{index}: weight_map[{name!r}] names missing file {fname!r}")
         self.files[name] = full

@@ -595,7 +595,6 @@ class T5(nnx.Module):
     tokens [B, N] -> (float32 logits [B, N, V], cache with position's keys/values written).
     Equals the last position of `decode` on the full prefix.
     """
-    cfg = self.config
     max_len = cache["layer_0"]["k"].shape[2]
     position = jnp.asarray(position, jnp.int32)
     key_pos = jnp.arange(max_len, dtype=jnp.int32)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
+
 from gr_jax.data import TASKS
 from gr_jax.study.plan import MODEL_LABELS, Plan, Point
 
@@ -31,51 +33,146 @@ def manifest_stats(manifest: dict) -> dict:
   return out
 
 
-def analyse_point(plan: Plan, point: Point, baselines_dir: str, out_dir: str) -> dict:
+def analyse_point(plan: Plan, point: Point, out_dir: str) -> dict:
+  """Per budget and decoder: results and tests of Gen_R+S against each task-specific model."""
   from gr_jax.analysis import stats
   from gr_jax.data.dataset import ProcessedDataset
   from gr_jax.evaluation import runs as runs_lib
+  from gr_jax.study.stages import baselines_dir, eval_subdir
 
   config = plan.config
+  r = config.reproduce
   split = config.eval.split
-  groups: dict[str, list[str]] = {}
-  for run in point.runs:
-    groups.setdefault(run.model, []).append(run.run_dir)
-  # The paper's tests: the joint model against each task-specific one on R@30, corrected together.
-  headline = stats.compare_models(groups, task=list(TASKS), metric=headline_metric(config),
-                                  test=config.reproduce.test,
-                                  correction=config.reproduce.correction, baseline="joint",
-                                  split=split)
-  # Every other metric: means and stds only (no further tests, so no extra correction burden).
-  others = stats.compare_models(groups, task=list(TASKS), metric=_metrics(config.eval.ks),
-                                test="ttest", correction=config.reproduce.correction,
-                                baseline="joint", split=split)
+  per_seed_data = len(point.datasets) > 1
+  compare = stats.compare_within_seeds if per_seed_data else stats.compare_models
+  budgets = list(dict.fromkeys(run.budget for run in point.runs))
+  decoders = list(r.get("decoders", ("beam",)))
+  blocks = []
+  for budget in budgets:
+    groups: dict[str, list[str]] = {}
+    for run in point.runs:
+      if run.budget == budget:
+        groups.setdefault(run.model, []).append(run.run_dir)
+    training = {m: [_training_summary(d, headline_metric(config)) for d in dirs]
+                for m, dirs in groups.items()}
+    for decoder in decoders:
+      sub = eval_subdir(split, decoder)
+      # The paper's tests: the joint model against each task-specific one on R@30 (the study's
+      # report corrects over every test of the study together).
+      headline = compare(groups, task=list(TASKS), metric=headline_metric(config),
+                         test=r.test, correction=r.correction, baseline="joint", split=sub)
+      others = compare(groups, task=list(TASKS), metric=_metrics(config.eval.ks),
+                       test="ttest", correction=r.correction, baseline="joint", split=sub)
+      distinct = {m: {t: _distinct(dirs, sub, t) for t in TASKS} for m, dirs in groups.items()}
+      blocks.append({"budget": budget, "decode": decoder, "groups": groups,
+                     "headline": headline, "all_metrics": others["results"],
+                     "training": training, "distinct_items": distinct})
   baselines = {}
-  if os.path.isdir(baselines_dir):
-    for name in sorted(os.listdir(baselines_dir)):
-      summary, _ = runs_lib.load_eval(os.path.join(baselines_dir, name), split)
-      baselines[name] = {t: v for t, v in summary.items() if t in TASKS}
-  dataset = ProcessedDataset(point.data_dir)
-  result = {"point": point.name, "headline_metric": headline_metric(config), "sweep_value": point.sweep_value, "groups": groups,
-            "headline": headline, "all_metrics": others["results"], "baselines": baselines,
-            "manifest_stats": manifest_stats(dataset.manifest), "h1": [], "h2": [],
-            "tsne": {}}
-  if config.reproduce.analyses:
+  for data in point.datasets:
+    bdir = baselines_dir(plan, point, data)
+    if os.path.isdir(bdir):
+      for name in sorted(os.listdir(bdir)):
+        summary, _ = runs_lib.load_eval(os.path.join(bdir, name), split)
+        for t, v in summary.items():
+          if t in TASKS:
+            baselines.setdefault(name, {}).setdefault(t, {}).setdefault("per_seed", []).append(v)
+  for name, tasks in baselines.items():  # mean over the datasets (one per seed when simulated)
+    for t, entry in tasks.items():
+      seeds = entry.pop("per_seed")
+      for metric in seeds[0]:
+        vals = [float(x[metric]) for x in seeds if isinstance(x.get(metric), (int, float))]
+        if vals:
+          entry[metric] = float(np.mean(vals))
+  dataset = ProcessedDataset(point.datasets[0].data_dir)
+  first = blocks[0]
+  result = {"point": point.name, "headline_metric": headline_metric(config),
+            "sweep_value": point.sweep_value, "blocks": blocks,
+            # The first budget and decoder stand for the point in the sweep plot and old readers.
+            "groups": first["groups"], "headline": first["headline"],
+            "all_metrics": first["all_metrics"], "baselines": baselines,
+            "manifest_stats": _mean_stats([ProcessedDataset(d.data_dir).manifest
+                                           for d in point.datasets]),
+            "h1": [], "h2": [], "tsne": {}}
+  if r.analyses:
+    # H1/H2 on the first budget's runs of the first dataset (one dataset per analysis).
+    key = point.datasets[0].key
+    groups = {}
+    for run in point.runs:
+      if run.budget == budgets[0] and run.data == key:
+        groups.setdefault(run.model, []).append(run.run_dir)
     result.update(_hypotheses(plan, point, groups, dataset, out_dir))
   return result
 
 
+def _training_summary(run_dir: str, metric: str) -> dict:
+  """Optimizer steps, final training loss and best validation values of a run (metrics.jsonl):
+  `best_val_recall` is the best validation decode of `metric` (mean over the run's tasks; runs
+  without model selection have none)."""
+  import json
+  recs = []
+  path = os.path.join(run_dir, "metrics.jsonl")
+  if os.path.exists(path):
+    with open(path) as f:
+      for line in f:
+        try:
+          recs.append(json.loads(line))
+        except ValueError:
+          continue  # a line cut by a kill
+
+  def best(key, pick):
+    vals = [r[key] for r in recs if isinstance(r.get(key), (int, float))]
+    return pick(vals) if vals else None
+
+  return {"run_dir": run_dir, "steps": max((int(r.get("step", 0)) for r in recs), default=0),
+          "final_loss": recs[-1].get("loss") if recs else None,
+          "best_val_loss": best("val/loss", min), "best_val_recall": best(f"val/{metric}", max)}
+
+
+def _distinct(dirs, subdir: str, task: str) -> float | None:
+  """Mean over seeds of the mean number of distinct items per returned list."""
+  from gr_jax.evaluation import runs as runs_lib
+  vals = []
+  for d in dirs:
+    try:
+      info = runs_lib.read_json(os.path.join(d, "eval", subdir, "metrics.json")).get("info", {})
+    except (OSError, ValueError):
+      continue
+    v = info.get("tasks", {}).get(task, {}).get("distinct_items_mean")
+    if isinstance(v, (int, float)):
+      vals.append(float(v))
+  return float(np.mean(vals)) if vals else None
+
+
+def _mean_stats(manifests: list[dict]) -> dict:
+  """Dataset statistics of a point: the mean over its datasets of each numeric field."""
+  rows = [manifest_stats(m) for m in manifests]
+  out = {}
+  for key in rows[0]:
+    vals = [r.get(key) for r in rows]
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals):
+      out[key] = float(np.mean(vals)) if len(vals) > 1 else vals[0]
+    else:
+      out[key] = vals[0]
+  return out
+
+
 def _hypotheses(plan: Plan, point: Point, groups, dataset, out_dir) -> dict:
   from gr_jax.analysis import cooccurrence, popularity
-  split = plan.config.eval.split
-  k = max(plan.config.eval.ks)
+  ev = plan.config.eval
+  split = ev.split
+  # eval.analysis_k = 0 (or a config saved before the knob) analyses the deepest reported cut-off.
+  k = int(ev.get("analysis_k", 0)) or max(ev.ks)
+  eps = float(ev.get("kl_eps", 1e-6))
+  bounds = tuple(float(b) for b in ev.get("bucket_bounds", (1 / 3, 2 / 3)))
+  window = int(ev.get("session_window", 10))
   h1, h2 = [], []
   for task in TASKS:
     task_groups = {m: d for m, d in groups.items() if m in ("joint", task)}
-    h1 += popularity.h1_from_runs(task_groups, dataset, task, split=split, k=k)
+    h1 += popularity.h1_from_runs(task_groups, dataset, task, split=split, k=k, eps=eps,
+                                  bounds=bounds)
     if task in groups and "joint" in groups:
       h2.append(cooccurrence.h2_from_runs(groups[task], groups["joint"], dataset, task,
-                                          split=split, k=k))
+                                          split=split, k=k, window=window))
   return {"h1": h1, "h2": h2, "tsne": _tsne(plan, point, groups, dataset)}
 
 

@@ -3,13 +3,16 @@
 A config describes one experiment; `reproduce.sweep` optionally names a dotted config field whose
 values (`reproduce.sweep_values`) make several *points* (e.g. the S1 sweep over
 `data.sim.shuffle_fraction`). Each point has one processed dataset and, for every model kind and
-seed, one training run. Directory layout under the study's workdir:
+seed and training budget (`reproduce.budgets`), one training run. A simulated study draws one
+dataset per seed (`reproduce.dataset_per_seed`: the simulator's seed is `data.sim.seed + seed`), so
+the spread over seeds includes data variance; a real-data study has one dataset per point.
+Directory layout under the study's workdir:
 
-  data/<point>/                      processed dataset (gr_jax.data.prepare)
-  runs/<point>/<model>/seed<k>/      a training run (config.json, checkpoints/, eval/...)
-  baselines/<point>/                 popularity runs (Pop_S, Pop_R, their mix)
-  analysis/<point>/                  statistics and H1/H2 analyses as JSON
-  plots/                             PNGs
+  data/<point>/<data>/                         processed dataset ("seed<k>" or "shared")
+  runs/<point>/<budget>/<model>/seed<k>/       a training run (config.json, checkpoints/, eval/...)
+  baselines/<point>/<data>/<name>/             baseline runs (pop_*, bm25, sasrec, bert4rec)
+  analysis/<point>/                            statistics and H1/H2 analyses as JSON
+  plots/                                       PNGs
   report.md  report.json
 """
 
@@ -22,9 +25,19 @@ from typing import Any
 import ml_collections
 
 # Which tasks the data pipeline mixes for each model kind: the only difference between Gen_S,
-# Gen_R and Gen_R+S (PAPER.md "The three models").
+# Gen_R and Gen_R+S (docs/study_design.md).
 MODEL_TASKS = {"search": ("search",), "rec": ("rec",), "joint": ("search", "rec")}
 MODEL_LABELS = {"search": "Gen_S", "rec": "Gen_R", "joint": "Gen_R+S"}
+BUDGETS = ("epochs", "matched_steps", "converged")
+DECODERS = ("beam", "topk_exact")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSpec:
+  """One processed dataset of a point: per seed (simulated) or shared by all seeds."""
+  key: str  # "seed<k>" or "shared"
+  data_dir: str
+  config: ml_collections.ConfigDict  # the point's config with this dataset's sim seed
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,6 +48,8 @@ class RunSpec:
   seed: int
   run_dir: str
   config: ml_collections.ConfigDict
+  budget: str = "epochs"  # epochs | matched_steps | converged (steps resolved at train time)
+  data: str = "shared"  # DataSpec.key of the dataset it trains on
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,9 +57,13 @@ class Point:
   """One dataset of the study: the whole study, or one value of a sweep."""
   name: str
   sweep_value: Any
-  data_dir: str
+  data_dir: str  # the first dataset (kept for callers that read one dataset's catalogue)
   config: ml_collections.ConfigDict  # the experiment config with the sweep value applied
   runs: tuple[RunSpec, ...]
+  datasets: tuple[DataSpec, ...] = ()
+
+  def dataset(self, key: str) -> DataSpec:
+    return next(d for d in self.datasets if d.key == key)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +107,15 @@ def build_plan(config: ml_collections.ConfigDict, workdir: str) -> Plan:
                      f"{sorted(MODEL_TASKS)}")
   if r.sweep and not r.sweep_values:
     raise ValueError(f"reproduce.sweep={r.sweep!r} needs reproduce.sweep_values")
+  budgets = tuple(r.get("budgets", ("epochs",)))
+  bad = [b for b in budgets if b not in BUDGETS] or ([] if budgets else ["(none)"])
+  if bad:
+    raise ValueError(f"reproduce.budgets: unknown or empty {bad}; expected a subset of {BUDGETS}")
+  bad = [d for d in r.get("decoders", ("beam",)) if d not in DECODERS]
+  if bad or not r.get("decoders", ("beam",)):
+    raise ValueError(f"reproduce.decoders: unknown or empty {bad}; expected a subset of "
+                     f"{DECODERS}")
+  per_seed = bool(r.get("dataset_per_seed", False)) and config.data.source == "simulate"
   values = list(r.sweep_values) if r.sweep else [None]
   points = []
   for value in values:
@@ -95,23 +123,31 @@ def build_plan(config: ml_collections.ConfigDict, workdir: str) -> Plan:
     point_config = ml_collections.ConfigDict(config.to_dict())
     if r.sweep:
       set_dotted(point_config, r.sweep, value)
-    data_dir = os.path.join(workdir, "data", name)
-    with point_config.ignore_type():
-      point_config.data.processed_dir = data_dir
+    datasets = []
+    for key, seed in ([(f"seed{s}", int(s)) for s in r.seeds] if per_seed else [("shared", None)]):
+      data_config = ml_collections.ConfigDict(point_config.to_dict())
+      with data_config.ignore_type():
+        data_config.data.processed_dir = os.path.join(workdir, "data", name, key)
+        if seed is not None:
+          data_config.data.sim.seed = int(point_config.data.sim.seed) + seed
+      datasets.append(DataSpec(key=key, data_dir=data_config.data.processed_dir,
+                               config=data_config))
     runs = []
-    for model in r.models:
-      for seed in r.seeds:
-        run_config = ml_collections.ConfigDict(point_config.to_dict())
-        with run_config.ignore_type():
-          run_config.seed = int(seed)
-          run_config.data.tasks = MODEL_TASKS[model]
-          if model != "joint":
-            # The per-item cap limits the task *added* in the joint model; the task-specific
-            # references train on their full data (PAPER.md: the 5/10/50/500 analysis).
-            run_config.data.item_cap = 0
-        run_dir = os.path.join(workdir, "runs", name, model, f"seed{seed}")
-        runs.append(RunSpec(point=name, model=model, seed=int(seed), run_dir=run_dir,
-                            config=run_config))
-    points.append(Point(name=name, sweep_value=value, data_dir=data_dir, config=point_config,
-                        runs=tuple(runs)))
+    for budget in budgets:
+      for model in r.models:
+        for seed in r.seeds:
+          data = datasets[list(r.seeds).index(seed)] if per_seed else datasets[0]
+          run_config = ml_collections.ConfigDict(data.config.to_dict())
+          with run_config.ignore_type():
+            run_config.seed = int(seed)
+            run_config.data.tasks = MODEL_TASKS[model]
+            if model != "joint":
+              # The per-item cap limits the task *added* in the joint model; the task-specific
+              # references train on their full data (the paper's 5/10/50/500 analysis).
+              run_config.data.item_cap = 0
+          run_dir = os.path.join(workdir, "runs", name, budget, model, f"seed{seed}")
+          runs.append(RunSpec(point=name, model=model, seed=int(seed), run_dir=run_dir,
+                              config=run_config, budget=budget, data=data.key))
+    points.append(Point(name=name, sweep_value=value, data_dir=datasets[0].data_dir,
+                        config=point_config, runs=tuple(runs), datasets=tuple(datasets)))
   return Plan(workdir=workdir, config=config, points=tuple(points))

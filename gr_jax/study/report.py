@@ -9,10 +9,9 @@ import time
 
 import numpy as np
 
-from gr_jax.data import TASKS
+from gr_jax.schema import TASK_LABELS, TASKS
 from gr_jax.study.plan import MODEL_LABELS, Plan, Point
 
-TASK_LABELS = {"search": "search", "rec": "recommendation"}
 
 
 def _load(plan: Plan, point: Point) -> dict:
@@ -113,117 +112,215 @@ def _sweep_plot(plan: Plan, analyses: list[dict], path: str) -> tuple[str, list[
   return path, rows
 
 
+def _hypotheses_md(a: dict, hm: str) -> list[str]:
+  """The H1 / H2 tables and t-SNE images of one point, as markdown lines."""
+  md: list[str] = []
+  if a.get("h1"):
+    md += ["### H1: popularity", "",
+           "KL between the popularity of predicted items (top-K) and of test targets, and "
+           f"{_label(hm)} on head / torso / tail items (by training popularity).", "",
+           "| task | model | KL(pred ‖ target) | recall head | recall torso | recall tail |",
+           "|---|---|---|---|---|---|"]
+    for h in a["h1"]:
+      kl = h.get("kl_pred_target", h.get("kl", math.nan))
+      md.append(f"| {h['task']} | {MODEL_LABELS.get(h['model'], h['model'])} | {_fmt(kl)} | "
+                f"{_fmt(h.get('recall_head'))} | {_fmt(h.get('recall_torso'))} | "
+                f"{_fmt(h.get('recall_tail'))} |")
+    md.append("")
+  if a.get("h2"):
+    md += ["### H2: item-pair co-occurrence in the predictions", "",
+           "Pairs of items that appear together in top-K lists; how the counts change from the "
+           "task-specific to the joint model, and the share of that change on pairs related in "
+           "the other task (co-occurring in sessions, or relevant to the same queries).", "",
+           "| task | co-occurrences (task-specific → joint) | pairs added by joint | share on related pairs | related base rate | lift | mean change related / unrelated |",
+           "|---|---|---|---|---|---|---|"]
+    for h in a["h2"]:
+      md.append(f"| {h['task']} | {h['cooc_specific']} → {h['cooc_joint']} | "
+                f"{h['positive_change']:.0f} | {_fmt(h['share_on_related'], 3)} | "
+                f"{_fmt(h['related_base_rate'], 3)} | {_fmt(h['lift'], 2)} | "
+                f"{_fmt(h['mean_delta_related'], 2)} / {_fmt(h['mean_delta_unrelated'], 2)} |")
+    md += ["", "A lift above 1 means the joint model's added co-occurrences fall on pairs the other "
+           "task relates more often than chance (H2). Related pairs: search task = co-occurring in "
+           "rec sessions; rec task = relevant to the same training query.", ""]
+  for model, path in sorted(a.get("tsne", {}).items()):
+    md += [f"![t-SNE {MODEL_LABELS.get(model, model)}]({path})", ""]
+  return md
+
+
+def _ci95_over_seeds(values: list[float]) -> list[float]:
+  """t-based 95% interval of the mean over seeds ([nan, nan] with fewer than two seeds)."""
+  from scipy import stats as sps
+  v = np.asarray(values, float)
+  if len(v) < 2:
+    return [math.nan, math.nan]
+  half = float(sps.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))
+  return [float(v.mean() - half), float(v.mean() + half)]
+
+
+def _verdict(seed_test: dict) -> str:
+  """One phrase from the run-level (seed) test after the study-wide correction."""
+  p, diff = seed_test.get("p_adjusted"), seed_test.get("diff")
+  if p is not None and not math.isnan(p) and p < 0.05 and diff is not None:
+    return "joint ahead (significant)" if diff > 0 else "joint behind (significant)"
+  return "no significant difference"
+
+
+def _study_tests(analyses: list[dict]) -> list[dict]:
+  """Every test of the study, flat: per point x budget x decoder x task x comparison, one
+  query-level and one seed-level test."""
+  tests = []
+  for a in analyses:
+    for block in a["blocks"]:
+      for c in block["headline"]["comparisons"]:
+        common = {"point": a["point"], "budget": block["budget"], "decode": block["decode"],
+                  "task": c["task"], "metric": c["metric"], "a": c["a"], "b": c["b"],
+                  "gain_pct": c["gain_pct"], "mean_a": c["mean_a"], "mean_b": c["mean_b"]}
+        tests.append({**common, "unit": "query", "method": c["method"], "p_value": c["p_value"],
+                      "diff": c["diff"], "ci95": c["ci95"], "n": c["num_queries"]})
+        st = c["seed_test"]
+        tests.append({**common, "unit": "seed", "method": st.get("method", "ttest_rel"),
+                      "p_value": st["p_value"], "diff": st["diff"], "ci95": st["ci95"],
+                      "n": st.get("n"), "seeds": st.get("seeds")})
+  return tests
+
+
 def write_report(plan: Plan) -> str:
+  from gr_jax.analysis import stats
   analyses = [_load(plan, p) for p in plan.points]
   plots_dir = os.path.join(plan.workdir, "plots")
-  results, tests, sweep_rows = [], [], []
+  r = plan.config.reproduce
+  # One family: every test of the study (points x budgets x decoders x tasks x units).
+  tests = stats.adjust_family(_study_tests(analyses), r.correction)
+  family = tests[0]["family_size"] if tests else 0
+  index = {(t["point"], t["budget"], t["decode"], t["task"], t["b"], t["unit"]): t for t in tests}
+  results, sweep_rows, summary_lines = [], [], []
   md = [f"# gr-jax study: {plan.config.name}", "",
         f"Generated {time.strftime('%Y-%m-%d %H:%M')} from `{plan.workdir}`. "
-        f"Models: {', '.join(MODEL_LABELS[m] for m in plan.config.reproduce.models)}; "
-        f"seeds: {list(plan.config.reproduce.seeds)}; split: {plan.config.eval.split}. "
-        "Recall@K here is Recall (each query's relevant items found in the top K); with one relevant "
-        "item per query, as in recommendation, it equals Success@K. Tests are paired over queries "
-        f"({plan.config.reproduce.test}, {plan.config.reproduce.correction}-corrected), "
-        "joint model against each task-specific one.", ""]
-  summary_lines = []
+        f"Models: {', '.join(MODEL_LABELS[m] for m in r.models)}; seeds: {list(r.seeds)}"
+        + (" (one simulated dataset per seed)" if r.get("dataset_per_seed", False)
+           and plan.config.data.source == "simulate" else "")
+        + f"; split: {plan.config.eval.split}; budgets: {', '.join(r.budgets)}; decoders: "
+        f"{', '.join(r.decoders)}. Recall@K is Recall (each query's relevant items found in the "
+        "top K); with one relevant item per query, as in recommendation, it equals Success@K. "
+        "Each comparison of Gen_R+S with a task-specific model has two paired tests: over "
+        "queries (units: (seed, query) pairs) and over seeds (the per-seed means, the paper's "
+        f"test across runs); {r.correction} correction over all {family} tests of the study. "
+        "The verdict follows the seed-level test.", "",
+        "Budgets: `epochs` = train.num_epochs over each model's own data (the paper; the joint "
+        "model takes more steps); `matched_steps` = every model takes the joint model's steps; "
+        "`converged` = each model trains until validation Recall stops improving (patience "
+        f"{r.get('patience', 0)}), within {r.get('converged_max_factor', 0)}x the joint model's "
+        "epoch steps, and its best-validation checkpoint is evaluated. Decoders: `beam` = the "
+        "paper's diverse beam search; `topk_exact` = the exact top-K items of one decoder step.",
+        ""]
   for a in analyses:
-    r, t = _headline_rows(a)
-    results += r
-    tests += t
     md += [f"## {a['point']}", ""]
     if a.get("manifest_stats"):
       stats_text = ", ".join(f"{k} = {_fmt(v) if isinstance(v, float) else v}"
                              for k, v in sorted(a["manifest_stats"].items())
                              if isinstance(v, (int, float, str)))
-      md += [f"Dataset statistics: {stats_text}.", ""]
+      md += [f"Dataset statistics (mean over datasets): {stats_text}.", ""]
     hm = a["headline_metric"]
-    md += [f"| task | model | {_label(hm)} mean ± std | per seed | gain of Gen_R+S | p (adjusted) |",
-           "|---|---|---|---|---|---|"]
-    for task in TASKS:
-      for rec in [x for x in a["headline"]["results"] if x["task"] == task]:
-        model = rec["model"]
-        cmp = next((c for c in a["headline"]["comparisons"]
-                    if c["task"] == task and c["b"] == model), None)
-        gain = f"{cmp['gain_pct']:+.1f}%" if cmp else ""
-        p = f"{_fmt_p(cmp['p_value'])} ({_fmt_p(cmp['p_adjusted'])})" if cmp else ""
-        per_seed = ", ".join(_fmt(v, 3) for v in rec["per_seed"])
-        md.append(f"| {task} | {MODEL_LABELS.get(model, model)} | {_fmt(rec['mean'])} ± "
-                  f"{_fmt(rec['std'])} | {per_seed} | {gain} | {p} |")
-      for name, tasks in sorted(a.get("baselines", {}).items()):
-        if task in tasks:
-          md.append(f"| {task} | {name} (baseline) | {_fmt(tasks[task].get(hm))} | | | |")
+    md += ["| budget | decoder | task | model | "
+           f"{_label(hm)} mean ± std [95% CI] | per seed | steps | distinct items/list | "
+           "best val | diff vs joint [95% CI] (seed test) | p seed / p query (adjusted) |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for block in a["blocks"]:
+      for task in TASKS:
+        for rec in [x for x in block["headline"]["results"] if x["task"] == task]:
+          model = rec["model"]
+          train = block["training"].get(model, [])
+          steps = [t["steps"] for t in train]
+          best_val = [t["best_val_recall"] for t in train]
+          distinct = block["distinct_items"].get(model, {}).get(task)
+          ci = _ci95_over_seeds(rec["per_seed"])
+          st = index.get((a["point"], block["budget"], block["decode"], task, model, "seed"))
+          qt = index.get((a["point"], block["budget"], block["decode"], task, model, "query"))
+          results.append({
+              "point": a["point"], "budget": block["budget"], "decode": block["decode"],
+              "task": task, "model": model, "metric": rec["metric"], "mean": rec["mean"],
+              "std": rec["std"], "ci95": ci, "per_seed": rec["per_seed"], "steps": steps,
+              "final_loss": [t["final_loss"] for t in train], "best_val": best_val,
+              "distinct_items": distinct, "num_queries": rec["num_queries"]})
+          cmp_text = p_text = ""
+          if st is not None:
+            cmp_text = (f"{st['diff']:+.4f} [{_fmt(st['ci95'][0])}, {_fmt(st['ci95'][1])}] "
+                        f"({st['gain_pct']:+.1f}%)")
+            p_text = f"{_fmt_p(st['p_adjusted'])} / {_fmt_p(qt['p_adjusted'])}"
+          md.append(
+              f"| {block['budget']} | {block['decode']} | {task} | "
+              f"{MODEL_LABELS.get(model, model)} | {_fmt(rec['mean'])} ± {_fmt(rec['std'])} "
+              f"[{_fmt(ci[0])}, {_fmt(ci[1])}] | {', '.join(_fmt(v, 3) for v in rec['per_seed'])}"
+              f" | {', '.join(str(x) for x in steps)} | {_fmt(distinct, 1)} | "
+              f"{', '.join(_fmt(v, 3) for v in best_val if v is not None) or 'n/a'} | "
+              f"{cmp_text} | {p_text} |")
+    for name, tasks in sorted(a.get("baselines", {}).items()):
+      for task in TASKS:
+        if task in tasks and hm in tasks[task]:
+          md.append(f"| (any) | {name} | {task} | baseline | {_fmt(tasks[task][hm])} | | | | | "
+                    "| |")
+          results.append({"point": a["point"], "budget": None, "decode": None, "task": task,
+                          "model": name, "metric": hm, "mean": tasks[task][hm],
+                          "baseline": True})
     md.append("")
-    # Effect size across seeds, in words.
-    for task in TASKS:
-      gains = seed_gains(a["headline"]["results"], task, task, hm)
-      cmp = next((c for c in a["headline"]["comparisons"]
-                  if c["task"] == task and c["b"] == task), None)
-      if gains and cmp:
+    md += ["Verdicts (Gen_R+S against the task-specific model, seed-level test, "
+           f"{r.correction}-adjusted over the {family} tests):", ""]
+    for block in a["blocks"]:
+      for task in TASKS:
+        st = index.get((a["point"], block["budget"], block["decode"], task, task, "seed"))
+        qt = index.get((a["point"], block["budget"], block["decode"], task, task, "query"))
+        if st is None:
+          continue
+        gains = seed_gains(block["headline"]["results"], task, task, hm)
         ahead = sum(g > 0 for g in gains)
-        line = (f"{TASK_LABELS[task]}: Gen_R+S vs {MODEL_LABELS[task]} on {_label(hm)}: "
-                f"{cmp['gain_pct']:+.1f}% (mean over seeds), per-seed gains "
-                f"{', '.join(f'{g:+.1f}%' for g in gains)}; joint ahead in {ahead}/{len(gains)} "
-                f"seeds; paired {cmp['method']} p = {_fmt_p(cmp['p_value'])}, "
-                f"adjusted p = {_fmt_p(cmp['p_adjusted'])} over {cmp['num_queries']} queries.")
-        md += [f"- {line}"]
+        line = (f"{TASK_LABELS[task]} ({block['budget']}, {block['decode']}): {_verdict(st)}: "
+                f"Gen_R+S vs {MODEL_LABELS[task]} on {_label(hm)} {st['mean_a']:.4f} vs "
+                f"{st['mean_b']:.4f}, diff {st['diff']:+.4f} (95% CI {_fmt(st['ci95'][0])} to "
+                f"{_fmt(st['ci95'][1])}), joint ahead in {ahead}/{len(gains)} seeds; "
+                f"adjusted p = {_fmt_p(st['p_adjusted'])} over seeds, "
+                f"{_fmt_p(qt['p_adjusted'])} over {qt['n']} queries.")
+        md.append(f"- {line}")
         summary_lines.append(f"[{a['point']}] {line}")
     md.append("")
     plot = _bar_plot(os.path.join(plots_dir, f"recall_{a['point']}.png"), a, hm)
-    md += [f"![{_label(hm)}]({os.path.relpath(plot, plan.workdir)})", ""]
+    md += [f"![{_label(hm)}]({os.path.relpath(plot, plan.workdir)}) (first budget and decoder: "
+           f"{a['blocks'][0]['budget']}, {a['blocks'][0]['decode']})", ""]
     other = [x for x in a["all_metrics"] if x["metric"] != hm]
     if other:
       metrics = sorted({x["metric"] for x in other}, key=lambda m: (m.split("@")[0], int(m.split("@")[1])))
-      md += ["All metrics (mean over seeds):", "",
+      md += [f"All metrics (mean over seeds; {a['blocks'][0]['budget']}, "
+             f"{a['blocks'][0]['decode']}):", "",
              "| task | model | " + " | ".join(metrics) + " |",
              "|---|---|" + "---|" * len(metrics)]
       for task in TASKS:
-        for model in plan.config.reproduce.models:
+        for model in r.models:
           vals = {x["metric"]: x["mean"] for x in other if x["task"] == task and x["model"] == model}
           if vals:
             md.append(f"| {task} | {MODEL_LABELS[model]} | " +
                       " | ".join(_fmt(vals.get(m)) for m in metrics) + " |")
       md.append("")
-    if a.get("h1"):
-      md += ["### H1: popularity", "",
-             "KL between the popularity of predicted items (top-K) and of test targets, and "
-             f"{_label(hm)} on head / torso / tail items (by training popularity).", "",
-             "| task | model | KL(pred ‖ target) | recall head | recall torso | recall tail |",
-             "|---|---|---|---|---|---|"]
-      for h in a["h1"]:
-        kl = h.get("kl_pred_target", h.get("kl", math.nan))
-        md.append(f"| {h['task']} | {MODEL_LABELS.get(h['model'], h['model'])} | {_fmt(kl)} | "
-                  f"{_fmt(h.get('recall_head'))} | {_fmt(h.get('recall_torso'))} | "
-                  f"{_fmt(h.get('recall_tail'))} |")
-      md.append("")
-    if a.get("h2"):
-      md += ["### H2: item-pair co-occurrence in the predictions", "",
-             "Pairs of items that appear together in top-K lists; how the counts change from the "
-             "task-specific to the joint model, and the share of that change on pairs related in "
-             "the other task (co-occurring in sessions, or relevant to the same queries).", "",
-             "| task | co-occurrences (task-specific → joint) | pairs added by joint | share on related pairs | related base rate | lift | mean change related / unrelated |",
-             "|---|---|---|---|---|---|---|"]
-      for h in a["h2"]:
-        md.append(f"| {h['task']} | {h['cooc_specific']} → {h['cooc_joint']} | "
-                  f"{h['positive_change']:.0f} | {_fmt(h['share_on_related'], 3)} | "
-                  f"{_fmt(h['related_base_rate'], 3)} | {_fmt(h['lift'], 2)} | "
-                  f"{_fmt(h['mean_delta_related'], 2)} / {_fmt(h['mean_delta_unrelated'], 2)} |")
-      md += ["", "A lift above 1 means the joint model's added co-occurrences fall on pairs the other "
-             "task relates more often than chance (H2). Related pairs: search task = co-occurring in "
-             "rec sessions; rec task = relevant to the same training query.", ""]
-    for model, path in sorted(a.get("tsne", {}).items()):
-      md += [f"![t-SNE {MODEL_LABELS.get(model, model)}]({path})", ""]
+    md += _hypotheses_md(a, hm)
   if plan.config.reproduce.sweep:
     path, sweep_rows = _sweep_plot(plan, analyses, os.path.join(plots_dir, "sweep_gain.png"))
     md += ["## Sweep", "",
            f"Joint-model gain in {_label(analyses[0]['headline_metric'])} against `{plan.config.reproduce.sweep_statistic or plan.config.reproduce.sweep}`.",
-           "", "| point | x | task | gain % (mean ± std over seeds) |", "|---|---|---|---|"]
+           f"({analyses[0]['blocks'][0]['budget']}, {analyses[0]['blocks'][0]['decode']})",
+           "", "| point | x | task | gain % (mean ± std over seeds) | diff [95% CI] | p seed "
+           "(adjusted) | verdict |", "|---|---|---|---|---|---|---|"]
+    first = analyses[0]["blocks"][0]
     for row in sweep_rows:
+      st = index.get((row["point"], first["budget"], first["decode"], row["task"], row["task"],
+                      "seed"))
+      row.update({"diff": st["diff"], "ci95": st["ci95"], "p_adjusted": st["p_adjusted"],
+                  "verdict": _verdict(st)} if st else {})
       md.append(f"| {row['point']} | {_fmt(row['x'])} | {row['task']} | "
-                f"{row['gain_pct_mean']:+.1f} ± {row['gain_pct_std']:.1f} |")
+                f"{row['gain_pct_mean']:+.1f} ± {row['gain_pct_std']:.1f} | "
+                + (f"{st['diff']:+.4f} [{_fmt(st['ci95'][0])}, {_fmt(st['ci95'][1])}] | "
+                   f"{_fmt_p(st['p_adjusted'])} | {_verdict(st)} |" if st else "| | |"))
     md += ["", f"![sweep]({os.path.relpath(path, plan.workdir)})", ""]
   report = {"name": plan.config.name, "workdir": plan.workdir,
             "seeds": list(plan.config.reproduce.seeds), "split": plan.config.eval.split,
-            "results": results, "tests": tests, "sweep": sweep_rows,
+            "results": results, "tests": tests, "family_size": family, "sweep": sweep_rows,
             "points": analyses, "config": json.loads(plan.config.to_json())}
   from gr_jax.evaluation.runs import write_text
   for name, text in (("report.md", "\n".join(md) + "\n"),

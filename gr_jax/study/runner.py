@@ -1,18 +1,22 @@
 """Runs a study plan stage by stage, resumably, with progress for the whole plan.
 
 Each finished stage leaves a marker `stages/<id>.json` (written atomically after the stage's own
-outputs), so a second invocation skips it; an interrupted stage simply runs again (training resumes
-from its last checkpoint by itself). The ETA averages the measured duration of finished stages of
+outputs) holding the fingerprint of its inputs (the resolved config it ran with, and the
+fingerprints of the stages it reads from), so a second invocation skips it only when nothing it
+depends on changed; a stage whose inputs changed is reset (its outputs removed) and rerun, and the
+progress line says so. An interrupted stage simply runs again (training resumes from its last
+checkpoint by itself). The ETA averages the measured duration of finished stages of
 the same kind (train, evaluate, ...), falling back to the mean over all kinds.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import time
-from typing import Callable
+from typing import Any, Callable
 
 from absl import logging
 
@@ -25,20 +29,44 @@ class Stage:
   kind: str  # prepare | train | evaluate | baselines | analyse | report
   describe: str  # one line for the progress display
   fn: Callable[[], object]
+  inputs: Any = None  # JSON-able description of everything the stage's result depends on
+  reset: Callable[[], None] | None = None  # removes the outputs of an earlier, stale run
+
+  @property
+  def fingerprint(self) -> str:
+    text = json.dumps(self.inputs, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _marker_path(workdir: str, stage_id: str) -> str:
   return os.path.join(workdir, "stages", stage_id + ".json")
 
 
+def _read_marker(workdir: str, stage_id: str) -> dict | None:
+  try:
+    with open(_marker_path(workdir, stage_id)) as f:
+      return json.load(f)
+  except (OSError, ValueError):
+    return None
+
+
 def is_done(workdir: str, stage_id: str) -> bool:
   return os.path.exists(_marker_path(workdir, stage_id))
 
 
+def status(workdir: str, stage: Stage) -> str:
+  """"new" (never finished), "done" (finished with the same inputs) or "stale" (inputs changed)."""
+  marker = _read_marker(workdir, stage.id)
+  if marker is None:
+    return "new"
+  return "done" if marker.get("fingerprint") == stage.fingerprint else "stale"
+
+
 def _write_marker(workdir: str, stage: Stage, seconds: float) -> None:
-  from gr_jax.evaluation.runs import write_json
+  from gr_jax.workdir import write_json
   write_json(_marker_path(workdir, stage.id),
              {"stage": stage.id, "kind": stage.kind, "seconds": round(seconds, 3),
+              "fingerprint": stage.fingerprint, "inputs": stage.inputs,
               "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
 
 
@@ -83,10 +111,16 @@ def run_stages(stages: list[Stage], workdir: str, printer: Callable[[str], None]
   n = len(stages)
   ran = skipped = 0
   for i, stage in enumerate(stages, start=1):
-    if is_done(workdir, stage.id):
+    state = status(workdir, stage)
+    if state == "done":
       skipped += 1
       printer(f"[stage {i}/{n}] {stage.describe}: done earlier, skipped")
       continue
+    if state == "stale":
+      printer(f"[stage {i}/{n}] {stage.describe}: its inputs changed since it ran; rerunning")
+      os.remove(_marker_path(workdir, stage.id))
+      if stage.reset is not None:
+        stage.reset()
     eta = progress.eta(stages[i - 1:])
     eta_text = f", ETA {_format_seconds(eta)}" if eta is not None else ""
     elapsed = _format_seconds(time.time() - progress.start)

@@ -1,50 +1,119 @@
-"""The stages of a study plan: thin calls into the library packages, in dependency order."""
+"""The stages of a study plan: thin calls into the library packages, in dependency order.
+
+Every stage carries the description of its inputs (`Stage.inputs`): the resolved config it runs
+with and the fingerprints of the stages it reads from, so a changed config reruns exactly the
+stages it reaches (gr_jax.study.runner).
+"""
 
 from __future__ import annotations
 
+import math
 import os
+import shutil
 
-from gr_jax.study.plan import Plan, Point, RunSpec
+import ml_collections
+
+from gr_jax.study.plan import DataSpec, Plan, Point, RunSpec
 from gr_jax.study.runner import Stage
 
-
-def _prepare(point: Point) -> None:
-  from gr_jax.data.prepare import prepare_dataset
-  prepare_dataset(point.config, point.data_dir)
+# Keys of a run config that say nothing about its result (where files go, how often to log).
+_NOT_INPUTS = ("log_every_steps",)
 
 
-def _train(run: RunSpec) -> None:
-  from gr_jax.training.loop import train
-  train(run.config, run.run_dir)
+def eval_subdir(split: str, decoder: str) -> str:
+  """eval/<subdir>/ of one decoder's results: the paper's beam search keeps the plain split name."""
+  return split if decoder == "beam" else f"{split}_{decoder}"
 
 
-def _evaluate(run: RunSpec, split: str) -> None:
-  from gr_jax.evaluation.evaluator import evaluate
-  evaluate(run.run_dir, split=split)
-
-
-def _baselines(plan: Plan, point: Point) -> None:
-  from gr_jax.baselines.popularity import write_popularity_runs
-  from gr_jax.data.dataset import ProcessedDataset
-  dataset = ProcessedDataset(point.data_dir)
-  write_popularity_runs(dataset, baselines_dir(plan, point), plan.config.eval.split,
-                        tuple(plan.config.eval.ks))
-
-
-def baselines_dir(plan: Plan, point: Point) -> str:
-  return os.path.join(plan.workdir, "baselines", point.name)
+def baselines_dir(plan: Plan, point: Point, data: DataSpec | None = None) -> str:
+  data = data or point.datasets[0]
+  return os.path.join(plan.workdir, "baselines", point.name, data.key)
 
 
 def analysis_dir(plan: Plan, point: Point) -> str:
   return os.path.join(plan.workdir, "analysis", point.name)
 
 
+# ----------------------------------------------------------------------------------- budgets
+
+
+def joint_epoch_steps(config: ml_collections.ConfigDict, data_dir: str) -> int:
+  """Optimizer steps of `train.num_epochs` epochs over BOTH tasks' training data (Gen_R+S)."""
+  from gr_jax.training import data_adapter
+  cfg = ml_collections.ConfigDict(config.to_dict())
+  with cfg.ignore_type():
+    cfg.data.tasks = ("search", "rec")
+    cfg.data.processed_dir = data_dir
+  data = data_adapter.open_dataset(cfg, data_dir)
+  return int(cfg.train.num_epochs) * max(1, int(data.train_loader(cfg).steps_per_epoch))
+
+
+def budget_config(plan: Plan, run: RunSpec, data_dir: str) -> ml_collections.ConfigDict:
+  """The run's config with its training budget resolved into step counts (docs/study_design.md): epochs leaves `train.num_epochs` over the model's own data; matched_steps gives
+  every model the joint model's step count; converged trains to early stopping on validation
+  Recall@K within a cap of `reproduce.converged_max_factor` x that count. With `train.num_steps`
+  > 0 every budget starts from that count instead of the joint model's epochs."""
+  r = plan.config.reproduce
+  cfg = ml_collections.ConfigDict(run.config.to_dict())
+  if run.budget == "epochs":
+    return cfg
+  # A fixed train.num_steps (> 0) already gives every model the same steps; it is then the
+  # reference instead of the joint model's epochs.
+  joint = int(cfg.train.num_steps) or joint_epoch_steps(cfg, data_dir)
+  with cfg.ignore_type():
+    if run.budget == "matched_steps":
+      cfg.train.num_steps = joint
+    else:  # converged
+      cap = max(1, int(math.ceil(float(r.converged_max_factor) * joint)))
+      cfg.train.num_steps = cap
+      cfg.train.select_metric = f"recall@{max(int(k) for k in cfg.eval.ks)}"
+      cfg.train.select_every_steps = max(1, cap // max(1, int(r.converged_evals)))
+      cfg.train.patience = int(r.patience)
+  return cfg
+
+
+# ------------------------------------------------------------------------------------ stages
+
+
+def _prepare(data: DataSpec) -> None:
+  from gr_jax.data.prepare import prepare_dataset
+  prepare_dataset(data.config, data.data_dir)
+
+
+def _train(plan: Plan, run: RunSpec, data_dir: str) -> None:
+  from gr_jax.training.loop import train
+  train(budget_config(plan, run, data_dir), run.run_dir)
+
+
+def _evaluate(run: RunSpec, split: str, decoder: str) -> None:
+  from gr_jax.evaluation.evaluator import evaluate
+  # A converged run is evaluated at its best-validation checkpoint; the others at their end.
+  step = "best" if run.budget == "converged" else None
+  evaluate(run.run_dir, split=split, step=step, overrides={"decode.method": decoder},
+           out_subdir=eval_subdir(split, decoder))
+
+
+def _baselines(plan: Plan, point: Point, data: DataSpec) -> None:
+  from gr_jax.baselines.popularity import write_popularity_runs
+  from gr_jax.baselines.runner import run_baseline
+  from gr_jax.data.dataset import ProcessedDataset
+  out = baselines_dir(plan, point, data)
+  split = plan.config.eval.split
+  write_popularity_runs(ProcessedDataset(data.data_dir), out, split, tuple(plan.config.eval.ks),
+                        mix_weight=float(plan.config.eval.pop_mix_weight))
+  for name in plan.config.reproduce.get("baselines", ()):
+    cfg = ml_collections.ConfigDict(data.config.to_dict())
+    with cfg.ignore_type():
+      cfg.seed = int(plan.config.reproduce.seeds[0])
+    run_baseline(name, cfg, data.data_dir, os.path.join(out, name), split)
+
+
 def _analyse(plan: Plan, point: Point) -> None:
+  from gr_jax.evaluation.runs import write_json
   from gr_jax.study import analyses
   out = analysis_dir(plan, point)
   os.makedirs(out, exist_ok=True)
-  from gr_jax.evaluation.runs import write_json
-  result = analyses.analyse_point(plan, point, baselines_dir(plan, point), out)
+  result = analyses.analyse_point(plan, point, out)
   write_json(os.path.join(out, "analysis.json"), result)
 
 
@@ -53,28 +122,75 @@ def _report(plan: Plan) -> None:
   report.write_report(plan)
 
 
+def _rmtree(path: str):
+  return lambda: shutil.rmtree(path, ignore_errors=True)
+
+
+def _config_inputs(config: ml_collections.ConfigDict) -> dict:
+  """A run config as stage inputs: without the study-level section (its budget knobs are passed
+  on separately; sweep values and seeds lists do not change one run) and logging periods."""
+  d = config.to_dict()
+  d.pop("reproduce", None)
+  for key in _NOT_INPUTS:
+    d.get("train", {}).pop(key, None)
+  return d
+
+
 def stages_for(plan: Plan) -> list[Stage]:
   """All stages, in an order where every stage's inputs exist when it runs."""
   split = plan.config.eval.split
+  r = plan.config.reproduce
+  decoders = tuple(r.get("decoders", ("beam",)))
+  study_inputs = {k: plan.config.reproduce.to_dict()[k] for k in
+                  ("budgets", "converged_max_factor", "converged_evals", "patience")
+                  if k in plan.config.reproduce}
   stages: list[Stage] = []
   for point in plan.points:
-    stages.append(Stage(f"prepare__{point.name}", "prepare", f"prepare data ({point.name})",
-                        lambda p=point: _prepare(p)))
-    stages.append(Stage(f"baselines__{point.name}", "baselines",
-                        f"popularity baselines ({point.name})",
-                        lambda p=point: _baselines(plan, p)))
+    data_fp, point_fps = {}, []
+    for data in point.datasets:
+      tag = f"{point.name}__{data.key}"
+      prep = Stage(f"prepare__{tag}", "prepare", f"prepare data ({point.name}, {data.key})",
+                   lambda d=data: _prepare(d), inputs={"data": data.config.data.to_dict()},
+                   reset=_rmtree(data.data_dir))
+      data_fp[data.key] = prep.fingerprint
+      base = Stage(f"baselines__{tag}", "baselines",
+                   f"baselines ({point.name}, {data.key})",
+                   lambda p=point, d=data: _baselines(plan, p, d),
+                   inputs={"data": prep.fingerprint, "eval": plan.config.eval.to_dict(),
+                           "baselines": plan.config.get("baselines", {}).to_dict()
+                           if "baselines" in plan.config else {},
+                           "which": list(r.get("baselines", ())), "seed": int(r.seeds[0])},
+                   reset=_rmtree(baselines_dir(plan, point, data)))
+      stages += [prep, base]
+      point_fps += [prep.fingerprint, base.fingerprint]
     for run in point.runs:
-      tag = f"{point.name}__{run.model}__seed{run.seed}"
-      stages.append(Stage(f"train__{tag}", "train",
-                          f"train {run.model} seed {run.seed} ({point.name})",
-                          lambda r=run: _train(r)))
-      stages.append(Stage(f"evaluate__{tag}", "evaluate",
-                          f"evaluate {run.model} seed {run.seed} on {split} ({point.name})",
-                          lambda r=run: _evaluate(r, split)))
+      data_dir = point.dataset(run.data).data_dir
+      tag = f"{point.name}__{run.budget}__{run.model}__seed{run.seed}"
+      train = Stage(f"train__{tag}", "train",
+                    f"train {run.model} seed {run.seed}, {run.budget} ({point.name})",
+                    lambda rr=run, dd=data_dir: _train(plan, rr, dd),
+                    inputs={"config": _config_inputs(run.config), "budget": run.budget,
+                            "study": study_inputs, "data": data_fp[run.data]},
+                    reset=_rmtree(run.run_dir))
+      stages.append(train)
+      for decoder in decoders:
+        ev = Stage(f"evaluate__{tag}__{decoder}", "evaluate",
+                   f"evaluate {run.model} seed {run.seed}, {run.budget}, {decoder} on {split} "
+                   f"({point.name})",
+                   lambda rr=run, dec=decoder: _evaluate(rr, split, dec),
+                   inputs={"train": train.fingerprint, "decode": run.config.decode.to_dict(),
+                           "decoder": decoder, "eval": run.config.eval.to_dict()},
+                   reset=_rmtree(os.path.join(run.run_dir, "eval",
+                                              eval_subdir(split, decoder))))
+        stages.append(ev)
+        point_fps.append(ev.fingerprint)
     stages.append(Stage(f"analyse__{point.name}", "analyse",
                         f"statistics and analyses ({point.name})",
-                        lambda p=point: _analyse(plan, p)))
-  stages.append(Stage("report", "report", "report", lambda: _report(plan)))
+                        lambda p=point: _analyse(plan, p),
+                        inputs={"stages": point_fps, "reproduce": r.to_dict()}))
+  stages.append(Stage("report", "report", "report", lambda: _report(plan),
+                      inputs={"stages": [s.fingerprint for s in stages],
+                              "reproduce": r.to_dict()}))
   # Stage ids are file names: keep them safe.
   for s in stages:
     s.id = "".join(ch if ch.isalnum() or ch in "._-=" else "_" for ch in s.id)

@@ -30,6 +30,8 @@ import jax.numpy as jnp
 import ml_collections
 import orbax.checkpoint as ocp
 
+from gr_jax import workdir as workdir_lib
+
 log = logging.getLogger(__name__)
 
 ITEMS = ("params", "opt_state", "data", "config", "meta", "checksums")
@@ -83,7 +85,8 @@ def quiet_orbax_logs() -> None:
 
 
 def checkpoint_dir(workdir: str) -> str:
-  return os.path.join(os.path.abspath(workdir), "checkpoints")
+  # A gs:// (or other non-local) workdir stays as given: Orbax writes there through epath.
+  return os.path.join(workdir_lib.absolute(workdir), "checkpoints")
 
 
 def _metric_fn(metric: str, mode: str) -> Callable[[Any], float]:

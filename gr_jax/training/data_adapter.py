@@ -18,6 +18,8 @@ import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
 
+from gr_jax import workdir as workdir_lib
+
 log = logging.getLogger(__name__)
 
 
@@ -28,8 +30,7 @@ def _has_dataset(path: str) -> bool:
 def ensure_dataset(config: ml_collections.ConfigDict, workdir: str) -> str:
   """The processed dataset dir of a run: `data.processed_dir`, or `<workdir>/data`, prepared by
   process 0 when missing (the others wait for it)."""
-  path = config.data.processed_dir or os.path.join(workdir, "data")
-  path = os.path.abspath(path)
+  path = workdir_lib.absolute(workdir_lib.processed_dir(config, workdir))
   if config.data.processed_dir and not _has_dataset(path):
     raise FileNotFoundError(f"config.data.processed_dir={path}: no manifest.json there (run "
                             "`python -m gr_jax.prepare` first, or leave it empty)")

@@ -21,6 +21,8 @@ import jax
 import ml_collections
 import numpy as np
 
+from gr_jax import workdir as workdir_lib
+from gr_jax.schema import TASKS
 from gr_jax.training import checkpointing
 from gr_jax.training import data_adapter
 from gr_jax.training import partitioning
@@ -28,12 +30,6 @@ from gr_jax.training import state as state_lib
 from gr_jax.training import step as step_lib
 
 log = logging.getLogger(__name__)
-
-TASKS = ("search", "rec")
-
-# Dense bf16 peak TFLOP/s per chip; used when gr_jax.benchmark.peaks is not there.
-_PEAKS = (("h100", 989.0), ("h200", 989.0), ("a100", 312.0), ("tpu v4", 275.0),
-          ("tpu v5 lite", 197.0), ("tpu v5e", 197.0), ("tpu v5p", 459.0), ("tpu v6", 918.0))
 
 
 class NonFiniteLossError(RuntimeError):
@@ -45,7 +41,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   from gr_jax import workdir_lock  # pylint: disable=g-import-not-at-top
   config = ml_collections.ConfigDict(config.to_dict())
   partitioning.maybe_initialize_distributed(config)
-  workdir = os.path.abspath(workdir)
+  workdir = workdir_lib.absolute(workdir)  # local paths only: gs://... stays a URL
   # One process per run directory, for the whole call: a second `train` on it fails at once
   # (process 0 holds the lock for all processes of a multi-host run).
   with workdir_lock.hold(workdir, enabled=jax.process_index() == 0, purpose="train"):
@@ -61,6 +57,11 @@ def _train_locked(config: ml_collections.ConfigDict, workdir: str) -> dict[str, 
       token_offset=data.token_offset, where=data.path)
   with config.unlocked():
     config.data.processed_dir = data.path
+    if config.train.get("select_metric", ""):
+      # Model selection on validation: the best checkpoint is the best validation decode.
+      config.checkpoint.best_metric = "val/" + str(config.train.select_metric)
+      config.checkpoint.best_mode = "max"
+      config.checkpoint.keep_best = True
   mesh = partitioning.make_mesh(int(config.mesh.data), int(config.mesh.model))
   with jax.set_mesh(mesh):
     return _Trainer(config, model_config, workdir, data, mesh).run()
@@ -92,6 +93,13 @@ class _Trainer:
     self.log_every = max(1, int(t.log_every_steps))
     self.eval_every = int(t.eval_every_steps) or self.steps_per_epoch
     self.ckpt_every = max(1, int(config.checkpoint.every_steps))
+    # Model selection (train.select_metric): decode the valid split every `select_every` steps,
+    # checkpoint there, keep the best, stop after `patience` decodes without improvement.
+    self.select_metric = str(t.get("select_metric", "") or "")
+    self.select_every = int(t.get("select_every_steps", 0)) or self.steps_per_epoch
+    self.patience = int(t.get("patience", 0))
+    if self.patience < 0 or self.select_every < 1:
+      raise ValueError("config.train.patience must be >= 0 and select_every_steps >= 0")
     self.config_dict = config.to_dict()
 
   # ------------------------------------------------------------------------------ setup helpers
@@ -132,33 +140,16 @@ class _Trainer:
     return SummaryWriter(os.path.join(self.workdir, "tensorboard"))
 
   def _flops_per_example(self) -> float | None:
+    """Analytic training FLOPs of one example (`gr_jax.model.flops`, the one counter)."""
+    from gr_jax.model import flops  # pylint: disable=g-import-not-at-top
     enc, dec = int(self.config.data.encoder_len), int(self.config.data.decoder_len)
-    try:
-      from gr_jax.model import flops  # pylint: disable=g-import-not-at-top
-      return float(flops.train_flops_per_example(self.model_config, enc, dec))
-    except (ImportError, AttributeError):
-      pass
-    try:
-      from gr_jax.benchmark import peaks  # pylint: disable=g-import-not-at-top
-      return float(peaks.t5_train_flops(peaks.T5Dims.from_config(self.model_config), enc, dec))
-    except (ImportError, AttributeError):
-      return None
+    return flops.train_flops_per_example(self.model_config, enc, dec)
 
   def _peak_tflops(self) -> float | None:
+    """The chip's dense bf16 peak from the one table (`gr_jax.model.flops`); None = no MFU."""
+    from gr_jax.model import flops  # pylint: disable=g-import-not-at-top
     override = float(self.config.train.get("peak_tflops", 0.0) or 0.0)
-    if override > 0:
-      return override
-    kind = jax.devices()[0].device_kind
-    try:
-      from gr_jax.benchmark import peaks  # pylint: disable=g-import-not-at-top
-      return peaks.peak_tflops(kind)
-    except (ImportError, AttributeError):
-      pass
-    kind = kind.lower()
-    for needle, tflops in _PEAKS:
-      if needle in kind:
-        return tflops
-    return None
+    return flops.peak_tflops(jax.devices()[0].device_kind, override)
 
   # ------------------------------------------------------------------------------------ the run
 
@@ -215,8 +206,15 @@ class _Trainer:
     last_val: dict[str, float] = {}
     last_good_ckpt = start_step if restored is not None else None
     throughput = None
+    selection = _Selection.from_metrics(os.path.join(self.workdir, "metrics.jsonl"),
+                                        self.select_metric, self.patience, start_step)
+    if self.select_metric and selection.converged:
+      log.info("the run in %s stopped early at step %d (best %s %.4f at step %d)", self.workdir,
+               start_step, self.select_metric, selection.best, selection.best_step)
     try:
       for step in range(start_step, self.total_steps):
+        if self.select_metric and selection.converged:
+          break
         batch = self.data.to_global(_train_keys(next(self.loader)), batch_sh, self.batch_size)
         state, m = train_step(state, batch, rng)
         pending.append(m)
@@ -228,7 +226,8 @@ class _Trainer:
         done = step + 1
         is_last = done == self.total_steps
         do_eval = done % self.eval_every == 0 or is_last
-        do_ckpt = done % self.ckpt_every == 0 or is_last
+        do_select = bool(self.select_metric) and (done % self.select_every == 0 or is_last)
+        do_ckpt = done % self.ckpt_every == 0 or is_last or do_select
         if not (done % self.log_every == 0 or do_eval or do_ckpt):
           continue
         # ---- host sync: reduce the window's metric sums
@@ -259,12 +258,20 @@ class _Trainer:
         if do_eval or (do_ckpt and config.checkpoint.keep_best):
           last_val = self._validate(eval_step, state["params"], batch_sh)
           rec.update({f"val/{k}": v for k, v in last_val.items()})
+        if do_select:
+          decoded = self._validate_decode(parts, state["params"])
+          rec.update({f"val/{k}": v for k, v in decoded.items()})
+          selection.update(done, decoded[self.select_metric])
+          rec["val/evals_since_best"] = selection.since_best
         last = rec
         self._log(rec, done, mfu, metrics_f, tb)
         if do_ckpt:
           val = last_val.get("loss") if (do_eval or config.checkpoint.keep_best) else None
+          saved = {"val/loss": val}
+          if do_select:
+            saved["val/" + self.select_metric] = decoded[self.select_metric]
           ckpt.save(done, state, data_state=self.loader.get_state(), config=self.config_dict,
-                    metrics={"val/loss": val})
+                    metrics=saved)
           last_good_ckpt = done
         window_start, window_examples = time.time(), 0
     finally:
@@ -274,11 +281,19 @@ class _Trainer:
         tb.close()
       ckpt.close()
     final_step = int(jax.device_get(state["step"]))
+    if self.select_metric and selection.converged and final_step < self.total_steps:
+      log.info("stopped early at step %d: validation %s has not improved for %d decodes "
+               "(best %.4f at step %d)", final_step, self.select_metric, self.patience,
+               selection.best, selection.best_step)
     summary = {
         "workdir": self.workdir, "step": final_step, "resumed_from": start_step or None,
         "loss": last.get("loss"), "val_loss": last_val.get("loss", last.get("val/loss")),
         "best_step": checkpointing.best_step(self.workdir), "num_params": n_params,
         "examples_per_s": throughput, "wall_s": time.time() - t0,
+        "select_metric": self.select_metric or None,
+        "best_val_selected": selection.best if self.select_metric else None,
+        "stopped_early": bool(self.select_metric and selection.converged
+                              and final_step < self.total_steps),
     }
     summary.update({k: v for k, v in last.items() if k.startswith(("loss/", "val/"))})
     log.info("done: %s", json.dumps({k: summary[k] for k in ("step", "loss", "val_loss",
@@ -297,6 +312,14 @@ class _Trainer:
       return {}
     return step_lib.summarize(total, TASKS)
 
+  def _validate_decode(self, parts, params) -> dict[str, float]:
+    """Validation metrics by decoding the valid split with the run's decoder (never test)."""
+    from gr_jax.evaluation import evaluator  # pylint: disable=g-import-not-at-top
+    model = state_lib.merge(parts, params)
+    return evaluator.validation_metrics(
+        model, self.config, self.data.path,
+        max_queries=int(self.config.train.get("select_max_queries", 0)))
+
   def _log(self, rec, done, mfu, metrics_f, tb):
     if metrics_f is not None:
       metrics_f.write(json.dumps(rec, sort_keys=True) + "\n")
@@ -314,6 +337,46 @@ class _Trainer:
     mfu_s = f" MFU {100 * mfu:.1f}%" if mfu is not None else ""
     log.info("step %d/%d (epoch %.2f) loss %.4f [%s]%s lr %.2e | %s%s", done, self.total_steps,
              rec["epoch"], rec["loss"], tasks, val, rec["learning_rate"], speed, mfu_s)
+
+
+class _Selection:
+  """Best validation value so far and decodes since it improved (early stopping).
+
+  Rebuilt on resume from metrics.jsonl (its lines up to the resumed step are kept), so an
+  interrupted run stops where the uninterrupted one would, and a run that already stopped early
+  does not train on when rerun.
+  """
+
+  def __init__(self, patience: int):
+    self.patience = patience
+    self.best = -math.inf
+    self.best_step = 0
+    self.since_best = 0
+
+  @property
+  def converged(self) -> bool:
+    return self.patience > 0 and self.since_best >= self.patience
+
+  def update(self, step: int, value: float) -> None:
+    if value > self.best:  # strictly better: ties keep the earlier (cheaper) checkpoint
+      self.best, self.best_step, self.since_best = float(value), int(step), 0
+    else:
+      self.since_best += 1
+
+  @classmethod
+  def from_metrics(cls, path: str, metric: str, patience: int, upto: int) -> "_Selection":
+    sel = cls(patience)
+    if not metric or not upto or not os.path.exists(path):
+      return sel
+    with open(path) as f:
+      for line in f:
+        try:
+          rec = json.loads(line)
+        except ValueError:
+          continue
+        if rec.get("step", 0) <= upto and f"val/{metric}" in rec:
+          sel.update(int(rec["step"]), float(rec[f"val/{metric}"]))
+    return sel
 
 
 def _last_record(path: str) -> dict | None:

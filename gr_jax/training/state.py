@@ -105,10 +105,18 @@ def resolve_model(config: ml_collections.ConfigDict, *, text_vocab_size: int, nu
 
 
 def make_schedule(config: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule:
-  """Linear warm-up to `train.learning_rate`, then constant, cosine or linear decay to 0."""
+  """Linear warm-up to `train.learning_rate`, then constant, cosine or linear decay to 0.
+
+  The warm-up is a fraction of the run (`train.warmup_fraction`), not a step count, so that runs
+  of different lengths (Gen_S, Gen_R and Gen_R+S under the epochs budget) all spend the same
+  share of their steps warming up, and a short run is never all warm-up.
+  """
   t = config.train
   lr = float(t.learning_rate)
-  warmup = max(0, min(int(t.warmup_steps), max(total_steps - 1, 0)))
+  fraction = float(t.warmup_fraction)
+  if not 0.0 <= fraction < 1.0:
+    raise ValueError(f"config.train.warmup_fraction must be in [0, 1), got {fraction}")
+  warmup = max(0, min(int(round(fraction * total_steps)), max(total_steps - 1, 0)))
   rest = max(total_steps - warmup, 1)
   if t.schedule == "constant":
     after = optax.constant_schedule(lr)

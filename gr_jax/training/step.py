@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from gr_jax.schema import BATCH_KEYS, NUM_TASKS, TASKS  # noqa: F401  (step_lib.BATCH_KEYS)
 from gr_jax.training import loss as loss_lib
 from gr_jax.training import state as state_lib
 
@@ -49,9 +50,6 @@ def dropout_key(seed: int, prng: str = "auto") -> jax.Array:
   return jax.random.fold_in(jax.random.key(int(seed), impl=impl), _DROPOUT_SALT)
 
 
-NUM_TASKS = 2  # gr_jax.data.TASKS = ("search", "rec"): task_id 0 and 1
-BATCH_KEYS = ("encoder_input_ids", "decoder_input_ids", "decoder_target_ids", "decoder_weights",
-              "task_id")
 
 
 def token_cross_entropy(logits: jax.Array, targets: jax.Array) -> jax.Array:
@@ -229,7 +227,7 @@ def make_eval_step(parts: state_lib.ModelParts, param_shardings, batch_sharding,
   return jax.jit(eval_step, in_shardings=(param_shardings, batch_sh), out_shardings=repl)
 
 
-def summarize(sums: dict[str, Any], tasks=("search", "rec")) -> dict[str, float]:
+def summarize(sums: dict[str, Any], tasks=TASKS) -> dict[str, float]:
   """Host-side: sums (numpy, possibly added over steps) -> loss / accuracy, overall and per task."""
   out = {}
   w = float(sums["weight_sum"])

@@ -21,6 +21,12 @@ def test_kl_matches_scipy_entropy():
   q /= q.sum()
   assert popularity.kl_divergence(p, q) == pytest.approx(sps.entropy(p, q), abs=1e-12)
   assert popularity.kl_divergence(p, p) == pytest.approx(0.0, abs=1e-15)
+  # One function for the whole project: the simulator and prepare use this very one.
+  from gr_jax.analysis import divergence
+  from gr_jax.data import prepare, simulate
+  assert popularity.kl_divergence is divergence.kl_divergence
+  assert simulate.kl_divergence is prepare.kl_divergence is divergence.kl_divergence
+  assert divergence.kl_divergence([0.5, 0.5], [1.0, 0.0]) == np.inf
 
 
 def test_popularity_kl_of_a_run():
@@ -47,6 +53,14 @@ def test_buckets_and_bucket_recall():
   assert r["tail"]["pairs"] == 3 and r["tail"]["recall"] == 0.0
   recs = popularity.h1_analysis({"m": run}, qrels, train, list("abcde") + ["zz"], k=2)
   assert recs[0]["model"] == "m" and recs[0]["recall_torso"] == 1.0
+  # eval.bucket_bounds reaches the buckets: a head of 60% takes "b" (it starts at 50%).
+  wide = popularity.popularity_buckets(train, (0.6, 0.9))
+  assert wide == {"a": "head", "b": "head", "c": "torso", "d": "torso", "e": "tail"}
+  recs = popularity.h1_analysis({"m": run}, qrels, train, list("abcde") + ["zz"], k=2,
+                                bounds=(0.6, 0.9))
+  assert recs[0]["pairs_head"] == 2 and recs[0]["pairs_torso"] == 1
+  with pytest.raises(ValueError, match="bucket bounds"):
+    popularity.popularity_buckets(train, (0.7, 0.2))
 
 
 def test_prediction_cooccurrence_brute_force():

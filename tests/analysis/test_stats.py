@@ -99,7 +99,6 @@ def test_compare_models_on_fake_runs(tmp_path):
   qb = (base + noise[0] + base + noise[1]) / 2
   assert c["p_value"] == pytest.approx(sps.ttest_rel(qa, qb).pvalue, abs=1e-12)
   assert c["gain_pct"] == pytest.approx((qa.mean() - qb.mean()) / qb.mean() * 100)
-  ps = [comps[k]["p_value"] for k in [("search", "search"), ("rec", "rec")]]
   holm = multipletests([c["p_value"] for c in res["comparisons"]], method="holm")[1]
   assert [c["p_adjusted"] for c in res["comparisons"]] == pytest.approx(list(holm))
   md = stats.to_markdown(res)

@@ -7,8 +7,8 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from gr_jax.benchmark import hf_reference  # pylint: disable=g-import-not-at-top
-from gr_jax.benchmark import train_bench  # pylint: disable=g-import-not-at-top
+from gr_jax.bench import hf_reference  # noqa: E402  (after the importorskips)
+from gr_jax.bench import protocol  # noqa: E402
 
 
 @pytest.mark.parametrize("preset", ["tiny", "small", "flan-t5-small"])
@@ -42,7 +42,7 @@ def test_hf_train_record_on_tiny_shapes():
                                      num_items=20, warmup=1, repeats=2, device="cpu",
                                      flops_per_example=1e6)
   back = json.loads(json.dumps(rec))
-  for f in train_bench.RECORD_FIELDS:
+  for f in protocol.RECORD_FIELDS:
     assert f in back, f
   assert back["impl"] == "hf_eager" and back["repeats"] == 2
   assert back["examples_per_s"] == pytest.approx(2 / back["median_step_s"])

@@ -3,7 +3,6 @@ and on generated fixtures, including every bad-input case."""
 
 import csv
 import collections
-import io
 import json
 import os
 import zipfile
@@ -12,7 +11,6 @@ import numpy as np
 import pytest
 
 from gr_jax.data import DataError, ProcessedDataset, prepare_dataset
-from gr_jax.data import prepare as prepare_lib
 from tests.data.conftest import DATA, tiny_config
 
 ML = os.path.join(DATA, "ml-latest-small")
@@ -42,9 +40,10 @@ def ml_small(tmp_path_factory):
 
 def test_movielens_small_matches_brute_force(ml_small):
   ds = ml_small
-  with open(os.path.join(ML, "tags.csv"), newline="", encoding="utf-8") as f:
-    tagged = {int(r["movieId"]) for r in csv.DictReader(f)
-              if " ".join(r["tag"].lower().split()).strip("\"'.,;:!?()[]{}-_*#").strip()}
+  # Which tags survive (shared by 2+ users, not on the tagger's held-out movies) is checked in
+  # tests/data/test_real_data_leaks.py; here the searched movies come from the loader.
+  from gr_jax.data import movielens
+  tagged = {int(i) for _, i, _ in movielens.load(_cfg("movielens", ML).data).search_pairs}
   events = collections.defaultdict(list)
   with open(os.path.join(ML, "ratings.csv"), newline="") as f:
     for r in csv.DictReader(f):
@@ -98,7 +97,9 @@ def _write_ml(d, movies=None, ratings=None, tags=None, raw=None):
   files = {
       "movies.csv": movies or 'movieId,title,genres\n1,Alpha (1999),Comedy\n2,"Beta, The (2001)",Drama|Comedy\n3,Gamma (2002),Drama\n',
       "ratings.csv": ratings or "userId,movieId,rating,timestamp\n1,1,4.0,10\n1,2,5.0,20\n1,3,4.0,30\n2,3,2.0,5\n2,1,4.0,6\n2,2,4.0,7\n2,3,4.0,8\n",
-      "tags.csv": tags or "userId,movieId,tag,timestamp\n1,1,Funny,1\n1,2,  dark   humor ,2\n2,3,classic!,3\n",
+      # Tags shared by two users: private tags are dropped (min_tag_count counts users).
+      "tags.csv": tags or ("userId,movieId,tag,timestamp\n1,1,Funny,1\n2,1,funny,1\n"
+                           "1,2,  dark   humor ,2\n2,2,dark humor,2\n"),
   }
   for name, text in files.items():
     with open(os.path.join(d, name), "wb") as f:
@@ -131,7 +132,7 @@ def test_movielens_bad_input(tmp_path, name, files, where, field):
 
 
 def test_movielens_non_utf8_and_skip_mode(tmp_path):
-  bad = b"userId,movieId,tag,timestamp\n1,1,Funny,1\n1,2,caf\xe9,2\n2,3,classic,3\n"
+  bad = b"userId,movieId,tag,timestamp\n1,1,Funny,1\n1,2,caf\xe9,2\n2,1,funny,3\n"
   d = _write_ml(tmp_path / "raw", raw={"tags.csv": bad})
   with pytest.raises(DataError, match=r"tags.csv:3.*UTF-8"):
     prepare_dataset(_cfg("movielens", d), str(tmp_path / "ds"))
@@ -286,17 +287,22 @@ def _playlist(pid, name, uris):
 def test_mpd_numeric_slice_order_and_tasks(tmp_path):
   d = tmp_path / "mpd"
   # 2000 sorts after 10000 as text; numeric order must read slice 2000 first.
-  _mpd_slice(d, 10000, [_playlist(10000, "Chill  Vibes", ["s:1", "s:2", "s:3", "s:4"])])
-  _mpd_slice(d, 2000, [_playlist(2000, "Rock", ["s:3", "s:2", "s:1"])])
+  # Each playlist's last two tracks (rec valid/test) are searchable only through the other one.
+  _mpd_slice(d, 10000, [_playlist(10000, "Chill  Vibes", ["s:1", "s:4", "s:2", "s:3"])])
+  _mpd_slice(d, 2000, [_playlist(2000, "Rock", ["s:3", "s:2", "s:1", "s:4"])])
   ds = ProcessedDataset(prepare_dataset(_cfg("mpd", d, search_valid_fraction=0.0,
                                              search_test_fraction=0.0), str(tmp_path / "ds")))
-  assert ds.catalog.item_ids[:3] == ["s:3", "s:2", "s:1"]
+  assert ds.catalog.item_ids == ["s:3", "s:2", "s:1", "s:4"]
   t = ds.split("rec", "test")["target_item"]
-  assert [ds.catalog.item_id(i) for i in t] == ["s:1", "s:4"]
-  assert len(ds.qrels("search", "train")) == 2
+  assert [ds.catalog.item_id(i) for i in t] == ["s:4", "s:3"]
+  idx = ds.catalog.index
+  assert sorted(ds.qrels("search", "train").values()) == sorted(
+      [sorted([idx("s:1"), idx("s:4")]), sorted([idx("s:3"), idx("s:2")])])
   c = _cfg("mpd", d, mpd__max_slices=1)
   ds1 = ProcessedDataset(prepare_dataset(c, str(tmp_path / "ds1")))
-  assert ds1.manifest["source_stats"] == {"slices": 1, "playlists": 1}
+  stats = ds1.manifest["source_stats"]
+  assert (stats["slices"], stats["playlists"]) == (1, 1)
+  assert stats["search_pairs_dropped_heldout"] == 2  # its last two tracks
 
 
 def test_mpd_bad_input(tmp_path):

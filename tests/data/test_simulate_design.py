@@ -5,7 +5,6 @@ import collections
 import dataclasses
 import os
 import re
-import sys
 
 import numpy as np
 import pytest
@@ -146,9 +145,7 @@ def test_s3_prepared_queries_share_one_id_across_their_relevant_items(tmp_path):
 
 
 def test_sweep_configs_move_different_knobs():
-  sys.path.insert(0, os.path.join(ROOT, "configs"))
-  import sim_s2_search_helps_rec
-  import sim_s3_rec_helps_search
+  from configs import sim_s2_search_helps_rec, sim_s3_rec_helps_search
   s2 = sim_s2_search_helps_rec.get_config().reproduce
   s3 = sim_s3_rec_helps_search.get_config().reproduce
   assert s2.sweep == "data.sim.agreement"

@@ -1,7 +1,6 @@
 """Simulator determinism and sweeps; prepare: atomicity, idempotence, layout, split logic."""
 
 import collections
-import json
 import os
 
 import numpy as np

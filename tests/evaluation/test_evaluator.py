@@ -8,7 +8,7 @@ import ir_measures
 import ml_collections
 import numpy as np
 import pytest
-from ir_measures import R, RR, nDCG
+from ir_measures import R, nDCG
 
 from gr_jax.data.catalog import ItemCatalog
 from gr_jax.evaluation import evaluator, runs

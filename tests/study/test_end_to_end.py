@@ -28,7 +28,7 @@ def tiny_study(config):
   config.data.sim.update(sim)
   for key in ("encoder_len", "max_query_tokens", "max_history"):
     config.data[key] = tiny.data[key]
-  for key in ("batch_size", "warmup_steps", "learning_rate"):
+  for key in ("batch_size", "warmup_fraction", "learning_rate"):
     config.train[key] = tiny.train[key]
   config.data.sim.num_users = 80
   config.data.sim.eval_queries = 40
@@ -40,6 +40,11 @@ def tiny_study(config):
   config.decode.num_return_sequences = 8
   config.decode.batch_size = 32
   config.eval.ks = (1, 5, 8)
+  # Both decoders; the two step-count budgets (converged is tested in tests/training); BM25 as
+  # the one cheap baseline beside popularity.
+  config.reproduce.budgets = ("epochs", "matched_steps")
+  config.reproduce.decoders = ("beam", "topk_exact")
+  config.reproduce.baselines = ("bm25",)
   return config
 
 
@@ -51,15 +56,27 @@ def test_quickstart_study_end_to_end(tmp_path):
   lines = []
   report_path = run_plan(plan, printer=lines.append)
   assert any(l.startswith("[stage 1/") for l in lines)
-  # Every run was evaluated from its checkpoint, for exactly the tasks it was trained on.
+  # Every run was evaluated from its checkpoint with both decoders, for exactly the tasks it was
+  # trained on.
   for run in plan.runs:
-    with open(os.path.join(run.run_dir, "eval", "test", "metrics.json")) as f:
-      metrics = json.load(f)
-    trained = set(run.config.data.tasks)
-    assert trained == {t for t in ("search", "rec") if t in metrics}, run.run_dir
-    for task in trained:
-      assert 0.0 <= metrics[task]["recall@8"] <= 1.0
-      assert os.path.exists(os.path.join(run.run_dir, "eval", "test", f"{task}.run"))
+    for sub in ("test", "test_topk_exact"):
+      with open(os.path.join(run.run_dir, "eval", sub, "metrics.json")) as f:
+        metrics = json.load(f)
+      trained = set(run.config.data.tasks)
+      assert trained == {t for t in ("search", "rec") if t in metrics}, run.run_dir
+      for task in trained:
+        assert 0.0 <= metrics[task]["recall@8"] <= 1.0
+        assert os.path.exists(os.path.join(run.run_dir, "eval", sub, f"{task}.run"))
+  # matched_steps: the three models of a seed took the same number of optimizer steps (the joint
+  # model's); under epochs they did not.
+  def steps(run):
+    with open(os.path.join(run.run_dir, "metrics.jsonl")) as f:
+      return max(json.loads(line)["step"] for line in f if line.strip())
+  for seed in config.reproduce.seeds:
+    matched = {r.model: steps(r) for r in plan.runs if r.seed == seed and r.budget == "matched_steps"}
+    epochs = {r.model: steps(r) for r in plan.runs if r.seed == seed and r.budget == "epochs"}
+    assert len(set(matched.values())) == 1 and matched["joint"] == epochs["joint"], (matched, epochs)
+    assert len(set(epochs.values())) > 1, epochs
   with open(report_path) as f:
     report_md = f.read()
   assert "| task | model | Recall@30 mean ± std |" in report_md or "Recall@" in report_md
@@ -68,12 +85,22 @@ def test_quickstart_study_end_to_end(tmp_path):
     report = json.load(f)
   tests = report["tests"]
   assert {(t["task"], t["b"]) for t in tests} == {("search", "search"), ("rec", "rec")}
+  # One family: 2 budgets x 2 decoders x 2 tasks x 2 units, every test corrected over all of them.
+  assert len(tests) == 16 and {t["family_size"] for t in tests} <= {16, 15, 14}
+  assert {(t["budget"], t["decode"], t["unit"]) for t in tests} == {
+      (b, d, u) for b in ("epochs", "matched_steps") for d in ("beam", "topk_exact")
+      for u in ("query", "seed")}
   for t in tests:
-    assert t["a"] == "joint" and 0.0 <= t["p_value"] <= 1.0 and t["p_adjusted"] >= t["p_value"]
-  models = {(r["model"], r["task"]) for r in report["results"]}
+    assert t["a"] == "joint" and len(t["ci95"]) == 2 and "diff" in t
+    if t["p_value"] == t["p_value"]:  # not NaN (a seed test with no spread has no p)
+      assert 0.0 <= t["p_value"] <= 1.0 and t["p_adjusted"] >= t["p_value"]
+  gen = [r for r in report["results"] if not r.get("baseline")]
+  models = {(r["model"], r["task"]) for r in gen}
   assert models == {("search", "search"), ("rec", "rec"), ("joint", "search"), ("joint", "rec")}
-  for r in report["results"]:
-    assert len(r["per_seed"]) == 2 and len(r["run_dirs"]) == 2
+  for r in gen:
+    assert len(r["per_seed"]) == 2 and len(r["steps"]) == 2 and r["budget"] and r["decode"]
+    assert r["distinct_items"] is not None and len(r["ci95"]) == 2
+  assert {r["model"] for r in report["results"] if r.get("baseline")} >= {"bm25", "pop_s", "pop_r"}
   pngs = [p for p in os.listdir(os.path.join(workdir, "plots")) if p.endswith(".png")]
   assert any(p.startswith("recall_") for p in pngs) and any(p.startswith("tsne_") for p in pngs)
   for p in pngs:
@@ -108,9 +135,12 @@ def _reproduce(cmd, workdir):
   assert "Report:" in out.stdout
   with open(os.path.join(workdir, "report.json")) as f:
     report = json.load(f)
-  assert {(r["model"], r["task"]) for r in report["results"]} == {
+  assert {(r["model"], r["task"]) for r in report["results"] if not r.get("baseline")} == {
       ("search", "search"), ("rec", "rec"), ("joint", "search"), ("joint", "rec")}
-  with open(os.path.join(workdir, "data", "default", "manifest.json")) as f:
+  # Both budgets ran: the real-data configs run epochs and converged.
+  assert {r["budget"] for r in report["results"] if not r.get("baseline")} == {"epochs",
+                                                                                "converged"}
+  with open(os.path.join(workdir, "data", "default", "shared", "manifest.json")) as f:
     return json.load(f)
 
 
@@ -165,7 +195,9 @@ def _write_mpd(d):
     playlists = []
     for p in range(80):
       g, pid = p % 4, start + p
-      uris = [f"spotify:track:{g}_{(p * 3 + k * 5) % 12}" for k in range(6)]
+      # Rotations differ per playlist: a track that is always a held-out rec target never gets a
+      # search pair (no leak) and would leave the catalogue.
+      uris = [f"spotify:track:{g}_{(p + k * 5) % 12}" for k in range(6)]
       tracks.update(uris)  # every track is in a named playlist and a session: in both tasks
       playlists.append({
           "name": genres[g] + ("" if p % 3 else " 2"), "collaborative": "false", "pid": pid,

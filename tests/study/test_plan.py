@@ -17,29 +17,55 @@ def load_config(name, arg=None):
   return module.get_config(arg)
 
 
-def test_runs_differ_only_in_tasks_and_seed(tmp_path):
+def test_runs_differ_only_in_tasks_seed_and_dataset(tmp_path):
   config = load_config("quickstart", "seeds=2")
   plan = plan_lib.build_plan(config, str(tmp_path))
   assert len(plan.points) == 1
   runs = plan.runs
-  assert len(runs) == 3 * 2
-  assert {(r.model, r.seed) for r in runs} == {(m, s) for m in ("search", "rec", "joint")
-                                               for s in (0, 1)}
+  budgets = tuple(config.reproduce.budgets)
+  assert len(runs) == len(budgets) * 3 * 2
+  assert {(r.budget, r.model, r.seed) for r in runs} == {
+      (b, m, s) for b in budgets for m in ("search", "rec", "joint") for s in (0, 1)}
+  point = plan.points[0]
+  # A simulated study draws one dataset per seed (the simulator seed moves with the run seed).
+  assert [d.key for d in point.datasets] == ["seed0", "seed1"]
+  assert [d.config.data.sim.seed for d in point.datasets] == [config.data.sim.seed,
+                                                              config.data.sim.seed + 1]
   base = runs[0].config.to_dict()
   for r in runs:
     d = r.config.to_dict()
-    assert d["data"]["tasks"] == tuple(plan_lib.MODEL_TASKS[r.model]) or \
-        list(d["data"]["tasks"]) == list(plan_lib.MODEL_TASKS[r.model])
+    assert list(d["data"]["tasks"]) == list(plan_lib.MODEL_TASKS[r.model])
     assert d["seed"] == r.seed
     for key in d:
       if key not in ("data", "seed"):
         assert d[key] == base[key], key
-    d_data = dict(d["data"])
-    b_data = dict(base["data"])
-    d_data.pop("tasks"), b_data.pop("tasks")
+    d_data, b_data = dict(d["data"]), dict(base["data"])
+    for key in ("tasks", "processed_dir", "sim"):
+      d_data.pop(key), b_data.pop(key)
     assert d_data == b_data
-    assert r.config.data.processed_dir == plan.points[0].data_dir
+    assert r.data == f"seed{r.seed}"
+    assert r.config.data.processed_dir == point.dataset(r.data).data_dir
+    assert r.config.data.sim.seed == config.data.sim.seed + r.seed
   assert len({r.run_dir for r in runs}) == len(runs)
+
+
+def test_real_data_shares_one_dataset_across_seeds(tmp_path):
+  config = load_config("movielens", "seeds=2")
+  plan = plan_lib.build_plan(config, str(tmp_path))
+  point = plan.points[0]
+  assert [d.key for d in point.datasets] == ["shared"]
+  assert {r.config.data.processed_dir for r in plan.runs} == {point.datasets[0].data_dir}
+
+
+def test_bad_budget_or_decoder_names_it(tmp_path):
+  config = load_config("quickstart")
+  config.reproduce.budgets = ("epochs", "forever")
+  with pytest.raises(ValueError, match="forever"):
+    plan_lib.build_plan(config, str(tmp_path))
+  config = load_config("quickstart")
+  config.reproduce.decoders = ("greedy",)
+  with pytest.raises(ValueError, match="greedy"):
+    plan_lib.build_plan(config, str(tmp_path))
 
 
 def test_sweep_points_set_the_field(tmp_path):

@@ -20,4 +20,4 @@ def test_missing_movielens_file_is_one_line(tmp_path):
   assert len(errors) == 1 and "movies.csv" in errors[0], out.stderr[-2000:]
   assert "Traceback" not in out.stderr
   # Nothing half-written is taken for a finished stage.
-  assert not os.path.exists(tmp_path / "run" / "stages" / "prepare__default.json")
+  assert not os.path.exists(tmp_path / "run" / "stages" / "prepare__default__shared.json")

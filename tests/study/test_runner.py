@@ -48,3 +48,23 @@ def test_progress_lines_count_stages_and_give_an_eta(tmp_path):
   assert "ETA" not in lines[0]  # nothing measured yet
   assert "ETA" in lines[2]
   assert lines[-1].startswith("[plan] 4 stage(s) run")
+
+
+def test_changed_inputs_rerun_the_stage_and_reset_its_outputs(tmp_path):
+  """A stage is skipped only when the fingerprint of its inputs is unchanged (a stale marker of
+  another config reruns it, after its reset removed the old outputs), and the line says so."""
+  log, resets = [], []
+
+  def stages(value):
+    return [runner.Stage("a", "train", "stage a", lambda: log.append("a"), inputs={"lr": value},
+                         reset=lambda: resets.append("a")),
+            runner.Stage("b", "evaluate", "stage b", lambda: log.append("b"), inputs={"k": 1})]
+
+  runner.run_stages(stages(0.1), str(tmp_path), lambda s: None)
+  lines = []
+  out = runner.run_stages(stages(0.1), str(tmp_path), lines.append)
+  assert out == {"ran": 0, "skipped": 2} and resets == []
+  lines.clear()
+  out = runner.run_stages(stages(0.2), str(tmp_path), lines.append)
+  assert out == {"ran": 1, "skipped": 1} and resets == ["a"] and log == ["a", "b", "a"]
+  assert any("inputs changed" in line for line in lines)

@@ -157,7 +157,7 @@ def test_single_task_models_train(kind, tiny_dataset, tmp_path):
 
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tiny_dataset, tmp_path):
-  config = tiny_config.make(tiny_dataset, train__learning_rate=1e30, train__warmup_steps=0,
+  config = tiny_config.make(tiny_dataset, train__learning_rate=1e30, train__warmup_fraction=0.0,
                             train__grad_clip_norm=0.0, checkpoint__every_steps=1,
                             train__log_every_steps=1, model__dropout_rate=0.0)
   with pytest.raises(loop.NonFiniteLossError, match=r"non-finite training loss at step (\d+)") as e:

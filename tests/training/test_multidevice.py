@@ -7,7 +7,6 @@ import shutil
 import socket
 import subprocess
 
-import numpy as np
 import pytest
 
 from conftest import REPO, losses, run_train, train_command

@@ -176,14 +176,14 @@ def test_bf16_step_runs_every_matmul_in_bf16():
 @pytest.mark.parametrize("kind", ["constant", "cosine", "linear"])
 def test_schedule_warmup_then_decay(kind):
   cfg = tiny_config.get_config()
-  cfg.train.learning_rate, cfg.train.warmup_steps, cfg.train.schedule = 0.002, 10, kind
-  sched = state_lib.make_schedule(cfg, 110)
+  cfg.train.learning_rate, cfg.train.warmup_fraction, cfg.train.schedule = 0.002, 0.1, kind
+  sched = state_lib.make_schedule(cfg, 100)  # 10 warm-up steps, then 90
   lr = 0.002
   # A few float32 scalar operations against the float64 formula (no reduction): 1e-5 is ~100 ulp.
   for s in range(10):  # linear warm-up from lr/10 to lr
     np.testing.assert_allclose(float(sched(s)), lr / 10 + (lr - lr / 10) * s / 10, rtol=1e-5)
-  for s in (10, 35, 60, 109):
-    frac = (s - 10) / 100
+  for s in (10, 35, 60, 99):
+    frac = (s - 10) / 90
     want = {"constant": lr, "cosine": lr * 0.5 * (1 + np.cos(np.pi * frac)),
             "linear": lr * (1 - frac)}[kind]
     np.testing.assert_allclose(float(sched(s)), want, rtol=1e-5, atol=1e-9)
@@ -191,7 +191,7 @@ def test_schedule_warmup_then_decay(kind):
 
 def test_adamw_decays_matrices_not_norm_scales():
   cfg = tiny_config.get_config()
-  cfg.train.warmup_steps, cfg.train.grad_clip_norm = 0, 0.0
+  cfg.train.warmup_fraction, cfg.train.grad_clip_norm = 0.0, 0.0
   tx, _ = state_lib.make_optimizer(cfg, 10)
   params = {"norm": {"scale": jnp.full((4,), 2.0)}, "dense": {"kernel": jnp.full((4, 3), 2.0)}}
   zeros = jax.tree.map(jnp.zeros_like, params)

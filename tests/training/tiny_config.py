@@ -3,13 +3,7 @@
 `get_config("tasks=joint|search|rec")`: the three model kinds differ only in `data.tasks`.
 """
 
-import os
-import sys
-
-_CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
-    __file__)))), "configs")
-sys.path.insert(0, _CONFIGS)
-import base  # noqa: E402  pylint: disable=g-import-not-at-top
+from configs import base
 
 _TASKS = {"joint": ("search", "rec"), "search": ("search",), "rec": ("rec",)}
 
@@ -38,7 +32,7 @@ def get_config(arg=None):
   c.train.batch_size = 16
   c.train.num_steps = 24
   c.train.learning_rate = 0.01
-  c.train.warmup_steps = 2
+  c.train.warmup_fraction = 0.1
   c.train.log_every_steps = 4
   c.train.eval_every_steps = 12
   c.checkpoint.every_steps = 6

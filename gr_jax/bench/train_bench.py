@@ -1,35 +1,31 @@
 """Train-step benchmark: the trainer's own jitted step (loss full / chunked) on synthetic batches.
 
-Every measurement becomes one flat JSON-serialisable record (`make_record`), the same layout for the
-gr-jax and Hugging Face sides, so `bench/results/*.jsonl` can be compared line by line.
+Every measurement becomes one flat JSON-serialisable record (`protocol.make_record`), the same
+layout for the gr-jax and Hugging Face sides, so `bench/results/*.jsonl` can be compared line by
+line.
 
-Timing protocol: compile + `warmup` steps are excluded; then `repeats` timed windows of
-`steps_per_repeat` steps each, with one `block_until_ready` at the end of a window only (no host
-sync inside the loop), and the median window gives the step time.
+Timing protocol (`gr_jax.bench.protocol`): compile + `warmup` windows are excluded; then `repeats`
+timed windows of `steps_per_repeat` steps each, with one `block_until_ready` at the end of a window
+only (no host sync inside the loop), interleaved with the other sides of the same comparison; the
+median window gives the step time.
+
+The run config is built here (`default_config`), not read from configs/base.py, so the benchmark
+works from an installed wheel; `--config` on the binary starts from any config file instead.
 """
 
 from __future__ import annotations
 
-import datetime
+import functools
 import os
-import platform
-import statistics
 import time
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
-import optax
 
-from gr_jax.benchmark import peaks
-
-RECORD_FIELDS = (
-    "kind", "impl", "date", "host", "device_kind", "num_devices", "dtype", "batch_size",
-    "encoder_len", "decoder_len", "num_items", "repeats", "median_step_s", "min_step_s",
-    "max_step_s", "examples_per_s", "tokens_per_s", "flops_per_example", "peak_tflops", "mfu",
-    "warmup_s", "peak_memory_bytes")
+from gr_jax.bench import protocol
+from gr_jax.model import flops as flops_lib
 
 # XLA flags that help this workload on NVIDIA GPUs (set before the backend starts). Latency-hiding
 # scheduling overlaps collectives with compute; the while-loop double buffering helps scans (the
@@ -49,80 +45,39 @@ def apply_gpu_xla_flags(environ=os.environ) -> str:
   return environ["XLA_FLAGS"]
 
 
-def make_record(*, kind: str, impl: str, step_times_s, batch_size: int, encoder_len: int,
-                decoder_len: int, num_items: int, dtype: str, device_kind: str, num_devices: int,
-                flops_per_example: float, peak_tflops: float | None, warmup_s: float,
-                peak_memory_bytes: int | None, extra: dict[str, Any] | None = None
-                ) -> dict[str, Any]:
-  """One benchmark measurement as a flat dict (the JSON line). `step_times_s`: per-step seconds
-  of each timed repeat; a "step" is one batch (train) or one decoded batch (decode)."""
-  times = [float(t) for t in step_times_s]
-  if not times or min(times) <= 0:
-    raise ValueError(f"make_record: step_times_s must be positive, got {times}")
-  median = statistics.median(times)
-  eps = batch_size / median
-  rec = {
-      "kind": kind, "impl": impl,
-      "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-      "host": platform.node(), "device_kind": device_kind, "num_devices": int(num_devices),
-      "dtype": dtype, "batch_size": int(batch_size), "encoder_len": int(encoder_len),
-      "decoder_len": int(decoder_len), "num_items": int(num_items), "repeats": len(times),
-      "median_step_s": median, "min_step_s": min(times), "max_step_s": max(times),
-      "examples_per_s": eps, "tokens_per_s": eps * (encoder_len + decoder_len),
-      "flops_per_example": float(flops_per_example), "peak_tflops": peak_tflops,
-      "mfu": peaks.mfu(flops_per_example, eps, peak_tflops, num_devices),
-      "warmup_s": float(warmup_s),
-      "peak_memory_bytes": None if peak_memory_bytes is None else int(peak_memory_bytes),
-  }
-  rec.update(extra or {})
-  return rec
-
-
-def time_steps(run_window: Callable[[], Any], *, warmup: int, repeats: int,
-               steps_per_repeat: int,
-               block: Callable[[Any], Any] = jax.block_until_ready) -> tuple[list[float], float]:
-  """Calls `run_window()` (which runs `steps_per_repeat` steps and returns something to block on)
-  `warmup` times untimed, then `repeats` times timed. Returns (seconds per step per window, warm-up
-  seconds including compilation). `block` waits for a window's result (the Hugging Face side passes
-  a CUDA synchronise), so both sides of a comparison are timed by the same protocol."""
-  if repeats < 1 or steps_per_repeat < 1:
-    raise ValueError(f"repeats and steps_per_repeat must be >= 1, got {repeats}, "
-                     f"{steps_per_repeat}")
-  t0 = time.perf_counter()
-  for _ in range(max(warmup, 1)):  # at least one: the first call compiles
-    block(run_window())
-  warmup_s = time.perf_counter() - t0
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    block(run_window())
-    times.append((time.perf_counter() - t0) / steps_per_repeat)
-  return times, warmup_s
-
-
 # ------------------------------------------------------------------------------ configuration
 
 
-def base_config() -> ml_collections.ConfigDict:
-  """configs/base.py's `get_config()` (the repo's configs/ is not a package)."""
-  import importlib.util  # pylint: disable=g-import-not-at-top
-  path = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "base.py")
-  spec = importlib.util.spec_from_file_location("gr_jax_configs_base", os.path.abspath(path))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+def default_config() -> ml_collections.ConfigDict:
+  """The part of a run config that building the model, optimizer and train step reads.
+
+  Values are configs/base.py's defaults (the paper's AdamW recipe, dropout 0.1); a test keeps the
+  two equal. Built in code rather than loaded from configs/base.py by path, which is absent from
+  an installed wheel.
+  """
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.model = ml_collections.ConfigDict(dict(
+      preset="tiny", init_from="", dtype="float32", param_dtype="float32", dropout_rate=0.1,
+      overrides=ml_collections.ConfigDict(), attention_impl="auto"))
+  c.train = ml_collections.ConfigDict(dict(
+      batch_size=128, learning_rate=0.002, weight_decay=0.01, warmup_fraction=0.1,
+      schedule="constant", grad_clip_norm=1.0, grad_accum_steps=1, remat=False,
+      loss_impl="auto", loss_chunk_size=16384, peak_tflops=0.0, dropout_prng="auto"))
+  c.mesh = ml_collections.ConfigDict(dict(data=-1, model=1, distributed=False))
+  return c
 
 
 def bench_config(config: ml_collections.ConfigDict | None = None, *, preset: str,
                  batch_size: int, num_items: int, dtype: str,
                  remat: bool = False, model_overrides: dict | None = None
                  ) -> ml_collections.ConfigDict:
-  """A run config for benchmarking: `config` (default base.py) with the bench shapes applied.
+  """A run config for benchmarking: `config` (default `default_config()`) with the bench shapes.
 
   The text vocabulary stays the preset's (32128 for T5 presets); `num_items` atomic item tokens are
   appended, exactly as `state.resolve_vocab` does for a real dataset.
   """
-  config = ml_collections.ConfigDict((config or base_config()).to_dict())
+  config = ml_collections.ConfigDict((config or default_config()).to_dict())
   with config.unlocked():
     config.model.preset = preset
     config.model.dtype = dtype
@@ -135,25 +90,6 @@ def bench_config(config: ml_collections.ConfigDict | None = None, *, preset: str
     config.train.batch_size = int(batch_size)
     config.train.remat = bool(remat)
   return config
-
-
-def model_flops_per_example(model_config, encoder_len: int, decoder_len: int) -> float:
-  """Training FLOPs of one example from `gr_jax.model.flops` when it exists, else the analytic
-  count in `peaks` (same definition: matmuls, encoder and decoder separately, backward = 2x)."""
-  try:
-    from gr_jax.model import flops as flops_lib  # pylint: disable=g-import-not-at-top
-  except ImportError:
-    flops_lib = None
-  for name in ("train_flops_per_example", "training_flops_per_example", "train_flops"):
-    fn = getattr(flops_lib, name, None) if flops_lib is not None else None
-    if fn is None:
-      continue
-    try:
-      out = fn(model_config, encoder_len, decoder_len)
-    except TypeError:
-      out = fn(model_config, encoder_len=encoder_len, decoder_len=decoder_len)
-    return float(out["total"] if isinstance(out, dict) else out)
-  return peaks.t5_train_flops(peaks.T5Dims.from_config(model_config), encoder_len, decoder_len)
 
 
 # ------------------------------------------------------------------------------ step variants
@@ -242,19 +178,19 @@ def build_train_step(config: ml_collections.ConfigDict, *, impl: str = "trainer"
   return jitted, state, mesh, batch_sh, parts
 
 
-def train_benchmark(config: ml_collections.ConfigDict | None = None, *, preset: str = "small",
-                    batch_size: int = 32, encoder_len: int = 64, decoder_len: int = 8,
-                    num_items: int = 0, dtype: str = "float32", impl: str = "trainer",
-                    remat: bool = False, warmup: int = 2, repeats: int = 5,
-                    steps_per_repeat: int = 2, chunk_size: int = 16384, seed: int = 0,
-                    model_overrides: dict | None = None, dropout_prng: str = "auto",
-                    peak_tflops_override: float = 0.0, profile_dir: str = "") -> dict[str, Any]:
-  """Measures the jitted train step on a fixed synthetic batch; returns one record.
+def prepare_train(config: ml_collections.ConfigDict | None = None, *, preset: str = "small",
+                  batch_size: int = 32, encoder_len: int = 64, decoder_len: int = 8,
+                  num_items: int = 0, dtype: str = "float32", impl: str = "trainer",
+                  remat: bool = False, steps_per_repeat: int = 2, chunk_size: int = 16384,
+                  seed: int = 0, model_overrides: dict | None = None,
+                  dropout_prng: str = "auto", peak_tflops_override: float = 0.0,
+                  profile_dir: str = "") -> protocol.Side:
+  """Builds and compiles the jitted train step on a fixed synthetic batch: one side to time.
 
   dropout_prng: the trainer's `train.dropout_prng` (auto = rbg on accelerators).
-  profile_dir: also record one more window (untimed) with the JAX profiler there (TensorBoard /
-  xprof trace: per-kernel device times, to see where a step's time goes)."""
-  from gr_jax.benchmark import hf_reference  # pylint: disable=g-import-not-at-top (numpy only)
+  profile_dir: after timing, also record one more window (untimed) with the JAX profiler there
+  (TensorBoard / xprof trace: per-kernel device times, to see where a step's time goes)."""
+  from gr_jax.bench import hf_reference  # pylint: disable=g-import-not-at-top (numpy only)
   from gr_jax.training import step as step_lib  # pylint: disable=g-import-not-at-top
   config = bench_config(config, preset=preset, batch_size=batch_size, num_items=num_items,
                         dtype=dtype, remat=remat, model_overrides=model_overrides)
@@ -279,36 +215,46 @@ def train_benchmark(config: ml_collections.ConfigDict | None = None, *, preset: 
     holder["state"] = st
     return metrics
 
-  times, warmup_s = time_steps(window, warmup=warmup, repeats=repeats,
-                               steps_per_repeat=steps_per_repeat)
-  if profile_dir:
-    with jax.profiler.trace(profile_dir):
-      jax.block_until_ready(window())
-  last = jax.device_get(window())  # one more window, only to read a loss (sanity, not timed)
-  loss = float(last["loss_sum"]) / max(float(last["weight_sum"]), 1.0)
-  dev = jax.devices()[0]
-  flops = model_flops_per_example(model_config, encoder_len, decoder_len)
-  xla_flops, xla_bytes = _xla_costs(compiled)
-  extra = {
-      "preset": preset, "remat": bool(remat), "loss": loss, "compile_s": compile_s,
-      "steps_per_repeat": steps_per_repeat, "loss_impl": loss_impl,
-      "dropout_prng": step_lib.resolve_dropout_prng(dropout_prng),
-      "profile_dir": profile_dir or None,
-      "chunk_size": loss_chunk if loss_impl == "chunked" else None,
-      "xla_flops_per_example": None if xla_flops is None else xla_flops / batch_size,
-      # XLA's count of bytes its ops read and write per step (fusion-dependent): over the chip's
-      # memory bandwidth, the step's byte floor beside its FLOP floor.
-      "xla_bytes_accessed_per_step": xla_bytes,
-      "jax_version": jax.__version__, "backend": jax.default_backend(),
-      "xla_flags": os.environ.get("XLA_FLAGS", ""),
-  }
-  extra.update(_memory(compiled))
-  return make_record(
-      kind="train", impl=f"gr_jax_{impl}", step_times_s=times, batch_size=batch_size,
-      encoder_len=encoder_len, decoder_len=decoder_len, num_items=num_items, dtype=dtype,
-      device_kind=dev.device_kind, num_devices=jax.device_count(), flops_per_example=flops,
-      peak_tflops=peaks.peak_tflops(dev.device_kind, peak_tflops_override), warmup_s=warmup_s,
-      peak_memory_bytes=_device_peak_bytes(dev), extra=extra)
+  def finish(times: list[float], warmup_s: float) -> dict[str, Any]:
+    if profile_dir:
+      with jax.profiler.trace(profile_dir):
+        jax.block_until_ready(window())
+    last = jax.device_get(window())  # one more window, only to read a loss (sanity, not timed)
+    loss = float(last["loss_sum"]) / max(float(last["weight_sum"]), 1.0)
+    dev = jax.devices()[0]
+    xla_flops, xla_bytes = _xla_costs(compiled)
+    extra = {
+        "preset": preset, "remat": bool(remat), "loss": loss, "compile_s": compile_s,
+        "steps_per_repeat": steps_per_repeat, "loss_impl": loss_impl,
+        "dropout_prng": step_lib.resolve_dropout_prng(dropout_prng),
+        "profile_dir": profile_dir or None,
+        "chunk_size": loss_chunk if loss_impl == "chunked" else None,
+        "xla_flops_per_example": None if xla_flops is None else xla_flops / batch_size,
+        # XLA's count of bytes its ops read and write per step (fusion-dependent): over the
+        # chip's memory bandwidth, the step's byte floor beside its FLOP floor.
+        "xla_bytes_accessed_per_step": xla_bytes,
+        "jax_version": jax.__version__, "backend": jax.default_backend(),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+    }
+    extra.update(_memory(compiled))
+    return protocol.make_record(
+        kind="train", impl=f"gr_jax_{impl}", step_times_s=times, batch_size=batch_size,
+        encoder_len=encoder_len, decoder_len=decoder_len, num_items=num_items, dtype=dtype,
+        device_kind=dev.device_kind, num_devices=jax.device_count(),
+        flops_per_example=flops_lib.train_flops_per_example(model_config, encoder_len,
+                                                            decoder_len),
+        peak_tflops=flops_lib.peak_tflops(dev.device_kind, peak_tflops_override),
+        warmup_s=warmup_s, peak_memory_bytes=_device_peak_bytes(dev), extra=extra)
+
+  return protocol.Side(f"gr_jax_{impl}_{dropout_prng}", window, steps_per_repeat,
+                       finish=finish)
+
+
+def train_benchmark(config: ml_collections.ConfigDict | None = None, *, warmup: int = 2,
+                    repeats: int = 5, **kwargs) -> dict[str, Any]:
+  """`prepare_train(config, **kwargs)` timed alone (no other side); returns its record."""
+  make = functools.partial(prepare_train, config, **kwargs)
+  return protocol.measure([make], warmup=warmup, repeats=repeats)[0]
 
 
 def compiled_train_memory(config: ml_collections.ConfigDict | None = None, *, preset: str,

@@ -1,18 +1,21 @@
 """Hugging Face PyTorch T5 on the same shapes: the baseline every gr-jax number is compared to.
 
-Only the benchmark binary imports this module, and only with `--compare_hf`: gr_jax itself never
-depends on torch or transformers (they are test/bench extras). Works with transformers 4.56 (this
+torch and transformers are imported only when a Hugging Face side is built (`--compare_hf`);
+`random_batch` is numpy only and feeds the gr-jax sides too. gr_jax itself never depends on torch
+or transformers (they are test/bench extras). Works with transformers 4.56 (this
 machine) and 5.x (the GPU image): only long-stable arguments are used.
 """
 
 from __future__ import annotations
 
+import functools
 import resource
 from typing import Any
 
 import numpy as np
 
-from gr_jax.benchmark import peaks
+from gr_jax.bench import protocol
+from gr_jax.model import flops as flops_lib
 
 
 def _torch():
@@ -88,19 +91,19 @@ def random_batch(config, batch_size: int, encoder_len: int, decoder_len: int, se
   }
 
 
-def train_benchmark(config, *, batch_size: int, encoder_len: int, decoder_len: int,
-                    num_items: int = 0, warmup: int = 2, repeats: int = 5,
-                    steps_per_repeat: int = 1, device: str | None = None,
-                    compile_model: bool = False, dtype: str = "float32",
-                    learning_rate: float = 2e-3, weight_decay: float = 0.01,
-                    seed: int = 0, flops_per_example: float = 0.0,
-                    peak_tflops_override: float = 0.0) -> dict[str, Any]:
-  """Times `T5ForConditionalGeneration` AdamW training steps; returns one benchmark record.
+def prepare_train(config, *, batch_size: int, encoder_len: int, decoder_len: int,
+                  num_items: int = 0, steps_per_repeat: int = 1, device: str | None = None,
+                  compile_model: bool = False, dtype: str = "float32",
+                  learning_rate: float = 2e-3, weight_decay: float = 0.01,
+                  seed: int = 0, flops_per_example: float = 0.0,
+                  peak_tflops_override: float = 0.0, preset: str | None = None
+                  ) -> protocol.Side:
+  """`T5ForConditionalGeneration` AdamW training steps, built: one side to time.
 
   A step is forward with labels (HF's own cross-entropy), backward, AdamW update and zeroing the
   gradients; no `.item()` in the loop, so the device queue is never drained except at the timing
   boundaries. `dtype="bfloat16"` uses autocast with float32 master weights, the same recipe as the
-  JAX step.
+  JAX step. torch.compile happens in the first warm-up window.
   """
   torch, transformers = _torch()
   device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -125,38 +128,36 @@ def train_benchmark(config, *, batch_size: int, encoder_len: int, decoder_len: i
     optimizer.zero_grad(set_to_none=True)
     return loss
 
-  from gr_jax.benchmark import train_bench  # pylint: disable=g-import-not-at-top
   last = {}
 
   def window():
     for _ in range(steps_per_repeat):
       last["loss"] = step()
 
-  # The first window also warms up torch.compile and the allocator.
-  times, warmup_s = train_bench.time_steps(window, warmup=warmup, repeats=repeats,
-                                           steps_per_repeat=steps_per_repeat,
-                                           block=lambda _: _sync(torch, device))
-  loss = last["loss"]
-  final_loss = float(loss.detach().float().cpu())
-  name = _device_name(torch, device)
-  return _record(
-      kind="train", impl="hf_compile" if compile_model else "hf_eager", times=times,
-      batch_size=batch_size, encoder_len=encoder_len, decoder_len=decoder_len,
-      num_items=num_items, dtype=dtype, device_kind=name,
-      flops_per_example=flops_per_example,
-      peak=peaks.peak_tflops(name, peak_tflops_override), warmup_s=warmup_s,
-      peak_memory_bytes=_peak_memory(torch, device), extra={
-          "loss": final_loss, "torch_version": torch.__version__,
-          "transformers_version": transformers.__version__,
-          "torch_threads": torch.get_num_threads(), "steps_per_repeat": steps_per_repeat})
+  def finish(times: list[float], warmup_s: float) -> dict[str, Any]:
+    final_loss = float(last["loss"].detach().float().cpu())
+    name = _device_name(torch, device)
+    return _record(
+        kind="train", impl="hf_compile" if compile_model else "hf_eager", times=times,
+        batch_size=batch_size, encoder_len=encoder_len, decoder_len=decoder_len,
+        num_items=num_items, dtype=dtype, device_kind=name,
+        flops_per_example=flops_per_example,
+        peak=flops_lib.peak_tflops(name, peak_tflops_override), warmup_s=warmup_s,
+        peak_memory_bytes=_peak_memory(torch, device), extra={
+            "preset": preset, "loss": final_loss, "torch_version": torch.__version__,
+            "transformers_version": transformers.__version__,
+            "torch_threads": torch.get_num_threads(), "steps_per_repeat": steps_per_repeat})
+
+  return protocol.Side("hf_compile" if compile_model else "hf_eager", window, steps_per_repeat,
+                       block=lambda _: _sync(torch, device), finish=finish)
 
 
-def decode_benchmark(config, *, batch_size: int, encoder_len: int, num_beams: int,
-                     num_return_sequences: int | None = None, max_new_tokens: int = 2,
-                     warmup: int = 1, repeats: int = 3, device: str | None = None,
-                     dtype: str = "float32", seed: int = 0,
-                     peak_tflops_override: float = 0.0) -> dict[str, Any]:
-  """Times plain beam search with `generate(num_beams=...)` (no groups, no constraint)."""
+def prepare_decode(config, *, batch_size: int, encoder_len: int, num_beams: int,
+                   num_return_sequences: int | None = None, max_new_tokens: int = 2,
+                   device: str | None = None, dtype: str = "float32", seed: int = 0,
+                   peak_tflops_override: float = 0.0, preset: str | None = None
+                   ) -> protocol.Side:
+  """Plain beam search with `generate(num_beams=...)` (no groups, no constraint): one side."""
   torch, transformers = _torch()
   device = device or ("cuda" if torch.cuda.is_available() else "cpu")
   torch.manual_seed(seed)
@@ -168,43 +169,49 @@ def decode_benchmark(config, *, batch_size: int, encoder_len: int, num_beams: in
   input_ids = torch.from_numpy(batch["encoder_input_ids"].astype(np.int64)).to(device)
   attention_mask = torch.ones_like(input_ids)
   num_return = num_return_sequences or num_beams
-
-  def go():
-    with torch.no_grad():
-      return model.generate(input_ids=input_ids, attention_mask=attention_mask,
-                            num_beams=num_beams, num_return_sequences=num_return,
-                            max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens,
-                            do_sample=False, early_stopping=False, length_penalty=1.0)
-
-  from gr_jax.benchmark import train_bench  # pylint: disable=g-import-not-at-top
   last = {}
 
   def window():
-    last["out"] = go()
+    with torch.no_grad():
+      last["out"] = model.generate(
+          input_ids=input_ids, attention_mask=attention_mask, num_beams=num_beams,
+          num_return_sequences=num_return, max_new_tokens=max_new_tokens,
+          min_new_tokens=max_new_tokens, do_sample=False, early_stopping=False,
+          length_penalty=1.0)
 
-  times, warmup_s = train_bench.time_steps(window, warmup=warmup, repeats=repeats,
-                                           steps_per_repeat=1,
-                                           block=lambda _: _sync(torch, device))
-  out = last["out"]
-  name = _device_name(torch, device)
-  rec = _record(
-      kind="decode", impl="hf_generate", times=times, batch_size=batch_size,
-      encoder_len=encoder_len, decoder_len=max_new_tokens, num_items=0, dtype=dtype,
-      device_kind=name, flops_per_example=0.0,
-      peak=peaks.peak_tflops(name, peak_tflops_override), warmup_s=warmup_s,
-      peak_memory_bytes=_peak_memory(torch, device),
-      extra={"num_beams": num_beams, "num_return_sequences": num_return,
-             "output_shape": list(out.shape), "torch_version": torch.__version__,
-             "transformers_version": transformers.__version__,
-             "torch_threads": torch.get_num_threads()})
-  return rec
+  def finish(times: list[float], warmup_s: float) -> dict[str, Any]:
+    name = _device_name(torch, device)
+    return _record(
+        kind="decode", impl="hf_generate", times=times, batch_size=batch_size,
+        encoder_len=encoder_len, decoder_len=max_new_tokens, num_items=0, dtype=dtype,
+        device_kind=name, flops_per_example=0.0,
+        peak=flops_lib.peak_tflops(name, peak_tflops_override), warmup_s=warmup_s,
+        peak_memory_bytes=_peak_memory(torch, device),
+        extra={"preset": preset, "num_beams": num_beams, "num_return_sequences": num_return,
+               "output_shape": list(last["out"].shape), "torch_version": torch.__version__,
+               "transformers_version": transformers.__version__,
+               "torch_threads": torch.get_num_threads()})
+
+  return protocol.Side("hf_generate", window, 1, block=lambda _: _sync(torch, device),
+                       finish=finish)
+
+
+def train_benchmark(config, *, warmup: int = 2, repeats: int = 5, **kwargs) -> dict[str, Any]:
+  """`prepare_train(config, **kwargs)` timed alone; returns its record."""
+  make = functools.partial(prepare_train, config, **kwargs)
+  return protocol.measure([make], warmup=warmup, repeats=repeats)[0]
+
+
+def decode_benchmark(config, *, warmup: int = 1, repeats: int = 3, **kwargs) -> dict[str, Any]:
+  """`prepare_decode(config, **kwargs)` timed alone; returns its record."""
+  make = functools.partial(prepare_decode, config, **kwargs)
+  return protocol.measure([make], warmup=warmup, repeats=repeats)[0]
 
 
 def _record(*, kind, impl, times, batch_size, encoder_len, decoder_len, num_items, dtype,
             device_kind, flops_per_example, peak, warmup_s, peak_memory_bytes, extra):
-  # Imported here so the HF side shares the JAX side's record layout exactly.
-  from gr_jax.benchmark import train_bench  # pylint: disable=g-import-not-at-top
-  return train_bench.make_record(
+  # The same record layout as the JAX side, so the two compare line by line.
+  return protocol.make_record(
       kind=kind, impl=impl, step_times_s=times, batch_size=batch_size,
       encoder_len=encoder_len, decoder_len=decoder_len, num_items=num_items, dtype=dtype,
       device_kind=device_kind, num_devices=1, flops_per_example=flops_per_example,

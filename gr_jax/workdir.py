@@ -1,0 +1,76 @@
+"""Run-directory paths and atomic file writes, on etils.epath (the path layer Orbax uses).
+
+- `is_local(path)` / `absolute(path)`: a local path is made absolute (so a run keeps working when
+  the cwd changes); a URL-style path (`gs://bucket/run`, `s3://...`) is returned as given, since
+  `os.path.abspath` would turn it into a local directory named `gs:`.
+- `processed_dir(config, workdir)`: the processed dataset of a run, `data.processed_dir` or
+  `<workdir>/data`.
+- `write_text(path, text)` / `write_json(path, obj)`: a reader never sees half a file. Locally:
+  a temporary sibling, flushed, then renamed over `path` (one syscall). On object stores an object
+  only becomes visible whole when its upload completes, so the file is written in place (a rename
+  there is a copy plus a delete, and would only double the upload).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+
+from etils import epath
+
+# Prefix of a URL-style path; `file://` is a local path in URL form.
+_SCHEME_SEP = "://"
+
+
+def is_local(path: os.PathLike | str) -> bool:
+  """Whether `path` is on the local filesystem (no scheme, or `file://`)."""
+  s = os.fspath(path)
+  return _SCHEME_SEP not in s or s.startswith("file" + _SCHEME_SEP)
+
+
+def absolute(path: os.PathLike | str) -> str:
+  """`os.path.abspath` for local paths; other filesystems' paths unchanged (already absolute)."""
+  s = os.fspath(path)
+  if s.startswith("file" + _SCHEME_SEP):
+    s = s[len("file" + _SCHEME_SEP):]
+  return os.path.abspath(s) if is_local(s) else s
+
+
+def processed_dir(config, workdir: str) -> str:
+  """The run's processed dataset: `data.processed_dir`, or `<workdir>/data` when that is empty.
+
+  `config` is a full experiment config (with `.data`); a config without the field (an old run's
+  saved config) uses the default too.
+  """
+  explicit = config.data.get("processed_dir", "") if "data" in config else ""
+  return str(explicit) if explicit else os.path.join(os.fspath(workdir), "data")
+
+
+def json_text(obj) -> str:
+  """The project's JSON file layout: indented, sorted keys, trailing newline (stable diffs)."""
+  return json.dumps(obj, indent=1, sort_keys=True) + "\n"
+
+
+def write_text(path: os.PathLike | str, text: str) -> None:
+  """Writes `text` to `path` atomically (see module doc); creates the parent directory."""
+  p = epath.Path(absolute(path))
+  p.parent.mkdir(parents=True, exist_ok=True)
+  if not is_local(p):
+    p.write_text(text)
+    return
+  tmp = p.parent / f".{p.name}.tmp.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+  try:
+    with open(tmp, "w") as f:
+      f.write(text)
+      f.flush()
+      os.fsync(f.fileno())  # the rename must not publish a file still in the page cache
+    os.replace(tmp, p)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+
+
+def write_json(path: os.PathLike | str, obj) -> None:
+  write_text(path, json_text(obj))

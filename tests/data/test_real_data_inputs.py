@@ -1,0 +1,233 @@
+"""Real-data loaders on awkward input: empty files, values of the wrong type, a UTF-8 BOM, and the
+vectorised ratings.csv reader against the row-by-row one."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from gr_jax.data import DataError, movielens, mpd, prepare_dataset, textio
+from gr_jax.data import jsonl as jsonl_loader
+from gr_jax.data.errors import BadRows
+from tests.data.conftest import DATA
+from tests.data.test_loaders import _cfg, _mpd_slice, _playlist, _write_jsonl, _write_ml
+
+ML = os.path.join(DATA, "ml-latest-small")
+HEADER = "userId,movieId,rating,timestamp\n"
+
+
+# ---------------------------------------------------------------------- empty files
+def test_movielens_header_only_tags_names_file_and_remedy(tmp_path):
+  d = _write_ml(tmp_path / "raw", tags="userId,movieId,tag,timestamp\n")
+  with pytest.raises(DataError) as e:
+    prepare_dataset(_cfg("movielens", d), str(tmp_path / "ds"))
+  msg = str(e.value)
+  assert e.value.file.endswith("tags.csv") and e.value.field == "tag", msg
+  assert "no tag rows" in msg and "query_sources" in msg and "queries_jsonl" in msg
+  assert "titles" in msg and "genres" in msg
+  assert not os.path.exists(tmp_path / "ds")
+  # The remedy works: titles as queries.
+  prepare_dataset(_cfg("movielens", d, movielens__query_sources=("tags", "titles")),
+                  str(tmp_path / "ds2"))
+
+
+def test_movielens_all_tags_private_names_the_knob(tmp_path):
+  d = _write_ml(tmp_path / "raw", tags="userId,movieId,tag,timestamp\n1,1,mine,1\n1,2,mine,1\n")
+  with pytest.raises(DataError, match=r"tags.csv.*min_tag_count=2.*queries_jsonl"):
+    movielens.load(_cfg("movielens", d).data)
+
+
+def test_movielens_header_only_ratings_names_file(tmp_path):
+  d = _write_ml(tmp_path / "raw", ratings=HEADER)
+  with pytest.raises(DataError, match=r"ratings.csv:2.*no rating rows") as e:
+    movielens.load(_cfg("movielens", d).data)
+  assert e.value.field == "rating"
+
+
+def test_jsonl_empty_files_name_the_file(tmp_path):
+  for name, kw in (("search.jsonl", dict(search=[])), ("sessions.jsonl", dict(sessions=[])),
+                   ("items.jsonl", dict(items=[]))):
+    d = _write_jsonl(tmp_path / name, **kw)
+    with pytest.raises(DataError, match=r"no usable row \(the file has no rows\)") as e:
+      jsonl_loader.load(_cfg("jsonl", d).data)
+    assert os.path.basename(e.value.file) == name
+  d = _write_jsonl(tmp_path / "allbad", search=[{"query": None, "item": "t0"}])
+  with pytest.raises(DataError, match=r"search.jsonl.*all 1 rows were skipped"):
+    jsonl_loader.load(_cfg("jsonl", d, skip_bad_rows=True).data)
+
+
+# ---------------------------------------------------------------------- wrong types: JSONL
+BAD_VALUES = [
+    ("query null", dict(search=[{"query": None, "item": "t0"}]), "search.jsonl:1", "query"),
+    ("query list", dict(search=[{"query": ["a", "b"], "item": "t0"}]), "search.jsonl:1", "query"),
+    ("query number", dict(search=[{"query": 42, "item": "t0"}]), "search.jsonl:1", "query"),
+    ("item null", dict(search=[{"query": "a", "item": None}]), "search.jsonl:1", "item"),
+    ("item float", dict(search=[{"query": "a", "item": 1.5}]), "search.jsonl:1", "item"),
+    ("split number", dict(search=[{"query": "a", "item": "t0", "split": 1}]), "search.jsonl:1",
+     "split"),
+    ("title null", dict(items=[{"item": "t0", "title": None}]), "items.jsonl:1", "title"),
+    ("user list", dict(sessions=[{"user": [1], "items": ["t0", "t1", "t2"]}]),
+     "sessions.jsonl:1", "user"),
+    ("session item null", dict(sessions=[{"user": "u", "items": ["t0", None, "t2"]}]),
+     "sessions.jsonl:1", "items"),
+    ("timestamp NaN", dict(sessions=[b'{"user": "u", "items": ["t0", "t1"], '
+                                     b'"timestamps": [1, NaN]}\n']), "sessions.jsonl:1",
+     "timestamps"),
+    ("timestamp Infinity", dict(sessions=[b'{"user": "u", "items": ["t0", "t1"], '
+                                          b'"timestamps": [Infinity, 1]}\n']),
+     "sessions.jsonl:1", "timestamps"),
+]
+
+
+@pytest.mark.parametrize("name,files,where,field", BAD_VALUES, ids=[b[0] for b in BAD_VALUES])
+def test_jsonl_wrong_type_is_a_bad_row(tmp_path, name, files, where, field):
+  d = _write_jsonl(tmp_path / "raw", **files)
+  with pytest.raises(DataError) as e:
+    jsonl_loader.load(_cfg("jsonl", d).data)
+  assert where in str(e.value) and e.value.field == field, str(e.value)
+
+
+def test_jsonl_wrong_types_counted_when_skipping(tmp_path):
+  search = [{"query": None, "item": "t0"}, {"query": ["a", "b"], "item": "t1"},
+            {"query": 42, "item": "t2"}, {"query": "ok", "item": 3},
+            {"query": "fine", "item": "t1"}]
+  items = [{"item": f"t{i}"} for i in range(6)] + [{"item": 3, "title": "three"}]
+  d = _write_jsonl(tmp_path / "raw", search=search, items=items)
+  raw = jsonl_loader.load(_cfg("jsonl", d, skip_bad_rows=True).data)
+  assert [(q, i) for q, i, _ in raw.search_pairs] == [("ok", "3"), ("fine", "t1")]
+  assert raw.bad_rows.counts["search.jsonl: bad query"] == 3
+
+
+# ---------------------------------------------------------------------- wrong types: MPD
+def _mpd_with(tmp_path, edit):
+  pl = _playlist(7, "Road trip", ["s:1", "s:2", "s:3", "s:4"])
+  edit(pl)
+  d = tmp_path / "mpd"
+  _mpd_slice(d, 0, [pl, _playlist(8, "Other", ["s:4", "s:3", "s:2", "s:1"])])
+  return d
+
+
+@pytest.mark.parametrize("value", [None, 42, ["a"]])
+def test_mpd_name_of_wrong_type(tmp_path, value):
+  d = _mpd_with(tmp_path, lambda pl: pl.update(name=value))
+  with pytest.raises(DataError, match=r"playlists\[0\]\.name.*expected a string"):
+    mpd.load(_cfg("mpd", d).data)
+  raw = mpd.load(_cfg("mpd", d, skip_bad_rows=True).data)
+  assert {q for q, _, _ in raw.search_pairs} == {"other"}  # no "none" / "42" query
+  assert raw.bad_rows.counts == {"mpd.slice.0-999.json: bad name": 1}
+  assert len(raw.sessions) == 2  # the session stays; only the search side is unusable
+
+
+@pytest.mark.parametrize("value", ["x", None, 1.5, True])
+def test_mpd_pos_of_wrong_type(tmp_path, value):
+  d = _mpd_with(tmp_path, lambda pl: pl["tracks"][1].update(pos=value))
+  with pytest.raises(DataError, match=r"playlists\[0\]\.tracks\[1\]\.pos.*integer"):
+    mpd.load(_cfg("mpd", d).data)
+  raw = mpd.load(_cfg("mpd", d, skip_bad_rows=True).data)  # no TypeError from sorting
+  assert [u for u, _ in raw.sessions] == ["8"]
+  assert raw.bad_rows.counts == {"mpd.slice.0-999.json: bad track": 1}
+
+
+def test_mpd_track_name_and_pid_of_wrong_type(tmp_path):
+  d = _mpd_with(tmp_path, lambda pl: pl["tracks"][0].update(track_name=None))
+  with pytest.raises(DataError, match=r"playlists\[0\]\.tracks\[0\]\.track_name"):
+    mpd.load(_cfg("mpd", d).data)
+  d = _mpd_with(tmp_path, lambda pl: pl.update(pid=None))
+  with pytest.raises(DataError, match=r"playlists\[0\]\.pid"):
+    mpd.load(_cfg("mpd", d).data)
+
+
+# ---------------------------------------------------------------------- wrong values: MovieLens
+@pytest.mark.parametrize("rating", ["nan", "NaN", "inf", "-inf", "-1.0", "x"])
+def test_movielens_bad_rating_values(tmp_path, rating):
+  ratings = HEADER + f"1,1,4.0,10\n1,2,{rating},20\n1,3,4.0,30\n"
+  d = _write_ml(tmp_path / "raw", ratings=ratings)
+  with pytest.raises(DataError, match=r"ratings.csv:3") as e:
+    movielens.load(_cfg("movielens", d).data)
+  assert e.value.field == "rating"
+  raw = movielens.load(_cfg("movielens", d, skip_bad_rows=True,
+                            movielens__min_rating=4.0).data)
+  assert raw.sessions == [("1", ["1", "3"])]  # a NaN rating does not pass min_rating
+  assert raw.bad_rows.counts == {"ratings.csv: bad rating": 1}
+
+
+@pytest.mark.parametrize("stamp", ["nan", "inf", "1.5", "1e9"])
+def test_movielens_bad_timestamp_values(tmp_path, stamp):
+  d = _write_ml(tmp_path / "raw", ratings=HEADER + f"1,1,4.0,10\n1,2,4.0,{stamp}\n")
+  with pytest.raises(DataError, match=r"ratings.csv:3") as e:
+    movielens.load(_cfg("movielens", d).data)
+  assert e.value.field == "timestamp"
+
+
+def test_movielens_generated_query_of_wrong_type(tmp_path):
+  d = _write_ml(tmp_path / "raw")
+  q = tmp_path / "queries.jsonl"
+  q.write_text(json.dumps({"item": 1, "query": "a funny film"}) + "\n"
+               + json.dumps({"item": 2, "query": None}) + "\n")
+  with pytest.raises(DataError, match=r"queries.jsonl:2.*expected a string") as e:
+    movielens.load(_cfg("movielens", d, movielens__queries_jsonl=str(q)).data)
+  assert e.value.field == "query"
+  q.write_text(json.dumps({"item": True, "query": "x"}) + "\n")
+  with pytest.raises(DataError, match=r"queries.jsonl:1.*expected an integer"):
+    movielens.load(_cfg("movielens", d, movielens__queries_jsonl=str(q)).data)
+
+
+def test_movielens_bom_in_headers(tmp_path):
+  plain = movielens.load(_cfg("movielens", _write_ml(tmp_path / "plain")).data)
+  d = _write_ml(tmp_path / "bom")
+  for name in ("movies.csv", "ratings.csv", "tags.csv"):
+    path = os.path.join(d, name)
+    with open(path, "rb") as f:
+      data = f.read()
+    with open(path, "wb") as f:
+      f.write(b"\xef\xbb\xbf" + data)
+  raw = movielens.load(_cfg("movielens", d).data)
+  assert (raw.items, raw.sessions, raw.search_pairs) == (plain.items, plain.sessions,
+                                                         plain.search_pairs)
+  known = np.asarray([1, 2, 3])
+  fast = movielens.read_ratings(os.path.join(d, "ratings.csv"), known, BadRows())
+  slow = movielens.read_ratings(os.path.join(d, "ratings.csv"), known, BadRows(), vectorised=False)
+  for a, b in zip(fast, slow):
+    np.testing.assert_array_equal(a, b)
+
+
+# ---------------------------------------------------------------------- vectorised ratings.csv
+def test_vectorised_ratings_equal_row_by_row_on_ml_small(monkeypatch):
+  known = np.asarray([int(i) for i in movielens.load(_cfg("movielens", ML).data).items])
+  path = os.path.join(ML, "ratings.csv")
+  monkeypatch.setattr(textio, "BLOCK_BYTES", 100_000)  # many blocks: exercises the carry-over
+  fast = movielens.read_ratings(path, known, BadRows())
+  slow = movielens.read_ratings(path, known, BadRows(), vectorised=False)
+  assert len(fast[0]) == 100836
+  for a, b in zip(fast, slow):
+    assert a.dtype == b.dtype
+    np.testing.assert_array_equal(a, b)
+  assert textio.read_numeric_csv(path, movielens.RATING_COLUMNS) is not None
+
+
+@pytest.mark.parametrize("row,field", [("1.0,1,4.0,5", "userId"), ("1,1,4.0,1e9", "timestamp"),
+                                       ("1,1,4.0", "<row>"), ("1,1,,5", "rating"),
+                                       ("1,99,4.0,5", "movieId")])
+def test_vectorised_ratings_fall_back_to_name_the_line(tmp_path, row, field):
+  ratings = HEADER + "".join(f"1,{m},4.0,{m}\n" for m in (1, 2, 3)) * 5 + row + "\n1,1,4.0,9\n"
+  d = _write_ml(tmp_path / "raw", ratings=ratings)
+  path = os.path.join(d, "ratings.csv")
+  with pytest.raises(DataError, match=r"ratings.csv:17\b") as e:
+    movielens.read_ratings(path, np.asarray([1, 2, 3]), BadRows())
+  assert e.value.field == field
+  bad = BadRows(skip=True)
+  users, *_ = movielens.read_ratings(path, np.asarray([1, 2, 3]), bad)
+  assert len(users) == 16 and sum(bad.counts.values()) == 1
+
+
+def test_vectorised_ratings_handles_crlf_and_no_final_newline(tmp_path):
+  path = tmp_path / "ratings.csv"
+  path.write_bytes(b"userId,movieId,rating,timestamp\r\n1,1,4.5,10\r\n2,2,.5,20")
+  assert textio.read_numeric_csv(str(path), movielens.RATING_COLUMNS) is not None
+  out = movielens.read_ratings(str(path), np.asarray([1, 2]), BadRows())
+  assert out[0].tolist() == [1, 2] and out[2].tolist() == [4.5, 0.5]
+  path.write_bytes(b"timestamp,movieId,userId,rating\n10,1,1,4.5\n20,2,2,5\n")  # reordered
+  assert textio.read_numeric_csv(str(path), movielens.RATING_COLUMNS) is not None
+  out = movielens.read_ratings(str(path), np.asarray([1, 2]), BadRows())
+  assert out[0].tolist() == [1, 2] and out[3].tolist() == [10, 20]
