@@ -28,7 +28,8 @@ class WorkdirLockedError(RuntimeError):
   """Another live process holds the workdir's lock (the message is one line)."""
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+  """Whether a process with this pid exists on this host (another user's counts as alive)."""
   try:
     os.kill(pid, 0)
   except ProcessLookupError:
@@ -77,7 +78,7 @@ class WorkdirLock:
     previous = _read_holder(fd)
     pid = previous.get("pid")
     if isinstance(pid, int) and pid != os.getpid():
-      alive = previous.get("host") == socket.gethostname() and _pid_alive(pid)
+      alive = previous.get("host") == socket.gethostname() and pid_alive(pid)
       log.warning("%s: taking over the lock left by pid %d on %s (%s)", self.workdir, pid,
                   previous.get("host", "?"),
                   "pid reused by another process" if alive else "no longer running")

@@ -450,14 +450,25 @@ def compare_models(groups: Mapping[str, Sequence[str]], task: str | Sequence[str
         pairing, keys, ia, ib = _seed_pairs(a_dirs, b_dirs)
         seed_test = seed_level_test([a_seeds[i] for i in ia], [b_seeds[i] for i in ib])
         seed_test.update({"pairing": pairing, "seeds": keys})
-        mean_a, mean_b = float(np.mean(a_seeds)), float(np.mean(b_seeds))
-        comparisons.append({
-            "task": t, "metric": met, "a": baseline, "b": other,
-            "p_value": res["p_value"], "statistic": res["statistic"], "method": test,
-            "gain_pct": (mean_a - mean_b) / mean_b * 100.0 if mean_b != 0 else math.nan,
-            "mean_a": mean_a, "mean_b": mean_b, "num_queries": len(qids),
-            "unit": "query", "diff": res["diff"], "ci95": res["ci95"],
-            "ci_method": res["ci_method"], "seed_test": seed_test})
+        comparisons.append(_comparison(t, met, baseline, other, test, res, seed_test,
+                                       float(np.mean(a_seeds)), float(np.mean(b_seeds)),
+                                       len(qids)))
+  return _corrected(results, comparisons, test, correction, split, baseline)
+
+
+def _comparison(task, metric, a, b, test, res, seed_test, mean_a, mean_b, n) -> dict:
+  """One comparison record of `a` (the joint model) against `b` (see compare_models)."""
+  return {"task": task, "metric": metric, "a": a, "b": b,
+          "p_value": res["p_value"], "statistic": res["statistic"], "method": test,
+          "gain_pct": (mean_a - mean_b) / mean_b * 100.0 if mean_b != 0 else math.nan,
+          "mean_a": mean_a, "mean_b": mean_b, "num_queries": n,
+          "unit": "query", "diff": res["diff"], "ci95": res["ci95"],
+          "ci_method": res["ci_method"], "seed_test": seed_test}
+
+
+def _corrected(results, comparisons, test, correction, split, baseline) -> dict:
+  """The comparison dict with `correction` applied over the call's query tests and, separately,
+  over its seed tests (a study applies `adjust_family` over all of its tests again)."""
   comparisons = adjust_family(comparisons, correction)
   seed_tests = adjust_family([c["seed_test"] for c in comparisons], correction)
   for c, st in zip(comparisons, seed_tests):
@@ -526,19 +537,9 @@ def compare_within_seeds(groups: Mapping[str, Sequence[str]], task: str | Sequen
         seed_test.update({"pairing": pairing, "seeds": keys})
         mean_a = float(np.mean([a_seeds[i] for i in ia]))
         mean_b = float(np.mean([b_seeds[j] for j in ib]))
-        comparisons.append({
-            "task": t, "metric": met, "a": baseline, "b": other,
-            "p_value": res["p_value"], "statistic": res["statistic"], "method": test,
-            "gain_pct": (mean_a - mean_b) / mean_b * 100.0 if mean_b != 0 else math.nan,
-            "mean_a": mean_a, "mean_b": mean_b, "num_queries": len(va),
-            "unit": "query", "diff": res["diff"], "ci95": res["ci95"],
-            "ci_method": res["ci_method"], "seed_test": seed_test})
-  comparisons = adjust_family(comparisons, correction)
-  seed_tests = adjust_family([c["seed_test"] for c in comparisons], correction)
-  for c, st in zip(comparisons, seed_tests):
-    c["seed_test"] = st
-  return {"results": results, "comparisons": comparisons, "test": test,
-          "correction": correction, "split": split, "baseline": baseline}
+        comparisons.append(_comparison(t, met, baseline, other, test, res, seed_test, mean_a,
+                                       mean_b, len(va)))
+  return _corrected(results, comparisons, test, correction, split, baseline)
 
 
 def _fmt(x: float, digits: int = 4) -> str:

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from gr_jax import workdir_lock
 from gr_jax.analysis.divergence import kl_divergence
 from gr_jax.data import catalog as catalog_lib
 from gr_jax.data import tokenizer as tokenizer_lib
@@ -397,14 +398,6 @@ def _pid_start_time(pid: int) -> float | None:
     return None
 
 
-def _pid_alive(pid: int) -> bool:
-  try:
-    os.kill(pid, 0)
-  except ProcessLookupError:
-    return False
-  except PermissionError:
-    return True  # another user's process
-  return True
 
 
 def remove_stale_tmp_dirs(out_dir: str) -> list[str]:
@@ -432,7 +425,7 @@ def remove_stale_tmp_dirs(out_dir: str) -> list[str]:
       mtime = os.stat(path).st_mtime
     except OSError:
       continue  # already gone
-    if not _pid_alive(pid):
+    if not workdir_lock.pid_alive(pid):
       stale = True
     else:  # this process's own temp dirs (other threads) are alive and started before them
       started = _pid_start_time(pid)

@@ -92,15 +92,29 @@ def iter_csv(path: str, columns: tuple[str, ...], bad: BadRows
     raise DataError(path, 1, missing[0], f"missing column(s) {missing}; header is {header}")
   pos = [header.index(c) for c in columns]
   width = len(header)
+  pending, first = None, 0  # a record whose quoted field spans lines, and its first line
   for number, line in lines:
+    if pending is not None:
+      line, number = pending + "\n" + line, first
+    if line.count('"') % 2:  # an open quoted field ("" escapes keep the parity): read on
+      pending, first = line, number
+      continue
+    pending = None
     if not line.strip():
       continue
-    row = next(csv.reader([line]))
+    try:
+      row = next(csv.reader([line]))
+    except csv.Error as e:  # e.g. a field over csv.field_size_limit() (131,072 characters)
+      bad.bad(path, number, "<row>", f"unparsable CSV row ({e})", reason="unparsable CSV")
+      continue
     if len(row) != width:
       bad.bad(path, number, "<row>", f"expected {width} fields ({header}), got {len(row)}",
               reason="wrong field count")
       continue
     yield number, {c: row[p] for c, p in zip(columns, pos)}
+  if pending is not None:
+    bad.bad(path, first, "<row>", "a quoted field is never closed (missing '\"')",
+            reason="unterminated quote")
 
 
 def iter_jsonl(path: str, bad: BadRows) -> Iterator[tuple[int, dict]]:

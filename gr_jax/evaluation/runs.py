@@ -22,6 +22,8 @@ from gr_jax.evaluation import metrics as metrics_lib
 from gr_jax.workdir import json_text as _json_text
 from gr_jax.workdir import write_json, write_text  # noqa: F401
 
+from gr_jax import workdir_lock
+
 
 class RunFormatError(ValueError):
   """A malformed run or qrels line (message names file, line and field)."""
@@ -165,14 +167,6 @@ def _staging_name(base: str, kind: str) -> str:
   return f".{base}.{kind}.{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
 
 
-def _pid_alive(pid: int) -> bool:
-  try:
-    os.kill(pid, 0)
-  except ProcessLookupError:
-    return False
-  except PermissionError:
-    return True  # someone else's live process
-  return True
 
 
 def _remove_stale_staging(parent: str, base: str) -> None:
@@ -188,7 +182,7 @@ def _remove_stale_staging(parent: str, base: str) -> None:
         continue
       owner, _, _rand = name[len(prefix):].rpartition(".")  # "host.pid", "random"
       owner_host, _, pid = owner.rpartition(".")
-      if owner_host == host and pid.isdigit() and not _pid_alive(int(pid)):
+      if owner_host == host and pid.isdigit() and not workdir_lock.pid_alive(int(pid)):
         shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
 
 

@@ -231,3 +231,21 @@ def test_vectorised_ratings_handles_crlf_and_no_final_newline(tmp_path):
   assert textio.read_numeric_csv(str(path), movielens.RATING_COLUMNS) is not None
   out = movielens.read_ratings(str(path), np.asarray([1, 2]), BadRows())
   assert out[0].tolist() == [1, 2] and out[3].tolist() == [10, 20]
+
+
+def test_csv_quoted_newline_and_huge_field(tmp_path):
+  """A newline inside a quoted field is one record (valid CSV); a field over the csv module's
+  limit, or a quote never closed, is a bad row naming its line, never a raw _csv.Error."""
+  iter_csv = textio.iter_csv
+  path = tmp_path / "movies.csv"
+  path.write_text('movieId,title,genres\n1,"Heat\nDirector\'s cut",Action\n'
+                  f'2,"{"x" * 200_000}",Drama\n3,Alien,Horror\n', encoding="utf-8")
+  bad = BadRows(skip=True)
+  rows = list(iter_csv(str(path), ("movieId", "title"), bad))
+  assert [(n, r["movieId"]) for n, r in rows] == [(2, "1"), (5, "3")]
+  assert rows[0][1]["title"] == "Heat\nDirector's cut"
+  with pytest.raises(DataError, match=r"movies.csv.*4"):
+    list(iter_csv(str(path), ("movieId", "title"), BadRows(skip=False)))
+  path.write_text('movieId,title\n1,"never closed\n', encoding="utf-8")
+  with pytest.raises(DataError, match="never closed"):
+    list(iter_csv(str(path), ("movieId", "title"), BadRows(skip=False)))
