@@ -58,6 +58,11 @@ def _t_interval(d: np.ndarray) -> tuple[float, float, list[float]]:
   return mean, sd, [mean - half, mean + half]
 
 
+def mean_ci95(values: Sequence[float]) -> list[float]:
+  """t-based 95% interval of the mean of `values` (NaN with fewer than two values)."""
+  return _t_interval(np.asarray(values, float))[2]
+
+
 def _differences(a: Sequence[float], b: Sequence[float], what: str) -> np.ndarray:
   a = np.asarray(a, np.float64).ravel()
   b = np.asarray(b, np.float64).ravel()
@@ -428,11 +433,7 @@ def compare_models(groups: Mapping[str, Sequence[str]], task: str | Sequence[str
                 "ones (a torn or stale per_query.json; re-run the evaluation)")
         qmeans = _mean_per_query(pq)
         loaded[name] = (dirs, seed_means, qmeans)
-        results.append({
-            "model": name, "task": t, "metric": met,
-            "mean": float(np.mean(seed_means)),
-            "std": float(np.std(seed_means, ddof=1)) if len(seed_means) > 1 else 0.0,
-            "per_seed": seed_means, "run_dirs": dirs, "num_queries": len(qmeans)})
+        results.append(_result(name, t, met, seed_means, dirs, len(qmeans)))
       checked_qrels = checked_qrels or ref is not None  # qrels are per task, not per metric
       if baseline not in loaded:
         continue
@@ -454,6 +455,13 @@ def compare_models(groups: Mapping[str, Sequence[str]], task: str | Sequence[str
                                        float(np.mean(a_seeds)), float(np.mean(b_seeds)),
                                        len(qids)))
   return _corrected(results, comparisons, test, correction, split, baseline)
+
+
+def _result(model, task, metric, seed_means, run_dirs, num_queries) -> dict:
+  """One model's record: mean and std over its seeds (see compare_models)."""
+  return {"model": model, "task": task, "metric": metric, "mean": float(np.mean(seed_means)),
+          "std": float(np.std(seed_means, ddof=1)) if len(seed_means) > 1 else 0.0,
+          "per_seed": seed_means, "run_dirs": run_dirs, "num_queries": num_queries}
 
 
 def _comparison(task, metric, a, b, test, res, seed_test, mean_a, mean_b, n) -> dict:
@@ -505,11 +513,7 @@ def compare_within_seeds(groups: Mapping[str, Sequence[str]], task: str | Sequen
           continue
         seed_means, pq = r
         loaded[name] = (dirs, seed_means, pq)
-        results.append({
-            "model": name, "task": t, "metric": met, "mean": float(np.mean(seed_means)),
-            "std": float(np.std(seed_means, ddof=1)) if len(seed_means) > 1 else 0.0,
-            "per_seed": seed_means, "run_dirs": dirs,
-            "num_queries": int(sum(len(p) for p in pq))})
+        results.append(_result(name, t, met, seed_means, dirs, int(sum(len(p) for p in pq))))
       if baseline not in loaded:
         continue
       a_dirs, a_seeds, a_pq = loaded[baseline]

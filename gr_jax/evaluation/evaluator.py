@@ -263,26 +263,33 @@ def decode_split(decode_fn, config, data_dir: str, catalog, arrays: Mapping[str,
   return results, info_tasks
 
 
-def validation_metrics(model, config, data_dir: str, *, max_queries: int = 0) -> dict[str, float]:
-  """Decodes the valid split of the run's tasks with the run's decoder (config.decode).
+def validation_decoder(config, data_dir: str, *, max_queries: int = 0
+                       ) -> Callable[[Any], dict[str, float]]:
+  """A function `model -> metrics` that decodes the valid split of the run's tasks with the run's
+  decoder (config.decode); the catalogue and the split are read once, here, not at every decode.
 
-  Returns `{"<task>/<metric>": mean, ..., "<metric>": mean over the tasks}` for every metric of
-  `metrics.evaluate_run` at `config.eval.ks`. The trainer selects checkpoints and stops early on
-  these; nothing here reads the test split.
+  The metrics are `{"<task>/<metric>": mean, ..., "<metric>": mean over the tasks}` for every
+  metric of `metrics.evaluate_run` at `config.eval.ks`. The trainer selects checkpoints and stops
+  early on these; nothing here reads the test split.
   """
   from gr_jax.data.catalog import ItemCatalog
   catalog = ItemCatalog.load(os.path.join(data_dir, "catalog.json"))
   arrays = {t: load_split(data_dir, t, "valid") for t in config.data.tasks}
-  decode_fn = make_decode_fn(model, with_decode_defaults(config), catalog)
-  results, _ = decode_split(decode_fn, config, data_dir, catalog, arrays, "valid",
-                            eos_id=model.config.eos_token_id, max_queries=max_queries)
-  out: dict[str, float] = {}
-  for t, r in results.items():
-    for name, value in r["means"].items():
-      out[f"{t}/{name}"] = float(value)
-  for name in next(iter(results.values()))["means"]:
-    out[name] = float(np.mean([r["means"][name] for r in results.values()]))
-  return out
+  config = with_decode_defaults(config)
+
+  def metrics(model) -> dict[str, float]:
+    decode_fn = make_decode_fn(model, config, catalog)
+    results, _ = decode_split(decode_fn, config, data_dir, catalog, arrays, "valid",
+                              eos_id=model.config.eos_token_id, max_queries=max_queries)
+    out: dict[str, float] = {}
+    for t, r in results.items():
+      for name, value in r["means"].items():
+        out[f"{t}/{name}"] = float(value)
+    for name in next(iter(results.values()))["means"]:
+      out[name] = float(np.mean([r["means"][name] for r in results.values()]))
+    return out
+
+  return metrics
 
 
 def evaluate(workdir: str, split: str = "test", step=None, overrides: Mapping[str, Any] | None = None,

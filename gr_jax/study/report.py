@@ -147,16 +147,6 @@ def _hypotheses_md(a: dict, hm: str) -> list[str]:
   return md
 
 
-def _ci95_over_seeds(values: list[float]) -> list[float]:
-  """t-based 95% interval of the mean over seeds ([nan, nan] with fewer than two seeds)."""
-  from scipy import stats as sps
-  v = np.asarray(values, float)
-  if len(v) < 2:
-    return [math.nan, math.nan]
-  half = float(sps.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))
-  return [float(v.mean() - half), float(v.mean() + half)]
-
-
 def _verdict(seed_test: dict) -> str:
   """One phrase from the run-level (seed) test after the study-wide correction."""
   p, diff = seed_test.get("p_adjusted"), seed_test.get("diff")
@@ -233,7 +223,7 @@ def write_report(plan: Plan) -> str:
           steps = [t["steps"] for t in train]
           best_val = [t["best_val_recall"] for t in train]
           distinct = block["distinct_items"].get(model, {}).get(task)
-          ci = _ci95_over_seeds(rec["per_seed"])
+          ci = stats.mean_ci95(rec["per_seed"])
           st = index.get((a["point"], block["budget"], block["decode"], task, model, "seed"))
           qt = index.get((a["point"], block["budget"], block["decode"], task, model, "query"))
           results.append({

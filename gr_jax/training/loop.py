@@ -98,6 +98,7 @@ class _Trainer:
     self.select_metric = str(t.get("select_metric", "") or "")
     self.select_every = int(t.get("select_every_steps", 0)) or self.steps_per_epoch
     self.patience = int(t.get("patience", 0))
+    self._validation_decoder = None
     if self.patience < 0 or self.select_every < 1:
       raise ValueError("config.train.patience must be >= 0 and select_every_steps >= 0")
     self.config_dict = config.to_dict()
@@ -314,11 +315,12 @@ class _Trainer:
 
   def _validate_decode(self, parts, params) -> dict[str, float]:
     """Validation metrics by decoding the valid split with the run's decoder (never test)."""
-    from gr_jax.evaluation import evaluator  # pylint: disable=g-import-not-at-top
-    model = state_lib.merge(parts, params)
-    return evaluator.validation_metrics(
-        model, self.config, self.data.path,
-        max_queries=int(self.config.train.get("select_max_queries", 0)))
+    if self._validation_decoder is None:  # built at the first decode: reads the split once
+      from gr_jax.evaluation import evaluator  # pylint: disable=g-import-not-at-top
+      self._validation_decoder = evaluator.validation_decoder(
+          self.config, self.data.path,
+          max_queries=int(self.config.train.get("select_max_queries", 0)))
+    return self._validation_decoder(state_lib.merge(parts, params))
 
   def _log(self, rec, done, mfu, metrics_f, tb):
     if metrics_f is not None:
