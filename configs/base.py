@@ -36,7 +36,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   d.id_scheme = "atomic"
   d.semantic = se = ml_collections.ConfigDict()  # read only when id_scheme == "semantic"
   # content (TF-IDF of item title + string metadata, truncated SVD) | file (embedding_file) |
-  # search | rec | joint (bi-encoder embeddings: not implemented yet)
+  # search | rec | joint: item vectors of the bi-encoder of baselines.biencoder (tasks replaced by
+  # search / rec / search,rec; seed = semantic.seed), trained on the TRAINING splits of the same
+  # data with atomic IDs, prepared in `.<name>.semantic-biencoder/` beside the dataset (a cache);
+  # its settings then enter the data hash (gr_jax/data/semantic_ids.py BiencoderEmbedder)
   se.embedding = "content"
   se.embedding_file = ""  # file: .npy float [num_items, dim], rows in catalog.json item order
   se.content_dim = 64  # content: SVD dimensions (capped by the number of items and words)
@@ -45,7 +48,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   se.codebook_size = 256  # codes per level (<= number of items); ID tokens = levels x this + disamb
   se.balanced = False  # balanced assignment: every code gets floor/ceil(items / codebook_size)
   se.kmeans_iters = 50  # Lloyd iterations per level (after k-means++ initialisation)
-  se.seed = 0  # k-means++ and SVD seed: the codes are a deterministic function of it
+  # k-means++, SVD and (search | rec | joint) bi-encoder seed: the codes are a deterministic
+  # function of it
+  se.seed = 0
   d.skip_bad_rows = False  # False: bad input is an error naming file/line/field; True: count in manifest
   d.items_in_both_tasks = True  # keep only items that appear in both tasks (paper)
   d.search_valid_fraction = 0.1  # held-out share of distinct queries for search valid (real data)
@@ -218,7 +223,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # One simulated dataset per seed (sim.seed + seed), so seeds measure data variance too; real
   # data has one dataset and seeds vary the model only.
   r.dataset_per_seed = True
-  r.baselines = ("bm25", "sasrec", "bert4rec")  # trained/indexed baselines beside Pop_S / Pop_R
+  # trained/indexed baselines beside Pop_S / Pop_R (gr_jax/baselines/runner.py)
+  r.baselines = ("bm25", "biencoder", "sasrec", "bert4rec")
 
   # ---------------------------------------------------------------- baselines (gr_jax/baselines)
   c.baselines = bl = ml_collections.ConfigDict()
@@ -264,4 +270,33 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   be.checkpoint_every_steps = 200  # Orbax checkpoint period; the final step is always saved
   be.log_every_steps = 50  # training-loss line period in metrics.jsonl
   be.eval_batch_size = 256  # queries per scoring block at validation and evaluation
+  # search and/or rec: dense bi-encoder (gr_jax/baselines/biencoder.py). Defaults follow DPR
+  # (Karpukhin et al. 2020) and sentence-transformers' (ST) MultipleNegativesRankingLoss, scaled to
+  # a from-scratch tiny T5 where they differ.
+  bl.biencoder = bi = ml_collections.ConfigDict()
+  bi.tasks = "search"  # search | rec | search,rec (one model on the union of both tasks' examples)
+  bi.preset = "tiny"  # T5 preset of the input tower's encoder (trained from scratch)
+  bi.overrides = ml_collections.ConfigDict()  # T5Config fields to change, e.g. {"d_model": 64}
+  # embedding: a learned item table [num_items, dim] | text: the same encoder over the item's
+  # catalogue title + string metadata (datasets without item text refuse it)
+  bi.item_tower = "embedding"
+  bi.item_text_len = 32  # text tower: tokens of an item's text, EOS included
+  bi.projection_dim = 0  # linear map after mean pooling; 0 = none, dim = d_model (DPR default: 0)
+  bi.similarity = "cosine"  # cosine (ST's default) | dot (DPR)
+  bi.temperature = 0.05  # logits = similarity / this (ST: scale 20 = 1 / 0.05; DPR dot: 1.0)
+  # in_batch: softmax over the batch's target items (DPR, ST; in-batch positives of the same input
+  # masked) | full: softmax over the whole catalogue (embedding tower only)
+  bi.loss = "in_batch"
+  bi.dropout = 0.1  # encoder dropout in training (DPR / BERT: 0.1)
+  bi.learning_rate = 1e-3  # DPR / ST: 2e-5 to fine-tune BERT; 1e-3 for a from-scratch tiny T5
+  bi.weight_decay = 0.01  # AdamW decoupled decay (ST: 0.01; DPR: 0)
+  bi.warmup_fraction = 0.1  # linear warm-up share of the steps, then linear decay to 0 (ST, DPR)
+  bi.grad_clip_norm = 1.0  # global-norm gradient clipping, 0 = off (ST: 1.0; DPR: 2.0)
+  bi.batch_size = 128  # examples per step = in-batch candidates (DPR: 128; ST docs: 16-64)
+  bi.num_epochs = 10  # passes over the training examples (DPR: 40 on NQ; small for CPU runs)
+  bi.num_steps = 0  # > 0 overrides num_epochs
+  bi.eval_every_steps = 0  # validation Recall@K period on each task's valid split (0 = per epoch)
+  bi.checkpoint_every_steps = 200  # Orbax checkpoint period; the final step is always saved
+  bi.log_every_steps = 50  # training-loss line period in metrics.jsonl
+  bi.eval_batch_size = 256  # queries (and item texts) per scoring block
   return c

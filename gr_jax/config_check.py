@@ -31,7 +31,7 @@ MODELS = ("search", "rec", "joint")
 BUDGETS = ("epochs", "matched_steps", "converged")
 STAT_TESTS = ("ttest", "randomization")
 CORRECTIONS = ("holm", "bonferroni")
-BASELINES = ("bm25", "sasrec", "bert4rec")
+BASELINES = ("bm25", "sasrec", "bert4rec", "biencoder")
 BM25_METHODS = ("lucene", "robertson", "atire")
 _METRIC = re.compile(r"^(recall|ndcg|mrr)@(\d+)$")
 
@@ -303,3 +303,19 @@ def _baselines(c: _Checker) -> None:
     c.number(f"{p}.weight_decay", 0)
     c.enum(f"{p}.loss", losses)
   c.number("baselines.bert4rec.mask_ratio", 0, 1, low_open=True, high_open=True)
+  p = "baselines.biencoder"
+  c.enum(f"{p}.preset", PRESETS)
+  c.enum(f"{p}.item_tower", ("embedding", "text"))
+  c.enum(f"{p}.similarity", ("cosine", "dot"))
+  c.enum(f"{p}.loss", ("in_batch", "full"))
+  for key in ("item_text_len", "batch_size", "checkpoint_every_steps", "log_every_steps",
+              "eval_batch_size"):
+    c.int_at_least(f"{p}.{key}", 1)
+  for key in ("projection_dim", "num_epochs", "num_steps", "eval_every_steps"):
+    c.int_at_least(f"{p}.{key}", 0)
+  c.number(f"{p}.temperature", 0, low_open=True)
+  c.number(f"{p}.learning_rate", 0, low_open=True)
+  c.number(f"{p}.dropout", 0, 1, high_open=True)
+  c.number(f"{p}.weight_decay", 0)
+  c.number(f"{p}.warmup_fraction", 0, 1, high_open=True)
+  c.number(f"{p}.grad_clip_norm", 0)

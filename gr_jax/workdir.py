@@ -74,3 +74,50 @@ def write_text(path: os.PathLike | str, text: str) -> None:
 
 def write_json(path: os.PathLike | str, obj) -> None:
   write_text(path, json_text(obj))
+
+
+def read_jsonl(path: os.PathLike | str) -> list[dict]:
+  """The records of a JSON-lines file ([] when it does not exist); a line cut by a kill (the last
+  one, half written) is skipped."""
+  p = epath.Path(absolute(path))
+  if not p.exists():
+    return []
+  records = []
+  for line in p.read_text().splitlines():
+    try:
+      records.append(json.loads(line))
+    except ValueError:
+      continue
+  return records
+
+
+class MetricsLog:
+  """A run's metrics.jsonl, one JSON record per line, that survives a resume.
+
+  Opening it for a run resumed at `resumed_step` drops the records past that step (written by the
+  interrupted run after its last checkpoint; they will be recomputed). Locally records are
+  appended and flushed one by one; an object store cannot append, so there the whole file is
+  rewritten at each `write` (metrics are logged every few hundred steps: a few kB).
+  """
+
+  def __init__(self, path: os.PathLike | str, resumed_step: int):
+    self.path = epath.Path(absolute(path))
+    self._records = [json_line(r) for r in read_jsonl(self.path)
+                     if r.get("step", 0) <= resumed_step]
+    write_text(self.path, "".join(self._records))
+
+  def write(self, record: dict) -> None:
+    line = json_line(record)
+    self._records.append(line)
+    if is_local(self.path):
+      with open(self.path, "a") as f:
+        f.write(line)
+    else:
+      self.path.write_text("".join(self._records))
+
+  def close(self) -> None:
+    """Nothing is held open between writes; kept so callers can treat it like a file."""
+
+
+def json_line(record: dict) -> str:
+  return json.dumps(record, sort_keys=True) + "\n"

@@ -116,5 +116,12 @@ def hold(workdir: str, *, enabled: bool = True, purpose: str = "") -> Iterator[N
   if not enabled:
     yield
     return
+  from gr_jax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  if not workdir_lib.is_local(workdir):
+    # flock needs a local file; object stores have no equivalent that Orbax also honours.
+    logging.getLogger(__name__).warning(
+        "%s is not on a local disk: it is not locked; do not start a second job on it", workdir)
+    yield
+    return
   with WorkdirLock(workdir, purpose=purpose):
     yield

@@ -47,7 +47,11 @@ ssh_all "cd ~/gr-jax && python3 -m venv .venv && .venv/bin/pip install -q -U pip
   .venv/bin/pip install -q 'jax[tpu]' -e . "
 
 # bf16 compute with float32 master weights on TPU; every worker runs the same command.
-ssh_all "cd ~/gr-jax && .venv/bin/python -m gr_jax.train $TRAIN_ARGS \
+# The processed dataset is memory-mapped, so it lives on each worker's disk (each prepares the same
+# files); the workdir (checkpoints, metrics) is the shared bucket. Unless the arguments set it.
+DATA_ARG=""
+[[ "$TRAIN_ARGS" == *processed_dir* ]] || DATA_ARG="--config.data.processed_dir=\$HOME/gr-jax-data"
+ssh_all "cd ~/gr-jax && .venv/bin/python -m gr_jax.train $TRAIN_ARGS $DATA_ARG \
   --config.mesh.distributed=True --config.model.dtype=${DTYPE:-bfloat16} 2>&1 | tee -a ~/train.log"
 
 if [[ "${DELETE_AFTER:-0}" == 1 ]]; then

@@ -71,9 +71,11 @@ def test_every_shipped_config_is_valid():
 def test_enum_lists_agree_with_their_owners():
   pytest.importorskip("jax")
   from gr_jax.evaluation import evaluator
-  from gr_jax.model.t5 import PRESETS
+  from gr_jax.model import PRESETS
+  from gr_jax.model.config import ATTENTION_IMPLS
   from gr_jax.study import plan
   assert set(config_check.PRESETS) == set(PRESETS)
+  assert set(config_check.ATTENTION_IMPLS) == set(ATTENTION_IMPLS)
   assert set(config_check.DECODE_METHODS) == set(evaluator.DECODE_METHODS)
   assert set(config_check.BUDGETS) == set(plan.BUDGETS)
 

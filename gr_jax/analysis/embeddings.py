@@ -10,24 +10,14 @@ from gr_jax.analysis import report
 
 
 def item_embedding_matrix(model, token_offset: int, num_items: int) -> np.ndarray:
-  """Rows `[token_offset, token_offset + num_items)` of the model's input embedding: `[items, d]`.
-
-  Looks for the first parameter shaped `[total_vocab, d_model]` whose path names an embedding
-  (the shared/input embedding of T5), so it does not depend on the module's attribute names.
-  """
-  from flax import nnx
-  state = nnx.state(model, nnx.Param)
+  """Rows `[token_offset, token_offset + num_items)` of a T5's input embedding
+  (`T5.token_embeddings()`): `[items, d_model]`, float32."""
+  table = model.token_embeddings()
   total = token_offset + num_items
-  best = None
-  for path, leaf in nnx.to_flat_state(state):
-    value = leaf.get_value() if hasattr(leaf, "get_value") else leaf
-    name = "/".join(str(p) for p in path).lower()
-    if getattr(value, "ndim", 0) == 2 and value.shape[0] >= total and "embed" in name:
-      if best is None or ("shared" in name or "input" in name or "token" in name):
-        best = (name, value)
-  if best is None:
-    raise ValueError(f"no embedding parameter with at least {total} rows in the model")
-  return np.asarray(best[1][token_offset:total], np.float32)
+  if table.shape[0] < total:
+    raise ValueError(f"the model's embedding has {table.shape[0]} rows; items need rows up to "
+                     f"{total} (token_offset {token_offset} + {num_items} items)")
+  return np.asarray(table[token_offset:total], np.float32)
 
 
 def tsne(embeddings: np.ndarray, *, perplexity: float = 30.0, seed: int = 0) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""Shared pieces of the trained and lexical baselines: full-catalogue top-K and run directories.
+"""Shared pieces of the trained and lexical baselines: full-catalogue top-K, run directories, and
+the training plumbing of the trained ones (metrics.jsonl, Orbax checkpoints, blocked scoring).
 
 Every baseline scores *all* items of the catalogue for each query and keeps the top
 `K = max(config.eval.ks)`. The cut is taken in the metrics' own order (score descending, ties by
@@ -8,10 +9,13 @@ first K of the full ranking the metrics would make: no tie straddling rank K can
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from typing import Mapping, Sequence
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from gr_jax.evaluation import metrics as metrics_lib
@@ -73,12 +77,135 @@ def evaluate_and_write(out_dir: str, split: str, task: str, run: Mapping, arrays
 
   Returns the metrics.json object (`{task: {metric: mean}, "info": {...}}`).
   """
-  src = f"{task}/{split}.npz"
-  qrels = runs_lib.qrels_from_split(arrays, item_ids, src)
-  means, pq = metrics_lib.evaluate_run(qrels, run, ks)
+  return evaluate_and_write_tasks(out_dir, split, {task: (run, arrays)}, item_ids, ks, name, info)
+
+
+def evaluate_and_write_tasks(out_dir: str, split: str, runs: Mapping[str, tuple[Mapping, Mapping]],
+                             item_ids: Sequence[str], ks: Sequence[int], name: str,
+                             info: Mapping | None = None) -> dict:
+  """`evaluate_and_write` for several tasks at once: `runs` is `{task: (run, split arrays)}`.
+
+  The eval directory is committed as one unit, so a model evaluated on two tasks must write both
+  here in one call (a second call would replace the first task's files).
+  """
+  results = {}
+  for task, (run, arrays) in runs.items():
+    qrels = runs_lib.qrels_from_split(arrays, item_ids, f"{task}/{split}.npz")
+    means, pq = metrics_lib.evaluate_run(qrels, run, ks)
+    results[task] = {"run": run, "qrels": qrels, "means": means, "per_query": pq}
   extra = {"info": dict(info or {}, model=name, split=split, ks=list(ks),
                         metric_note="recall@K is Recall; equals Success@K with one target "
                         "per query")}
-  return runs_lib.write_eval_outputs(
-      runs_lib.eval_dir(out_dir, split),
-      {task: {"run": run, "qrels": qrels, "means": means, "per_query": pq}}, extra, tag=name)
+  return runs_lib.write_eval_outputs(runs_lib.eval_dir(out_dir, split), results, extra, tag=name)
+
+
+# -------------------------------------------------------------------- training plumbing (trained)
+
+
+def plain(x):
+  """A config section (or value) as plain JSON-able dicts and lists (a checkpoint fingerprint)."""
+  if hasattr(x, "to_dict"):
+    x = x.to_dict()
+  if isinstance(x, dict):
+    return {k: plain(v) for k, v in x.items()}
+  return list(x) if isinstance(x, tuple) else x
+
+
+def blocks(n: int, size: int):
+  """`(start, end)` of consecutive blocks of `size` rows covering `n` rows."""
+  for s in range(0, n, size):
+    yield s, min(n, s + size)
+
+
+def score_inputs(scores_fn, params, tokens: np.ndarray, batch: int) -> np.ndarray:
+  """float32 `[N, n]` scores of all items for input rows `[N, L]` (fixed-shape padded blocks).
+
+  scores_fn: jitted `(params, tokens [batch, L]) -> [batch, n]`.
+  """
+  out = []
+  for s, e in blocks(len(tokens), batch):
+    blk = np.zeros([batch, tokens.shape[1]], np.int32)  # one compiled shape for every block
+    blk[:e - s] = tokens[s:e]
+    out.append(np.asarray(scores_fn(params, jnp.asarray(blk)))[:e - s])
+  return np.concatenate(out) if out else np.zeros([0, 0], np.float32)
+
+
+@functools.lru_cache(maxsize=16)
+def ranks_fn(scores_fn):
+  """Jitted `(params, tokens [B, L], targets [B]) -> items scored strictly above the target [B]`."""
+  @jax.jit
+  def ranks(params, tokens, targets):
+    s = scores_fn(params, tokens)  # [B, n]
+    t = jnp.take_along_axis(s, targets[:, None], axis=1)  # [B, 1]
+    return jnp.sum(s > t, axis=1)  # [B]
+  return ranks
+
+
+def validation_recall(ranks, params, tokens: np.ndarray, targets: np.ndarray,
+                      ks: Sequence[int], batch: int) -> dict[str, float]:
+  """Recall@K over rows (one target each, as in the rec splits), from `ranks_fn` on device."""
+  got = []
+  for s, e in blocks(len(tokens), batch):
+    blk = np.zeros([batch, tokens.shape[1]], np.int32)  # one compiled shape for every block
+    tb = np.zeros([batch], np.int32)
+    blk[:e - s], tb[:e - s] = tokens[s:e], targets[s:e]
+    got.append(np.asarray(ranks(params, jnp.asarray(blk), jnp.asarray(tb)))[:e - s])
+  r = np.concatenate(got) if got else np.zeros([0], np.int64)
+  return {f"recall@{k}": float(np.mean(r < k)) if len(r) else 0.0 for k in ks}
+
+
+# metrics.jsonl of a trained baseline: the trainer's own (resume truncation; local or gs://).
+MetricsLog = workdir_lib.MetricsLog
+
+
+class Checkpoints:
+  """Orbax checkpoints `<workdir>/checkpoints/<step>/` of (params, optimizer state, meta).
+
+  meta holds the step and a fingerprint (config section, data sizes): a run directory written by
+  another config or dataset refuses to resume instead of silently mixing the two.
+  """
+
+  _ITEMS = ("params", "opt_state", "meta")
+
+  def __init__(self, workdir: str, name: str, fingerprint: Mapping, keep: int = 2):
+    import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+    self._ocp = ocp
+    self.workdir, self.name = workdir, name
+    self.fingerprint = json.loads(json.dumps(fingerprint))
+    self.mngr = ocp.CheckpointManager(
+        os.path.join(workdir_lib.absolute(workdir), "checkpoints"),
+        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
+        item_names=self._ITEMS)
+
+  def latest_step(self) -> int | None:
+    return self.mngr.latest_step()
+
+  def restore(self, params, opt_state=None):
+    """`(params, opt_state, step)` of the newest checkpoint (targets, concrete or abstract, give the
+    structure; opt_state None: params only, opt_state comes back None), or None when there is
+    none. Raises ValueError when it was written under another fingerprint."""
+    ocp, latest = self._ocp, self.mngr.latest_step()
+    if latest is None:
+      return None
+    meta = self.mngr.restore(latest, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+    if meta.get("fingerprint") != self.fingerprint:
+      raise ValueError(f"{self.workdir}/checkpoints/{latest} was written by another {self.name} "
+                       "config or dataset; use a new out_dir for a new run")
+    items = {"params": ocp.args.StandardRestore(params)}
+    if opt_state is not None:
+      items["opt_state"] = ocp.args.StandardRestore(opt_state)
+    got = self.mngr.restore(latest, args=ocp.args.Composite(**items))
+    return got.params, got.opt_state if opt_state is not None else None, int(latest)
+
+  def save(self, step: int, params, opt_state) -> None:
+    """Writes step `step` (synchronously); a step already saved is left as it is."""
+    if step in self.mngr.all_steps():
+      return
+    ocp = self._ocp
+    self.mngr.save(step, args=ocp.args.Composite(
+        params=ocp.args.StandardSave(params), opt_state=ocp.args.StandardSave(opt_state),
+        meta=ocp.args.JsonSave({"step": step, "fingerprint": self.fingerprint})), force=True)
+    self.mngr.wait_until_finished()
+
+  def close(self) -> None:
+    self.mngr.close()

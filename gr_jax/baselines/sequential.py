@@ -58,6 +58,11 @@ from flax import nnx
 
 from gr_jax import workdir as workdir_lib
 from gr_jax.baselines import common
+from gr_jax.baselines.common import MetricsLog as _Metrics
+from gr_jax.baselines.common import blocks as _blocks
+from gr_jax.baselines.common import plain as _plain
+from gr_jax.baselines.common import ranks_fn as _ranks_fn
+from gr_jax.baselines.common import score_inputs, validation_recall
 from gr_jax.evaluation import runs as runs_lib
 
 log = logging.getLogger(__name__)
@@ -339,14 +344,6 @@ def _section(config, kind: str):
   return cfg
 
 
-def _plain(x):
-  if hasattr(x, "to_dict"):
-    x = x.to_dict()
-  if isinstance(x, dict):
-    return {k: _plain(v) for k, v in x.items()}
-  return list(x) if isinstance(x, tuple) else x
-
-
 def _optimizer(learning_rate: float, weight_decay: float) -> optax.GradientTransformation:
   return optax.adamw(learning_rate, weight_decay=weight_decay)
 
@@ -382,66 +379,6 @@ def _scores_fn(graphdef):
     model = nnx.merge(graphdef, params)
     return model.item_logits(model(tokens)[:, -1])  # [B, n]
   return scores
-
-
-def _blocks(n: int, size: int):
-  for s in range(0, n, size):
-    yield s, min(n, s + size)
-
-
-def score_inputs(scores_fn, params, tokens: np.ndarray, batch: int) -> np.ndarray:
-  """float32 `[N, n]` scores of all items for input rows `[N, L]` (fixed-shape padded blocks)."""
-  out = []
-  for s, e in _blocks(len(tokens), batch):
-    blk = np.zeros([batch, tokens.shape[1]], np.int32)  # one compiled shape for every block
-    blk[:e - s] = tokens[s:e]
-    out.append(np.asarray(scores_fn(params, jnp.asarray(blk)))[:e - s])
-  return np.concatenate(out) if out else np.zeros([0, 0], np.float32)
-
-
-@functools.lru_cache(maxsize=16)
-def _ranks_fn(scores_fn):
-  """Jitted `(params, tokens [B, L], targets [B]) -> items scored strictly above the target [B]`."""
-  @jax.jit
-  def ranks(params, tokens, targets):
-    s = scores_fn(params, tokens)  # [B, n]
-    t = jnp.take_along_axis(s, targets[:, None], axis=1)  # [B, 1]
-    return jnp.sum(s > t, axis=1)  # [B]
-  return ranks
-
-
-def validation_recall(ranks_fn, params, tokens: np.ndarray, targets: np.ndarray,
-                      ks: Sequence[int], batch: int) -> dict[str, float]:
-  """Recall@K over rows (one target each, as in the rec splits), from `_ranks_fn` on device."""
-  got = []
-  for s, e in _blocks(len(tokens), batch):
-    blk = np.zeros([batch, tokens.shape[1]], np.int32)  # one compiled shape for every block
-    tb = np.zeros([batch], np.int32)
-    blk[:e - s], tb[:e - s] = tokens[s:e], targets[s:e]
-    got.append(np.asarray(ranks_fn(params, jnp.asarray(blk), jnp.asarray(tb)))[:e - s])
-  r = np.concatenate(got) if got else np.zeros([0], np.int64)
-  return {f"recall@{k}": float(np.mean(r < k)) if len(r) else 0.0 for k in ks}
-
-
-class _Metrics:
-  """metrics.jsonl: on resume, lines past the restored step are dropped (they will be redone)."""
-
-  def __init__(self, path: str, resumed_step: int):
-    self.path = path
-    keep = []
-    if os.path.exists(path):
-      with open(path) as f:
-        for line in f:
-          try:
-            if json.loads(line).get("step", 0) <= resumed_step:
-              keep.append(line)
-          except ValueError:
-            pass  # a line cut by a kill: drop it
-    workdir_lib.write_text(path, "".join(keep))
-
-  def write(self, record: dict) -> None:
-    with open(self.path, "a") as f:
-      f.write(json.dumps(record, sort_keys=True) + "\n")
 
 
 def train_sequential(kind: str, config, dataset, workdir: str, *,

@@ -14,6 +14,10 @@ every source:
 With `data.id_scheme=semantic` the catalogue carries each item's semantic ID (RQ-KMeans codes of
 item embeddings, gr_jax/data/semantic_ids.py), rec histories spell every item's code tokens, the
 manifest's decoder_len is the ID length + EOS and `semantic_ids` holds the quantiser's diagnostics.
+With `data.semantic.embedding` = search | rec | joint the item embeddings come from the dense
+bi-encoder trained on the same data prepared with atomic IDs, in a cache beside the output
+(`semantic_ids.BiencoderEmbedder`); its `baselines.biencoder` settings then enter the config hash,
+so those datasets are prepared and verified from the whole run config, not its data section.
 The rename is the commit: an interrupted run leaves only a `.<name>.tmp-*` directory beside the
 target, never a directory that looks complete. Writes are byte-deterministic (fixed zip timestamps).
 """
@@ -74,7 +78,19 @@ def dataset_config(config) -> dict:
     # Atomic datasets hash as they did before semantic IDs existed: their files are unchanged.
     d.pop("id_scheme", None)
     d.pop("semantic", None)
+  elif _biencoder_kind(d):
+    # Semantic IDs from bi-encoder embeddings depend on the bi-encoder's settings too (read from
+    # the whole run config; a data section alone is refused there).
+    from gr_jax.data import semantic_ids  # pylint: disable=g-import-not-at-top
+    d["semantic"]["biencoder"] = semantic_ids.biencoder_fingerprint(config)
   return d
+
+
+def _biencoder_kind(d: dict) -> bool:
+  """Whether a plain data config asks for semantic IDs of bi-encoder embeddings (the kinds of
+  semantic_ids.BIENCODER_TASKS, not imported here: hashing an atomic config loads no JAX)."""
+  return (d.get("id_scheme") == "semantic"
+          and str((d.get("semantic") or {}).get("embedding")) in ("search", "rec", "joint"))
 
 
 def config_hash(config) -> str:
@@ -264,8 +280,9 @@ def heldout_coverage(arrays) -> dict[str, float | None]:
   return out
 
 
-def _make_catalog(item_ids, token_offset: int, titles, metadata, dc):
-  """(ItemCatalog, semantic diagnostics or None) for `data.id_scheme`."""
+def _make_catalog(item_ids, token_offset: int, titles, metadata, dc, embedder=None):
+  """(ItemCatalog, semantic diagnostics or None) for `data.id_scheme` (`embedder`: bi-encoder
+  embeddings, `semantic_ids.BiencoderEmbedder`)."""
   scheme = str(dc.get("id_scheme", "atomic"))
   if scheme == "atomic":
     return catalog_lib.ItemCatalog(item_ids, token_offset=token_offset, titles=titles,
@@ -274,8 +291,10 @@ def _make_catalog(item_ids, token_offset: int, titles, metadata, dc):
     raise DataError("<config>", 0, "data.id_scheme",
                     f"expected one of {catalog_lib.ID_SCHEMES}, got {scheme!r}")
   from gr_jax.data import semantic_ids  # pylint: disable=g-import-not-at-top
-  # Built from catalogue metadata (or the user's embedding file) only, never from interactions.
-  sem = semantic_ids.build_semantic_ids(dc.semantic, titles, metadata)
+  # Built from catalogue metadata (or the user's embedding file), or from a bi-encoder trained on
+  # the training splits only: never from held-out interactions.
+  sem = semantic_ids.build_semantic_ids(dc.semantic, titles, metadata, item_ids=item_ids,
+                                        embedder=embedder)
   cat = catalog_lib.ItemCatalog(
       item_ids, token_offset=token_offset, titles=titles, metadata=metadata, id_scheme="semantic",
       codes=sem.codes, levels=sem.levels, codebook_size=sem.codebook_size,
@@ -283,8 +302,10 @@ def _make_catalog(item_ids, token_offset: int, titles, metadata, dc):
   return cat, sem.info
 
 
-def build(raw: RawData, dc, out_dir: str) -> dict[str, Any]:
-  """Writes everything but the manifest into out_dir; returns the manifest body."""
+def build(raw: RawData, dc, out_dir: str, embedder=None) -> dict[str, Any]:
+  """Writes everything but the manifest into out_dir; returns the manifest body.
+
+  `embedder`: a `semantic_ids.BiencoderEmbedder` when the semantic IDs come from a bi-encoder."""
   counts: dict[str, Any] = {"raw_items": len(raw.items), "raw_search_pairs": len(raw.search_pairs),
                             "raw_sessions": len(raw.sessions)}
   pairs = [(_normalise_query(q), str(i), s) for q, i, s in raw.search_pairs]
@@ -315,12 +336,14 @@ def build(raw: RawData, dc, out_dir: str) -> dict[str, Any]:
   tok.save(os.path.join(out_dir, "tokenizer"))
   cat, semantic_info = _make_catalog(
       item_ids, tok.text_vocab_size, [meta_of.get(i, ("", {}))[0] for i in item_ids],
-      [meta_of.get(i, ("", {}))[1] for i in item_ids], dc)
+      [meta_of.get(i, ("", {}))[1] for i in item_ids], dc, embedder)
   cat.save(os.path.join(out_dir, "catalog.json"))
 
   arrays = {"search": {s: _search_arrays(pairs, s, cat, tok, dc) for s in SPLITS},
             "rec": _rec_arrays([cat.indices(items).astype(np.int64) for _, items in sessions],
                                cat, dc)}
+  if embedder is not None:  # the bi-encoder trained on these very examples (with atomic IDs)
+    embedder.check_examples(arrays)
   for task in TASKS:
     os.makedirs(os.path.join(out_dir, task), exist_ok=True)
     for split in SPLITS:
@@ -436,11 +459,22 @@ def remove_stale_tmp_dirs(out_dir: str) -> list[str]:
   return removed
 
 
+def _biencoder_embedder(config, out_dir: str):
+  """The bi-encoder that embeds the items of semantic IDs of search | rec | joint embeddings (it
+  needs the whole run config: data and baselines.biencoder); None for other datasets."""
+  if not _biencoder_kind(_plain(data_config_of(config))):
+    return None
+  from gr_jax.data import semantic_ids  # pylint: disable=g-import-not-at-top
+  return semantic_ids.BiencoderEmbedder(config, out_dir)
+
+
 def prepare_dataset(config, out_dir: str) -> str:
   """Builds the processed dataset at out_dir (atomic; a no-op when it is already there)."""
   dc = data_config_of(config)
   out_dir = os.path.abspath(out_dir)
-  want = config_hash(dc)
+  # The whole config: bi-encoder semantic IDs hash baselines.biencoder too (an atomic or content
+  # dataset hashes its data section exactly as before).
+  want = config_hash(config)
   if _existing(out_dir, want):
     return out_dir
   parent = os.path.dirname(out_dir)
@@ -450,9 +484,9 @@ def prepare_dataset(config, out_dir: str) -> str:
   os.makedirs(tmp)
   try:
     raw = load_raw(dc)
-    body = build(raw, dc, tmp)
+    body = build(raw, dc, tmp, _biencoder_embedder(config, out_dir))
     manifest = {"format_version": FORMAT_VERSION, "source": dc.source,
-                "config_hash": want, "config": dataset_config(dc), **body,
+                "config_hash": want, "config": dataset_config(config), **body,
                 "raw_files": {os.path.basename(p): sha256_file(p) for p in raw.files},
                 "files": _file_hashes(tmp)}
     with open(os.path.join(tmp, "manifest.json"), "w") as f:

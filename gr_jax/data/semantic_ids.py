@@ -10,7 +10,10 @@ Pipeline (`build_semantic_ids`, called by `prepare` when `data.id_scheme == "sem
          simulator's latent cluster labels) is not text and is left out, as in the BM25 baseline.
        file: an .npy float array `[num_items, D]` the user brings, rows in catalogue order (the
          `item_ids` order of catalog.json).
-       search | rec | joint: bi-encoder embeddings trained on the task(s); not implemented yet.
+       search | rec | joint: the item vectors of the dense bi-encoder (gr_jax/baselines/biencoder.py)
+         trained on search, on rec, or on both tasks at once (`BIENCODER_TASKS`), on TRAINING rows
+         only (`BiencoderEmbedder`, below). Penha et al. 2025 find the jointly trained one the
+         best trade-off: IDs from one task's embeddings hurt the other task.
   2. RQ-KMeans (`rq_kmeans`, JAX): level l clusters the residual left by levels < l into
      `codebook_size` centroids (k-means++ initialisation, Lloyd iterations, optionally a balanced
      assignment that gives every code floor(N/K) or ceil(N/K) items). Deterministic for a seed.
@@ -19,6 +22,30 @@ Pipeline (`build_semantic_ids`, called by `prepare` when `data.id_scheme == "sem
      tuple is unique), so all IDs have the same length and no ID is a prefix of another.
   4. Diagnostics for the manifest (`diagnostics`): codebook use and code entropy per level,
      collision rate, largest collision group.
+
+Bi-encoder embeddings (`BiencoderEmbedder`, built by `prepare_dataset` from the whole run config;
+these kinds need a prepared dataset, so `build_semantic_ids` alone refuses them):
+  a. The same data is prepared with atomic IDs (`prepare_dataset` of the data section with
+     `id_scheme="atomic"`) into a cache beside the output, `<parent>/.<name>.semantic-biencoder/
+     atomic-<hash12>/`, a complete, verified, reusable atomic dataset. Catalogue order and splits
+     do not depend on the ID scheme in prepare (items: loader order, then sorted; search split by
+     held-out distinct query with split_seed; rec leave-last-out), and this is checked: the
+     catalogue's item_ids, and every split's targets and query ids (search inputs too), must be
+     the ones of the semantic dataset, else a DataError.
+  b. The bi-encoder trains in `<cache>/<kind>-<hash12>/` (its run directory: config.json,
+     metrics.jsonl, Orbax checkpoints; locked while in use, resumed or just reloaded when it is
+     there) with `config.baselines.biencoder`, `tasks` replaced by the kind's, seed
+     `data.semantic.seed` (a data setting: runs with other seeds share the dataset), for the
+     section's budget (num_steps, else num_epochs). It sees the atomic dataset through
+     `TrainSplitsOnly`: the training splits, and empty valid and test splits, so no held-out row
+     reaches its parameters, its input length or its per-epoch validation (which logs 0.0 in its
+     metrics.jsonl). `item_embeddings` then gives the item vectors in catalogue order.
+  c. After training, Recall@K (`BIENCODER_RECALL_KS`) of each trained task on the atomic dataset's
+     valid rows is measured for the manifest (ranking as the bi-encoder's own validation:
+     items scored strictly above the target) -- a diagnostic that selects nothing.
+  The settings enter the dataset's config hash (`biencoder_fingerprint`, under
+  `data.semantic.biencoder` of the manifest's config), except the knobs that change no parameter
+  (`BIENCODER_INERT_KNOBS`), so a changed bi-encoder is another dataset.
 
 The catalogue (`ItemCatalog`, id_scheme "semantic") turns codes into tokens: level l, code c is
 token `token_offset + l * codebook_size + c`; disambiguation code d is
@@ -30,19 +57,30 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import json
+import logging
 import math
 import os
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
 from gr_jax.data.errors import DataError
 
+log = logging.getLogger(__name__)
+
 EMBEDDINGS = ("content", "file", "search", "rec", "joint")
-# Embedding sources the issue names but whose bi-encoder training is not built yet.
-NOT_IMPLEMENTED = ("search", "rec", "joint")
+# Bi-encoder embedding kinds -> the `baselines.biencoder.tasks` their bi-encoder trains on.
+BIENCODER_TASKS = {"search": "search", "rec": "rec", "joint": "search,rec"}
+# Cut-offs of the bi-encoder's validation Recall@K in the manifest: fixed, so that the manifest is
+# a function of the hashed data config (eval.ks is a run setting, left out of the hash).
+BIENCODER_RECALL_KS = (1, 5, 10, 30)
+# baselines.biencoder knobs that change no trained parameter (logging, checkpoint and validation
+# periods; a resumed run ends bitwise where an uninterrupted one does): not in the dataset hash.
+BIENCODER_INERT_KNOBS = ("log_every_steps", "checkpoint_every_steps", "eval_every_steps")
 _SRC = "<config>"
 
 
@@ -130,21 +168,256 @@ def file_embeddings(path: str, num_items: int) -> tuple[np.ndarray, dict]:
                                   "sha256": digest}
 
 
-def item_embeddings(sc, titles: Sequence[str], metadata: Sequence[Mapping[str, Any]]
+def item_embeddings(sc, titles: Sequence[str], metadata: Sequence[Mapping[str, Any]], *,
+                    item_ids: Sequence[str] | None = None,
+                    embedder: Callable[[Sequence[str]], tuple[np.ndarray, dict]] | None = None
                     ) -> tuple[np.ndarray, dict]:
-  """float32 [N, D] embeddings of the catalogue's items from `data.semantic` (`sc`)."""
+  """float32 [N, D] embeddings of the catalogue's items from `data.semantic` (`sc`).
+
+  Bi-encoder kinds call `embedder(item_ids)` (a `BiencoderEmbedder`, which `prepare_dataset` makes
+  from the whole run config); without one they are refused.
+  """
   kind = str(sc.embedding)
-  if kind in NOT_IMPLEMENTED:
-    raise NotImplementedError(
-        f"data.semantic.embedding={kind!r}: bi-encoder embeddings trained on the {kind} task(s) "
-        "are not implemented yet; use 'content' (TF-IDF + SVD of item text) or 'file' (an .npy "
-        "of item embeddings in catalogue order)")
+  if kind in BIENCODER_TASKS:
+    if embedder is None or item_ids is None:
+      raise DataError(_SRC, 0, "data.semantic.embedding",
+                      f"{kind!r}: bi-encoder embeddings are trained on a prepared dataset's "
+                      "training splits, with baselines.biencoder; build them through "
+                      "prepare_dataset(config, out_dir) (python -m gr_jax.prepare) with the whole "
+                      "run config, or use 'content' or 'file' here")
+    emb, info = embedder(list(item_ids))
+    if emb.ndim != 2 or emb.shape[0] != len(titles):
+      raise DataError(_SRC, 0, "data.semantic.embedding",
+                      f"{kind!r}: expected [num_items={len(titles)}, dim] bi-encoder embeddings, "
+                      f"got {list(emb.shape)}")
+    return emb, info
   if kind == "content":
     texts = [item_text(t, m) for t, m in zip(titles, metadata)]
     return content_embeddings(texts, int(sc.content_dim), int(sc.seed))
   if kind == "file":
     return file_embeddings(str(sc.embedding_file), len(titles))
   raise DataError(_SRC, 0, "data.semantic.embedding", f"expected one of {EMBEDDINGS}, got {kind!r}")
+
+
+# ---------------------------------------------------------------------------------- bi-encoder
+def _jsonable(x):
+  """A ConfigDict / dict / tuple tree as plain JSON values (sorted keys, lists)."""
+  if hasattr(x, "to_dict"):
+    x = x.to_dict()
+  if isinstance(x, Mapping):
+    return {str(k): _jsonable(v) for k, v in sorted(x.items())}
+  if isinstance(x, (list, tuple)):
+    return [_jsonable(v) for v in x]
+  return x
+
+
+def _digest(obj) -> str:
+  return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
+
+
+def biencoder_config(config) -> ml_collections.ConfigDict:
+  """The config the bi-encoder of a search | rec | joint embedding trains with.
+
+  `config`: a whole run config (`.data` and `.baselines`). Its `baselines.biencoder` section with
+  `tasks` set by `data.semantic.embedding`, `seed = data.semantic.seed` and
+  `eval.ks = BIENCODER_RECALL_KS`; nothing else of the run config reaches the bi-encoder. Raises
+  DataError naming the setting when it cannot be built.
+  """
+  if "data" not in config:
+    raise DataError(_SRC, 0, "baselines.biencoder",
+                    "bi-encoder semantic IDs (data.semantic.embedding = search | rec | joint) "
+                    "train the bi-encoder of baselines.biencoder: prepare and hash the dataset "
+                    "from the whole run config, not from its data section")
+  kind = str(config.data.semantic.embedding)
+  if kind not in BIENCODER_TASKS:
+    raise DataError(_SRC, 0, "data.semantic.embedding",
+                    f"expected a bi-encoder kind {tuple(BIENCODER_TASKS)}, got {kind!r}")
+  if "baselines" not in config or "biencoder" not in config.baselines:
+    raise DataError(_SRC, 0, "baselines.biencoder",
+                    f"data.semantic.embedding={kind!r} trains the bi-encoder configured in "
+                    "baselines.biencoder, but the config has no such section (start from "
+                    "configs/base.py)")
+  section = ml_collections.ConfigDict(config.baselines.biencoder.to_dict())
+  with section.ignore_type():
+    section.tasks = BIENCODER_TASKS[kind]
+  out = ml_collections.ConfigDict({"seed": int(config.data.semantic.seed),
+                                   "eval": {"ks": BIENCODER_RECALL_KS},
+                                   "baselines": {"biencoder": section}})
+  from gr_jax.baselines import biencoder  # pylint: disable=g-import-not-at-top
+  try:
+    biencoder.settings_of(out.baselines.biencoder)
+  except (ValueError, TypeError) as e:
+    raise DataError(_SRC, 0, "baselines.biencoder",
+                    f"data.semantic.embedding={kind!r} trains this bi-encoder: {e}") from None
+  for knob in ("batch_size", "eval_batch_size"):
+    if int(section[knob]) < 1:
+      raise DataError(_SRC, 0, f"baselines.biencoder.{knob}",
+                      f"expected >= 1, got {section[knob]}")
+  if int(section.num_steps) < 0 or int(section.num_epochs) < 0 or not (
+      int(section.num_steps) or int(section.num_epochs)):
+    raise DataError(_SRC, 0, "baselines.biencoder.num_steps",
+                    "expected num_steps > 0, or num_steps = 0 and num_epochs > 0, got "
+                    f"{section.num_steps} and {section.num_epochs}")
+  return out
+
+
+def biencoder_fingerprint(config) -> dict:
+  """What of the bi-encoder enters the dataset's config hash (`prepare.dataset_config`): its
+  section as trained (tasks of the kind) without `BIENCODER_INERT_KNOBS`. Validates the settings."""
+  section = _jsonable(biencoder_config(config).baselines.biencoder)
+  return {k: v for k, v in section.items() if k not in BIENCODER_INERT_KNOBS}
+
+
+class TrainSplitsOnly:
+  """A processed dataset as the semantic-ID bi-encoder sees it: its catalogue, tokenizer and
+  training splits; its valid and test splits are empty (0 rows of the training arrays' shapes).
+
+  `train_biencoder` reads valid/test for its input length and its periodic validation: through
+  this view neither sees a held-out row.
+  """
+
+  def __init__(self, dataset):
+    self._dataset = dataset
+    self.catalog = dataset.catalog
+
+  @property
+  def tokenizer(self):
+    return self._dataset.tokenizer
+
+  @property
+  def num_items(self) -> int:
+    return int(self.catalog.num_items)
+
+  def split(self, task: str, split: str) -> dict[str, np.ndarray]:
+    arrays = self._dataset.split(task, "train")
+    if split == "train":
+      return arrays
+    if split in ("valid", "test"):
+      return {k: v[:0] for k, v in arrays.items()}
+    raise KeyError(f"split must be train, valid or test; got {split!r}")
+
+
+def _trim_columns(ids: np.ndarray) -> np.ndarray:
+  """int32 rows cut after the last column that holds a token in any row (padding masked anyway)."""
+  ids = np.asarray(ids, np.int32)
+  nz = np.flatnonzero(ids.any(axis=0))
+  return ids[:, :int(nz[-1]) + 1 if len(nz) else 1]
+
+
+def biencoder_valid_recall(result, dataset, items: np.ndarray, ks: Sequence[int], batch: int
+                           ) -> dict[str, dict[str, float]]:
+  """Recall@K of a trained bi-encoder (`biencoder.TrainResult`) on each trained task's VALID rows
+  of `dataset`, against the item vectors `items` [n, dim] (as scored): the share of rows with
+  fewer than K items scored strictly above their target, as the bi-encoder's own validation."""
+  # pylint: disable=g-import-not-at-top
+  from flax import nnx
+  from gr_jax.baselines import common
+  graphdef, cosine = result.graphdef, result.settings.similarity == "cosine"
+
+  def scores(pair, ids):
+    params, table = pair
+    q = nnx.merge(graphdef, params).embed(ids)  # [B, dim], eval mode
+    if cosine:
+      q = q * jax.lax.rsqrt(jnp.maximum(jnp.sum(q * q, axis=-1, keepdims=True), 1e-12))
+    return q @ table.T  # [B, n]
+
+  ranks = common.ranks_fn(scores)
+  table = jnp.asarray(items)
+  out = {}
+  for task in result.settings.tasks:
+    arrays = dataset.split(task, "valid")
+    out[task] = common.validation_recall(
+        ranks, (result.params, table), _trim_columns(arrays["encoder_input_ids"]),
+        np.asarray(arrays["target_item"], np.int32), tuple(int(k) for k in ks), int(batch))
+  return out
+
+
+class BiencoderEmbedder:
+  """Item embeddings of data.semantic.embedding = search | rec | joint (module doc, steps a-c).
+
+  `BiencoderEmbedder(config, out_dir)(item_ids)` -> (float32 [N, dim] in catalogue order, info);
+  `check_examples(arrays)` then checks that the semantic dataset's splits are the atomic one's.
+  """
+
+  def __init__(self, config, out_dir: str):
+    self.config = biencoder_config(config)  # validates before any work
+    self.kind = str(config.data.semantic.embedding)
+    self.data = ml_collections.ConfigDict(config.data.to_dict())
+    with self.data.ignore_type():
+      self.data.id_scheme = "atomic"
+    out_dir = os.path.abspath(out_dir)
+    self.parent = os.path.dirname(out_dir)
+    self.cache_dir = os.path.join(self.parent, f".{os.path.basename(out_dir)}.semantic-biencoder")
+    self.atomic_dir: str | None = None
+
+  def __call__(self, item_ids: Sequence[str]) -> tuple[np.ndarray, dict]:
+    # pylint: disable=g-import-not-at-top
+    from gr_jax import workdir_lock
+    from gr_jax.baselines import biencoder
+    from gr_jax.data import prepare
+    from gr_jax.data.dataset import ProcessedDataset
+    atomic_hash = prepare.config_hash(self.data)
+    self.atomic_dir = os.path.join(self.cache_dir, f"atomic-{atomic_hash[:12]}")
+    log.info("semantic IDs (%s): atomic dataset for the bi-encoder in %s", self.kind,
+             self.atomic_dir)
+    prepare.prepare_dataset(self.data, self.atomic_dir)  # a no-op when cached
+    dataset = ProcessedDataset(self.atomic_dir, verify=True)
+    if list(dataset.catalog.item_ids) != list(item_ids):
+      raise DataError(os.path.join(self.atomic_dir, "catalog.json"), 0, "item_ids",
+                      "the atomic dataset the bi-encoder trains on has another catalogue order "
+                      "than this semantic dataset; expected the same items in the same order")
+    key = _digest({"atomic_config_hash": atomic_hash, "config": _jsonable(self.config)})
+    run_dir = os.path.join(self.cache_dir, f"{self.kind}-{key[:12]}")
+    view = TrainSplitsOnly(dataset)
+    section = self.config.baselines.biencoder
+    log.info("semantic IDs (%s): training the bi-encoder (tasks %s) in %s", self.kind,
+             section.tasks, run_dir)
+    with workdir_lock.hold(run_dir, purpose="semantic-ID bi-encoder"):
+      result = biencoder.train_biencoder(self.config, view, run_dir)
+    batch = int(section.eval_batch_size)
+    emb = biencoder.item_embeddings(result, view, batch_size=batch)  # [N, dim], catalogue order
+    if not np.isfinite(emb).all():
+      raise DataError(run_dir, 0, "data.semantic.embedding",
+                      f"{self.kind!r}: the bi-encoder's item embeddings are not finite")
+    recall = biencoder_valid_recall(result, dataset, emb, BIENCODER_RECALL_KS, batch)
+    summary = result.summary
+    info = {
+        "dim": int(emb.shape[1]),
+        "biencoder": {
+            "tasks": list(result.settings.tasks), "seed": int(self.config.seed),
+            "settings": _jsonable(section),
+            "steps": int(summary["steps"]), "steps_per_epoch": int(summary["steps_per_epoch"]),
+            "train_examples": dict(summary["train_examples"]),
+            "input_len": int(summary["input_len"]),
+            "valid_recall": recall,
+            "valid_rows": {t: int(len(dataset.split(t, "valid")["target_item"]))
+                           for t in result.settings.tasks},
+            "trained_on": "train splits only; valid_recall measured after training",
+        },
+        "atomic_dataset": {"config_hash": atomic_hash,
+                           "dir": os.path.relpath(self.atomic_dir, self.parent)},
+        "run_dir": os.path.relpath(run_dir, self.parent),
+    }
+    log.info("semantic IDs (%s): bi-encoder %d steps, valid recall %s", self.kind,
+             info["biencoder"]["steps"], json.dumps(recall))
+    return emb, info
+
+  def check_examples(self, arrays: Mapping[str, Mapping[str, Mapping[str, np.ndarray]]]) -> None:
+    """Raises DataError unless the semantic dataset's splits (`arrays[task][split]`, as prepare
+    builds them) hold the atomic dataset's examples: same targets and query ids, and the same
+    search inputs (rec inputs spell the items in another ID scheme)."""
+    if self.atomic_dir is None:
+      raise RuntimeError("check_examples before the embeddings were built")
+    for task, splits in arrays.items():
+      for split, ours in splits.items():
+        path = os.path.join(self.atomic_dir, task, f"{split}.npz")
+        with np.load(path) as z:
+          keys = ["target_item", "query_id"] + (["encoder_input_ids"] if task == "search" else [])
+          for k in keys:
+            if not np.array_equal(z[k], ours[k]):
+              raise DataError(path, 0, k, f"the atomic dataset the bi-encoder trained on differs "
+                              f"from this semantic dataset in {task}/{split}; expected the same "
+                              "examples (prepare's splits do not depend on the ID scheme)")
 
 
 # ---------------------------------------------------------------------------------- k-means (JAX)
@@ -250,6 +523,17 @@ def kmeans(x: jax.Array, key: jax.Array, *, k: int, iters: int, balanced: bool =
   return cent, _assign(x, cent, balanced)
 
 
+def check_quantiser(n: int, *, levels: int, codebook_size: int, iters: int) -> None:
+  """DataError naming the knob unless RQ-KMeans can quantise `n` items with these settings."""
+  if int(levels) < 1 or int(codebook_size) < 2 or int(iters) < 0:
+    raise DataError(_SRC, 0, "data.semantic", f"need levels >= 1, codebook_size >= 2 and "
+                    f"kmeans_iters >= 0, got {levels}, {codebook_size}, {iters}")
+  if int(codebook_size) > n:
+    raise DataError(_SRC, 0, "data.semantic.codebook_size",
+                    f"{codebook_size} codes per level but only {n} items: every code needs an "
+                    "item; lower data.semantic.codebook_size")
+
+
 @dataclasses.dataclass
 class RQResult:
   codes: np.ndarray  # int32 [N, L]
@@ -264,13 +548,7 @@ def rq_kmeans(x, *, levels: int, codebook_size: int, seed: int = 0, iters: int =
   if x.ndim != 2:
     raise ValueError(f"rq_kmeans: expected embeddings [N, D], got shape {tuple(x.shape)}")
   n = int(x.shape[0])
-  if int(levels) < 1 or int(codebook_size) < 2 or int(iters) < 0:
-    raise DataError(_SRC, 0, "data.semantic", f"need levels >= 1, codebook_size >= 2 and "
-                    f"kmeans_iters >= 0, got {levels}, {codebook_size}, {iters}")
-  if int(codebook_size) > n:
-    raise DataError(_SRC, 0, "data.semantic.codebook_size",
-                    f"{codebook_size} codes per level but only {n} items: every code needs an "
-                    "item; lower data.semantic.codebook_size")
+  check_quantiser(n, levels=levels, codebook_size=codebook_size, iters=iters)
   key = jax.random.PRNGKey(int(seed))
   resid = x
   codes, books = [], []
@@ -333,10 +611,16 @@ def diagnostics(codes: np.ndarray, codebook_size: int) -> dict:
   }
 
 
-def build_semantic_ids(sc, titles: Sequence[str], metadata: Sequence[Mapping[str, Any]]
+def build_semantic_ids(sc, titles: Sequence[str], metadata: Sequence[Mapping[str, Any]], *,
+                       item_ids: Sequence[str] | None = None,
+                       embedder: Callable[[Sequence[str]], tuple[np.ndarray, dict]] | None = None
                        ) -> SemanticIds:
-  """Embeds, quantises and disambiguates the catalogue's items (`sc` = config.data.semantic)."""
-  emb, emb_info = item_embeddings(sc, titles, metadata)
+  """Embeds, quantises and disambiguates the catalogue's items (`sc` = config.data.semantic;
+  `item_ids` and `embedder`: bi-encoder kinds, see `item_embeddings`)."""
+  # Before the embeddings: a bi-encoder trains for them.
+  check_quantiser(len(titles), levels=int(sc.levels), codebook_size=int(sc.codebook_size),
+                  iters=int(sc.kmeans_iters))
+  emb, emb_info = item_embeddings(sc, titles, metadata, item_ids=item_ids, embedder=embedder)
   if bool(sc.get("normalize", True)):
     # Cosine geometry: k-means on unit vectors clusters by direction, not by text length.
     emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)

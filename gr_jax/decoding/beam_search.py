@@ -84,6 +84,24 @@ class SearchSpec:
     return 2 * self.group_size
 
 
+@functools.partial(jax.tree_util.register_dataclass,
+                   data_fields=["t", "live_seqs", "live_scores", "hyp_seqs", "hyp_scores",
+                                "hyp_valid", "done", "cache", "constraint_state"],
+                   meta_fields=[])
+@dataclasses.dataclass(frozen=True)
+class BeamState:
+  """The loop state of `beam_search_core` (B queries, G groups of S beams, L = max_new_tokens)."""
+  t: Array  # int32 []: the step being generated (0-based)
+  live_seqs: Array  # int32 [B, G, S, L]: tokens of the live beams, pad after position t
+  live_scores: Array  # float32 [B, G, S]: cumulative (penalised) log-probs of the live beams
+  hyp_seqs: Array  # int32 [B, G, S, L]: finished hypotheses (one heap of S per query and group)
+  hyp_scores: Array  # float32 [B, G, S]: their length-normalised scores (-inf where empty)
+  hyp_valid: Array  # bool [B, G, S]: heap slot holds a hypothesis
+  done: Array  # bool [B, G]: the group can no longer improve (HF BeamHypotheses.is_done)
+  cache: Any  # step_fn's cache, every leaf [B, N = G*S, ...]; None without one
+  constraint_state: Any  # the constraint's state, leaves [B, N, ...]; None without constraint
+
+
 def gather_beams(x: Array, parents: Array, *, one_hot: bool = False) -> Array:
   """x [B, N, ...], parents int [B, M] (indices into axis 1) -> [B, M, ...].
 
@@ -161,17 +179,17 @@ def beam_search_core(step_fn: Callable, cache: Any, batch_size: int, spec: Searc
   pos_l = jnp.arange(l, dtype=jnp.int32)
 
   init_scores = jnp.where(jnp.arange(s) == 0, 0.0, INIT_NEG).astype(jnp.float32)
-  state = {
-      "t": jnp.zeros((), jnp.int32),
-      "live_seqs": jnp.full((b, g_, s, l), spec.pad_id, jnp.int32),
-      "live_scores": jnp.broadcast_to(init_scores, (b, g_, s)),
-      "hyp_seqs": jnp.full((b, g_, s, l), spec.pad_id, jnp.int32),
-      "hyp_scores": jnp.full((b, g_, s), -jnp.inf, jnp.float32),
-      "hyp_valid": jnp.zeros((b, g_, s), bool),
-      "done": jnp.zeros((b, g_), bool),
-      "cache": cache,
-      "cstate": constraint.init_state(b, n) if constraint is not None else None,
-  }
+  state = BeamState(
+      t=jnp.zeros((), jnp.int32),
+      live_seqs=jnp.full((b, g_, s, l), spec.pad_id, jnp.int32),
+      live_scores=jnp.broadcast_to(init_scores, (b, g_, s)),
+      hyp_seqs=jnp.full((b, g_, s, l), spec.pad_id, jnp.int32),
+      hyp_scores=jnp.full((b, g_, s), -jnp.inf, jnp.float32),
+      hyp_valid=jnp.zeros((b, g_, s), bool),
+      done=jnp.zeros((b, g_), bool),
+      cache=cache,
+      constraint_state=constraint.init_state(b, n) if constraint is not None else None,
+  )
 
   def group_step(t, logp, live_seqs, live_scores, hyp_scores, hyp_valid, hyp_seqs, done, counts,
                  g):
@@ -187,7 +205,10 @@ def beam_search_core(step_fn: Callable, cache: Any, batch_size: int, spec: Searc
     # Hamming diversity: tokens picked at this step by earlier groups (0 for group 0).
     lp_g = lp_g - dp * counts[:, None, :]  # [B, S, V]
     cand = (lp_g + sc_g[..., None]).reshape(b, s * v)  # [B, S*V]
-    topv, topi = jax.lax.top_k(cand, k)  # [B, K], sorted descending
+    # The barrier keeps XLA from fusing top_k's result slice into the gathers below: without it
+    # XLA:CPU cannot match its TopK kernel and sorts all S*V candidates of every group (60 full
+    # sorts of [B, 5024] per step at the paper's 30 groups: 55x slower; tested on the HLO).
+    topv, topi = jax.lax.optimization_barrier(jax.lax.top_k(cand, k))  # [B, K], descending
     parent = topi // v  # [B, K] beam within the group
     tok = topi % v
     is_eos = tok == spec.eos_id
@@ -229,22 +250,22 @@ def beam_search_core(step_fn: Callable, cache: Any, batch_size: int, spec: Searc
     counts = counts.at[jnp.arange(b)[:, None], new_tok].add(1.0)
     return counts, (new_tok, new_parent, new_scores, hs, hv, hq, dn_new)
 
-  def body(st):
-    t = st["t"]
-    flat_seqs = st["live_seqs"].reshape(b, n, l)  # [B, N, L]
+  def body(st: BeamState) -> BeamState:
+    t = st.t
+    flat_seqs = st.live_seqs.reshape(b, n, l)  # [B, N, L]
     prev = jnp.take(flat_seqs, jnp.maximum(t - 1, 0), axis=2)  # [B, N]
     prev = jnp.where(t == 0, spec.decoder_start_id, prev)
-    logits, cache = step_fn(prev, t, flat_seqs, st["cache"])
+    logits, cache = step_fn(prev, t, flat_seqs, st.cache)
     logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)  # [B, N, V]
     if constraint is not None:
       # The mask is applied after the penalty in HF; both are elementwise and -inf - c = -inf,
       # so masking once here is the same.
-      allowed = constraint.allowed(st["cstate"], t, v)  # broadcastable to [B, N, V]
+      allowed = constraint.allowed(st.constraint_state, t, v)  # broadcastable to [B, N, V]
       logp = jnp.where(allowed, logp, -jnp.inf)
     logp = logp.reshape(b, g_, s, v)  # [B, G, S, V]
 
-    step = functools.partial(group_step, t, logp, st["live_seqs"], st["live_scores"],
-                             st["hyp_scores"], st["hyp_valid"], st["hyp_seqs"], st["done"])
+    step = functools.partial(group_step, t, logp, st.live_seqs, st.live_scores, st.hyp_scores,
+                             st.hyp_valid, st.hyp_seqs, st.done)
     _, ys = jax.lax.scan(step, jnp.zeros((b, v), jnp.float32), jnp.arange(g_))
     ys = jax.tree.map(lambda y: jnp.moveaxis(y, 0, 1), ys)  # [B, G, ...]
     new_tok, new_parent, new_scores, hs, hv, hq, done = ys
@@ -255,23 +276,23 @@ def beam_search_core(step_fn: Callable, cache: Any, batch_size: int, spec: Searc
     seqs = gather_beams(flat_seqs, parents)  # [B, N, L]
     seqs = jnp.where(pos_l == t, tokens[..., None], seqs)
     cache = jax.tree.map(lambda x: gather_beams(x, parents, one_hot=one_hot_gather), cache)
-    cstate = st["cstate"]
+    cstate = st.constraint_state
     if constraint is not None:
       cstate = jax.tree.map(lambda x: gather_beams(x, parents), cstate)
       cstate = constraint.advance(cstate, tokens, t)
-    return {"t": t + 1, "live_seqs": seqs.reshape(b, g_, s, l), "live_scores": new_scores,
-            "hyp_seqs": hq, "hyp_scores": hs, "hyp_valid": hv, "done": done, "cache": cache,
-            "cstate": cstate}
+    return BeamState(t=t + 1, live_seqs=seqs.reshape(b, g_, s, l), live_scores=new_scores,
+                     hyp_seqs=hq, hyp_scores=hs, hyp_valid=hv, done=done, cache=cache,
+                     constraint_state=cstate)
 
-  def cond(st):
-    return (st["t"] < l) & ~jnp.all(st["done"])
+  def cond(st: BeamState):
+    return (st.t < l) & ~jnp.all(st.done)
 
   st = jax.lax.while_loop(cond, body, state)
 
   # BeamSearchScorer.finalize: pool the heaps of all groups of a query, best first.
-  scores = st["hyp_scores"].reshape(b, n)
-  valid = st["hyp_valid"].reshape(b, n)
-  seqs = st["hyp_seqs"].reshape(b, n, l)
+  scores = st.hyp_scores.reshape(b, n)
+  valid = st.hyp_valid.reshape(b, n)
+  seqs = st.hyp_seqs.reshape(b, n, l)
   scores = jnp.where(valid, scores, -jnp.inf)
   iota = jax.lax.broadcasted_iota(jnp.int32, scores.shape, 1)
   _, _, order = jax.lax.sort(((~valid).astype(jnp.int32), -scores, iota), dimension=1,

@@ -27,6 +27,7 @@ from typing import Any, Callable, Mapping
 
 import ml_collections
 import numpy as np
+from etils import epath
 
 from gr_jax import workdir as workdir_lib
 from gr_jax.evaluation import metrics as metrics_lib
@@ -310,7 +311,7 @@ def evaluate(workdir: str, split: str = "test", step=None, overrides: Mapping[st
   if out_subdir is not None and (not out_subdir or out_subdir in (".", "..")
                                  or os.sep in out_subdir or "/" in out_subdir):
     raise EvaluationError(f"out_subdir must be one directory name, got {out_subdir!r}")
-  if not os.path.isdir(workdir):
+  if not epath.Path(workdir_lib.absolute(workdir)).is_dir():
     raise EvaluationError(f"{workdir}: run directory does not exist")
   step_request = step
   try:
@@ -350,7 +351,7 @@ def evaluate(workdir: str, split: str = "test", step=None, overrides: Mapping[st
     # Which validation metric chose this checkpoint (never the test split: see training.loop).
     selection = {"split": "valid", "metric": config.checkpoint.get("best_metric", "val/loss"),
                  "mode": config.checkpoint.get("best_mode", "min"), "step": int(step)}
-  info = {"workdir": os.path.abspath(workdir), "step": int(step), "split": split, "ks": list(ks),
+  info = {"workdir": workdir_lib.absolute(workdir), "step": int(step), "split": split, "ks": list(ks),
           "selected_by": selection, "decode_method": config.decode.method, "decode": config.decode.to_dict(),
           "tasks": info_tasks, "dataset": os.path.abspath(data_dir),
           "metric_note": "recall@K is Recall (share of a query's relevant items in the top K); it "

@@ -17,6 +17,9 @@ import socket
 import uuid
 from typing import Mapping
 
+from etils import epath
+
+from gr_jax import workdir as workdir_lib
 from gr_jax.evaluation import metrics as metrics_lib
 # General file writing lives in gr_jax.workdir; re-exported because run files are written here.
 from gr_jax.workdir import json_text as _json_text
@@ -53,7 +56,7 @@ def write_run(path: str, run: Mapping[str, Mapping[str, float]], tag: str = "gr_
 def read_run(path: str) -> dict[str, dict[str, float]]:
   """`{qid: {item: score}}`. Ranks in the file are ignored (trec_eval re-sorts by score too)."""
   run: dict[str, dict[str, float]] = {}
-  with open(path) as f:
+  with epath.Path(path).open() as f:
     for lineno, line in enumerate(f, start=1):
       if not line.strip():
         continue
@@ -95,7 +98,7 @@ def write_qrels(path: str, qrels: Mapping[str, Mapping[str, int]]) -> None:
 
 def read_qrels(path: str) -> dict[str, dict[str, int]]:
   qrels: dict[str, dict[str, int]] = {}
-  with open(path) as f:
+  with epath.Path(path).open() as f:
     for lineno, line in enumerate(f, start=1):
       if not line.strip():
         continue
@@ -114,8 +117,7 @@ def read_qrels(path: str) -> dict[str, dict[str, int]]:
 
 def read_json(path: str):
   try:
-    with open(path) as f:
-      return json.load(f)
+    return json.loads(epath.Path(path).read_text())
   except json.JSONDecodeError as e:
     raise RunFormatError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
 
@@ -197,11 +199,14 @@ def commit_dir(out_dir: str, files: Mapping[str, str]) -> None:
   mid-commit leaves a hidden `.<name>.tmp.*` / `.<name>.old.*` sibling, removed by the next commit
   on the same host.
   """
+  for name in files:
+    if not name or os.sep in name or "/" in name or name in (".", ".."):
+      raise ValueError(f"{out_dir}: file name {name!r} must be a plain name inside the directory")
+  if not workdir_lib.is_local(out_dir):
+    _commit_remote(out_dir, files)
+    return
   out_dir = os.path.normpath(os.path.abspath(out_dir))
   parent, base = os.path.split(out_dir)
-  for name in files:
-    if not name or os.sep in name or name in (".", ".."):
-      raise ValueError(f"{out_dir}: file name {name!r} must be a plain name inside the directory")
   os.makedirs(parent, exist_ok=True)
   if os.path.exists(out_dir) and not os.path.isdir(out_dir):
     raise NotADirectoryError(f"{out_dir} exists and is not a directory; expected an eval directory")
@@ -232,10 +237,22 @@ def commit_dir(out_dir: str, files: Mapping[str, str]) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def _commit_remote(out_dir: str, files: Mapping[str, str]) -> None:
+  """`commit_dir` on an object store, which has no directory rename: the old files are deleted and
+  each new one uploaded (an object appears whole when its upload completes), metrics.json last, so
+  a reader that finds metrics.json finds the complete set."""
+  d = epath.Path(out_dir)
+  if d.exists():
+    d.rmtree()
+  d.mkdir(parents=True, exist_ok=True)
+  for name in sorted(files, key=lambda n: n == "metrics.json"):
+    (d / name).write_text(files[name])
+
+
 def resolve_eval_dir(run_dir: str, split: str = "test") -> str:
   """`run_dir/eval/<split>`, or `run_dir` itself when it is an eval directory (has metrics.json)."""
   d = eval_dir(run_dir, split)
-  if not os.path.isdir(d) and os.path.exists(os.path.join(run_dir, "metrics.json")):
+  if not epath.Path(d).is_dir() and epath.Path(run_dir, "metrics.json").exists():
     return run_dir
   return d
 

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from gr_jax.model.t5 import T5, T5Config
+from gr_jax.model import T5, T5Config
 
 _SUPPORTED_ARCHS = ("T5ForConditionalGeneration", "T5Model", "T5WithLMHeadModel")
 _SUPPORTED_FF = ("relu", "gated-gelu", "gated-relu", "gelu")

@@ -64,9 +64,11 @@ def analyse_point(plan: Plan, point: Point, out_dir: str) -> dict:
       others = compare(groups, task=list(TASKS), metric=_metrics(config.eval.ks),
                        test="ttest", correction=r.correction, baseline="joint", split=sub)
       distinct = {m: {t: _distinct(dirs, sub, t) for t in TASKS} for m, dirs in groups.items()}
+      vs_baseline = _against_best_baselines(plan, point, budget, groups, sub, compare)
       blocks.append({"budget": budget, "decode": decoder, "groups": groups,
                      "headline": headline, "all_metrics": others["results"],
-                     "training": training, "distinct_items": distinct})
+                     "training": training, "distinct_items": distinct,
+                     "vs_baseline": vs_baseline})
   baselines = {}
   for data in point.datasets:
     bdir = baselines_dir(plan, point, data)
@@ -102,6 +104,62 @@ def analyse_point(plan: Plan, point: Point, out_dir: str) -> dict:
         groups.setdefault(run.model, []).append(run.run_dir)
     result.update(_hypotheses(plan, point, groups, dataset, out_dir))
   return result
+
+
+def _baseline_eval_dirs(plan: Plan, point: Point, split: str) -> dict[str, list[str]]:
+  """Baseline name -> its eval directories (`<baseline>/eval/<split>`), one per dataset of the
+  point in seed order; only baselines evaluated on every dataset."""
+  from gr_jax.study.stages import baselines_dir
+  found: dict[str, list[str]] = {}
+  for data in point.datasets:
+    bdir = baselines_dir(plan, point, data)
+    names = sorted(os.listdir(bdir)) if os.path.isdir(bdir) else []
+    for name in names:
+      d = os.path.join(bdir, name, "eval", split)
+      if os.path.exists(os.path.join(d, "metrics.json")):
+        found.setdefault(name, []).append(d)
+  return {n: dirs for n, dirs in found.items() if len(dirs) == len(point.datasets)}
+
+
+def _against_best_baselines(plan: Plan, point: Point, budget: str, groups, subdir: str,
+                            compare) -> list[dict]:
+  """Gen_R+S against the best baseline of each task (the highest mean headline metric on the
+  study's split: the strongest competitor, so a win over it is conservative), with the same two
+  paired tests as the verdict (over (seed, query) pairs and over seeds).
+
+  One dataset shared by all seeds: the baseline's one run stands against every seed of Gen_R+S
+  (its own seed variance is not in the seed test). One dataset per seed: run i of Gen_R+S is paired
+  with the baseline trained on seed i's dataset. Returns one comparison record per task (the
+  records of `stats.compare_models`, plus "baseline_means": every baseline's mean), uncorrected:
+  the report corrects over these comparisons as their own family.
+  """
+  from gr_jax.evaluation import runs as runs_lib
+  config = plan.config
+  metric = headline_metric(config)
+  if "joint" not in groups:
+    return []
+  baselines = _baseline_eval_dirs(plan, point, config.eval.split)
+  joint = [os.path.join(d, "eval", subdir) for d in groups["joint"]]
+  out = []
+  for task in TASKS:
+    means = {}
+    for name, dirs in baselines.items():
+      vals = [runs_lib.read_json(os.path.join(d, "metrics.json")).get(task, {}).get(metric)
+              for d in dirs]
+      if all(isinstance(v, (int, float)) for v in vals):
+        means[name] = float(np.mean(vals))
+    if not means:
+      continue
+    best = max(sorted(means), key=means.get)
+    dirs = baselines[best]
+    if len(dirs) == 1:
+      dirs = dirs * len(joint)
+    res = compare({"joint": joint, best: dirs}, task=task, metric=metric,
+                  test=config.reproduce.test, correction=config.reproduce.correction,
+                  baseline="joint", split=config.eval.split)
+    for c in res["comparisons"]:
+      out.append(dict(c, budget=budget, baseline_means=means))
+  return out
 
 
 def _training_summary(run_dir: str, metric: str) -> dict:

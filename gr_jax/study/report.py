@@ -174,6 +174,61 @@ def _study_tests(analyses: list[dict]) -> list[dict]:
   return tests
 
 
+def _baseline_tests(analyses: list[dict]) -> list[dict]:
+  """Gen_R+S against the best baseline of each task, flat like `_study_tests` (their own family:
+  "is the joint model competitive?" is a different question from the verdict's)."""
+  tests = []
+  for a in analyses:
+    for block in a["blocks"]:
+      for c in block.get("vs_baseline", []):
+        common = {"point": a["point"], "budget": block["budget"], "decode": block["decode"],
+                  "task": c["task"], "metric": c["metric"], "a": c["a"], "b": c["b"],
+                  "gain_pct": c["gain_pct"], "mean_a": c["mean_a"], "mean_b": c["mean_b"],
+                  "baseline_means": c.get("baseline_means", {})}
+        tests.append({**common, "unit": "query", "method": c["method"], "p_value": c["p_value"],
+                      "diff": c["diff"], "ci95": c["ci95"], "n": c["num_queries"]})
+        st = c["seed_test"]
+        tests.append({**common, "unit": "seed", "method": st.get("method", "ttest_rel"),
+                      "p_value": st["p_value"], "diff": st["diff"], "ci95": st["ci95"],
+                      "n": st.get("n"), "seeds": st.get("seeds")})
+  return tests
+
+
+def _baseline_verdict(seed_test: dict) -> str:
+  p, diff = seed_test.get("p_adjusted"), seed_test.get("diff")
+  if p is not None and not math.isnan(p) and p < 0.05 and diff is not None:
+    return "Gen_R+S ahead (significant)" if diff > 0 else "baseline ahead (significant)"
+  return "no significant difference"
+
+
+def _baseline_md(point: str, btests: list[dict], correction: str) -> tuple[list[str], list[str]]:
+  """The report's "Gen_R+S against the best baseline" table of one point, and summary lines."""
+  seed = {(t["budget"], t["decode"], t["task"]): t for t in btests
+          if t["point"] == point and t["unit"] == "seed"}
+  query = {(t["budget"], t["decode"], t["task"]): t for t in btests
+           if t["point"] == point and t["unit"] == "query"}
+  if not seed:
+    return [], []
+  family = next(iter(seed.values())).get("family_size", 0)
+  md = [f"Gen_R+S against the best baseline of each task (the baseline with the highest mean on "
+        f"this split; {correction} correction over these {family} tests, a family of their "
+        "own):", "",
+        "| budget | decoder | task | best baseline | baseline | Gen_R+S | diff [95% CI] (seed test) "
+        "| p seed / p query (adjusted) | verdict |", "|---|---|---|---|---|---|---|---|---|"]
+  lines = []
+  for key, st in seed.items():
+    qt = query[key]
+    verdict = _baseline_verdict(st)
+    md.append(f"| {key[0]} | {key[1]} | {key[2]} | {st['b']} | {_fmt(st['mean_b'])} | "
+              f"{_fmt(st['mean_a'])} | {st['diff']:+.4f} [{_fmt(st['ci95'][0])}, "
+              f"{_fmt(st['ci95'][1])}] | {_fmt_p(st['p_adjusted'])} / "
+              f"{_fmt_p(qt['p_adjusted'])} | {verdict} |")
+    lines.append(f"[{point}] {TASK_LABELS[key[2]]} ({key[0]}, {key[1]}) against the best "
+                 f"baseline {st['b']}: {verdict}: Gen_R+S {st['mean_a']:.4f} vs "
+                 f"{st['mean_b']:.4f}, adjusted p = {_fmt_p(st['p_adjusted'])} over seeds.")
+  return md + [""], lines
+
+
 def write_report(plan: Plan) -> str:
   from gr_jax.analysis import stats
   analyses = [_load(plan, p) for p in plan.points]
@@ -183,6 +238,7 @@ def write_report(plan: Plan) -> str:
   tests = stats.adjust_family(_study_tests(analyses), r.correction)
   family = tests[0]["family_size"] if tests else 0
   index = {(t["point"], t["budget"], t["decode"], t["task"], t["b"], t["unit"]): t for t in tests}
+  baseline_tests = stats.adjust_family(_baseline_tests(analyses), r.correction)
   results, sweep_rows, summary_lines = [], [], []
   md = [f"# gr-jax study: {plan.config.name}", "",
         f"Generated {time.strftime('%Y-%m-%d %H:%M')} from `{plan.workdir}`. "
@@ -272,6 +328,9 @@ def write_report(plan: Plan) -> str:
         md.append(f"- {line}")
         summary_lines.append(f"[{a['point']}] {line}")
     md.append("")
+    base_md, base_lines = _baseline_md(a["point"], baseline_tests, r.correction)
+    md += base_md
+    summary_lines += base_lines
     plot = _bar_plot(os.path.join(plots_dir, f"recall_{a['point']}.png"), a, hm)
     md += [f"![{_label(hm)}]({os.path.relpath(plot, plan.workdir)}) (first budget and decoder: "
            f"{a['blocks'][0]['budget']}, {a['blocks'][0]['decode']})", ""]
@@ -311,6 +370,7 @@ def write_report(plan: Plan) -> str:
   report = {"name": plan.config.name, "workdir": plan.workdir,
             "seeds": list(plan.config.reproduce.seeds), "split": plan.config.eval.split,
             "results": results, "tests": tests, "family_size": family, "sweep": sweep_rows,
+            "baseline_tests": baseline_tests,
             "points": analyses, "config": json.loads(plan.config.to_json())}
   from gr_jax.evaluation.runs import write_text
   for name, text in (("report.md", "\n".join(md) + "\n"),

@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import orbax.checkpoint as ocp
+from etils import epath
 
 from gr_jax import workdir as workdir_lib
 
@@ -339,7 +340,7 @@ class Checkpointer:
 
 def _has_item(step_dir: str, item: str) -> bool:
   # Checkpoints written before an item existed (e.g. `checksums`) are still restorable.
-  return os.path.isdir(os.path.join(step_dir, item))
+  return epath.Path(step_dir, item).is_dir()
 
 
 def _best_of(manager, metric: str) -> int | None:
@@ -370,18 +371,17 @@ def _check_restored(restored, abstract, where: str) -> None:
 
 
 def all_steps(workdir: str) -> list[int]:
-  d = checkpoint_dir(workdir)
-  if not os.path.isdir(d):
+  d = epath.Path(checkpoint_dir(workdir))
+  if not d.is_dir():
     return []
-  return sorted(int(n) for n in os.listdir(d) if n.isdigit())
+  return sorted(int(p.name) for p in d.iterdir() if p.name.isdigit())
 
 
 def _best_settings(workdir: str, metric: str | None, mode: str | None) -> tuple[str, str]:
   """The run's `checkpoint.best_metric` / `best_mode` (from its config.json) unless given."""
   ck = {}
   try:
-    with open(os.path.join(workdir, "config.json")) as f:
-      ck = json.load(f).get("checkpoint", {}) or {}
+    ck = json.loads(epath.Path(workdir, "config.json").read_text()).get("checkpoint", {}) or {}
   except (OSError, ValueError):
     pass
   metric = metric or ck.get("best_metric") or "val/loss"
@@ -457,11 +457,8 @@ def restore_for_inference(workdir: str, step: int | str | None = None, *, mesh=N
   manager = _manager(workdir, read_only=True, best_metric=metric, best_mode=mode)
   try:
     order = _candidates(manager, steps, step, metric, mode, root)
-    cfg_path = os.path.join(workdir, "config.json")
-    run_config = None
-    if os.path.exists(cfg_path):
-      with open(cfg_path) as f:
-        run_config = json.load(f)
+    cfg_path = epath.Path(workdir, "config.json")
+    run_config = json.loads(cfg_path.read_text()) if cfg_path.exists() else None
     built: dict[str, Any] = {}
     failures = []
     for s in order:

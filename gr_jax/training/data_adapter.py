@@ -29,16 +29,29 @@ def _has_dataset(path: str) -> bool:
 
 def ensure_dataset(config: ml_collections.ConfigDict, workdir: str) -> str:
   """The processed dataset dir of a run: `data.processed_dir`, or `<workdir>/data`, prepared by
-  process 0 when missing (the others wait for it)."""
+  process 0 when missing (the others wait for it).
+
+  A non-local workdir (gs://...) needs `data.processed_dir` on a local disk, because the dataset
+  is memory-mapped; there every process prepares its own copy when it is missing (preparation is
+  deterministic, so the hosts' copies are the same files).
+  """
   path = workdir_lib.absolute(workdir_lib.processed_dir(config, workdir))
-  if config.data.processed_dir and not _has_dataset(path):
+  per_host = not workdir_lib.is_local(workdir)
+  if not workdir_lib.is_local(path):
+    raise ValueError(
+        f"the processed dataset {path} is not on a local disk: it is memory-mapped, so with a "
+        "non-local workdir set config.data.processed_dir to a local directory")
+  if config.data.processed_dir and not per_host and not _has_dataset(path):
     raise FileNotFoundError(f"config.data.processed_dir={path}: no manifest.json there (run "
                             "`python -m gr_jax.prepare` first, or leave it empty)")
-  if not config.data.processed_dir:
-    # prepare_dataset is a no-op when the same data config is already there, and an error when
-    # another one is: a resumed run never trains on silently different data.
+  # prepare_dataset is a no-op when the same data config is already there, and an error when
+  # another one is: a resumed run never trains on silently different data.
+  from gr_jax.data.prepare import prepare_dataset  # pylint: disable=g-import-not-at-top
+  if per_host:
+    log.info("preparing the dataset into %s (this host's copy)", path)
+    prepare_dataset(config, path)
+  elif not config.data.processed_dir:
     if jax.process_index() == 0:
-      from gr_jax.data.prepare import prepare_dataset  # pylint: disable=g-import-not-at-top
       log.info("preparing the dataset into %s", path)
       prepare_dataset(config, path)
     if jax.process_count() > 1:

@@ -20,6 +20,7 @@ from typing import Any
 import jax
 import ml_collections
 import numpy as np
+from etils import epath
 
 from gr_jax import workdir as workdir_lib
 from gr_jax.schema import TASKS
@@ -50,7 +51,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
 
 def _train_locked(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   checkpointing.quiet_orbax_logs()
-  os.makedirs(workdir, exist_ok=True)
+  epath.Path(workdir).mkdir(parents=True, exist_ok=True)
   data = data_adapter.open_dataset(config, workdir)
   config, model_config = state_lib.resolve_model(
       config, text_vocab_size=data.text_vocab_size, num_item_tokens=data.num_item_tokens,
@@ -107,35 +108,22 @@ class _Trainer:
 
   def _write_config(self):
     if _is_main():
-      path = os.path.join(self.workdir, "config.json")
-      tmp = path + ".tmp"
-      with open(tmp, "w") as f:
-        json.dump(self.config_dict, f, indent=2, sort_keys=True)
-      os.replace(tmp, path)
+      workdir_lib.write_text(f"{self.workdir}/config.json",
+                             json.dumps(self.config_dict, indent=2, sort_keys=True))
 
   def _metrics_file(self, resumed_step: int):
-    """Opens metrics.jsonl for appending, first dropping lines past the resumed step (they were
-    written by the interrupted run after its last checkpoint and will be recomputed)."""
-    path = os.path.join(self.workdir, "metrics.jsonl")
+    """metrics.jsonl (`workdir.MetricsLog`: lines past the resumed step dropped), main process."""
     if not _is_main():
       return None
-    kept = []
-    if os.path.exists(path):
-      with open(path) as f:
-        for line in f:
-          try:
-            rec = json.loads(line)
-          except ValueError:
-            continue  # a line cut by the kill
-          if rec.get("step", 0) <= resumed_step:
-            kept.append(line if line.endswith("\n") else line + "\n")
-    with open(path + ".tmp", "w") as f:
-      f.writelines(kept)
-    os.replace(path + ".tmp", path)
-    return open(path, "a")
+    return workdir_lib.MetricsLog(f"{self.workdir}/metrics.jsonl", resumed_step)
 
   def _tensorboard(self):
     if not _is_main():
+      return None
+    if not workdir_lib.is_local(self.workdir):
+      # tensorboardX writes through local files only; metrics.jsonl holds the same scalars.
+      log.info("no TensorBoard events for a non-local workdir (%s): see metrics.jsonl",
+               self.workdir)
       return None
     from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
     return SummaryWriter(os.path.join(self.workdir, "tensorboard"))
@@ -198,7 +186,7 @@ class _Trainer:
     last: dict[str, Any] = {}
     metrics_f = self._metrics_file(start_step)
     if metrics_f is not None and start_step:
-      last = _last_record(os.path.join(self.workdir, "metrics.jsonl")) or {}
+      last = _last_record(f"{self.workdir}/metrics.jsonl") or {}
     tb = self._tensorboard()
     flops = self._flops_per_example()
     peak = self._peak_tflops()
@@ -207,7 +195,7 @@ class _Trainer:
     last_val: dict[str, float] = {}
     last_good_ckpt = start_step if restored is not None else None
     throughput = None
-    selection = _Selection.from_metrics(os.path.join(self.workdir, "metrics.jsonl"),
+    selection = _Selection.from_metrics(f"{self.workdir}/metrics.jsonl",
                                         self.select_metric, self.patience, start_step)
     if self.select_metric and selection.converged:
       log.info("the run in %s stopped early at step %d (best %s %.4f at step %d)", self.workdir,
@@ -324,8 +312,7 @@ class _Trainer:
 
   def _log(self, rec, done, mfu, metrics_f, tb):
     if metrics_f is not None:
-      metrics_f.write(json.dumps(rec, sort_keys=True) + "\n")
-      metrics_f.flush()
+      metrics_f.write(rec)
     if tb is not None:
       for k, v in rec.items():
         if k != "step" and isinstance(v, (int, float)) and math.isfinite(v):
@@ -368,26 +355,17 @@ class _Selection:
   @classmethod
   def from_metrics(cls, path: str, metric: str, patience: int, upto: int) -> "_Selection":
     sel = cls(patience)
-    if not metric or not upto or not os.path.exists(path):
+    if not metric or not upto:
       return sel
-    with open(path) as f:
-      for line in f:
-        try:
-          rec = json.loads(line)
-        except ValueError:
-          continue
-        if rec.get("step", 0) <= upto and f"val/{metric}" in rec:
-          sel.update(int(rec["step"]), float(rec[f"val/{metric}"]))
+    for rec in workdir_lib.read_jsonl(path):
+      if rec.get("step", 0) <= upto and f"val/{metric}" in rec:
+        sel.update(int(rec["step"]), float(rec[f"val/{metric}"]))
     return sel
 
 
 def _last_record(path: str) -> dict | None:
-  try:
-    with open(path) as f:
-      lines = [line for line in f if line.strip()]
-    return json.loads(lines[-1]) if lines else None
-  except (OSError, ValueError):
-    return None
+  records = workdir_lib.read_jsonl(path)
+  return records[-1] if records else None
 
 
 def _train_keys(batch):

@@ -117,3 +117,13 @@ def test_tsne_plot_and_item_cap(tmp_path):
   assert os.path.getsize(tmp_path / "cap.png") > 1000
   with pytest.raises(ValueError, match="row 0 has 1 cells"):
     report.markdown_table(["a", "b"], [["x"]])
+
+
+def test_item_embedding_matrix_reads_the_item_rows_of_the_input_embedding():
+  from flax import nnx
+  from gr_jax.model import T5, T5Config
+  model = T5(T5Config.from_preset("tiny", vocab_size=20, num_item_tokens=7), rngs=nnx.Rngs(0))
+  emb = embeddings.item_embedding_matrix(model, token_offset=20, num_items=7)
+  np.testing.assert_array_equal(emb, np.asarray(model.shared.embedding[...])[20:27])
+  with pytest.raises(ValueError, match="rows"):
+    embeddings.item_embedding_matrix(model, token_offset=20, num_items=8)

@@ -1,6 +1,7 @@
 """Semantic IDs: RQ-KMeans, k-means++, balanced assignment, disambiguation, diagnostics, catalogue
 and prepare with `data.id_scheme=semantic`."""
 
+import json
 import math
 import os
 
@@ -194,8 +195,8 @@ def test_embedding_sources(tmp_path):
   with pytest.raises(DataError, match="does not exist"):
     sem.item_embeddings(_semantic_config(embedding="file", embedding_file=str(tmp_path / "no")),
                         ["a"], [{}])
-  for kind in ("search", "rec", "joint"):
-    with pytest.raises(NotImplementedError, match=f"embedding='{kind}'.*not implemented yet"):
+  for kind in ("search", "rec", "joint"):  # bi-encoder kinds: only through prepare_dataset
+    with pytest.raises(DataError, match=f"'data.semantic.embedding'.*'{kind}'.*prepare_dataset"):
       sem.item_embeddings(_semantic_config(embedding=kind), ["a"], [{}])
   with pytest.raises(DataError, match="expected one of"):
     sem.item_embeddings(_semantic_config(embedding="clip"), ["a"], [{}])
@@ -270,8 +271,9 @@ def test_prepare_is_deterministic_and_atomic_hash_is_unchanged(semantic_dataset,
 
 def test_prepare_errors_name_the_knob(tmp_path):
   from gr_jax.data import prepare_dataset
-  with pytest.raises(NotImplementedError, match="embedding='joint'"):
-    prepare_dataset(_semantic_tiny(embedding="joint"), str(tmp_path / "a"))
+  # Bi-encoder IDs hash baselines.biencoder: the data section alone cannot say which dataset.
+  with pytest.raises(DataError, match="'baselines.biencoder'.*whole run config"):
+    prepare_dataset(_semantic_tiny(embedding="joint").data, str(tmp_path / "a"))
   with pytest.raises(DataError, match="codebook_size"):
     prepare_dataset(_semantic_tiny(codebook_size=1000), str(tmp_path / "b"))
   c = tiny_config()
@@ -279,3 +281,235 @@ def test_prepare_errors_name_the_knob(tmp_path):
   with pytest.raises(DataError, match="data.id_scheme"):
     prepare_dataset(c, str(tmp_path / "c"))
   assert not os.path.exists(tmp_path / "a") and not os.path.exists(tmp_path / "c")
+
+
+# ------------------------------------------------------------------------------ bi-encoder IDs
+JOINT_STEPS = 12
+
+
+def _biencoder_tiny(embedding="joint", **semantic):
+  """Semantic IDs of bi-encoder embeddings on the tiny simulator, with a fast bi-encoder."""
+  c = _semantic_tiny(embedding=embedding, **semantic)
+  b = c.baselines.biencoder
+  b.overrides = {"num_encoder_layers": 1}
+  b.num_steps, b.batch_size, b.learning_rate = JOINT_STEPS, 64, 3e-3
+  b.eval_batch_size, b.log_every_steps, b.checkpoint_every_steps = 64, 4, 100
+  return c
+
+
+def _prepare_spied(config, out_dir):
+  """prepare_dataset with a spy on every processed-split read (ProcessedDataset.split) and on the
+  bi-encoder's training: returns (path, reads [(phase, task, split)], train summaries)."""
+  from gr_jax.baselines import biencoder
+  from gr_jax.data import dataset as dataset_lib
+  from gr_jax.data import prepare_dataset
+  reads, summaries, phase = [], [], ["before"]
+  real_split, real_train = dataset_lib.ProcessedDataset.split, biencoder.train_biencoder
+
+  def split(self, task, split):
+    reads.append((phase[0], task, split))
+    return real_split(self, task, split)
+
+  def train(*args, **kwargs):
+    phase[0] = "train"
+    try:
+      res = real_train(*args, **kwargs)
+    finally:
+      phase[0] = "after"
+    summaries.append(res.summary)
+    return res
+
+  with pytest.MonkeyPatch.context() as mp:
+    mp.setattr(dataset_lib.ProcessedDataset, "split", split)
+    mp.setattr(biencoder, "train_biencoder", train)
+    path = prepare_dataset(config, str(out_dir))
+  return path, reads, summaries
+
+
+@pytest.fixture(scope="module")
+def joint_dataset(tmp_path_factory):
+  from gr_jax.data import ProcessedDataset
+  root = tmp_path_factory.mktemp("joint")
+  path, reads, summaries = _prepare_spied(_biencoder_tiny(), root / "ds")
+  return ProcessedDataset(path, verify=True), reads, summaries, root
+
+
+def test_joint_embeddings_give_a_valid_catalogue_and_record_the_biencoder(joint_dataset):
+  ds, _, summaries, root = joint_dataset
+  cat, m = ds.catalog, ds.manifest
+  n, tpi = cat.num_items, cat.tokens_per_item
+  assert cat.id_scheme == "semantic" and n > 0
+  tokens = cat.item_tokens(np.arange(n))  # [N, tpi]
+  assert tokens.shape == (n, tpi) and len({tuple(r) for r in tokens.tolist()}) == n
+  np.testing.assert_array_equal(cat.tokens_to_item(tokens), np.arange(n))  # each ID one item
+  diag = m["semantic_ids"]
+  assert diag["embedding"] == "joint" and diag["tokens_per_item"] == tpi
+  info = diag["embedding_info"]
+  bi = info["biencoder"]
+  assert bi["tasks"] == ["search", "rec"] and bi["seed"] == 0
+  s = bi["settings"]
+  assert s["tasks"] == "search,rec" and s["num_steps"] == JOINT_STEPS and s["preset"] == "tiny"
+  assert s["overrides"] == {"num_encoder_layers": 1} and s["learning_rate"] == 3e-3
+  assert bi["steps"] == JOINT_STEPS == summaries[0]["steps"] and summaries[0]["resumed_from"] == 0
+  assert bi["train_examples"] == {t: m["splits"][t]["train"]["examples"] for t in ("search", "rec")}
+  assert bi["valid_rows"] == {t: m["splits"][t]["valid"]["examples"] for t in ("search", "rec")}
+  for t in ("search", "rec"):
+    r = bi["valid_recall"][t]
+    assert [f"recall@{k}" for k in sem.BIENCODER_RECALL_KS] == sorted(r, key=lambda x: int(x[7:]))
+    assert 0 <= r["recall@1"] <= r["recall@10"] <= r["recall@30"] <= 1
+  assert info["dim"] == 32  # tiny preset's d_model, no projection
+  # The hashed config says which bi-encoder made the IDs (no logging periods).
+  h = m["config"]["semantic"]["biencoder"]
+  assert h["tasks"] == "search,rec" and h["num_steps"] == JOINT_STEPS
+  assert not set(sem.BIENCODER_INERT_KNOBS) & set(h)
+  # The cache beside the dataset: the atomic dataset (same catalogue) and the bi-encoder's run.
+  atomic = root / info["atomic_dataset"]["dir"]
+  assert info["atomic_dataset"]["dir"].startswith(".ds.semantic-biencoder/atomic-")
+  with open(atomic / "catalog.json") as f:
+    assert json.load(f)["item_ids"] == list(cat.item_ids)
+  run = root / info["run_dir"]
+  assert (run / "config.json").exists() and (run / "checkpoints").is_dir()
+
+
+def test_biencoder_never_reads_held_out_rows(joint_dataset):
+  _, reads, _, _ = joint_dataset
+  during = [r for r in reads if r[0] == "train"]
+  # Training reads the train splits of both tasks, nothing else (input length and per-epoch
+  # validation see the empty valid/test of TrainSplitsOnly).
+  assert {(t, s) for _, t, s in during} == {("search", "train"), ("rec", "train")}
+  # Valid rows are read only after training (the manifest's recall); test rows never.
+  assert all(p == "after" for p, _, s in reads if s == "valid")
+  assert {t for p, t, s in reads if s == "valid"} == {"search", "rec"}
+  assert not [r for r in reads if r[2] == "test"]
+  view = sem.TrainSplitsOnly(_FakeSplits())
+  assert view.split("search", "train")["target_item"].tolist() == [1, 2]
+  for split in ("valid", "test"):
+    got = view.split("search", split)
+    assert got["target_item"].shape == (0,) and got["encoder_input_ids"].shape == (0, 3)
+
+
+class _FakeSplits:
+  catalog = None
+
+  def split(self, task, split):
+    if split != "train":
+      raise AssertionError(f"read {task}/{split}")
+    return {"encoder_input_ids": np.ones((2, 3), np.int32),
+            "target_item": np.asarray([1, 2], np.int32), "query_id": np.arange(2)}
+
+
+def test_manifest_recall_is_the_models_own(joint_dataset):
+  """valid_recall recomputed in numpy from the cached run: cosine of every item, strict ranks."""
+  from flax import nnx
+  from gr_jax.baselines import biencoder
+  from gr_jax.data import ProcessedDataset
+  ds, _, _, root = joint_dataset
+  info = ds.manifest["semantic_ids"]["embedding_info"]
+  atomic = ProcessedDataset(str(root / info["atomic_dataset"]["dir"]))
+  res = biencoder.load_run(str(root / info["run_dir"]), sem.TrainSplitsOnly(atomic))
+  items = np.asarray(biencoder.item_embeddings(res, atomic), np.float64)  # unit rows
+  embed = jax.jit(lambda p, x: nnx.merge(res.graphdef, p).embed(x))  # eval mode
+  for t in ("search", "rec"):
+    a = atomic.split(t, "valid")
+    q = np.asarray(embed(res.params, a["encoder_input_ids"]), np.float64)
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    scores = q @ items.T
+    above = (scores > scores[np.arange(len(q)), a["target_item"]][:, None]).sum(1)
+    got = info["biencoder"]["valid_recall"][t]
+    for k in sem.BIENCODER_RECALL_KS:
+      assert got[f"recall@{k}"] == pytest.approx(float(np.mean(above < k)), abs=1.5 / len(q))
+
+
+def test_joint_ids_are_deterministic_and_the_cache_is_reused(joint_dataset, tmp_path):
+  import shutil
+  from gr_jax.data import prepare
+  ds, _, _, _ = joint_dataset
+  # A fresh directory (its own cache): the bi-encoder trains again, to the same bytes.
+  path, _, summaries = _prepare_spied(_biencoder_tiny(), tmp_path / "ds")
+  assert summaries[0]["resumed_from"] == 0
+  for rel, digest in ds.manifest["files"].items():
+    assert prepare.sha256_file(os.path.join(path, rel)) == digest, rel
+  with open(os.path.join(path, "manifest.json")) as f:
+    again = json.load(f)
+  assert again["semantic_ids"] == ds.manifest["semantic_ids"]
+  assert again["config_hash"] == ds.manifest["config_hash"]
+  # The dataset removed, the cache kept: prepared again without training (the run is reloaded).
+  shutil.rmtree(path)
+  path, _, summaries = _prepare_spied(_biencoder_tiny(), tmp_path / "ds")
+  assert summaries[0]["resumed_from"] == summaries[0]["steps"] == JOINT_STEPS
+  for rel, digest in ds.manifest["files"].items():
+    assert prepare.sha256_file(os.path.join(path, rel)) == digest, rel
+
+
+def test_atomic_and_semantic_examples_must_match(joint_dataset):
+  ds, _, _, root = joint_dataset
+  emb = sem.BiencoderEmbedder(_biencoder_tiny(), str(root / "ds"))
+  emb.atomic_dir = str(root / ds.manifest["semantic_ids"]["embedding_info"]["atomic_dataset"][
+      "dir"])
+  arrays = {t: {s: dict(ds.split(t, s)) for s in ("train", "valid", "test")}
+            for t in ("search", "rec")}
+  emb.check_examples(arrays)  # the same examples: fine
+  arrays["rec"]["valid"]["target_item"] = np.roll(arrays["rec"]["valid"]["target_item"], 1)
+  with pytest.raises(DataError, match=r"rec/valid.npz.*'target_item'.*same examples"):
+    emb.check_examples(arrays)
+
+
+def test_biencoder_settings_enter_the_hash_of_those_datasets_only():
+  from gr_jax.data import prepare
+  h = prepare.config_hash
+  c = _biencoder_tiny()
+  base_hash = h(c)
+  changed = _biencoder_tiny()
+  changed.baselines.biencoder.learning_rate = 1e-2
+  assert h(changed) != base_hash
+  inert = _biencoder_tiny()
+  inert.baselines.biencoder.log_every_steps = 7
+  inert.baselines.biencoder.eval_every_steps = 3
+  inert.baselines.biencoder.tasks = "rec"  # replaced by the embedding kind's
+  inert.seed = 5  # the run seed: runs of other seeds share the dataset
+  assert h(inert) == base_hash
+  assert h(_biencoder_tiny(seed=1)) != base_hash  # data.semantic.seed seeds the bi-encoder too
+  kinds = {k: h(_biencoder_tiny(embedding=k)) for k in ("search", "rec", "joint")}
+  assert len(set(kinds.values())) == 3
+  for kind, tasks in (("search", "search"), ("rec", "rec"), ("joint", "search,rec")):
+    bc = sem.biencoder_config(_biencoder_tiny(embedding=kind))
+    assert bc.baselines.biencoder.tasks == tasks and bc.seed == 0
+  # Atomic and content datasets ignore the bi-encoder (atomic hashes are as before).
+  for make in (tiny_config, _semantic_tiny):
+    a, b = make(), make()
+    b.baselines.biencoder.learning_rate = 1e-2
+    assert h(a) == h(b) and "biencoder" not in prepare.dataset_config(b).get("semantic", {})
+  assert h(tiny_config()) == h(tiny_config().data)
+
+
+@pytest.mark.parametrize("knob,value,match", [
+    ("item_tower", "clip", r"item_tower='clip': expected one of \('embedding', 'text'\)"),
+    ("temperature", 0.0, r"temperature=0.0: expected > 0"),
+])
+def test_biencoder_setting_errors_name_the_knob(tmp_path, knob, value, match):
+  from gr_jax.data import prepare_dataset
+  c = _biencoder_tiny()
+  c.baselines.biencoder[knob] = value
+  with pytest.raises(DataError, match=r"'baselines.biencoder'.*embedding='joint'.*" + match):
+    prepare_dataset(c, str(tmp_path / "ds"))
+  assert not os.listdir(tmp_path)  # refused before any work: no dataset, no cache
+
+
+def test_biencoder_errors(tmp_path):
+  from gr_jax.data import prepare_dataset
+  c = _biencoder_tiny()
+  c.baselines.biencoder.num_steps, c.baselines.biencoder.num_epochs = 0, 0
+  with pytest.raises(DataError, match=r"'baselines.biencoder.num_steps'.*expected num_steps > 0"):
+    prepare_dataset(c, str(tmp_path / "ds"))
+  c = _biencoder_tiny()
+  del c.baselines["biencoder"]
+  with pytest.raises(DataError, match=r"'baselines.biencoder'.*embedding='joint'.*no such section"):
+    prepare_dataset(c, str(tmp_path / "ds"))
+  with pytest.raises(DataError, match=r"'baselines.biencoder'.*whole run config"):
+    sem.BiencoderEmbedder(_biencoder_tiny().data, str(tmp_path / "ds"))
+  with pytest.raises(DataError, match=r"'data.semantic.embedding'.*expected a bi-encoder kind"):
+    sem.biencoder_config(_biencoder_tiny(embedding="content"))
+  # Quantiser settings are checked before the bi-encoder trains (no cache is made).
+  with pytest.raises(DataError, match=r"'data.semantic.codebook_size'.*only \d+ items"):
+    prepare_dataset(_biencoder_tiny(codebook_size=1000), str(tmp_path / "ds"))
+  assert not os.listdir(tmp_path)

@@ -163,8 +163,8 @@ def test_prepare_is_atomic_and_idempotent(tmp_path, monkeypatch):
   calls = []
   real_build = prepare_lib.build
 
-  def failing_build(raw, dc, tmp):
-    real_build(raw, dc, tmp)
+  def failing_build(raw, dc, tmp, *args, **kwargs):
+    real_build(raw, dc, tmp, *args, **kwargs)
     calls.append(tmp)
     raise KeyboardInterrupt  # interrupted after writing most files
 

@@ -8,7 +8,7 @@ from flax import nnx
 from gr_jax.decoding import (AtomicItemConstraint, PrefixTrieConstraint, sequences_to_items,
                              topk_exact)
 from gr_jax.decoding import topk as topk_lib
-from gr_jax.model.t5 import T5, T5Config
+from gr_jax.model import T5, T5Config
 
 TEXT_VOCAB = 40
 NUM_ITEMS = 16

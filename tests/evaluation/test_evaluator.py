@@ -137,7 +137,7 @@ def test_real_beam_search_decode_matches_sequences_to_items():
   from configs import base
   from gr_jax.decoding.beam_search import beam_search
   from gr_jax.decoding.constraints import AtomicItemConstraint, sequences_to_items
-  from gr_jax.model.t5 import T5, T5Config
+  from gr_jax.model import T5, T5Config
   cat = ItemCatalog([f"m{i}" for i in range(NUM_ITEMS)], token_offset=TEXT_VOCAB)
   model = T5(T5Config.from_preset("tiny", vocab_size=TEXT_VOCAB, num_item_tokens=NUM_ITEMS),
              rngs=nnx.Rngs(0))
@@ -217,7 +217,7 @@ def test_info_records_method_and_distinct_items(run_dir):
 def _tiny_t5():
   from flax import nnx
 
-  from gr_jax.model.t5 import T5, T5Config
+  from gr_jax.model import T5, T5Config
   return T5(T5Config.from_preset("tiny", vocab_size=TEXT_VOCAB, num_item_tokens=NUM_ITEMS),
             rngs=nnx.Rngs(1))
 

@@ -10,6 +10,7 @@ import pytest
 from flax import nnx
 
 from gr_jax.model import T5, T5Config
+from gr_jax.model.config import resolve_attention
 from tests import numerics
 
 
@@ -94,11 +95,16 @@ def test_dot_product_attention_beams_and_gradients():
   numerics.assert_trees_close_f32(g_new, g_ref, n_terms=2 * terms)
 
 
-def test_auto_is_einsum_on_cpu_and_with_live_attention_dropout():
-  m = T5(_cfg(attention_impl="auto", dropout_rate=0.1), rngs=nnx.Rngs(0))
-  expect = "dpa" if jax.default_backend() == "gpu" else "einsum"
-  assert m._attention_mode(None) == expect  # pylint: disable=protected-access
-  assert m._attention_mode(jax.random.key(0)) == "einsum"  # pylint: disable=protected-access
+def test_auto_is_resolved_once_with_the_config():
+  """"auto" becomes a concrete kernel when the config is built; the network never asks for the
+  backend. With dropout it stays einsum (the fused kernels have no attention-probability dropout)."""
+  assert resolve_attention("auto", dropout_rate=0.0, backend="gpu") == "dot_product_attention"
+  assert resolve_attention("auto", dropout_rate=0.1, backend="gpu") == "einsum"
+  assert resolve_attention("auto", dropout_rate=0.0, backend="cpu") == "einsum"
+  assert resolve_attention("cudnn", dropout_rate=0.1, backend="cpu") == "cudnn"
+  expect = "dot_product_attention" if jax.default_backend() == "gpu" else "einsum"
+  assert _cfg(attention_impl="auto", dropout_rate=0.0).attention_impl == expect
+  assert _cfg(attention_impl="auto", dropout_rate=0.1).attention_impl == "einsum"
   with pytest.raises(ValueError, match="attention_impl"):
     _cfg(attention_impl="flash")
 

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gr_jax.model.t5 import output_projection
+from gr_jax.model.layers import output_projection
 from tests import numerics
 
 SPECS = {"untied": ("...d,dv->...v", (16, 40)), "tied": ("...d,vd->...v", (40, 16))}

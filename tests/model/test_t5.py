@@ -7,7 +7,7 @@ import pytest
 from flax import nnx
 
 from gr_jax.model import T5, T5Config, count_params, param_logical_axes
-from gr_jax.model.t5 import relative_position_bucket
+from gr_jax.model.layers import relative_position_bucket
 from tests import numerics
 
 

@@ -101,6 +101,20 @@ def test_quickstart_study_end_to_end(tmp_path):
     assert len(r["per_seed"]) == 2 and len(r["steps"]) == 2 and r["budget"] and r["decode"]
     assert r["distinct_items"] is not None and len(r["ci95"]) == 2
   assert {r["model"] for r in report["results"] if r.get("baseline")} >= {"bm25", "pop_s", "pop_r"}
+  # Gen_R+S against the best baseline of each task: the baseline with the highest mean, two
+  # paired tests per budget x decoder x task, corrected as their own family.
+  btests = report["baseline_tests"]
+  assert len(btests) == 16 and {t["family_size"] for t in btests} <= {16, 15, 14}
+  for t in btests:
+    means = t["baseline_means"]
+    assert t["a"] == "joint" and t["b"] == max(sorted(means), key=means.get)
+    assert t["mean_b"] == pytest.approx(means[t["b"]])
+    joint = next(r for r in gen if r["model"] == "joint" and r["task"] == t["task"]
+                 and r["budget"] == t["budget"] and r["decode"] == t["decode"])
+    assert t["mean_a"] == pytest.approx(joint["mean"])
+    if t["unit"] == "seed":
+      assert t["diff"] == pytest.approx(t["mean_a"] - t["mean_b"])
+  assert "against the best baseline" in report_md
   pngs = [p for p in os.listdir(os.path.join(workdir, "plots")) if p.endswith(".png")]
   assert any(p.startswith("recall_") for p in pngs) and any(p.startswith("tsne_") for p in pngs)
   for p in pngs:
