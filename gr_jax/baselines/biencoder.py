@@ -470,10 +470,7 @@ def train_biencoder(config, dataset, workdir: str, *,
     else:
       examples += int(b_ok.sum())
     if step % log_every == 0 or step == total:
-      loss = float(loss)
-      if not math.isfinite(loss):
-        raise FloatingPointError(f"{NAME}: non-finite training loss at step {step}")
-      metrics.write({"step": step, "loss": loss, "epoch": (step - 1) // steps_per_epoch})
+      common.log_loss(metrics, NAME, step, loss, steps_per_epoch)
     ts = time.perf_counter()
     if step % eval_every == 0 or step == total:
       items = item_matrix(graphdef, params, s, item_tokens, eval_batch)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 from typing import Mapping, Sequence
 
@@ -152,6 +153,14 @@ def validation_recall(ranks, params, tokens: np.ndarray, targets: np.ndarray,
     got.append(np.asarray(ranks(params, jnp.asarray(blk), jnp.asarray(tb)))[:e - s])
   r = np.concatenate(got) if got else np.zeros([0], np.int64)
   return {f"recall@{k}": float(np.mean(r < k)) if len(r) else 0.0 for k in ks}
+
+
+def log_loss(metrics, name: str, step: int, loss, steps_per_epoch: int) -> None:
+  """A training-loss line of metrics.jsonl; a non-finite loss stops the run (naming `name`)."""
+  loss = float(loss)
+  if not math.isfinite(loss):
+    raise FloatingPointError(f"{name}: non-finite training loss at step {step}")
+  metrics.write({"step": step, "loss": loss, "epoch": (step - 1) // steps_per_epoch})
 
 
 # metrics.jsonl of a trained baseline: the trainer's own (resume truncation; local or gs://).

@@ -483,10 +483,7 @@ def train_sequential(kind: str, config, dataset, workdir: str, *,
     else:
       examples += int((win != 0).any(1).sum())
     if step % log_every == 0 or step == total:
-      loss = float(loss)
-      if not math.isfinite(loss):
-        raise FloatingPointError(f"{kind}: non-finite training loss at step {step}")
-      metrics.write({"step": step, "loss": loss, "epoch": (step - 1) // steps_per_epoch})
+      common.log_loss(metrics, kind, step, loss, steps_per_epoch)
     ts = time.perf_counter()
     if step % eval_every == 0 or step == total:
       last_valid = validation_recall(ranks_fn, params, v_tokens, v_targets, ks, eval_batch)

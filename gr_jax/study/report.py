@@ -147,24 +147,29 @@ def _hypotheses_md(a: dict, hm: str) -> list[str]:
   return md
 
 
-def _verdict(seed_test: dict) -> str:
-  """One phrase from the run-level (seed) test after the study-wide correction."""
+def _verdict(seed_test: dict, ahead: str = "joint ahead", behind: str = "joint behind") -> str:
+  """One phrase from the run-level (seed) test after the correction over its family."""
   p, diff = seed_test.get("p_adjusted"), seed_test.get("diff")
   if p is not None and not math.isnan(p) and p < 0.05 and diff is not None:
-    return "joint ahead (significant)" if diff > 0 else "joint behind (significant)"
+    return f"{ahead} (significant)" if diff > 0 else f"{behind} (significant)"
   return "no significant difference"
 
 
-def _study_tests(analyses: list[dict]) -> list[dict]:
-  """Every test of the study, flat: per point x budget x decoder x task x comparison, one
-  query-level and one seed-level test."""
+def _flat_tests(analyses: list[dict], key: str) -> list[dict]:
+  """The comparisons `block[key]` of every point x budget x decoder, flat: one query-level and one
+  seed-level test record each. key "headline": Gen_R+S against the task-specific models (the
+  verdict's family); "vs_baseline": against the best baseline of each task (a family of its own:
+  "is the joint model competitive?" is a different question)."""
   tests = []
   for a in analyses:
     for block in a["blocks"]:
-      for c in block["headline"]["comparisons"]:
+      comparisons = block["headline"]["comparisons"] if key == "headline" else block.get(key, [])
+      for c in comparisons:
         common = {"point": a["point"], "budget": block["budget"], "decode": block["decode"],
                   "task": c["task"], "metric": c["metric"], "a": c["a"], "b": c["b"],
                   "gain_pct": c["gain_pct"], "mean_a": c["mean_a"], "mean_b": c["mean_b"]}
+        if "baseline_means" in c:
+          common["baseline_means"] = c["baseline_means"]
         tests.append({**common, "unit": "query", "method": c["method"], "p_value": c["p_value"],
                       "diff": c["diff"], "ci95": c["ci95"], "n": c["num_queries"]})
         st = c["seed_test"]
@@ -172,33 +177,6 @@ def _study_tests(analyses: list[dict]) -> list[dict]:
                       "p_value": st["p_value"], "diff": st["diff"], "ci95": st["ci95"],
                       "n": st.get("n"), "seeds": st.get("seeds")})
   return tests
-
-
-def _baseline_tests(analyses: list[dict]) -> list[dict]:
-  """Gen_R+S against the best baseline of each task, flat like `_study_tests` (their own family:
-  "is the joint model competitive?" is a different question from the verdict's)."""
-  tests = []
-  for a in analyses:
-    for block in a["blocks"]:
-      for c in block.get("vs_baseline", []):
-        common = {"point": a["point"], "budget": block["budget"], "decode": block["decode"],
-                  "task": c["task"], "metric": c["metric"], "a": c["a"], "b": c["b"],
-                  "gain_pct": c["gain_pct"], "mean_a": c["mean_a"], "mean_b": c["mean_b"],
-                  "baseline_means": c.get("baseline_means", {})}
-        tests.append({**common, "unit": "query", "method": c["method"], "p_value": c["p_value"],
-                      "diff": c["diff"], "ci95": c["ci95"], "n": c["num_queries"]})
-        st = c["seed_test"]
-        tests.append({**common, "unit": "seed", "method": st.get("method", "ttest_rel"),
-                      "p_value": st["p_value"], "diff": st["diff"], "ci95": st["ci95"],
-                      "n": st.get("n"), "seeds": st.get("seeds")})
-  return tests
-
-
-def _baseline_verdict(seed_test: dict) -> str:
-  p, diff = seed_test.get("p_adjusted"), seed_test.get("diff")
-  if p is not None and not math.isnan(p) and p < 0.05 and diff is not None:
-    return "Gen_R+S ahead (significant)" if diff > 0 else "baseline ahead (significant)"
-  return "no significant difference"
 
 
 def _baseline_md(point: str, btests: list[dict], correction: str) -> tuple[list[str], list[str]]:
@@ -218,7 +196,7 @@ def _baseline_md(point: str, btests: list[dict], correction: str) -> tuple[list[
   lines = []
   for key, st in seed.items():
     qt = query[key]
-    verdict = _baseline_verdict(st)
+    verdict = _verdict(st, "Gen_R+S ahead", "baseline ahead")
     md.append(f"| {key[0]} | {key[1]} | {key[2]} | {st['b']} | {_fmt(st['mean_b'])} | "
               f"{_fmt(st['mean_a'])} | {st['diff']:+.4f} [{_fmt(st['ci95'][0])}, "
               f"{_fmt(st['ci95'][1])}] | {_fmt_p(st['p_adjusted'])} / "
@@ -235,10 +213,10 @@ def write_report(plan: Plan) -> str:
   plots_dir = os.path.join(plan.workdir, "plots")
   r = plan.config.reproduce
   # One family: every test of the study (points x budgets x decoders x tasks x units).
-  tests = stats.adjust_family(_study_tests(analyses), r.correction)
+  tests = stats.adjust_family(_flat_tests(analyses, "headline"), r.correction)
   family = tests[0]["family_size"] if tests else 0
   index = {(t["point"], t["budget"], t["decode"], t["task"], t["b"], t["unit"]): t for t in tests}
-  baseline_tests = stats.adjust_family(_baseline_tests(analyses), r.correction)
+  baseline_tests = stats.adjust_family(_flat_tests(analyses, "vs_baseline"), r.correction)
   results, sweep_rows, summary_lines = [], [], []
   md = [f"# gr-jax study: {plan.config.name}", "",
         f"Generated {time.strftime('%Y-%m-%d %H:%M')} from `{plan.workdir}`. "

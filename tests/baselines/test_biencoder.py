@@ -14,7 +14,7 @@ from configs import base
 from gr_jax.baselines import biencoder, runner
 from gr_jax.data.catalog import ItemCatalog
 from gr_jax.data.dataset import ProcessedDataset
-from gr_jax.data.prepare import _rec_arrays, prepare_dataset  # the real leave-last-out layout
+from gr_jax.data.prepare import _rec_arrays  # the real leave-last-out layout
 from gr_jax.evaluation import metrics as metrics_lib
 from gr_jax.evaluation import runs
 
@@ -257,20 +257,6 @@ def test_tasks_parse_and_refuse():
   c = tiny_config(loss="full", item_tower="text")
   with pytest.raises(ValueError, match="in_batch"):
     biencoder.settings_of(c.baselines.biencoder)
-
-
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory):
-  c = base.get_config()
-  c.data.sim.num_items = 40
-  c.data.sim.num_users = 60
-  c.data.sim.num_clusters = 4
-  c.data.tokenizer.vocab_size = 64
-  c.data.encoder_len = 16
-  c.data.max_history = 10
-  d = tmp_path_factory.mktemp("prepared") / "data"
-  prepare_dataset(c, str(d))
-  return c, str(d)
 
 
 def test_joint_text_tower_through_the_runner(prepared, tmp_path):

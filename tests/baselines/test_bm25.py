@@ -6,11 +6,9 @@ import os
 import numpy as np
 import pytest
 
-from configs import base
 from gr_jax.baselines import bm25, common, runner
 from gr_jax.data.catalog import ItemCatalog
 from gr_jax.data.dataset import ProcessedDataset
-from gr_jax.data.prepare import prepare_dataset
 from gr_jax.evaluation import metrics as metrics_lib
 from gr_jax.evaluation import runs
 
@@ -101,20 +99,6 @@ def test_documents_expand_with_training_queries_only():
   assert "secret" not in " ".join(docs)  # test queries never enter a document
   assert bm25.item_documents(ds, expand_with_train_queries=False, include_metadata=False) == [
       "Red Car", "", "Boat"]
-
-
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory):
-  c = base.get_config()
-  c.data.sim.num_items = 40
-  c.data.sim.num_users = 60
-  c.data.sim.num_clusters = 4
-  c.data.tokenizer.vocab_size = 64
-  c.data.encoder_len = 16
-  c.data.max_history = 10
-  d = tmp_path_factory.mktemp("prepared") / "data"
-  prepare_dataset(c, str(d))
-  return c, str(d)
 
 
 def test_run_directory(prepared, tmp_path):

@@ -6,12 +6,11 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from configs import base
 from gr_jax.analysis import cooccurrence, popularity as h1
 from gr_jax.baselines import popularity
 from gr_jax.data.dataset import ProcessedDataset
-from gr_jax.data.prepare import prepare_dataset
 from gr_jax.evaluation import runs
+from tests.baselines.small_data import prepare_small
 
 
 def _top(scores, k):
@@ -21,16 +20,8 @@ def _top(scores, k):
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
-  c = base.get_config()
-  c.data.sim.num_items = 40
-  c.data.sim.num_users = 50
-  c.data.sim.num_clusters = 4
-  c.data.tokenizer.vocab_size = 64
-  c.data.encoder_len = 16
-  c.data.max_history = 10
-  d = tmp_path_factory.mktemp("prepared") / "data"  # prepare wants a fresh directory
-  prepare_dataset(c, str(d))
-  return ProcessedDataset(str(d))
+  _, d = prepare_small(tmp_path_factory, num_users=50)
+  return ProcessedDataset(d)
 
 
 def test_baselines_h1_h2(dataset, tmp_path):
