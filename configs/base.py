@@ -21,7 +21,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   d.processed_dir = ""  # a processed dataset dir; empty = <workdir>/data (or the reproduce plan's)
   d.tasks = ("search", "rec")  # which tasks the pipeline mixes: ("search",) Gen_S, ("rec",) Gen_R
   d.task_ratio = 0.0  # 0 = plain concatenation (paper); else fraction of search examples per batch
-  d.task_prefix = False  # prepend "search:" / "recommend:" text to inputs (ours; off as in the paper)
+  d.task_prefix = (
+    False  # prepend "search:" / "recommend:" text to inputs (ours; off as in the paper)
+  )
   d.item_cap = 0  # per-item cap on the *added* task's training instances (0 = no cap)
   d.item_cap_task = ""  # which task the cap applies to: "" = none, "search" or "rec"
   d.max_query_tokens = 32  # encoder length for search inputs (tokens, EOS included)
@@ -51,7 +53,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # k-means++, SVD and (search | rec | joint) bi-encoder seed: the codes are a deterministic
   # function of it
   se.seed = 0
-  d.skip_bad_rows = False  # False: bad input is an error naming file/line/field; True: count in manifest
+  d.skip_bad_rows = (
+    False  # False: bad input is an error naming file/line/field; True: count in manifest
+  )
   d.items_in_both_tasks = True  # keep only items that appear in both tasks (paper)
   d.search_valid_fraction = 0.1  # held-out share of distinct queries for search valid (real data)
   d.search_test_fraction = 0.1  # held-out share of distinct queries for search test (real data)
@@ -171,7 +175,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.mesh = me = ml_collections.ConfigDict()
   me.data = -1  # data-parallel axis size (-1 = the rest of the devices)
   me.model = 1  # model-parallel axis size
-  me.distributed = False  # call jax.distributed.initialize (also when JAX_COORDINATOR_ADDRESS is set)
+  me.distributed = (
+    False  # call jax.distributed.initialize (also when JAX_COORDINATOR_ADDRESS is set)
+  )
 
   # ---------------------------------------------------------------- decoding (gr_jax/decoding)
   c.decode = de = ml_collections.ConfigDict()
@@ -206,7 +212,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   r.models = ("search", "rec", "joint")  # Gen_S, Gen_R, Gen_R+S
   r.sweep = ""  # a dotted config field to sweep (e.g. data.sim.shuffle_fraction); "" = none
   r.sweep_values = ()  # its values
-  r.sweep_statistic = ""  # manifest field plotted on the x axis (e.g. sim.kl_search_rec); "" = the value
+  r.sweep_statistic = (
+    ""  # manifest field plotted on the x axis (e.g. sim.kl_search_rec); "" = the value
+  )
   r.analyses = True  # H1/H2 analyses and t-SNE in the report
   r.test = "ttest"  # ttest | randomization
   r.correction = "holm"  # holm | bonferroni (over every test of the study: the family)

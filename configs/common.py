@@ -43,6 +43,7 @@ def get_base():
 def sim_sweep(*, name: str, setting: str, field: str, values: tuple, statistic: str, arg=None):
   """A simulated sweep (S1/S2/S3): the quickstart's model and training, one dataset per value."""
   from configs import quickstart  # imported here: quickstart itself imports this module
+
   args = parse_arg(arg, seeds=3)
   c = quickstart.get_config(f"seeds={args['seeds']}")
   c.name = name

@@ -51,10 +51,18 @@ EMBEDDINGS = ("content", "search", "rec", "joint")
 def get_config(arg=None):
   args = common.parse_arg(arg, seeds=3, ids="semantic")
   if args["ids"] not in ("semantic", "atomic"):
-    raise ValueError(f"config arg ids={args['ids']!r}: expected 'semantic' (the embedding sweep) "
-                     "or 'atomic' (the reference study)")
-  c = common.sim_sweep(name="semantic_ids", setting="default", field="data.semantic.embedding",
-                       values=EMBEDDINGS, statistic="", arg=f"seeds={args['seeds']}")
+    raise ValueError(
+      f"config arg ids={args['ids']!r}: expected 'semantic' (the embedding sweep) "
+      "or 'atomic' (the reference study)"
+    )
+  c = common.sim_sweep(
+    name="semantic_ids",
+    setting="default",
+    field="data.semantic.embedding",
+    values=EMBEDDINGS,
+    statistic="",
+    arg=f"seeds={args['seeds']}",
+  )
   c.data.id_scheme = "semantic"
   se = c.data.semantic
   se.levels = 3

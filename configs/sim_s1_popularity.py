@@ -15,9 +15,14 @@ from configs import common
 
 
 def get_config(arg=None):
-  c = common.sim_sweep(name="sim_s1_popularity", setting="S1", field="data.sim.shuffle_fraction",
-                       values=(0.0, 0.5, 1.0), statistic="popularity_kl.search_rec",
-                       arg=arg)
+  c = common.sim_sweep(
+    name="sim_s1_popularity",
+    setting="S1",
+    field="data.sim.shuffle_fraction",
+    values=(0.0, 0.5, 1.0),
+    statistic="popularity_kl.search_rec",
+    arg=arg,
+  )
   # Popularity is all there is to learn, so give it shape (Zipf 1) and keep each task's sample
   # small: its own estimate is noisy, and the other task's sample helps while the two popularities
   # agree (low KL) and misleads once they differ (high KL).

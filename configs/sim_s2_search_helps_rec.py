@@ -15,5 +15,11 @@ from configs import common
 
 
 def get_config(arg=None):
-  return common.sim_sweep(name="sim_s2_search_helps_rec", setting="S2", field="data.sim.agreement",
-                          values=(0.0, 0.5, 1.0), statistic="source_stats.agreement_items", arg=arg)
+  return common.sim_sweep(
+    name="sim_s2_search_helps_rec",
+    setting="S2",
+    field="data.sim.agreement",
+    values=(0.0, 0.5, 1.0),
+    statistic="source_stats.agreement_items",
+    arg=arg,
+  )

@@ -23,9 +23,14 @@ from configs import common
 
 
 def get_config(arg=None):
-  c = common.sim_sweep(name="sim_s3_rec_helps_search", setting="S3",
-                       field="data.sim.query_set_coherence", values=(0.0, 0.5, 1.0),
-                       statistic="source_stats.query_pairs_cooccur_train", arg=arg)
+  c = common.sim_sweep(
+    name="sim_s3_rec_helps_search",
+    setting="S3",
+    field="data.sim.query_set_coherence",
+    values=(0.0, 0.5, 1.0),
+    statistic="source_stats.query_pairs_cooccur_train",
+    arg=arg,
+  )
   # The S3 mechanism's own knobs, stated here so the sweep does not depend on base defaults.
   s = c.data.sim
   s.agreement = 1.0

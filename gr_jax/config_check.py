@@ -98,8 +98,9 @@ class _Checker:
       lo = "" if low is None else f"{'>' if low_open else '>='} {low}"
       hi = "" if high is None else f"{'<' if high_open else '<='} {high}"
       rng = " and ".join(x for x in (lo, hi) if x)
-      raise ConfigError(key, v, "a number" + (f" {rng}" if rng else "")
-                        + (f" ({why})" if why else ""))
+      raise ConfigError(
+        key, v, "a number" + (f" {rng}" if rng else "") + (f" ({why})" if why else "")
+      )
 
   def enum(self, key: str, choices):
     v = self.value(key)
@@ -114,8 +115,13 @@ class _Checker:
       return
     items = list(v) if isinstance(v, (tuple, list)) else None
     if items is None or (not items and not allow_empty) or any(x not in choices for x in items):
-      raise ConfigError(key, v, ("a possibly empty" if allow_empty else "a non-empty")
-                        + " tuple of " + " | ".join(repr(c) for c in choices))
+      raise ConfigError(
+        key,
+        v,
+        ("a possibly empty" if allow_empty else "a non-empty")
+        + " tuple of "
+        + " | ".join(repr(c) for c in choices),
+      )
 
 
 def validate(config) -> None:
@@ -149,18 +155,33 @@ def _data(c: _Checker) -> None:
     c.number(key, 0, 1, high_open=True)
   valid, test = c.value("data.search_valid_fraction"), c.value("data.search_test_fraction")
   if valid is not _MISSING and test is not _MISSING and valid + test >= 1:
-    raise ConfigError("data.search_valid_fraction + data.search_test_fraction", valid + test,
-                      "a sum < 1 (the rest of the distinct queries are the training split)")
+    raise ConfigError(
+      "data.search_valid_fraction + data.search_test_fraction",
+      valid + test,
+      "a sum < 1 (the rest of the distinct queries are the training split)",
+    )
   c.int_at_least("data.mpd.max_slices", 0, "0 = all")
   c.enum("data.sim.setting", SIM_SETTINGS)
   for key in ("num_items", "num_clusters", "words_per_item", "query_words"):
     c.int_at_least(f"data.sim.{key}", 1)
   c.int_at_least("data.sim.session_len", 3, "the last two items are rec valid and test")
-  for key in ("words_per_cluster", "num_users", "queries_per_item", "eval_queries",
-              "s2_num_users", "s3_query_set_size"):
+  for key in (
+    "words_per_cluster",
+    "num_users",
+    "queries_per_item",
+    "eval_queries",
+    "s2_num_users",
+    "s3_query_set_size",
+  ):
     c.int_at_least(f"data.sim.{key}", 0)
-  for key in ("stay_in_cluster", "shuffle_fraction", "agreement", "query_set_coherence",
-              "search_side_fraction", "rec_side_fraction"):
+  for key in (
+    "stay_in_cluster",
+    "shuffle_fraction",
+    "agreement",
+    "query_set_coherence",
+    "search_side_fraction",
+    "rec_side_fraction",
+  ):
     c.number(f"data.sim.{key}", 0, 1)
   c.number("data.sim.zipf_exponent", 0)
   c.number("data.sim.s3_queries_per_item", 0)
@@ -193,8 +214,7 @@ def _train(c: _Checker) -> None:
   c.int_at_least("train.grad_accum_steps", 1)
   batch, accum = c.value("train.batch_size"), c.value("train.grad_accum_steps")
   if batch is not _MISSING and accum is not _MISSING and batch % accum:
-    raise ConfigError("train.batch_size", batch,
-                      f"a multiple of train.grad_accum_steps ({accum})")
+    raise ConfigError("train.batch_size", batch, f"a multiple of train.grad_accum_steps ({accum})")
   c.int_at_least("train.log_every_steps", 1)
   c.int_at_least("train.eval_every_steps", 0, "0 = once per epoch")
   metric = c.value("train.select_metric")
@@ -237,22 +257,25 @@ def _decode(c: _Checker) -> None:
     raise ConfigError("decode.early_stopping", early, "False | True | 'never'")
   beams, groups = c.value("decode.num_beams"), c.value("decode.num_beam_groups")
   if beams is not _MISSING and groups is not _MISSING and beams % groups:
-    raise ConfigError("decode.num_beams", beams,
-                      f"a multiple of decode.num_beam_groups ({groups})")
+    raise ConfigError("decode.num_beams", beams, f"a multiple of decode.num_beam_groups ({groups})")
   n_ret = c.value("decode.num_return_sequences")
   method = c.value("decode.method")
-  if (method in (_MISSING, "beam") and beams is not _MISSING and n_ret is not _MISSING
-      and n_ret > beams):
-    raise ConfigError("decode.num_return_sequences", n_ret,
-                      f"at most decode.num_beams ({beams}) for beam search")
+  if (
+    method in (_MISSING, "beam")
+    and beams is not _MISSING
+    and n_ret is not _MISSING
+    and n_ret > beams
+  ):
+    raise ConfigError(
+      "decode.num_return_sequences", n_ret, f"at most decode.num_beams ({beams}) for beam search"
+    )
 
 
 def _eval(c: _Checker) -> None:
   c.enum("eval.split", SPLITS)
   ks = c.value("eval.ks")
   if ks is not _MISSING:
-    if (not isinstance(ks, (tuple, list)) or not ks
-        or any(not _is_int(k) or k < 1 for k in ks)):
+    if not isinstance(ks, (tuple, list)) or not ks or any(not _is_int(k) or k < 1 for k in ks):
       raise ConfigError("eval.ks", ks, "a non-empty tuple of positive integers")
   c.number("eval.pop_mix_weight", 0, 1)
   c.int_at_least("eval.analysis_k", 0, "0 = the deepest of eval.ks")
@@ -261,15 +284,15 @@ def _eval(c: _Checker) -> None:
   bounds = c.value("eval.bucket_bounds")
   if bounds is not _MISSING:
     b = list(bounds) if isinstance(bounds, (tuple, list)) else None
-    if (b is None or len(b) != 2 or not all(_is_num(x) for x in b)
-        or not 0 < b[0] < b[1] < 1):
+    if b is None or len(b) != 2 or not all(_is_num(x) for x in b) or not 0 < b[0] < b[1] < 1:
       raise ConfigError("eval.bucket_bounds", bounds, "two increasing shares (a, b), 0 < a < b < 1")
 
 
 def _reproduce(c: _Checker) -> None:
   seeds = c.value("reproduce.seeds")
-  if seeds is not _MISSING and (not isinstance(seeds, (tuple, list)) or not seeds
-                                or any(not _is_int(s) for s in seeds)):
+  if seeds is not _MISSING and (
+    not isinstance(seeds, (tuple, list)) or not seeds or any(not _is_int(s) for s in seeds)
+  ):
     raise ConfigError("reproduce.seeds", seeds, "a non-empty tuple of integers")
   c.subset("reproduce.models", MODELS)
   c.subset("reproduce.budgets", BUDGETS)
@@ -282,8 +305,9 @@ def _reproduce(c: _Checker) -> None:
   c.int_at_least("reproduce.patience", 1)
   sweep, values = c.value("reproduce.sweep"), c.value("reproduce.sweep_values")
   if sweep not in (_MISSING, "") and values is not _MISSING and not values:
-    raise ConfigError("reproduce.sweep_values", values,
-                      f"a non-empty tuple when reproduce.sweep is set ({sweep!r})")
+    raise ConfigError(
+      "reproduce.sweep_values", values, f"a non-empty tuple when reproduce.sweep is set ({sweep!r})"
+    )
 
 
 def _baselines(c: _Checker) -> None:
@@ -293,8 +317,17 @@ def _baselines(c: _Checker) -> None:
   c.int_at_least("baselines.bm25.batch_size", 1)
   for name, losses in (("sasrec", ("ce", "bce")), ("bert4rec", ("ce",))):
     p = f"baselines.{name}"
-    for key in ("hidden_size", "num_layers", "num_heads", "ffn_size", "max_len", "batch_size",
-                "checkpoint_every_steps", "log_every_steps", "eval_batch_size"):
+    for key in (
+      "hidden_size",
+      "num_layers",
+      "num_heads",
+      "ffn_size",
+      "max_len",
+      "batch_size",
+      "checkpoint_every_steps",
+      "log_every_steps",
+      "eval_batch_size",
+    ):
       c.int_at_least(f"{p}.{key}", 1)
     for key in ("num_epochs", "num_steps", "eval_every_steps"):
       c.int_at_least(f"{p}.{key}", 0)
@@ -308,8 +341,13 @@ def _baselines(c: _Checker) -> None:
   c.enum(f"{p}.item_tower", ("embedding", "text"))
   c.enum(f"{p}.similarity", ("cosine", "dot"))
   c.enum(f"{p}.loss", ("in_batch", "full"))
-  for key in ("item_text_len", "batch_size", "checkpoint_every_steps", "log_every_steps",
-              "eval_batch_size"):
+  for key in (
+    "item_text_len",
+    "batch_size",
+    "checkpoint_every_steps",
+    "log_every_steps",
+    "eval_batch_size",
+  ):
     c.int_at_least(f"{p}.{key}", 1)
   for key in ("projection_dim", "num_epochs", "num_steps", "eval_every_steps"):
     c.int_at_least(f"{p}.{key}", 0)

@@ -25,10 +25,15 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Run directory (holds config.json and checkpoints/).")
 flags.DEFINE_enum("split", "test", ["test", "valid"], "Which split to decode.")
 flags.DEFINE_string("step", None, "Checkpoint step: an integer, 'best', or empty for the latest.")
-flags.DEFINE_multi_string("set", [], "Deprecated spelling of --config.FIELD=VALUE (FIELD=VALUE, "
-                          "dotted path), repeatable.")
-flags.DEFINE_string("out_subdir", None, "Write to RUN/eval/<out_subdir> instead of "
-                    "RUN/eval/<split> (several decoders' results side by side).")
+flags.DEFINE_multi_string(
+  "set", [], "Deprecated spelling of --config.FIELD=VALUE (FIELD=VALUE, dotted path), repeatable."
+)
+flags.DEFINE_string(
+  "out_subdir",
+  None,
+  "Write to RUN/eval/<out_subdir> instead of "
+  "RUN/eval/<split> (several decoders' results side by side).",
+)
 
 _CONFIG_PREFIX = "--config."
 # --config.* overrides taken out of argv before absl parses it (the base config is the run's
@@ -67,7 +72,7 @@ def split_config_overrides(argv: list[str]) -> tuple[list[str], dict]:
       rest += argv[i:]
       break
     if arg.startswith(_CONFIG_PREFIX):
-      key, sep, value = arg[len(_CONFIG_PREFIX):].partition("=")
+      key, sep, value = arg[len(_CONFIG_PREFIX) :].partition("=")
       if not sep:
         if i + 1 >= len(argv) or argv[i + 1].startswith("--"):
           raise app.UsageError(f"{arg}: expected {arg}=VALUE, e.g. --config.decode.num_beams=8")
@@ -77,8 +82,10 @@ def split_config_overrides(argv: list[str]) -> tuple[list[str], dict]:
         raise app.UsageError(f"{arg}: expected --config.FIELD=VALUE with a dotted FIELD")
       overrides[key] = _parse_value(value)
     elif arg in ("--config", "-config") or arg.startswith(("--config=", "-config=")):
-      raise app.UsageError(f"{arg}: evaluate takes the run's config.json as the base config; "
-                           "change fields with --config.FIELD=VALUE")
+      raise app.UsageError(
+        f"{arg}: evaluate takes the run's config.json as the base config; "
+        "change fields with --config.FIELD=VALUE"
+      )
     else:
       rest.append(arg)
     i += 1
@@ -89,6 +96,7 @@ def _checked_overrides(workdir: str) -> dict:
   """All overrides (--set, then --config.*), validated on the run's config before any work."""
   import ml_collections  # pylint: disable=g-import-not-at-top
   from gr_jax.evaluation import evaluator  # pylint: disable=g-import-not-at-top
+
   overrides = {**parse_overrides(FLAGS.set), **_CONFIG_OVERRIDES}
   cfg_path = os.path.join(workdir, "config.json")
   if os.path.isfile(cfg_path):
@@ -106,6 +114,7 @@ def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   from gr_jax.evaluation import evaluator  # pylint: disable=g-import-not-at-top
+
   logging.getLogger().setLevel(logging.INFO)
   step = FLAGS.step or None
   if step not in (None, "best"):
@@ -115,9 +124,11 @@ def main(argv) -> None:
       raise ValueError(f"--step {step!r}: expected an integer, 'best' or nothing") from None
   overrides = _checked_overrides(FLAGS.workdir)
   import jax  # pylint: disable=g-import-not-at-top
+
   logging.info("devices: %s", jax.devices())
-  metrics = evaluator.evaluate(FLAGS.workdir, FLAGS.split, step, overrides,
-                               out_subdir=FLAGS.out_subdir or None)
+  metrics = evaluator.evaluate(
+    FLAGS.workdir, FLAGS.split, step, overrides, out_subdir=FLAGS.out_subdir or None
+  )
   print(json.dumps({k: v for k, v in metrics.items() if k != "info"}, indent=1, sort_keys=True))
 
 

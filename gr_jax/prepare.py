@@ -18,8 +18,11 @@ from ml_collections import config_flags
 from gr_jax import runtime
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "experiment config file (configs/*.py)")
-_WORKDIR = flags.DEFINE_string("workdir", None, "run directory; the dataset goes to <workdir>/data "
-                               "unless --config.data.processed_dir is set")
+_WORKDIR = flags.DEFINE_string(
+  "workdir",
+  None,
+  "run directory; the dataset goes to <workdir>/data unless --config.data.processed_dir is set",
+)
 
 
 def output_dir(config, workdir: str) -> str:
@@ -32,13 +35,23 @@ def main(argv):
   config = _CONFIG.value
   runtime.validate_config(config)  # before any work (and before the heavy imports)
   from gr_jax.data import ProcessedDataset, prepare_dataset  # pylint: disable=g-import-not-at-top
+
   out = prepare_dataset(config, output_dir(config, _WORKDIR.value))
   ds = ProcessedDataset(out)
   m = ds.manifest
   logging.info("dataset %s: %d items, splits %s", out, ds.num_items, json.dumps(m["splits"]))
-  print(json.dumps({"dataset": out, "num_items": ds.num_items, "splits": m["splits"],
-                    "popularity_kl": m["popularity_kl"], "skipped_rows": m["skipped_rows"]["total"]},
-                   indent=1))
+  print(
+    json.dumps(
+      {
+        "dataset": out,
+        "num_items": ds.num_items,
+        "splits": m["splits"],
+        "popularity_kl": m["popularity_kl"],
+        "skipped_rows": m["skipped_rows"]["total"],
+      },
+      indent=1,
+    )
+  )
 
 
 def run():

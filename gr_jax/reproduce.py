@@ -15,8 +15,9 @@ from ml_collections import config_flags
 
 from gr_jax import runtime
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config (configs/*.py[:arg]).",
-                                          lock_config=False)
+_CONFIG = config_flags.DEFINE_config_file(
+  "config", None, "Experiment config (configs/*.py[:arg]).", lock_config=False
+)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for the whole study.")
 flags.mark_flags_as_required(["config", "workdir"])
 
@@ -26,6 +27,7 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   runtime.validate_config(_CONFIG.value)  # before the lock, the data and any training
   from gr_jax import workdir_lock
+
   workdir = os.path.abspath(_WORKDIR.value)
   # One reproduce per study directory for the whole run: a second one fails at once instead of
   # training the same runs concurrently (WorkdirLockedError: one line through main_guard).
@@ -40,10 +42,12 @@ def main(argv):
 def _run_study(workdir: str) -> None:
   """Builds and runs the plan (with the study lock held)."""
   from gr_jax.study import build_plan, run_plan
+
   runtime.setup(workdir)
   plan = build_plan(_CONFIG.value, workdir)
-  logging.info("study %s: %d point(s), %d run(s)", _CONFIG.value.name, len(plan.points),
-               len(plan.runs))
+  logging.info(
+    "study %s: %d point(s), %d run(s)", _CONFIG.value.name, len(plan.points), len(plan.runs)
+  )
   # Bad input, a config error or a diverged run raise; main_guard prints one line the user can
   # act on. Finished stages are kept; fix the cause and rerun the same command to continue.
   report = run_plan(plan)
@@ -55,9 +59,13 @@ def _run_study(workdir: str) -> None:
 
 
 def run():
-  app.run(runtime.main_guard(
-      main, path_hint=lambda: _WORKDIR.value,
-      note="finished stages are kept: fix the cause and rerun the same command to continue"))
+  app.run(
+    runtime.main_guard(
+      main,
+      path_hint=lambda: _WORKDIR.value,
+      note="finished stages are kept: fix the cause and rerun the same command to continue",
+    )
+  )
 
 
 if __name__ == "__main__":

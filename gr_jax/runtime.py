@@ -11,6 +11,7 @@ def setup(workdir: str | None = None) -> None:
   same shapes, so after the first run each train and decode step loads instead of compiling.
   """
   import jax
+
   for name in ("absl", "orbax", "jax._src.xla_bridge", "jax._src.compilation_cache"):
     std_logging.getLogger(name).setLevel(std_logging.WARNING)
   cache_dir = os.environ.get("GR_JAX_COMPILATION_CACHE")
@@ -26,8 +27,10 @@ def setup(workdir: str | None = None) -> None:
 from absl import flags as _flags  # noqa: E402  (beside the helper that reads it)
 
 _VERBOSE = _flags.DEFINE_bool(
-    "verbose", False, "on an error, show the Python traceback above the one-line message "
-    "(also GR_JAX_VERBOSE=1)")
+  "verbose",
+  False,
+  "on an error, show the Python traceback above the one-line message (also GR_JAX_VERBOSE=1)",
+)
 
 
 def verbose() -> bool:
@@ -47,6 +50,7 @@ def _is_expected(e: BaseException) -> bool:
 def _enospc(e: BaseException) -> OSError | None:
   """The ENOSPC OSError in e's cause/context chain (libraries re-wrap it), else None."""
   import errno
+
   seen = set()
   while e is not None and id(e) not in seen:
     seen.add(id(e))
@@ -67,6 +71,7 @@ def _size(n: float) -> str:
 def disk_full_message(err: OSError, fallback_path: str | None = None) -> str:
   """One line: the path being written, the free space left on its filesystem, what to do."""
   import shutil
+
   path = err.filename or fallback_path or os.getcwd()
   probe = os.path.abspath(str(path))
   while not os.path.exists(probe) and os.path.dirname(probe) != probe:
@@ -76,8 +81,10 @@ def disk_full_message(err: OSError, fallback_path: str | None = None) -> str:
     space = f"{_size(usage.free)} free of {_size(usage.total)} on the filesystem of {probe}"
   except OSError:
     space = f"free space of {probe} unknown"
-  return (f"{path}: no space left on device while writing ({space}); free some space (more "
-          "than this file needs) and rerun the same command: finished work is kept")
+  return (
+    f"{path}: no space left on device while writing ({space}); free some space (more "
+    "than this file needs) and rerun the same command: finished work is kept"
+  )
 
 
 def one_line(e: BaseException) -> str:
@@ -125,4 +132,5 @@ def main_guard(fn, *, path_hint=None, note: str = ""):
 def validate_config(config) -> None:
   """The config check every binary runs before any work (gr_jax.config_check)."""
   from gr_jax import config_check
+
   config_check.validate(config)

@@ -15,5 +15,10 @@ TASK_LABELS = {"search": "search", "rec": "recommendation"}
 # A training batch: encoder_input_ids int32 [B, Le]; decoder_input_ids int32 [B, Ld]
 # (`[0, <item>]`); decoder_target_ids int32 [B, Ld] (`[<item>, </s>]`); decoder_weights f32
 # [B, Ld]; task_id int32 [B] (an index of TASKS).
-BATCH_KEYS = ("encoder_input_ids", "decoder_input_ids", "decoder_target_ids", "decoder_weights",
-              "task_id")
+BATCH_KEYS = (
+  "encoder_input_ids",
+  "decoder_input_ids",
+  "decoder_target_ids",
+  "decoder_weights",
+  "task_id",
+)

@@ -25,7 +25,9 @@ flags.DEFINE_list("tasks", ["search", "rec"], "Tasks to compare.")
 flags.DEFINE_list("metrics", ["recall@30"], "Metrics to compare (names in metrics.json).")
 flags.DEFINE_enum("split", "test", ["test", "valid"], "Which evaluation split.")
 flags.DEFINE_enum("test", "ttest", ["ttest", "randomization"], "Paired test per query.")
-flags.DEFINE_enum("correction", "holm", ["holm", "bonferroni", "none"], "Multiple-testing correction.")
+flags.DEFINE_enum(
+  "correction", "holm", ["holm", "bonferroni", "none"], "Multiple-testing correction."
+)
 flags.DEFINE_string("baseline", "joint", "Model compared against every other one.")
 flags.DEFINE_integer("num_samples", 10000, "Randomisation test samples.", lower_bound=1)
 flags.DEFINE_string("out", "", "Directory for stats.json and stats.md (empty: print only).")
@@ -45,7 +47,9 @@ def parse_groups(items) -> dict[str, list[str]]:
       paths += matched
     groups.setdefault(name, []).extend(paths)
   if not groups:
-    raise ValueError("no --runs given; expected e.g. --runs joint=runs/j0,runs/j1 --runs search=...")
+    raise ValueError(
+      "no --runs given; expected e.g. --runs joint=runs/j0,runs/j1 --runs search=..."
+    )
   return groups
 
 
@@ -53,12 +57,20 @@ def main(argv) -> None:
   del argv
   from gr_jax.analysis import stats
   from gr_jax.evaluation import runs as runs_lib
+
   # Errors (ValueError, KeyError, OSError) reach main_guard: one line naming the path or the two
   # run dirs; a traceback would bury it.
   groups = parse_groups(FLAGS.runs)
-  result = stats.compare_models(groups, task=FLAGS.tasks, metric=FLAGS.metrics, test=FLAGS.test,
-                                correction=FLAGS.correction, baseline=FLAGS.baseline,
-                                split=FLAGS.split, num_samples=FLAGS.num_samples)
+  result = stats.compare_models(
+    groups,
+    task=FLAGS.tasks,
+    metric=FLAGS.metrics,
+    test=FLAGS.test,
+    correction=FLAGS.correction,
+    baseline=FLAGS.baseline,
+    split=FLAGS.split,
+    num_samples=FLAGS.num_samples,
+  )
   md = stats.to_markdown(result)
   print(md)
   if FLAGS.out:

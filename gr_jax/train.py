@@ -18,8 +18,9 @@ from ml_collections import config_flags
 
 from gr_jax import runtime
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "experiment config file (path.py[:arg])",
-                                          lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file(
+  "config", None, "experiment config file (path.py[:arg])", lock_config=True
+)
 _WORKDIR = flags.DEFINE_string("workdir", None, "run directory (checkpoints, metrics, config.json)")
 
 
@@ -30,11 +31,13 @@ def main(argv) -> None:
   import jax  # pylint: disable=g-import-not-at-top  (after absl parsed XLA/JAX flags)
   from gr_jax.training import loop, partitioning  # pylint: disable=g-import-not-at-top
   from gr_jax.workdir_lock import WorkdirLockedError  # pylint: disable=g-import-not-at-top
+
   config = _CONFIG.value
   # Before anything touches the backend (jax.devices below included).
   partitioning.maybe_initialize_distributed(config)
-  logging.info("jax %s, %d process(es), devices: %s", jax.__version__, jax.process_count(),
-               jax.devices())
+  logging.info(
+    "jax %s, %d process(es), devices: %s", jax.__version__, jax.process_count(), jax.devices()
+  )
   logging.info("config:\n%s", config)
   try:
     summary = loop.train(config, _WORKDIR.value)

@@ -33,7 +33,7 @@ def absolute(path: os.PathLike | str) -> str:
   """`os.path.abspath` for local paths; other filesystems' paths unchanged (already absolute)."""
   s = os.fspath(path)
   if s.startswith("file" + _SCHEME_SEP):
-    s = s[len("file" + _SCHEME_SEP):]
+    s = s[len("file" + _SCHEME_SEP) :]
   return os.path.abspath(s) if is_local(s) else s
 
 
@@ -102,8 +102,9 @@ class MetricsLog:
 
   def __init__(self, path: os.PathLike | str, resumed_step: int):
     self.path = epath.Path(absolute(path))
-    self._records = [json_line(r) for r in read_jsonl(self.path)
-                     if r.get("step", 0) <= resumed_step]
+    self._records = [
+      json_line(r) for r in read_jsonl(self.path) if r.get("step", 0) <= resumed_step
+    ]
     write_text(self.path, "".join(self._records))
 
   def write(self, record: dict) -> None:

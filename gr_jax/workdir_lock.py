@@ -69,22 +69,36 @@ class WorkdirLock:
       os.close(fd)
       if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
         raise
-      who = (f"pid {holder.get('pid', '?')} on {holder.get('host', '?')} since "
-             f"{holder.get('started', '?')}" if holder else "another process")
+      who = (
+        f"pid {holder.get('pid', '?')} on {holder.get('host', '?')} since "
+        f"{holder.get('started', '?')}"
+        if holder
+        else "another process"
+      )
       raise WorkdirLockedError(
-          f"{self.workdir} is in use by {who} (lock {self.path}); wait for it to finish or use "
-          "another --workdir") from None
+        f"{self.workdir} is in use by {who} (lock {self.path}); wait for it to finish or use "
+        "another --workdir"
+      ) from None
     # A holder that released the lock cleanly truncated the file: content here means it died.
     previous = _read_holder(fd)
     pid = previous.get("pid")
     if isinstance(pid, int) and pid != os.getpid():
       alive = previous.get("host") == socket.gethostname() and pid_alive(pid)
-      log.warning("%s: taking over the lock left by pid %d on %s (%s)", self.workdir, pid,
-                  previous.get("host", "?"),
-                  "pid reused by another process" if alive else "no longer running")
-    body = json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                       "started": datetime.datetime.now().isoformat(timespec="seconds"),
-                       "purpose": self.purpose})
+      log.warning(
+        "%s: taking over the lock left by pid %d on %s (%s)",
+        self.workdir,
+        pid,
+        previous.get("host", "?"),
+        "pid reused by another process" if alive else "no longer running",
+      )
+    body = json.dumps(
+      {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "started": datetime.datetime.now().isoformat(timespec="seconds"),
+        "purpose": self.purpose,
+      }
+    )
     os.ftruncate(fd, 0)
     os.lseek(fd, 0, os.SEEK_SET)
     os.write(fd, body.encode())
@@ -117,10 +131,12 @@ def hold(workdir: str, *, enabled: bool = True, purpose: str = "") -> Iterator[N
     yield
     return
   from gr_jax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+
   if not workdir_lib.is_local(workdir):
     # flock needs a local file; object stores have no equivalent that Orbax also honours.
     logging.getLogger(__name__).warning(
-        "%s is not on a local disk: it is not locked; do not start a second job on it", workdir)
+      "%s is not on a local disk: it is not locked; do not start a second job on it", workdir
+    )
     yield
     return
   with WorkdirLock(workdir, purpose=purpose):

@@ -1,6 +1,5 @@
 """Shared pytest fixtures (kept small: each package's tests own their helpers)."""
 
-
 import pytest
 
 
@@ -19,10 +18,22 @@ def hf_t5_factory(tmp_path_factory):
     key = (seed, max_shard_size, tuple(sorted(fields.items())))
     if key in cache:
       return cache[key]
-    base = dict(vocab_size=97, d_model=24, d_kv=8, d_ff=40, num_layers=2, num_heads=3,
-                relative_attention_num_buckets=8, relative_attention_max_distance=20,
-                dropout_rate=0.0, feed_forward_proj="relu", tie_word_embeddings=True,
-                decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
+    base = dict(
+      vocab_size=97,
+      d_model=24,
+      d_kv=8,
+      d_ff=40,
+      num_layers=2,
+      num_heads=3,
+      relative_attention_num_buckets=8,
+      relative_attention_max_distance=20,
+      dropout_rate=0.0,
+      feed_forward_proj="relu",
+      tie_word_embeddings=True,
+      decoder_start_token_id=0,
+      pad_token_id=0,
+      eos_token_id=1,
+    )
     base.update(fields)
     torch.manual_seed(seed)
     model = transformers.T5ForConditionalGeneration(transformers.T5Config(**base)).eval()

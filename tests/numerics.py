@@ -35,8 +35,9 @@ def reduction_rtol(n_terms: int, safety: float = SAFETY) -> float:
   return safety * EPS32 * math.sqrt(max(int(n_terms), 1))
 
 
-def assert_close_f32(actual, desired, *, n_terms: int, safety: float = SAFETY,
-                     err_msg: str = "") -> None:
+def assert_close_f32(
+  actual, desired, *, n_terms: int, safety: float = SAFETY, err_msg: str = ""
+) -> None:
   """`actual` equals `desired` to float32 accuracy for reductions of `n_terms` terms.
 
   Absolute tolerance: `rtol * max|desired|` (the magnitude of the terms that were summed, see the
@@ -45,8 +46,7 @@ def assert_close_f32(actual, desired, *, n_terms: int, safety: float = SAFETY,
   actual, desired = np.asarray(actual, np.float64), np.asarray(desired, np.float64)
   rtol = reduction_rtol(n_terms, safety)
   scale = float(np.max(np.abs(desired))) if desired.size else 0.0
-  np.testing.assert_allclose(actual, desired, rtol=rtol, atol=rtol * scale + 1e-30,
-                             err_msg=err_msg)
+  np.testing.assert_allclose(actual, desired, rtol=rtol, atol=rtol * scale + 1e-30, err_msg=err_msg)
 
 
 def assert_trees_close_f32(actual, desired, *, n_terms: int, safety: float = SAFETY) -> None:
@@ -55,8 +55,7 @@ def assert_trees_close_f32(actual, desired, *, n_terms: int, safety: float = SAF
   got = jax.tree.leaves(actual)
   assert len(got) == len(paths), (len(got), len(paths))
   for (path, want), have in zip(paths, got):
-    assert_close_f32(have, want, n_terms=n_terms, safety=safety,
-                     err_msg=jax.tree_util.keystr(path))
+    assert_close_f32(have, want, n_terms=n_terms, safety=safety, err_msg=jax.tree_util.keystr(path))
 
 
 def t5_forward_terms(config) -> int:

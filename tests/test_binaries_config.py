@@ -16,10 +16,16 @@ from configs import base  # noqa: E402
 from gr_jax import config_check  # noqa: E402
 
 # A simulated dataset small enough that `prepare` finishes in about a second.
-TINY = ["--config.data.encoder_len=16", "--config.data.max_history=10",
-        "--config.data.tokenizer.vocab_size=200", "--config.data.sim.num_items=60",
-        "--config.data.sim.num_clusters=6", "--config.data.sim.num_users=120",
-        "--config.data.sim.session_len=6", "--config.data.sim.eval_queries=30"]
+TINY = [
+  "--config.data.encoder_len=16",
+  "--config.data.max_history=10",
+  "--config.data.tokenizer.vocab_size=200",
+  "--config.data.sim.num_items=60",
+  "--config.data.sim.num_clusters=6",
+  "--config.data.sim.num_users=120",
+  "--config.data.sim.session_len=6",
+  "--config.data.sim.eval_queries=30",
+]
 
 
 def env(**extra):
@@ -32,8 +38,15 @@ def env(**extra):
 
 def run_binary(binary, *args, extra_env=None, timeout=300):
   cmd = [sys.executable, "-m", f"gr_jax.{binary}", *args]
-  return subprocess.run(cmd, cwd=REPO, env=env(**(extra_env or {})), capture_output=True,
-                        text=True, timeout=timeout, check=False)
+  return subprocess.run(
+    cmd,
+    cwd=REPO,
+    env=env(**(extra_env or {})),
+    capture_output=True,
+    text=True,
+    timeout=timeout,
+    check=False,
+  )
 
 
 def one_line_error(proc) -> str:
@@ -74,13 +87,16 @@ def test_enum_lists_agree_with_their_owners():
   from gr_jax.model import PRESETS
   from gr_jax.model.config import ATTENTION_IMPLS
   from gr_jax.study import plan
+
   assert set(config_check.PRESETS) == set(PRESETS)
   assert set(config_check.ATTENTION_IMPLS) == set(ATTENTION_IMPLS)
   assert set(config_check.DECODE_METHODS) == set(evaluator.DECODE_METHODS)
   assert set(config_check.BUDGETS) == set(plan.BUDGETS)
 
 
-@pytest.mark.parametrize("key,value,needle", [
+@pytest.mark.parametrize(
+  "key,value,needle",
+  [
     ("data.encoder_len", 1, ">= 2"),
     ("data.encoder_len", 0, ">= 2"),
     ("data.encoder_len", -3, ">= 2"),
@@ -106,7 +122,8 @@ def test_enum_lists_agree_with_their_owners():
     ("data.source", "csv", "'movielens'"),
     ("mesh.data", 0, "-1"),
     ("model.dropout_rate", 1.0, "< 1"),
-])
+  ],
+)
 def test_bad_value_is_named(key, value, needle):
   config = _set(base.get_config(), key, value)
   named = "decode.num_beams" if key == "decode.num_beam_groups" else key
@@ -137,6 +154,7 @@ def test_topk_may_return_more_than_beams():
 def test_missing_keys_are_not_checked():
   # An older run's config.json lacks newer knobs: what is there is checked, the rest is not.
   import ml_collections
+
   config = ml_collections.ConfigDict({"decode": {"num_beams": 4}, "train": {"batch_size": 8}})
   config_check.validate(config)
   config.train.batch_size = 0
@@ -144,38 +162,67 @@ def test_missing_keys_are_not_checked():
     config_check.validate(config)
 
 
-@pytest.mark.parametrize("override,key", [
+@pytest.mark.parametrize(
+  "override,key",
+  [
     ("--config.data.encoder_len=1", "data.encoder_len"),
     ("--config.data.encoder_len=0", "data.encoder_len"),
     ("--config.data.encoder_len=-5", "data.encoder_len"),
     ("--config.train.batch_size=-4", "train.batch_size"),
     ("--config.train.batch_size=0", "train.batch_size"),
     ("--config.decode.method=greedy", "decode.method"),
-])
+  ],
+)
 def test_prepare_refuses_bad_config_in_one_line(tmp_path, override, key):
-  proc = run_binary("prepare", "--config", os.path.join(REPO, "configs", "base.py"),
-                    "--workdir", str(tmp_path / "run"), *TINY, override)
+  proc = run_binary(
+    "prepare",
+    "--config",
+    os.path.join(REPO, "configs", "base.py"),
+    "--workdir",
+    str(tmp_path / "run"),
+    *TINY,
+    override,
+  )
   line = one_line_error(proc)
   assert f"config key {key} = " in line, line
   assert not os.path.exists(tmp_path / "run" / "data"), "no work before validation"
 
 
 def test_prepare_refuses_fractions_leaving_no_training_queries(tmp_path):
-  proc = run_binary("prepare", "--config", os.path.join(REPO, "configs", "base.py"),
-                    "--workdir", str(tmp_path / "run"), *TINY,
-                    "--config.data.search_valid_fraction=0.6",
-                    "--config.data.search_test_fraction=0.4")
+  proc = run_binary(
+    "prepare",
+    "--config",
+    os.path.join(REPO, "configs", "base.py"),
+    "--workdir",
+    str(tmp_path / "run"),
+    *TINY,
+    "--config.data.search_valid_fraction=0.6",
+    "--config.data.search_test_fraction=0.4",
+  )
   assert "search_test_fraction" in one_line_error(proc)
 
 
 def test_train_refuses_negative_batch_before_any_step(tmp_path):
-  proc = run_binary("train", "--config", os.path.join(REPO, "configs", "base.py"),
-                    "--workdir", str(tmp_path / "run"), *TINY, "--config.train.batch_size=-4")
+  proc = run_binary(
+    "train",
+    "--config",
+    os.path.join(REPO, "configs", "base.py"),
+    "--workdir",
+    str(tmp_path / "run"),
+    *TINY,
+    "--config.train.batch_size=-4",
+  )
   assert "config key train.batch_size = -4" in one_line_error(proc)
   assert not os.path.exists(tmp_path / "run" / "checkpoints")
 
 
 def test_reproduce_refuses_unknown_budget(tmp_path):
-  proc = run_binary("reproduce", "--config", os.path.join(REPO, "configs", "base.py"),
-                    "--workdir", str(tmp_path / "study"), "--config.reproduce.budgets=('forever',)")
+  proc = run_binary(
+    "reproduce",
+    "--config",
+    os.path.join(REPO, "configs", "base.py"),
+    "--workdir",
+    str(tmp_path / "study"),
+    "--config.reproduce.budgets=('forever',)",
+  )
   assert "config key reproduce.budgets" in one_line_error(proc)

@@ -18,18 +18,39 @@ from configs import base  # noqa: E402
 
 
 def _slice(path, pids):
-  playlists = [{"pid": pid, "name": f"list {pid}",
-                "tracks": [{"pos": k, "track_uri": f"spotify:track:{pid % 3}{k}",
-                            "track_name": f"t{k}", "artist_name": "a", "album_name": "b"}
-                           for k in range(4)]} for pid in pids]
+  playlists = [
+    {
+      "pid": pid,
+      "name": f"list {pid}",
+      "tracks": [
+        {
+          "pos": k,
+          "track_uri": f"spotify:track:{pid % 3}{k}",
+          "track_name": f"t{k}",
+          "artist_name": "a",
+          "album_name": "b",
+        }
+        for k in range(4)
+      ],
+    }
+    for pid in pids
+  ]
   path.write_text(json.dumps({"playlists": playlists}))
 
 
 def _slice_files_in_subprocess(root):
-  code = ("import json, sys\nfrom gr_jax.data import mpd\n"
-          "print(json.dumps(mpd.slice_files(sys.argv[1])))")
-  proc = subprocess.run([sys.executable, "-c", code, str(root)], cwd=REPO, env=env(),
-                        capture_output=True, text=True, timeout=60, check=False)
+  code = (
+    "import json, sys\nfrom gr_jax.data import mpd\nprint(json.dumps(mpd.slice_files(sys.argv[1])))"
+  )
+  proc = subprocess.run(
+    [sys.executable, "-c", code, str(root)],
+    cwd=REPO,
+    env=env(),
+    capture_output=True,
+    text=True,
+    timeout=60,
+    check=False,
+  )
   assert proc.returncode == 0, proc.stderr[-2000:]
   return json.loads(proc.stdout)
 
@@ -53,8 +74,10 @@ def test_mpd_two_links_do_not_hang(tmp_path):
   os.symlink(os.path.join("..", "b"), root / "a" / "to_b")
   os.symlink(os.path.join("..", "a"), root / "b" / "to_a")
   files = _slice_files_in_subprocess(root)
-  assert [os.path.basename(f) for f in files] == ["mpd.slice.0-999.json",
-                                                  "mpd.slice.1000-1999.json"]
+  assert [os.path.basename(f) for f in files] == [
+    "mpd.slice.0-999.json",
+    "mpd.slice.1000-1999.json",
+  ]
 
 
 def test_mpd_prepare_through_a_link_loop(tmp_path):
@@ -62,11 +85,18 @@ def test_mpd_prepare_through_a_link_loop(tmp_path):
   (root / "data").mkdir(parents=True)
   _slice(root / "data" / "mpd.slice.0-999.json", list(range(1, 13)))
   os.symlink("..", root / "data" / "loop")
-  proc = run_binary("prepare", "--config", os.path.join(REPO, "configs", "base.py"),
-                    "--workdir", str(tmp_path / "run"), "--config.data.source=mpd",
-                    f"--config.data.path={root}", "--config.data.tokenizer.vocab_size=60",
-                    "--config.data.search_valid_fraction=0.2",
-                    "--config.data.search_test_fraction=0.2")
+  proc = run_binary(
+    "prepare",
+    "--config",
+    os.path.join(REPO, "configs", "base.py"),
+    "--workdir",
+    str(tmp_path / "run"),
+    "--config.data.source=mpd",
+    f"--config.data.path={root}",
+    "--config.data.tokenizer.vocab_size=60",
+    "--config.data.search_valid_fraction=0.2",
+    "--config.data.search_test_fraction=0.2",
+  )
   assert "duplicate pid" not in proc.stderr, proc.stderr[-2000:]
   assert proc.returncode == 0, proc.stderr[-2000:]
 
@@ -91,8 +121,9 @@ def test_prepare_removes_temp_dirs_of_killed_runs(tmp_path):
     live.mkdir()
     other = run / f".other.tmp-{_dead_pid()}-feedf00d"  # another destination's: not ours
     other.mkdir()
-    proc = run_binary("prepare", "--config", os.path.join(REPO, "configs", "base.py"),
-                      "--workdir", str(run), *TINY)
+    proc = run_binary(
+      "prepare", "--config", os.path.join(REPO, "configs", "base.py"), "--workdir", str(run), *TINY
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert not stale.exists()
     assert live.exists() and other.exists()
@@ -104,6 +135,7 @@ def test_prepare_removes_temp_dirs_of_killed_runs(tmp_path):
 
 def test_temp_dir_of_a_reused_pid_is_stale(tmp_path):
   from gr_jax.data import prepare as prep
+
   out = tmp_path / "data"
   # This process is alive, but a directory last written before it started is from another run.
   old = tmp_path / f".data.tmp-{os.getpid()}-00000000"
@@ -143,6 +175,7 @@ def _tfds_config(path):
 def test_tfds_loads_without_download_and_names_data_dir(tmp_path, fake_tfds):
   from gr_jax.data import tfds_movielens
   from gr_jax.data.errors import DataError
+
   with pytest.raises(DataError) as e:
     tfds_movielens.load(_tfds_config(tmp_path))
   assert fake_tfds and fake_tfds[0][1]["download"] is False
@@ -154,6 +187,7 @@ def test_tfds_loads_without_download_and_names_data_dir(tmp_path, fake_tfds):
 def test_tfds_missing_data_dir(tmp_path, fake_tfds):
   from gr_jax.data import tfds_movielens
   from gr_jax.data.errors import DataError
+
   with pytest.raises(DataError, match="TFDS data_dir not found"):
     tfds_movielens.load(_tfds_config(tmp_path / "absent"))
   assert not fake_tfds
@@ -163,13 +197,15 @@ def test_tfds_missing_data_dir(tmp_path, fake_tfds):
 def _index(model_dir, fname):
   model_dir.mkdir(exist_ok=True)
   (model_dir / "model.safetensors.index.json").write_text(
-      json.dumps({"metadata": {}, "weight_map": {"shared.weight": fname}}))
+    json.dumps({"metadata": {}, "weight_map": {"shared.weight": fname}})
+  )
 
 
 @pytest.mark.parametrize("kind", ["dotdot", "absolute", "nested_dotdot"])
 def test_hf_index_refuses_files_outside_the_model_dir(tmp_path, kind):
   pytest.importorskip("jax")
   from gr_jax.model import hf_import
+
   outside = tmp_path / "secret.safetensors"
   outside.write_bytes(b"x")
   model = tmp_path / "model"
@@ -194,6 +230,7 @@ def test_hf_index_accepts_hf_cache_symlinked_shards(tmp_path):
   # directory is fine wherever the link points.
   pytest.importorskip("jax")
   from gr_jax.model import hf_import
+
   blob = tmp_path / "blobs" / "abc123"
   blob.parent.mkdir()
   blob.write_bytes(b"x")
@@ -208,6 +245,7 @@ def test_hf_index_accepts_hf_cache_symlinked_shards(tmp_path):
 def test_hf_index_inside_names_still_checked_for_existence(tmp_path):
   pytest.importorskip("jax")
   from gr_jax.model import hf_import
+
   model = tmp_path / "model"
   _index(model, "model-00001-of-00002.safetensors")
   with pytest.raises(hf_import.CheckpointError, match="missing file"):

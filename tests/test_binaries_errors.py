@@ -28,8 +28,15 @@ def _bad_jsonl(tmp_path):
 
 def test_prepare_data_error_is_one_line_without_traceback(tmp_path):
   raw = _bad_jsonl(tmp_path)
-  proc = run_binary("prepare", "--config", BASE, "--workdir", str(tmp_path / "run"),
-                    "--config.data.source=jsonl", f"--config.data.path={raw}")
+  proc = run_binary(
+    "prepare",
+    "--config",
+    BASE,
+    "--workdir",
+    str(tmp_path / "run"),
+    "--config.data.source=jsonl",
+    f"--config.data.path={raw}",
+  )
   line = one_line_error(proc)
   assert "search.jsonl:2" in line, line
   assert proc.returncode == 1
@@ -38,8 +45,14 @@ def test_prepare_data_error_is_one_line_without_traceback(tmp_path):
 @pytest.mark.parametrize("how", ["flag", "env"])
 def test_verbose_shows_the_traceback(tmp_path, how):
   raw = _bad_jsonl(tmp_path)
-  args = ["--config", BASE, "--workdir", str(tmp_path / "run"), "--config.data.source=jsonl",
-          f"--config.data.path={raw}"]
+  args = [
+    "--config",
+    BASE,
+    "--workdir",
+    str(tmp_path / "run"),
+    "--config.data.source=jsonl",
+    f"--config.data.path={raw}",
+  ]
   if how == "flag":
     proc = run_binary("prepare", *args, "--verbose")
   else:
@@ -75,6 +88,7 @@ def test_main_guard_one_line_for_project_errors(capsys):
 
 def test_main_guard_disk_full_names_path_and_free_space(tmp_path, capsys):
   from gr_jax import runtime
+
   target = tmp_path / "run" / "checkpoints" / "7" / "params"
 
   def full(argv):
@@ -132,13 +146,22 @@ def test_train_disk_full_is_one_line(tmp_path):
 
 def _run_code(code, *args):
   import subprocess
-  return subprocess.run([sys.executable, "-c", code, *args], cwd=REPO, env=env(),
-                        capture_output=True, text=True, timeout=300, check=False)
+
+  return subprocess.run(
+    [sys.executable, "-c", code, *args],
+    cwd=REPO,
+    env=env(),
+    capture_output=True,
+    text=True,
+    timeout=300,
+    check=False,
+  )
 
 
 # ------------------------------------------------------------------------ evaluate --config.*
 def _run_dir(tmp_path):
   from configs import base
+
   run = tmp_path / "run"
   run.mkdir()
   (run / "config.json").write_text(json.dumps(base.get_config().to_dict()))
@@ -148,17 +171,26 @@ def _run_dir(tmp_path):
 def test_evaluate_takes_config_overrides(tmp_path):
   run = _run_dir(tmp_path)
   # A valid override is accepted (absl does not see it), then the missing checkpoint is reported.
-  proc = run_binary("evaluate", f"--workdir={run}", "--config.decode.method=topk_exact",
-                    "--config.decode.num_return_sequences", "100", "--out_subdir=test_topk")
+  proc = run_binary(
+    "evaluate",
+    f"--workdir={run}",
+    "--config.decode.method=topk_exact",
+    "--config.decode.num_return_sequences",
+    "100",
+    "--out_subdir=test_topk",
+  )
   line = one_line_error(proc)
   assert "no checkpoint" in line, line
 
 
-@pytest.mark.parametrize("override,key", [
+@pytest.mark.parametrize(
+  "override,key",
+  [
     ("--config.decode.num_beam_groups=7", "decode.num_beams"),
     ("--config.decode.method=greedy", "decode.method"),
     ("--config.eval.ks=1,0", "eval.ks"),
-])
+  ],
+)
 def test_evaluate_validates_overrides_on_the_run_config(tmp_path, override, key):
   run = _run_dir(tmp_path)
   line = one_line_error(run_binary("evaluate", f"--workdir={run}", override))
@@ -173,8 +205,18 @@ def test_evaluate_unknown_field_is_one_line(tmp_path):
 
 def test_split_config_overrides():
   from gr_jax import evaluate
+
   rest, over = evaluate.split_config_overrides(
-      ["evaluate", "--workdir=r", "--config.decode.method=topk_exact", "--config.eval.ks",
-       "(1, 10)", "--config.decode.use_cache=false", "--step", "best"])
+    [
+      "evaluate",
+      "--workdir=r",
+      "--config.decode.method=topk_exact",
+      "--config.eval.ks",
+      "(1, 10)",
+      "--config.decode.use_cache=false",
+      "--step",
+      "best",
+    ]
+  )
   assert rest == ["evaluate", "--workdir=r", "--step", "best"]
   assert over == {"decode.method": "topk_exact", "eval.ks": (1, 10), "decode.use_cache": False}

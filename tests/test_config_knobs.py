@@ -53,8 +53,12 @@ def _code_text(path: str) -> str:
   for node in ast.walk(ast.parse(src)):
     if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
       body = node.body
-      if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
-          and isinstance(body[0].value.value, str):
+      if (
+        body
+        and isinstance(body[0], ast.Expr)
+        and isinstance(body[0].value, ast.Constant)
+        and isinstance(body[0].value.value, str)
+      ):
         docstrings.add((body[0].lineno, body[0].col_offset))
   out = []
   for tok in tokenize.generate_tokens(io.StringIO(src).readline):
@@ -85,10 +89,10 @@ def _is_read(name: str, text: str) -> bool:
       return True
   leaf = re.escape(parts[-1])
   patterns = (
-      rf"[\w)\]]\s*\.\s*{leaf}\b",  # section.leaf
-      rf"\.\s*get\s*\(\s*[\"']{leaf}[\"']",  # section.get("leaf", ...)
-      rf"\[\s*[\"']{leaf}[\"']\s*\]",  # section["leaf"]
-      rf"getattr\s*\([^,()]+,\s*[\"']{leaf}[\"']",  # getattr(section, "leaf", ...)
+    rf"[\w)\]]\s*\.\s*{leaf}\b",  # section.leaf
+    rf"\.\s*get\s*\(\s*[\"']{leaf}[\"']",  # section.get("leaf", ...)
+    rf"\[\s*[\"']{leaf}[\"']\s*\]",  # section["leaf"]
+    rf"getattr\s*\([^,()]+,\s*[\"']{leaf}[\"']",  # getattr(section, "leaf", ...)
   )
   return any(re.search(p, text) for p in patterns)
 
@@ -103,8 +107,10 @@ def test_allow_list_names_real_knobs_the_scan_cannot_see():
 def test_every_base_knob_is_read_by_gr_jax():
   text = _source_text()
   dead = [n for n in _leaves(base.get_config()) if n not in DYNAMIC and not _is_read(n, text)]
-  assert not dead, (f"configs/base.py knobs that no code in gr_jax/ reads: {dead}; wire each to "
-                    "the code its comment names, or delete it")
+  assert not dead, (
+    f"configs/base.py knobs that no code in gr_jax/ reads: {dead}; wire each to "
+    "the code its comment names, or delete it"
+  )
 
 
 def test_the_check_catches_a_dead_knob():

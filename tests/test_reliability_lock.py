@@ -27,8 +27,13 @@ lock.release()
 def _holder(workdir):
   """A child process that holds the workdir lock until its stdin gets a line."""
   env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
-  proc = subprocess.Popen([sys.executable, "-c", _HOLDER, str(workdir)], env=env, text=True,
-                          stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+  proc = subprocess.Popen(
+    [sys.executable, "-c", _HOLDER, str(workdir)],
+    env=env,
+    text=True,
+    stdin=subprocess.PIPE,
+    stdout=subprocess.PIPE,
+  )
   assert proc.stdout.readline().strip() == "locked"
   return proc
 
@@ -58,8 +63,10 @@ def test_lock_of_a_killed_process_is_taken_over_with_a_log_line(tmp_path, caplog
     with workdir_lock.hold(str(tmp_path)):
       with open(tmp_path / workdir_lock.LOCK_NAME) as f:
         assert f'"pid": {os.getpid()}' in f.read()
-  assert any(f"pid {proc.pid}" in r.getMessage() and "no longer running" in r.getMessage()
-             for r in caplog.records)
+  assert any(
+    f"pid {proc.pid}" in r.getMessage() and "no longer running" in r.getMessage()
+    for r in caplog.records
+  )
 
 
 def test_same_process_second_lock_is_refused_and_release_reopens(tmp_path):
@@ -75,12 +82,28 @@ def test_same_process_second_lock_is_refused_and_release_reopens(tmp_path):
 def test_train_binary_on_a_held_workdir_exits_1_with_one_line(tmp_path):
   proc = _holder(tmp_path / "run")
   try:
-    env = dict(os.environ, JAX_PLATFORMS="cpu",
-               PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = dict(
+      os.environ,
+      JAX_PLATFORMS="cpu",
+      PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    )
     out = subprocess.run(
-        [sys.executable, "-m", "gr_jax.train", "--config", os.path.join(REPO, "configs", "base.py"),
-         "--workdir", str(tmp_path / "run")], env=env, cwd=REPO, capture_output=True, text=True,
-        timeout=300, check=False)
+      [
+        sys.executable,
+        "-m",
+        "gr_jax.train",
+        "--config",
+        os.path.join(REPO, "configs", "base.py"),
+        "--workdir",
+        str(tmp_path / "run"),
+      ],
+      env=env,
+      cwd=REPO,
+      capture_output=True,
+      text=True,
+      timeout=300,
+      check=False,
+    )
   finally:
     proc.stdin.write("done\n")
     proc.stdin.flush()

@@ -40,6 +40,7 @@ def test_only_local_paths_are_made_absolute(tmp_path, monkeypatch):
 
 def test_checkpoint_dir_keeps_a_url_workdir():
   from gr_jax.training import checkpointing
+
   assert checkpointing.checkpoint_dir("gs://bucket/run") == "gs://bucket/run/checkpoints"
   assert checkpointing.checkpoint_dir("/abs/run") == "/abs/run/checkpoints"
   assert not os.path.exists("gs:")  # nothing local was created on the way
@@ -64,6 +65,7 @@ def test_local_write_is_atomic_and_leaves_no_temporary(tmp_path):
 
   class Unserialisable:
     pass
+
   with pytest.raises(TypeError):
     workdir.write_json(str(path), {"x": Unserialisable()})  # fails before touching the file
   workdir.write_text(str(path), "new")
@@ -76,6 +78,7 @@ def test_interrupted_local_write_keeps_the_old_file(tmp_path, monkeypatch):
 
   def boom(src, dst):
     raise OSError("disk full")
+
   monkeypatch.setattr(os, "replace", boom)
   with pytest.raises(OSError, match="disk full"):
     workdir.write_text(str(path), "new")
@@ -89,7 +92,7 @@ def test_url_paths_are_written_through_epath(tmp_path):
   def local(path):
     path = os.fspath(path)
     assert path.startswith("gs://"), path  # only the URL writes come here
-    return os.path.join(root, path[len("gs://"):])
+    return os.path.join(root, path[len("gs://") :])
 
   def makedirs(original, path, exist_ok=False):
     return original(local(path), exist_ok=exist_ok)

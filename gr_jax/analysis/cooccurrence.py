@@ -29,8 +29,9 @@ def _pair_codes(idx: np.ndarray, n: int) -> np.ndarray:
   return idx[i].astype(np.int64) * n + idx[j]
 
 
-def prediction_cooccurrence(run: Mapping[str, Mapping[str, float]], item_index: Mapping[str, int],
-                            k: int = 30) -> dict[int, int]:
+def prediction_cooccurrence(
+  run: Mapping[str, Mapping[str, float]], item_index: Mapping[str, int], k: int = 30
+) -> dict[int, int]:
   """Pair code -> number of queries whose top-k lists contain both items."""
   n = len(item_index)
   codes = []
@@ -43,8 +44,9 @@ def prediction_cooccurrence(run: Mapping[str, Mapping[str, float]], item_index: 
   return dict(zip(u.tolist(), c.tolist()))
 
 
-def session_pairs(histories: np.ndarray, targets: np.ndarray, num_items: int, window: int = 10
-                  ) -> set[int]:
+def session_pairs(
+  histories: np.ndarray, targets: np.ndarray, num_items: int, window: int = 10
+) -> set[int]:
   """Pairs (target, one of the last `window` history items): history `[N, L]` item indices, -1 pad."""
   codes = []
   for h, t in zip(np.asarray(histories), np.asarray(targets)):
@@ -69,7 +71,9 @@ def query_pairs(query_items: Iterable[Sequence[int]], num_items: int) -> set[int
 def query_pairs_from_split(arrays: Mapping, num_items: int) -> set[int]:
   """Pairs relevant to the same query in a search split (`query_id`, `target_item`)."""
   groups: dict[int, list[int]] = {}
-  for q, t in zip(np.asarray(arrays["query_id"]).tolist(), np.asarray(arrays["target_item"]).tolist()):
+  for q, t in zip(
+    np.asarray(arrays["query_id"]).tolist(), np.asarray(arrays["target_item"]).tolist()
+  ):
     groups.setdefault(q, []).append(t)
   return query_pairs(groups.values(), num_items)
 
@@ -85,14 +89,22 @@ def h2_summary(specific: Mapping[int, int], joint: Mapping[int, int], related: s
   share = pos_related / pos_total if pos_total > 0 else float("nan")
   rel_pairs = [p for p in pairs if p in related]
   return {
-      "pairs": len(pairs),
-      "cooc_specific": int(sum(specific.values())), "cooc_joint": int(sum(joint.values())),
-      "positive_change": pos_total, "positive_change_on_related": pos_related,
-      "share_on_related": share, "related_base_rate": base_rate,
-      "lift": share / base_rate if base_rate and base_rate == base_rate and base_rate > 0 else float("nan"),
-      "mean_delta_related": float(np.mean([delta[p] for p in rel_pairs])) if rel_pairs else float("nan"),
-      "mean_delta_unrelated": float(np.mean([delta[p] for p in pairs if p not in related]))
-      if len(rel_pairs) < len(pairs) else float("nan"),
+    "pairs": len(pairs),
+    "cooc_specific": int(sum(specific.values())),
+    "cooc_joint": int(sum(joint.values())),
+    "positive_change": pos_total,
+    "positive_change_on_related": pos_related,
+    "share_on_related": share,
+    "related_base_rate": base_rate,
+    "lift": share / base_rate
+    if base_rate and base_rate == base_rate and base_rate > 0
+    else float("nan"),
+    "mean_delta_related": float(np.mean([delta[p] for p in rel_pairs]))
+    if rel_pairs
+    else float("nan"),
+    "mean_delta_unrelated": float(np.mean([delta[p] for p in pairs if p not in related]))
+    if len(rel_pairs) < len(pairs)
+    else float("nan"),
   }
 
 
@@ -100,8 +112,9 @@ def decode_pair(code: int, num_items: int) -> tuple[int, int]:
   return int(code) // num_items, int(code) % num_items
 
 
-def histories_from_encoder_inputs(encoder_input_ids: np.ndarray, token_offset: int, num_items: int
-                                  ) -> np.ndarray:
+def histories_from_encoder_inputs(
+  encoder_input_ids: np.ndarray, token_offset: int, num_items: int
+) -> np.ndarray:
   """Rec encoder inputs (item tokens, EOS, pad; maybe a task token) -> item indices, -1 elsewhere."""
   idx = np.asarray(encoder_input_ids, np.int64) - token_offset
   return np.where((idx >= 0) & (idx < num_items), idx, -1)
@@ -112,15 +125,24 @@ def related_pairs(dataset, task: str, window: int = 10) -> set[int]:
   n = dataset.catalog.num_items
   if task == "search":  # rec sessions relate items
     arrays = dataset.split("rec", "train")
-    hist = histories_from_encoder_inputs(arrays["encoder_input_ids"], dataset.catalog.token_offset, n)
+    hist = histories_from_encoder_inputs(
+      arrays["encoder_input_ids"], dataset.catalog.token_offset, n
+    )
     return session_pairs(hist, arrays["target_item"], n, window)
   if task == "rec":  # search queries relate items
     return query_pairs_from_split(dataset.split("search", "train"), n)
   raise ValueError(f"task must be 'search' or 'rec', got {task!r}")
 
 
-def h2_from_runs(specific_dirs: Sequence[str], joint_dirs: Sequence[str], dataset, task: str,
-                 split: str = "test", k: int = 30, window: int = 10) -> dict:
+def h2_from_runs(
+  specific_dirs: Sequence[str],
+  joint_dirs: Sequence[str],
+  dataset,
+  task: str,
+  split: str = "test",
+  k: int = 30,
+  window: int = 10,
+) -> dict:
   """H2 summary of the task-specific model vs the joint one, pooled over seeds.
 
   Seeds are pooled by summing co-occurrence counts over each model's run directories (both models
@@ -128,6 +150,7 @@ def h2_from_runs(specific_dirs: Sequence[str], joint_dirs: Sequence[str], datase
   """
   import os
   from gr_jax.evaluation import runs as runs_lib
+
   index = {d: i for i, d in enumerate(dataset.catalog.item_ids)}
 
   def pooled(dirs):
@@ -139,8 +162,10 @@ def h2_from_runs(specific_dirs: Sequence[str], joint_dirs: Sequence[str], datase
     return total
 
   if len(specific_dirs) != len(joint_dirs):
-    raise ValueError(f"{len(specific_dirs)} task-specific runs vs {len(joint_dirs)} joint runs; "
-                     "pooling needs the same number of seeds")
+    raise ValueError(
+      f"{len(specific_dirs)} task-specific runs vs {len(joint_dirs)} joint runs; "
+      "pooling needs the same number of seeds"
+    )
   rel = related_pairs(dataset, task, window)
   out = h2_summary(pooled(specific_dirs), pooled(joint_dirs), rel)
   out.update({"task": task, "k": k, "num_related_pairs": len(rel), "seeds": len(joint_dirs)})

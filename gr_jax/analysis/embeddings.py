@@ -15,23 +15,34 @@ def item_embedding_matrix(model, token_offset: int, num_items: int) -> np.ndarra
   table = model.token_embeddings()
   total = token_offset + num_items
   if table.shape[0] < total:
-    raise ValueError(f"the model's embedding has {table.shape[0]} rows; items need rows up to "
-                     f"{total} (token_offset {token_offset} + {num_items} items)")
+    raise ValueError(
+      f"the model's embedding has {table.shape[0]} rows; items need rows up to "
+      f"{total} (token_offset {token_offset} + {num_items} items)"
+    )
   return np.asarray(table[token_offset:total], np.float32)
 
 
 def tsne(embeddings: np.ndarray, *, perplexity: float = 30.0, seed: int = 0) -> np.ndarray:
   """2-D t-SNE coordinates `[items, 2]` (PCA init, deterministic for a seed)."""
   from sklearn.manifold import TSNE
+
   x = np.asarray(embeddings, np.float32)
   perplexity = min(perplexity, max(1.0, (x.shape[0] - 1) / 3))  # sklearn needs perplexity < n
-  return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed,
-              learning_rate="auto").fit_transform(x)
+  return TSNE(
+    n_components=2, perplexity=perplexity, init="pca", random_state=seed, learning_rate="auto"
+  ).fit_transform(x)
 
 
-def tsne_plot(path: str, embeddings: np.ndarray, labels: Sequence | None = None, *,
-              title: str = "item embeddings (t-SNE)", perplexity: float = 30.0, seed: int = 0,
-              max_legend: int = 20) -> np.ndarray:
+def tsne_plot(
+  path: str,
+  embeddings: np.ndarray,
+  labels: Sequence | None = None,
+  *,
+  title: str = "item embeddings (t-SNE)",
+  perplexity: float = 30.0,
+  seed: int = 0,
+  max_legend: int = 20,
+) -> np.ndarray:
   """Writes a scatter PNG coloured by label (cluster, genre); returns the 2-D coordinates."""
   xy = tsne(embeddings, perplexity=perplexity, seed=seed)
   plt = report.pyplot()
@@ -46,8 +57,13 @@ def tsne_plot(path: str, embeddings: np.ndarray, labels: Sequence | None = None,
     cmap = plt.get_cmap("tab20" if len(uniq) > 10 else "tab10")
     for n, lab in enumerate(uniq):
       m = np.asarray([l == lab for l in labels])
-      ax.scatter(xy[m, 0], xy[m, 1], s=6, color=cmap(n % cmap.N),
-                 label=lab if len(uniq) <= max_legend else None)
+      ax.scatter(
+        xy[m, 0],
+        xy[m, 1],
+        s=6,
+        color=cmap(n % cmap.N),
+        label=lab if len(uniq) <= max_legend else None,
+      )
     if len(uniq) <= max_legend:
       ax.legend(fontsize=6, markerscale=2, loc="best")
   ax.set_title(title)
@@ -55,6 +71,7 @@ def tsne_plot(path: str, embeddings: np.ndarray, labels: Sequence | None = None,
   ax.set_yticks([])
   fig.tight_layout()
   import os
+
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   fig.savefig(path)
   plt.close(fig)

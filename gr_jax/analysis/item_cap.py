@@ -33,8 +33,10 @@ def cap_table(records: Sequence[Mapping], task: str, metric: str = "recall@30") 
       r = cell.get((c, m))
       line.append("" if r is None else f"{r['mean']:.4f} ± {r.get('std', 0.0):.4f}")
     body.append(line)
-  return (f"{task}: {report.metric_label(metric)} (mean ± std over seeds) by per-item cap of the added task\n\n"
-          + report.markdown_table(["cap"] + models, body))
+  return (
+    f"{task}: {report.metric_label(metric)} (mean ± std over seeds) by per-item cap of the added task\n\n"
+    + report.markdown_table(["cap"] + models, body)
+  )
 
 
 def cap_plot(path: str, records: Sequence[Mapping], task: str, metric: str = "recall@30") -> str:
@@ -46,5 +48,12 @@ def cap_plot(path: str, records: Sequence[Mapping], task: str, metric: str = "re
     pts = sorted((r["cap"], r["mean"], r.get("std", 0.0)) for r in rows if r["model"] == m)
     series[m] = ([p[0] for p in pts], [p[1] for p in pts])
     errors[m] = [p[2] for p in pts]
-  return report.line_plot(path, series, errors=errors, xlabel="per-item cap of the added task",
-                          ylabel=metric, title=task, logx=True)
+  return report.line_plot(
+    path,
+    series,
+    errors=errors,
+    xlabel="per-item cap of the added task",
+    ylabel=metric,
+    title=task,
+    logx=True,
+  )

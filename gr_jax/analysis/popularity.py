@@ -56,12 +56,17 @@ def popularity_kl(run, qrels, items: Sequence[str], k: int = 30, eps: float = 1e
   """`{"kl_target_pred", "kl_pred_target", "k", "eps"}` for one run and its qrels."""
   p_pred = distribution(predicted_counts(run, k), items, eps)
   p_tgt = distribution(target_counts(qrels), items, eps)
-  return {"kl_target_pred": kl_divergence(p_tgt, p_pred), "kl_pred_target": kl_divergence(p_pred, p_tgt),
-          "k": k, "eps": eps}
+  return {
+    "kl_target_pred": kl_divergence(p_tgt, p_pred),
+    "kl_pred_target": kl_divergence(p_pred, p_tgt),
+    "k": k,
+    "eps": eps,
+  }
 
 
-def popularity_buckets(train_counts: Mapping[str, float], bounds: Sequence[float] = (1 / 3, 2 / 3)
-                       ) -> dict[str, str]:
+def popularity_buckets(
+  train_counts: Mapping[str, float], bounds: Sequence[float] = (1 / 3, 2 / 3)
+) -> dict[str, str]:
   """Item -> head | torso | tail by cumulative share of training examples (see module doc).
 
   Items are sorted by count descending (ties by id, for determinism); an item belongs to the
@@ -93,13 +98,21 @@ def bucket_recall(run, qrels, buckets: Mapping[str, str], k: int = 30) -> dict[s
       b = buckets.get(d, "tail")  # never seen in training: the longest of tails
       pairs[b] += 1
       hits[b] += d in top
-  return {b: {"recall": hits[b] / pairs[b] if pairs[b] else float("nan"), "pairs": pairs[b]}
-          for b in BUCKETS}
+  return {
+    b: {"recall": hits[b] / pairs[b] if pairs[b] else float("nan"), "pairs": pairs[b]}
+    for b in BUCKETS
+  }
 
 
-def h1_analysis(runs: Mapping[str, Mapping], qrels, train_counts: Mapping[str, float],
-                items: Sequence[str], k: int = 30, eps: float = 1e-6,
-                bounds: Sequence[float] = (1 / 3, 2 / 3)) -> list[dict]:
+def h1_analysis(
+  runs: Mapping[str, Mapping],
+  qrels,
+  train_counts: Mapping[str, float],
+  items: Sequence[str],
+  k: int = 30,
+  eps: float = 1e-6,
+  bounds: Sequence[float] = (1 / 3, 2 / 3),
+) -> list[dict]:
   """One record per model: KL both ways and head/torso/tail recall. runs: model -> run (one task)."""
   buckets = popularity_buckets(train_counts, bounds)
   out = []
@@ -126,15 +139,23 @@ def _mean_records(records: list[dict]) -> dict:
   return out
 
 
-def h1_from_runs(groups: Mapping[str, Sequence[str]], dataset, task: str, split: str = "test",
-                 k: int = 30, eps: float = 1e-6, bounds: Sequence[float] = (1 / 3, 2 / 3)
-                 ) -> list[dict]:
+def h1_from_runs(
+  groups: Mapping[str, Sequence[str]],
+  dataset,
+  task: str,
+  split: str = "test",
+  k: int = 30,
+  eps: float = 1e-6,
+  bounds: Sequence[float] = (1 / 3, 2 / 3),
+) -> list[dict]:
   """H1 per model (mean over its seeds' run dirs) from `eval/<split>/{task}.run` files."""
   import os
   from gr_jax.evaluation import runs as runs_lib
+
   items = list(dataset.catalog.item_ids)
-  train = np.bincount(np.asarray(dataset.split(task, "train")["target_item"], np.int64),
-                      minlength=len(items))
+  train = np.bincount(
+    np.asarray(dataset.split(task, "train")["target_item"], np.int64), minlength=len(items)
+  )
   train_counts = {items[i]: int(c) for i, c in enumerate(train) if c > 0}
   out = []
   for model, dirs in groups.items():

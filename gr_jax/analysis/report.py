@@ -11,8 +11,10 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence]) -> str:
     if len(r) != len(headers):
       raise ValueError(f"row {i} has {len(r)} cells, expected {len(headers)} ({list(headers)})")
   esc = lambda s: str(s).replace("|", "\\|")
-  lines = ["| " + " | ".join(esc(h) for h in headers) + " |",
-           "|" + "|".join("---" for _ in headers) + "|"]
+  lines = [
+    "| " + " | ".join(esc(h) for h in headers) + " |",
+    "|" + "|".join("---" for _ in headers) + "|",
+  ]
   lines += ["| " + " | ".join(esc(c) for c in r) + " |" for r in rows]
   return "\n".join(lines)
 
@@ -27,14 +29,23 @@ def metric_label(metric: str) -> str:
 def pyplot():
   """matplotlib.pyplot on the Agg backend."""
   import matplotlib
+
   matplotlib.use("Agg", force=True)
   import matplotlib.pyplot as plt
+
   return plt
 
 
-def line_plot(path: str, series: Mapping[str, tuple[Sequence[float], Sequence[float]]], *,
-              xlabel: str, ylabel: str, title: str = "", logx: bool = False,
-              errors: Mapping[str, Sequence[float]] | None = None) -> str:
+def line_plot(
+  path: str,
+  series: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+  *,
+  xlabel: str,
+  ylabel: str,
+  title: str = "",
+  logx: bool = False,
+  errors: Mapping[str, Sequence[float]] | None = None,
+) -> str:
   """One line per series name: `{name: (xs, ys)}`, optional error bars; writes a PNG."""
   plt = pyplot()
   fig, ax = plt.subplots(figsize=(5, 3.5), dpi=120)

@@ -81,15 +81,25 @@ def paired_ttest(a: Sequence[float], b: Sequence[float]) -> dict:
   d = _differences(a, b, "paired_ttest")
   n = d.size
   diff, sd, ci = _t_interval(d)
-  out = {"unit": "query", "method": "ttest_rel", "n": int(n), "df": max(n - 1, 0), "diff": diff,
-         "ci95": ci, "ci_method": "t"}
+  out = {
+    "unit": "query",
+    "method": "ttest_rel",
+    "n": int(n),
+    "df": max(n - 1, 0),
+    "diff": diff,
+    "ci95": ci,
+    "ci_method": "t",
+  }
   if n < 2:
     return {**out, "statistic": math.nan, "p_value": math.nan}
   if sd == 0.0:
     # No variation: identical samples are not different; a constant shift is as different as it
     # gets.
-    return {**out, "statistic": math.nan if diff == 0 else math.copysign(math.inf, diff),
-            "p_value": 1.0 if diff == 0 else 0.0}
+    return {
+      **out,
+      "statistic": math.nan if diff == 0 else math.copysign(math.inf, diff),
+      "p_value": 1.0 if diff == 0 else 0.0,
+    }
   t = diff / (sd / math.sqrt(n))
   p = 2.0 * sps.t.sf(abs(t), df=n - 1)
   return {**out, "statistic": float(t), "p_value": float(min(p, 1.0))}
@@ -112,8 +122,17 @@ def seed_level_test(a_per_seed: Sequence[float], b_per_seed: Sequence[float]) ->
   d = _differences(a_per_seed, b_per_seed, "seed_level_test")
   n = d.size
   diff, sd, ci = _t_interval(d)
-  out = {"unit": "seed", "method": "ttest_rel", "n": int(n), "df": max(n - 1, 0), "diff": diff,
-         "ci95": ci, "ci_method": "t", "statistic": math.nan, "p_value": math.nan}
+  out = {
+    "unit": "seed",
+    "method": "ttest_rel",
+    "n": int(n),
+    "df": max(n - 1, 0),
+    "diff": diff,
+    "ci95": ci,
+    "ci_method": "t",
+    "statistic": math.nan,
+    "p_value": math.nan,
+  }
   if n < 2 or not sd > 0.0:  # `not >` also catches a NaN sd from NaN inputs
     return out
   t = diff / (sd / math.sqrt(n))
@@ -122,8 +141,14 @@ def seed_level_test(a_per_seed: Sequence[float], b_per_seed: Sequence[float]) ->
   return out
 
 
-def randomization_test(a: Sequence[float], b: Sequence[float], *, num_samples: int = 10000,
-                       seed: int = 0, exact: bool | None = None) -> dict:
+def randomization_test(
+  a: Sequence[float],
+  b: Sequence[float],
+  *,
+  num_samples: int = 10000,
+  seed: int = 0,
+  exact: bool | None = None,
+) -> dict:
   """Two-sided paired randomisation (sign-flip) test on the mean difference.
 
   Under H0 each query's difference is equally likely to have either sign. exact=True enumerates
@@ -136,8 +161,14 @@ def randomization_test(a: Sequence[float], b: Sequence[float], *, num_samples: i
   d = _differences(a, b, "randomization_test")
   n = d.size
   diff, _, ci = _t_interval(d)
-  out = {"unit": "query", "method": "randomization", "n": int(n), "diff": diff, "ci95": ci,
-         "ci_method": "t"}
+  out = {
+    "unit": "query",
+    "method": "randomization",
+    "n": int(n),
+    "diff": diff,
+    "ci95": ci,
+    "ci_method": "t",
+  }
   if n == 0:
     return {**out, "statistic": math.nan, "p_value": math.nan, "exact": True}
   observed = abs(d.mean())
@@ -188,8 +219,9 @@ def adjust_pvalues(p_values: Sequence[float], method: str = "holm") -> list[floa
   return out.tolist()
 
 
-def adjust_family(tests: Sequence[Mapping], method: str = "holm", alpha: float = 0.05
-                  ) -> list[dict]:
+def adjust_family(
+  tests: Sequence[Mapping], method: str = "holm", alpha: float = 0.05
+) -> list[dict]:
   """Corrects the p-values of a family of tests together.
 
   tests: dicts that each have "p_value" (e.g. `compare_models` comparisons or their "seed_test").
@@ -211,8 +243,14 @@ def adjust_family(tests: Sequence[Mapping], method: str = "holm", alpha: float =
   out = []
   for t, p in zip(tests, adjusted):
     c = copy.deepcopy(dict(t))
-    c.update({"p_adjusted": p, "family_size": size, "correction": method,
-              "significant": bool(p < alpha) if not math.isnan(p) else False})
+    c.update(
+      {
+        "p_adjusted": p,
+        "family_size": size,
+        "correction": method,
+        "significant": bool(p < alpha) if not math.isnan(p) else False,
+      }
+    )
     out.append(c)
   return out
 
@@ -232,36 +270,50 @@ class _EvalFiles:
     if key not in self._cache:
       path = self._path(run_dir, name)
       if not os.path.isfile(path):
-        raise FileNotFoundError(f"{run_dir}: no {os.path.join('eval', self.split, name)} ({path}); "
-                                f"{hint}")
+        raise FileNotFoundError(
+          f"{run_dir}: no {os.path.join('eval', self.split, name)} ({path}); {hint}"
+        )
       self._cache[key] = reader(path)
     return self._cache[key]
 
   def _evaluate_hint(self, run_dir: str) -> str:
-    return (f"run `python -m gr_jax.evaluate --workdir {run_dir} --split {self.split}` "
-            "(again) to write the complete eval directory")
+    return (
+      f"run `python -m gr_jax.evaluate --workdir {run_dir} --split {self.split}` "
+      "(again) to write the complete eval directory"
+    )
 
   def summary(self, run_dir: str) -> dict:
     out = self._read(run_dir, "metrics.json", runs_lib.read_json, self._evaluate_hint(run_dir))
     if not isinstance(out, dict):
-      raise ValueError(f"{self._path(run_dir, 'metrics.json')}: expected a JSON object of "
-                       f"task -> metric -> value, got {type(out).__name__}")
+      raise ValueError(
+        f"{self._path(run_dir, 'metrics.json')}: expected a JSON object of "
+        f"task -> metric -> value, got {type(out).__name__}"
+      )
     return out
 
   def per_query(self, run_dir: str, task: str, metric: str) -> dict[str, float]:
-    pq = self._read(run_dir, "per_query.json", runs_lib.read_json,
-                    "the per-query values are needed to pair queries; "
-                    + self._evaluate_hint(run_dir))
+    pq = self._read(
+      run_dir,
+      "per_query.json",
+      runs_lib.read_json,
+      "the per-query values are needed to pair queries; " + self._evaluate_hint(run_dir),
+    )
     values = pq.get(task, {}).get(metric) if isinstance(pq, dict) else None
     if not isinstance(values, dict):
-      raise ValueError(f"{self._path(run_dir, 'per_query.json')}: no {task}/{metric} "
-                       "(expected task -> metric -> {query id: value}); it does not match "
-                       "metrics.json, " + self._evaluate_hint(run_dir))
+      raise ValueError(
+        f"{self._path(run_dir, 'per_query.json')}: no {task}/{metric} "
+        "(expected task -> metric -> {query id: value}); it does not match "
+        "metrics.json, " + self._evaluate_hint(run_dir)
+      )
     return values
 
   def qrels(self, run_dir: str, task: str) -> dict[str, dict[str, int]]:
-    return self._read(run_dir, f"{task}.qrels", runs_lib.read_qrels,
-                      "the qrels identify the evaluated queries; " + self._evaluate_hint(run_dir))
+    return self._read(
+      run_dir,
+      f"{task}.qrels",
+      runs_lib.read_qrels,
+      "the qrels identify the evaluated queries; " + self._evaluate_hint(run_dir),
+    )
 
 
 def _few(ids: Sequence[str], k: int = 3) -> str:
@@ -274,8 +326,10 @@ def _id_set_difference(a, b) -> str | None:
   only_a, only_b = sorted(set(a) - set(b)), sorted(set(b) - set(a))
   if not only_a and not only_b:
     return None
-  return (f"{len(only_a)} query ids only in the first ({_few(only_a)}), "
-          f"{len(only_b)} only in the second ({_few(only_b)})")
+  return (
+    f"{len(only_a)} query ids only in the first ({_few(only_a)}), "
+    f"{len(only_b)} only in the second ({_few(only_b)})"
+  )
 
 
 def _check_same_qrels(files: _EvalFiles, ref: str, other: str, task: str) -> None:
@@ -289,9 +343,10 @@ def _check_same_qrels(files: _EvalFiles, ref: str, other: str, task: str) -> Non
     problems.append(f"different relevant items for {len(changed)} shared queries ({_few(changed)})")
   if problems:
     raise IncomparableRunsError(
-        f"{ref} and {other} were evaluated on different data: "
-        f"eval/{files.split}/{task}.qrels differ: {'; '.join(problems)}. Runs are compared only "
-        "on identical evaluation queries (same dataset and split)")
+      f"{ref} and {other} were evaluated on different data: "
+      f"eval/{files.split}/{task}.qrels differ: {'; '.join(problems)}. Runs are compared only "
+      "on identical evaluation queries (same dataset and split)"
+    )
 
 
 _DATASET_KEYS = ("dataset_sha256", "dataset")
@@ -306,13 +361,15 @@ def _check_same_dataset(files: _EvalFiles, ref: str, other: str) -> None:
     if key in ia and key in ib:
       if ia[key] != ib[key]:
         raise IncomparableRunsError(
-            f"{ref} and {other} were evaluated on different datasets: eval/{files.split}/"
-            f"metrics.json info.{key} is {ia[key]!r} vs {ib[key]!r}")
+          f"{ref} and {other} were evaluated on different datasets: eval/{files.split}/"
+          f"metrics.json info.{key} is {ia[key]!r} vs {ib[key]!r}"
+        )
       return
 
 
-def _load_model_runs(files: _EvalFiles, model: str, run_dirs: Sequence[str], task: str,
-                     metric: str):
+def _load_model_runs(
+  files: _EvalFiles, model: str, run_dirs: Sequence[str], task: str, metric: str
+):
   """(per-seed means, per-seed {query: value}) of one model, or None without the task."""
   has = [task in files.summary(d) for d in run_dirs]
   if not any(has):
@@ -320,15 +377,19 @@ def _load_model_runs(files: _EvalFiles, model: str, run_dirs: Sequence[str], tas
   if not all(has):
     missing = [d for d, h in zip(run_dirs, has) if not h]
     present = run_dirs[has.index(True)]
-    raise ValueError(f"model {model!r}: {missing[0]}/eval/{files.split}/metrics.json has no task "
-                     f"{task!r} but {present} has it; every seed of a model must be evaluated on "
-                     "the same tasks")
+    raise ValueError(
+      f"model {model!r}: {missing[0]}/eval/{files.split}/metrics.json has no task "
+      f"{task!r} but {present} has it; every seed of a model must be evaluated on "
+      "the same tasks"
+    )
   seed_means, per_query = [], []
   for d in run_dirs:
     summary = files.summary(d)
     if metric not in summary[task]:
-      raise KeyError(f"{d}: eval/{files.split}/metrics.json has no {task}/{metric}; "
-                     f"it has {sorted(summary[task])}")
+      raise KeyError(
+        f"{d}: eval/{files.split}/metrics.json has no {task}/{metric}; "
+        f"it has {sorted(summary[task])}"
+      )
     seed_means.append(float(summary[task][metric]))
     per_query.append(files.per_query(d, task, metric))
   return seed_means, per_query
@@ -356,8 +417,7 @@ def _seed_pairs(a_dirs: Sequence[str], b_dirs: Sequence[str]) -> tuple[str, list
   model; otherwise by position in the run lists (pairing "position", keys 0..).
   """
   sa, sb = [_run_seed(d) for d in a_dirs], [_run_seed(d) for d in b_dirs]
-  if (None not in sa and None not in sb and len(set(sa)) == len(sa)
-      and len(set(sb)) == len(sb)):
+  if None not in sa and None not in sb and len(set(sa)) == len(sa) and len(set(sb)) == len(sb):
     pairing, ka, kb = "seed", sa, sb
   else:
     pairing, ka, kb = "position", list(range(len(a_dirs))), list(range(len(b_dirs)))
@@ -365,10 +425,17 @@ def _seed_pairs(a_dirs: Sequence[str], b_dirs: Sequence[str]) -> tuple[str, list
   return pairing, keys, [ka.index(k) for k in keys], [kb.index(k) for k in keys]
 
 
-def compare_models(groups: Mapping[str, Sequence[str]], task: str | Sequence[str] = "search",
-                   metric: str | Sequence[str] = "recall@30", test: str = "ttest",
-                   correction: str = "holm", baseline: str = "joint", split: str = "test",
-                   num_samples: int = 10000, seed: int = 0) -> dict:
+def compare_models(
+  groups: Mapping[str, Sequence[str]],
+  task: str | Sequence[str] = "search",
+  metric: str | Sequence[str] = "recall@30",
+  test: str = "ttest",
+  correction: str = "holm",
+  baseline: str = "joint",
+  split: str = "test",
+  num_samples: int = 10000,
+  seed: int = 0,
+) -> dict:
   """Mean/std over seeds per model, and paired tests of `baseline` against every other model.
 
   groups: model name -> run directories (one per seed). task/metric: one or several.
@@ -398,7 +465,7 @@ def compare_models(groups: Mapping[str, Sequence[str]], task: str | Sequence[str
   files = _EvalFiles(split)
   all_dirs = [os.fspath(d) for dirs in groups.values() for d in dirs]
   for i, d in enumerate(all_dirs):  # every pair: a run without an identity field skips no one
-    for other in all_dirs[i + 1:]:
+    for other in all_dirs[i + 1 :]:
       _check_same_dataset(files, d, other)
   results, comparisons = [], []
   for t in tasks:
@@ -419,18 +486,20 @@ def compare_models(groups: Mapping[str, Sequence[str]], task: str | Sequence[str
             extra = sorted(set(values) - set(files.qrels(d, t)))
             if extra:
               raise IncomparableRunsError(
-                  f"{d}: eval/{split}/per_query.json {t}/{met} holds {len(extra)} queries not in "
-                  f"{t}.qrels ({_few(extra)}); the files come from different evaluations, "
-                  "re-run the evaluation")
+                f"{d}: eval/{split}/per_query.json {t}/{met} holds {len(extra)} queries not in "
+                f"{t}.qrels ({_few(extra)}); the files come from different evaluations, "
+                "re-run the evaluation"
+              )
             continue
           if not checked_qrels:
             _check_same_qrels(files, ref[0], d, t)
           ids = _id_set_difference(ref[1], values)
           if ids:
             raise IncomparableRunsError(
-                f"{ref[0]} and {d}: eval/{split}/per_query.json {t}/{met} hold different "
-                f"queries: {ids}. Queries are paired by id, so both runs must hold the same "
-                "ones (a torn or stale per_query.json; re-run the evaluation)")
+              f"{ref[0]} and {d}: eval/{split}/per_query.json {t}/{met} hold different "
+              f"queries: {ids}. Queries are paired by id, so both runs must hold the same "
+              "ones (a torn or stale per_query.json; re-run the evaluation)"
+            )
         qmeans = _mean_per_query(pq)
         loaded[name] = (dirs, seed_means, qmeans)
         results.append(_result(name, t, met, seed_means, dirs, len(qmeans)))
@@ -451,27 +520,57 @@ def compare_models(groups: Mapping[str, Sequence[str]], task: str | Sequence[str
         pairing, keys, ia, ib = _seed_pairs(a_dirs, b_dirs)
         seed_test = seed_level_test([a_seeds[i] for i in ia], [b_seeds[i] for i in ib])
         seed_test.update({"pairing": pairing, "seeds": keys})
-        comparisons.append(_comparison(t, met, baseline, other, test, res, seed_test,
-                                       float(np.mean(a_seeds)), float(np.mean(b_seeds)),
-                                       len(qids)))
+        comparisons.append(
+          _comparison(
+            t,
+            met,
+            baseline,
+            other,
+            test,
+            res,
+            seed_test,
+            float(np.mean(a_seeds)),
+            float(np.mean(b_seeds)),
+            len(qids),
+          )
+        )
   return _corrected(results, comparisons, test, correction, split, baseline)
 
 
 def _result(model, task, metric, seed_means, run_dirs, num_queries) -> dict:
   """One model's record: mean and std over its seeds (see compare_models)."""
-  return {"model": model, "task": task, "metric": metric, "mean": float(np.mean(seed_means)),
-          "std": float(np.std(seed_means, ddof=1)) if len(seed_means) > 1 else 0.0,
-          "per_seed": seed_means, "run_dirs": run_dirs, "num_queries": num_queries}
+  return {
+    "model": model,
+    "task": task,
+    "metric": metric,
+    "mean": float(np.mean(seed_means)),
+    "std": float(np.std(seed_means, ddof=1)) if len(seed_means) > 1 else 0.0,
+    "per_seed": seed_means,
+    "run_dirs": run_dirs,
+    "num_queries": num_queries,
+  }
 
 
 def _comparison(task, metric, a, b, test, res, seed_test, mean_a, mean_b, n) -> dict:
   """One comparison record of `a` (the joint model) against `b` (see compare_models)."""
-  return {"task": task, "metric": metric, "a": a, "b": b,
-          "p_value": res["p_value"], "statistic": res["statistic"], "method": test,
-          "gain_pct": (mean_a - mean_b) / mean_b * 100.0 if mean_b != 0 else math.nan,
-          "mean_a": mean_a, "mean_b": mean_b, "num_queries": n,
-          "unit": "query", "diff": res["diff"], "ci95": res["ci95"],
-          "ci_method": res["ci_method"], "seed_test": seed_test}
+  return {
+    "task": task,
+    "metric": metric,
+    "a": a,
+    "b": b,
+    "p_value": res["p_value"],
+    "statistic": res["statistic"],
+    "method": test,
+    "gain_pct": (mean_a - mean_b) / mean_b * 100.0 if mean_b != 0 else math.nan,
+    "mean_a": mean_a,
+    "mean_b": mean_b,
+    "num_queries": n,
+    "unit": "query",
+    "diff": res["diff"],
+    "ci95": res["ci95"],
+    "ci_method": res["ci_method"],
+    "seed_test": seed_test,
+  }
 
 
 def _corrected(results, comparisons, test, correction, split, baseline) -> dict:
@@ -481,14 +580,27 @@ def _corrected(results, comparisons, test, correction, split, baseline) -> dict:
   seed_tests = adjust_family([c["seed_test"] for c in comparisons], correction)
   for c, st in zip(comparisons, seed_tests):
     c["seed_test"] = st
-  return {"results": results, "comparisons": comparisons, "test": test,
-          "correction": correction, "split": split, "baseline": baseline}
+  return {
+    "results": results,
+    "comparisons": comparisons,
+    "test": test,
+    "correction": correction,
+    "split": split,
+    "baseline": baseline,
+  }
 
 
-def compare_within_seeds(groups: Mapping[str, Sequence[str]], task: str | Sequence[str] = "search",
-                         metric: str | Sequence[str] = "recall@30", test: str = "ttest",
-                         correction: str = "holm", baseline: str = "joint", split: str = "test",
-                         num_samples: int = 10000, seed: int = 0) -> dict:
+def compare_within_seeds(
+  groups: Mapping[str, Sequence[str]],
+  task: str | Sequence[str] = "search",
+  metric: str | Sequence[str] = "recall@30",
+  test: str = "ttest",
+  correction: str = "holm",
+  baseline: str = "joint",
+  split: str = "test",
+  num_samples: int = 10000,
+  seed: int = 0,
+) -> dict:
   """`compare_models` for studies with one dataset per seed (a fresh simulated dataset each).
 
   Runs are paired by seed (config.json `seed`), dataset identity and qrels are checked within each
@@ -528,8 +640,9 @@ def compare_within_seeds(groups: Mapping[str, Sequence[str]], task: str | Sequen
           diff = _id_set_difference(a_pq[i], b_pq[j])
           if diff:
             raise IncomparableRunsError(
-                f"{a_dirs[i]} and {b_dirs[j]}: eval/{split}/per_query.json {t}/{met} hold "
-                f"different queries: {diff} (a torn or stale per_query.json; re-evaluate)")
+              f"{a_dirs[i]} and {b_dirs[j]}: eval/{split}/per_query.json {t}/{met} hold "
+              f"different queries: {diff} (a torn or stale per_query.json; re-evaluate)"
+            )
           for q in sorted(a_pq[i]):
             va.append(a_pq[i][q])
             vb.append(b_pq[j][q])
@@ -541,8 +654,9 @@ def compare_within_seeds(groups: Mapping[str, Sequence[str]], task: str | Sequen
         seed_test.update({"pairing": pairing, "seeds": keys})
         mean_a = float(np.mean([a_seeds[i] for i in ia]))
         mean_b = float(np.mean([b_seeds[j] for j in ib]))
-        comparisons.append(_comparison(t, met, baseline, other, test, res, seed_test, mean_a,
-                                       mean_b, len(va)))
+        comparisons.append(
+          _comparison(t, met, baseline, other, test, res, seed_test, mean_a, mean_b, len(va))
+        )
   return _corrected(results, comparisons, test, correction, split, baseline)
 
 
@@ -554,6 +668,7 @@ def _fmt(x: float, digits: int = 4) -> str:
 
 def _metric_label(metric: str) -> str:
   from gr_jax.analysis import report
+
   return report.metric_label(metric)
 
 
@@ -570,28 +685,64 @@ def _fmt_p(p) -> str:
 def to_markdown(result: dict) -> str:
   """Two markdown tables: mean ± std over seeds, then the paired comparisons."""
   from gr_jax.analysis import report
-  rows = [[r["model"], r["task"], _metric_label(r["metric"]),
-           f"{_fmt(r['mean'])} ± {_fmt(r['std'])}", str(len(r["per_seed"])), str(r["num_queries"])]
-          for r in result["results"]]
+
+  rows = [
+    [
+      r["model"],
+      r["task"],
+      _metric_label(r["metric"]),
+      f"{_fmt(r['mean'])} ± {_fmt(r['std'])}",
+      str(len(r["per_seed"])),
+      str(r["num_queries"]),
+    ]
+    for r in result["results"]
+  ]
   out = [report.markdown_table(["model", "task", "metric", "mean ± std", "seeds", "queries"], rows)]
   if result["comparisons"]:
     rows = []
     for c in result["comparisons"]:
       st = c.get("seed_test") or {}
-      rows.append([
-          c["task"], _metric_label(c["metric"]), f"{c['a']} vs {c['b']}", _fmt(c["mean_a"]),
-          _fmt(c["mean_b"]), f"{c['gain_pct']:+.1f}%" if not math.isnan(c["gain_pct"]) else "n/a",
-          _fmt_ci(c.get("ci95")), _fmt_p(c["p_value"]), _fmt_p(c["p_adjusted"]),
+      rows.append(
+        [
+          c["task"],
+          _metric_label(c["metric"]),
+          f"{c['a']} vs {c['b']}",
+          _fmt(c["mean_a"]),
+          _fmt(c["mean_b"]),
+          f"{c['gain_pct']:+.1f}%" if not math.isnan(c["gain_pct"]) else "n/a",
+          _fmt_ci(c.get("ci95")),
+          _fmt_p(c["p_value"]),
+          _fmt_p(c["p_adjusted"]),
           "yes" if c["significant"] else "no",
-          f"{_fmt_p(st.get('p_value'))} (n={st.get('n', 0)})", _fmt_p(st.get("p_adjusted"))])
-    out.append(report.markdown_table(
-        ["task", "metric", "comparison", "mean a", "mean b", "gain", "diff 95% CI (queries)",
-         "p (queries)", f"p ({result['correction']})", "significant", "p (seeds)",
-         f"p seeds ({result['correction']})"], rows))
+          f"{_fmt_p(st.get('p_value'))} (n={st.get('n', 0)})",
+          _fmt_p(st.get("p_adjusted")),
+        ]
+      )
+    out.append(
+      report.markdown_table(
+        [
+          "task",
+          "metric",
+          "comparison",
+          "mean a",
+          "mean b",
+          "gain",
+          "diff 95% CI (queries)",
+          "p (queries)",
+          f"p ({result['correction']})",
+          "significant",
+          "p (seeds)",
+          f"p seeds ({result['correction']})",
+        ],
+        rows,
+      )
+    )
     method = result["comparisons"][0]["method"]
-    out.append(f"Paired {method} per query (values averaged over seeds, paired by query id) "
-               "and paired t-test over seeds (per-seed means, paired by seed); "
-               f"{result['correction']} correction over {len(result['comparisons'])} comparisons, "
-               "separately per unit. Recall@K equals Success@K when each query has one relevant "
-               "item.")
+    out.append(
+      f"Paired {method} per query (values averaged over seeds, paired by query id) "
+      "and paired t-test over seeds (per-seed means, paired by seed); "
+      f"{result['correction']} correction over {len(result['comparisons'])} comparisons, "
+      "separately per unit. Recall@K equals Success@K when each query has one relevant "
+      "item."
+    )
   return "\n\n".join(out) + "\n"

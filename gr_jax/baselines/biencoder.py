@@ -91,6 +91,7 @@ _NEG = -1e9  # logit of a masked in-batch candidate (finite: an all-masked paddi
 @dataclasses.dataclass(frozen=True)
 class Settings:
   """The section's model and loss choices, checked (hashable: a cache key of the jitted steps)."""
+
   tasks: tuple[str, ...]
   item_tower: str
   projection_dim: int
@@ -101,35 +102,47 @@ class Settings:
 
 
 def parse_tasks(value) -> tuple[str, ...]:
-  """"search" | "rec" | "search,rec" (or a sequence of task names) -> tasks in TASKS order."""
+  """ "search" | "rec" | "search,rec" (or a sequence of task names) -> tasks in TASKS order."""
   parts = [str(p).strip() for p in (value.split(",") if isinstance(value, str) else value)]
   parts = [p for p in parts if p]
   bad = [p for p in parts if p not in TASKS]
   if not parts or bad or len(set(parts)) != len(parts):
-    raise ValueError(f"baselines.biencoder.tasks={value!r}: expected 'search', 'rec' or "
-                     "'search,rec'")
+    raise ValueError(
+      f"baselines.biencoder.tasks={value!r}: expected 'search', 'rec' or 'search,rec'"
+    )
   return tuple(t for t in TASKS if t in parts)
 
 
 def settings_of(cfg) -> Settings:
   """Settings of a `baselines.biencoder` section, with errors naming the knob."""
-  s = Settings(tasks=parse_tasks(cfg.tasks), item_tower=str(cfg.item_tower),
-               projection_dim=int(cfg.projection_dim), similarity=str(cfg.similarity),
-               temperature=float(cfg.temperature), loss=str(cfg.loss),
-               item_text_len=int(cfg.item_text_len))
-  for knob, value, allowed in (("item_tower", s.item_tower, ITEM_TOWERS),
-                               ("similarity", s.similarity, SIMILARITIES),
-                               ("loss", s.loss, LOSSES)):
+  s = Settings(
+    tasks=parse_tasks(cfg.tasks),
+    item_tower=str(cfg.item_tower),
+    projection_dim=int(cfg.projection_dim),
+    similarity=str(cfg.similarity),
+    temperature=float(cfg.temperature),
+    loss=str(cfg.loss),
+    item_text_len=int(cfg.item_text_len),
+  )
+  for knob, value, allowed in (
+    ("item_tower", s.item_tower, ITEM_TOWERS),
+    ("similarity", s.similarity, SIMILARITIES),
+    ("loss", s.loss, LOSSES),
+  ):
     if value not in allowed:
       raise ValueError(f"baselines.biencoder.{knob}={value!r}: expected one of {allowed}")
   if s.loss == "full" and s.item_tower != "embedding":
-    raise ValueError("baselines.biencoder.loss='full' needs item_tower='embedding' (the text "
-                     "tower would encode the whole catalogue at every step); use 'in_batch'")
+    raise ValueError(
+      "baselines.biencoder.loss='full' needs item_tower='embedding' (the text "
+      "tower would encode the whole catalogue at every step); use 'in_batch'"
+    )
   if not s.temperature > 0:
     raise ValueError(f"baselines.biencoder.temperature={s.temperature}: expected > 0")
   if s.projection_dim < 0 or s.item_text_len < 2:
-    raise ValueError("baselines.biencoder: projection_dim must be >= 0 and item_text_len >= 2, "
-                     f"got {s.projection_dim} and {s.item_text_len}")
+    raise ValueError(
+      "baselines.biencoder: projection_dim must be >= 0 and item_text_len >= 2, "
+      f"got {s.projection_dim} and {s.item_text_len}"
+    )
   return s
 
 
@@ -138,10 +151,13 @@ def encoder_config(cfg, dataset, tasks: Sequence[str]) -> T5Config:
   only when rec histories are encoded), the section's dropout, one decoder layer (unused)."""
   overrides = dict(common.plain(cfg.get("overrides", {})) or {})
   cat = dataset.catalog
-  overrides.update(vocab_size=int(cat.token_offset),
-                   num_item_tokens=int(cat.num_id_tokens) if "rec" in tasks else 0,
-                   dropout_rate=float(cfg.dropout), num_decoder_layers=1,
-                   tie_word_embeddings=True)
+  overrides.update(
+    vocab_size=int(cat.token_offset),
+    num_item_tokens=int(cat.num_id_tokens) if "rec" in tasks else 0,
+    dropout_rate=float(cfg.dropout),
+    num_decoder_layers=1,
+    tie_word_embeddings=True,
+  )
   return T5Config.from_preset(str(cfg.preset), **overrides)
 
 
@@ -156,16 +172,27 @@ def _unit(x: jax.Array) -> jax.Array:
 class BiEncoder(nnx.Module):
   """T5 encoder + mean pooling (+ projection) for inputs; an item table or that tower for items."""
 
-  def __init__(self, t5_config: T5Config, num_items: int, *, projection_dim: int, item_tower: str,
-               rngs: nnx.Rngs):
+  def __init__(
+    self,
+    t5_config: T5Config,
+    num_items: int,
+    *,
+    projection_dim: int,
+    item_tower: str,
+    rngs: nnx.Rngs,
+  ):
     self.pad_id = int(t5_config.pad_token_id)
     self.t5 = T5(t5_config, rngs=rngs)
     d = int(t5_config.d_model)
     self.dim = int(projection_dim) or d
-    self.proj = (nnx.Linear(d, self.dim, use_bias=False, rngs=rngs) if projection_dim else None)
-    self.item_emb = (nnx.Param(jax.random.normal(rngs.params(), (num_items, self.dim),
-                                                 jnp.float32) * self.dim**-0.5)
-                     if item_tower == "embedding" else None)
+    self.proj = nnx.Linear(d, self.dim, use_bias=False, rngs=rngs) if projection_dim else None
+    self.item_emb = (
+      nnx.Param(
+        jax.random.normal(rngs.params(), (num_items, self.dim), jnp.float32) * self.dim**-0.5
+      )
+      if item_tower == "embedding"
+      else None
+    )
 
   def embed(self, ids: jax.Array, key: jax.Array | None = None) -> jax.Array:
     """ids int32 `[B, L]` (pad 0) -> float32 `[B, dim]`; key None = eval mode (no dropout)."""
@@ -175,8 +202,9 @@ class BiEncoder(nnx.Module):
     pooled = jnp.sum(h.astype(jnp.float32) * m, axis=1) / jnp.maximum(jnp.sum(m, axis=1), 1.0)
     return self.proj(pooled) if self.proj is not None else pooled  # [B, dim]
 
-  def items(self, idx: jax.Array, item_tokens: jax.Array, key: jax.Array | None = None
-            ) -> jax.Array:
+  def items(
+    self, idx: jax.Array, item_tokens: jax.Array, key: jax.Array | None = None
+  ) -> jax.Array:
     """Item vectors `[B, dim]` of item indices `[B]` (before any normalisation)."""
     if self.item_emb is not None:
       return self.item_emb[...][idx]
@@ -187,10 +215,12 @@ def _vectors(x: jax.Array, similarity: str) -> jax.Array:
   return _unit(x) if similarity == "cosine" else x
 
 
-def _build(t5_config: T5Config, num_items: int, projection_dim: int, item_tower: str,
-           rngs: nnx.Rngs) -> BiEncoder:
-  return BiEncoder(t5_config, num_items, projection_dim=projection_dim, item_tower=item_tower,
-                   rngs=rngs)
+def _build(
+  t5_config: T5Config, num_items: int, projection_dim: int, item_tower: str, rngs: nnx.Rngs
+) -> BiEncoder:
+  return BiEncoder(
+    t5_config, num_items, projection_dim=projection_dim, item_tower=item_tower, rngs=rngs
+  )
 
 
 @functools.lru_cache(maxsize=16)
@@ -198,17 +228,25 @@ def _init_fn(t5_config: T5Config, num_items: int, projection_dim: int, item_towe
   """(graphdef, jitted seed -> params pure dict), one compiled initialiser per architecture."""
   build = functools.partial(_build, t5_config, num_items, projection_dim, item_tower)
   graphdef, _ = nnx.split(nnx.eval_shape(lambda: build(nnx.Rngs(0))))
-  init = jax.jit(lambda seed: nnx.to_pure_dict(nnx.state(
-      build(nnx.Rngs(params=jax.random.key(seed))))))
+  init = jax.jit(
+    lambda seed: nnx.to_pure_dict(nnx.state(build(nnx.Rngs(params=jax.random.key(seed)))))
+  )
   return graphdef, init
 
 
 # ------------------------------------------------------------------------------------------- loss
 
 
-def batch_loss(model: BiEncoder, s: Settings, ids: jax.Array, targets: jax.Array,
-               groups: jax.Array, valid: jax.Array, item_tokens: jax.Array,
-               key: jax.Array | None) -> jax.Array:
+def batch_loss(
+  model: BiEncoder,
+  s: Settings,
+  ids: jax.Array,
+  targets: jax.Array,
+  groups: jax.Array,
+  valid: jax.Array,
+  item_tokens: jax.Array,
+  key: jax.Array | None,
+) -> jax.Array:
   """Mean softmax cross-entropy of a batch (module doc).
 
   ids int32 `[B, L]`; targets / groups (id of the row's encoder input) int32 `[B]`; valid bool
@@ -249,8 +287,9 @@ def _optimizer(weight_decay: float, clip: float) -> optax.GradientTransformation
   """AdamW without its learning rate (the step multiplies the updates by `learning_rate_at`, so
   one compiled step serves every schedule): clip, Adam, decoupled decay, descent."""
   parts = [optax.clip_by_global_norm(clip)] if clip > 0 else []
-  return optax.chain(*parts, optax.scale_by_adam(), optax.add_decayed_weights(weight_decay),
-                     optax.scale(-1.0))
+  return optax.chain(
+    *parts, optax.scale_by_adam(), optax.add_decayed_weights(weight_decay), optax.scale(-1.0)
+  )
 
 
 @functools.lru_cache(maxsize=16)
@@ -269,15 +308,18 @@ def _train_step_fn(graphdef, s: Settings, weight_decay: float, clip: float):
     updates, o = tx.update(grads, o, p)
     updates = jax.tree.map(lambda u: u * lr, updates)
     return optax.apply_updates(p, updates), o, value
+
   return train_step
 
 
 @functools.lru_cache(maxsize=16)
 def _embed_fn(graphdef, similarity: str):
   """Jitted `(params, ids [B, L]) -> vectors [B, dim]` as scored (eval mode)."""
+
   @jax.jit
   def embed(params, ids):
     return _vectors(nnx.merge(graphdef, params).embed(ids), similarity)
+
   return embed
 
 
@@ -290,22 +332,29 @@ def _table_fn(graphdef, similarity: str):
 @functools.lru_cache(maxsize=16)
 def _scores_fn(graphdef, similarity: str):
   """Jitted `((params, items [n, dim]), ids [B, L]) -> scores of every item [B, n]`: one matmul."""
+
   @jax.jit
   def scores(pair, ids):
     params, items = pair
     return _vectors(nnx.merge(graphdef, params).embed(ids), similarity) @ items.T
+
   return scores
 
 
 def item_text_tokens(dataset, length: int) -> np.ndarray:
   """int32 `[num_items, <= length]`: each item's title + metadata text, tokenised (EOS, padding)."""
   from gr_jax.baselines.bm25 import metadata_text  # pylint: disable=g-import-not-at-top
+
   cat = dataset.catalog
-  texts = [" ".join(p for p in (cat.titles[i], metadata_text(cat.metadata[i])) if p)
-           for i in range(cat.num_items)]
+  texts = [
+    " ".join(p for p in (cat.titles[i], metadata_text(cat.metadata[i])) if p)
+    for i in range(cat.num_items)
+  ]
   if not any(t.strip() for t in texts):
-    raise ValueError("baselines.biencoder.item_tower='text': the catalogue has no item text "
-                     "(titles or string metadata); use item_tower='embedding'")
+    raise ValueError(
+      "baselines.biencoder.item_tower='text': the catalogue has no item text "
+      "(titles or string metadata); use item_tower='embedding'"
+    )
   return _trim(dataset.tokenizer.encode_padded(texts, int(length)))
 
 
@@ -335,14 +384,15 @@ def item_matrix(graphdef, params, s: Settings, item_tokens: np.ndarray, batch: i
   out = []
   for st, e in common.blocks(len(item_tokens), batch):
     blk = np.zeros([batch, item_tokens.shape[1]], np.int32)  # one compiled shape for every block
-    blk[:e - st] = item_tokens[st:e]
-    out.append(embed(params, jnp.asarray(blk))[:e - st])
+    blk[: e - st] = item_tokens[st:e]
+    out.append(embed(params, jnp.asarray(blk))[: e - st])
   return jnp.concatenate(out)
 
 
 @dataclasses.dataclass
 class TrainResult:
   """What `train_biencoder` returns: the network, final params, settings and a summary dict."""
+
   graphdef: object
   params: dict
   settings: Settings
@@ -368,19 +418,28 @@ def _train_data(dataset, tasks: Sequence[str], length: int):
     targets.append(np.asarray(a["target_item"], np.int32))
     counts[t] = len(targets[-1])
   ids, targets = np.concatenate(ids), np.concatenate(targets)
-  groups = (np.unique(ids, axis=0, return_inverse=True)[1].reshape(-1).astype(np.int32)
-            if len(ids) else np.zeros([0], np.int32))
+  groups = (
+    np.unique(ids, axis=0, return_inverse=True)[1].reshape(-1).astype(np.int32)
+    if len(ids)
+    else np.zeros([0], np.int32)
+  )
   return ids, targets, groups, counts
 
 
 def _fingerprint(config, cfg, dataset, counts: dict, length: int) -> dict:
-  return {"kind": NAME, "seed": int(config.seed), "section": common.plain(cfg),
-          "num_items": int(dataset.catalog.num_items), "train_examples": counts,
-          "input_len": int(length)}
+  return {
+    "kind": NAME,
+    "seed": int(config.seed),
+    "section": common.plain(cfg),
+    "num_items": int(dataset.catalog.num_items),
+    "train_examples": counts,
+    "input_len": int(length),
+  }
 
 
-def train_biencoder(config, dataset, workdir: str, *,
-                    step_callback: Callable[[int], None] | None = None) -> TrainResult:
+def train_biencoder(
+  config, dataset, workdir: str, *, step_callback: Callable[[int], None] | None = None
+) -> TrainResult:
   """Trains (or resumes, or just reloads when finished) the bi-encoder in `workdir`.
 
   step_callback(step) runs after each step once its checkpoint (if due) is written; tests use it to
@@ -408,8 +467,11 @@ def train_biencoder(config, dataset, workdir: str, *,
   eval_every = int(cfg.eval_every_steps) or steps_per_epoch
   ckpt_every = max(1, int(cfg.checkpoint_every_steps))
   log_every = max(1, int(cfg.log_every_steps))
-  item_tokens = (item_text_tokens(dataset, s.item_text_len) if s.item_tower == "text"
-                 else np.zeros([1, 1], np.int32))
+  item_tokens = (
+    item_text_tokens(dataset, s.item_text_len)
+    if s.item_tower == "text"
+    else np.zeros([1, 1], np.int32)
+  )
   item_tokens_dev = jnp.asarray(item_tokens)
   valid = {}
   for t in s.tasks:
@@ -423,7 +485,7 @@ def train_biencoder(config, dataset, workdir: str, *,
     if epoch not in perms:
       perms.clear()
       perms[epoch] = np.random.default_rng([seed, epoch]).permutation(num)
-    idx = perms[epoch][pos * batch:(pos + 1) * batch]
+    idx = perms[epoch][pos * batch : (pos + 1) * batch]
     idx = np.concatenate([idx, np.full([batch - len(idx)], num)])  # pad -> the padding row
     return ids[idx], targets[idx], groups[idx], idx < num
 
@@ -460,9 +522,17 @@ def train_biencoder(config, dataset, workdir: str, *,
   while step < total:
     b_ids, b_tgt, b_grp, b_ok = batch_of(step)
     params, opt_state, loss = train_step(
-        params, opt_state, jnp.asarray(b_ids), jnp.asarray(b_tgt), jnp.asarray(b_grp),
-        jnp.asarray(b_ok), item_tokens_dev, jnp.asarray(step, jnp.int32),
-        jnp.asarray(learning_rate_at(step, peak, warmup, total), jnp.float32), base_key)
+      params,
+      opt_state,
+      jnp.asarray(b_ids),
+      jnp.asarray(b_tgt),
+      jnp.asarray(b_grp),
+      jnp.asarray(b_ok),
+      item_tokens_dev,
+      jnp.asarray(step, jnp.int32),
+      jnp.asarray(learning_rate_at(step, peak, warmup, total), jnp.float32),
+      base_key,
+    )
     step += 1
     if step == first_step + 1:  # the first step compiles: time the steady state from here
       jax.block_until_ready(params)
@@ -476,8 +546,9 @@ def train_biencoder(config, dataset, workdir: str, *,
       items = item_matrix(graphdef, params, s, item_tokens, eval_batch)
       last_valid = {}
       for t, (v_ids, v_tgt) in valid.items():
-        last_valid[t] = common.validation_recall(ranks, (params, items), v_ids, v_tgt, ks,
-                                                 eval_batch)
+        last_valid[t] = common.validation_recall(
+          ranks, (params, items), v_ids, v_tgt, ks, eval_batch
+        )
         metrics.write({"step": step, "split": "valid", "task": t, **last_valid[t]})
     if step % ckpt_every == 0 or step == total:
       ckpt.save(step, params, opt_state)
@@ -488,11 +559,21 @@ def train_biencoder(config, dataset, workdir: str, *,
   ckpt.close()
   jax.block_until_ready(params)
   t_train = time.perf_counter() - t0 - t_other
-  summary = {"kind": NAME, "tasks": list(s.tasks), "item_tower": s.item_tower,
-             "loss": s.loss, "similarity": s.similarity, "dim": _dim(t5_config, s),
-             "steps": step, "resumed_from": first_step, "steps_per_epoch": steps_per_epoch,
-             "train_examples": counts, "input_len": length, "valid": last_valid,
-             "train_examples_per_second": round(examples / t_train, 1) if examples else None}
+  summary = {
+    "kind": NAME,
+    "tasks": list(s.tasks),
+    "item_tower": s.item_tower,
+    "loss": s.loss,
+    "similarity": s.similarity,
+    "dim": _dim(t5_config, s),
+    "steps": step,
+    "resumed_from": first_step,
+    "steps_per_epoch": steps_per_epoch,
+    "train_examples": counts,
+    "input_len": length,
+    "valid": last_valid,
+    "train_examples_per_second": round(examples / t_train, 1) if examples else None,
+  }
   return TrainResult(graphdef, params, s, item_tokens, summary)
 
 
@@ -521,8 +602,11 @@ def load_run(run_dir: str, dataset) -> TrainResult:
   if restored is None:
     raise FileNotFoundError(f"{run_dir}: no bi-encoder checkpoint under checkpoints/")
   params, _, step = restored
-  item_tokens = (item_text_tokens(dataset, s.item_text_len) if s.item_tower == "text"
-                 else np.zeros([1, 1], np.int32))
+  item_tokens = (
+    item_text_tokens(dataset, s.item_text_len)
+    if s.item_tower == "text"
+    else np.zeros([1, 1], np.int32)
+  )
   return TrainResult(graphdef, params, s, item_tokens, {"kind": NAME, "steps": step})
 
 
@@ -537,8 +621,14 @@ def item_embeddings(source, dataset, *, batch_size: int = 256) -> np.ndarray:
 # ------------------------------------------------------------------------------- run directories
 
 
-def run_biencoder(config, dataset, out_dir: str, split: str = "test",
-                  *, step_callback: Callable[[int], None] | None = None) -> dict:
+def run_biencoder(
+  config,
+  dataset,
+  out_dir: str,
+  split: str = "test",
+  *,
+  step_callback: Callable[[int], None] | None = None,
+) -> dict:
   """Trains (resuming) the bi-encoder in `out_dir`, scores every item for every `<task>/<split>`
   query of each trained task and writes `out_dir/eval/<split>/`. Returns the metrics.json object."""
   cfg, s = _section(config)
@@ -564,11 +654,26 @@ def run_biencoder(config, dataset, out_dir: str, split: str = "test",
     task_runs[t] = (run, arrays)
     num_queries[t] = len(qids)
   secs = time.perf_counter() - t0
-  info = dict(res.summary, num_queries=num_queries,
-              eval_queries_per_second=round(sum(num_queries.values()) / max(secs, 1e-9), 1))
+  info = dict(
+    res.summary,
+    num_queries=num_queries,
+    eval_queries_per_second=round(sum(num_queries.values()) / max(secs, 1e-9), 1),
+  )
   return common.evaluate_and_write_tasks(out_dir, split, task_runs, cat.item_ids, ks, NAME, info)
 
 
-__all__ = ["BiEncoder", "Settings", "TrainResult", "batch_loss", "encoder_config", "input_len",
-           "item_embeddings", "item_text_tokens", "load_run", "parse_tasks", "run_biencoder",
-           "settings_of", "train_biencoder"]
+__all__ = [
+  "BiEncoder",
+  "Settings",
+  "TrainResult",
+  "batch_loss",
+  "encoder_config",
+  "input_len",
+  "item_embeddings",
+  "item_text_tokens",
+  "load_run",
+  "parse_tasks",
+  "run_biencoder",
+  "settings_of",
+  "train_biencoder",
+]

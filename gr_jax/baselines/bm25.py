@@ -64,8 +64,9 @@ def decode_queries(tokenizer, encoder_input_ids: np.ndarray) -> list[str]:
   return [tokenizer.decode(row.tolist()) for row in np.asarray(encoder_input_ids)]
 
 
-def item_documents(dataset, *, include_metadata: bool = True,
-                   expand_with_train_queries: bool = True) -> list[str]:
+def item_documents(
+  dataset, *, include_metadata: bool = True, expand_with_train_queries: bool = True
+) -> list[str]:
   """One document string per item index (see module doc)."""
   cat = dataset.catalog
   docs = [[cat.titles[i]] for i in range(cat.num_items)]
@@ -86,9 +87,16 @@ def item_documents(dataset, *, include_metadata: bool = True,
 class BM25Index:
   """bm25s over pre-tokenised documents with a deterministic (sorted) vocabulary."""
 
-  def __init__(self, documents: Sequence[Sequence[str]], *, k1: float = 1.2, b: float = 0.75,
-               method: str = "lucene"):
+  def __init__(
+    self,
+    documents: Sequence[Sequence[str]],
+    *,
+    k1: float = 1.2,
+    b: float = 0.75,
+    method: str = "lucene",
+  ):
     import bm25s  # pylint: disable=g-import-not-at-top
+
     if method not in METHODS:
       raise ValueError(f"baselines.bm25.method must be one of {METHODS}, got {method!r}")
     self.num_docs = len(documents)
@@ -119,10 +127,17 @@ class BM25Index:
 
 def build_index(dataset, cfg) -> BM25Index:
   """The BM25 index of a dataset's items under config section `baselines.bm25`."""
-  docs = item_documents(dataset, include_metadata=bool(cfg.get("include_metadata", True)),
-                        expand_with_train_queries=bool(cfg.expand_with_train_queries))
-  return BM25Index([tokenize(d) for d in docs], k1=float(cfg.k1), b=float(cfg.b),
-                   method=str(cfg.get("method", "lucene")))
+  docs = item_documents(
+    dataset,
+    include_metadata=bool(cfg.get("include_metadata", True)),
+    expand_with_train_queries=bool(cfg.expand_with_train_queries),
+  )
+  return BM25Index(
+    [tokenize(d) for d in docs],
+    k1=float(cfg.k1),
+    b=float(cfg.b),
+    method=str(cfg.get("method", "lucene")),
+  )
 
 
 def run_bm25(config, dataset, out_dir: str, split: str = "test") -> dict:
@@ -145,20 +160,33 @@ def run_bm25(config, dataset, out_dir: str, split: str = "test") -> dict:
   run: dict[str, dict[str, float]] = {}
   t1 = time.perf_counter()
   for s in range(0, len(qids), block):
-    scores = index.score_matrix([tokenize(t) for t in texts[s:s + block]])  # [b, n]
+    scores = index.score_matrix([tokenize(t) for t in texts[s : s + block]])  # [b, n]
     idx = common.top_k(scores, depth, ties)  # [b, K]
-    run.update(common.run_from_top_k(qids[s:s + block], idx, scores, item_ids))
+    run.update(common.run_from_top_k(qids[s : s + block], idx, scores, item_ids))
   t_query = time.perf_counter() - t1
   common.write_config(out_dir, config, "bm25")
-  info = {"k1": float(cfg.k1), "b": float(cfg.b), "method": str(cfg.get("method", "lucene")),
-          "expand_with_train_queries": bool(cfg.expand_with_train_queries),
-          "vocab_size": len(index.vocab), "num_queries": len(qids),
-          "index_seconds": round(t_index, 3),
-          "queries_per_second": round(len(qids) / max(t_query, 1e-9), 1)}
+  info = {
+    "k1": float(cfg.k1),
+    "b": float(cfg.b),
+    "method": str(cfg.get("method", "lucene")),
+    "expand_with_train_queries": bool(cfg.expand_with_train_queries),
+    "vocab_size": len(index.vocab),
+    "num_queries": len(qids),
+    "index_seconds": round(t_index, 3),
+    "queries_per_second": round(len(qids) / max(t_query, 1e-9), 1),
+  }
   log.info("bm25 %s: %d queries over %d items", split, len(qids), index.num_docs)
-  return common.evaluate_and_write(out_dir, split, "search", run, arrays, item_ids, ks, "bm25",
-                                   info)
+  return common.evaluate_and_write(
+    out_dir, split, "search", run, arrays, item_ids, ks, "bm25", info
+  )
 
 
-__all__ = ["BM25Index", "build_index", "decode_queries", "item_documents", "metadata_text",
-           "run_bm25", "tokenize"]
+__all__ = [
+  "BM25Index",
+  "build_index",
+  "decode_queries",
+  "item_documents",
+  "metadata_text",
+  "run_bm25",
+  "tokenize",
+]

@@ -53,8 +53,9 @@ def top_k(scores: np.ndarray, k: int, ties: np.ndarray) -> np.ndarray:
   return out
 
 
-def run_from_top_k(query_ids: Sequence[str], idx: np.ndarray, scores: np.ndarray,
-                   item_ids: Sequence[str]) -> dict[str, dict[str, float]]:
+def run_from_top_k(
+  query_ids: Sequence[str], idx: np.ndarray, scores: np.ndarray, item_ids: Sequence[str]
+) -> dict[str, dict[str, float]]:
   """`{qid: {item_id: score}}` from top-K indices `[Q, K]` and the full score rows `[Q, n]`."""
   run = {}
   for r, qid in enumerate(query_ids):
@@ -67,13 +68,23 @@ def write_config(out_dir: str, config, name: str) -> None:
   d = config.to_dict() if hasattr(config, "to_dict") else dict(config)
   d = dict(d, baseline=name)
   os.makedirs(out_dir, exist_ok=True)
-  workdir_lib.write_text(os.path.join(out_dir, "config.json"),
-                         json.dumps(d, indent=2, sort_keys=True, default=list) + "\n")
+  workdir_lib.write_text(
+    os.path.join(out_dir, "config.json"),
+    json.dumps(d, indent=2, sort_keys=True, default=list) + "\n",
+  )
 
 
-def evaluate_and_write(out_dir: str, split: str, task: str, run: Mapping, arrays: Mapping,
-                       item_ids: Sequence[str], ks: Sequence[int], name: str,
-                       info: Mapping | None = None) -> dict:
+def evaluate_and_write(
+  out_dir: str,
+  split: str,
+  task: str,
+  run: Mapping,
+  arrays: Mapping,
+  item_ids: Sequence[str],
+  ks: Sequence[int],
+  name: str,
+  info: Mapping | None = None,
+) -> dict:
   """Metrics of one task's run against the split's qrels, written as `eval/<split>/` of `out_dir`.
 
   Returns the metrics.json object (`{task: {metric: mean}, "info": {...}}`).
@@ -81,9 +92,15 @@ def evaluate_and_write(out_dir: str, split: str, task: str, run: Mapping, arrays
   return evaluate_and_write_tasks(out_dir, split, {task: (run, arrays)}, item_ids, ks, name, info)
 
 
-def evaluate_and_write_tasks(out_dir: str, split: str, runs: Mapping[str, tuple[Mapping, Mapping]],
-                             item_ids: Sequence[str], ks: Sequence[int], name: str,
-                             info: Mapping | None = None) -> dict:
+def evaluate_and_write_tasks(
+  out_dir: str,
+  split: str,
+  runs: Mapping[str, tuple[Mapping, Mapping]],
+  item_ids: Sequence[str],
+  ks: Sequence[int],
+  name: str,
+  info: Mapping | None = None,
+) -> dict:
   """`evaluate_and_write` for several tasks at once: `runs` is `{task: (run, split arrays)}`.
 
   The eval directory is committed as one unit, so a model evaluated on two tasks must write both
@@ -94,9 +111,15 @@ def evaluate_and_write_tasks(out_dir: str, split: str, runs: Mapping[str, tuple[
     qrels = runs_lib.qrels_from_split(arrays, item_ids, f"{task}/{split}.npz")
     means, pq = metrics_lib.evaluate_run(qrels, run, ks)
     results[task] = {"run": run, "qrels": qrels, "means": means, "per_query": pq}
-  extra = {"info": dict(info or {}, model=name, split=split, ks=list(ks),
-                        metric_note="recall@K is Recall; equals Success@K with one target "
-                        "per query")}
+  extra = {
+    "info": dict(
+      info or {},
+      model=name,
+      split=split,
+      ks=list(ks),
+      metric_note="recall@K is Recall; equals Success@K with one target per query",
+    )
+  }
   return runs_lib.write_eval_outputs(runs_lib.eval_dir(out_dir, split), results, extra, tag=name)
 
 
@@ -126,31 +149,34 @@ def score_inputs(scores_fn, params, tokens: np.ndarray, batch: int) -> np.ndarra
   out = []
   for s, e in blocks(len(tokens), batch):
     blk = np.zeros([batch, tokens.shape[1]], np.int32)  # one compiled shape for every block
-    blk[:e - s] = tokens[s:e]
-    out.append(np.asarray(scores_fn(params, jnp.asarray(blk)))[:e - s])
+    blk[: e - s] = tokens[s:e]
+    out.append(np.asarray(scores_fn(params, jnp.asarray(blk)))[: e - s])
   return np.concatenate(out) if out else np.zeros([0, 0], np.float32)
 
 
 @functools.lru_cache(maxsize=16)
 def ranks_fn(scores_fn):
   """Jitted `(params, tokens [B, L], targets [B]) -> items scored strictly above the target [B]`."""
+
   @jax.jit
   def ranks(params, tokens, targets):
     s = scores_fn(params, tokens)  # [B, n]
     t = jnp.take_along_axis(s, targets[:, None], axis=1)  # [B, 1]
     return jnp.sum(s > t, axis=1)  # [B]
+
   return ranks
 
 
-def validation_recall(ranks, params, tokens: np.ndarray, targets: np.ndarray,
-                      ks: Sequence[int], batch: int) -> dict[str, float]:
+def validation_recall(
+  ranks, params, tokens: np.ndarray, targets: np.ndarray, ks: Sequence[int], batch: int
+) -> dict[str, float]:
   """Recall@K over rows (one target each, as in the rec splits), from `ranks_fn` on device."""
   got = []
   for s, e in blocks(len(tokens), batch):
     blk = np.zeros([batch, tokens.shape[1]], np.int32)  # one compiled shape for every block
     tb = np.zeros([batch], np.int32)
-    blk[:e - s], tb[:e - s] = tokens[s:e], targets[s:e]
-    got.append(np.asarray(ranks(params, jnp.asarray(blk), jnp.asarray(tb)))[:e - s])
+    blk[: e - s], tb[: e - s] = tokens[s:e], targets[s:e]
+    got.append(np.asarray(ranks(params, jnp.asarray(blk), jnp.asarray(tb)))[: e - s])
   r = np.concatenate(got) if got else np.zeros([0], np.int64)
   return {f"recall@{k}": float(np.mean(r < k)) if len(r) else 0.0 for k in ks}
 
@@ -178,13 +204,15 @@ class Checkpoints:
 
   def __init__(self, workdir: str, name: str, fingerprint: Mapping, keep: int = 2):
     import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+
     self._ocp = ocp
     self.workdir, self.name = workdir, name
     self.fingerprint = json.loads(json.dumps(fingerprint))
     self.mngr = ocp.CheckpointManager(
-        os.path.join(workdir_lib.absolute(workdir), "checkpoints"),
-        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
-        item_names=self._ITEMS)
+      os.path.join(workdir_lib.absolute(workdir), "checkpoints"),
+      options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
+      item_names=self._ITEMS,
+    )
 
   def latest_step(self) -> int | None:
     return self.mngr.latest_step()
@@ -198,8 +226,10 @@ class Checkpoints:
       return None
     meta = self.mngr.restore(latest, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
     if meta.get("fingerprint") != self.fingerprint:
-      raise ValueError(f"{self.workdir}/checkpoints/{latest} was written by another {self.name} "
-                       "config or dataset; use a new out_dir for a new run")
+      raise ValueError(
+        f"{self.workdir}/checkpoints/{latest} was written by another {self.name} "
+        "config or dataset; use a new out_dir for a new run"
+      )
     items = {"params": ocp.args.StandardRestore(params)}
     if opt_state is not None:
       items["opt_state"] = ocp.args.StandardRestore(opt_state)
@@ -211,9 +241,15 @@ class Checkpoints:
     if step in self.mngr.all_steps():
       return
     ocp = self._ocp
-    self.mngr.save(step, args=ocp.args.Composite(
-        params=ocp.args.StandardSave(params), opt_state=ocp.args.StandardSave(opt_state),
-        meta=ocp.args.JsonSave({"step": step, "fingerprint": self.fingerprint})), force=True)
+    self.mngr.save(
+      step,
+      args=ocp.args.Composite(
+        params=ocp.args.StandardSave(params),
+        opt_state=ocp.args.StandardSave(opt_state),
+        meta=ocp.args.JsonSave({"step": step, "fingerprint": self.fingerprint}),
+      ),
+      force=True,
+    )
     self.mngr.wait_until_finished()
 
   def close(self) -> None:

@@ -47,16 +47,19 @@ def popularity_counts(dataset, task: str, split: str = "train") -> np.ndarray:
 
 def popularity_distributions(dataset, mix_weight: float = 0.5) -> dict[str, np.ndarray]:
   """`{pop_s, pop_r, pop_mix}` -> probability over item indices `[num_items]`."""
+
   def norm(c):
     s = c.sum()
     return c / s if s > 0 else np.zeros(c.shape, np.float64)
+
   p_s = norm(popularity_counts(dataset, "search").astype(np.float64))
   p_r = norm(popularity_counts(dataset, "rec").astype(np.float64))
   return {"pop_s": p_s, "pop_r": p_r, "pop_mix": mix_weight * p_s + (1 - mix_weight) * p_r}
 
 
-def popularity_run(probs: np.ndarray, item_ids: Sequence[str], query_ids: Sequence[str],
-                   depth: int) -> dict[str, dict[str, float]]:
+def popularity_run(
+  probs: np.ndarray, item_ids: Sequence[str], query_ids: Sequence[str], depth: int
+) -> dict[str, dict[str, float]]:
   """The same top-`depth` list for every query."""
   scores = {item_ids[i]: float(probs[i]) for i in range(len(item_ids))}
   top = metrics_lib.rank_items(scores)[:depth]
@@ -64,9 +67,14 @@ def popularity_run(probs: np.ndarray, item_ids: Sequence[str], query_ids: Sequen
   return {q: dict(ranked) for q in query_ids}
 
 
-def write_popularity_runs(dataset, out_dir: str, split: str = "test",
-                          ks: Sequence[int] = (1, 5, 10, 30), mix_weight: float = 0.5,
-                          baselines: Sequence[str] = BASELINES) -> dict:
+def write_popularity_runs(
+  dataset,
+  out_dir: str,
+  split: str = "test",
+  ks: Sequence[int] = (1, 5, 10, 30),
+  mix_weight: float = 0.5,
+  baselines: Sequence[str] = BASELINES,
+) -> dict:
   """Writes each baseline's run directory; returns `{baseline: metrics.json object}`."""
   dists = popularity_distributions(dataset, mix_weight)
   item_ids = dataset.catalog.item_ids
@@ -88,8 +96,16 @@ def write_popularity_runs(dataset, out_dir: str, split: str = "test",
       task_results[task] = {"run": run, "qrels": qrels, "means": means, "per_query": pq}
     if not task_results:
       raise FileNotFoundError(f"dataset has no {split} split for any task ({TASKS})")
-    extra = {"info": {"model": name, "split": split, "ks": list(ks), "mix_weight": mix_weight,
-                      "metric_note": "recall@K is Recall; equals Success@K with one target per query"}}
-    out[name] = runs_lib.write_eval_outputs(runs_lib.eval_dir(os.path.join(out_dir, name), split),
-                                            task_results, extra, tag=name)
+    extra = {
+      "info": {
+        "model": name,
+        "split": split,
+        "ks": list(ks),
+        "mix_weight": mix_weight,
+        "metric_note": "recall@K is Recall; equals Success@K with one target per query",
+      }
+    }
+    out[name] = runs_lib.write_eval_outputs(
+      runs_lib.eval_dir(os.path.join(out_dir, name), split), task_results, extra, tag=name
+    )
   return out

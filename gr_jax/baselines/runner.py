@@ -15,8 +15,12 @@ from __future__ import annotations
 from gr_jax.data.dataset import ProcessedDataset
 
 # The tasks each baseline can be evaluated on; the bi-encoder's configured ones: `baseline_tasks`.
-BASELINE_TASKS = {"bm25": ("search",), "sasrec": ("rec",), "bert4rec": ("rec",),
-                  "biencoder": ("search", "rec")}
+BASELINE_TASKS = {
+  "bm25": ("search",),
+  "sasrec": ("rec",),
+  "bert4rec": ("rec",),
+  "biencoder": ("search", "rec"),
+}
 
 
 def baseline_tasks(name: str, config) -> tuple[str, ...]:
@@ -25,6 +29,7 @@ def baseline_tasks(name: str, config) -> tuple[str, ...]:
     raise ValueError(f"unknown baseline {name!r}; expected one of {sorted(BASELINE_TASKS)}")
   if name == "biencoder":
     from gr_jax.baselines.biencoder import parse_tasks  # pylint: disable=g-import-not-at-top
+
     return parse_tasks(config.baselines.biencoder.tasks)
   return BASELINE_TASKS[name]
 
@@ -36,9 +41,12 @@ def run_baseline(name: str, config, data_dir: str, out_dir: str, split: str) -> 
   dataset = ProcessedDataset(data_dir)
   if name == "bm25":
     from gr_jax.baselines import bm25  # pylint: disable=g-import-not-at-top
+
     return bm25.run_bm25(config, dataset, out_dir, split)
   if name == "biencoder":
     from gr_jax.baselines import biencoder  # pylint: disable=g-import-not-at-top
+
     return biencoder.run_biencoder(config, dataset, out_dir, split)
   from gr_jax.baselines import sequential  # pylint: disable=g-import-not-at-top
+
   return sequential.run_sequential(name, config, dataset, out_dir, split)

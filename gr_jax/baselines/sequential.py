@@ -84,8 +84,9 @@ def histories(encoder_input_ids: np.ndarray, token_offset: int, num_items: int) 
   return [row[ok] for row, ok in zip(idx, valid)]
 
 
-def rebuild_sequences(hists: Sequence[np.ndarray], targets: np.ndarray,
-                      max_history: int) -> list[np.ndarray]:
+def rebuild_sequences(
+  hists: Sequence[np.ndarray], targets: np.ndarray, max_history: int
+) -> list[np.ndarray]:
   """Sessions from prefix rows (module doc): each row (history, target) extends the previous one or
   starts a new sequence. Returns item-index sequences, oldest first."""
   seqs: list[list[int]] = []
@@ -121,7 +122,7 @@ def windows(seqs: Sequence[np.ndarray], length: int, overlap: int) -> np.ndarray
     while True:
       start = max(0, end - length)
       w = np.zeros([length], np.int32)
-      w[length - (end - start):] = s[start:end]
+      w[length - (end - start) :] = s[start:end]
       rows.append(w)
       if start == 0 or end - start <= overlap:
         break
@@ -131,15 +132,16 @@ def windows(seqs: Sequence[np.ndarray], length: int, overlap: int) -> np.ndarray
   return np.stack(rows) if rows else np.zeros([0, length], np.int32)
 
 
-def inference_inputs(hists: Sequence[np.ndarray], max_len: int, kind: str,
-                     num_items: int) -> np.ndarray:
+def inference_inputs(
+  hists: Sequence[np.ndarray], max_len: int, kind: str, num_items: int
+) -> np.ndarray:
   """int32 `[N, max_len]`: the last items of each history (tokens), left-padded; BERT4Rec ends with
   [MASK] (n + 1), so it sees max_len - 1 items."""
   keep = max_len - 1 if kind == "bert4rec" else max_len
   out = np.zeros([len(hists), max_len], np.int32)
   for r, h in enumerate(hists):
-    h = np.asarray(h[max(0, len(h) - keep):] if keep > 0 else h[:0], np.int64) + 1
-    out[r, keep - len(h):keep] = h
+    h = np.asarray(h[max(0, len(h) - keep) :] if keep > 0 else h[:0], np.int64) + 1
+    out[r, keep - len(h) : keep] = h
     if kind == "bert4rec":
       out[r, -1] = num_items + 1
   return out
@@ -150,8 +152,13 @@ def max_history_of(dataset, *splits_arrays) -> int:
   m = getattr(dataset, "manifest", None) or {}
   if "rec_max_history" in m:
     return int(m["rec_max_history"])
-  return max([int(((a["encoder_input_ids"] >= dataset.catalog.token_offset).sum(1)).max(initial=0))
-              for a in splits_arrays] + [1])
+  return max(
+    [
+      int(((a["encoder_input_ids"] >= dataset.catalog.token_offset).sum(1)).max(initial=0))
+      for a in splits_arrays
+    ]
+    + [1]
+  )
 
 
 # ------------------------------------------------------------------------------------------ model
@@ -168,8 +175,7 @@ def _dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
 class Block(nnx.Module):
   """Pre-LN transformer block: x + Attn(LN(x)), then x + FFN(LN(x))."""
 
-  def __init__(self, d: int, heads: int, ffn: int, dropout: float, activation: str,
-               rngs: nnx.Rngs):
+  def __init__(self, d: int, heads: int, ffn: int, dropout: float, activation: str, rngs: nnx.Rngs):
     if d % heads:
       raise ValueError(f"hidden_size {d} is not divisible by num_heads {heads}")
     self.heads, self.dropout, self.activation = heads, dropout, activation
@@ -199,16 +205,28 @@ class Block(nnx.Module):
 class SequentialRecommender(nnx.Module):
   """Item + learned position embeddings, attention blocks, final LN, tied item-output logits."""
 
-  def __init__(self, num_items: int, *, hidden_size: int, num_layers: int, num_heads: int,
-               ffn_size: int, max_len: int, dropout: float, causal: bool, rngs: nnx.Rngs):
+  def __init__(
+    self,
+    num_items: int,
+    *,
+    hidden_size: int,
+    num_layers: int,
+    num_heads: int,
+    ffn_size: int,
+    max_len: int,
+    dropout: float,
+    causal: bool,
+    rngs: nnx.Rngs,
+  ):
     self.num_items, self.max_len, self.causal, self.dropout = num_items, max_len, causal, dropout
     self.hidden_size = hidden_size
     # rows: 0 padding, 1..n items, n + 1 [MASK] (unused by SASRec, kept so both share one layout)
     self.item_emb = nnx.Embed(num_items + 2, hidden_size, rngs=rngs)
     self.pos_emb = nnx.Embed(max_len, hidden_size, rngs=rngs)
     act = "relu" if causal else "gelu"  # SASRec: ReLU; BERT4Rec: GELU
-    self.blocks = nnx.List([Block(hidden_size, num_heads, ffn_size, dropout, act, rngs)
-                            for _ in range(num_layers)])
+    self.blocks = nnx.List(
+      [Block(hidden_size, num_heads, ffn_size, dropout, act, rngs) for _ in range(num_layers)]
+    )
     self.final_ln = nnx.LayerNorm(hidden_size, epsilon=1e-8, rngs=rngs)
     # BERT4Rec's output layer has a bias per item; SASRec scores are plain dot products.
     self.out_bias = nnx.Param(jnp.zeros([num_items])) if not causal else None
@@ -233,22 +251,36 @@ class SequentialRecommender(nnx.Module):
 
   def item_logits(self, h: jax.Array) -> jax.Array:
     """`[..., D]` -> scores of every item `[..., n]`."""
-    table = self.item_emb.embedding[1:self.num_items + 1]  # [n, D]
+    table = self.item_emb.embedding[1 : self.num_items + 1]  # [n, D]
     logits = h @ table.T
     return logits + self.out_bias[...] if self.out_bias is not None else logits
 
 
 def _arch(cfg) -> tuple:
   """Architecture knobs of a config section, hashable (a cache key)."""
-  return (int(cfg.hidden_size), int(cfg.num_layers), int(cfg.num_heads), int(cfg.ffn_size),
-          int(cfg.max_len), float(cfg.dropout))
+  return (
+    int(cfg.hidden_size),
+    int(cfg.num_layers),
+    int(cfg.num_heads),
+    int(cfg.ffn_size),
+    int(cfg.max_len),
+    float(cfg.dropout),
+  )
 
 
 def _build(kind: str, num_items: int, arch: tuple, rngs: nnx.Rngs) -> SequentialRecommender:
   hidden, layers, heads, ffn, max_len, dropout = arch
-  return SequentialRecommender(num_items, hidden_size=hidden, num_layers=layers, num_heads=heads,
-                               ffn_size=ffn, max_len=max_len, dropout=dropout,
-                               causal=kind == "sasrec", rngs=rngs)
+  return SequentialRecommender(
+    num_items,
+    hidden_size=hidden,
+    num_layers=layers,
+    num_heads=heads,
+    ffn_size=ffn,
+    max_len=max_len,
+    dropout=dropout,
+    causal=kind == "sasrec",
+    rngs=rngs,
+  )
 
 
 def build_model(kind: str, cfg, num_items: int, seed: int) -> SequentialRecommender:
@@ -263,8 +295,11 @@ def _init_fn(kind: str, num_items: int, arch: tuple):
   """(graphdef, jitted seed -> params pure dict): one compiled initialiser per architecture (eager
   init compiles every initialiser op on its own: seconds on CPU)."""
   graphdef, _ = nnx.split(nnx.eval_shape(lambda: _build(kind, num_items, arch, nnx.Rngs(0))))
-  init = jax.jit(lambda seed: nnx.to_pure_dict(nnx.state(
-      _build(kind, num_items, arch, nnx.Rngs(params=jax.random.key(seed))))))
+  init = jax.jit(
+    lambda seed: nnx.to_pure_dict(
+      nnx.state(_build(kind, num_items, arch, nnx.Rngs(params=jax.random.key(seed))))
+    )
+  )
   return graphdef, init
 
 
@@ -286,8 +321,12 @@ def _ce(logits: jax.Array, target_idx: jax.Array, w: jax.Array) -> jax.Array:
   return jnp.sum(nll * w) / jnp.maximum(jnp.sum(w), 1.0)
 
 
-def sasrec_loss(model: SequentialRecommender, window: jax.Array, key: jax.Array, loss: str,
-                ) -> jax.Array:
+def sasrec_loss(
+  model: SequentialRecommender,
+  window: jax.Array,
+  key: jax.Array,
+  loss: str,
+) -> jax.Array:
   """Next-item loss. window int32 `[B, max_len + 1]` (left-padded tokens): inputs = [:, :-1],
   next items = [:, 1:]."""
   inputs, targets = window[:, :-1], window[:, 1:]  # [B, L]
@@ -299,15 +338,16 @@ def sasrec_loss(model: SequentialRecommender, window: jax.Array, key: jax.Array,
     return _ce(model.item_logits(h), tgt, w)
   # bce: positive and one uniform negative per position (the paper's objective)
   neg = jax.random.randint(k_neg, tgt.shape, 0, model.num_items)  # [B, L]
-  table = model.item_emb.embedding[1:model.num_items + 1]  # [n, D]
+  table = model.item_emb.embedding[1 : model.num_items + 1]  # [n, D]
   pos_logit = jnp.sum(h * table[tgt], -1)  # [B, L]
   neg_logit = jnp.sum(h * table[neg], -1)  # [B, L]
   per = -(jax.nn.log_sigmoid(pos_logit) + jax.nn.log_sigmoid(-neg_logit))  # [B, L]
   return jnp.sum(per * w) / jnp.maximum(jnp.sum(w), 1.0)
 
 
-def bert4rec_loss(model: SequentialRecommender, window: jax.Array, key: jax.Array,
-                  mask_ratio: float) -> jax.Array:
+def bert4rec_loss(
+  model: SequentialRecommender, window: jax.Array, key: jax.Array, mask_ratio: float
+) -> jax.Array:
   """Masked-item loss. window int32 `[B, max_len]`: random items -> [MASK], a softmax over the
   catalogue predicts them."""
   k_mask, k_drop = jax.random.split(key)
@@ -329,6 +369,7 @@ def bert4rec_loss(model: SequentialRecommender, window: jax.Array, key: jax.Arra
 @dataclasses.dataclass
 class TrainResult:
   """What `train_sequential` returns: the model (final params) and a summary dict."""
+
   model: SequentialRecommender
   summary: dict
 
@@ -339,8 +380,9 @@ def _section(config, kind: str):
   cfg = config.baselines[kind]
   loss = str(cfg.get("loss", "ce"))
   if loss not in LOSSES or (kind == "bert4rec" and loss != "ce"):
-    raise ValueError(f"baselines.{kind}.loss={loss!r}: expected one of "
-                     f"{LOSSES if kind == 'sasrec' else ('ce',)}")
+    raise ValueError(
+      f"baselines.{kind}.loss={loss!r}: expected one of {LOSSES if kind == 'sasrec' else ('ce',)}"
+    )
   return cfg
 
 
@@ -351,8 +393,9 @@ def _optimizer(learning_rate: float, weight_decay: float) -> optax.GradientTrans
 # The jitted functions are cached per (graph, settings): runs of one process (seeds, tests) that
 # share an architecture reuse the compiled programs instead of compiling fresh closures.
 @functools.lru_cache(maxsize=16)
-def _train_step_fn(graphdef, kind: str, loss: str, mask_ratio: float, learning_rate: float,
-                   weight_decay: float):
+def _train_step_fn(
+  graphdef, kind: str, loss: str, mask_ratio: float, learning_rate: float, weight_decay: float
+):
   """Jitted `(params, opt_state, window [B, W], step, base_key) -> (params, opt_state, loss)`."""
   tx = _optimizer(learning_rate, weight_decay)
 
@@ -368,21 +411,25 @@ def _train_step_fn(graphdef, kind: str, loss: str, mask_ratio: float, learning_r
     value, grads = jax.value_and_grad(loss_fn)(p, win, key)
     updates, o = tx.update(grads, o, p)
     return optax.apply_updates(p, updates), o, value
+
   return train_step
 
 
 @functools.lru_cache(maxsize=16)
 def _scores_fn(graphdef):
   """Jitted `(params, tokens [B, L]) -> item scores [B, n]` at the last position (eval mode)."""
+
   @jax.jit
   def scores(params, tokens):
     model = nnx.merge(graphdef, params)
     return model.item_logits(model(tokens)[:, -1])  # [B, n]
+
   return scores
 
 
-def train_sequential(kind: str, config, dataset, workdir: str, *,
-                     step_callback: Callable[[int], None] | None = None) -> TrainResult:
+def train_sequential(
+  kind: str, config, dataset, workdir: str, *, step_callback: Callable[[int], None] | None = None
+) -> TrainResult:
   """Trains (or resumes, or just reloads when finished) SASRec / BERT4Rec in `workdir`.
 
   step_callback(step) runs after each step once its checkpoint (if due) is written; tests use it to
@@ -401,8 +448,9 @@ def train_sequential(kind: str, config, dataset, workdir: str, *,
   train = dataset.split("rec", "train")
   valid = dataset.split("rec", "valid")
   cap = max_history_of(dataset, train, valid)
-  seqs = rebuild_sequences(histories(train["encoder_input_ids"], cat.token_offset, n),
-                           train["target_item"], cap)
+  seqs = rebuild_sequences(
+    histories(train["encoder_input_ids"], cat.token_offset, n), train["target_item"], cap
+  )
   if kind == "sasrec":
     wins = windows([s for s in seqs if len(s) >= 2], max_len + 1, overlap=1)
   else:
@@ -416,14 +464,15 @@ def train_sequential(kind: str, config, dataset, workdir: str, *,
   eval_every = int(cfg.get("eval_every_steps", 0)) or steps_per_epoch
   ckpt_every = max(1, int(cfg.get("checkpoint_every_steps", 200)))
   log_every = max(1, int(cfg.get("log_every_steps", 50)))
-  v_tokens = inference_inputs(histories(valid["encoder_input_ids"], cat.token_offset, n),
-                              max_len, kind, n)
+  v_tokens = inference_inputs(
+    histories(valid["encoder_input_ids"], cat.token_offset, n), max_len, kind, n
+  )
   v_targets = np.asarray(valid["target_item"], np.int32)
 
   def batch_of(step: int) -> np.ndarray:
     epoch, pos = divmod(step, steps_per_epoch)
     perm = np.random.default_rng([seed, epoch]).permutation(num_windows)
-    idx = perm[pos * batch:(pos + 1) * batch]
+    idx = perm[pos * batch : (pos + 1) * batch]
     idx = np.concatenate([idx, np.full([batch - len(idx)], num_windows)])  # pad -> all-0 row
     return wins[idx]  # [B, W]
 
@@ -431,30 +480,47 @@ def train_sequential(kind: str, config, dataset, workdir: str, *,
   graphdef, params = init_params(kind, cfg, n, seed)
   opt_state = _optimizer(float(cfg.learning_rate), float(cfg.get("weight_decay", 0.0))).init(params)
   base_key = jax.random.key(seed)
-  train_step = _train_step_fn(graphdef, kind, str(cfg.get("loss", "ce")),
-                              float(cfg.get("mask_ratio", 0.2)), float(cfg.learning_rate),
-                              float(cfg.get("weight_decay", 0.0)))
+  train_step = _train_step_fn(
+    graphdef,
+    kind,
+    str(cfg.get("loss", "ce")),
+    float(cfg.get("mask_ratio", 0.2)),
+    float(cfg.learning_rate),
+    float(cfg.get("weight_decay", 0.0)),
+  )
 
   ranks_fn = _ranks_fn(_scores_fn(graphdef))
 
   # ---- checkpoints: resume from the newest one
   os.makedirs(workdir, exist_ok=True)
   common.write_config(workdir, config, kind)
-  fingerprint = {"kind": kind, "seed": seed, "section": _plain(cfg), "num_items": n,
-                 "num_windows": num_windows}
+  fingerprint = {
+    "kind": kind,
+    "seed": seed,
+    "section": _plain(cfg),
+    "num_items": n,
+    "num_windows": num_windows,
+  }
   mngr = ocp.CheckpointManager(
-      os.path.join(workdir_lib.absolute(workdir), "checkpoints"),
-      options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True),
-      item_names=_CKPT_ITEMS)
+    os.path.join(workdir_lib.absolute(workdir), "checkpoints"),
+    options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True),
+    item_names=_CKPT_ITEMS,
+  )
   step = 0
   latest = mngr.latest_step()
   if latest is not None:
     meta = mngr.restore(latest, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
     if meta.get("fingerprint") != json.loads(json.dumps(fingerprint)):
-      raise ValueError(f"{workdir}/checkpoints/{latest} was written by another {kind} config or "
-                       "dataset; use a new out_dir for a new run")
-    restored = mngr.restore(latest, args=ocp.args.Composite(
-        params=ocp.args.StandardRestore(params), opt_state=ocp.args.StandardRestore(opt_state)))
+      raise ValueError(
+        f"{workdir}/checkpoints/{latest} was written by another {kind} config or "
+        "dataset; use a new out_dir for a new run"
+      )
+    restored = mngr.restore(
+      latest,
+      args=ocp.args.Composite(
+        params=ocp.args.StandardRestore(params), opt_state=ocp.args.StandardRestore(opt_state)
+      ),
+    )
     params, opt_state, step = restored.params, restored.opt_state, int(latest)
     log.info("%s: resumed from step %d", kind, step)
   metrics = _Metrics(os.path.join(workdir, "metrics.jsonl"), step)
@@ -462,9 +528,15 @@ def train_sequential(kind: str, config, dataset, workdir: str, *,
   def save(s: int) -> None:
     if s in mngr.all_steps():
       return
-    mngr.save(s, args=ocp.args.Composite(
-        params=ocp.args.StandardSave(params), opt_state=ocp.args.StandardSave(opt_state),
-        meta=ocp.args.JsonSave({"step": s, "fingerprint": fingerprint})), force=True)
+    mngr.save(
+      s,
+      args=ocp.args.Composite(
+        params=ocp.args.StandardSave(params),
+        opt_state=ocp.args.StandardSave(opt_state),
+        meta=ocp.args.JsonSave({"step": s, "fingerprint": fingerprint}),
+      ),
+      force=True,
+    )
     mngr.wait_until_finished()
 
   # ---- loop (throughput = training sequences / loop time without validation and saves, from the
@@ -474,8 +546,9 @@ def train_sequential(kind: str, config, dataset, workdir: str, *,
   first_step = step
   while step < total:
     win = batch_of(step)
-    params, opt_state, loss = train_step(params, opt_state, jnp.asarray(win),
-                                         jnp.asarray(step, jnp.int32), base_key)
+    params, opt_state, loss = train_step(
+      params, opt_state, jnp.asarray(win), jnp.asarray(step, jnp.int32), base_key
+    )
     step += 1
     if step == first_step + 1:  # the first step compiles: time the steady state from here
       jax.block_until_ready(params)
@@ -498,18 +571,31 @@ def train_sequential(kind: str, config, dataset, workdir: str, *,
   jax.block_until_ready(params)
   t_train = time.perf_counter() - t0 - t_other
   model = nnx.merge(graphdef, params)
-  summary = {"kind": kind, "steps": step, "resumed_from": first_step,
-             "steps_per_epoch": steps_per_epoch, "train_windows": num_windows,
-             "train_sequences": len(seqs), "valid": last_valid,
-             "train_sequences_per_second": round(examples / t_train, 1) if examples else None}
+  summary = {
+    "kind": kind,
+    "steps": step,
+    "resumed_from": first_step,
+    "steps_per_epoch": steps_per_epoch,
+    "train_windows": num_windows,
+    "train_sequences": len(seqs),
+    "valid": last_valid,
+    "train_sequences_per_second": round(examples / t_train, 1) if examples else None,
+  }
   return TrainResult(model, summary)
 
 
 # ------------------------------------------------------------------------------- run directories
 
 
-def run_sequential(kind: str, config, dataset, out_dir: str, split: str = "test",
-                   *, step_callback: Callable[[int], None] | None = None) -> dict:
+def run_sequential(
+  kind: str,
+  config,
+  dataset,
+  out_dir: str,
+  split: str = "test",
+  *,
+  step_callback: Callable[[int], None] | None = None,
+) -> dict:
   """Trains (resuming) SASRec / BERT4Rec in `out_dir`, scores every item for every `rec/<split>`
   query and writes `out_dir/eval/<split>/`. Returns the metrics.json object."""
   cfg = _section(config, kind)
@@ -518,8 +604,11 @@ def run_sequential(kind: str, config, dataset, out_dir: str, split: str = "test"
   arrays = dataset.split("rec", split)
   qids, first = runs_lib.split_queries(arrays, f"rec/{split}.npz")
   tokens = inference_inputs(
-      histories(np.asarray(arrays["encoder_input_ids"])[first], cat.token_offset, cat.num_items),
-      int(cfg.max_len), kind, cat.num_items)  # [Q, max_len]
+    histories(np.asarray(arrays["encoder_input_ids"])[first], cat.token_offset, cat.num_items),
+    int(cfg.max_len),
+    kind,
+    cat.num_items,
+  )  # [Q, max_len]
   graphdef, state = nnx.split(result.model)
   params = nnx.to_pure_dict(state)
   scores_fn = _scores_fn(graphdef)
@@ -533,7 +622,9 @@ def run_sequential(kind: str, config, dataset, out_dir: str, split: str = "test"
     idx = common.top_k(scores, max(ks), ties)  # [b, K]
     run.update(common.run_from_top_k(qids[s:e], idx, scores, cat.item_ids))
   secs = time.perf_counter() - t0
-  info = dict(result.summary, num_queries=len(qids),
-              eval_queries_per_second=round(len(qids) / max(secs, 1e-9), 1))
-  return common.evaluate_and_write(out_dir, split, "rec", run, arrays, cat.item_ids, ks, kind,
-                                   info)
+  info = dict(
+    result.summary,
+    num_queries=len(qids),
+    eval_queries_per_second=round(len(qids) / max(secs, 1e-9), 1),
+  )
+  return common.evaluate_and_write(out_dir, split, "rec", run, arrays, cat.item_ids, ks, kind, info)

@@ -13,4 +13,5 @@ def run():
   """Entry point of `gr-jax-bench` and `python -m gr_jax.bench`."""
   from absl import app  # pylint: disable=g-import-not-at-top
   from gr_jax.bench import cli  # pylint: disable=g-import-not-at-top  (defines the flags)
+
   app.run(cli.main)

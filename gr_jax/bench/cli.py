@@ -30,51 +30,68 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-_MODES = flags.DEFINE_list("modes", ["train"],
-                           "what to measure: train, decode, memory, diverse_decode, data")
+_MODES = flags.DEFINE_list(
+  "modes", ["train"], "what to measure: train, decode, memory, diverse_decode, data"
+)
 _PRESET = flags.DEFINE_string("preset", "small", "T5 preset (gr_jax.model PRESETS)")
 _BATCH = flags.DEFINE_integer("batch_size", 32, "examples (train) or queries (decode) per batch")
 _ENC = flags.DEFINE_integer("encoder_len", 64, "encoder tokens")
 _DEC = flags.DEFINE_integer("decoder_len", 8, "decoder tokens (train)")
 _ITEMS = flags.DEFINE_integer("num_items", 0, "atomic item tokens appended to the vocabulary")
-_DTYPE = flags.DEFINE_string("dtype", "",
-                             "compute dtype; empty = bfloat16 on GPU/TPU, float32 on CPU")
+_DTYPE = flags.DEFINE_string(
+  "dtype", "", "compute dtype; empty = bfloat16 on GPU/TPU, float32 on CPU"
+)
 _IMPL = flags.DEFINE_list("impl", ["trainer"], "train step: trainer (step.py as is), fast, full")
 _REMAT = flags.DEFINE_boolean("remat", False, "rematerialise layers")
-_PRNG = flags.DEFINE_list("dropout_prng", ["auto"],
-                          "train: dropout PRNGs to measure (auto, threefry2x32, rbg; see "
-                          "train.dropout_prng)")
+_PRNG = flags.DEFINE_list(
+  "dropout_prng",
+  ["auto"],
+  "train: dropout PRNGs to measure (auto, threefry2x32, rbg; see train.dropout_prng)",
+)
 _CHUNK = flags.DEFINE_integer("chunk_size", 16384, "vocabulary chunk of the fast step's loss")
 _BEAMS = flags.DEFINE_list("num_beams", ["30"], "decode: beam counts to measure")
 _GROUPS = flags.DEFINE_integer("num_beam_groups", 30, "diverse_decode: beam groups")
 _DIVERSITY = flags.DEFINE_float("diversity_penalty", 0.25, "diverse_decode: diversity penalty")
-_RETURN = flags.DEFINE_integer("num_return_sequences", 30,
-                               "diverse_decode: sequences returned per query")
+_RETURN = flags.DEFINE_integer(
+  "num_return_sequences", 30, "diverse_decode: sequences returned per query"
+)
 _DIVERSE_D = flags.DEFINE_integer("diverse_d_model", 64, "diverse_decode: model width")
-_DIVERSE_LAYERS = flags.DEFINE_integer("diverse_num_layers", 2,
-                                       "diverse_decode: encoder and decoder layers")
+_DIVERSE_LAYERS = flags.DEFINE_integer(
+  "diverse_num_layers", 2, "diverse_decode: encoder and decoder layers"
+)
 _NEW = flags.DEFINE_integer("max_new_tokens", 2, "decode: generated tokens")
 _WARMUP = flags.DEFINE_integer("warmup", 2, "untimed windows after compilation")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "timed windows (the median is reported)")
 _STEPS = flags.DEFINE_integer("steps_per_repeat", 2, "train steps per timed window")
 _INTERLEAVE = flags.DEFINE_boolean(
-    "interleave", True, "time the sides of a mode repeat by repeat in turn (A B A B ...); "
-    "--nointerleave measures one side at a time (only one alive: less memory), unpaired ratios")
+  "interleave",
+  True,
+  "time the sides of a mode repeat by repeat in turn (A B A B ...); "
+  "--nointerleave measures one side at a time (only one alive: less memory), unpaired ratios",
+)
 _HF = flags.DEFINE_boolean("compare_hf", False, "also run Hugging Face PyTorch on the same shapes")
 _HF_COMPILE = flags.DEFINE_boolean("hf_compile", False, "also time HF with torch.compile")
 _PEAK = flags.DEFINE_float("peak_tflops", 0.0, "device peak TFLOP/s for MFU (0 = look up)")
 _GPU_FLAGS = flags.DEFINE_boolean("gpu_xla_flags", True, "append the recommended GPU XLA_FLAGS")
 _OUT = flags.DEFINE_string("out", "", "append the JSON lines to this file too")
 _PROFILE = flags.DEFINE_string(
-    "profile_dir", "", "train: JAX profiler trace of one extra window per measurement, under "
-    "<dir>/<impl>_<dropout prng>")
+  "profile_dir",
+  "",
+  "train: JAX profiler trace of one extra window per measurement, under "
+  "<dir>/<impl>_<dropout prng>",
+)
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "optional run config file (configs/*.py): train and memory start from it "
-    "instead of the built-in defaults; data takes its data section")
-_DATA_ML = flags.DEFINE_string("data_ml_dir", "",
-                               "data: ml-latest-small directory (empty = skip that part)")
-_DATA_USERS = flags.DEFINE_integer("data_users", 125000,
-                                   "data: simulated sessions (x 8 items = interactions)")
+  "config",
+  None,
+  "optional run config file (configs/*.py): train and memory start from it "
+  "instead of the built-in defaults; data takes its data section",
+)
+_DATA_ML = flags.DEFINE_string(
+  "data_ml_dir", "", "data: ml-latest-small directory (empty = skip that part)"
+)
+_DATA_USERS = flags.DEFINE_integer(
+  "data_users", 125000, "data: simulated sessions (x 8 items = interactions)"
+)
 _DATA_ITEMS = flags.DEFINE_integer("data_items", 5000, "data: simulated catalogue size")
 _DATA_BATCHES = flags.DEFINE_integer("data_batches", 2000, "data: timed pipeline batches")
 
@@ -84,6 +101,7 @@ MODES = ("train", "decode", "memory", "diverse_decode", "data")
 def _emit(rec: dict, out: str) -> None:
   """Prints one record as a JSON line (and appends it to `out`), machine fields always present."""
   from gr_jax.bench import protocol  # pylint: disable=g-import-not-at-top
+
   for k, v in protocol.machine_info().items():
     rec.setdefault(k, v)
   line = json.dumps(rec, sort_keys=False)
@@ -98,28 +116,54 @@ def _train(model_config, dtype: str, out: str) -> None:
   from gr_jax.bench import protocol  # pylint: disable=g-import-not-at-top
   from gr_jax.bench import train_bench  # pylint: disable=g-import-not-at-top
   from gr_jax.model import flops  # pylint: disable=g-import-not-at-top
+
   factories = []
   for impl in _IMPL.value:
     for prng in _PRNG.value:
-      factories.append(functools.partial(
-          train_bench.prepare_train, _CONFIG.value, preset=_PRESET.value,
-          batch_size=_BATCH.value, encoder_len=_ENC.value, decoder_len=_DEC.value,
-          num_items=_ITEMS.value, dtype=dtype, impl=impl, remat=_REMAT.value,
-          steps_per_repeat=_STEPS.value, chunk_size=_CHUNK.value, dropout_prng=prng,
+      factories.append(
+        functools.partial(
+          train_bench.prepare_train,
+          _CONFIG.value,
+          preset=_PRESET.value,
+          batch_size=_BATCH.value,
+          encoder_len=_ENC.value,
+          decoder_len=_DEC.value,
+          num_items=_ITEMS.value,
+          dtype=dtype,
+          impl=impl,
+          remat=_REMAT.value,
+          steps_per_repeat=_STEPS.value,
+          chunk_size=_CHUNK.value,
+          dropout_prng=prng,
           peak_tflops_override=_PEAK.value,
-          profile_dir=os.path.join(_PROFILE.value, f"{impl}_{prng}") if _PROFILE.value else ""))
+          profile_dir=os.path.join(_PROFILE.value, f"{impl}_{prng}") if _PROFILE.value else "",
+        )
+      )
   n_ours = len(factories)
   if _HF.value:
     from gr_jax.bench import hf_reference  # pylint: disable=g-import-not-at-top
+
     fpe = flops.train_flops_per_example(model_config, _ENC.value, _DEC.value)
-    for compile_model in ([False, True] if _HF_COMPILE.value else [False]):
-      factories.append(functools.partial(
-          hf_reference.prepare_train, model_config, batch_size=_BATCH.value,
-          encoder_len=_ENC.value, decoder_len=_DEC.value, num_items=_ITEMS.value,
-          steps_per_repeat=_STEPS.value, compile_model=compile_model, dtype=dtype,
-          flops_per_example=fpe, peak_tflops_override=_PEAK.value, preset=_PRESET.value))
-  recs = protocol.measure(factories, warmup=_WARMUP.value, repeats=_REPEATS.value,
-                          interleave=_INTERLEAVE.value)
+    for compile_model in [False, True] if _HF_COMPILE.value else [False]:
+      factories.append(
+        functools.partial(
+          hf_reference.prepare_train,
+          model_config,
+          batch_size=_BATCH.value,
+          encoder_len=_ENC.value,
+          decoder_len=_DEC.value,
+          num_items=_ITEMS.value,
+          steps_per_repeat=_STEPS.value,
+          compile_model=compile_model,
+          dtype=dtype,
+          flops_per_example=fpe,
+          peak_tflops_override=_PEAK.value,
+          preset=_PRESET.value,
+        )
+      )
+  recs = protocol.measure(
+    factories, warmup=_WARMUP.value, repeats=_REPEATS.value, interleave=_INTERLEAVE.value
+  )
   for rec in recs:
     _emit(rec, out)
   ours, hfs = recs[:n_ours], recs[n_ours:]
@@ -132,19 +176,40 @@ def _train(model_config, dtype: str, out: str) -> None:
 def _decode(model_config, dtype: str, out: str) -> None:
   from gr_jax.bench import decode_bench  # pylint: disable=g-import-not-at-top
   from gr_jax.bench import protocol  # pylint: disable=g-import-not-at-top
+
   for beams in (int(b) for b in _BEAMS.value):
-    factories = [functools.partial(
-        decode_bench.prepare_decode, preset=_PRESET.value, batch_size=_BATCH.value,
-        encoder_len=_ENC.value, num_beams=beams, max_new_tokens=_NEW.value,
-        num_items=_ITEMS.value, dtype=dtype, peak_tflops_override=_PEAK.value)]
+    factories = [
+      functools.partial(
+        decode_bench.prepare_decode,
+        preset=_PRESET.value,
+        batch_size=_BATCH.value,
+        encoder_len=_ENC.value,
+        num_beams=beams,
+        max_new_tokens=_NEW.value,
+        num_items=_ITEMS.value,
+        dtype=dtype,
+        peak_tflops_override=_PEAK.value,
+      )
+    ]
     if _HF.value:
       from gr_jax.bench import hf_reference  # pylint: disable=g-import-not-at-top
-      factories.append(functools.partial(
-          hf_reference.prepare_decode, model_config, batch_size=_BATCH.value,
-          encoder_len=_ENC.value, num_beams=beams, max_new_tokens=_NEW.value, dtype=dtype,
-          peak_tflops_override=_PEAK.value, preset=_PRESET.value))
-    recs = protocol.measure(factories, warmup=_WARMUP.value, repeats=_REPEATS.value,
-                            interleave=_INTERLEAVE.value)
+
+      factories.append(
+        functools.partial(
+          hf_reference.prepare_decode,
+          model_config,
+          batch_size=_BATCH.value,
+          encoder_len=_ENC.value,
+          num_beams=beams,
+          max_new_tokens=_NEW.value,
+          dtype=dtype,
+          peak_tflops_override=_PEAK.value,
+          preset=_PRESET.value,
+        )
+      )
+    recs = protocol.measure(
+      factories, warmup=_WARMUP.value, repeats=_REPEATS.value, interleave=_INTERLEAVE.value
+    )
     for rec in recs:
       _emit(rec, out)
     if len(recs) == 2:
@@ -153,35 +218,64 @@ def _decode(model_config, dtype: str, out: str) -> None:
 
 def _memory(dtype: str, out: str) -> None:
   from gr_jax.bench import train_bench  # pylint: disable=g-import-not-at-top
+
   for impl in _IMPL.value:
     mem = train_bench.compiled_train_memory(
-        _CONFIG.value, preset=_PRESET.value, batch_size=_BATCH.value, encoder_len=_ENC.value,
-        decoder_len=_DEC.value, num_items=_ITEMS.value, dtype=dtype, impl=impl,
-        remat=_REMAT.value, chunk_size=_CHUNK.value)
+      _CONFIG.value,
+      preset=_PRESET.value,
+      batch_size=_BATCH.value,
+      encoder_len=_ENC.value,
+      decoder_len=_DEC.value,
+      num_items=_ITEMS.value,
+      dtype=dtype,
+      impl=impl,
+      remat=_REMAT.value,
+      chunk_size=_CHUNK.value,
+    )
     mem["kind"] = "memory"
     _emit(mem, out)
 
 
 def _diverse_decode(out: str) -> None:
   from gr_jax.bench import diverse_decode  # pylint: disable=g-import-not-at-top
+
   beams = int(_BEAMS.value[0])
   for rec in diverse_decode.run_decode_benchmark(
-      batch_size=_BATCH.value, encoder_len=_ENC.value, num_items=_ITEMS.value or 2000,
-      d_model=_DIVERSE_D.value, d_ff=2 * _DIVERSE_D.value, num_layers=_DIVERSE_LAYERS.value,
-      num_beams=beams, num_beam_groups=_GROUPS.value, diversity_penalty=_DIVERSITY.value,
-      num_return_sequences=_RETURN.value or beams, max_new_tokens=_NEW.value,
-      warmup=_WARMUP.value, repeats=_REPEATS.value, compare_hf=_HF.value):
+    batch_size=_BATCH.value,
+    encoder_len=_ENC.value,
+    num_items=_ITEMS.value or 2000,
+    d_model=_DIVERSE_D.value,
+    d_ff=2 * _DIVERSE_D.value,
+    num_layers=_DIVERSE_LAYERS.value,
+    num_beams=beams,
+    num_beam_groups=_GROUPS.value,
+    diversity_penalty=_DIVERSITY.value,
+    num_return_sequences=_RETURN.value or beams,
+    max_new_tokens=_NEW.value,
+    warmup=_WARMUP.value,
+    repeats=_REPEATS.value,
+    compare_hf=_HF.value,
+  ):
     _emit(rec, out)
 
 
 def _data(out: str) -> None:
   from gr_jax.bench import data_bench  # pylint: disable=g-import-not-at-top
+
   if _CONFIG.value is None:
-    raise app.UsageError("--modes=data needs --config (a config file with the data defaults, "
-                         "e.g. configs/base.py)")
-  _emit(data_bench.run_data_benchmark(_CONFIG.value, ml_dir=_DATA_ML.value,
-                                      users=_DATA_USERS.value, items=_DATA_ITEMS.value,
-                                      batches=_DATA_BATCHES.value), out)
+    raise app.UsageError(
+      "--modes=data needs --config (a config file with the data defaults, e.g. configs/base.py)"
+    )
+  _emit(
+    data_bench.run_data_benchmark(
+      _CONFIG.value,
+      ml_dir=_DATA_ML.value,
+      users=_DATA_USERS.value,
+      items=_DATA_ITEMS.value,
+      batches=_DATA_BATCHES.value,
+    ),
+    out,
+  )
 
 
 def main(argv):
@@ -193,13 +287,16 @@ def main(argv):
     raise app.UsageError(f"--modes: expected some of {', '.join(MODES)}; got {sorted(unknown)}")
   if _GPU_FLAGS.value:
     from gr_jax.bench import train_bench  # pylint: disable=g-import-not-at-top
+
     train_bench.apply_gpu_xla_flags()  # before the backend starts; ignored by the CPU backend
   import jax  # pylint: disable=g-import-not-at-top
+
   backend = jax.default_backend()
   dtype = _DTYPE.value or ("float32" if backend == "cpu" else "bfloat16")
   logging.info("devices: %s; dtype %s", jax.devices(), dtype)
   out = _OUT.value
   from gr_jax.model import T5Config  # pylint: disable=g-import-not-at-top
+
   model_config = T5Config.from_preset(_PRESET.value, num_item_tokens=_ITEMS.value)
   if "train" in modes:
     _train(model_config, dtype, out)

@@ -25,6 +25,7 @@ from gr_jax.bench import protocol
 
 def _time_prepare(config, out):
   from gr_jax.data import ProcessedDataset, prepare_dataset  # pylint: disable=g-import-not-at-top
+
   t = time.perf_counter()
   ds = ProcessedDataset(prepare_dataset(config, out))
   return time.perf_counter() - t, ds
@@ -32,29 +33,44 @@ def _time_prepare(config, out):
 
 def _time_pipeline(ds, config, batches, batch_size=128, ratio=0.0):
   from gr_jax.data import make_train_loader  # pylint: disable=g-import-not-at-top
+
   config.data.task_ratio = ratio
-  loader = make_train_loader(ds, config.data, tasks=("search", "rec"), batch_size=batch_size,
-                             seed=0, num_epochs=None)
+  loader = make_train_loader(
+    ds, config.data, tasks=("search", "rec"), batch_size=batch_size, seed=0, num_epochs=None
+  )
   it = iter(loader)
   next(it)  # first batch builds the epoch permutation
   t = time.perf_counter()
   for _ in range(batches):
     next(it)
   dt = time.perf_counter() - t
-  return {"batches_per_s": batches / dt, "examples_per_s": batches * batch_size / dt,
-          "batch_size": batch_size, "task_ratio": ratio}
+  return {
+    "batches_per_s": batches / dt,
+    "examples_per_s": batches * batch_size / dt,
+    "batch_size": batch_size,
+    "task_ratio": ratio,
+  }
 
 
-def run_data_benchmark(config: ml_collections.ConfigDict, *, ml_dir: str = "",
-                       users: int = 125000, items: int = 5000,
-                       batches: int = 2000) -> dict[str, Any]:
+def run_data_benchmark(
+  config: ml_collections.ConfigDict,
+  *,
+  ml_dir: str = "",
+  users: int = 125000,
+  items: int = 5000,
+  batches: int = 2000,
+) -> dict[str, Any]:
   """Times prepare (ml-latest-small when `ml_dir` exists; a simulated set of `users` sessions of
   8 items) and the train loader on the simulated set; returns one "data" record.
 
   `config` supplies every data default; it is copied, never changed.
   """
-  out: dict[str, Any] = {"kind": "data", "machine": platform.platform(), "cpus": os.cpu_count(),
-                         **protocol.machine_info()}
+  out: dict[str, Any] = {
+    "kind": "data",
+    "machine": platform.platform(),
+    "cpus": os.cpu_count(),
+    **protocol.machine_info(),
+  }
 
   def fresh():
     return ml_collections.ConfigDict(config.to_dict())
@@ -77,9 +93,13 @@ def run_data_benchmark(config: ml_collections.ConfigDict, *, ml_dir: str = "",
     s.eval_queries = max(1, min(2000, items * 2 // 5))
     dt, ds = _time_prepare(c, os.path.join(tmp, "sim"))
     out["prepare_sim_s"] = dt
-    out["sim"] = {"interactions": users * 8, "items": ds.num_items,
-                  "train_examples": {t: ds.manifest["splits"][t]["train"]["examples"]
-                                     for t in ("search", "rec")}}
+    out["sim"] = {
+      "interactions": users * 8,
+      "items": ds.num_items,
+      "train_examples": {
+        t: ds.manifest["splits"][t]["train"]["examples"] for t in ("search", "rec")
+      },
+    }
     out["pipeline_concat"] = _time_pipeline(ds, c, batches)
     out["pipeline_ratio_0.5"] = _time_pipeline(ds, c, batches, ratio=0.5)
   return out

@@ -37,15 +37,23 @@ def hf_config(config, dropout_rate: float | None = None):
   vocab = getattr(config, "total_vocab_size", None) or config.vocab_size
   enc_layers = getattr(config, "num_encoder_layers", None) or config.num_layers
   return transformers.T5Config(
-      vocab_size=int(vocab), d_model=config.d_model, d_kv=config.d_kv, d_ff=config.d_ff,
-      num_heads=config.num_heads, num_layers=enc_layers,
-      num_decoder_layers=config.num_decoder_layers,
-      relative_attention_num_buckets=config.relative_attention_num_buckets,
-      relative_attention_max_distance=config.relative_attention_max_distance,
-      dropout_rate=config.dropout_rate if dropout_rate is None else dropout_rate,
-      layer_norm_epsilon=config.layer_norm_epsilon, feed_forward_proj=config.feed_forward_proj,
-      tie_word_embeddings=config.tie_word_embeddings, pad_token_id=0, eos_token_id=1,
-      decoder_start_token_id=0)
+    vocab_size=int(vocab),
+    d_model=config.d_model,
+    d_kv=config.d_kv,
+    d_ff=config.d_ff,
+    num_heads=config.num_heads,
+    num_layers=enc_layers,
+    num_decoder_layers=config.num_decoder_layers,
+    relative_attention_num_buckets=config.relative_attention_num_buckets,
+    relative_attention_max_distance=config.relative_attention_max_distance,
+    dropout_rate=config.dropout_rate if dropout_rate is None else dropout_rate,
+    layer_norm_epsilon=config.layer_norm_epsilon,
+    feed_forward_proj=config.feed_forward_proj,
+    tie_word_embeddings=config.tie_word_embeddings,
+    pad_token_id=0,
+    eos_token_id=1,
+    decoder_start_token_id=0,
+  )
 
 
 def _sync(torch, device: str) -> None:
@@ -67,8 +75,9 @@ def _device_name(torch, device: str) -> str:
   return "cpu"
 
 
-def random_batch(config, batch_size: int, encoder_len: int, decoder_len: int, seed: int = 0,
-                 num_items: int = 0) -> dict[str, np.ndarray]:
+def random_batch(
+  config, batch_size: int, encoder_len: int, decoder_len: int, seed: int = 0, num_items: int = 0
+) -> dict[str, np.ndarray]:
   """Fixed-shape synthetic batch in the training-batch layout of BUILD_NOTES (numpy, int32).
 
   Encoder tokens are random non-special ids (no padding, the worst case); decoder targets are item
@@ -83,21 +92,32 @@ def random_batch(config, batch_size: int, encoder_len: int, decoder_len: int, se
   targets[:, -1] = 1  # </s>
   dec_in = np.concatenate([np.zeros((batch_size, 1), np.int32), targets[:, :-1]], axis=1)
   return {
-      "encoder_input_ids": enc,
-      "decoder_input_ids": dec_in,
-      "decoder_target_ids": targets,
-      "decoder_weights": np.ones((batch_size, decoder_len), np.float32),
-      "task_id": np.zeros((batch_size,), np.int32),
+    "encoder_input_ids": enc,
+    "decoder_input_ids": dec_in,
+    "decoder_target_ids": targets,
+    "decoder_weights": np.ones((batch_size, decoder_len), np.float32),
+    "task_id": np.zeros((batch_size,), np.int32),
   }
 
 
-def prepare_train(config, *, batch_size: int, encoder_len: int, decoder_len: int,
-                  num_items: int = 0, steps_per_repeat: int = 1, device: str | None = None,
-                  compile_model: bool = False, dtype: str = "float32",
-                  learning_rate: float = 2e-3, weight_decay: float = 0.01,
-                  seed: int = 0, flops_per_example: float = 0.0,
-                  peak_tflops_override: float = 0.0, preset: str | None = None
-                  ) -> protocol.Side:
+def prepare_train(
+  config,
+  *,
+  batch_size: int,
+  encoder_len: int,
+  decoder_len: int,
+  num_items: int = 0,
+  steps_per_repeat: int = 1,
+  device: str | None = None,
+  compile_model: bool = False,
+  dtype: str = "float32",
+  learning_rate: float = 2e-3,
+  weight_decay: float = 0.01,
+  seed: int = 0,
+  flops_per_example: float = 0.0,
+  peak_tflops_override: float = 0.0,
+  preset: str | None = None,
+) -> protocol.Side:
   """`T5ForConditionalGeneration` AdamW training steps, built: one side to time.
 
   A step is forward with labels (HF's own cross-entropy), backward, AdamW update and zeroing the
@@ -111,8 +131,9 @@ def prepare_train(config, *, batch_size: int, encoder_len: int, decoder_len: int
   model = transformers.T5ForConditionalGeneration(hf_config(config)).to(device)
   model.train()
   fwd = torch.compile(model) if compile_model else model
-  optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=weight_decay,
-                                foreach=True)
+  optimizer = torch.optim.AdamW(
+    model.parameters(), lr=learning_rate, weight_decay=weight_decay, foreach=True
+  )
   batch = random_batch(config, batch_size, encoder_len, decoder_len, seed, num_items)
   input_ids = torch.from_numpy(batch["encoder_input_ids"].astype(np.int64)).to(device)
   attention_mask = torch.ones_like(input_ids)
@@ -120,8 +141,9 @@ def prepare_train(config, *, batch_size: int, encoder_len: int, decoder_len: int
   use_autocast = dtype == "bfloat16"
 
   def step():
-    with torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16,
-                        enabled=use_autocast):
+    with torch.autocast(
+      device_type=device.split(":")[0], dtype=torch.bfloat16, enabled=use_autocast
+    ):
       loss = fwd(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss
     loss.backward()
     optimizer.step()
@@ -138,25 +160,52 @@ def prepare_train(config, *, batch_size: int, encoder_len: int, decoder_len: int
     final_loss = float(last["loss"].detach().float().cpu())
     name = _device_name(torch, device)
     return _record(
-        kind="train", impl="hf_compile" if compile_model else "hf_eager", times=times,
-        batch_size=batch_size, encoder_len=encoder_len, decoder_len=decoder_len,
-        num_items=num_items, dtype=dtype, device_kind=name,
-        flops_per_example=flops_per_example,
-        peak=flops_lib.peak_tflops(name, peak_tflops_override), warmup_s=warmup_s,
-        peak_memory_bytes=_peak_memory(torch, device), extra={
-            "preset": preset, "loss": final_loss, "torch_version": torch.__version__,
-            "transformers_version": transformers.__version__,
-            "torch_threads": torch.get_num_threads(), "steps_per_repeat": steps_per_repeat})
+      kind="train",
+      impl="hf_compile" if compile_model else "hf_eager",
+      times=times,
+      batch_size=batch_size,
+      encoder_len=encoder_len,
+      decoder_len=decoder_len,
+      num_items=num_items,
+      dtype=dtype,
+      device_kind=name,
+      flops_per_example=flops_per_example,
+      peak=flops_lib.peak_tflops(name, peak_tflops_override),
+      warmup_s=warmup_s,
+      peak_memory_bytes=_peak_memory(torch, device),
+      extra={
+        "preset": preset,
+        "loss": final_loss,
+        "torch_version": torch.__version__,
+        "transformers_version": transformers.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "steps_per_repeat": steps_per_repeat,
+      },
+    )
 
-  return protocol.Side("hf_compile" if compile_model else "hf_eager", window, steps_per_repeat,
-                       block=lambda _: _sync(torch, device), finish=finish)
+  return protocol.Side(
+    "hf_compile" if compile_model else "hf_eager",
+    window,
+    steps_per_repeat,
+    block=lambda _: _sync(torch, device),
+    finish=finish,
+  )
 
 
-def prepare_decode(config, *, batch_size: int, encoder_len: int, num_beams: int,
-                   num_return_sequences: int | None = None, max_new_tokens: int = 2,
-                   device: str | None = None, dtype: str = "float32", seed: int = 0,
-                   peak_tflops_override: float = 0.0, preset: str | None = None
-                   ) -> protocol.Side:
+def prepare_decode(
+  config,
+  *,
+  batch_size: int,
+  encoder_len: int,
+  num_beams: int,
+  num_return_sequences: int | None = None,
+  max_new_tokens: int = 2,
+  device: str | None = None,
+  dtype: str = "float32",
+  seed: int = 0,
+  peak_tflops_override: float = 0.0,
+  preset: str | None = None,
+) -> protocol.Side:
   """Plain beam search with `generate(num_beams=...)` (no groups, no constraint): one side."""
   torch, transformers = _torch()
   device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -174,26 +223,47 @@ def prepare_decode(config, *, batch_size: int, encoder_len: int, num_beams: int,
   def window():
     with torch.no_grad():
       last["out"] = model.generate(
-          input_ids=input_ids, attention_mask=attention_mask, num_beams=num_beams,
-          num_return_sequences=num_return, max_new_tokens=max_new_tokens,
-          min_new_tokens=max_new_tokens, do_sample=False, early_stopping=False,
-          length_penalty=1.0)
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        num_beams=num_beams,
+        num_return_sequences=num_return,
+        max_new_tokens=max_new_tokens,
+        min_new_tokens=max_new_tokens,
+        do_sample=False,
+        early_stopping=False,
+        length_penalty=1.0,
+      )
 
   def finish(times: list[float], warmup_s: float) -> dict[str, Any]:
     name = _device_name(torch, device)
     return _record(
-        kind="decode", impl="hf_generate", times=times, batch_size=batch_size,
-        encoder_len=encoder_len, decoder_len=max_new_tokens, num_items=0, dtype=dtype,
-        device_kind=name, flops_per_example=0.0,
-        peak=flops_lib.peak_tflops(name, peak_tflops_override), warmup_s=warmup_s,
-        peak_memory_bytes=_peak_memory(torch, device),
-        extra={"preset": preset, "num_beams": num_beams, "num_return_sequences": num_return,
-               "output_shape": list(last["out"].shape), "torch_version": torch.__version__,
-               "transformers_version": transformers.__version__,
-               "torch_threads": torch.get_num_threads()})
+      kind="decode",
+      impl="hf_generate",
+      times=times,
+      batch_size=batch_size,
+      encoder_len=encoder_len,
+      decoder_len=max_new_tokens,
+      num_items=0,
+      dtype=dtype,
+      device_kind=name,
+      flops_per_example=0.0,
+      peak=flops_lib.peak_tflops(name, peak_tflops_override),
+      warmup_s=warmup_s,
+      peak_memory_bytes=_peak_memory(torch, device),
+      extra={
+        "preset": preset,
+        "num_beams": num_beams,
+        "num_return_sequences": num_return,
+        "output_shape": list(last["out"].shape),
+        "torch_version": torch.__version__,
+        "transformers_version": transformers.__version__,
+        "torch_threads": torch.get_num_threads(),
+      },
+    )
 
-  return protocol.Side("hf_generate", window, 1, block=lambda _: _sync(torch, device),
-                       finish=finish)
+  return protocol.Side(
+    "hf_generate", window, 1, block=lambda _: _sync(torch, device), finish=finish
+  )
 
 
 def train_benchmark(config, *, warmup: int = 2, repeats: int = 5, **kwargs) -> dict[str, Any]:
@@ -208,11 +278,38 @@ def decode_benchmark(config, *, warmup: int = 1, repeats: int = 3, **kwargs) -> 
   return protocol.measure([make], warmup=warmup, repeats=repeats)[0]
 
 
-def _record(*, kind, impl, times, batch_size, encoder_len, decoder_len, num_items, dtype,
-            device_kind, flops_per_example, peak, warmup_s, peak_memory_bytes, extra):
+def _record(
+  *,
+  kind,
+  impl,
+  times,
+  batch_size,
+  encoder_len,
+  decoder_len,
+  num_items,
+  dtype,
+  device_kind,
+  flops_per_example,
+  peak,
+  warmup_s,
+  peak_memory_bytes,
+  extra,
+):
   # The same record layout as the JAX side, so the two compare line by line.
   return protocol.make_record(
-      kind=kind, impl=impl, step_times_s=times, batch_size=batch_size,
-      encoder_len=encoder_len, decoder_len=decoder_len, num_items=num_items, dtype=dtype,
-      device_kind=device_kind, num_devices=1, flops_per_example=flops_per_example,
-      peak_tflops=peak, warmup_s=warmup_s, peak_memory_bytes=peak_memory_bytes, extra=extra)
+    kind=kind,
+    impl=impl,
+    step_times_s=times,
+    batch_size=batch_size,
+    encoder_len=encoder_len,
+    decoder_len=decoder_len,
+    num_items=num_items,
+    dtype=dtype,
+    device_kind=device_kind,
+    num_devices=1,
+    flops_per_example=flops_per_example,
+    peak_tflops=peak,
+    warmup_s=warmup_s,
+    peak_memory_bytes=peak_memory_bytes,
+    extra=extra,
+  )

@@ -26,10 +26,33 @@ from typing import Any, Callable, Sequence
 from gr_jax.model import flops as flops_lib
 
 RECORD_FIELDS = (
-    "kind", "impl", "date", "host", "cpu_model", "load_avg_1m", "device_kind", "num_devices",
-    "dtype", "batch_size", "encoder_len", "decoder_len", "num_items", "repeats", "step_times_s",
-    "median_step_s", "min_step_s", "max_step_s", "examples_per_s", "tokens_per_s",
-    "flops_per_example", "peak_tflops", "mfu", "warmup_s", "peak_memory_bytes", "interleaved")
+  "kind",
+  "impl",
+  "date",
+  "host",
+  "cpu_model",
+  "load_avg_1m",
+  "device_kind",
+  "num_devices",
+  "dtype",
+  "batch_size",
+  "encoder_len",
+  "decoder_len",
+  "num_items",
+  "repeats",
+  "step_times_s",
+  "median_step_s",
+  "min_step_s",
+  "max_step_s",
+  "examples_per_s",
+  "tokens_per_s",
+  "flops_per_example",
+  "peak_tflops",
+  "mfu",
+  "warmup_s",
+  "peak_memory_bytes",
+  "interleaved",
+)
 
 
 # ------------------------------------------------------------------------------ the machine
@@ -74,6 +97,7 @@ class Side:
   finish: `(seconds per step of each timed window, warm-up seconds) -> record`; called after all
     timing, so it may run more (untimed) windows, e.g. to read a loss or record a profile.
   """
+
   name: str
   window: Callable[[], Any]
   steps_per_repeat: int = 1
@@ -86,12 +110,17 @@ def _wait(side: Side, out: Any) -> None:
     side.block(out)
     return
   import jax  # pylint: disable=g-import-not-at-top  (fakes in tests never get here)
+
   jax.block_until_ready(out)
 
 
-def interleaved_times(sides: Sequence[Side], *, warmup: int, repeats: int,
-                      clock: Callable[[], float] = time.perf_counter
-                      ) -> tuple[list[list[float]], list[float]]:
+def interleaved_times(
+  sides: Sequence[Side],
+  *,
+  warmup: int,
+  repeats: int,
+  clock: Callable[[], float] = time.perf_counter,
+) -> tuple[list[list[float]], list[float]]:
   """Warms every side up, then times one window of each side per repeat, in turn (A B A B ...).
 
   Returns (per side: seconds per step of each timed window, per side: warm-up seconds including
@@ -117,19 +146,30 @@ def interleaved_times(sides: Sequence[Side], *, warmup: int, repeats: int,
   return times, warmup_s
 
 
-def time_steps(run_window: Callable[[], Any], *, warmup: int, repeats: int,
-               steps_per_repeat: int, block: Callable[[Any], Any] | None = None,
-               clock: Callable[[], float] = time.perf_counter) -> tuple[list[float], float]:
+def time_steps(
+  run_window: Callable[[], Any],
+  *,
+  warmup: int,
+  repeats: int,
+  steps_per_repeat: int,
+  block: Callable[[Any], Any] | None = None,
+  clock: Callable[[], float] = time.perf_counter,
+) -> tuple[list[float], float]:
   """One side alone: (seconds per step of each timed window, warm-up seconds)."""
   times, warm = interleaved_times(
-      [Side("only", run_window, steps_per_repeat, block)], warmup=warmup, repeats=repeats,
-      clock=clock)
+    [Side("only", run_window, steps_per_repeat, block)], warmup=warmup, repeats=repeats, clock=clock
+  )
   return times[0], warm[0]
 
 
-def measure(factories: Sequence[Callable[[], Side]], *, warmup: int, repeats: int,
-            interleave: bool = True,
-            clock: Callable[[], float] = time.perf_counter) -> list[dict[str, Any]]:
+def measure(
+  factories: Sequence[Callable[[], Side]],
+  *,
+  warmup: int,
+  repeats: int,
+  interleave: bool = True,
+  clock: Callable[[], float] = time.perf_counter,
+) -> list[dict[str, Any]]:
   """Builds the sides from `factories` and returns one record per side (its `finish`).
 
   interleave: build all sides first, then time them repeat by repeat in turn (the default, see
@@ -158,15 +198,17 @@ def measure(factories: Sequence[Callable[[], Side]], *, warmup: int, repeats: in
 # ------------------------------------------------------------------------------ statistics
 
 
-def paired_ratios(times_a: Sequence[float], times_b: Sequence[float], batch_a: float = 1.0,
-                  batch_b: float = 1.0) -> list[float]:
+def paired_ratios(
+  times_a: Sequence[float], times_b: Sequence[float], batch_a: float = 1.0, batch_b: float = 1.0
+) -> list[float]:
   """Per-repeat throughput ratio A / B: `(batch_a / t_a[i]) / (batch_b / t_b[i])`.
 
   `times_*` are seconds per step of the same repeats (index i of both ran back to back).
   """
   if len(times_a) != len(times_b) or not times_a:
-    raise ValueError(f"paired_ratios: need equal, non-empty repeats, got {len(times_a)} and "
-                     f"{len(times_b)}")
+    raise ValueError(
+      f"paired_ratios: need equal, non-empty repeats, got {len(times_a)} and {len(times_b)}"
+    )
   if min(times_a) <= 0 or min(times_b) <= 0:
     raise ValueError("paired_ratios: step times must be positive")
   return [(batch_a / ta) / (batch_b / tb) for ta, tb in zip(times_a, times_b)]
@@ -181,18 +223,37 @@ def spread(values: Sequence[float]) -> dict[str, float]:
     q1 = q3 = vals[0]
   else:
     q1, _, q3 = statistics.quantiles(vals, n=4, method="inclusive")
-  return {"median": statistics.median(vals), "min": vals[0], "max": vals[-1], "q1": q1, "q3": q3,
-          "n": len(vals)}
+  return {
+    "median": statistics.median(vals),
+    "min": vals[0],
+    "max": vals[-1],
+    "q1": q1,
+    "q3": q3,
+    "n": len(vals),
+  }
 
 
 # ------------------------------------------------------------------------------ records
 
 
-def make_record(*, kind: str, impl: str, step_times_s, batch_size: int, encoder_len: int,
-                decoder_len: int, num_items: int, dtype: str, device_kind: str, num_devices: int,
-                flops_per_example: float, peak_tflops: float | None, warmup_s: float,
-                peak_memory_bytes: int | None, extra: dict[str, Any] | None = None
-                ) -> dict[str, Any]:
+def make_record(
+  *,
+  kind: str,
+  impl: str,
+  step_times_s,
+  batch_size: int,
+  encoder_len: int,
+  decoder_len: int,
+  num_items: int,
+  dtype: str,
+  device_kind: str,
+  num_devices: int,
+  flops_per_example: float,
+  peak_tflops: float | None,
+  warmup_s: float,
+  peak_memory_bytes: int | None,
+  extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
   """One benchmark measurement as a flat dict (the JSON line). `step_times_s`: per-step seconds
   of each timed repeat; a "step" is one batch (train) or one decoded batch (decode)."""
   times = [float(t) for t in step_times_s]
@@ -201,19 +262,30 @@ def make_record(*, kind: str, impl: str, step_times_s, batch_size: int, encoder_
   median = statistics.median(times)
   eps = batch_size / median
   rec = {
-      "kind": kind, "impl": impl,
-      "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-      **machine_info(), "device_kind": device_kind, "num_devices": int(num_devices),
-      "dtype": dtype, "batch_size": int(batch_size), "encoder_len": int(encoder_len),
-      "decoder_len": int(decoder_len), "num_items": int(num_items), "repeats": len(times),
-      "step_times_s": times, "median_step_s": median, "min_step_s": min(times),
-      "max_step_s": max(times), "examples_per_s": eps,
-      "tokens_per_s": eps * (encoder_len + decoder_len),
-      "flops_per_example": float(flops_per_example), "peak_tflops": peak_tflops,
-      "mfu": flops_lib.mfu(flops_per_example, eps, peak_tflops, num_devices),
-      "warmup_s": float(warmup_s),
-      "peak_memory_bytes": None if peak_memory_bytes is None else int(peak_memory_bytes),
-      "interleaved": False,
+    "kind": kind,
+    "impl": impl,
+    "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    **machine_info(),
+    "device_kind": device_kind,
+    "num_devices": int(num_devices),
+    "dtype": dtype,
+    "batch_size": int(batch_size),
+    "encoder_len": int(encoder_len),
+    "decoder_len": int(decoder_len),
+    "num_items": int(num_items),
+    "repeats": len(times),
+    "step_times_s": times,
+    "median_step_s": median,
+    "min_step_s": min(times),
+    "max_step_s": max(times),
+    "examples_per_s": eps,
+    "tokens_per_s": eps * (encoder_len + decoder_len),
+    "flops_per_example": float(flops_per_example),
+    "peak_tflops": peak_tflops,
+    "mfu": flops_lib.mfu(flops_per_example, eps, peak_tflops, num_devices),
+    "warmup_s": float(warmup_s),
+    "peak_memory_bytes": None if peak_memory_bytes is None else int(peak_memory_bytes),
+    "interleaved": False,
   }
   rec.update(extra or {})
   return rec
@@ -226,21 +298,48 @@ def compare(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
   `ratio_min`/`ratio_max`/`ratio_q1`/`ratio_q3` its spread; otherwise (`paired` false) it is the
   ratio of the two medians and no spread is given, since the repeats were not side by side.
   """
-  paired = bool(a.get("interleaved") and b.get("interleaved")
-                and len(a["step_times_s"]) == len(b["step_times_s"]))
-  rec = {"kind": "compare", "what": a["kind"], "impl": a["impl"], "vs_impl": b["impl"],
-         "preset": a.get("preset"), "batch_size": a["batch_size"],
-         "encoder_len": a["encoder_len"], "decoder_len": a["decoder_len"],
-         "num_items": a["num_items"], "num_beams": a.get("num_beams"),
-         "device_kind": a["device_kind"], "dropout_prng": a.get("dropout_prng"),
-         "examples_per_s": a["examples_per_s"], "vs_examples_per_s": b["examples_per_s"],
-         "paired": paired, **machine_info()}
+  paired = bool(
+    a.get("interleaved")
+    and b.get("interleaved")
+    and len(a["step_times_s"]) == len(b["step_times_s"])
+  )
+  rec = {
+    "kind": "compare",
+    "what": a["kind"],
+    "impl": a["impl"],
+    "vs_impl": b["impl"],
+    "preset": a.get("preset"),
+    "batch_size": a["batch_size"],
+    "encoder_len": a["encoder_len"],
+    "decoder_len": a["decoder_len"],
+    "num_items": a["num_items"],
+    "num_beams": a.get("num_beams"),
+    "device_kind": a["device_kind"],
+    "dropout_prng": a.get("dropout_prng"),
+    "examples_per_s": a["examples_per_s"],
+    "vs_examples_per_s": b["examples_per_s"],
+    "paired": paired,
+    **machine_info(),
+  }
   if paired:
-    s = spread(paired_ratios(a["step_times_s"], b["step_times_s"], a["batch_size"],
-                             b["batch_size"]))
-    rec.update(ratio=s["median"], ratio_min=s["min"], ratio_max=s["max"], ratio_q1=s["q1"],
-               ratio_q3=s["q3"], pairs=s["n"])
+    s = spread(
+      paired_ratios(a["step_times_s"], b["step_times_s"], a["batch_size"], b["batch_size"])
+    )
+    rec.update(
+      ratio=s["median"],
+      ratio_min=s["min"],
+      ratio_max=s["max"],
+      ratio_q1=s["q1"],
+      ratio_q3=s["q3"],
+      pairs=s["n"],
+    )
   else:
-    rec.update(ratio=a["examples_per_s"] / b["examples_per_s"], ratio_min=None, ratio_max=None,
-               ratio_q1=None, ratio_q3=None, pairs=0)
+    rec.update(
+      ratio=a["examples_per_s"] / b["examples_per_s"],
+      ratio_min=None,
+      ratio_max=None,
+      ratio_q1=None,
+      ratio_q3=None,
+      pairs=0,
+    )
   return rec

@@ -16,5 +16,14 @@ from gr_jax.data.prepare import prepare_dataset
 from gr_jax.data.tokenizer import TextTokenizer
 from gr_jax.schema import TASKS
 
-__all__ = ["TASKS", "DataError", "ItemCatalog", "ProcessedDataset", "TextTokenizer",
-           "make_eval_batches", "make_train_loader", "prepare_dataset", "steps_per_epoch"]
+__all__ = [
+  "TASKS",
+  "DataError",
+  "ItemCatalog",
+  "ProcessedDataset",
+  "TextTokenizer",
+  "make_eval_batches",
+  "make_train_loader",
+  "prepare_dataset",
+  "steps_per_epoch",
+]

@@ -27,11 +27,20 @@ ID_SCHEMES = ("atomic", "semantic")
 class ItemCatalog:
   """Items of a dataset and the tokens that name them."""
 
-  def __init__(self, item_ids: Sequence[str], *, token_offset: int,
-               titles: Sequence[str] | None = None,
-               metadata: Sequence[dict[str, Any]] | None = None,
-               id_scheme: str = "atomic", codes=None, levels: int = 0, codebook_size: int = 0,
-               num_disambiguation: int = 0, source: str = "<catalog>"):
+  def __init__(
+    self,
+    item_ids: Sequence[str],
+    *,
+    token_offset: int,
+    titles: Sequence[str] | None = None,
+    metadata: Sequence[dict[str, Any]] | None = None,
+    id_scheme: str = "atomic",
+    codes=None,
+    levels: int = 0,
+    codebook_size: int = 0,
+    num_disambiguation: int = 0,
+    source: str = "<catalog>",
+  ):
     """codes int [num_items, tokens_per_item], levels, codebook_size, num_disambiguation: the
     semantic scheme's code tuples (see the module doc); unused with atomic IDs."""
     if id_scheme not in ID_SCHEMES:
@@ -40,15 +49,24 @@ class ItemCatalog:
     self._index = {}
     for n, item in enumerate(self.item_ids):
       if item in self._index:
-        raise DataError(source, 0, "item_ids",
-                        f"duplicate item id {item!r} (positions {self._index[item]} and {n})")
+        raise DataError(
+          source,
+          0,
+          "item_ids",
+          f"duplicate item id {item!r} (positions {self._index[item]} and {n})",
+        )
       self._index[item] = n
     n_items = len(self.item_ids)
     self.titles = [str(t) for t in titles] if titles is not None else [""] * n_items
     self.metadata = [dict(m) for m in metadata] if metadata is not None else [{}] * n_items
     if len(self.titles) != n_items or len(self.metadata) != n_items:
-      raise DataError(source, 0, "titles/metadata", f"expected {n_items} entries, got "
-                      f"{len(self.titles)} titles and {len(self.metadata)} metadata")
+      raise DataError(
+        source,
+        0,
+        "titles/metadata",
+        f"expected {n_items} entries, got "
+        f"{len(self.titles)} titles and {len(self.metadata)} metadata",
+      )
     self.token_offset = int(token_offset)
     self.id_scheme = id_scheme
     self.codes = None
@@ -67,19 +85,33 @@ class ItemCatalog:
     codes = np.asarray(codes, np.int64)
     want = levels + (1 if nd else 0)
     if levels < 1 or k < 1 or nd < 0 or codes.shape != (self.num_items, want):
-      raise DataError(source, 0, "semantic.codes",
-                      f"expected levels >= 1, codebook_size >= 1 and codes of shape "
-                      f"[{self.num_items}, {want}], got levels={levels}, codebook_size={k}, "
-                      f"num_disambiguation={nd}, codes {list(codes.shape)}")
+      raise DataError(
+        source,
+        0,
+        "semantic.codes",
+        f"expected levels >= 1, codebook_size >= 1 and codes of shape "
+        f"[{self.num_items}, {want}], got levels={levels}, codebook_size={k}, "
+        f"num_disambiguation={nd}, codes {list(codes.shape)}",
+      )
     bad = (codes < 0) | np.concatenate(
-        [codes[:, :levels] >= k, codes[:, levels:] >= max(nd, 1)], axis=1)
+      [codes[:, :levels] >= k, codes[:, levels:] >= max(nd, 1)], axis=1
+    )
     if bad.any():
       i, j = (int(x[0]) for x in np.nonzero(bad))
-      raise DataError(source, 0, "semantic.codes", f"item {i}, position {j}: code {codes[i, j]} "
-                      f"outside its codebook (size {k if j < levels else nd})")
+      raise DataError(
+        source,
+        0,
+        "semantic.codes",
+        f"item {i}, position {j}: code {codes[i, j]} "
+        f"outside its codebook (size {k if j < levels else nd})",
+      )
     if len(np.unique(codes, axis=0)) != self.num_items:
-      raise DataError(source, 0, "semantic.codes", "two items share a code tuple (every "
-                      "semantic ID must name exactly one item)")
+      raise DataError(
+        source,
+        0,
+        "semantic.codes",
+        "two items share a code tuple (every semantic ID must name exactly one item)",
+      )
     self.codes = codes.astype(np.int32)
     self.levels, self.codebook_size, self.num_disambiguation = levels, k, nd
 
@@ -151,13 +183,21 @@ class ItemCatalog:
 
   # ------------------------------------------------------------------ persistence
   def to_dict(self) -> dict:
-    d = {"id_scheme": self.id_scheme, "token_offset": self.token_offset,
-         "num_items": self.num_items, "item_ids": self.item_ids, "titles": self.titles,
-         "metadata": self.metadata}
+    d = {
+      "id_scheme": self.id_scheme,
+      "token_offset": self.token_offset,
+      "num_items": self.num_items,
+      "item_ids": self.item_ids,
+      "titles": self.titles,
+      "metadata": self.metadata,
+    }
     if self.codes is not None:  # atomic catalogues keep their exact former layout
-      d["semantic"] = {"levels": self.levels, "codebook_size": self.codebook_size,
-                       "num_disambiguation": self.num_disambiguation,
-                       "codes": self.codes.tolist()}
+      d["semantic"] = {
+        "levels": self.levels,
+        "codebook_size": self.codebook_size,
+        "num_disambiguation": self.num_disambiguation,
+        "codes": self.codes.tolist(),
+      }
     return d
 
   def save(self, path: str) -> None:
@@ -176,16 +216,24 @@ class ItemCatalog:
       for key in ("levels", "codebook_size", "num_disambiguation", "codes"):
         if key not in sem:
           raise DataError(path, 0, f"semantic.{key}", "missing from the catalogue file")
-    cat = cls(d["item_ids"], token_offset=d["token_offset"], titles=d.get("titles"),
-              metadata=d.get("metadata"), id_scheme=d["id_scheme"], codes=sem.get("codes"),
-              levels=sem.get("levels", 0), codebook_size=sem.get("codebook_size", 0),
-              num_disambiguation=sem.get("num_disambiguation", 0), source=path)
+    cat = cls(
+      d["item_ids"],
+      token_offset=d["token_offset"],
+      titles=d.get("titles"),
+      metadata=d.get("metadata"),
+      id_scheme=d["id_scheme"],
+      codes=sem.get("codes"),
+      levels=sem.get("levels", 0),
+      codebook_size=sem.get("codebook_size", 0),
+      num_disambiguation=sem.get("num_disambiguation", 0),
+      source=path,
+    )
     if d.get("num_items", cat.num_items) != cat.num_items:
       raise DataError(path, 0, "num_items", f"says {d['num_items']} but lists {cat.num_items} ids")
     return cat
 
   def __repr__(self) -> str:
-    return (f"ItemCatalog(num_items={self.num_items}, token_offset={self.token_offset}, "
-            f"id_scheme={self.id_scheme!r}, tokens_per_item={self.tokens_per_item})")
-
-
+    return (
+      f"ItemCatalog(num_items={self.num_items}, token_offset={self.token_offset}, "
+      f"id_scheme={self.id_scheme!r}, tokens_per_item={self.tokens_per_item})"
+    )

@@ -27,6 +27,7 @@ _SHA_CACHE: dict[tuple[str, int, int], str] = {}
 
 def _cached_sha256(path: str) -> str:
   from gr_jax.data.prepare import sha256_file  # pylint: disable=g-import-not-at-top
+
   st = os.stat(path)
   key = (os.path.abspath(path), st.st_size, st.st_mtime_ns)
   if key not in _SHA_CACHE:
@@ -55,13 +56,18 @@ def verify_dataset(directory: str, config=None, *, require_manifest: bool = True
   manifest: an error, or (require_manifest=False, hand-made test datasets) None.
   """
   from gr_jax.data import prepare  # pylint: disable=g-import-not-at-top
+
   directory = os.path.abspath(directory)
   manifest_path = os.path.join(directory, "manifest.json")
   if not os.path.exists(manifest_path):
     if not require_manifest:
       return None
-    raise DatasetMismatchError(manifest_path, 0, "manifest.json",
-                               "not a processed dataset (missing manifest; run gr_jax.prepare)")
+    raise DatasetMismatchError(
+      manifest_path,
+      0,
+      "manifest.json",
+      "not a processed dataset (missing manifest; run gr_jax.prepare)",
+    )
   try:
     with open(manifest_path) as f:
       manifest = json.load(f)
@@ -69,8 +75,9 @@ def verify_dataset(directory: str, config=None, *, require_manifest: bool = True
     raise DatasetMismatchError(manifest_path, 0, "manifest.json", f"not valid JSON ({e})") from None
   files = manifest.get("files")
   if not isinstance(files, dict) or not files:
-    raise DatasetMismatchError(manifest_path, 0, "files",
-                               "expected the sha256 of every dataset file")
+    raise DatasetMismatchError(
+      manifest_path, 0, "files", "expected the sha256 of every dataset file"
+    )
   for rel, digest in sorted(files.items()):
     path = os.path.join(directory, rel)
     if not os.path.isfile(path):
@@ -78,21 +85,30 @@ def verify_dataset(directory: str, config=None, *, require_manifest: bool = True
     got = _cached_sha256(path)
     if got != digest:
       raise DatasetMismatchError(
-          path, 0, "sha256", f"file changed since prepare: sha256 {got[:16]}..., manifest says "
-          f"{str(digest)[:16]}... (re-run gr_jax.prepare into a new directory)")
+        path,
+        0,
+        "sha256",
+        f"file changed since prepare: sha256 {got[:16]}..., manifest says "
+        f"{str(digest)[:16]}... (re-run gr_jax.prepare into a new directory)",
+      )
   if config is not None:
     want, have = prepare.config_hash(config), manifest.get("config_hash")
     if want != have:
       ours, theirs = _flat(prepare.dataset_config(config)), _flat(manifest.get("config"))
-      diffs = [f"data.{k}: run config {ours.get(k)!r}, dataset {theirs.get(k)!r}"
-               # Top-level fields first: `source` says more than the 20 sim knobs it drops.
-               for k in sorted(set(ours) | set(theirs), key=lambda k: (k.count("."), k))
-               if ours.get(k) != theirs.get(k)]
+      diffs = [
+        f"data.{k}: run config {ours.get(k)!r}, dataset {theirs.get(k)!r}"
+        # Top-level fields first: `source` says more than the 20 sim knobs it drops.
+        for k in sorted(set(ours) | set(theirs), key=lambda k: (k.count("."), k))
+        if ours.get(k) != theirs.get(k)
+      ]
       detail = "; ".join(diffs[:5]) + (f"; ... {len(diffs) - 5} more" if len(diffs) > 5 else "")
       raise DatasetMismatchError(
-          manifest_path, 0, "config_hash",
-          f"the dataset in {directory} was prepared from another data config (hash "
-          f"{str(have)[:12]}, the run config's is {want[:12]}): {detail or 'see manifest config'}")
+        manifest_path,
+        0,
+        "config_hash",
+        f"the dataset in {directory} was prepared from another data config (hash "
+        f"{str(have)[:12]}, the run config's is {want[:12]}): {detail or 'see manifest config'}",
+      )
   return manifest
 
 
@@ -103,8 +119,12 @@ class ProcessedDataset:
     self.directory = os.path.abspath(directory)
     manifest = os.path.join(self.directory, "manifest.json")
     if not os.path.exists(manifest):
-      raise DataError(manifest, 0, "manifest.json",
-                      "not a processed dataset (missing manifest; run gr_jax.prepare first)")
+      raise DataError(
+        manifest,
+        0,
+        "manifest.json",
+        "not a processed dataset (missing manifest; run gr_jax.prepare first)",
+      )
     with open(manifest) as f:
       self.manifest = json.load(f)
     if verify:
@@ -163,5 +183,7 @@ class ProcessedDataset:
     verify_dataset(self.directory, config)
 
   def __repr__(self) -> str:
-    return (f"ProcessedDataset({self.directory!r}, items={self.num_items}, "
-            f"text_vocab={self.text_vocab_size})")
+    return (
+      f"ProcessedDataset({self.directory!r}, items={self.num_items}, "
+      f"text_vocab={self.text_vocab_size})"
+    )

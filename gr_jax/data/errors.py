@@ -38,12 +38,15 @@ class BadRows:
     if not self.skip:
       raise err
     import os  # local: keeps the module import light
+
     key = f"{os.path.basename(str(file))}: {reason or field}"
     self.counts[key] += 1
     # Keep the first message of each kind so a user can find one offending row.
     self.examples.setdefault(key, str(err))
 
   def to_dict(self) -> dict:
-    return {"total": int(sum(self.counts.values())),
-            "by_reason": {k: int(v) for k, v in sorted(self.counts.items())},
-            "first_example": dict(sorted(self.examples.items()))}
+    return {
+      "total": int(sum(self.counts.values())),
+      "by_reason": {k: int(v) for k, v in sorted(self.counts.items())},
+      "first_example": dict(sorted(self.examples.items())),
+    }

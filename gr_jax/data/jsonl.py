@@ -48,9 +48,11 @@ def load(dc) -> RawData:
   j = dc.jsonl
   bad = BadRows(skip=bool(dc.skip_bad_rows))
   raw = RawData(bad_rows=bad)
-  items_path, search_path, sessions_path = (_path(dc.path, j.items_file),
-                                            _path(dc.path, j.search_file),
-                                            _path(dc.path, j.sessions_file))
+  items_path, search_path, sessions_path = (
+    _path(dc.path, j.items_file),
+    _path(dc.path, j.search_file),
+    _path(dc.path, j.sessions_file),
+  )
   for p in (items_path, search_path, sessions_path):
     if not os.path.exists(p):
       raise DataError(p, 0, os.path.basename(p), "required file not found")
@@ -69,8 +71,13 @@ def load(dc) -> RawData:
       _wrong_type(bad, items_path, line, "title", "a string", obj["title"])
       continue
     if item in first_line:
-      bad.bad(items_path, line, "item", f"duplicate item id {item!r} (first on line "
-              f"{first_line[item]})", reason="duplicate item")
+      bad.bad(
+        items_path,
+        line,
+        "item",
+        f"duplicate item id {item!r} (first on line {first_line[item]})",
+        reason="duplicate item",
+      )
       continue
     first_line[item] = line
     raw.items.append(item)
@@ -81,8 +88,13 @@ def load(dc) -> RawData:
   for line, obj in textio.iter_jsonl(search_path, bad):
     missing = [k for k in ("query", "item") if k not in obj]
     if missing:
-      bad.bad(search_path, line, missing[0], "missing; expected {\"query\": text, \"item\": id}",
-              reason=f"missing {missing[0]}")
+      bad.bad(
+        search_path,
+        line,
+        missing[0],
+        'missing; expected {"query": text, "item": id}',
+        reason=f"missing {missing[0]}",
+      )
       continue
     text, item = textio.as_text(obj["query"]), textio.as_id(obj["item"])
     if text is None:
@@ -96,13 +108,23 @@ def load(dc) -> RawData:
       bad.bad(search_path, line, "query", "empty query", reason="empty query")
       continue
     if item not in first_line:
-      bad.bad(search_path, line, "item", f"unknown item id {item!r} (not in {j.items_file})",
-              reason="unknown item")
+      bad.bad(
+        search_path,
+        line,
+        "item",
+        f"unknown item id {item!r} (not in {j.items_file})",
+        reason="unknown item",
+      )
       continue
     split = obj.get("split", "")
     if not isinstance(split, str) or (split and split not in SPLITS):
-      bad.bad(search_path, line, "split", f"expected one of {SPLITS}, got {json.dumps(split)}",
-              reason="bad split")
+      bad.bad(
+        search_path,
+        line,
+        "split",
+        f"expected one of {SPLITS}, got {json.dumps(split)}",
+        reason="bad split",
+      )
       continue
     raw.search_pairs.append((query, item, split))
   _require_rows(search_path, len(raw.search_pairs), "query", bad)
@@ -110,8 +132,13 @@ def load(dc) -> RawData:
   for line, obj in textio.iter_jsonl(sessions_path, bad):
     missing = [k for k in ("user", "items") if k not in obj]
     if missing:
-      bad.bad(sessions_path, line, missing[0], "missing; expected {\"user\": id, \"items\": [...]}",
-              reason=f"missing {missing[0]}")
+      bad.bad(
+        sessions_path,
+        line,
+        missing[0],
+        'missing; expected {"user": id, "items": [...]}',
+        reason=f"missing {missing[0]}",
+      )
       continue
     user = textio.as_id(obj["user"])
     if user is None:
@@ -119,28 +146,44 @@ def load(dc) -> RawData:
       continue
     items = obj["items"]
     if not isinstance(items, list) or not items:
-      bad.bad(sessions_path, line, "items", "expected a non-empty list of item ids",
-              reason="bad items")
+      bad.bad(
+        sessions_path, line, "items", "expected a non-empty list of item ids", reason="bad items"
+      )
       continue
     ids = [textio.as_id(i) for i in items]
     if None in ids:
-      _wrong_type(bad, sessions_path, line, "items", "string or integer item ids",
-                  items[ids.index(None)])
+      _wrong_type(
+        bad, sessions_path, line, "items", "string or integer item ids", items[ids.index(None)]
+      )
       continue
     items = ids
     unknown = [i for i in items if i not in first_line]
     if unknown:
-      bad.bad(sessions_path, line, "items", f"unknown item id {unknown[0]!r} (not in "
-              f"{j.items_file})", reason="unknown item")
+      bad.bad(
+        sessions_path,
+        line,
+        "items",
+        f"unknown item id {unknown[0]!r} (not in {j.items_file})",
+        reason="unknown item",
+      )
       continue
     ts = obj.get("timestamps")
     if ts is not None:
       # json.loads reads NaN and Infinity literals: an order by NaN is no order.
-      if (not isinstance(ts, list) or len(ts) != len(items) or
-          not all(isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t)
-                  for t in ts)):
-        bad.bad(sessions_path, line, "timestamps",
-                f"expected {len(items)} finite numbers (one per item)", reason="bad timestamps")
+      if (
+        not isinstance(ts, list)
+        or len(ts) != len(items)
+        or not all(
+          isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t) for t in ts
+        )
+      ):
+        bad.bad(
+          sessions_path,
+          line,
+          "timestamps",
+          f"expected {len(items)} finite numbers (one per item)",
+          reason="bad timestamps",
+        )
         continue
       items = [i for _, _, i in sorted(zip(ts, range(len(items)), items))]
     raw.sessions.append((user, items))

@@ -46,11 +46,15 @@ def _check_shapes(dataset: ProcessedDataset, dc) -> tuple[int, int]:
     # Semantic IDs fix the decoder length (codes + EOS): prepare wrote it to the manifest.
     ld = dataset.decoder_len
   if le != dataset.encoder_len:
-    raise ValueError(f"data.encoder_len={le} but the processed dataset {dataset.directory} was "
-                     f"built with {dataset.encoder_len}; prepare it again or match the config")
+    raise ValueError(
+      f"data.encoder_len={le} but the processed dataset {dataset.directory} was "
+      f"built with {dataset.encoder_len}; prepare it again or match the config"
+    )
   if ld < dataset.catalog.tokens_per_item + 1:
-    raise ValueError(f"data.decoder_len={ld} cannot hold an item ID of "
-                     f"{dataset.catalog.tokens_per_item} tokens plus EOS")
+    raise ValueError(
+      f"data.decoder_len={ld} cannot hold an item ID of "
+      f"{dataset.catalog.tokens_per_item} tokens plus EOS"
+    )
   return le, ld
 
 
@@ -66,11 +70,16 @@ def task_prefix_ids(tokenizer, task: str) -> np.ndarray:
   if task not in TASK_PREFIX_TEXT:
     raise ValueError(f"unknown task {task!r}; expected one of {tuple(TASK_PREFIX_TEXT)}")
   ids = np.asarray(tokenizer.encode(TASK_PREFIX_TEXT[task]), np.int32)
-  other = [np.asarray(tokenizer.encode(t), np.int32).tolist()
-           for k, t in TASK_PREFIX_TEXT.items() if k != task]
+  other = [
+    np.asarray(tokenizer.encode(t), np.int32).tolist()
+    for k, t in TASK_PREFIX_TEXT.items()
+    if k != task
+  ]
   if ids.size == 0 or ids.tolist() in other:
-    raise ValueError(f"data.task_prefix: the tokenizer encodes {TASK_PREFIX_TEXT[task]!r} to "
-                     f"{ids.tolist()}, which does not tell the tasks apart")
+    raise ValueError(
+      f"data.task_prefix: the tokenizer encodes {TASK_PREFIX_TEXT[task]!r} to "
+      f"{ids.tolist()}, which does not tell the tasks apart"
+    )
   return ids
 
 
@@ -82,18 +91,20 @@ def add_task_prefix(encoder_input_ids: np.ndarray, task: str, tokenizer) -> np.n
   enc = np.asarray(encoder_input_ids, np.int32)
   prefix = task_prefix_ids(tokenizer, task)
   n_rows, le = enc.shape
-  room = le - len(prefix) - 1                      # content tokens that fit beside prefix and EOS
+  room = le - len(prefix) - 1  # content tokens that fit beside prefix and EOS
   if room < 1:
-    raise ValueError(f"data.task_prefix: the {task} prefix takes {len(prefix)} tokens, which leaves "
-                     f"no room in data.encoder_len={le}")
-  n_content = np.maximum((enc != 0).sum(axis=1) - 1, 0)   # padding is 0, content never is; - EOS
-  keep = np.minimum(n_content, room)                        # [N]
-  first = np.zeros_like(keep) if task == "search" else n_content - keep   # rec: the newest items
+    raise ValueError(
+      f"data.task_prefix: the {task} prefix takes {len(prefix)} tokens, which leaves "
+      f"no room in data.encoder_len={le}"
+    )
+  n_content = np.maximum((enc != 0).sum(axis=1) - 1, 0)  # padding is 0, content never is; - EOS
+  keep = np.minimum(n_content, room)  # [N]
+  first = np.zeros_like(keep) if task == "search" else n_content - keep  # rec: the newest items
   cols = np.arange(room)
   kept = np.take_along_axis(enc, np.minimum(first[:, None] + cols, le - 1), axis=1)  # [N, room]
   out = np.zeros_like(enc)
-  out[:, :len(prefix)] = prefix
-  out[:, len(prefix):len(prefix) + room] = np.where(cols < keep[:, None], kept, 0)
+  out[:, : len(prefix)] = prefix
+  out[:, len(prefix) : len(prefix) + room] = np.where(cols < keep[:, None], kept, 0)
   out[np.arange(n_rows), len(prefix) + keep] = EOS_ID
   return out
 
@@ -102,20 +113,20 @@ def decoder_arrays(catalog, target_item: np.ndarray, decoder_len: int):
   """(decoder_input_ids, decoder_target_ids, decoder_weights) for item indices `[N]`."""
   n = len(target_item)
   tpi = catalog.tokens_per_item
-  target = np.zeros((n, decoder_len), np.int32)                     # [N, Ld]
+  target = np.zeros((n, decoder_len), np.int32)  # [N, Ld]
   valid = target_item >= 0
   target[:, :tpi] = np.where(valid[:, None], catalog.item_tokens(np.maximum(target_item, 0)), 0)
   target[:, tpi] = np.where(valid, EOS_ID, 0)
-  inputs = np.zeros_like(target)                                    # [N, Ld]; 0 = decoder start
+  inputs = np.zeros_like(target)  # [N, Ld]; 0 = decoder start
   inputs[:, 1:] = target[:, :-1]
-  weights = (target != 0).astype(np.float32)                        # [N, Ld]
+  weights = (target != 0).astype(np.float32)  # [N, Ld]
   return inputs, target, weights
 
 
 def _capped_indices(targets: np.ndarray, cap: int, rng: np.random.Generator) -> np.ndarray:
   """Indices keeping at most `cap` examples per target item (a seeded random subset)."""
   perm = rng.permutation(len(targets))
-  order = perm[np.argsort(targets[perm], kind="stable")]             # grouped by item, random within
+  order = perm[np.argsort(targets[perm], kind="stable")]  # grouped by item, random within
   sorted_t = targets[order]
   group_start = np.searchsorted(sorted_t, sorted_t, side="left")
   rank = np.arange(len(order)) - group_start
@@ -138,8 +149,9 @@ def training_pool(dataset: ProcessedDataset, dc, tasks: Sequence[str], seed: int
   return pool
 
 
-def steps_per_epoch(dataset: ProcessedDataset, data_config, *, tasks: Sequence[str],
-                    batch_size: int, seed: int = 0) -> int:
+def steps_per_epoch(
+  dataset: ProcessedDataset, data_config, *, tasks: Sequence[str], batch_size: int, seed: int = 0
+) -> int:
   """Full global batches per epoch (the last incomplete batch is dropped)."""
   pool = training_pool(dataset, data_config, tasks, seed)
   return sum(len(t) for _, t in pool.values()) // int(batch_size)
@@ -148,8 +160,18 @@ def steps_per_epoch(dataset: ProcessedDataset, data_config, *, tasks: Sequence[s
 class TrainLoader:
   """Iterable of training batches with exact, JSON-serialisable iterator state."""
 
-  def __init__(self, dataset: ProcessedDataset, dc, *, tasks: Sequence[str], batch_size: int,
-               seed: int, num_epochs: int | None, process_index: int = 0, process_count: int = 1):
+  def __init__(
+    self,
+    dataset: ProcessedDataset,
+    dc,
+    *,
+    tasks: Sequence[str],
+    batch_size: int,
+    seed: int,
+    num_epochs: int | None,
+    process_index: int = 0,
+    process_count: int = 1,
+  ):
     self.le, self.ld = _check_shapes(dataset, dc)
     self.catalog = dataset.catalog
     self.tasks = tuple(tasks)
@@ -168,14 +190,18 @@ class TrainLoader:
       raise ValueError(f"data.task_ratio must be in [0, 1], got {self.ratio}")
     pool = training_pool(dataset, dc, self.tasks, self.seed)
     self.task_prefix = bool(getattr(dc, "task_prefix", False))
-    self.enc = {t: (add_task_prefix(pool[t][0], t, dataset.tokenizer) if self.task_prefix
-                    else pool[t][0]) for t in self.tasks}
+    self.enc = {
+      t: (add_task_prefix(pool[t][0], t, dataset.tokenizer) if self.task_prefix else pool[t][0])
+      for t in self.tasks
+    }
     self.tgt = {t: pool[t][1] for t in self.tasks}
     self.pool_size = sum(len(v) for v in self.tgt.values())
     self.steps_per_epoch = self.pool_size // self.batch_size
     if self.steps_per_epoch == 0:
-      raise ValueError(f"{self.pool_size} training examples for tasks {self.tasks} cannot fill one "
-                       f"batch of {self.batch_size}")
+      raise ValueError(
+        f"{self.pool_size} training examples for tasks {self.tasks} cannot fill one "
+        f"batch of {self.batch_size}"
+      )
     self.mixed = self.ratio > 0 and len(self.tasks) == 2
     if self.mixed:
       n_search = int(round(self.ratio * self.batch_size))
@@ -187,16 +213,30 @@ class TrainLoader:
       # Concatenation: one pool in TASKS order.
       self.all_enc = np.concatenate([self.enc[t] for t in self.tasks])
       self.all_tgt = np.concatenate([self.tgt[t] for t in self.tasks])
-      self.all_task = np.concatenate([np.full(len(self.tgt[t]), TASKS.index(t), np.int32)
-                                      for t in self.tasks])
+      self.all_task = np.concatenate(
+        [np.full(len(self.tgt[t]), TASKS.index(t), np.int32) for t in self.tasks]
+      )
     self.num_epochs = num_epochs
-    self.total_steps = (self.steps_per_epoch * int(num_epochs) if num_epochs
-                        else np.iinfo(np.int64).max // 2)
+    self.total_steps = (
+      self.steps_per_epoch * int(num_epochs) if num_epochs else np.iinfo(np.int64).max // 2
+    )
     self._perm_cache: dict = {}
-    blob = json.dumps([dataset.manifest.get("config_hash"), self.tasks, self.batch_size, self.seed,
-                       self.process_index, self.process_count, self.shuffle, self.ratio,
-                       self.pool_size, getattr(dc, "item_cap", 0), getattr(dc, "item_cap_task", "")]
-                      + (["task_prefix"] if self.task_prefix else []))  # old states stay valid
+    blob = json.dumps(
+      [
+        dataset.manifest.get("config_hash"),
+        self.tasks,
+        self.batch_size,
+        self.seed,
+        self.process_index,
+        self.process_count,
+        self.shuffle,
+        self.ratio,
+        self.pool_size,
+        getattr(dc, "item_cap", 0),
+        getattr(dc, "item_cap_task", ""),
+      ]
+      + (["task_prefix"] if self.task_prefix else [])
+    )  # old states stay valid
     self.fingerprint = hashlib.sha256(blob.encode()).hexdigest()[:16]
     self._ds = grain.MapDataset.range(self.total_steps).map(self._batch)
     self._iter = None
@@ -235,13 +275,13 @@ class TrainLoader:
       return task[order], idx[order]
     epoch, b = divmod(step, self.steps_per_epoch)
     perm = self._perm((0, epoch), self.pool_size)
-    rows = perm[b * self.batch_size:(b + 1) * self.batch_size]
+    rows = perm[b * self.batch_size : (b + 1) * self.batch_size]
     return self.all_task[rows], rows
 
   def _batch(self, step: int) -> dict[str, np.ndarray]:
     task, idx = self.global_rows(int(step))
     lo = self.process_index * self.per_process
-    task, idx = task[lo:lo + self.per_process], idx[lo:lo + self.per_process]
+    task, idx = task[lo : lo + self.per_process], idx[lo : lo + self.per_process]
     if self.mixed:
       enc = np.empty((self.per_process, self.le), np.int32)
       tgt = np.empty(self.per_process, np.int32)
@@ -252,8 +292,13 @@ class TrainLoader:
     else:
       enc, tgt = self.all_enc[idx], self.all_tgt[idx]
     dec_in, dec_tgt, weights = decoder_arrays(self.catalog, tgt, self.ld)
-    return {"encoder_input_ids": enc, "decoder_input_ids": dec_in, "decoder_target_ids": dec_tgt,
-            "decoder_weights": weights, "task_id": task.astype(np.int32)}
+    return {
+      "encoder_input_ids": enc,
+      "decoder_input_ids": dec_in,
+      "decoder_target_ids": dec_tgt,
+      "decoder_weights": weights,
+      "task_id": task.astype(np.int32),
+    }
 
   # ---------------------------------------------------------------- iteration and state
   def _ensure_iter(self):
@@ -281,27 +326,52 @@ class TrainLoader:
 
   def set_state(self, state: dict) -> None:
     if state.get("fingerprint") != self.fingerprint:
-      raise ValueError(f"iterator state was saved by a different pipeline (fingerprint "
-                       f"{state.get('fingerprint')} != {self.fingerprint}): seed, batch size, "
-                       "tasks, sharding or dataset changed")
+      raise ValueError(
+        f"iterator state was saved by a different pipeline (fingerprint "
+        f"{state.get('fingerprint')} != {self.fingerprint}): seed, batch size, "
+        "tasks, sharding or dataset changed"
+      )
     self._ensure_iter().set_state(dict(state["grain"]))
 
 
-def make_train_loader(dataset: ProcessedDataset, data_config, *, tasks: Sequence[str],
-                      batch_size: int, seed: int, num_epochs: int | None,
-                      process_index: int = 0, process_count: int = 1) -> TrainLoader:
+def make_train_loader(
+  dataset: ProcessedDataset,
+  data_config,
+  *,
+  tasks: Sequence[str],
+  batch_size: int,
+  seed: int,
+  num_epochs: int | None,
+  process_index: int = 0,
+  process_count: int = 1,
+) -> TrainLoader:
   """Training batches for this process (batch_size // process_count rows each); see module doc.
 
   num_epochs=None (or 0) repeats forever (the trainer stops at train.num_steps).
   """
-  return TrainLoader(dataset, data_config, tasks=tasks, batch_size=batch_size, seed=seed,
-                     num_epochs=num_epochs, process_index=process_index,
-                     process_count=process_count)
+  return TrainLoader(
+    dataset,
+    data_config,
+    tasks=tasks,
+    batch_size=batch_size,
+    seed=seed,
+    num_epochs=num_epochs,
+    process_index=process_index,
+    process_count=process_count,
+  )
 
 
-def make_eval_batches(dataset: ProcessedDataset, task: str, split: str, batch_size: int, *,
-                      data_config=None, unique_queries: bool = False, process_index: int = 0,
-                      process_count: int = 1) -> list[dict[str, np.ndarray]]:
+def make_eval_batches(
+  dataset: ProcessedDataset,
+  task: str,
+  split: str,
+  batch_size: int,
+  *,
+  data_config=None,
+  unique_queries: bool = False,
+  process_index: int = 0,
+  process_count: int = 1,
+) -> list[dict[str, np.ndarray]]:
   """Evaluation batches in split order, the last padded with weight-0 rows.
 
   Keys: the five training keys plus `query_id` int32 [B] (-1 on padding), `target_item` int32 [B]
@@ -329,15 +399,21 @@ def make_eval_batches(dataset: ProcessedDataset, task: str, split: str, batch_si
   for start in range(0, n, batch_size):
     stop = min(start + batch_size, n)
     pad = batch_size - (stop - start)
-    b_enc = np.concatenate([enc[start:stop], np.repeat(enc[:1], pad, axis=0)])   # [B, Le]
-    b_tgt = np.concatenate([tgt[start:stop], np.full(pad, -1, np.int32)])      # [B]
-    b_qid = np.concatenate([qid[start:stop], np.full(pad, -1, np.int32)])      # [B]
+    b_enc = np.concatenate([enc[start:stop], np.repeat(enc[:1], pad, axis=0)])  # [B, Le]
+    b_tgt = np.concatenate([tgt[start:stop], np.full(pad, -1, np.int32)])  # [B]
+    b_qid = np.concatenate([qid[start:stop], np.full(pad, -1, np.int32)])  # [B]
     weight = np.concatenate([np.ones(stop - start, np.float32), np.zeros(pad, np.float32)])
     dec_in, dec_tgt, dec_w = decoder_arrays(dataset.catalog, b_tgt, dataset.decoder_len)
-    batch = {"encoder_input_ids": b_enc.astype(np.int32), "decoder_input_ids": dec_in,
-             "decoder_target_ids": dec_tgt, "decoder_weights": dec_w,
-             "task_id": np.full(batch_size, task_id, np.int32), "query_id": b_qid.astype(np.int32),
-             "target_item": b_tgt.astype(np.int32), "weight": weight}
+    batch = {
+      "encoder_input_ids": b_enc.astype(np.int32),
+      "decoder_input_ids": dec_in,
+      "decoder_target_ids": dec_tgt,
+      "decoder_weights": dec_w,
+      "task_id": np.full(batch_size, task_id, np.int32),
+      "query_id": b_qid.astype(np.int32),
+      "target_item": b_tgt.astype(np.int32),
+      "weight": weight,
+    }
     lo = process_index * per
-    batches.append({k: v[lo:lo + per] for k, v in batch.items()})
+    batches.append({k: v[lo : lo + per] for k, v in batch.items()})
   return batches

@@ -46,8 +46,16 @@ FORMAT_VERSION = 1
 # Knobs that only the pipeline reads: changing them must not invalidate a processed dataset, so one
 # dataset serves Gen_S, Gen_R and Gen_R+S runs alike.
 # `worker_count` is a retired knob, listed so that configs saved while it existed hash the same.
-PIPELINE_ONLY_KEYS = ("processed_dir", "tasks", "task_ratio", "task_prefix", "item_cap",
-                      "item_cap_task", "shuffle", "worker_count")
+PIPELINE_ONLY_KEYS = (
+  "processed_dir",
+  "tasks",
+  "task_ratio",
+  "task_prefix",
+  "item_cap",
+  "item_cap_task",
+  "shuffle",
+  "worker_count",
+)
 KL_SMOOTHING = 0.5  # additive (Jeffreys) smoothing of the empirical popularities in the KL
 
 
@@ -82,6 +90,7 @@ def dataset_config(config) -> dict:
     # Semantic IDs from bi-encoder embeddings depend on the bi-encoder's settings too (read from
     # the whole run config; a data section alone is refused there).
     from gr_jax.data import semantic_ids  # pylint: disable=g-import-not-at-top
+
     d["semantic"]["biencoder"] = semantic_ids.biencoder_fingerprint(config)
   return d
 
@@ -89,8 +98,11 @@ def dataset_config(config) -> dict:
 def _biencoder_kind(d: dict) -> bool:
   """Whether a plain data config asks for semantic IDs of bi-encoder embeddings (the kinds of
   semantic_ids.BIENCODER_TASKS, not imported here: hashing an atomic config loads no JAX)."""
-  return (d.get("id_scheme") == "semantic"
-          and str((d.get("semantic") or {}).get("embedding")) in ("search", "rec", "joint"))
+  return d.get("id_scheme") == "semantic" and str((d.get("semantic") or {}).get("embedding")) in (
+    "search",
+    "rec",
+    "joint",
+  )
 
 
 def config_hash(config) -> str:
@@ -121,23 +133,32 @@ def load_raw(dc) -> RawData:
   source = dc.source
   if source == "simulate":
     from gr_jax.data import simulate
+
     return simulate.simulate(dc.sim)
   if source != "simulate" and not dc.path:
     raise DataError("<config>", 0, "data.path", f"source {source!r} needs the raw data location")
   if source == "movielens":
     from gr_jax.data import movielens
+
     return movielens.load(dc)
   if source == "mpd":
     from gr_jax.data import mpd
+
     return mpd.load(dc)
   if source == "jsonl":
     from gr_jax.data import jsonl
+
     return jsonl.load(dc)
   if source == "tfds_movielens":
     from gr_jax.data import tfds_movielens
+
     return tfds_movielens.load(dc)
-  raise DataError("<config>", 0, "data.source",
-                  f"expected simulate | movielens | mpd | jsonl | tfds_movielens, got {source!r}")
+  raise DataError(
+    "<config>",
+    0,
+    "data.source",
+    f"expected simulate | movielens | mpd | jsonl | tfds_movielens, got {source!r}",
+  )
 
 
 # ---------------------------------------------------------------------- processing
@@ -148,14 +169,20 @@ def _normalise_query(q: str) -> str:
 def _filter_items(raw: RawData, dc, counts: dict) -> tuple[list, list]:
   """Applies items_in_both_tasks and min_session_len; returns (pairs, sessions) to keep."""
   if int(dc.min_session_len) < 3:
-    raise DataError("<config>", 0, "data.min_session_len", "must be >= 3: leave-last-out needs a "
-                    f"train target, a valid and a test item, got {dc.min_session_len}")
+    raise DataError(
+      "<config>",
+      0,
+      "data.min_session_len",
+      "must be >= 3: leave-last-out needs a "
+      f"train target, a valid and a test item, got {dc.min_session_len}",
+    )
   search_items = {item for _, item, _ in raw.search_pairs}
   rec_items = {i for _, items in raw.sessions for i in items}
   both = search_items & rec_items
   keep = both if dc.items_in_both_tasks else (search_items | rec_items)
-  counts.update(items_in_search=len(search_items), items_in_rec=len(rec_items),
-                items_in_both=len(both))
+  counts.update(
+    items_in_search=len(search_items), items_in_rec=len(rec_items), items_in_both=len(both)
+  )
   pairs = [(q, i, s) for q, i, s in raw.search_pairs if i in keep]
   counts["search_pairs_removed_item_filter"] = len(raw.search_pairs) - len(pairs)
   sessions, removed_items, short = [], 0, 0
@@ -181,8 +208,9 @@ def _assign_search_splits(pairs, dc) -> list:
   n_test = int(round(float(dc.search_test_fraction) * len(unassigned)))
   split_of = {}
   for rank, idx in enumerate(order):
-    split_of[unassigned[idx]] = ("valid" if rank < n_valid else
-                                 "test" if rank < n_valid + n_test else "train")
+    split_of[unassigned[idx]] = (
+      "valid" if rank < n_valid else "test" if rank < n_valid + n_test else "train"
+    )
   return [(q, i, s or split_of[q]) for q, i, s in pairs]
 
 
@@ -203,17 +231,23 @@ def _search_arrays(pairs, split, catalog, tokenizer, dc) -> dict[str, np.ndarray
   enc_len = int(dc.encoder_len)
   ids = tokenizer.encode_padded(texts, enc_len, min(int(dc.max_query_tokens), enc_len))
   q_of = np.asarray(q_of, np.int32)
-  return {"encoder_input_ids": ids[q_of] if len(q_of) else np.zeros((0, enc_len), np.int32),
-          "target_item": np.asarray(targets, np.int32),
-          "query_id": q_of}
+  return {
+    "encoder_input_ids": ids[q_of] if len(q_of) else np.zeros((0, enc_len), np.int32),
+    "target_item": np.asarray(targets, np.int32),
+    "query_id": q_of,
+  }
 
 
 def rec_history_len(dc, tokens_per_item: int = 1) -> int:
   """Most history items in a rec input: each takes tokens_per_item tokens, EOS takes one."""
   enc_len = int(dc.encoder_len)
   if enc_len - 1 < tokens_per_item:
-    raise DataError("<config>", 0, "data.encoder_len", f"{enc_len} tokens cannot hold one history "
-                    f"item of {tokens_per_item} ID tokens plus EOS")
+    raise DataError(
+      "<config>",
+      0,
+      "data.encoder_len",
+      f"{enc_len} tokens cannot hold one history item of {tokens_per_item} ID tokens plus EOS",
+    )
   return max(1, min(int(dc.max_history), (enc_len - 1) // tokens_per_item))
 
 
@@ -239,21 +273,25 @@ def _rec_arrays(sessions_idx: list[np.ndarray], catalog, dc) -> dict[str, dict[s
       sess = np.repeat(np.arange(len(lengths)), n_train)
       offs = np.arange(int(n_train.sum())) - np.repeat(np.cumsum(n_train) - n_train, n_train)
       pos = offs + 1
-    hist_len = np.minimum(pos, hist)                              # [N]
-    first = starts[sess] + pos - hist_len                         # [N] flat index of oldest item
-    cols = np.arange(enc_len)[None, :]                            # [1, Le]
+    hist_len = np.minimum(pos, hist)  # [N]
+    first = starts[sess] + pos - hist_len  # [N] flat index of oldest item
+    cols = np.arange(enc_len)[None, :]  # [1, Le]
     # Column c holds token c % tpi of history item c // tpi (tpi = 1: one token per item).
     gather = np.minimum(first[:, None] + cols // tpi, max(len(flat) - 1, 0))  # [N, Le]
     tokens = catalog.item_tokens(flat[gather] if len(flat) else gather)  # [N, Le, tpi]
-    tokens = np.take_along_axis(tokens, np.broadcast_to(cols % tpi, gather.shape)[..., None],
-                                axis=-1)[..., 0]                  # [N, Le]
-    n_tok = hist_len[:, None] * tpi                               # [N, 1] history tokens
+    tokens = np.take_along_axis(
+      tokens, np.broadcast_to(cols % tpi, gather.shape)[..., None], axis=-1
+    )[..., 0]  # [N, Le]
+    n_tok = hist_len[:, None] * tpi  # [N, 1] history tokens
     ids = np.where(cols < n_tok, tokens, 0)
     ids = np.where(cols == n_tok, tokenizer_lib.EOS_ID, ids).astype(np.int32)
-    out[split] = {"encoder_input_ids": ids,
-                  "target_item": flat[starts[sess] + pos].astype(np.int32) if len(flat)
-                  else np.zeros(0, np.int32),
-                  "query_id": np.arange(len(pos), dtype=np.int32)}
+    out[split] = {
+      "encoder_input_ids": ids,
+      "target_item": flat[starts[sess] + pos].astype(np.int32)
+      if len(flat)
+      else np.zeros(0, np.int32),
+      "query_id": np.arange(len(pos), dtype=np.int32),
+    }
   return out
 
 
@@ -276,7 +314,8 @@ def heldout_coverage(arrays) -> dict[str, float | None]:
       targets = arrays[task][split]["target_item"]
       for other in TASKS:
         out[f"{task}_{split}_in_{other}_train"] = (
-            float(np.isin(targets, trained[other]).mean()) if len(targets) else None)
+          float(np.isin(targets, trained[other]).mean()) if len(targets) else None
+        )
   return out
 
 
@@ -285,20 +324,31 @@ def _make_catalog(item_ids, token_offset: int, titles, metadata, dc, embedder=No
   embeddings, `semantic_ids.BiencoderEmbedder`)."""
   scheme = str(dc.get("id_scheme", "atomic"))
   if scheme == "atomic":
-    return catalog_lib.ItemCatalog(item_ids, token_offset=token_offset, titles=titles,
-                                   metadata=metadata), None
+    return catalog_lib.ItemCatalog(
+      item_ids, token_offset=token_offset, titles=titles, metadata=metadata
+    ), None
   if scheme != "semantic":
-    raise DataError("<config>", 0, "data.id_scheme",
-                    f"expected one of {catalog_lib.ID_SCHEMES}, got {scheme!r}")
+    raise DataError(
+      "<config>", 0, "data.id_scheme", f"expected one of {catalog_lib.ID_SCHEMES}, got {scheme!r}"
+    )
   from gr_jax.data import semantic_ids  # pylint: disable=g-import-not-at-top
+
   # Built from catalogue metadata (or the user's embedding file), or from a bi-encoder trained on
   # the training splits only: never from held-out interactions.
-  sem = semantic_ids.build_semantic_ids(dc.semantic, titles, metadata, item_ids=item_ids,
-                                        embedder=embedder)
+  sem = semantic_ids.build_semantic_ids(
+    dc.semantic, titles, metadata, item_ids=item_ids, embedder=embedder
+  )
   cat = catalog_lib.ItemCatalog(
-      item_ids, token_offset=token_offset, titles=titles, metadata=metadata, id_scheme="semantic",
-      codes=sem.codes, levels=sem.levels, codebook_size=sem.codebook_size,
-      num_disambiguation=sem.num_disambiguation)
+    item_ids,
+    token_offset=token_offset,
+    titles=titles,
+    metadata=metadata,
+    id_scheme="semantic",
+    codes=sem.codes,
+    levels=sem.levels,
+    codebook_size=sem.codebook_size,
+    num_disambiguation=sem.num_disambiguation,
+  )
   return cat, sem.info
 
 
@@ -306,42 +356,66 @@ def build(raw: RawData, dc, out_dir: str, embedder=None) -> dict[str, Any]:
   """Writes everything but the manifest into out_dir; returns the manifest body.
 
   `embedder`: a `semantic_ids.BiencoderEmbedder` when the semantic IDs come from a bi-encoder."""
-  counts: dict[str, Any] = {"raw_items": len(raw.items), "raw_search_pairs": len(raw.search_pairs),
-                            "raw_sessions": len(raw.sessions)}
+  counts: dict[str, Any] = {
+    "raw_items": len(raw.items),
+    "raw_search_pairs": len(raw.search_pairs),
+    "raw_sessions": len(raw.sessions),
+  }
   pairs = [(_normalise_query(q), str(i), s) for q, i, s in raw.search_pairs]
   empty = sum(1 for q, _, _ in pairs if not q)
   if empty:
-    raise DataError("<search pairs>", 0, "query", f"{empty} empty queries reached prepare; "
-                    "loaders must report them with their line")
+    raise DataError(
+      "<search pairs>",
+      0,
+      "query",
+      f"{empty} empty queries reached prepare; loaders must report them with their line",
+    )
   pairs, sessions = _filter_items(raw, dc, counts)
   pairs = [(_normalise_query(q), str(i), s) for q, i, s in pairs]
   pairs = _assign_search_splits(pairs, dc)
 
   # Catalogue: loader order first, then items only seen in interactions (sorted, deterministic).
   used = {i for _, i, _ in pairs} | {i for _, items in sessions for i in items}
-  meta_of = {i: (t, m) for i, t, m in zip(raw.items, raw.titles or [""] * len(raw.items),
-                                          raw.metadata or [{}] * len(raw.items))}
+  meta_of = {
+    i: (t, m)
+    for i, t, m in zip(
+      raw.items, raw.titles or [""] * len(raw.items), raw.metadata or [{}] * len(raw.items)
+    )
+  }
   item_ids = [i for i in raw.items if i in used] + sorted(used - set(raw.items))
   counts["items"] = len(item_ids)
   if not item_ids:
-    raise DataError("<dataset>", 0, "items", "no item left after filtering "
-                    f"(items_in_both_tasks={dc.items_in_both_tasks}); check the raw data")
+    raise DataError(
+      "<dataset>",
+      0,
+      "items",
+      "no item left after filtering "
+      f"(items_in_both_tasks={dc.items_in_both_tasks}); check the raw data",
+    )
 
   # Tokenizer.
   if dc.tokenizer.path:
     tok = tokenizer_lib.TextTokenizer.load(dc.tokenizer.path)
   else:
-    text = [q for q, _, s in pairs if s == "train"] + [meta_of.get(i, ("", {}))[0] for i in item_ids]
+    text = [q for q, _, s in pairs if s == "train"] + [
+      meta_of.get(i, ("", {}))[0] for i in item_ids
+    ]
     tok = tokenizer_lib.train_tokenizer(text, int(dc.tokenizer.vocab_size))
   tok.save(os.path.join(out_dir, "tokenizer"))
   cat, semantic_info = _make_catalog(
-      item_ids, tok.text_vocab_size, [meta_of.get(i, ("", {}))[0] for i in item_ids],
-      [meta_of.get(i, ("", {}))[1] for i in item_ids], dc, embedder)
+    item_ids,
+    tok.text_vocab_size,
+    [meta_of.get(i, ("", {}))[0] for i in item_ids],
+    [meta_of.get(i, ("", {}))[1] for i in item_ids],
+    dc,
+    embedder,
+  )
   cat.save(os.path.join(out_dir, "catalog.json"))
 
-  arrays = {"search": {s: _search_arrays(pairs, s, cat, tok, dc) for s in SPLITS},
-            "rec": _rec_arrays([cat.indices(items).astype(np.int64) for _, items in sessions],
-                               cat, dc)}
+  arrays = {
+    "search": {s: _search_arrays(pairs, s, cat, tok, dc) for s in SPLITS},
+    "rec": _rec_arrays([cat.indices(items).astype(np.int64) for _, items in sessions], cat, dc),
+  }
   if embedder is not None:  # the bi-encoder trained on these very examples (with atomic IDs)
     embedder.check_examples(arrays)
   for task in TASKS:
@@ -351,33 +425,51 @@ def build(raw: RawData, dc, out_dir: str, embedder=None) -> dict[str, Any]:
 
   # Statistics.
   n = cat.num_items
-  split_counts = {t: {s: {"examples": int(len(arrays[t][s]["target_item"])),
-                          "queries": int(len(np.unique(arrays[t][s]["query_id"])))}
-                      for s in SPLITS} for t in TASKS}
+  split_counts = {
+    t: {
+      s: {
+        "examples": int(len(arrays[t][s]["target_item"])),
+        "queries": int(len(np.unique(arrays[t][s]["query_id"]))),
+      }
+      for s in SPLITS
+    }
+    for t in TASKS
+  }
   train_s = arrays["search"]["train"]["target_item"]
   train_r = arrays["rec"]["train"]["target_item"]
   items_s, items_r = set(np.unique(train_s).tolist()), set(np.unique(train_r).tolist())
   union = items_s | items_r
   p_s, p_r = _popularity(train_s, n), _popularity(train_r, n)
-  overlap = {"train_items_search": len(items_s), "train_items_rec": len(items_r),
-             "train_items_both": len(items_s & items_r),
-             "jaccard": len(items_s & items_r) / len(union) if union else 0.0,
-             **heldout_coverage(arrays)}
+  overlap = {
+    "train_items_search": len(items_s),
+    "train_items_rec": len(items_r),
+    "train_items_both": len(items_s & items_r),
+    "jaccard": len(items_s & items_r) / len(union) if union else 0.0,
+    **heldout_coverage(arrays),
+  }
   return {
-      "counts": counts, "splits": split_counts, "num_items": n, "sessions": len(sessions),
-      "text_vocab_size": tok.text_vocab_size, "tokenizer_pieces": tok.piece_size,
-      "encoder_len": int(dc.encoder_len),
-      # Semantic IDs fix the decoder length themselves: codes + EOS.
-      "decoder_len": (int(dc.decoder_len) if semantic_info is None
-                      else cat.tokens_per_item + 1),
-      "rec_max_history": rec_history_len(dc, cat.tokens_per_item),
-      **({} if semantic_info is None else {"id_scheme": cat.id_scheme,
-                                           "semantic_ids": semantic_info}),
-      "overlap": overlap,
-      "popularity_kl": {"search_rec": kl_divergence(p_s, p_r), "rec_search": kl_divergence(p_r, p_s),
-                        "smoothing": KL_SMOOTHING, "over": "training targets"},
-      "skipped_rows": raw.bad_rows.to_dict(),
-      "source_stats": raw.stats,
+    "counts": counts,
+    "splits": split_counts,
+    "num_items": n,
+    "sessions": len(sessions),
+    "text_vocab_size": tok.text_vocab_size,
+    "tokenizer_pieces": tok.piece_size,
+    "encoder_len": int(dc.encoder_len),
+    # Semantic IDs fix the decoder length themselves: codes + EOS.
+    "decoder_len": (int(dc.decoder_len) if semantic_info is None else cat.tokens_per_item + 1),
+    "rec_max_history": rec_history_len(dc, cat.tokens_per_item),
+    **(
+      {} if semantic_info is None else {"id_scheme": cat.id_scheme, "semantic_ids": semantic_info}
+    ),
+    "overlap": overlap,
+    "popularity_kl": {
+      "search_rec": kl_divergence(p_s, p_r),
+      "rec_search": kl_divergence(p_r, p_s),
+      "smoothing": KL_SMOOTHING,
+      "over": "training targets",
+    },
+    "skipped_rows": raw.bad_rows.to_dict(),
+    "source_stats": raw.stats,
   }
 
 
@@ -398,13 +490,23 @@ def _existing(out_dir: str, want_hash: str) -> bool:
     return False
   manifest = os.path.join(out_dir, "manifest.json")
   if not os.path.exists(manifest):
-    raise DataError(out_dir, 0, "manifest.json", "directory exists but is not a complete processed "
-                    "dataset; remove it or choose another output directory")
+    raise DataError(
+      out_dir,
+      0,
+      "manifest.json",
+      "directory exists but is not a complete processed "
+      "dataset; remove it or choose another output directory",
+    )
   with open(manifest) as f:
     have = json.load(f).get("config_hash")
   if have != want_hash:
-    raise DataError(manifest, 0, "config_hash", f"a dataset of another data config is here "
-                    f"(hash {str(have)[:12]}, want {want_hash[:12]}); use another directory")
+    raise DataError(
+      manifest,
+      0,
+      "config_hash",
+      f"a dataset of another data config is here "
+      f"(hash {str(have)[:12]}, want {want_hash[:12]}); use another directory",
+    )
   return True
 
 
@@ -416,11 +518,10 @@ def _pid_start_time(pid: int) -> float | None:
     with open("/proc/uptime") as f:
       uptime = float(f.read().split()[0])
     import time
+
     return time.time() - uptime + ticks / os.sysconf("SC_CLK_TCK")
   except (OSError, ValueError, IndexError):
     return None
-
-
 
 
 def remove_stale_tmp_dirs(out_dir: str) -> list[str]:
@@ -439,7 +540,7 @@ def remove_stale_tmp_dirs(out_dir: str) -> list[str]:
   for entry in entries:
     if not entry.startswith(prefix):
       continue
-    pid_text = entry[len(prefix):].split("-", 1)[0]
+    pid_text = entry[len(prefix) :].split("-", 1)[0]
     if not pid_text.isdigit():
       continue
     path = os.path.join(parent, entry)
@@ -465,6 +566,7 @@ def _biencoder_embedder(config, out_dir: str):
   if not _biencoder_kind(_plain(data_config_of(config))):
     return None
   from gr_jax.data import semantic_ids  # pylint: disable=g-import-not-at-top
+
   return semantic_ids.BiencoderEmbedder(config, out_dir)
 
 
@@ -480,15 +582,22 @@ def prepare_dataset(config, out_dir: str) -> str:
   parent = os.path.dirname(out_dir)
   os.makedirs(parent, exist_ok=True)
   remove_stale_tmp_dirs(out_dir)  # left by a killed (kill -9) prepare of this destination
-  tmp = os.path.join(parent, f".{os.path.basename(out_dir)}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+  tmp = os.path.join(
+    parent, f".{os.path.basename(out_dir)}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+  )
   os.makedirs(tmp)
   try:
     raw = load_raw(dc)
     body = build(raw, dc, tmp, _biencoder_embedder(config, out_dir))
-    manifest = {"format_version": FORMAT_VERSION, "source": dc.source,
-                "config_hash": want, "config": dataset_config(config), **body,
-                "raw_files": {os.path.basename(p): sha256_file(p) for p in raw.files},
-                "files": _file_hashes(tmp)}
+    manifest = {
+      "format_version": FORMAT_VERSION,
+      "source": dc.source,
+      "config_hash": want,
+      "config": dataset_config(config),
+      **body,
+      "raw_files": {os.path.basename(p): sha256_file(p) for p in raw.files},
+      "files": _file_hashes(tmp),
+    }
     with open(os.path.join(tmp, "manifest.json"), "w") as f:
       json.dump(manifest, f, indent=1, sort_keys=True)
     try:

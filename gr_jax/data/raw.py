@@ -23,6 +23,7 @@ class RawData:
   search_pairs: (query text, item id, split); split "" lets prepare assign it by held-out query.
   sessions: (user, item ids oldest first); prepare splits them leave-last-out.
   """
+
   items: list[str] = dataclasses.field(default_factory=list)
   titles: list[str] = dataclasses.field(default_factory=list)
   metadata: list[dict[str, Any]] = dataclasses.field(default_factory=list)
@@ -34,8 +35,12 @@ class RawData:
 
 
 # ---------------------------------------------------------------------- held-out interactions
-def heldout_interactions(sessions: list[tuple[str, list[str]]], search_items: set[str],
-                         items_in_both: bool, min_session_len: int) -> set[tuple[str, str]]:
+def heldout_interactions(
+  sessions: list[tuple[str, list[str]]],
+  search_items: set[str],
+  items_in_both: bool,
+  min_session_len: int,
+) -> set[tuple[str, str]]:
   """The (user, item) pairs that prepare will hold out as rec valid/test targets.
 
   Mirrors `prepare._filter_items` and `prepare._rec_arrays`: with items_in_both, a session keeps
@@ -53,8 +58,9 @@ def heldout_interactions(sessions: list[tuple[str, list[str]]], search_items: se
   return out
 
 
-def search_pairs_without_heldout(build, sessions: list[tuple[str, list[str]]], dc
-                                 ) -> tuple[list[tuple[str, str, str]], set, dict[str, int]]:
+def search_pairs_without_heldout(
+  build, sessions: list[tuple[str, list[str]]], dc
+) -> tuple[list[tuple[str, str, str]], set, dict[str, int]]:
   """Search pairs built only from the users' rec-training interactions.
 
   `build(heldout)` returns the loader's search pairs leaving out every contribution of a
@@ -71,11 +77,15 @@ def search_pairs_without_heldout(build, sessions: list[tuple[str, list[str]]], d
     pairs = build(heldout)
     if unrestricted is None:
       unrestricted = len(pairs)
-    targets = heldout_interactions(sessions, {i for _, i, _ in pairs},
-                                   bool(dc.items_in_both_tasks), int(dc.min_session_len))
+    targets = heldout_interactions(
+      sessions, {i for _, i, _ in pairs}, bool(dc.items_in_both_tasks), int(dc.min_session_len)
+    )
     if targets <= heldout:
       break
     heldout |= targets
-  stats = {"search_pairs_dropped_heldout": unrestricted - len(pairs),
-           "heldout_interactions": len(heldout), "heldout_rounds": rounds}
+  stats = {
+    "search_pairs_dropped_heldout": unrestricted - len(pairs),
+    "heldout_interactions": len(heldout),
+    "heldout_rounds": rounds,
+  }
   return pairs, heldout, stats

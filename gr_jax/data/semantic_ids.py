@@ -87,6 +87,7 @@ _SRC = "<config>"
 @dataclasses.dataclass
 class SemanticIds:
   """Codes of every item: `codes` int32 [N, levels (+1 with disambiguation)]."""
+
   codes: np.ndarray
   levels: int
   codebook_size: int
@@ -120,6 +121,7 @@ def content_embeddings(texts: Sequence[str], dim: int, seed: int) -> tuple[np.nd
   # pylint: disable=g-import-not-at-top
   from sklearn.decomposition import TruncatedSVD
   from sklearn.feature_extraction.text import TfidfVectorizer
+
   if int(dim) < 1:
     raise DataError(_SRC, 0, "data.semantic.content_dim", f"must be >= 1, got {dim}")
   # One-character words count: simulated and real titles hold short tokens (years, "ii", ...).
@@ -127,51 +129,79 @@ def content_embeddings(texts: Sequence[str], dim: int, seed: int) -> tuple[np.nd
   try:
     tfidf = vec.fit_transform(list(texts))  # sparse [N, W]
   except ValueError:
-    raise DataError(_SRC, 0, "data.semantic.embedding",
-                    "content: no item has any text (titles or string metadata); use "
-                    "embedding='file' for this dataset") from None
+    raise DataError(
+      _SRC,
+      0,
+      "data.semantic.embedding",
+      "content: no item has any text (titles or string metadata); use "
+      "embedding='file' for this dataset",
+    ) from None
   n, w = tfidf.shape
   # TruncatedSVD needs fewer components than features (and than rows to be meaningful).
   d = min(int(dim), w - 1, n - 1)
   if d < 1:
-    raise DataError(_SRC, 0, "data.semantic.embedding",
-                    f"content: {n} items and {w} distinct words leave no SVD dimension")
+    raise DataError(
+      _SRC,
+      0,
+      "data.semantic.embedding",
+      f"content: {n} items and {w} distinct words leave no SVD dimension",
+    )
   svd = TruncatedSVD(n_components=d, algorithm="randomized", n_iter=7, random_state=int(seed))
   emb = svd.fit_transform(tfidf).astype(np.float32)  # [N, d]
   empty = int((tfidf.getnnz(axis=1) == 0).sum())
-  info = {"tfidf_words": int(w), "dim": int(d), "items_without_text": empty,
-          "svd_explained_variance": float(svd.explained_variance_ratio_.sum())}
+  info = {
+    "tfidf_words": int(w),
+    "dim": int(d),
+    "items_without_text": empty,
+    "svd_explained_variance": float(svd.explained_variance_ratio_.sum()),
+  }
   return emb, info
 
 
 def file_embeddings(path: str, num_items: int) -> tuple[np.ndarray, dict]:
   """A user's .npy of item embeddings, float [num_items, D] in catalogue order."""
   if not path:
-    raise DataError(_SRC, 0, "data.semantic.embedding_file",
-                    "embedding='file' needs the path of an .npy array [num_items, dim]")
+    raise DataError(
+      _SRC,
+      0,
+      "data.semantic.embedding_file",
+      "embedding='file' needs the path of an .npy array [num_items, dim]",
+    )
   if not os.path.isfile(path):
     raise DataError(path, 0, "data.semantic.embedding_file", "file does not exist")
   try:
     emb = np.load(path, allow_pickle=False)
   except (ValueError, OSError) as e:
-    raise DataError(path, 0, "data.semantic.embedding_file",
-                    f"not a NumPy .npy array ({e})") from None
+    raise DataError(
+      path, 0, "data.semantic.embedding_file", f"not a NumPy .npy array ({e})"
+    ) from None
   if emb.ndim != 2 or emb.shape[0] != num_items or emb.shape[1] < 1:
-    raise DataError(path, 0, "data.semantic.embedding_file",
-                    f"expected shape [num_items={num_items}, dim] (rows in catalogue order, the "
-                    f"item_ids of catalog.json), got {list(emb.shape)}")
+    raise DataError(
+      path,
+      0,
+      "data.semantic.embedding_file",
+      f"expected shape [num_items={num_items}, dim] (rows in catalogue order, the "
+      f"item_ids of catalog.json), got {list(emb.shape)}",
+    )
   if not np.issubdtype(emb.dtype, np.number) or not np.isfinite(emb).all():
     raise DataError(path, 0, "data.semantic.embedding_file", "expected finite numbers")
   with open(path, "rb") as f:
     digest = hashlib.sha256(f.read()).hexdigest()
-  return emb.astype(np.float32), {"dim": int(emb.shape[1]), "file": os.path.abspath(path),
-                                  "sha256": digest}
+  return emb.astype(np.float32), {
+    "dim": int(emb.shape[1]),
+    "file": os.path.abspath(path),
+    "sha256": digest,
+  }
 
 
-def item_embeddings(sc, titles: Sequence[str], metadata: Sequence[Mapping[str, Any]], *,
-                    item_ids: Sequence[str] | None = None,
-                    embedder: Callable[[Sequence[str]], tuple[np.ndarray, dict]] | None = None
-                    ) -> tuple[np.ndarray, dict]:
+def item_embeddings(
+  sc,
+  titles: Sequence[str],
+  metadata: Sequence[Mapping[str, Any]],
+  *,
+  item_ids: Sequence[str] | None = None,
+  embedder: Callable[[Sequence[str]], tuple[np.ndarray, dict]] | None = None,
+) -> tuple[np.ndarray, dict]:
   """float32 [N, D] embeddings of the catalogue's items from `data.semantic` (`sc`).
 
   Bi-encoder kinds call `embedder(item_ids)` (a `BiencoderEmbedder`, which `prepare_dataset` makes
@@ -180,16 +210,24 @@ def item_embeddings(sc, titles: Sequence[str], metadata: Sequence[Mapping[str, A
   kind = str(sc.embedding)
   if kind in BIENCODER_TASKS:
     if embedder is None or item_ids is None:
-      raise DataError(_SRC, 0, "data.semantic.embedding",
-                      f"{kind!r}: bi-encoder embeddings are trained on a prepared dataset's "
-                      "training splits, with baselines.biencoder; build them through "
-                      "prepare_dataset(config, out_dir) (python -m gr_jax.prepare) with the whole "
-                      "run config, or use 'content' or 'file' here")
+      raise DataError(
+        _SRC,
+        0,
+        "data.semantic.embedding",
+        f"{kind!r}: bi-encoder embeddings are trained on a prepared dataset's "
+        "training splits, with baselines.biencoder; build them through "
+        "prepare_dataset(config, out_dir) (python -m gr_jax.prepare) with the whole "
+        "run config, or use 'content' or 'file' here",
+      )
     emb, info = embedder(list(item_ids))
     if emb.ndim != 2 or emb.shape[0] != len(titles):
-      raise DataError(_SRC, 0, "data.semantic.embedding",
-                      f"{kind!r}: expected [num_items={len(titles)}, dim] bi-encoder embeddings, "
-                      f"got {list(emb.shape)}")
+      raise DataError(
+        _SRC,
+        0,
+        "data.semantic.embedding",
+        f"{kind!r}: expected [num_items={len(titles)}, dim] bi-encoder embeddings, "
+        f"got {list(emb.shape)}",
+      )
     return emb, info
   if kind == "content":
     texts = [item_text(t, m) for t, m in zip(titles, metadata)]
@@ -224,40 +262,67 @@ def biencoder_config(config) -> ml_collections.ConfigDict:
   DataError naming the setting when it cannot be built.
   """
   if "data" not in config:
-    raise DataError(_SRC, 0, "baselines.biencoder",
-                    "bi-encoder semantic IDs (data.semantic.embedding = search | rec | joint) "
-                    "train the bi-encoder of baselines.biencoder: prepare and hash the dataset "
-                    "from the whole run config, not from its data section")
+    raise DataError(
+      _SRC,
+      0,
+      "baselines.biencoder",
+      "bi-encoder semantic IDs (data.semantic.embedding = search | rec | joint) "
+      "train the bi-encoder of baselines.biencoder: prepare and hash the dataset "
+      "from the whole run config, not from its data section",
+    )
   kind = str(config.data.semantic.embedding)
   if kind not in BIENCODER_TASKS:
-    raise DataError(_SRC, 0, "data.semantic.embedding",
-                    f"expected a bi-encoder kind {tuple(BIENCODER_TASKS)}, got {kind!r}")
+    raise DataError(
+      _SRC,
+      0,
+      "data.semantic.embedding",
+      f"expected a bi-encoder kind {tuple(BIENCODER_TASKS)}, got {kind!r}",
+    )
   if "baselines" not in config or "biencoder" not in config.baselines:
-    raise DataError(_SRC, 0, "baselines.biencoder",
-                    f"data.semantic.embedding={kind!r} trains the bi-encoder configured in "
-                    "baselines.biencoder, but the config has no such section (start from "
-                    "configs/base.py)")
+    raise DataError(
+      _SRC,
+      0,
+      "baselines.biencoder",
+      f"data.semantic.embedding={kind!r} trains the bi-encoder configured in "
+      "baselines.biencoder, but the config has no such section (start from "
+      "configs/base.py)",
+    )
   section = ml_collections.ConfigDict(config.baselines.biencoder.to_dict())
   with section.ignore_type():
     section.tasks = BIENCODER_TASKS[kind]
-  out = ml_collections.ConfigDict({"seed": int(config.data.semantic.seed),
-                                   "eval": {"ks": BIENCODER_RECALL_KS},
-                                   "baselines": {"biencoder": section}})
+  out = ml_collections.ConfigDict(
+    {
+      "seed": int(config.data.semantic.seed),
+      "eval": {"ks": BIENCODER_RECALL_KS},
+      "baselines": {"biencoder": section},
+    }
+  )
   from gr_jax.baselines import biencoder  # pylint: disable=g-import-not-at-top
+
   try:
     biencoder.settings_of(out.baselines.biencoder)
   except (ValueError, TypeError) as e:
-    raise DataError(_SRC, 0, "baselines.biencoder",
-                    f"data.semantic.embedding={kind!r} trains this bi-encoder: {e}") from None
+    raise DataError(
+      _SRC,
+      0,
+      "baselines.biencoder",
+      f"data.semantic.embedding={kind!r} trains this bi-encoder: {e}",
+    ) from None
   for knob in ("batch_size", "eval_batch_size"):
     if int(section[knob]) < 1:
-      raise DataError(_SRC, 0, f"baselines.biencoder.{knob}",
-                      f"expected >= 1, got {section[knob]}")
-  if int(section.num_steps) < 0 or int(section.num_epochs) < 0 or not (
-      int(section.num_steps) or int(section.num_epochs)):
-    raise DataError(_SRC, 0, "baselines.biencoder.num_steps",
-                    "expected num_steps > 0, or num_steps = 0 and num_epochs > 0, got "
-                    f"{section.num_steps} and {section.num_epochs}")
+      raise DataError(_SRC, 0, f"baselines.biencoder.{knob}", f"expected >= 1, got {section[knob]}")
+  if (
+    int(section.num_steps) < 0
+    or int(section.num_epochs) < 0
+    or not (int(section.num_steps) or int(section.num_epochs))
+  ):
+    raise DataError(
+      _SRC,
+      0,
+      "baselines.biencoder.num_steps",
+      "expected num_steps > 0, or num_steps = 0 and num_epochs > 0, got "
+      f"{section.num_steps} and {section.num_epochs}",
+    )
   return out
 
 
@@ -301,17 +366,19 @@ def _trim_columns(ids: np.ndarray) -> np.ndarray:
   """int32 rows cut after the last column that holds a token in any row (padding masked anyway)."""
   ids = np.asarray(ids, np.int32)
   nz = np.flatnonzero(ids.any(axis=0))
-  return ids[:, :int(nz[-1]) + 1 if len(nz) else 1]
+  return ids[:, : int(nz[-1]) + 1 if len(nz) else 1]
 
 
-def biencoder_valid_recall(result, dataset, items: np.ndarray, ks: Sequence[int], batch: int
-                           ) -> dict[str, dict[str, float]]:
+def biencoder_valid_recall(
+  result, dataset, items: np.ndarray, ks: Sequence[int], batch: int
+) -> dict[str, dict[str, float]]:
   """Recall@K of a trained bi-encoder (`biencoder.TrainResult`) on each trained task's VALID rows
   of `dataset`, against the item vectors `items` [n, dim] (as scored): the share of rows with
   fewer than K items scored strictly above their target, as the bi-encoder's own validation."""
   # pylint: disable=g-import-not-at-top
   from flax import nnx
   from gr_jax.baselines import common
+
   graphdef, cosine = result.graphdef, result.settings.similarity == "cosine"
 
   def scores(pair, ids):
@@ -327,8 +394,13 @@ def biencoder_valid_recall(result, dataset, items: np.ndarray, ks: Sequence[int]
   for task in result.settings.tasks:
     arrays = dataset.split(task, "valid")
     out[task] = common.validation_recall(
-        ranks, (result.params, table), _trim_columns(arrays["encoder_input_ids"]),
-        np.asarray(arrays["target_item"], np.int32), tuple(int(k) for k in ks), int(batch))
+      ranks,
+      (result.params, table),
+      _trim_columns(arrays["encoder_input_ids"]),
+      np.asarray(arrays["target_item"], np.int32),
+      tuple(int(k) for k in ks),
+      int(batch),
+    )
   return out
 
 
@@ -356,50 +428,73 @@ class BiencoderEmbedder:
     from gr_jax.baselines import biencoder
     from gr_jax.data import prepare
     from gr_jax.data.dataset import ProcessedDataset
+
     atomic_hash = prepare.config_hash(self.data)
     self.atomic_dir = os.path.join(self.cache_dir, f"atomic-{atomic_hash[:12]}")
-    log.info("semantic IDs (%s): atomic dataset for the bi-encoder in %s", self.kind,
-             self.atomic_dir)
+    log.info(
+      "semantic IDs (%s): atomic dataset for the bi-encoder in %s", self.kind, self.atomic_dir
+    )
     prepare.prepare_dataset(self.data, self.atomic_dir)  # a no-op when cached
     dataset = ProcessedDataset(self.atomic_dir, verify=True)
     if list(dataset.catalog.item_ids) != list(item_ids):
-      raise DataError(os.path.join(self.atomic_dir, "catalog.json"), 0, "item_ids",
-                      "the atomic dataset the bi-encoder trains on has another catalogue order "
-                      "than this semantic dataset; expected the same items in the same order")
+      raise DataError(
+        os.path.join(self.atomic_dir, "catalog.json"),
+        0,
+        "item_ids",
+        "the atomic dataset the bi-encoder trains on has another catalogue order "
+        "than this semantic dataset; expected the same items in the same order",
+      )
     key = _digest({"atomic_config_hash": atomic_hash, "config": _jsonable(self.config)})
     run_dir = os.path.join(self.cache_dir, f"{self.kind}-{key[:12]}")
     view = TrainSplitsOnly(dataset)
     section = self.config.baselines.biencoder
-    log.info("semantic IDs (%s): training the bi-encoder (tasks %s) in %s", self.kind,
-             section.tasks, run_dir)
+    log.info(
+      "semantic IDs (%s): training the bi-encoder (tasks %s) in %s",
+      self.kind,
+      section.tasks,
+      run_dir,
+    )
     with workdir_lock.hold(run_dir, purpose="semantic-ID bi-encoder"):
       result = biencoder.train_biencoder(self.config, view, run_dir)
     batch = int(section.eval_batch_size)
     emb = biencoder.item_embeddings(result, view, batch_size=batch)  # [N, dim], catalogue order
     if not np.isfinite(emb).all():
-      raise DataError(run_dir, 0, "data.semantic.embedding",
-                      f"{self.kind!r}: the bi-encoder's item embeddings are not finite")
+      raise DataError(
+        run_dir,
+        0,
+        "data.semantic.embedding",
+        f"{self.kind!r}: the bi-encoder's item embeddings are not finite",
+      )
     recall = biencoder_valid_recall(result, dataset, emb, BIENCODER_RECALL_KS, batch)
     summary = result.summary
     info = {
-        "dim": int(emb.shape[1]),
-        "biencoder": {
-            "tasks": list(result.settings.tasks), "seed": int(self.config.seed),
-            "settings": _jsonable(section),
-            "steps": int(summary["steps"]), "steps_per_epoch": int(summary["steps_per_epoch"]),
-            "train_examples": dict(summary["train_examples"]),
-            "input_len": int(summary["input_len"]),
-            "valid_recall": recall,
-            "valid_rows": {t: int(len(dataset.split(t, "valid")["target_item"]))
-                           for t in result.settings.tasks},
-            "trained_on": "train splits only; valid_recall measured after training",
+      "dim": int(emb.shape[1]),
+      "biencoder": {
+        "tasks": list(result.settings.tasks),
+        "seed": int(self.config.seed),
+        "settings": _jsonable(section),
+        "steps": int(summary["steps"]),
+        "steps_per_epoch": int(summary["steps_per_epoch"]),
+        "train_examples": dict(summary["train_examples"]),
+        "input_len": int(summary["input_len"]),
+        "valid_recall": recall,
+        "valid_rows": {
+          t: int(len(dataset.split(t, "valid")["target_item"])) for t in result.settings.tasks
         },
-        "atomic_dataset": {"config_hash": atomic_hash,
-                           "dir": os.path.relpath(self.atomic_dir, self.parent)},
-        "run_dir": os.path.relpath(run_dir, self.parent),
+        "trained_on": "train splits only; valid_recall measured after training",
+      },
+      "atomic_dataset": {
+        "config_hash": atomic_hash,
+        "dir": os.path.relpath(self.atomic_dir, self.parent),
+      },
+      "run_dir": os.path.relpath(run_dir, self.parent),
     }
-    log.info("semantic IDs (%s): bi-encoder %d steps, valid recall %s", self.kind,
-             info["biencoder"]["steps"], json.dumps(recall))
+    log.info(
+      "semantic IDs (%s): bi-encoder %d steps, valid recall %s",
+      self.kind,
+      info["biencoder"]["steps"],
+      json.dumps(recall),
+    )
     return emb, info
 
   def check_examples(self, arrays: Mapping[str, Mapping[str, Mapping[str, np.ndarray]]]) -> None:
@@ -415,9 +510,14 @@ class BiencoderEmbedder:
           keys = ["target_item", "query_id"] + (["encoder_input_ids"] if task == "search" else [])
           for k in keys:
             if not np.array_equal(z[k], ours[k]):
-              raise DataError(path, 0, k, f"the atomic dataset the bi-encoder trained on differs "
-                              f"from this semantic dataset in {task}/{split}; expected the same "
-                              "examples (prepare's splits do not depend on the ID scheme)")
+              raise DataError(
+                path,
+                0,
+                k,
+                f"the atomic dataset the bi-encoder trained on differs "
+                f"from this semantic dataset in {task}/{split}; expected the same "
+                "examples (prepare's splits do not depend on the ID scheme)",
+              )
 
 
 # ---------------------------------------------------------------------------------- k-means (JAX)
@@ -511,8 +611,9 @@ def _update(x, assign, cent):
 
 
 @functools.partial(jax.jit, static_argnames=("k", "iters", "balanced"))
-def kmeans(x: jax.Array, key: jax.Array, *, k: int, iters: int, balanced: bool = False
-           ) -> tuple[jax.Array, jax.Array]:
+def kmeans(
+  x: jax.Array, key: jax.Array, *, k: int, iters: int, balanced: bool = False
+) -> tuple[jax.Array, jax.Array]:
   """k-means++ then `iters` Lloyd steps: x [N, D] -> (centroids [k, D], assignment [N])."""
   cent, _ = kmeans_plus_plus(x, key, k)
 
@@ -526,12 +627,21 @@ def kmeans(x: jax.Array, key: jax.Array, *, k: int, iters: int, balanced: bool =
 def check_quantiser(n: int, *, levels: int, codebook_size: int, iters: int) -> None:
   """DataError naming the knob unless RQ-KMeans can quantise `n` items with these settings."""
   if int(levels) < 1 or int(codebook_size) < 2 or int(iters) < 0:
-    raise DataError(_SRC, 0, "data.semantic", f"need levels >= 1, codebook_size >= 2 and "
-                    f"kmeans_iters >= 0, got {levels}, {codebook_size}, {iters}")
+    raise DataError(
+      _SRC,
+      0,
+      "data.semantic",
+      f"need levels >= 1, codebook_size >= 2 and "
+      f"kmeans_iters >= 0, got {levels}, {codebook_size}, {iters}",
+    )
   if int(codebook_size) > n:
-    raise DataError(_SRC, 0, "data.semantic.codebook_size",
-                    f"{codebook_size} codes per level but only {n} items: every code needs an "
-                    "item; lower data.semantic.codebook_size")
+    raise DataError(
+      _SRC,
+      0,
+      "data.semantic.codebook_size",
+      f"{codebook_size} codes per level but only {n} items: every code needs an "
+      "item; lower data.semantic.codebook_size",
+    )
 
 
 @dataclasses.dataclass
@@ -541,8 +651,9 @@ class RQResult:
   residual_mse: list  # L + 1 values: mean squared norm of the residual before level 0, after each
 
 
-def rq_kmeans(x, *, levels: int, codebook_size: int, seed: int = 0, iters: int = 50,
-              balanced: bool = False) -> RQResult:
+def rq_kmeans(
+  x, *, levels: int, codebook_size: int, seed: int = 0, iters: int = 50, balanced: bool = False
+) -> RQResult:
   """Residual-quantisation k-means: level l clusters what levels < l left unexplained."""
   x = jnp.asarray(np.asarray(x, np.float32))
   if x.ndim != 2:
@@ -554,8 +665,13 @@ def rq_kmeans(x, *, levels: int, codebook_size: int, seed: int = 0, iters: int =
   codes, books = [], []
   mse = [float(jnp.mean(jnp.sum(resid * resid, 1)))]
   for level in range(int(levels)):
-    cent, assign = kmeans(resid, jax.random.fold_in(key, level), k=int(codebook_size),
-                          iters=int(iters), balanced=bool(balanced))
+    cent, assign = kmeans(
+      resid,
+      jax.random.fold_in(key, level),
+      k=int(codebook_size),
+      iters=int(iters),
+      balanced=bool(balanced),
+    )
     resid = resid - cent[assign]  # [N, D]
     codes.append(np.asarray(assign, np.int32))
     books.append(np.asarray(cent, np.float32))
@@ -599,44 +715,65 @@ def diagnostics(codes: np.ndarray, codebook_size: int) -> dict:
   _, group = np.unique(codes, axis=0, return_counts=True)
   shared = group[group > 1]
   return {
-      "codes_used": [int((c > 0).sum()) for c in counts],
-      "codebook_use": [float((c > 0).sum() / k) for c in counts],
-      "code_entropy_bits": [_entropy_bits(c) for c in counts],
-      "code_entropy_normalized": [_entropy_bits(c) / math.log2(k) for c in counts],
-      "distinct_tuples": int(len(group)),
-      "colliding_tuples": int(len(shared)),
-      "collision_rate": float(shared.sum() / n) if n else 0.0,
-      "largest_collision_group": int(group.max()) if n else 0,
-      "tuple_entropy_bits": _entropy_bits(group),
+    "codes_used": [int((c > 0).sum()) for c in counts],
+    "codebook_use": [float((c > 0).sum() / k) for c in counts],
+    "code_entropy_bits": [_entropy_bits(c) for c in counts],
+    "code_entropy_normalized": [_entropy_bits(c) / math.log2(k) for c in counts],
+    "distinct_tuples": int(len(group)),
+    "colliding_tuples": int(len(shared)),
+    "collision_rate": float(shared.sum() / n) if n else 0.0,
+    "largest_collision_group": int(group.max()) if n else 0,
+    "tuple_entropy_bits": _entropy_bits(group),
   }
 
 
-def build_semantic_ids(sc, titles: Sequence[str], metadata: Sequence[Mapping[str, Any]], *,
-                       item_ids: Sequence[str] | None = None,
-                       embedder: Callable[[Sequence[str]], tuple[np.ndarray, dict]] | None = None
-                       ) -> SemanticIds:
+def build_semantic_ids(
+  sc,
+  titles: Sequence[str],
+  metadata: Sequence[Mapping[str, Any]],
+  *,
+  item_ids: Sequence[str] | None = None,
+  embedder: Callable[[Sequence[str]], tuple[np.ndarray, dict]] | None = None,
+) -> SemanticIds:
   """Embeds, quantises and disambiguates the catalogue's items (`sc` = config.data.semantic;
   `item_ids` and `embedder`: bi-encoder kinds, see `item_embeddings`)."""
   # Before the embeddings: a bi-encoder trains for them.
-  check_quantiser(len(titles), levels=int(sc.levels), codebook_size=int(sc.codebook_size),
-                  iters=int(sc.kmeans_iters))
+  check_quantiser(
+    len(titles),
+    levels=int(sc.levels),
+    codebook_size=int(sc.codebook_size),
+    iters=int(sc.kmeans_iters),
+  )
   emb, emb_info = item_embeddings(sc, titles, metadata, item_ids=item_ids, embedder=embedder)
   if bool(sc.get("normalize", True)):
     # Cosine geometry: k-means on unit vectors clusters by direction, not by text length.
     emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
   levels, k = int(sc.levels), int(sc.codebook_size)
-  rq = rq_kmeans(emb, levels=levels, codebook_size=k, seed=int(sc.seed),
-                 iters=int(sc.kmeans_iters), balanced=bool(sc.balanced))
+  rq = rq_kmeans(
+    emb,
+    levels=levels,
+    codebook_size=k,
+    seed=int(sc.seed),
+    iters=int(sc.kmeans_iters),
+    balanced=bool(sc.balanced),
+  )
   diag = diagnostics(rq.codes, k)
   dis = disambiguate(rq.codes)
   num_dis = int(dis.max()) + 1 if len(dis) and dis.max() > 0 else 0
   codes = np.concatenate([rq.codes, dis[:, None]], 1) if num_dis else rq.codes
   info = {
-      "embedding": str(sc.embedding), "embedding_info": emb_info,
-      "normalize": bool(sc.get("normalize", True)), "levels": levels, "codebook_size": k,
-      "balanced": bool(sc.balanced), "kmeans_iters": int(sc.kmeans_iters), "seed": int(sc.seed),
-      "residual_mse": rq.residual_mse, **diag,
-      "num_disambiguation": num_dis, "tokens_per_item": int(codes.shape[1]),
-      "num_id_tokens": levels * k + num_dis,
+    "embedding": str(sc.embedding),
+    "embedding_info": emb_info,
+    "normalize": bool(sc.get("normalize", True)),
+    "levels": levels,
+    "codebook_size": k,
+    "balanced": bool(sc.balanced),
+    "kmeans_iters": int(sc.kmeans_iters),
+    "seed": int(sc.seed),
+    "residual_mse": rq.residual_mse,
+    **diag,
+    "num_disambiguation": num_dis,
+    "tokens_per_item": int(codes.shape[1]),
+    "num_id_tokens": levels * k + num_dis,
   }
   return SemanticIds(codes.astype(np.int32), levels, k, num_dis, info)

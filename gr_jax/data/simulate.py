@@ -106,7 +106,6 @@ def _sample_in_cluster(cum_flat, offsets, order, clusters, u):
   return order[pos]
 
 
-
 def _cooccurrence(parts: np.ndarray, n: int) -> np.ndarray:
   """[n, n] int32: number of sessions whose training part holds both items (diagonal 0).
 
@@ -162,24 +161,30 @@ def simulate(sim) -> RawData:
     raise ValueError(f"data.sim.setting: expected one of {SETTINGS}, got {setting!r}")
   n, c = int(sim.num_items), int(sim.num_clusters)
   if n < 2 or c < 1 or c > n:
-    raise ValueError(f"data.sim: need num_items >= 2 and 1 <= num_clusters <= num_items, got "
-                     f"{n} items, {c} clusters")
+    raise ValueError(
+      f"data.sim: need num_items >= 2 and 1 <= num_clusters <= num_items, got "
+      f"{n} items, {c} clusters"
+    )
   length = int(sim.session_len)
   if length < 3:
-    raise ValueError(f"data.sim.session_len: need >= 3 (a training item, then valid and test), "
-                     f"got {length}")
+    raise ValueError(
+      f"data.sim.session_len: need >= 3 (a training item, then valid and test), got {length}"
+    )
   in_both = bool(sim.heldout_in_both)
   # Independent streams per component: changing one knob does not reshuffle the others.
   seeds = np.random.SeedSequence(int(sim.seed)).spawn(11)
-  (r_words, r_pop, r_clu, r_agree, r_sess, r_query, r_eval, r_noise, r_side, r_set,
-   r_held) = [np.random.default_rng(s) for s in seeds]
+  (r_words, r_pop, r_clu, r_agree, r_sess, r_query, r_eval, r_noise, r_side, r_set, r_held) = [
+    np.random.default_rng(s) for s in seeds
+  ]
 
   num_noise = max(50, int(sim.words_per_cluster) * c) if setting == "S1" else 0
   words = make_words(c * sim.words_per_cluster + n * sim.words_per_item + num_noise, r_words)
-  cluster_words = np.array(words[:c * sim.words_per_cluster]).reshape(c, sim.words_per_cluster)
+  cluster_words = np.array(words[: c * sim.words_per_cluster]).reshape(c, sim.words_per_cluster)
   start = c * sim.words_per_cluster
-  item_words = np.array(words[start:start + n * sim.words_per_item]).reshape(n, sim.words_per_item)
-  noise_words = np.array(words[start + n * sim.words_per_item:])
+  item_words = np.array(words[start : start + n * sim.words_per_item]).reshape(
+    n, sim.words_per_item
+  )
+  noise_words = np.array(words[start + n * sim.words_per_item :])
 
   p_rec = zipf_popularity(n, sim.zipf_exponent, r_pop)
   p_search = shuffle_ranks(p_rec, sim.shuffle_fraction, r_pop)
@@ -201,18 +206,22 @@ def simulate(sim) -> RawData:
   if setting == "default":
     fs, fr = float(sim.search_side_fraction), float(sim.rec_side_fraction)
     if fs < 0 or fr < 0 or fs + fr > 1 or not 0 <= float(sim.side_weight) <= 1:
-      raise ValueError(f"data.sim: need search_side_fraction, rec_side_fraction >= 0 with sum <= 1 "
-                       f"and 0 <= side_weight <= 1, got {fs}, {fr}, {sim.side_weight}")
+      raise ValueError(
+        f"data.sim: need search_side_fraction, rec_side_fraction >= 0 with sum <= 1 "
+        f"and 0 <= side_weight <= 1, got {fs}, {fr}, {sim.side_weight}"
+      )
     if (fs > 0 or fr > 0) and in_both:
       # The variant exists to test each task on items the other task alone trains; restricting
       # held-out targets to items of both tasks would silently make it a different dataset.
-      raise ValueError("data.sim: the coverage variant (search_side_fraction or rec_side_fraction "
-                       "> 0) needs data.sim.heldout_in_both=False")
+      raise ValueError(
+        "data.sim: the coverage variant (search_side_fraction or rec_side_fraction "
+        "> 0) needs data.sim.heldout_in_both=False"
+      )
     for k in range(c):
       members = r_side.permutation(np.flatnonzero(rec_cluster == k))
       ns, nr = int(round(fs * len(members))), int(round(fr * len(members)))
       side[members[:ns]] = 1
-      side[members[ns:ns + nr]] = 2
+      side[members[ns : ns + nr]] = 2
   w = float(sim.side_weight)
   p_rec_train = np.where(side == 1, w * p_rec, p_rec)
   p_search_train = np.where(side == 2, w * p_search, p_search)
@@ -231,10 +240,10 @@ def simulate(sim) -> RawData:
     cum = np.empty(n)
     mass = np.zeros(c, bool)
     for k in range(c):
-      seg = p_sorted[offsets[k]:offsets[k + 1]]
+      seg = p_sorted[offsets[k] : offsets[k + 1]]
       mass[k] = seg.sum() > 0
       seg = seg if mass[k] else np.ones_like(seg)  # never drawn: rows go "anywhere" instead
-      cum[offsets[k]:offsets[k + 1]] = k + np.cumsum(seg) / seg.sum()
+      cum[offsets[k] : offsets[k + 1]] = k + np.cumsum(seg) / seg.sum()
     return cum, mass
 
   def walk_step(prev, hist, cdf, p_any, rng):
@@ -284,8 +293,10 @@ def simulate(sim) -> RawData:
   set_size = int(sim.s3_query_set_size) if setting == "S3" else 1
   coherence = float(sim.query_set_coherence)
   if setting == "S3" and (set_size < 1 or not 0 <= coherence <= 1):
-    raise ValueError(f"data.sim: need s3_query_set_size >= 1 and 0 <= query_set_coherence <= 1, "
-                     f"got {set_size}, {coherence}")
+    raise ValueError(
+      f"data.sim: need s3_query_set_size >= 1 and 0 <= query_set_coherence <= 1, "
+      f"got {set_size}, {coherence}"
+    )
   cooc = decoys = None
   if set_size > 1:
     cooc = _cooccurrence(parts, n)
@@ -300,8 +311,11 @@ def simulate(sim) -> RawData:
     for a, coh in zip(anchors, coherent):
       weights = (cooc[a] if coh else decoys[a]) * allowed
       k = min(set_size - 1, int(np.sum(weights > 0)))
-      companions = (rng.choice(n, size=k, replace=False, p=weights / weights.sum()) if k
-                    else np.zeros(0, np.int64))
+      companions = (
+        rng.choice(n, size=k, replace=False, p=weights / weights.sum())
+        if k
+        else np.zeros(0, np.int64)
+      )
       out.append(np.concatenate([[a], companions]).astype(np.int64))
     return out
 
@@ -319,8 +333,9 @@ def simulate(sim) -> RawData:
     keep_slot = search_trained[parts]
     removed_items = int(np.sum(~keep_slot))
     rank = np.argsort(~keep_slot, axis=1, kind="stable")
-    parts = np.where(np.take_along_axis(keep_slot, rank, axis=1),
-                     np.take_along_axis(parts, rank, axis=1), -1)
+    parts = np.where(
+      np.take_along_axis(keep_slot, rank, axis=1), np.take_along_axis(parts, rank, axis=1), -1
+    )
     nonempty = parts[:, 0] >= 0
     dropped_sessions = int(np.sum(~nonempty))
     parts = parts[nonempty]
@@ -328,8 +343,10 @@ def simulate(sim) -> RawData:
     rec_trained[parts[:, 1:][parts[:, 1:] >= 0]] = True  # position 0 is history only
     heldout_ok = rec_trained & search_trained
     if not heldout_ok.any():
-      raise ValueError("data.sim: no item is a training target of both tasks; raise num_users, "
-                       "session_len or queries_per_item")
+      raise ValueError(
+        "data.sim: no item is a training target of both tasks; raise num_users, "
+        "session_len or queries_per_item"
+      )
   else:
     heldout_ok = np.ones(n, bool)
   part_len = (parts >= 0).sum(axis=1)
@@ -342,7 +359,8 @@ def simulate(sim) -> RawData:
   rows = np.arange(users)
   if setting == "S1":
     sessions_idx[rows[:, None], part_len[:, None] + np.arange(2)] = r_held.choice(
-        n, size=(users, 2), p=p_rec_held)
+      n, size=(users, 2), p=p_rec_held
+    )
   else:
     cdf_held = cluster_cdf(p_rec_held)
     for t in range(2):
@@ -368,9 +386,10 @@ def simulate(sim) -> RawData:
   pairs = []
   split_sets = {"train": train_sets}
   for split, anchors, rng in (
-      ("train", train_anchors, r_query),
-      ("valid", r_eval.choice(n, size=int(sim.eval_queries), p=p_search_held), r_eval),
-      ("test", r_eval.choice(n, size=int(sim.eval_queries), p=p_search_held), r_eval)):
+    ("train", train_anchors, r_query),
+    ("valid", r_eval.choice(n, size=int(sim.eval_queries), p=p_search_held), r_eval),
+    ("test", r_eval.choice(n, size=int(sim.eval_queries), p=p_search_held), r_eval),
+  ):
     if split != "train":
       split_sets[split] = relevant_sets(anchors, heldout_ok.astype(np.float64), r_set)
     for q, items in zip(make_queries(anchors, rng), split_sets[split]):
@@ -381,43 +400,58 @@ def simulate(sim) -> RawData:
   a = np.concatenate([s[:-1] for s in seq]) if seq else np.zeros(0, np.int64)
   b = np.concatenate([s[1:] for s in seq]) if seq else np.zeros(0, np.int64)
   distinct = a != b
-  same_content = float(np.mean(content_cluster[a[distinct]] == content_cluster[b[distinct]])
-                       ) if distinct.any() else 0.0
+  same_content = (
+    float(np.mean(content_cluster[a[distinct]] == content_cluster[b[distinct]]))
+    if distinct.any()
+    else 0.0
+  )
   stats = {
-      "setting": setting,
-      "kl_search_rec_true": kl_divergence(p_search, p_rec),
-      "kl_rec_search_true": kl_divergence(p_rec, p_search),
-      "agreement_config": agree,
-      "agreement_clusters": num_agree / c,
-      "agreement_items": float(np.mean(content_cluster == rec_cluster)),
-      # Share of consecutive (distinct) session items in one content cluster: how far the content
-      # signal follows the collaborative one.
-      "session_pairs_same_content": same_content,
-      "num_words": len(words),
-      "num_users": num_users,
-      "train_queries": num_train_queries,
-      "search_side_items": int(np.sum(side == 1)),
-      "rec_side_items": int(np.sum(side == 2)),
-      "kl_search_rec_train": kl_divergence(p_search_train, np.maximum(p_rec_train, 1e-12)),
-      "heldout_in_both": in_both,
-      "heldout_target_items": int(np.sum(heldout_ok)),
-      "session_items_removed_no_search_query": removed_items,
-      "sessions_dropped_empty": dropped_sessions,
-      "query_set_size": set_size,
-      "query_set_coherence_config": coherence if set_size > 1 else None,
-      "qrels_per_train_query": float(np.mean([len(s) for s in train_sets])),
-      "query_pairs_cooccur_train": (_pair_share(train_sets, cooc, False) if cooc is not None
-                                    else None),
-      "query_anchor_pairs_cooccur_train": (_pair_share(train_sets, cooc, True) if cooc is not None
-                                           else None),
-      "query_pairs_cooccur_test": (_pair_share(split_sets["test"], cooc, False)
-                                   if cooc is not None else None),
-      "s3_decoy_pools_truncated": (float(np.mean((decoys > 0).sum(1) < (cooc > 0).sum(1)))
-                                   if cooc is not None else None),
+    "setting": setting,
+    "kl_search_rec_true": kl_divergence(p_search, p_rec),
+    "kl_rec_search_true": kl_divergence(p_rec, p_search),
+    "agreement_config": agree,
+    "agreement_clusters": num_agree / c,
+    "agreement_items": float(np.mean(content_cluster == rec_cluster)),
+    # Share of consecutive (distinct) session items in one content cluster: how far the content
+    # signal follows the collaborative one.
+    "session_pairs_same_content": same_content,
+    "num_words": len(words),
+    "num_users": num_users,
+    "train_queries": num_train_queries,
+    "search_side_items": int(np.sum(side == 1)),
+    "rec_side_items": int(np.sum(side == 2)),
+    "kl_search_rec_train": kl_divergence(p_search_train, np.maximum(p_rec_train, 1e-12)),
+    "heldout_in_both": in_both,
+    "heldout_target_items": int(np.sum(heldout_ok)),
+    "session_items_removed_no_search_query": removed_items,
+    "sessions_dropped_empty": dropped_sessions,
+    "query_set_size": set_size,
+    "query_set_coherence_config": coherence if set_size > 1 else None,
+    "qrels_per_train_query": float(np.mean([len(s) for s in train_sets])),
+    "query_pairs_cooccur_train": (
+      _pair_share(train_sets, cooc, False) if cooc is not None else None
+    ),
+    "query_anchor_pairs_cooccur_train": (
+      _pair_share(train_sets, cooc, True) if cooc is not None else None
+    ),
+    "query_pairs_cooccur_test": (
+      _pair_share(split_sets["test"], cooc, False) if cooc is not None else None
+    ),
+    "s3_decoy_pools_truncated": (
+      float(np.mean((decoys > 0).sum(1) < (cooc > 0).sum(1))) if cooc is not None else None
+    ),
   }
   titles = [" ".join(w) for w in item_words]
-  metadata = [{"rec_cluster": int(rc), "content_cluster": int(cc), "side": int(sd)}
-              for rc, cc, sd in zip(rec_cluster, content_cluster, side)]
+  metadata = [
+    {"rec_cluster": int(rc), "content_cluster": int(cc), "side": int(sd)}
+    for rc, cc, sd in zip(rec_cluster, content_cluster, side)
+  ]
   sessions = [(f"u{u}", [f"i{i}" for i in row]) for u, row in enumerate(seq)]
-  return RawData(items=[f"i{i}" for i in range(n)], titles=titles, metadata=metadata,
-                 search_pairs=pairs, sessions=sessions, stats=stats)
+  return RawData(
+    items=[f"i{i}" for i in range(n)],
+    titles=titles,
+    metadata=metadata,
+    search_pairs=pairs,
+    sessions=sessions,
+    stats=stats,
+  )

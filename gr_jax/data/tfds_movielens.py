@@ -21,24 +21,37 @@ def load(dc) -> RawData:
   try:
     import tensorflow_datasets as tfds  # noqa: F401  (optional dependency)
   except ImportError as e:
-    raise DataError("<tensorflow_datasets>", 0, "data.source",
-                    "source 'tfds_movielens' needs tensorflow and tensorflow-datasets "
-                    "(pip install tensorflow tensorflow-datasets); or use source 'movielens' with "
-                    f"the GroupLens CSV files, which also has tags ({e})") from e
+    raise DataError(
+      "<tensorflow_datasets>",
+      0,
+      "data.source",
+      "source 'tfds_movielens' needs tensorflow and tensorflow-datasets "
+      "(pip install tensorflow tensorflow-datasets); or use source 'movielens' with "
+      f"the GroupLens CSV files, which also has tags ({e})",
+    ) from e
   variant = "latest-small" if "small" in dc.path else "25m"
   name = f"movielens/{variant}-ratings"
   if not os.path.isdir(dc.path):
-    raise DataError(dc.path, 0, "data.path", f"TFDS data_dir not found (expected a directory "
-                    f"holding the prepared {name} dataset; nothing is downloaded)")
+    raise DataError(
+      dc.path,
+      0,
+      "data.path",
+      f"TFDS data_dir not found (expected a directory "
+      f"holding the prepared {name} dataset; nothing is downloaded)",
+    )
   try:
     # download=False: this project never downloads; tfds.load's default would fetch MovieLens.
     ds = tfds.load(name, split="train", data_dir=dc.path, download=False)
   except Exception as e:  # pylint: disable=broad-except  (tfds raises assorted types here)
     detail = " ".join(str(e).split())[:300]
-    raise DataError(dc.path, 0, "data.path", f"{name} is not prepared in this TFDS data_dir "
-                    f"(nothing is downloaded: run tfds build {name} --data_dir {dc.path} where "
-                    f"downloads are allowed, then copy it here) ({type(e).__name__}: {detail})"
-                    ) from e
+    raise DataError(
+      dc.path,
+      0,
+      "data.path",
+      f"{name} is not prepared in this TFDS data_dir "
+      f"(nothing is downloaded: run tfds build {name} --data_dir {dc.path} where "
+      f"downloads are allowed, then copy it here) ({type(e).__name__}: {detail})",
+    ) from e
   raw = RawData(bad_rows=BadRows(skip=bool(dc.skip_bad_rows)))
   titles, genres, events = {}, {}, collections.defaultdict(list)
   for ex in tfds.as_numpy(ds):

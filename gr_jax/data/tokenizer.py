@@ -30,12 +30,16 @@ UNK_ID = 2
 class TextTokenizer:
   """SentencePiece wrapper with T5 special ids; `encode` adds no EOS (callers append it)."""
 
-  def __init__(self, model_proto: bytes, *, text_vocab_size: int | None = None,
-               source: str = "<spiece>"):
+  def __init__(
+    self, model_proto: bytes, *, text_vocab_size: int | None = None, source: str = "<spiece>"
+  ):
     self.model_proto = bytes(model_proto)
     self.sp = spm.SentencePieceProcessor(model_proto=self.model_proto)
-    checks = ((PAD_ID, "pad", self.sp.pad_id()), (EOS_ID, "eos", self.sp.eos_id()),
-              (UNK_ID, "unk", self.sp.unk_id()))
+    checks = (
+      (PAD_ID, "pad", self.sp.pad_id()),
+      (EOS_ID, "eos", self.sp.eos_id()),
+      (UNK_ID, "unk", self.sp.unk_id()),
+    )
     for want, name, got in checks:
       if got != want:
         raise DataError(source, 0, f"{name}_id", f"T5 tokenizers need {name} id {want}, got {got}")
@@ -53,14 +57,15 @@ class TextTokenizer:
     ids = [int(i) for i in ids if 0 <= int(i) < self.piece_size and int(i) not in (PAD_ID, EOS_ID)]
     return self.sp.decode(ids)
 
-  def encode_padded(self, texts: Sequence[str], length: int, max_tokens: int | None = None
-                    ) -> np.ndarray:
+  def encode_padded(
+    self, texts: Sequence[str], length: int, max_tokens: int | None = None
+  ) -> np.ndarray:
     """int32 `[len(texts), length]`: tokens (at most max_tokens incl. EOS), EOS, then 0 padding."""
     max_tokens = min(length, max_tokens or length)
     out = np.zeros((len(texts), length), np.int32)
     for row, ids in enumerate(self.sp.encode(list(texts))):
-      ids = ids[:max_tokens - 1] + [EOS_ID]
-      out[row, :len(ids)] = ids
+      ids = ids[: max_tokens - 1] + [EOS_ID]
+      out[row, : len(ids)] = ids
     return out
 
   def save(self, directory: str) -> None:
@@ -84,8 +89,12 @@ class TextTokenizer:
             vocab = json.load(f).get(key)
           break
     if not os.path.exists(model_file):
-      raise DataError(model_file, 0, "spiece.model",
-                      "no SentencePiece model here; expected a Hugging Face T5 directory")
+      raise DataError(
+        model_file,
+        0,
+        "spiece.model",
+        "no SentencePiece model here; expected a Hugging Face T5 directory",
+      )
     with open(model_file, "rb") as f:
       return cls(f.read(), text_vocab_size=vocab, source=model_file)
 
@@ -97,8 +106,19 @@ def train_tokenizer(sentences: Iterable[str], vocab_size: int) -> TextTokenizer:
     raise DataError("<query text>", 0, "query", "no non-empty text to train a tokenizer on")
   model = io.BytesIO()
   spm.SentencePieceTrainer.train(
-      sentence_iterator=iter(sentences), model_writer=model, model_type="unigram",
-      vocab_size=int(vocab_size), pad_id=PAD_ID, eos_id=EOS_ID, unk_id=UNK_ID, bos_id=-1,
-      hard_vocab_limit=False, num_threads=1, shuffle_input_sentence=False,
-      input_sentence_size=0, character_coverage=1.0, minloglevel=2)
+    sentence_iterator=iter(sentences),
+    model_writer=model,
+    model_type="unigram",
+    vocab_size=int(vocab_size),
+    pad_id=PAD_ID,
+    eos_id=EOS_ID,
+    unk_id=UNK_ID,
+    bos_id=-1,
+    hard_vocab_limit=False,
+    num_threads=1,
+    shuffle_input_sentence=False,
+    input_sentence_size=0,
+    character_coverage=1.0,
+    minloglevel=2,
+  )
   return TextTokenizer(model.getvalue())

@@ -45,6 +45,7 @@ EARLY_STOPPING_VALUES = (False, True, "never")
 @dataclasses.dataclass(frozen=True)
 class SearchSpec:
   """Static (compile-time) settings of one search; hashable, used as a jit static argument."""
+
   num_beams: int
   num_beam_groups: int
   vocab_size: int
@@ -62,17 +63,23 @@ class SearchSpec:
     if not isinstance(g, (int, np.integer)) or g < 1 or n % g:
       raise ValueError(f"beam_search: num_beam_groups must divide num_beams={n}, got {g!r}")
     if not 1 <= self.num_return_sequences <= n:
-      raise ValueError(f"beam_search: num_return_sequences must be in [1, num_beams={n}], got "
-                       f"{self.num_return_sequences!r}")
+      raise ValueError(
+        f"beam_search: num_return_sequences must be in [1, num_beams={n}], got "
+        f"{self.num_return_sequences!r}"
+      )
     if self.max_new_tokens < 1:
       raise ValueError(f"beam_search: max_new_tokens must be >= 1, got {self.max_new_tokens!r}")
-    if not any(self.early_stopping is v or self.early_stopping == v and isinstance(v, str)
-               for v in EARLY_STOPPING_VALUES):
-      raise ValueError(f"beam_search: early_stopping must be False, True or 'never', got "
-                       f"{self.early_stopping!r}")
+    if not any(
+      self.early_stopping is v or self.early_stopping == v and isinstance(v, str)
+      for v in EARLY_STOPPING_VALUES
+    ):
+      raise ValueError(
+        f"beam_search: early_stopping must be False, True or 'never', got {self.early_stopping!r}"
+      )
     if not 0 <= self.eos_id < self.vocab_size:
-      raise ValueError(f"beam_search: eos_id {self.eos_id} outside vocabulary [0, "
-                       f"{self.vocab_size})")
+      raise ValueError(
+        f"beam_search: eos_id {self.eos_id} outside vocabulary [0, {self.vocab_size})"
+      )
 
   @property
   def group_size(self) -> int:
@@ -84,13 +91,25 @@ class SearchSpec:
     return 2 * self.group_size
 
 
-@functools.partial(jax.tree_util.register_dataclass,
-                   data_fields=["t", "live_seqs", "live_scores", "hyp_seqs", "hyp_scores",
-                                "hyp_valid", "done", "cache", "constraint_state"],
-                   meta_fields=[])
+@functools.partial(
+  jax.tree_util.register_dataclass,
+  data_fields=[
+    "t",
+    "live_seqs",
+    "live_scores",
+    "hyp_seqs",
+    "hyp_scores",
+    "hyp_valid",
+    "done",
+    "cache",
+    "constraint_state",
+  ],
+  meta_fields=[],
+)
 @dataclasses.dataclass(frozen=True)
 class BeamState:
   """The loop state of `beam_search_core` (B queries, G groups of S beams, L = max_new_tokens)."""
+
   t: Array  # int32 []: the step being generated (0-based)
   live_seqs: Array  # int32 [B, G, S, L]: tokens of the live beams, pad after position t
   live_scores: Array  # float32 [B, G, S]: cumulative (penalised) log-probs of the live beams
@@ -128,11 +147,15 @@ def _merge_hyps(hyp_scores, hyp_valid, hyp_seqs, cand_scores, cand_add, cand_seq
   seqs = jnp.concatenate([hyp_seqs, cand_seqs], axis=1)  # [B, S+K, L]
   scores = jnp.where(valid, scores, -jnp.inf)
   iota = jax.lax.broadcasted_iota(jnp.int32, scores.shape, 1)
-  _, _, order = jax.lax.sort(((~valid).astype(jnp.int32), -scores, iota), dimension=1,
-                             is_stable=True, num_keys=2)
+  _, _, order = jax.lax.sort(
+    ((~valid).astype(jnp.int32), -scores, iota), dimension=1, is_stable=True, num_keys=2
+  )
   keep = order[:, :s]  # [B, S]
-  return (jnp.take_along_axis(scores, keep, axis=1), jnp.take_along_axis(valid, keep, axis=1),
-          jnp.take_along_axis(seqs, keep[..., None], axis=1))
+  return (
+    jnp.take_along_axis(scores, keep, axis=1),
+    jnp.take_along_axis(valid, keep, axis=1),
+    jnp.take_along_axis(seqs, keep[..., None], axis=1),
+  )
 
 
 def _is_done(spec: SearchSpec, hyp_scores, hyp_valid, best, t, length_penalty, *, beam_mode):
@@ -157,9 +180,17 @@ def _is_done(spec: SearchSpec, hyp_scores, hyp_valid, best, t, length_penalty, *
   return full & (worst >= highest)
 
 
-def beam_search_core(step_fn: Callable, cache: Any, batch_size: int, spec: SearchSpec,
-                     diversity_penalty, length_penalty, *, constraint=None,
-                     one_hot_gather: bool = False):
+def beam_search_core(
+  step_fn: Callable,
+  cache: Any,
+  batch_size: int,
+  spec: SearchSpec,
+  diversity_penalty,
+  length_penalty,
+  *,
+  constraint=None,
+  one_hot_gather: bool = False,
+):
   """Runs the search; call inside `jax.jit`.
 
   step_fn(tokens [B, N] int32 (last token of each beam; decoder start at t=0), t int32 scalar,
@@ -170,8 +201,13 @@ def beam_search_core(step_fn: Callable, cache: Any, batch_size: int, spec: Searc
       broadcastable to [B, N, V], `advance(state, tokens [B, N], t)` (see constraints.py).
   Returns (sequences int32 [B, R, max_new_tokens], scores float32 [B, R]), best first.
   """
-  b, g_, s, v, l = (batch_size, spec.num_beam_groups, spec.group_size, spec.vocab_size,
-                    spec.max_new_tokens)
+  b, g_, s, v, l = (
+    batch_size,
+    spec.num_beam_groups,
+    spec.group_size,
+    spec.vocab_size,
+    spec.max_new_tokens,
+  )
   n, k, r = spec.num_beams, spec.top_k, spec.num_return_sequences
   beam_mode = g_ == 1
   dp = jnp.asarray(diversity_penalty, jnp.float32)
@@ -180,19 +216,18 @@ def beam_search_core(step_fn: Callable, cache: Any, batch_size: int, spec: Searc
 
   init_scores = jnp.where(jnp.arange(s) == 0, 0.0, INIT_NEG).astype(jnp.float32)
   state = BeamState(
-      t=jnp.zeros((), jnp.int32),
-      live_seqs=jnp.full((b, g_, s, l), spec.pad_id, jnp.int32),
-      live_scores=jnp.broadcast_to(init_scores, (b, g_, s)),
-      hyp_seqs=jnp.full((b, g_, s, l), spec.pad_id, jnp.int32),
-      hyp_scores=jnp.full((b, g_, s), -jnp.inf, jnp.float32),
-      hyp_valid=jnp.zeros((b, g_, s), bool),
-      done=jnp.zeros((b, g_), bool),
-      cache=cache,
-      constraint_state=constraint.init_state(b, n) if constraint is not None else None,
+    t=jnp.zeros((), jnp.int32),
+    live_seqs=jnp.full((b, g_, s, l), spec.pad_id, jnp.int32),
+    live_scores=jnp.broadcast_to(init_scores, (b, g_, s)),
+    hyp_seqs=jnp.full((b, g_, s, l), spec.pad_id, jnp.int32),
+    hyp_scores=jnp.full((b, g_, s), -jnp.inf, jnp.float32),
+    hyp_valid=jnp.zeros((b, g_, s), bool),
+    done=jnp.zeros((b, g_), bool),
+    cache=cache,
+    constraint_state=constraint.init_state(b, n) if constraint is not None else None,
   )
 
-  def group_step(t, logp, live_seqs, live_scores, hyp_scores, hyp_valid, hyp_seqs, done, counts,
-                 g):
+  def group_step(t, logp, live_seqs, live_scores, hyp_scores, hyp_valid, hyp_seqs, done, counts, g):
     """One group: Hamming penalty, top-2S, BeamSearchScorer.process (+ finalize at max length)."""
     lp_g = jax.lax.dynamic_index_in_dim(logp, g, axis=1, keepdims=False)  # [B, S, V]
     sc_g = jax.lax.dynamic_index_in_dim(live_scores, g, axis=1, keepdims=False)  # [B, S]
@@ -217,7 +252,7 @@ def beam_search_core(step_fn: Callable, cache: Any, batch_size: int, spec: Searc
     # Candidate sequences: the parent's tokens plus this token at position t.
     cand_seqs = jnp.take_along_axis(seq_g, parent[..., None], axis=1)  # [B, K, L]
     cand_seqs = jnp.where(pos_l == t, tok[..., None], cand_seqs)
-    norm = topv / (t + 1).astype(jnp.float32)**lp  # [B, K]
+    norm = topv / (t + 1).astype(jnp.float32) ** lp  # [B, K]
 
     last = t == l - 1
     add = is_eos & rank_ok & ~dn[:, None]
@@ -240,7 +275,7 @@ def beam_search_core(step_fn: Callable, cache: Any, batch_size: int, spec: Searc
     if not beam_mode:  # BeamSearchScorer.finalize: open groups add their live beams at the end
       live_seqs_new = jnp.take_along_axis(cand_seqs, live_idx[..., None], axis=1)  # [B, S, L]
       fin = jnp.broadcast_to((last & ~dn_new)[:, None], (b, s))
-      hs, hv, hq = _merge_hyps(hs, hv, hq, new_scores / jnp.float32(l)**lp, fin, live_seqs_new)
+      hs, hv, hq = _merge_hyps(hs, hv, hq, new_scores / jnp.float32(l) ** lp, fin, live_seqs_new)
 
     # Groups done before this step emit pad with score 0 from their first beam (HF quirk: the
     # pad tokens still count in later groups' Hamming penalty).
@@ -264,8 +299,17 @@ def beam_search_core(step_fn: Callable, cache: Any, batch_size: int, spec: Searc
       logp = jnp.where(allowed, logp, -jnp.inf)
     logp = logp.reshape(b, g_, s, v)  # [B, G, S, V]
 
-    step = functools.partial(group_step, t, logp, st.live_seqs, st.live_scores, st.hyp_scores,
-                             st.hyp_valid, st.hyp_seqs, st.done)
+    step = functools.partial(
+      group_step,
+      t,
+      logp,
+      st.live_seqs,
+      st.live_scores,
+      st.hyp_scores,
+      st.hyp_valid,
+      st.hyp_seqs,
+      st.done,
+    )
     _, ys = jax.lax.scan(step, jnp.zeros((b, v), jnp.float32), jnp.arange(g_))
     ys = jax.tree.map(lambda y: jnp.moveaxis(y, 0, 1), ys)  # [B, G, ...]
     new_tok, new_parent, new_scores, hs, hv, hq, done = ys
@@ -280,9 +324,17 @@ def beam_search_core(step_fn: Callable, cache: Any, batch_size: int, spec: Searc
     if constraint is not None:
       cstate = jax.tree.map(lambda x: gather_beams(x, parents), cstate)
       cstate = constraint.advance(cstate, tokens, t)
-    return BeamState(t=t + 1, live_seqs=seqs.reshape(b, g_, s, l), live_scores=new_scores,
-                     hyp_seqs=hq, hyp_scores=hs, hyp_valid=hv, done=done, cache=cache,
-                     constraint_state=cstate)
+    return BeamState(
+      t=t + 1,
+      live_seqs=seqs.reshape(b, g_, s, l),
+      live_scores=new_scores,
+      hyp_seqs=hq,
+      hyp_scores=hs,
+      hyp_valid=hv,
+      done=done,
+      cache=cache,
+      constraint_state=cstate,
+    )
 
   def cond(st: BeamState):
     return (st.t < l) & ~jnp.all(st.done)
@@ -295,8 +347,9 @@ def beam_search_core(step_fn: Callable, cache: Any, batch_size: int, spec: Searc
   seqs = st.hyp_seqs.reshape(b, n, l)
   scores = jnp.where(valid, scores, -jnp.inf)
   iota = jax.lax.broadcasted_iota(jnp.int32, scores.shape, 1)
-  _, _, order = jax.lax.sort(((~valid).astype(jnp.int32), -scores, iota), dimension=1,
-                             is_stable=True, num_keys=2)
+  _, _, order = jax.lax.sort(
+    ((~valid).astype(jnp.int32), -scores, iota), dimension=1, is_stable=True, num_keys=2
+  )
   top = order[:, :r]  # [B, R]
   out_seqs = jnp.take_along_axis(seqs, top[..., None], axis=1)  # [B, R, L]
   out_valid = jnp.take_along_axis(valid, top, axis=1)
@@ -316,8 +369,19 @@ def trace_count() -> int:
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "spec", "use_cache", "one_hot_gather"))
-def _model_search(graphdef, params, encoder_input_ids, encoder_mask, diversity_penalty,
-                  length_penalty, constraint, *, spec, use_cache, one_hot_gather):
+def _model_search(
+  graphdef,
+  params,
+  encoder_input_ids,
+  encoder_mask,
+  diversity_penalty,
+  length_penalty,
+  constraint,
+  *,
+  spec,
+  use_cache,
+  one_hot_gather,
+):
   _TRACES["model_search"] += 1
   model = nnx.merge(graphdef, params)
   b = encoder_input_ids.shape[0]
@@ -328,21 +392,33 @@ def _model_search(graphdef, params, encoder_input_ids, encoder_mask, diversity_p
   ckv = model.cross_kv(encoded)
 
   if use_cache:
+
     def step_fn(tokens, t, seqs, cache):
       del seqs
       return model.decode_step(tokens, t, cache, ckv, encoder_mask)  # [B, N, V]
+
     cache = model.init_cache(b, n, l)
   else:
+
     def step_fn(tokens, t, seqs, cache):
       del tokens
       start = jnp.full((b, n, 1), spec.decoder_start_id, jnp.int32)
-      dec_in = jnp.concatenate([start, seqs[..., :l - 1]], axis=-1)  # [B, N, L]
+      dec_in = jnp.concatenate([start, seqs[..., : l - 1]], axis=-1)  # [B, N, L]
       # Causal attention: positions after t see only pad and do not change position t.
       logits = model.decode(dec_in, ckv, encoder_mask)  # [B, N, L, V]
       return jnp.take(logits, t, axis=2), cache
+
     cache = None
-  return beam_search_core(step_fn, cache, b, spec, diversity_penalty, length_penalty,
-                          constraint=constraint, one_hot_gather=one_hot_gather)
+  return beam_search_core(
+    step_fn,
+    cache,
+    b,
+    spec,
+    diversity_penalty,
+    length_penalty,
+    constraint=constraint,
+    one_hot_gather=one_hot_gather,
+  )
 
 
 def _shard_batch(params, ids, mask):
@@ -360,10 +436,22 @@ def _shard_batch(params, ids, mask):
   return jax.device_put(ids, batch_sharding), jax.device_put(mask, batch_sharding)
 
 
-def beam_search(model, encoder_input_ids, *, encoder_mask=None, num_beams: int,
-                num_beam_groups: int = 1, diversity_penalty=0.0, length_penalty=1.0,
-                max_new_tokens: int, num_return_sequences: int, early_stopping=False,
-                constraint=None, use_cache: bool = True, one_hot_gather: bool = False):
+def beam_search(
+  model,
+  encoder_input_ids,
+  *,
+  encoder_mask=None,
+  num_beams: int,
+  num_beam_groups: int = 1,
+  diversity_penalty=0.0,
+  length_penalty=1.0,
+  max_new_tokens: int,
+  num_return_sequences: int,
+  early_stopping=False,
+  constraint=None,
+  use_cache: bool = True,
+  one_hot_gather: bool = False,
+):
   """Diverse beam search over a T5 (`gr_jax.model.T5`), Hugging Face 4.56 semantics.
 
   encoder_input_ids int [B, Le] (0-padded); encoder_mask [B, Le] (default ids != pad).
@@ -375,23 +463,40 @@ def beam_search(model, encoder_input_ids, *, encoder_mask=None, num_beams: int,
   scores float32 [B, R]: HF `sequences_scores`), best first.
   """
   cfg = model.config
-  spec = SearchSpec(num_beams=int(num_beams), num_beam_groups=int(num_beam_groups),
-                    vocab_size=cfg.total_vocab_size, max_new_tokens=int(max_new_tokens),
-                    num_return_sequences=int(num_return_sequences), eos_id=cfg.eos_token_id,
-                    pad_id=cfg.pad_token_id, decoder_start_id=cfg.decoder_start_token_id,
-                    early_stopping=early_stopping)
+  spec = SearchSpec(
+    num_beams=int(num_beams),
+    num_beam_groups=int(num_beam_groups),
+    vocab_size=cfg.total_vocab_size,
+    max_new_tokens=int(max_new_tokens),
+    num_return_sequences=int(num_return_sequences),
+    eos_id=cfg.eos_token_id,
+    pad_id=cfg.pad_token_id,
+    decoder_start_id=cfg.decoder_start_token_id,
+    early_stopping=early_stopping,
+  )
   ids = jnp.asarray(encoder_input_ids, jnp.int32)
   if ids.ndim != 2:
-    raise ValueError(f"beam_search: encoder_input_ids must be [batch, length], got shape "
-                     f"{ids.shape}")
+    raise ValueError(
+      f"beam_search: encoder_input_ids must be [batch, length], got shape {ids.shape}"
+    )
   mask = ids != cfg.pad_token_id if encoder_mask is None else jnp.asarray(encoder_mask)
   if mask.shape != ids.shape:
-    raise ValueError(f"beam_search: encoder_mask shape {mask.shape} != encoder_input_ids shape "
-                     f"{ids.shape}")
+    raise ValueError(
+      f"beam_search: encoder_mask shape {mask.shape} != encoder_input_ids shape {ids.shape}"
+    )
   if constraint is not None:
     constraint.check_vocab(cfg.total_vocab_size, cfg.eos_token_id)
   graphdef, params = nnx.split(model)
   ids, mask = _shard_batch(params, ids, mask)
-  return _model_search(graphdef, params, ids, mask, jnp.float32(diversity_penalty),
-                       jnp.float32(length_penalty), constraint, spec=spec,
-                       use_cache=bool(use_cache), one_hot_gather=bool(one_hot_gather))
+  return _model_search(
+    graphdef,
+    params,
+    ids,
+    mask,
+    jnp.float32(diversity_penalty),
+    jnp.float32(length_penalty),
+    constraint,
+    spec=spec,
+    use_cache=bool(use_cache),
+    one_hot_gather=bool(one_hot_gather),
+  )

@@ -22,11 +22,15 @@ class AtomicItemConstraint:
 
   def __init__(self, token_offset: int, num_items: int, eos_id: int):
     if num_items < 1 or token_offset < 0:
-      raise ValueError(f"AtomicItemConstraint: need num_items >= 1 and token_offset >= 0, got "
-                       f"num_items={num_items}, token_offset={token_offset}")
+      raise ValueError(
+        f"AtomicItemConstraint: need num_items >= 1 and token_offset >= 0, got "
+        f"num_items={num_items}, token_offset={token_offset}"
+      )
     if token_offset <= eos_id < token_offset + num_items:
-      raise ValueError(f"AtomicItemConstraint: eos_id {eos_id} lies inside the item tokens "
-                       f"[{token_offset}, {token_offset + num_items})")
+      raise ValueError(
+        f"AtomicItemConstraint: eos_id {eos_id} lies inside the item tokens "
+        f"[{token_offset}, {token_offset + num_items})"
+      )
     self.token_offset, self.num_items, self.eos_id = int(token_offset), int(num_items), int(eos_id)
 
   @classmethod
@@ -43,8 +47,10 @@ class AtomicItemConstraint:
 
   def check_vocab(self, vocab: int, eos_id: int):
     if self.token_offset + self.num_items > vocab:
-      raise ValueError(f"AtomicItemConstraint: item tokens end at {self.token_offset + self.num_items}"
-                       f" but the model vocabulary has {vocab} tokens")
+      raise ValueError(
+        f"AtomicItemConstraint: item tokens end at {self.token_offset + self.num_items}"
+        f" but the model vocabulary has {vocab} tokens"
+      )
     if eos_id != self.eos_id:
       raise ValueError(f"AtomicItemConstraint: eos_id {self.eos_id} != model eos_token_id {eos_id}")
 
@@ -82,8 +88,16 @@ class PrefixTrieConstraint:
   batched binary search over its children.
   """
 
-  def __init__(self, arrays: dict, *, eos_id: int, max_fanout: int, depth: int, vocab_bound: int,
-               num_items: int):
+  def __init__(
+    self,
+    arrays: dict,
+    *,
+    eos_id: int,
+    max_fanout: int,
+    depth: int,
+    vocab_bound: int,
+    num_items: int,
+  ):
     self.arrays = arrays
     self.eos_id, self.max_fanout, self.depth = int(eos_id), int(max_fanout), int(depth)
     self.vocab_bound, self.num_items = int(vocab_bound), int(num_items)
@@ -92,14 +106,26 @@ class PrefixTrieConstraint:
 
   def tree_flatten(self):
     keys = sorted(self.arrays)
-    return tuple(self.arrays[k] for k in keys), (tuple(keys), self.eos_id, self.max_fanout,
-                                                 self.depth, self.vocab_bound, self.num_items)
+    return tuple(self.arrays[k] for k in keys), (
+      tuple(keys),
+      self.eos_id,
+      self.max_fanout,
+      self.depth,
+      self.vocab_bound,
+      self.num_items,
+    )
 
   @classmethod
   def tree_unflatten(cls, aux, children):
     keys, eos_id, max_fanout, depth, vocab_bound, num_items = aux
-    return cls(dict(zip(keys, children)), eos_id=eos_id, max_fanout=max_fanout, depth=depth,
-               vocab_bound=vocab_bound, num_items=num_items)
+    return cls(
+      dict(zip(keys, children)),
+      eos_id=eos_id,
+      max_fanout=max_fanout,
+      depth=depth,
+      vocab_bound=vocab_bound,
+      num_items=num_items,
+    )
 
   @classmethod
   def from_catalog(cls, catalog, eos_id: int = 1) -> "PrefixTrieConstraint":
@@ -115,25 +141,29 @@ class PrefixTrieConstraint:
     return cache[eos_id]
 
   @classmethod
-  def from_sequences(cls, sequences, eos_id: int, *, pad_id: int = -1,
-                     source: str = "<sequences>") -> "PrefixTrieConstraint":
+  def from_sequences(
+    cls, sequences, eos_id: int, *, pad_id: int = -1, source: str = "<sequences>"
+  ) -> "PrefixTrieConstraint":
     """sequences int [num_items, L]: item i's token ids, right-padded with `pad_id` (< 0)."""
     seqs = np.asarray(sequences)
     if seqs.ndim != 2 or seqs.shape[0] < 1 or seqs.shape[1] < 1:
-      raise ValueError(f"{source}: expected a non-empty int array [num_items, length], got shape "
-                       f"{seqs.shape}")
+      raise ValueError(
+        f"{source}: expected a non-empty int array [num_items, length], got shape {seqs.shape}"
+      )
     seqs = seqs.astype(np.int64)
     num_items, depth = seqs.shape
     valid = seqs != pad_id
     lengths = valid.sum(1)
     for i in np.nonzero((lengths == 0) | (valid[:, :-1] < valid[:, 1:]).any(1))[0][:1]:
-      raise ValueError(f"{source}: row {i}: expected tokens then right padding ({pad_id}), got "
-                       f"{seqs[i].tolist()}")
+      raise ValueError(
+        f"{source}: row {i}: expected tokens then right padding ({pad_id}), got {seqs[i].tolist()}"
+      )
     bad = valid & ((seqs < 0) | (seqs == eos_id))
     if bad.any():
       i, j = (int(x[0]) for x in np.nonzero(bad))
-      raise ValueError(f"{source}: row {i}, position {j}: token {seqs[i, j]} is negative or the "
-                       f"EOS id {eos_id}")
+      raise ValueError(
+        f"{source}: row {i}, position {j}: token {seqs[i, j]} is negative or the EOS id {eos_id}"
+      )
     vocab_bound = int(seqs[valid].max()) + 1
 
     # Number nodes depth by depth: node of a prefix = unique (parent node, token) pair.
@@ -162,28 +192,38 @@ class PrefixTrieConstraint:
     if len(np.unique(node)) != num_items:
       _, first = np.unique(node, return_index=True)
       dup = sorted(set(range(num_items)) - set(first.tolist()))[0]
-      raise ValueError(f"{source}: row {dup}: token sequence {seqs[dup].tolist()} is used by an "
-                       f"earlier item as well")
+      raise ValueError(
+        f"{source}: row {dup}: token sequence {seqs[dup].tolist()} is used by an "
+        f"earlier item as well"
+      )
     terminal[node] = True
     item_of_node[node] = np.arange(num_items)
     root_children = token[parent == 0]
     max_fanout = int(count[1:].max()) if num_nodes > 1 else 1
     arrays = {
-        "child_start": jnp.asarray(start, jnp.int32),
-        "child_count": jnp.asarray(count, jnp.int32),
-        "edge_tok": jnp.asarray(token, jnp.int32),
-        "edge_child": jnp.asarray(child, jnp.int32),
-        "terminal": jnp.asarray(terminal),
-        "root_tokens": jnp.asarray(root_children, jnp.int32),
-        "item_of_node": jnp.asarray(item_of_node, jnp.int32),
+      "child_start": jnp.asarray(start, jnp.int32),
+      "child_count": jnp.asarray(count, jnp.int32),
+      "edge_tok": jnp.asarray(token, jnp.int32),
+      "edge_child": jnp.asarray(child, jnp.int32),
+      "terminal": jnp.asarray(terminal),
+      "root_tokens": jnp.asarray(root_children, jnp.int32),
+      "item_of_node": jnp.asarray(item_of_node, jnp.int32),
     }
-    return cls(arrays, eos_id=eos_id, max_fanout=max(max_fanout, 1), depth=depth,
-               vocab_bound=vocab_bound, num_items=num_items)
+    return cls(
+      arrays,
+      eos_id=eos_id,
+      max_fanout=max(max_fanout, 1),
+      depth=depth,
+      vocab_bound=vocab_bound,
+      num_items=num_items,
+    )
 
   def check_vocab(self, vocab: int, eos_id: int):
     if self.vocab_bound > vocab:
-      raise ValueError(f"PrefixTrieConstraint: item tokens go up to {self.vocab_bound - 1} but the "
-                       f"model vocabulary has {vocab} tokens")
+      raise ValueError(
+        f"PrefixTrieConstraint: item tokens go up to {self.vocab_bound - 1} but the "
+        f"model vocabulary has {vocab} tokens"
+      )
     if eos_id != self.eos_id:
       raise ValueError(f"PrefixTrieConstraint: eos_id {self.eos_id} != model eos_token_id {eos_id}")
 
@@ -242,7 +282,7 @@ class PrefixTrieConstraint:
         item = int(h["item_of_node"][u])
         return item if item >= 0 else None
       s, c = int(h["start"][u]), int(h["count"][u])
-      k = s + int(np.searchsorted(h["tok"][s:s + c], tok))
+      k = s + int(np.searchsorted(h["tok"][s : s + c], tok))
       if k >= s + c or h["tok"][k] != tok:
         return None
       u = int(h["child"][k])
@@ -251,9 +291,13 @@ class PrefixTrieConstraint:
   def _host_tables(self):
     if self._host is None:
       a = jax.device_get(self.arrays)
-      self._host = {"start": np.asarray(a["child_start"]), "count": np.asarray(a["child_count"]),
-                    "tok": np.asarray(a["edge_tok"]), "child": np.asarray(a["edge_child"]),
-                    "item_of_node": np.asarray(a["item_of_node"])}
+      self._host = {
+        "start": np.asarray(a["child_start"]),
+        "count": np.asarray(a["child_count"]),
+        "tok": np.asarray(a["edge_tok"]),
+        "child": np.asarray(a["edge_child"]),
+        "item_of_node": np.asarray(a["item_of_node"]),
+      }
     return self._host
 
 
@@ -270,12 +314,15 @@ def sequences_to_items(sequences, constraint, scores=None) -> list[list[int]]:
     elif hasattr(constraint, "token_offset") and hasattr(constraint, "num_items"):
       constraint = AtomicItemConstraint(constraint.token_offset, constraint.num_items, 1)
     else:
-      raise TypeError(f"sequences_to_items: expected a constraint or an ItemCatalog, got "
-                      f"{type(constraint).__name__}")
+      raise TypeError(
+        f"sequences_to_items: expected a constraint or an ItemCatalog, got "
+        f"{type(constraint).__name__}"
+      )
   seqs = np.asarray(sequences)
   if seqs.ndim != 3:
-    raise ValueError(f"sequences_to_items: expected sequences [batch, num_return, length], got "
-                     f"shape {seqs.shape}")
+    raise ValueError(
+      f"sequences_to_items: expected sequences [batch, num_return, length], got shape {seqs.shape}"
+    )
   sc = None if scores is None else np.asarray(scores)
   out = []
   for q in range(seqs.shape[0]):

@@ -40,17 +40,43 @@ def check_topk_args(num_return_sequences: int, num_items: int, max_new_tokens: i
   if not isinstance(k, numbers.Integral) or isinstance(k, bool) or k < 1:
     raise ValueError(f"topk_exact: decode.num_return_sequences must be an int >= 1, got {k!r}")
   if k > num_items:
-    raise ValueError(f"topk_exact: decode.num_return_sequences={k} exceeds the number of items "
-                     f"({num_items}); the exact top-K returns distinct items only")
+    raise ValueError(
+      f"topk_exact: decode.num_return_sequences={k} exceeds the number of items "
+      f"({num_items}); the exact top-K returns distinct items only"
+    )
   if max_new_tokens < 2:
-    raise ValueError(f"topk_exact: decode.max_new_tokens must be >= 2 (<item> </s>), got "
-                     f"{max_new_tokens!r}")
+    raise ValueError(
+      f"topk_exact: decode.max_new_tokens must be >= 2 (<item> </s>), got {max_new_tokens!r}"
+    )
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "k", "token_offset", "num_items",
-                                             "max_new_tokens", "eos_id", "pad_id", "start_id"))
-def _model_topk(graphdef, params, encoder_input_ids, encoder_mask, *, k, token_offset, num_items,
-                max_new_tokens, eos_id, pad_id, start_id):
+@functools.partial(
+  jax.jit,
+  static_argnames=(
+    "graphdef",
+    "k",
+    "token_offset",
+    "num_items",
+    "max_new_tokens",
+    "eos_id",
+    "pad_id",
+    "start_id",
+  ),
+)
+def _model_topk(
+  graphdef,
+  params,
+  encoder_input_ids,
+  encoder_mask,
+  *,
+  k,
+  token_offset,
+  num_items,
+  max_new_tokens,
+  eos_id,
+  pad_id,
+  start_id,
+):
   _TRACES["model_topk"] += 1
   model = nnx.merge(graphdef, params)
   b = encoder_input_ids.shape[0]
@@ -71,9 +97,15 @@ def _model_topk(graphdef, params, encoder_input_ids, encoder_mask, *, k, token_o
   return seqs, scores
 
 
-def topk_exact(model, encoder_input_ids, *, encoder_mask=None, num_return_sequences: int,
-               max_new_tokens: int = 2, constraint: AtomicItemConstraint | None = None
-               ) -> tuple[Array, Array]:
+def topk_exact(
+  model,
+  encoder_input_ids,
+  *,
+  encoder_mask=None,
+  num_return_sequences: int,
+  max_new_tokens: int = 2,
+  constraint: AtomicItemConstraint | None = None,
+) -> tuple[Array, Array]:
   """The K = num_return_sequences most probable items of each query (atomic item IDs only).
 
   model: a `gr_jax.model.T5` whose item tokens follow its text vocabulary.
@@ -86,27 +118,42 @@ def topk_exact(model, encoder_input_ids, *, encoder_mask=None, num_return_sequen
   cfg = model.config
   if constraint is None:
     if cfg.num_item_tokens < 1:
-      raise ValueError("topk_exact: the model has no item tokens (num_item_tokens=0); decode."
-                       "method='topk_exact' needs atomic item IDs")
+      raise ValueError(
+        "topk_exact: the model has no item tokens (num_item_tokens=0); decode."
+        "method='topk_exact' needs atomic item IDs"
+      )
     constraint = AtomicItemConstraint(cfg.vocab_size, cfg.num_item_tokens, cfg.eos_token_id)
   if not isinstance(constraint, AtomicItemConstraint):
-    raise ValueError(f"topk_exact: needs atomic item IDs (an AtomicItemConstraint), got "
-                     f"{type(constraint).__name__}; use decode.method='beam' for multi-token IDs")
+    raise ValueError(
+      f"topk_exact: needs atomic item IDs (an AtomicItemConstraint), got "
+      f"{type(constraint).__name__}; use decode.method='beam' for multi-token IDs"
+    )
   constraint.check_vocab(cfg.total_vocab_size, cfg.eos_token_id)
   k = num_return_sequences
   k = int(k) if isinstance(k, numbers.Integral) else k  # NumPy ints from configs are fine
   check_topk_args(k, constraint.num_items, int(max_new_tokens))
   ids = jnp.asarray(encoder_input_ids, jnp.int32)
   if ids.ndim != 2:
-    raise ValueError(f"topk_exact: encoder_input_ids must be [batch, length], got shape "
-                     f"{ids.shape}")
+    raise ValueError(
+      f"topk_exact: encoder_input_ids must be [batch, length], got shape {ids.shape}"
+    )
   mask = ids != cfg.pad_token_id if encoder_mask is None else jnp.asarray(encoder_mask)
   if mask.shape != ids.shape:
-    raise ValueError(f"topk_exact: encoder_mask shape {mask.shape} != encoder_input_ids shape "
-                     f"{ids.shape}")
+    raise ValueError(
+      f"topk_exact: encoder_mask shape {mask.shape} != encoder_input_ids shape {ids.shape}"
+    )
   graphdef, params = nnx.split(model)
   ids, mask = _shard_batch(params, ids, mask)
-  return _model_topk(graphdef, params, ids, mask, k=k, token_offset=constraint.token_offset,
-                     num_items=constraint.num_items, max_new_tokens=int(max_new_tokens),
-                     eos_id=cfg.eos_token_id, pad_id=cfg.pad_token_id,
-                     start_id=cfg.decoder_start_token_id)
+  return _model_topk(
+    graphdef,
+    params,
+    ids,
+    mask,
+    k=k,
+    token_offset=constraint.token_offset,
+    num_items=constraint.num_items,
+    max_new_tokens=int(max_new_tokens),
+    eos_id=cfg.eos_token_id,
+    pad_id=cfg.pad_token_id,
+    start_id=cfg.decoder_start_token_id,
+  )

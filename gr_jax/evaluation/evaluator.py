@@ -46,8 +46,9 @@ class EvaluationError(RuntimeError):
   """Something the evaluation needs is missing or does not match; the message is one line."""
 
 
-def apply_overrides(config: ml_collections.ConfigDict, overrides: Mapping[str, Any] | None
-                    ) -> ml_collections.ConfigDict:
+def apply_overrides(
+  config: ml_collections.ConfigDict, overrides: Mapping[str, Any] | None
+) -> ml_collections.ConfigDict:
   """Copy of config with dotted-path overrides (`{"decode.num_beams": 8}`) applied."""
   config = ml_collections.ConfigDict(config.to_dict())
   for key, value in (overrides or {}).items():
@@ -87,23 +88,29 @@ def with_decode_defaults(config: ml_collections.ConfigDict) -> ml_collections.Co
 def dataset_dir(workdir: str, config) -> str:
   path = workdir_lib.processed_dir(config, workdir)
   if not os.path.exists(os.path.join(path, "catalog.json")):
-    raise EvaluationError(f"{workdir}: processed dataset {path} has no catalog.json "
-                          "(set data.processed_dir or run gr_jax.prepare)")
+    raise EvaluationError(
+      f"{workdir}: processed dataset {path} has no catalog.json "
+      "(set data.processed_dir or run gr_jax.prepare)"
+    )
   return path
 
 
 def load_split(data_dir: str, task: str, split: str) -> dict[str, np.ndarray]:
   path = os.path.join(data_dir, task, f"{split}.npz")
   if not os.path.exists(path):
-    have = sorted(f[:-4] for f in os.listdir(os.path.join(data_dir, task))
-                  if f.endswith(".npz")) if os.path.isdir(os.path.join(data_dir, task)) else []
+    have = (
+      sorted(f[:-4] for f in os.listdir(os.path.join(data_dir, task)) if f.endswith(".npz"))
+      if os.path.isdir(os.path.join(data_dir, task))
+      else []
+    )
     raise EvaluationError(f"{path}: split {split!r} of task {task!r} is missing (have {have})")
   with np.load(path) as z:
     arrays = {k: z[k] for k in z.files}
   for key in ("encoder_input_ids", "target_item", "query_id"):
     if key not in arrays:
-      raise EvaluationError(f"{path}: field {key!r} missing; expected encoder_input_ids, "
-                            "target_item, query_id")
+      raise EvaluationError(
+        f"{path}: field {key!r} missing; expected encoder_input_ids, target_item, query_id"
+      )
   return arrays
 
 
@@ -114,13 +121,15 @@ def item_constraint(catalog, eos_id: int):
   code tokens, then EOS (built once per catalogue object); a finished sequence names one item.
   """
   from gr_jax.decoding.constraints import AtomicItemConstraint, PrefixTrieConstraint
+
   scheme = getattr(catalog, "id_scheme", "atomic")
   if scheme == "atomic":
     return AtomicItemConstraint.from_catalog(catalog, eos_id=eos_id)
   if scheme == "semantic":
     return PrefixTrieConstraint.from_catalog(catalog, eos_id=eos_id)
-  raise EvaluationError(f"item id scheme {scheme!r}: the evaluator supports 'atomic' and "
-                        "'semantic'")
+  raise EvaluationError(
+    f"item id scheme {scheme!r}: the evaluator supports 'atomic' and 'semantic'"
+  )
 
 
 def decode_length(catalog, max_new_tokens: int) -> int:
@@ -130,8 +139,12 @@ def decode_length(catalog, max_new_tokens: int) -> int:
     return int(max_new_tokens)
   need = int(catalog.tokens_per_item) + 1
   if int(max_new_tokens) != need:
-    log.info("decode.max_new_tokens=%d replaced by %d: semantic IDs are %d code tokens + EOS",
-             int(max_new_tokens), need, need - 1)
+    log.info(
+      "decode.max_new_tokens=%d replaced by %d: semantic IDs are %d code tokens + EOS",
+      int(max_new_tokens),
+      need,
+      need - 1,
+    )
   return need
 
 
@@ -147,44 +160,70 @@ def make_decode_fn(model, config, catalog) -> Callable[[np.ndarray], tuple[np.nd
   scheme = getattr(catalog, "id_scheme", "atomic")
   if method == "topk_exact" and scheme != "atomic":
     raise EvaluationError(
-        f"decode.method='topk_exact' ranks the items of one decoder step and needs atomic item "
-        f"IDs; this dataset's IDs are {scheme!r} (several tokens each): use decode.method=beam")
+      f"decode.method='topk_exact' ranks the items of one decoder step and needs atomic item "
+      f"IDs; this dataset's IDs are {scheme!r} (several tokens each): use decode.method=beam"
+    )
   constraint = item_constraint(catalog, model.config.eos_token_id)
   max_new_tokens = decode_length(catalog, de.max_new_tokens)
   pad = model.config.pad_token_id
 
   if method == "topk_exact":
     from gr_jax.decoding.topk import check_topk_args, topk_exact
+
     try:  # fail before any decoding, in the words of the config
       check_topk_args(de.num_return_sequences, catalog.num_items, de.max_new_tokens)
     except ValueError as e:
       raise EvaluationError(str(e)) from None
 
     def decode(enc: np.ndarray):
-      seqs, scores = topk_exact(model, enc, encoder_mask=enc != pad,
-                                num_return_sequences=de.num_return_sequences,
-                                max_new_tokens=de.max_new_tokens, constraint=constraint)
+      seqs, scores = topk_exact(
+        model,
+        enc,
+        encoder_mask=enc != pad,
+        num_return_sequences=de.num_return_sequences,
+        max_new_tokens=de.max_new_tokens,
+        constraint=constraint,
+      )
       return np.asarray(seqs), np.asarray(scores)
+
     return decode
 
   from gr_jax.decoding.beam_search import beam_search
+
   use_cache = de.get("use_cache", DECODE_DEFAULTS["use_cache"])
   one_hot_gather = de.get("one_hot_gather", DECODE_DEFAULTS["one_hot_gather"])
 
   def decode(enc: np.ndarray):
     seqs, scores = beam_search(
-        model, enc, encoder_mask=enc != pad, num_beams=de.num_beams,
-        num_beam_groups=de.num_beam_groups, diversity_penalty=de.diversity_penalty,
-        length_penalty=de.length_penalty, max_new_tokens=max_new_tokens,
-        num_return_sequences=de.num_return_sequences, early_stopping=de.early_stopping,
-        constraint=constraint, use_cache=use_cache, one_hot_gather=one_hot_gather)
+      model,
+      enc,
+      encoder_mask=enc != pad,
+      num_beams=de.num_beams,
+      num_beam_groups=de.num_beam_groups,
+      diversity_penalty=de.diversity_penalty,
+      length_penalty=de.length_penalty,
+      max_new_tokens=max_new_tokens,
+      num_return_sequences=de.num_return_sequences,
+      early_stopping=de.early_stopping,
+      constraint=constraint,
+      use_cache=use_cache,
+      one_hot_gather=one_hot_gather,
+    )
     return np.asarray(seqs), np.asarray(scores)
+
   return decode
 
 
-def decode_queries(decode_fn, encoder_inputs: np.ndarray, query_ids, catalog, batch_size: int,
-                   task: str = "", log_every_s: float = 10.0, eos_id: int = 1
-                   ) -> dict[str, dict[str, float]]:
+def decode_queries(
+  decode_fn,
+  encoder_inputs: np.ndarray,
+  query_ids,
+  catalog,
+  batch_size: int,
+  task: str = "",
+  log_every_s: float = 10.0,
+  eos_id: int = 1,
+) -> dict[str, dict[str, float]]:
   """Run dict `{query_id: {item_id: score}}` for the given unique queries.
 
   A returned sequence counts when it spells an item (`constraint.to_items`: item token then EOS,
@@ -215,12 +254,23 @@ def decode_queries(decode_fn, encoder_inputs: np.ndarray, query_ids, catalog, ba
     now = time.time()
     if now - last >= log_every_s or hi == n:
       last = now
-      log.info("evaluate %s: %d/%d queries, %.1f queries/s", task, hi, n, hi / max(now - start, 1e-9))
+      log.info(
+        "evaluate %s: %d/%d queries, %.1f queries/s", task, hi, n, hi / max(now - start, 1e-9)
+      )
   return run
 
 
-def decode_split(decode_fn, config, data_dir: str, catalog, arrays: Mapping[str, dict], split: str,
-                 *, eos_id: int = 1, max_queries: int = 0) -> tuple[dict, dict]:
+def decode_split(
+  decode_fn,
+  config,
+  data_dir: str,
+  catalog,
+  arrays: Mapping[str, dict],
+  split: str,
+  *,
+  eos_id: int = 1,
+  max_queries: int = 0,
+) -> tuple[dict, dict]:
   """Decodes every query of `arrays` (task -> split arrays) and scores it against its qrels.
 
   Returns `(results, info_tasks)`: results[task] = {"run", "qrels", "means", "per_query"} and
@@ -230,10 +280,14 @@ def decode_split(decode_fn, config, data_dir: str, catalog, arrays: Mapping[str,
   """
   from gr_jax.data import pipeline
   from gr_jax.data.tokenizer import TextTokenizer
+
   ks = tuple(int(k) for k in config.eval.ks)
   # The same inputs the model was trained on: the task prefix when the run used one.
-  prefix_tokenizer = (TextTokenizer.load(os.path.join(data_dir, "tokenizer"))
-                      if config.data.get("task_prefix", False) else None)
+  prefix_tokenizer = (
+    TextTokenizer.load(os.path.join(data_dir, "tokenizer"))
+    if config.data.get("task_prefix", False)
+    else None
+  )
   results, info_tasks = {}, {}
   for t, split_arrays in arrays.items():
     src = os.path.join(data_dir, t, f"{split}.npz")
@@ -241,31 +295,44 @@ def decode_split(decode_fn, config, data_dir: str, catalog, arrays: Mapping[str,
     if max_queries > 0:
       qids, first = qids[:max_queries], first[:max_queries]
     keep = set(qids)
-    qrels = {q: rel for q, rel in runs_lib.qrels_from_split(split_arrays, catalog.item_ids,
-                                                             src).items() if q in keep}
+    qrels = {
+      q: rel
+      for q, rel in runs_lib.qrels_from_split(split_arrays, catalog.item_ids, src).items()
+      if q in keep
+    }
     enc = np.asarray(split_arrays["encoder_input_ids"][first], np.int32)
     if prefix_tokenizer is not None:
       enc = pipeline.add_task_prefix(enc, t, prefix_tokenizer)
     t0 = time.time()
-    run = decode_queries(decode_fn, enc, qids, catalog, int(config.decode.batch_size), task=t,
-                         eos_id=eos_id)
+    run = decode_queries(
+      decode_fn, enc, qids, catalog, int(config.decode.batch_size), task=t, eos_id=eos_id
+    )
     secs = time.time() - t0
     means, pq = metrics_lib.evaluate_run(qrels, run, ks)
     results[t] = {"run": run, "qrels": qrels, "means": means, "per_query": pq}
     # Beam search often returns fewer distinct items than decode.num_return_sequences (groups
     # re-pick the same items), so "Recall@30" may really be a shallower cut-off: record it.
     distinct = float(np.mean([len(run[q]) for q in qids])) if qids else 0.0
-    info_tasks[t] = {"num_queries": len(qids),
-                     "num_examples": int(len(split_arrays["query_id"])),
-                     "decode_seconds": secs, "queries_per_s": len(qids) / max(secs, 1e-9),
-                     "distinct_items_mean": distinct}
-    log.info("%s %s/%s: %s", "decode", t, split, {k: round(v, 4) for k, v in means.items()
-                                                 if k.startswith("recall")})
+    info_tasks[t] = {
+      "num_queries": len(qids),
+      "num_examples": int(len(split_arrays["query_id"])),
+      "decode_seconds": secs,
+      "queries_per_s": len(qids) / max(secs, 1e-9),
+      "distinct_items_mean": distinct,
+    }
+    log.info(
+      "%s %s/%s: %s",
+      "decode",
+      t,
+      split,
+      {k: round(v, 4) for k, v in means.items() if k.startswith("recall")},
+    )
   return results, info_tasks
 
 
-def validation_decoder(config, data_dir: str, *, max_queries: int = 0
-                       ) -> Callable[[Any], dict[str, float]]:
+def validation_decoder(
+  config, data_dir: str, *, max_queries: int = 0
+) -> Callable[[Any], dict[str, float]]:
   """A function `model -> metrics` that decodes the valid split of the run's tasks with the run's
   decoder (config.decode); the catalogue and the split are read once, here, not at every decode.
 
@@ -274,14 +341,23 @@ def validation_decoder(config, data_dir: str, *, max_queries: int = 0
   early on these; nothing here reads the test split.
   """
   from gr_jax.data.catalog import ItemCatalog
+
   catalog = ItemCatalog.load(os.path.join(data_dir, "catalog.json"))
   arrays = {t: load_split(data_dir, t, "valid") for t in config.data.tasks}
   config = with_decode_defaults(config)
 
   def metrics(model) -> dict[str, float]:
     decode_fn = make_decode_fn(model, config, catalog)
-    results, _ = decode_split(decode_fn, config, data_dir, catalog, arrays, "valid",
-                              eos_id=model.config.eos_token_id, max_queries=max_queries)
+    results, _ = decode_split(
+      decode_fn,
+      config,
+      data_dir,
+      catalog,
+      arrays,
+      "valid",
+      eos_id=model.config.eos_token_id,
+      max_queries=max_queries,
+    )
     out: dict[str, float] = {}
     for t, r in results.items():
       for name, value in r["means"].items():
@@ -293,8 +369,15 @@ def validation_decoder(config, data_dir: str, *, max_queries: int = 0
   return metrics
 
 
-def evaluate(workdir: str, split: str = "test", step=None, overrides: Mapping[str, Any] | None = None,
-             *, decode_fn_factory: Callable | None = None, out_subdir: str | None = None) -> dict:
+def evaluate(
+  workdir: str,
+  split: str = "test",
+  step=None,
+  overrides: Mapping[str, Any] | None = None,
+  *,
+  decode_fn_factory: Callable | None = None,
+  out_subdir: str | None = None,
+) -> dict:
   """Evaluates a run directory's checkpoint; returns (and writes) the metrics.json object.
 
   overrides: dotted config fields, e.g. `{"decode.num_beams": 8, "eval.ks": (1, 10)}` or
@@ -308,8 +391,9 @@ def evaluate(workdir: str, split: str = "test", step=None, overrides: Mapping[st
 
   if split not in ("test", "valid"):
     raise EvaluationError(f"split must be 'test' or 'valid', got {split!r}")
-  if out_subdir is not None and (not out_subdir or out_subdir in (".", "..")
-                                 or os.sep in out_subdir or "/" in out_subdir):
+  if out_subdir is not None and (
+    not out_subdir or out_subdir in (".", "..") or os.sep in out_subdir or "/" in out_subdir
+  ):
     raise EvaluationError(f"out_subdir must be one directory name, got {out_subdir!r}")
   if not epath.Path(workdir_lib.absolute(workdir)).is_dir():
     raise EvaluationError(f"{workdir}: run directory does not exist")
@@ -319,8 +403,9 @@ def evaluate(workdir: str, split: str = "test", step=None, overrides: Mapping[st
   except (FileNotFoundError, checkpointing.ConfigMismatchError) as e:
     raise EvaluationError(" ".join(str(e).split())) from e
   except ValueError as e:  # restored arrays do not fit the config's model
-    raise EvaluationError(f"{workdir}: checkpoint does not match its config: "
-                          + " ".join(str(e).split())) from e
+    raise EvaluationError(
+      f"{workdir}: checkpoint does not match its config: " + " ".join(str(e).split())
+    ) from e
   config = apply_overrides(with_decode_defaults(config), overrides)
   data_dir = dataset_dir(workdir, config)
   checkpointing.verify_dataset_of(config, data_dir)  # the data the checkpoint was trained on
@@ -328,10 +413,11 @@ def evaluate(workdir: str, split: str = "test", step=None, overrides: Mapping[st
   mc = model.config
   if catalog.token_offset != mc.vocab_size or catalog.num_id_tokens != mc.num_item_tokens:
     raise EvaluationError(
-        f"{data_dir}/catalog.json: {catalog.num_items} items from token {catalog.token_offset} "
-        f"({catalog.num_id_tokens} {catalog.id_scheme} ID tokens), but "
-        f"the checkpoint's model has {mc.num_item_tokens} item tokens from {mc.vocab_size} "
-        "(checkpoint from another dataset or config)")
+      f"{data_dir}/catalog.json: {catalog.num_items} items from token {catalog.token_offset} "
+      f"({catalog.num_id_tokens} {catalog.id_scheme} ID tokens), but "
+      f"the checkpoint's model has {mc.num_item_tokens} item tokens from {mc.vocab_size} "
+      "(checkpoint from another dataset or config)"
+    )
   tasks = [t for t in config.data.tasks]
   for t in tasks:
     if t not in TASKS:
@@ -340,23 +426,40 @@ def evaluate(workdir: str, split: str = "test", step=None, overrides: Mapping[st
 
   ks = tuple(int(k) for k in config.eval.ks)
   if config.decode.num_return_sequences < max(ks):
-    log.warning("decode.num_return_sequences=%d < max cut-off %d: deeper ranks count as misses",
-                config.decode.num_return_sequences, max(ks))
+    log.warning(
+      "decode.num_return_sequences=%d < max cut-off %d: deeper ranks count as misses",
+      config.decode.num_return_sequences,
+      max(ks),
+    )
   factory = decode_fn_factory or make_decode_fn
   decode_fn = factory(model, config, catalog)
-  results, info_tasks = decode_split(decode_fn, config, data_dir, catalog, arrays, split,
-                                     eos_id=mc.eos_token_id)
+  results, info_tasks = decode_split(
+    decode_fn, config, data_dir, catalog, arrays, split, eos_id=mc.eos_token_id
+  )
   selection = None
   if step_request == "best":
     # Which validation metric chose this checkpoint (never the test split: see training.loop).
-    selection = {"split": "valid", "metric": config.checkpoint.get("best_metric", "val/loss"),
-                 "mode": config.checkpoint.get("best_mode", "min"), "step": int(step)}
-  info = {"workdir": workdir_lib.absolute(workdir), "step": int(step), "split": split, "ks": list(ks),
-          "selected_by": selection, "decode_method": config.decode.method, "decode": config.decode.to_dict(),
-          "tasks": info_tasks, "dataset": os.path.abspath(data_dir),
-          "metric_note": "recall@K is Recall (share of a query's relevant items in the top K); it "
-                         "equals Success@K when a query has one relevant item. Ties: score "
-                         "descending, item id descending (trec_eval)."}
+    selection = {
+      "split": "valid",
+      "metric": config.checkpoint.get("best_metric", "val/loss"),
+      "mode": config.checkpoint.get("best_mode", "min"),
+      "step": int(step),
+    }
+  info = {
+    "workdir": workdir_lib.absolute(workdir),
+    "step": int(step),
+    "split": split,
+    "ks": list(ks),
+    "selected_by": selection,
+    "decode_method": config.decode.method,
+    "decode": config.decode.to_dict(),
+    "tasks": info_tasks,
+    "dataset": os.path.abspath(data_dir),
+    "metric_note": "recall@K is Recall (share of a query's relevant items in the top K); it "
+    "equals Success@K when a query has one relevant item. Ties: score "
+    "descending, item id descending (trec_eval).",
+  }
   tag = f"{config.get('name', 'gr_jax')}-step{step}".replace(" ", "_")
-  return runs_lib.write_eval_outputs(runs_lib.eval_dir(workdir, out_subdir or split), results,
-                                     {"info": info}, tag=tag)
+  return runs_lib.write_eval_outputs(
+    runs_lib.eval_dir(workdir, out_subdir or split), results, {"info": info}, tag=tag
+  )

@@ -47,8 +47,12 @@ def metric_names(ks: Sequence[int], families: Sequence[str] = METRIC_FAMILIES) -
   return [f"{f}@{k}" for f in families for k in ks]
 
 
-def query_metrics(ranked: Sequence[str], rels: Mapping[str, int], ks: Sequence[int],
-                  families: Sequence[str] = METRIC_FAMILIES) -> dict[str, float]:
+def query_metrics(
+  ranked: Sequence[str],
+  rels: Mapping[str, int],
+  ks: Sequence[int],
+  families: Sequence[str] = METRIC_FAMILIES,
+) -> dict[str, float]:
   """All metrics of one query from its ranked item list and its qrels."""
   relevant = {d: float(r) for d, r in rels.items() if r > 0}
   n_rel = len(relevant)
@@ -77,8 +81,9 @@ def query_metrics(ranked: Sequence[str], rels: Mapping[str, int], ks: Sequence[i
   return out
 
 
-def per_query_metrics(qrels: Qrels, run: Run, ks: Sequence[int],
-                      families: Sequence[str] = METRIC_FAMILIES) -> dict[str, dict[str, float]]:
+def per_query_metrics(
+  qrels: Qrels, run: Run, ks: Sequence[int], families: Sequence[str] = METRIC_FAMILIES
+) -> dict[str, dict[str, float]]:
   """`{metric_name: {query_id: value}}` for every qrels query with a relevant item."""
   names = metric_names(ks, families)
   out: dict[str, dict[str, float]] = {n: {} for n in names}
@@ -97,15 +102,17 @@ def aggregate(per_query: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
   return {name: (sum(v.values()) / len(v) if v else 0.0) for name, v in per_query.items()}
 
 
-def evaluate_run(qrels: Qrels, run: Run, ks: Sequence[int],
-                 families: Sequence[str] = METRIC_FAMILIES) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+def evaluate_run(
+  qrels: Qrels, run: Run, ks: Sequence[int], families: Sequence[str] = METRIC_FAMILIES
+) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
   """(means, per-query values) of one run."""
   pq = per_query_metrics(qrels, run, ks, families)
   return aggregate(pq), pq
 
 
-def run_from_ranked(ranked: Mapping[str, Sequence[str]], scores: Mapping[str, Sequence[float]] | None = None
-                    ) -> dict[str, dict[str, float]]:
+def run_from_ranked(
+  ranked: Mapping[str, Sequence[str]], scores: Mapping[str, Sequence[float]] | None = None
+) -> dict[str, dict[str, float]]:
   """Ranked lists (best first) -> a run dict. Duplicates keep their first (best) rank.
 
   Without scores, rank r gets score -r so the order is unambiguous. With scores, they must be

@@ -21,6 +21,7 @@ from etils import epath
 
 from gr_jax import workdir as workdir_lib
 from gr_jax.evaluation import metrics as metrics_lib
+
 # General file writing lives in gr_jax.workdir; re-exported because run files are written here.
 from gr_jax.workdir import json_text as _json_text
 from gr_jax.workdir import write_json, write_text  # noqa: F401
@@ -63,16 +64,21 @@ def read_run(path: str) -> dict[str, dict[str, float]]:
       parts = line.split()
       if len(parts) != 6:
         raise RunFormatError(
-            f"{path}:{lineno}: expected 6 fields 'qid Q0 item rank score tag', got {len(parts)}")
+          f"{path}:{lineno}: expected 6 fields 'qid Q0 item rank score tag', got {len(parts)}"
+        )
       qid, _, item, rank, score, _ = parts
       try:
         int(rank)
       except ValueError:
-        raise RunFormatError(f"{path}:{lineno}: field 'rank' must be an integer, got {rank!r}") from None
+        raise RunFormatError(
+          f"{path}:{lineno}: field 'rank' must be an integer, got {rank!r}"
+        ) from None
       try:
         value = float(score)
       except ValueError:
-        raise RunFormatError(f"{path}:{lineno}: field 'score' must be a number, got {score!r}") from None
+        raise RunFormatError(
+          f"{path}:{lineno}: field 'score' must be a number, got {score!r}"
+        ) from None
       if math.isnan(value):
         raise RunFormatError(f"{path}:{lineno}: field 'score' is NaN")
       q = run.setdefault(qid, {})
@@ -105,13 +111,15 @@ def read_qrels(path: str) -> dict[str, dict[str, int]]:
       parts = line.split()
       if len(parts) != 4:
         raise RunFormatError(
-            f"{path}:{lineno}: expected 4 fields 'qid 0 item relevance', got {len(parts)}")
+          f"{path}:{lineno}: expected 4 fields 'qid 0 item relevance', got {len(parts)}"
+        )
       qid, _, item, rel = parts
       try:
         qrels.setdefault(qid, {})[item] = int(rel)
       except ValueError:
         raise RunFormatError(
-            f"{path}:{lineno}: field 'relevance' must be an integer, got {rel!r}") from None
+          f"{path}:{lineno}: field 'relevance' must be an integer, got {rel!r}"
+        ) from None
   return qrels
 
 
@@ -126,8 +134,9 @@ def eval_dir(workdir: str, split: str) -> str:
   return os.path.join(workdir, "eval", split)
 
 
-def write_eval_outputs(out_dir: str, task_results: Mapping[str, dict], extra: Mapping | None = None,
-                       tag: str = "gr_jax") -> dict:
+def write_eval_outputs(
+  out_dir: str, task_results: Mapping[str, dict], extra: Mapping | None = None, tag: str = "gr_jax"
+) -> dict:
   """Writes `{task}.run`, `{task}.qrels`, `metrics.json`, `per_query.json` as `out_dir`.
 
   task_results: `{task: {"run": run, "qrels": qrels, "means": {...}, "per_query": {...}}}`.
@@ -169,8 +178,6 @@ def _staging_name(base: str, kind: str) -> str:
   return f".{base}.{kind}.{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
 
 
-
-
 def _remove_stale_staging(parent: str, base: str) -> None:
   """Removes staging dirs left by a killed writer on this host (its pid no longer runs).
 
@@ -182,7 +189,7 @@ def _remove_stale_staging(parent: str, base: str) -> None:
     for name in os.listdir(parent):
       if not name.startswith(prefix):
         continue
-      owner, _, _rand = name[len(prefix):].rpartition(".")  # "host.pid", "random"
+      owner, _, _rand = name[len(prefix) :].rpartition(".")  # "host.pid", "random"
       owner_host, _, pid = owner.rpartition(".")
       if owner_host == host and pid.isdigit() and not workdir_lock.pid_alive(int(pid)):
         shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
@@ -266,8 +273,10 @@ def load_eval(run_dir: str, split: str = "test") -> tuple[dict, dict]:
   d = resolve_eval_dir(run_dir, split)
   mpath = os.path.join(d, "metrics.json")
   if not os.path.exists(mpath):
-    raise FileNotFoundError(f"{run_dir}: no {os.path.join('eval', split, 'metrics.json')}; "
-                            f"run `python -m gr_jax.evaluate --workdir {run_dir} --split {split}` first")
+    raise FileNotFoundError(
+      f"{run_dir}: no {os.path.join('eval', split, 'metrics.json')}; "
+      f"run `python -m gr_jax.evaluate --workdir {run_dir} --split {split}` first"
+    )
   qpath = os.path.join(d, "per_query.json")
   per_query = read_json(qpath) if os.path.exists(qpath) else {}
   return read_json(mpath), per_query
@@ -279,18 +288,24 @@ def split_queries(arrays: Mapping, source: str = "<split>"):
   Examples sharing a `query_id` are one query (their encoder inputs are equal); it is decoded once.
   """
   import numpy as np
+
   for key in ("query_id", "target_item"):
     if key not in arrays:
-      raise RunFormatError(f"{source}: field {key!r} missing; expected arrays query_id, target_item")
+      raise RunFormatError(
+        f"{source}: field {key!r} missing; expected arrays query_id, target_item"
+      )
   qid = np.asarray(arrays["query_id"])
   _, first = np.unique(qid, return_index=True)
   first = np.sort(first)  # keep file order: deterministic batches
   return [str(int(q)) for q in qid[first]], first
 
 
-def qrels_from_split(arrays: Mapping, item_ids, source: str = "<split>") -> dict[str, dict[str, int]]:
+def qrels_from_split(
+  arrays: Mapping, item_ids, source: str = "<split>"
+) -> dict[str, dict[str, int]]:
   """Binary qrels: every target_item of a query_id is relevant (ids as catalogue id strings)."""
   import numpy as np
+
   qid = np.asarray(arrays["query_id"])
   target = np.asarray(arrays["target_item"])
   if qid.shape != target.shape:
@@ -299,8 +314,10 @@ def qrels_from_split(arrays: Mapping, item_ids, source: str = "<split>") -> dict
   bad = (target < 0) | (target >= n)
   if bad.any():
     i = int(np.argmax(bad))
-    raise RunFormatError(f"{source}: field 'target_item' row {i} is {int(target[i])}; "
-                         f"expected an item index in [0, {n})")
+    raise RunFormatError(
+      f"{source}: field 'target_item' row {i} is {int(target[i])}; "
+      f"expected an item index in [0, {n})"
+    )
   qrels: dict[str, dict[str, int]] = {}
   for q, t in zip(qid.tolist(), target.tolist()):
     qrels.setdefault(str(q), {})[item_ids[t]] = 1

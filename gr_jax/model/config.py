@@ -70,19 +70,33 @@ class T5Config:
     object.__setattr__(self, "param_dtype", jnp.dtype(self.param_dtype).name)
     if self.feed_forward_proj not in FEED_FORWARD:
       raise ValueError(
-          f"T5Config.feed_forward_proj: expected one of {FEED_FORWARD}, got "
-          f"{self.feed_forward_proj!r}")
-    for name in ("vocab_size", "d_model", "d_kv", "d_ff", "num_heads", "num_encoder_layers",
-                 "num_decoder_layers", "relative_attention_num_buckets",
-                 "relative_attention_max_distance"):
+        f"T5Config.feed_forward_proj: expected one of {FEED_FORWARD}, got "
+        f"{self.feed_forward_proj!r}"
+      )
+    for name in (
+      "vocab_size",
+      "d_model",
+      "d_kv",
+      "d_ff",
+      "num_heads",
+      "num_encoder_layers",
+      "num_decoder_layers",
+      "relative_attention_num_buckets",
+      "relative_attention_max_distance",
+    ):
       if int(getattr(self, name)) <= 0:
-        raise ValueError(f"T5Config.{name}: expected a positive integer, got {getattr(self, name)!r}")
+        raise ValueError(
+          f"T5Config.{name}: expected a positive integer, got {getattr(self, name)!r}"
+        )
     if self.num_item_tokens < 0:
       raise ValueError(f"T5Config.num_item_tokens: expected >= 0, got {self.num_item_tokens}")
     if not 0.0 <= self.dropout_rate < 1.0:
       raise ValueError(f"T5Config.dropout_rate: expected in [0, 1), got {self.dropout_rate}")
-    object.__setattr__(self, "attention_impl", resolve_attention(
-        self.attention_impl, dropout_rate=float(self.dropout_rate)))
+    object.__setattr__(
+      self,
+      "attention_impl",
+      resolve_attention(self.attention_impl, dropout_rate=float(self.dropout_rate)),
+    )
 
   @property
   def total_vocab_size(self) -> int:
@@ -120,18 +134,33 @@ _V11 = dict(vocab_size=32128, d_kv=64, feed_forward_proj="gated-gelu", tie_word_
 
 # Match the config.json of t5-{small,base,large} and google/flan-t5-{small,base,large}.
 PRESETS: dict[str, dict[str, Any]] = {
-    "tiny": dict(vocab_size=512, d_model=32, d_kv=8, d_ff=64, num_heads=4, num_encoder_layers=2,
-                 num_decoder_layers=2, feed_forward_proj="gated-gelu", tie_word_embeddings=False),
-    "small": dict(_V10, d_model=512, d_ff=2048, num_heads=8, num_encoder_layers=6,
-                  num_decoder_layers=6),
-    "base": dict(_V10, d_model=768, d_ff=3072, num_heads=12, num_encoder_layers=12,
-                 num_decoder_layers=12),
-    "large": dict(_V10, d_model=1024, d_ff=4096, num_heads=16, num_encoder_layers=24,
-                  num_decoder_layers=24),
-    "flan-t5-small": dict(_V11, d_model=512, d_ff=1024, num_heads=6, num_encoder_layers=8,
-                          num_decoder_layers=8),
-    "flan-t5-base": dict(_V11, d_model=768, d_ff=2048, num_heads=12, num_encoder_layers=12,
-                         num_decoder_layers=12),
-    "flan-t5-large": dict(_V11, d_model=1024, d_ff=2816, num_heads=16, num_encoder_layers=24,
-                          num_decoder_layers=24),
+  "tiny": dict(
+    vocab_size=512,
+    d_model=32,
+    d_kv=8,
+    d_ff=64,
+    num_heads=4,
+    num_encoder_layers=2,
+    num_decoder_layers=2,
+    feed_forward_proj="gated-gelu",
+    tie_word_embeddings=False,
+  ),
+  "small": dict(
+    _V10, d_model=512, d_ff=2048, num_heads=8, num_encoder_layers=6, num_decoder_layers=6
+  ),
+  "base": dict(
+    _V10, d_model=768, d_ff=3072, num_heads=12, num_encoder_layers=12, num_decoder_layers=12
+  ),
+  "large": dict(
+    _V10, d_model=1024, d_ff=4096, num_heads=16, num_encoder_layers=24, num_decoder_layers=24
+  ),
+  "flan-t5-small": dict(
+    _V11, d_model=512, d_ff=1024, num_heads=6, num_encoder_layers=8, num_decoder_layers=8
+  ),
+  "flan-t5-base": dict(
+    _V11, d_model=768, d_ff=2048, num_heads=12, num_encoder_layers=12, num_decoder_layers=12
+  ),
+  "flan-t5-large": dict(
+    _V11, d_model=1024, d_ff=2816, num_heads=16, num_encoder_layers=24, num_decoder_layers=24
+  ),
 }

@@ -59,9 +59,13 @@ def forward_flops(cfg, encoder_len: int, decoder_len: int, *, num_beams: int = 1
   vocab = cfg.vocab_size + cfg.num_item_tokens
   enc_layer = 4 * _attention_proj(L, cfg) + _attention_core(L, L, cfg) + _mlp(L, cfg)
   encoder = cfg.num_encoder_layers * enc_layer
-  dec_layer_per_beam = (4 * _attention_proj(T, cfg) + _attention_core(T, T, cfg)  # self
-                        + 2 * _attention_proj(T, cfg) + _attention_core(T, L, cfg)  # cross q,o
-                        + _mlp(T, cfg))
+  dec_layer_per_beam = (
+    4 * _attention_proj(T, cfg)
+    + _attention_core(T, T, cfg)  # self
+    + 2 * _attention_proj(T, cfg)
+    + _attention_core(T, L, cfg)  # cross q,o
+    + _mlp(T, cfg)
+  )
   cross_kv = 2 * _attention_proj(L, cfg)  # once per example
   logits = 2 * T * cfg.d_model * vocab
   decoder = cfg.num_decoder_layers * (n * dec_layer_per_beam + cross_kv) + n * logits
@@ -78,16 +82,21 @@ def train_flops_per_example(cfg, encoder_len: int, decoder_len: int) -> float:
   return float(train_flops(cfg, encoder_len, decoder_len)["total"])
 
 
-def inference_flops_per_example(cfg, encoder_len: int, decoder_len: int,
-                                num_beams: int = 1) -> float:
+def inference_flops_per_example(
+  cfg, encoder_len: int, decoder_len: int, num_beams: int = 1
+) -> float:
   """Forward FLOPs of scoring `num_beams` decoder sequences of `decoder_len` for one query."""
   return float(forward_flops(cfg, encoder_len, decoder_len, num_beams=num_beams)["total"])
 
 
 def summary(cfg, encoder_len: int, decoder_len: int) -> dict[str, Any]:
   fwd = forward_flops(cfg, encoder_len, decoder_len)
-  return {"forward": fwd, "train": train_flops(cfg, encoder_len, decoder_len),
-          "encoder_len": encoder_len, "decoder_len": decoder_len}
+  return {
+    "forward": fwd,
+    "train": train_flops(cfg, encoder_len, decoder_len),
+    "encoder_len": encoder_len,
+    "decoder_len": decoder_len,
+  }
 
 
 # ------------------------------------------------------------------------------ peaks and MFU
@@ -96,21 +105,21 @@ def summary(cfg, encoder_len: int, decoder_len: int) -> dict[str, Any]:
 # `jax.Device.device_kind` (or torch's device name) by case-insensitive substring, first match
 # wins, so more specific names come first ("h100 pcie" before "h100", "gh200" before "h200").
 PEAK_BF16_TFLOPS: tuple[tuple[str, float], ...] = (
-    ("h100 pcie", 756.0),
-    ("h100 nvl", 835.0),
-    ("h100", 989.4),  # SXM5, e.g. "NVIDIA H100 80GB HBM3"
-    ("gh200", 989.4),
-    ("h200", 989.4),
-    ("b200", 2250.0),
-    ("a100", 312.0),
-    ("l4", 121.0),
-    ("tpu v4", 275.0),
-    ("tpu v5 lite", 197.0),  # v5e
-    ("tpu v5e", 197.0),
-    ("tpu v5p", 459.0),
-    ("tpu v5", 459.0),
-    ("tpu v6 lite", 918.0),  # v6e (Trillium)
-    ("tpu v6e", 918.0),
+  ("h100 pcie", 756.0),
+  ("h100 nvl", 835.0),
+  ("h100", 989.4),  # SXM5, e.g. "NVIDIA H100 80GB HBM3"
+  ("gh200", 989.4),
+  ("h200", 989.4),
+  ("b200", 2250.0),
+  ("a100", 312.0),
+  ("l4", 121.0),
+  ("tpu v4", 275.0),
+  ("tpu v5 lite", 197.0),  # v5e
+  ("tpu v5e", 197.0),
+  ("tpu v5p", 459.0),
+  ("tpu v5", 459.0),
+  ("tpu v6 lite", 918.0),  # v6e (Trillium)
+  ("tpu v6e", 918.0),
 )
 
 
@@ -131,8 +140,9 @@ def peak_tflops(device_kind: str, override: float = 0.0) -> float | None:
   return None
 
 
-def mfu(flops_per_example: float, examples_per_s: float, peak: float | None,
-        num_devices: int = 1) -> float | None:
+def mfu(
+  flops_per_example: float, examples_per_s: float, peak: float | None, num_devices: int = 1
+) -> float | None:
   """Fraction of the peak used: flops/example * examples/s / (peak TFLOP/s * 1e12 * devices).
 
   None when there is no peak (unknown chip) or no FLOP count, rather than a made-up number.

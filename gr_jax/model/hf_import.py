@@ -53,12 +53,14 @@ def config_from_hf(path: str, **overrides) -> T5Config:
   model_type = hf.get("model_type")
   if model_type != "t5" or (archs and not any(a in _SUPPORTED_ARCHS for a in archs)):
     raise CheckpointError(
-        f"{cfg_path}: field 'model_type'/'architectures' = {model_type!r}/{archs!r}: expected "
-        f"model_type 't5' with one of {_SUPPORTED_ARCHS}")
+      f"{cfg_path}: field 'model_type'/'architectures' = {model_type!r}/{archs!r}: expected "
+      f"model_type 't5' with one of {_SUPPORTED_ARCHS}"
+    )
   ff = hf.get("feed_forward_proj", "relu")
   if ff not in _SUPPORTED_FF:
-    raise CheckpointError(f"{cfg_path}: field 'feed_forward_proj' = {ff!r}: expected one of "
-                          f"{_SUPPORTED_FF}")
+    raise CheckpointError(
+      f"{cfg_path}: field 'feed_forward_proj' = {ff!r}: expected one of {_SUPPORTED_FF}"
+    )
 
   def need(key):
     if key not in hf:
@@ -66,22 +68,22 @@ def config_from_hf(path: str, **overrides) -> T5Config:
     return hf[key]
 
   fields = dict(
-      vocab_size=int(need("vocab_size")),
-      d_model=int(need("d_model")),
-      d_kv=int(need("d_kv")),
-      d_ff=int(need("d_ff")),
-      num_heads=int(need("num_heads")),
-      num_encoder_layers=int(need("num_layers")),
-      num_decoder_layers=int(hf.get("num_decoder_layers") or hf["num_layers"]),
-      relative_attention_num_buckets=int(hf.get("relative_attention_num_buckets", 32)),
-      relative_attention_max_distance=int(hf.get("relative_attention_max_distance", 128)),
-      dropout_rate=float(hf.get("dropout_rate", 0.1)),
-      layer_norm_epsilon=float(hf.get("layer_norm_epsilon", 1e-6)),
-      feed_forward_proj=ff,
-      tie_word_embeddings=bool(hf.get("tie_word_embeddings", True)),
-      pad_token_id=int(hf.get("pad_token_id", 0) or 0),
-      eos_token_id=int(hf.get("eos_token_id", 1) or 1),
-      decoder_start_token_id=int(hf.get("decoder_start_token_id", 0) or 0),
+    vocab_size=int(need("vocab_size")),
+    d_model=int(need("d_model")),
+    d_kv=int(need("d_kv")),
+    d_ff=int(need("d_ff")),
+    num_heads=int(need("num_heads")),
+    num_encoder_layers=int(need("num_layers")),
+    num_decoder_layers=int(hf.get("num_decoder_layers") or hf["num_layers"]),
+    relative_attention_num_buckets=int(hf.get("relative_attention_num_buckets", 32)),
+    relative_attention_max_distance=int(hf.get("relative_attention_max_distance", 128)),
+    dropout_rate=float(hf.get("dropout_rate", 0.1)),
+    layer_norm_epsilon=float(hf.get("layer_norm_epsilon", 1e-6)),
+    feed_forward_proj=ff,
+    tie_word_embeddings=bool(hf.get("tie_word_embeddings", True)),
+    pad_token_id=int(hf.get("pad_token_id", 0) or 0),
+    eos_token_id=int(hf.get("eos_token_id", 1) or 1),
+    decoder_start_token_id=int(hf.get("decoder_start_token_id", 0) or 0),
   )
   fields.update(overrides)
   return T5Config(**fields)
@@ -104,36 +106,41 @@ class _TensorSource:
       except (json.JSONDecodeError, KeyError, TypeError) as e:
         raise CheckpointError(f"{index}: expected JSON with a 'weight_map' object ({e})") from e
       if not isinstance(weight_map, dict):
-        raise CheckpointError(f"{index}: field 'weight_map': expected an object, got "
-                              f"{type(weight_map).__name__}")
+        raise CheckpointError(
+          f"{index}: field 'weight_map': expected an object, got {type(weight_map).__name__}"
+        )
       for name, fname in weight_map.items():
         # A shard name is a file of this directory: refuse "../x" and absolute paths (the index
         # must not make us read arbitrary files). Checked on the name, not the realpath: the
         # Hugging Face cache's shards are symlinks into its blobs/ directory.
         norm = os.path.normpath(fname) if isinstance(fname, str) and fname else ""
-        if (not norm or os.path.isabs(norm) or norm == ".."
-            or norm.startswith(".." + os.sep)):
-          raise CheckpointError(f"{index}: weight_map[{name!r}] = {fname!r}: expected a file "
-                                f"name inside the model directory {path}")
+        if not norm or os.path.isabs(norm) or norm == ".." or norm.startswith(".." + os.sep):
+          raise CheckpointError(
+            f"{index}: weight_map[{name!r}] = {fname!r}: expected a file "
+            f"name inside the model directory {path}"
+          )
         full = os.path.join(path, norm)
         if not os.path.isfile(full):
           raise CheckpointError(f"{index}: weight_map[{name!r}] names missing file {fname!r}")
         self.files[name] = full
     elif os.path.isfile(single):
       from safetensors import safe_open
+
       with safe_open(single, framework="np") as f:
         for name in f.keys():
           self.files[name] = single
     else:
       raise CheckpointError(
-          f"{path}: neither model.safetensors nor model.safetensors.index.json found (only "
-          f"safetensors checkpoints are read; pytorch_model.bin is pickle and is refused)")
+        f"{path}: neither model.safetensors nor model.safetensors.index.json found (only "
+        f"safetensors checkpoints are read; pytorch_model.bin is pickle and is refused)"
+      )
 
   def __contains__(self, name: str) -> bool:
     return name in self.files
 
   def get(self, name: str) -> np.ndarray:
     from safetensors import safe_open
+
     fname = self.files[name]
     with safe_open(fname, framework="np") as f:
       if name not in f.keys():
@@ -148,8 +155,12 @@ class _TensorSource:
 def _read_raw(fname: str, name: str) -> np.ndarray:
   """Reads one tensor straight from the safetensors layout (for dtypes numpy lacks, e.g. BF16)."""
   import ml_dtypes
-  dtypes = {"BF16": ml_dtypes.bfloat16, "F8_E4M3": ml_dtypes.float8_e4m3fn,
-            "F8_E5M2": ml_dtypes.float8_e5m2}
+
+  dtypes = {
+    "BF16": ml_dtypes.bfloat16,
+    "F8_E4M3": ml_dtypes.float8_e4m3fn,
+    "F8_E5M2": ml_dtypes.float8_e5m2,
+  }
   with open(fname, "rb") as f:
     n = int.from_bytes(f.read(8), "little")
     header = json.loads(f.read(n))
@@ -188,11 +199,15 @@ def _param_map(cfg: T5Config) -> list[tuple[tuple, str, tuple[int, ...], Callabl
     entries.append((ours + ("scale",), f"{hf}.weight", (d,), ident))
 
   nb = cfg.relative_attention_num_buckets
-  for stack, n_layers in (("encoder", cfg.num_encoder_layers),
-                          ("decoder", cfg.num_decoder_layers)):
-    entries.append(((stack, "relpos_bias", "embedding"),
-                    f"{stack}.block.0.layer.0.SelfAttention.relative_attention_bias.weight",
-                    (nb, h), ident))
+  for stack, n_layers in (("encoder", cfg.num_encoder_layers), ("decoder", cfg.num_decoder_layers)):
+    entries.append(
+      (
+        (stack, "relpos_bias", "embedding"),
+        f"{stack}.block.0.layer.0.SelfAttention.relative_attention_bias.weight",
+        (nb, h),
+        ident,
+      )
+    )
     for i in range(n_layers):
       ours, hf = (stack, "layers", i), f"{stack}.block.{i}.layer"
       if stack == "encoder":
@@ -228,8 +243,15 @@ def _set(tree: dict, path: tuple, value) -> None:
   tree[path[-1]] = value
 
 
-def load_hf_checkpoint(path: str, *, num_item_tokens: int = 0, dtype: Any = "float32",
-                       param_dtype: Any = "float32", seed: int = 0, **overrides) -> T5:
+def load_hf_checkpoint(
+  path: str,
+  *,
+  num_item_tokens: int = 0,
+  dtype: Any = "float32",
+  param_dtype: Any = "float32",
+  seed: int = 0,
+  **overrides,
+) -> T5:
   """Reads a Hugging Face T5 directory into a `T5` (eval-ready; dropout from config.json).
 
   Args:
@@ -242,8 +264,9 @@ def load_hf_checkpoint(path: str, *, num_item_tokens: int = 0, dtype: Any = "flo
     CheckpointError naming the file and tensor for unknown architectures, missing tensors and
     shape mismatches.
   """
-  cfg = config_from_hf(path, num_item_tokens=num_item_tokens, dtype=dtype,
-                       param_dtype=param_dtype, **overrides)
+  cfg = config_from_hf(
+    path, num_item_tokens=num_item_tokens, dtype=dtype, param_dtype=param_dtype, **overrides
+  )
   src = _TensorSource(path)
   where = os.path.join(path, "model.safetensors")
 
@@ -257,8 +280,10 @@ def load_hf_checkpoint(path: str, *, num_item_tokens: int = 0, dtype: Any = "flo
       raise CheckpointError(f"{where}: missing tensor {name!r} (expected shape {shape})")
     w = src.get(name)
     if tuple(w.shape) != tuple(shape):
-      raise CheckpointError(f"{src.files[name]}: tensor {name!r} has shape {tuple(w.shape)}, "
-                            f"expected {tuple(shape)} from config.json")
+      raise CheckpointError(
+        f"{src.files[name]}: tensor {name!r} has shape {tuple(w.shape)}, "
+        f"expected {tuple(shape)} from config.json"
+      )
     return w
 
   for ours, name, shape, fn in _param_map(cfg):
@@ -267,8 +292,14 @@ def load_hf_checkpoint(path: str, *, num_item_tokens: int = 0, dtype: Any = "flo
   rng = np.random.default_rng(seed)
   v, d = cfg.vocab_size, cfg.d_model
   # save_pretrained keeps one of the tied copies; any of them is the shared embedding.
-  emb_name = next((n for n in ("shared.weight", "encoder.embed_tokens.weight",
-                               "decoder.embed_tokens.weight") if n in src), "shared.weight")
+  emb_name = next(
+    (
+      n
+      for n in ("shared.weight", "encoder.embed_tokens.weight", "decoder.embed_tokens.weight")
+      if n in src
+    ),
+    "shared.weight",
+  )
   emb = fetch(emb_name, (v, d))
   _set(pure, ("shared", "embedding"), jnp.asarray(extend_rows(emb, num_item_tokens, rng), pdt))
   if not cfg.tie_word_embeddings:

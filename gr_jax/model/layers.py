@@ -69,7 +69,7 @@ def _low_precision_projection_fwd(x, w, spec):
 
 def _low_precision_projection_bwd(spec, res, g):
   x, w = res
-  spec = spec.replace("...", "ABCEFGHIJ"[:x.ndim - 1])  # explicit batch letters: dw sums over them
+  spec = spec.replace("...", "ABCEFGHIJ"[: x.ndim - 1])  # explicit batch letters: dw sums over them
   ins, out = spec.split("->")
   x_spec, w_spec = ins.split(",")
   g = g.astype(x.dtype)  # bf16 operands, float32 accumulation
@@ -85,8 +85,9 @@ def sub_key(key: Array | None, i: int) -> Array | None:
   return None if key is None else jax.random.fold_in(key, i)
 
 
-def relative_position_bucket(relative_position: Array, *, bidirectional: bool, num_buckets: int,
-                             max_distance: int) -> Array:
+def relative_position_bucket(
+  relative_position: Array, *, bidirectional: bool, num_buckets: int, max_distance: int
+) -> Array:
   """T5 bucketing of (key - query) offsets: exact for small offsets, log-spaced up to max_distance."""
   rel = relative_position.astype(jnp.int32)
   bucket = jnp.zeros_like(rel)
@@ -102,7 +103,7 @@ def relative_position_bucket(relative_position: Array, *, bidirectional: bool, n
   # max(rel, 1) keeps log() finite on the small branch, which is discarded by the where below.
   rel_f = jnp.maximum(rel, 1).astype(jnp.float32)
   large = max_exact + (
-      jnp.log(rel_f / max_exact) / math.log(max_distance / max_exact) * (num_buckets - max_exact)
+    jnp.log(rel_f / max_exact) / math.log(max_distance / max_exact) * (num_buckets - max_exact)
   ).astype(jnp.int32)
   large = jnp.minimum(large, num_buckets - 1)
   return bucket + jnp.where(is_small, rel, large)
@@ -114,8 +115,9 @@ class RMSNorm(nnx.Module):
   def __init__(self, cfg: T5Config):
     self.eps = cfg.layer_norm_epsilon
     self.dtype = jnp.dtype(cfg.dtype)
-    self.scale = nnx.Param(jnp.ones((cfg.d_model,), cfg.param_dtype), out_sharding=("embed",),
-                           eager_sharding=False)
+    self.scale = nnx.Param(
+      jnp.ones((cfg.d_model,), cfg.param_dtype), out_sharding=("embed",), eager_sharding=False
+    )
 
   def __call__(self, x: Array) -> Array:
     xf = x.astype(jnp.float32)
@@ -131,14 +133,23 @@ class RelativePositionBias(nnx.Module):
     self.bidirectional = bidirectional
     self.num_buckets = cfg.relative_attention_num_buckets
     self.max_distance = cfg.relative_attention_max_distance
-    self.embedding = _param(rngs, (cfg.relative_attention_num_buckets, cfg.num_heads),
-                            cfg.d_model**-0.5, ("relpos_buckets", "heads"), cfg.param_dtype)
+    self.embedding = _param(
+      rngs,
+      (cfg.relative_attention_num_buckets, cfg.num_heads),
+      cfg.d_model**-0.5,
+      ("relpos_buckets", "heads"),
+      cfg.param_dtype,
+    )
 
   def __call__(self, query_pos: Array, key_pos: Array) -> Array:
     """query_pos [Q], key_pos [K] (int) -> float32 bias [heads, Q, K]."""
     rel = key_pos[None, :] - query_pos[:, None]  # [Q, K]
-    buckets = relative_position_bucket(rel, bidirectional=self.bidirectional,
-                                       num_buckets=self.num_buckets, max_distance=self.max_distance)
+    buckets = relative_position_bucket(
+      rel,
+      bidirectional=self.bidirectional,
+      num_buckets=self.num_buckets,
+      max_distance=self.max_distance,
+    )
     values = jnp.take(self.embedding[...].astype(jnp.float32), buckets, axis=0)  # [Q, K, H]
     return jnp.transpose(values, (2, 0, 1))  # [H, Q, K]
 
@@ -152,10 +163,10 @@ class Attention(nnx.Module):
     pd = cfg.param_dtype
     self.dtype = jnp.dtype(cfg.dtype)
     # HF/Mesh-TF init: the query carries the 1/sqrt(d_kv) scale that the scores omit.
-    self.q = _param(rngs, (d, h, k), (d * k)**-0.5, ("embed", "heads", "kv"), pd)
+    self.q = _param(rngs, (d, h, k), (d * k) ** -0.5, ("embed", "heads", "kv"), pd)
     self.k = _param(rngs, (d, h, k), d**-0.5, ("embed", "heads", "kv"), pd)
     self.v = _param(rngs, (d, h, k), d**-0.5, ("embed", "heads", "kv"), pd)
-    self.o = _param(rngs, (h, k, d), (h * k)**-0.5, ("heads", "kv", "embed"), pd)
+    self.o = _param(rngs, (h, k, d), (h * k) ** -0.5, ("heads", "kv", "embed"), pd)
 
   def project(self, x: Array, which: str) -> Array:
     """x [..., D] -> [..., H, Dh] with kernel `which` in {q, k, v}."""
@@ -172,9 +183,19 @@ def mask_bias(mask: Array) -> Array:
   return jnp.where(mask.astype(bool), 0.0, NEG_INF).astype(jnp.float32)
 
 
-def attention(q: Array, k: Array, v: Array, *, impl: str, bias: Array | None = None,
-              mask: Array | None = None, causal: bool = False, dropout_rate: float = 0.0,
-              key: Array | None = None, site: int = 0) -> Array:
+def attention(
+  q: Array,
+  k: Array,
+  v: Array,
+  *,
+  impl: str,
+  bias: Array | None = None,
+  mask: Array | None = None,
+  causal: bool = False,
+  dropout_rate: float = 0.0,
+  key: Array | None = None,
+  site: int = 0,
+) -> Array:
   """T5 dot-product attention (logits not scaled: the query init carries 1/sqrt(d_kv)).
 
   q [*lead, T, H, Dh]; k, v [*lead, S, H, Dh], or [B, S, H, Dh] shared by the N beams of
@@ -189,8 +210,7 @@ def attention(q: Array, k: Array, v: Array, *, impl: str, bias: Array | None = N
   """
   shared_kv = k.ndim == q.ndim - 1
   if impl != "einsum":
-    return _fused_attention(q, k, v, impl, bias=bias, mask=mask, causal=causal,
-                            shared_kv=shared_kv)
+    return _fused_attention(q, k, v, impl, bias=bias, mask=mask, causal=causal, shared_kv=shared_kv)
   dtype = q.dtype
   if shared_kv:
     scores = jnp.einsum("bnqhd,bkhd->bnhqk", q, k.astype(dtype))
@@ -232,8 +252,15 @@ def _fused_attention(q, k, v, impl, *, bias, mask, causal, shared_kv):
     # The kernels want one dtype (bf16 bias when computing in bf16) and a 4-d bias.
     bias = bias.reshape((-1,) + bias.shape[-3:]).astype(dtype)
   ctx = jax.nn.dot_product_attention(
-      q, k.astype(dtype), v.astype(dtype), bias=bias, mask=mask, scale=1.0, is_causal=causal,
-      implementation="cudnn" if impl == "cudnn" else None)
+    q,
+    k.astype(dtype),
+    v.astype(dtype),
+    bias=bias,
+    mask=mask,
+    scale=1.0,
+    is_causal=causal,
+    implementation="cudnn" if impl == "cudnn" else None,
+  )
   return ctx.reshape(shape)
 
 
@@ -263,7 +290,6 @@ class MLP(nnx.Module):
     return h @ self.wo[...].astype(self.dtype)
 
 
-
 class EncoderLayer(nnx.Module):
   """Pre-norm self-attention and feed-forward blocks with residuals."""
 
@@ -280,8 +306,9 @@ class EncoderLayer(nnx.Module):
     or None when the bias already holds the padding mask."""
     y = self.attn_norm(x)
     q, k, v = (self.attn.project(y, w) for w in ("q", "k", "v"))  # [B, L, H, Dh]
-    ctx = attention(q, k, v, impl=self.impl, bias=bias, mask=mask, dropout_rate=self.rate,
-                    key=key, site=0)  # [B, L, H, Dh]
+    ctx = attention(
+      q, k, v, impl=self.impl, bias=bias, mask=mask, dropout_rate=self.rate, key=key, site=0
+    )  # [B, L, H, Dh]
     x = x + dropout(self.attn.output(ctx), self.rate, key, 1)
     x = x + dropout(self.mlp(self.mlp_norm(x), sub_key(key, 2)), self.rate, key, 3)
     return x
@@ -300,8 +327,17 @@ class DecoderLayer(nnx.Module):
     self.mlp_norm = RMSNorm(cfg)
     self.mlp = MLP(cfg, rngs=rngs)
 
-  def __call__(self, x: Array, relpos: Array, cross_k: Array, cross_v: Array, cross_mask: Array,
-               key: Array | None, cache: dict | None = None, position: Array | None = None):
+  def __call__(
+    self,
+    x: Array,
+    relpos: Array,
+    cross_k: Array,
+    cross_v: Array,
+    cross_mask: Array,
+    key: Array | None,
+    cache: dict | None = None,
+    position: Array | None = None,
+  ):
     """x [B, N, T, D] (N beams per query); relpos float32 [H, T, S]; cross_k/v [B, L, H, Dh]
     shared by the N beams of a query; cross_mask bool [B, 1, 1, 1, L]. Returns (x, cache).
 
@@ -312,23 +348,35 @@ class DecoderLayer(nnx.Module):
     y = self.self_attn_norm(x)
     q, k, v = (self.self_attn.project(y, w) for w in ("q", "k", "v"))  # [B, N, T, H, Dh]
     if cache is None:
-      ctx = attention(q, k, v, impl=self.impl, bias=relpos, causal=True, dropout_rate=self.rate,
-                      key=key, site=0)
+      ctx = attention(
+        q, k, v, impl=self.impl, bias=relpos, causal=True, dropout_rate=self.rate, key=key, site=0
+      )
     else:
-      k = jax.lax.dynamic_update_slice_in_dim(cache["k"], k.astype(cache["k"].dtype), position,
-                                              axis=2)  # [B, N, S, H, Dh]
-      v = jax.lax.dynamic_update_slice_in_dim(cache["v"], v.astype(cache["v"].dtype), position,
-                                              axis=2)
+      k = jax.lax.dynamic_update_slice_in_dim(
+        cache["k"], k.astype(cache["k"].dtype), position, axis=2
+      )  # [B, N, S, H, Dh]
+      v = jax.lax.dynamic_update_slice_in_dim(
+        cache["v"], v.astype(cache["v"].dtype), position, axis=2
+      )
       cache = {"k": k, "v": v}
       seen = jnp.arange(k.shape[2]) <= position  # [S]
-      ctx = attention(q, k, v, impl="einsum", bias=relpos, mask=seen, dropout_rate=self.rate,
-                      key=key, site=0)
+      ctx = attention(
+        q, k, v, impl="einsum", bias=relpos, mask=seen, dropout_rate=self.rate, key=key, site=0
+      )
     x = x + dropout(self.self_attn.output(ctx), self.rate, key, 1)
 
     y = self.cross_attn_norm(x)
     q = self.cross_attn.project(y, "q")  # [B, N, T, H, Dh]
-    ctx = attention(q, cross_k, cross_v, impl=self.impl if cache is None else "einsum",
-                    mask=cross_mask, dropout_rate=self.rate, key=key, site=2)  # [B, N, T, H, Dh]
+    ctx = attention(
+      q,
+      cross_k,
+      cross_v,
+      impl=self.impl if cache is None else "einsum",
+      mask=cross_mask,
+      dropout_rate=self.rate,
+      key=key,
+      site=2,
+    )  # [B, N, T, H, Dh]
     x = x + dropout(self.cross_attn.output(ctx), self.rate, key, 3)
 
     x = x + dropout(self.mlp(self.mlp_norm(x), sub_key(key, 4)), self.rate, key, 5)
@@ -340,8 +388,9 @@ class Embed(nnx.Module):
 
   def __init__(self, cfg: T5Config, *, rngs: nnx.Rngs):
     self.dtype = jnp.dtype(cfg.dtype)
-    self.embedding = _param(rngs, (cfg.total_vocab_size, cfg.d_model), 1.0, ("vocab", "embed"),
-                            cfg.param_dtype)
+    self.embedding = _param(
+      rngs, (cfg.total_vocab_size, cfg.d_model), 1.0, ("vocab", "embed"), cfg.param_dtype
+    )
 
   def __call__(self, ids: Array) -> Array:
     return jnp.take(self.embedding[...], ids, axis=0).astype(self.dtype)
@@ -353,5 +402,10 @@ class LMHead(nnx.Module):
   def __init__(self, cfg: T5Config, *, rngs: nnx.Rngs):
     # t5x init (fan-in variance scaling), so from-scratch logits start at unit scale. HF draws
     # std 1.0 here, which only matters for random init: imported checkpoints overwrite it.
-    self.kernel = _param(rngs, (cfg.d_model, cfg.total_vocab_size), cfg.d_model**-0.5,
-                         ("embed", "vocab"), cfg.param_dtype)
+    self.kernel = _param(
+      rngs,
+      (cfg.d_model, cfg.total_vocab_size),
+      cfg.d_model**-0.5,
+      ("embed", "vocab"),
+      cfg.param_dtype,
+    )

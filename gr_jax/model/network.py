@@ -38,9 +38,18 @@ import jax.numpy as jnp
 from flax import nnx
 
 from gr_jax.model.config import T5Config
-from gr_jax.model.layers import (DecoderLayer, Embed, EncoderLayer, LMHead,
-                                 RelativePositionBias, RMSNorm, dropout, mask_bias, sub_key,
-                                 output_projection)
+from gr_jax.model.layers import (
+  DecoderLayer,
+  Embed,
+  EncoderLayer,
+  LMHead,
+  RelativePositionBias,
+  RMSNorm,
+  dropout,
+  mask_bias,
+  sub_key,
+  output_projection,
+)
 
 Array = jax.Array
 
@@ -90,8 +99,10 @@ class Decoder(nnx.Module):
 
   def cross_kv(self, encoded: Array) -> tuple[tuple[Array, Array], ...]:
     """encoded [B, L, D] -> per layer (k, v), each [B, L, H, Dh]; computed once per query."""
-    return tuple((layer.cross_attn.project(encoded, "k"), layer.cross_attn.project(encoded, "v"))
-                 for layer in self.layers)
+    return tuple(
+      (layer.cross_attn.project(encoded, "k"), layer.cross_attn.project(encoded, "v"))
+      for layer in self.layers
+    )
 
   def __call__(self, x: Array, cross_kv, encoder_mask: Array, key: Array | None = None) -> Array:
     """x [B, N, T, D] embedded tokens of N beams per query; cross_kv from `cross_kv`;
@@ -109,11 +120,14 @@ class Decoder(nnx.Module):
     """Self-attention KV cache: {"layer_i": {"k", "v": zeros [B, N, max_len, H, Dh]}}."""
     cfg = self.cfg
     shape = (batch, num_beams, max_len, cfg.num_heads, cfg.d_kv)
-    return {f"layer_{i}": {"k": jnp.zeros(shape, cfg.dtype), "v": jnp.zeros(shape, cfg.dtype)}
-            for i in range(cfg.num_decoder_layers)}
+    return {
+      f"layer_{i}": {"k": jnp.zeros(shape, cfg.dtype), "v": jnp.zeros(shape, cfg.dtype)}
+      for i in range(cfg.num_decoder_layers)
+    }
 
-  def step(self, x: Array, position: Array, cache: dict, cross_kv,
-           encoder_mask: Array) -> tuple[Array, dict]:
+  def step(
+    self, x: Array, position: Array, cache: dict, cross_kv, encoder_mask: Array
+  ) -> tuple[Array, dict]:
     """One decoding step (deterministic): x [B, N, 1, D] embedded tokens at `position` (int32
     scalar, may be traced) -> (outputs [B, N, 1, D], cache with position's keys/values)."""
     max_len = cache["layer_0"]["k"].shape[2]
@@ -122,8 +136,9 @@ class Decoder(nnx.Module):
     cross_mask = encoder_mask.astype(bool)[:, None, None, None, :]  # [B, 1, 1, 1, L]
     new_cache = {}
     for i, (layer, (ck, cv)) in enumerate(zip(self.layers, cross_kv)):
-      x, new_cache[f"layer_{i}"] = layer(x, relpos, ck, cv, cross_mask, None,
-                                         cache[f"layer_{i}"], position)
+      x, new_cache[f"layer_{i}"] = layer(
+        x, relpos, ck, cv, cross_mask, None, cache[f"layer_{i}"], position
+      )
     return self.final_norm(x), new_cache
 
 
@@ -140,8 +155,14 @@ class T5(nnx.Module):
 
   # --------------------------------------------------------------------------- encoder
 
-  def encode(self, encoder_input_ids: Array, encoder_mask: Array | None = None, *,
-             deterministic: bool = True, dropout_rng: Array | None = None) -> Array:
+  def encode(
+    self,
+    encoder_input_ids: Array,
+    encoder_mask: Array | None = None,
+    *,
+    deterministic: bool = True,
+    dropout_rng: Array | None = None,
+  ) -> Array:
     """encoder_input_ids [B, L] -> encoded [B, L, D] (compute dtype)."""
     if encoder_mask is None:
       encoder_mask = encoder_input_ids != self.config.pad_token_id
@@ -154,14 +175,35 @@ class T5(nnx.Module):
 
   # --------------------------------------------------------------------------- decoder
 
-  def decode(self, decoder_input_ids: Array, cross_kv, encoder_mask: Array, *,
-             deterministic: bool = True, dropout_rng: Array | None = None) -> Array:
+  def decode(
+    self,
+    decoder_input_ids: Array,
+    cross_kv,
+    encoder_mask: Array,
+    *,
+    deterministic: bool = True,
+    dropout_rng: Array | None = None,
+  ) -> Array:
     """decoder_input_ids [B, N, T] (N beams per query) -> float32 logits [B, N, T, V]."""
-    return self._logits(self.decode_hidden(decoder_input_ids, cross_kv, encoder_mask,
-                                           deterministic=deterministic, dropout_rng=dropout_rng))
+    return self._logits(
+      self.decode_hidden(
+        decoder_input_ids,
+        cross_kv,
+        encoder_mask,
+        deterministic=deterministic,
+        dropout_rng=dropout_rng,
+      )
+    )
 
-  def decode_hidden(self, decoder_input_ids: Array, cross_kv, encoder_mask: Array, *,
-                    deterministic: bool = True, dropout_rng: Array | None = None) -> Array:
+  def decode_hidden(
+    self,
+    decoder_input_ids: Array,
+    cross_kv,
+    encoder_mask: Array,
+    *,
+    deterministic: bool = True,
+    dropout_rng: Array | None = None,
+  ) -> Array:
     """decoder_input_ids [B, N, T] -> decoder outputs [B, N, T, D] (compute dtype) before the
     output projection: `decode(...)` is `hidden @ lm_head_weights()` (see `lm_head_weights`)."""
     key = self._dropout_key(deterministic, dropout_rng, 1)
@@ -171,33 +213,47 @@ class T5(nnx.Module):
     """Self-attention KV cache: {"layer_i": {"k", "v": zeros [B, N, max_len, H, Dh]}}."""
     return self.decoder.init_cache(batch, num_beams, max_len)
 
-  def decode_step(self, tokens: Array, position: Array, cache: dict, cross_kv,
-                  encoder_mask: Array) -> tuple[Array, dict]:
+  def decode_step(
+    self, tokens: Array, position: Array, cache: dict, cross_kv, encoder_mask: Array
+  ) -> tuple[Array, dict]:
     """One decoding step at `position` (int32 scalar, may be traced).
 
     tokens [B, N] -> (float32 logits [B, N, V], cache with position's keys/values written).
     Equals the last position of `decode` on the full prefix.
     """
     position = jnp.asarray(position, jnp.int32)
-    x, cache = self.decoder.step(self.shared(tokens[..., None]), position, cache, cross_kv,
-                                 encoder_mask)  # [B, N, 1, D]
+    x, cache = self.decoder.step(
+      self.shared(tokens[..., None]), position, cache, cross_kv, encoder_mask
+    )  # [B, N, 1, D]
     return self._logits(x)[:, :, 0, :], cache
 
   # --------------------------------------------------------------------------- full model
 
-  def __call__(self, encoder_input_ids: Array, decoder_input_ids: Array, *,
-               encoder_mask: Array | None = None, deterministic: bool = True,
-               dropout_rng: Array | None = None, return_hidden: bool = False) -> Array:
+  def __call__(
+    self,
+    encoder_input_ids: Array,
+    decoder_input_ids: Array,
+    *,
+    encoder_mask: Array | None = None,
+    deterministic: bool = True,
+    dropout_rng: Array | None = None,
+    return_hidden: bool = False,
+  ) -> Array:
     """encoder_input_ids [B, L], decoder_input_ids [B, T] -> float32 logits [B, T, V], or with
     `return_hidden` the decoder outputs [B, T, D] before the output projection (a loss over a
     large vocabulary can then work chunk by chunk from `lm_head_weights()`)."""
     if encoder_mask is None:
       encoder_mask = encoder_input_ids != self.config.pad_token_id
-    encoded = self.encode(encoder_input_ids, encoder_mask, deterministic=deterministic,
-                          dropout_rng=dropout_rng)
-    hidden = self.decode_hidden(decoder_input_ids[:, None, :], self.cross_kv(encoded),
-                                encoder_mask, deterministic=deterministic,
-                                dropout_rng=dropout_rng)[:, 0]  # [B, T, D]
+    encoded = self.encode(
+      encoder_input_ids, encoder_mask, deterministic=deterministic, dropout_rng=dropout_rng
+    )
+    hidden = self.decode_hidden(
+      decoder_input_ids[:, None, :],
+      self.cross_kv(encoded),
+      encoder_mask,
+      deterministic=deterministic,
+      dropout_rng=dropout_rng,
+    )[:, 0]  # [B, T, D]
     return hidden if return_hidden else self._logits(hidden)  # [B, T, D] or [B, T, V]
 
   def token_embeddings(self) -> Array:
@@ -250,8 +306,11 @@ class T5(nnx.Module):
 def param_logical_axes(model: nnx.Module):
   """Pytree like `nnx.state(model, nnx.Param)` whose leaves are logical axis-name tuples."""
   state = nnx.state(model, nnx.Param)
-  return jax.tree.map(lambda v: tuple(v.get_metadata()["out_sharding"]), state,
-                      is_leaf=lambda v: isinstance(v, nnx.Variable))
+  return jax.tree.map(
+    lambda v: tuple(v.get_metadata()["out_sharding"]),
+    state,
+    is_leaf=lambda v: isinstance(v, nnx.Variable),
+  )
 
 
 def count_params(model: nnx.Module) -> int:

@@ -13,6 +13,7 @@ import numpy as np
 from gr_jax.data import TASKS
 from gr_jax.study.plan import MODEL_LABELS, Plan, Point
 
+
 def headline_metric(config) -> str:
   """The paper's metric, Recall@30, or Recall at the deepest configured cut-off."""
   return f"recall@{max(int(k) for k in config.eval.ks)}"
@@ -53,22 +54,45 @@ def analyse_point(plan: Plan, point: Point, out_dir: str) -> dict:
     for run in point.runs:
       if run.budget == budget:
         groups.setdefault(run.model, []).append(run.run_dir)
-    training = {m: [_training_summary(d, headline_metric(config)) for d in dirs]
-                for m, dirs in groups.items()}
+    training = {
+      m: [_training_summary(d, headline_metric(config)) for d in dirs] for m, dirs in groups.items()
+    }
     for decoder in decoders:
       sub = eval_subdir(split, decoder)
       # The paper's tests: the joint model against each task-specific one on R@30 (the study's
       # report corrects over every test of the study together).
-      headline = compare(groups, task=list(TASKS), metric=headline_metric(config),
-                         test=r.test, correction=r.correction, baseline="joint", split=sub)
-      others = compare(groups, task=list(TASKS), metric=_metrics(config.eval.ks),
-                       test="ttest", correction=r.correction, baseline="joint", split=sub)
+      headline = compare(
+        groups,
+        task=list(TASKS),
+        metric=headline_metric(config),
+        test=r.test,
+        correction=r.correction,
+        baseline="joint",
+        split=sub,
+      )
+      others = compare(
+        groups,
+        task=list(TASKS),
+        metric=_metrics(config.eval.ks),
+        test="ttest",
+        correction=r.correction,
+        baseline="joint",
+        split=sub,
+      )
       distinct = {m: {t: _distinct(dirs, sub, t) for t in TASKS} for m, dirs in groups.items()}
       vs_baseline = _against_best_baselines(plan, point, budget, groups, sub, compare)
-      blocks.append({"budget": budget, "decode": decoder, "groups": groups,
-                     "headline": headline, "all_metrics": others["results"],
-                     "training": training, "distinct_items": distinct,
-                     "vs_baseline": vs_baseline})
+      blocks.append(
+        {
+          "budget": budget,
+          "decode": decoder,
+          "groups": groups,
+          "headline": headline,
+          "all_metrics": others["results"],
+          "training": training,
+          "distinct_items": distinct,
+          "vs_baseline": vs_baseline,
+        }
+      )
   baselines = {}
   for data in point.datasets:
     bdir = baselines_dir(plan, point, data)
@@ -87,14 +111,21 @@ def analyse_point(plan: Plan, point: Point, out_dir: str) -> dict:
           entry[metric] = float(np.mean(vals))
   dataset = ProcessedDataset(point.datasets[0].data_dir)
   first = blocks[0]
-  result = {"point": point.name, "headline_metric": headline_metric(config),
-            "sweep_value": point.sweep_value, "blocks": blocks,
-            # The first budget and decoder stand for the point in the sweep plot and old readers.
-            "groups": first["groups"], "headline": first["headline"],
-            "all_metrics": first["all_metrics"], "baselines": baselines,
-            "manifest_stats": _mean_stats([ProcessedDataset(d.data_dir).manifest
-                                           for d in point.datasets]),
-            "h1": [], "h2": [], "tsne": {}}
+  result = {
+    "point": point.name,
+    "headline_metric": headline_metric(config),
+    "sweep_value": point.sweep_value,
+    "blocks": blocks,
+    # The first budget and decoder stand for the point in the sweep plot and old readers.
+    "groups": first["groups"],
+    "headline": first["headline"],
+    "all_metrics": first["all_metrics"],
+    "baselines": baselines,
+    "manifest_stats": _mean_stats([ProcessedDataset(d.data_dir).manifest for d in point.datasets]),
+    "h1": [],
+    "h2": [],
+    "tsne": {},
+  }
   if r.analyses:
     # H1/H2 on the first budget's runs of the first dataset (one dataset per analysis).
     key = point.datasets[0].key
@@ -110,6 +141,7 @@ def _baseline_eval_dirs(plan: Plan, point: Point, split: str) -> dict[str, list[
   """Baseline name -> its eval directories (`<baseline>/eval/<split>`), one per dataset of the
   point in seed order; only baselines evaluated on every dataset."""
   from gr_jax.study.stages import baselines_dir
+
   found: dict[str, list[str]] = {}
   for data in point.datasets:
     bdir = baselines_dir(plan, point, data)
@@ -121,8 +153,9 @@ def _baseline_eval_dirs(plan: Plan, point: Point, split: str) -> dict[str, list[
   return {n: dirs for n, dirs in found.items() if len(dirs) == len(point.datasets)}
 
 
-def _against_best_baselines(plan: Plan, point: Point, budget: str, groups, subdir: str,
-                            compare) -> list[dict]:
+def _against_best_baselines(
+  plan: Plan, point: Point, budget: str, groups, subdir: str, compare
+) -> list[dict]:
   """Gen_R+S against the best baseline of each task (the highest mean headline metric on the
   study's split: the strongest competitor, so a win over it is conservative), with the same two
   paired tests as the verdict (over (seed, query) pairs and over seeds).
@@ -134,6 +167,7 @@ def _against_best_baselines(plan: Plan, point: Point, budget: str, groups, subdi
   the report corrects over these comparisons as their own family.
   """
   from gr_jax.evaluation import runs as runs_lib
+
   config = plan.config
   metric = headline_metric(config)
   if "joint" not in groups:
@@ -144,8 +178,9 @@ def _against_best_baselines(plan: Plan, point: Point, budget: str, groups, subdi
   for task in TASKS:
     means = {}
     for name, dirs in baselines.items():
-      vals = [runs_lib.read_json(os.path.join(d, "metrics.json")).get(task, {}).get(metric)
-              for d in dirs]
+      vals = [
+        runs_lib.read_json(os.path.join(d, "metrics.json")).get(task, {}).get(metric) for d in dirs
+      ]
       if all(isinstance(v, (int, float)) for v in vals):
         means[name] = float(np.mean(vals))
     if not means:
@@ -154,9 +189,15 @@ def _against_best_baselines(plan: Plan, point: Point, budget: str, groups, subdi
     dirs = baselines[best]
     if len(dirs) == 1:
       dirs = dirs * len(joint)
-    res = compare({"joint": joint, best: dirs}, task=task, metric=metric,
-                  test=config.reproduce.test, correction=config.reproduce.correction,
-                  baseline="joint", split=config.eval.split)
+    res = compare(
+      {"joint": joint, best: dirs},
+      task=task,
+      metric=metric,
+      test=config.reproduce.test,
+      correction=config.reproduce.correction,
+      baseline="joint",
+      split=config.eval.split,
+    )
     for c in res["comparisons"]:
       out.append(dict(c, budget=budget, baseline_means=means))
   return out
@@ -167,6 +208,7 @@ def _training_summary(run_dir: str, metric: str) -> dict:
   `best_val_recall` is the best validation decode of `metric` (mean over the run's tasks; runs
   without model selection have none)."""
   import json
+
   recs = []
   path = os.path.join(run_dir, "metrics.jsonl")
   if os.path.exists(path):
@@ -181,14 +223,19 @@ def _training_summary(run_dir: str, metric: str) -> dict:
     vals = [r[key] for r in recs if isinstance(r.get(key), (int, float))]
     return pick(vals) if vals else None
 
-  return {"run_dir": run_dir, "steps": max((int(r.get("step", 0)) for r in recs), default=0),
-          "final_loss": recs[-1].get("loss") if recs else None,
-          "best_val_loss": best("val/loss", min), "best_val_recall": best(f"val/{metric}", max)}
+  return {
+    "run_dir": run_dir,
+    "steps": max((int(r.get("step", 0)) for r in recs), default=0),
+    "final_loss": recs[-1].get("loss") if recs else None,
+    "best_val_loss": best("val/loss", min),
+    "best_val_recall": best(f"val/{metric}", max),
+  }
 
 
 def _distinct(dirs, subdir: str, task: str) -> float | None:
   """Mean over seeds of the mean number of distinct items per returned list."""
   from gr_jax.evaluation import runs as runs_lib
+
   vals = []
   for d in dirs:
     try:
@@ -216,6 +263,7 @@ def _mean_stats(manifests: list[dict]) -> dict:
 
 def _hypotheses(plan: Plan, point: Point, groups, dataset, out_dir) -> dict:
   from gr_jax.analysis import cooccurrence, popularity
+
   ev = plan.config.eval
   split = ev.split
   # eval.analysis_k = 0 (or a config saved before the knob) analyses the deepest reported cut-off.
@@ -226,11 +274,15 @@ def _hypotheses(plan: Plan, point: Point, groups, dataset, out_dir) -> dict:
   h1, h2 = [], []
   for task in TASKS:
     task_groups = {m: d for m, d in groups.items() if m in ("joint", task)}
-    h1 += popularity.h1_from_runs(task_groups, dataset, task, split=split, k=k, eps=eps,
-                                  bounds=bounds)
+    h1 += popularity.h1_from_runs(
+      task_groups, dataset, task, split=split, k=k, eps=eps, bounds=bounds
+    )
     if task in groups and "joint" in groups:
-      h2.append(cooccurrence.h2_from_runs(groups[task], groups["joint"], dataset, task,
-                                          split=split, k=k, window=window))
+      h2.append(
+        cooccurrence.h2_from_runs(
+          groups[task], groups["joint"], dataset, task, split=split, k=k, window=window
+        )
+      )
   return {"h1": h1, "h2": h2, "tsne": _tsne(plan, point, groups, dataset)}
 
 
@@ -238,6 +290,7 @@ def _tsne(plan: Plan, point: Point, groups, dataset) -> dict:
   """One t-SNE PNG per model kind (its first seed), coloured by cluster or genre."""
   from gr_jax.analysis import embeddings
   from gr_jax.training.checkpointing import restore_for_inference
+
   catalog = dataset.catalog
   first = catalog.metadata[0] if catalog.metadata else {}
   labels = embeddings.item_labels(catalog, "rec_cluster" if "rec_cluster" in first else "genres")
@@ -246,7 +299,8 @@ def _tsne(plan: Plan, point: Point, groups, dataset) -> dict:
     model, _, _ = restore_for_inference(dirs[0])
     emb = embeddings.item_embedding_matrix(model, catalog.token_offset, catalog.num_items)
     path = os.path.join(plan.workdir, "plots", f"tsne_{point.name}_{model_kind}.png")
-    embeddings.tsne_plot(path, emb, labels,
-                         title=f"{MODEL_LABELS[model_kind]} item embeddings (t-SNE, {point.name})")
+    embeddings.tsne_plot(
+      path, emb, labels, title=f"{MODEL_LABELS[model_kind]} item embeddings (t-SNE, {point.name})"
+    )
     out[model_kind] = os.path.relpath(path, plan.workdir)
   return out

@@ -35,6 +35,7 @@ DECODERS = ("beam", "topk_exact")
 @dataclasses.dataclass(frozen=True)
 class DataSpec:
   """One processed dataset of a point: per seed (simulated) or shared by all seeds."""
+
   key: str  # "seed<k>" or "shared"
   data_dir: str
   config: ml_collections.ConfigDict  # the point's config with this dataset's sim seed
@@ -43,6 +44,7 @@ class DataSpec:
 @dataclasses.dataclass(frozen=True)
 class RunSpec:
   """One training run of the study."""
+
   point: str  # sweep point name ("default" without a sweep)
   model: str  # search | rec | joint
   seed: int
@@ -55,6 +57,7 @@ class RunSpec:
 @dataclasses.dataclass(frozen=True)
 class Point:
   """One dataset of the study: the whole study, or one value of a sweep."""
+
   name: str
   sweep_value: Any
   data_dir: str  # the first dataset (kept for callers that read one dataset's catalogue)
@@ -83,8 +86,10 @@ def set_dotted(config: ml_collections.ConfigDict, dotted: str, value: Any) -> No
   node = config
   for i, name in enumerate(parents):
     if name not in node:
-      raise KeyError(f"reproduce.sweep: config has no field {'.'.join(parents[:i + 1])!r} "
-                     f"(sweep field {dotted!r})")
+      raise KeyError(
+        f"reproduce.sweep: config has no field {'.'.join(parents[: i + 1])!r} "
+        f"(sweep field {dotted!r})"
+      )
     node = node[name]
   if leaf not in node:
     raise KeyError(f"reproduce.sweep: config has no field {dotted!r}")
@@ -103,8 +108,10 @@ def build_plan(config: ml_collections.ConfigDict, workdir: str) -> Plan:
   r = config.reproduce
   unknown = [m for m in r.models if m not in MODEL_TASKS]
   if unknown:
-    raise ValueError(f"reproduce.models: unknown model kind(s) {unknown}; expected a subset of "
-                     f"{sorted(MODEL_TASKS)}")
+    raise ValueError(
+      f"reproduce.models: unknown model kind(s) {unknown}; expected a subset of "
+      f"{sorted(MODEL_TASKS)}"
+    )
   if r.sweep and not r.sweep_values:
     raise ValueError(f"reproduce.sweep={r.sweep!r} needs reproduce.sweep_values")
   budgets = tuple(r.get("budgets", ("epochs",)))
@@ -113,8 +120,7 @@ def build_plan(config: ml_collections.ConfigDict, workdir: str) -> Plan:
     raise ValueError(f"reproduce.budgets: unknown or empty {bad}; expected a subset of {BUDGETS}")
   bad = [d for d in r.get("decoders", ("beam",)) if d not in DECODERS]
   if bad or not r.get("decoders", ("beam",)):
-    raise ValueError(f"reproduce.decoders: unknown or empty {bad}; expected a subset of "
-                     f"{DECODERS}")
+    raise ValueError(f"reproduce.decoders: unknown or empty {bad}; expected a subset of {DECODERS}")
   per_seed = bool(r.get("dataset_per_seed", False)) and config.data.source == "simulate"
   values = list(r.sweep_values) if r.sweep else [None]
   points = []
@@ -124,14 +130,15 @@ def build_plan(config: ml_collections.ConfigDict, workdir: str) -> Plan:
     if r.sweep:
       set_dotted(point_config, r.sweep, value)
     datasets = []
-    for key, seed in ([(f"seed{s}", int(s)) for s in r.seeds] if per_seed else [("shared", None)]):
+    for key, seed in [(f"seed{s}", int(s)) for s in r.seeds] if per_seed else [("shared", None)]:
       data_config = ml_collections.ConfigDict(point_config.to_dict())
       with data_config.ignore_type():
         data_config.data.processed_dir = os.path.join(workdir, "data", name, key)
         if seed is not None:
           data_config.data.sim.seed = int(point_config.data.sim.seed) + seed
-      datasets.append(DataSpec(key=key, data_dir=data_config.data.processed_dir,
-                               config=data_config))
+      datasets.append(
+        DataSpec(key=key, data_dir=data_config.data.processed_dir, config=data_config)
+      )
     runs = []
     for budget in budgets:
       for model in r.models:
@@ -146,8 +153,25 @@ def build_plan(config: ml_collections.ConfigDict, workdir: str) -> Plan:
               # references train on their full data (the paper's 5/10/50/500 analysis).
               run_config.data.item_cap = 0
           run_dir = os.path.join(workdir, "runs", name, budget, model, f"seed{seed}")
-          runs.append(RunSpec(point=name, model=model, seed=int(seed), run_dir=run_dir,
-                              config=run_config, budget=budget, data=data.key))
-    points.append(Point(name=name, sweep_value=value, data_dir=datasets[0].data_dir,
-                        config=point_config, runs=tuple(runs), datasets=tuple(datasets)))
+          runs.append(
+            RunSpec(
+              point=name,
+              model=model,
+              seed=int(seed),
+              run_dir=run_dir,
+              config=run_config,
+              budget=budget,
+              data=data.key,
+            )
+          )
+    points.append(
+      Point(
+        name=name,
+        sweep_value=value,
+        data_dir=datasets[0].data_dir,
+        config=point_config,
+        runs=tuple(runs),
+        datasets=tuple(datasets),
+      )
+    )
   return Plan(workdir=workdir, config=config, points=tuple(points))

@@ -13,7 +13,6 @@ from gr_jax.schema import TASK_LABELS, TASKS
 from gr_jax.study.plan import MODEL_LABELS, Plan, Point
 
 
-
 def _load(plan: Plan, point: Point) -> dict:
   path = os.path.join(plan.workdir, "analysis", point.name, "analysis.json")
   with open(path) as f:
@@ -55,6 +54,7 @@ def _headline_rows(a: dict) -> tuple[list[dict], list[dict]]:
 
 def _bar_plot(path: str, a: dict, ks_metric: str) -> str:
   from gr_jax.analysis.report import pyplot
+
   plt = pyplot()
   fig, axes = plt.subplots(1, len(TASKS), figsize=(4.2 * len(TASKS), 3.4), dpi=120)
   for ax, task in zip(np.atleast_1d(axes), TASKS):
@@ -66,11 +66,15 @@ def _bar_plot(path: str, a: dict, ks_metric: str) -> str:
         stds.append(r["std"])
     for name, tasks in sorted(a.get("baselines", {}).items()):
       if task in tasks and ks_metric in tasks[task]:
-        names.append(name.replace("pop_", "Pop_").replace("Pop_s", "Pop_S").replace("Pop_r", "Pop_R"))
+        names.append(
+          name.replace("pop_", "Pop_").replace("Pop_s", "Pop_S").replace("Pop_r", "Pop_R")
+        )
         means.append(tasks[task][ks_metric])
         stds.append(0.0)
-    colors = ["#4C72B0" if n.startswith("Gen") and "+" not in n else
-              "#DD8452" if "+" in n else "#999999" for n in names]
+    colors = [
+      "#4C72B0" if n.startswith("Gen") and "+" not in n else "#DD8452" if "+" in n else "#999999"
+      for n in names
+    ]
     ax.bar(range(len(names)), means, yerr=stds, capsize=3, color=colors)
     ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
     ax.set_title(f"{TASK_LABELS[task]}: {_label(ks_metric)}")
@@ -85,6 +89,7 @@ def _bar_plot(path: str, a: dict, ks_metric: str) -> str:
 def _sweep_plot(plan: Plan, analyses: list[dict], path: str) -> tuple[str, list[dict]]:
   """Joint model's relative headline-metric gain against the swept (realised) statistic, per task."""
   from gr_jax.analysis.report import line_plot
+
   stat = plan.config.reproduce.sweep_statistic
   rows, series, errors = [], {}, {}
   for a in analyses:
@@ -92,23 +97,39 @@ def _sweep_plot(plan: Plan, analyses: list[dict], path: str) -> tuple[str, list[
     if stat:
       found = a.get("manifest_stats", {}).get(stat)
       if not isinstance(found, (int, float)):
-        raise KeyError(f"reproduce.sweep_statistic={stat!r} is not among the dataset statistics "
-                       f"of point {a['point']}: {sorted(a.get('manifest_stats', {}))}")
+        raise KeyError(
+          f"reproduce.sweep_statistic={stat!r} is not among the dataset statistics "
+          f"of point {a['point']}: {sorted(a.get('manifest_stats', {}))}"
+        )
       x = float(found)
     for task in TASKS:
       gains = seed_gains(a["headline"]["results"], task, task, a["headline_metric"])
       if not gains:
         continue
-      rows.append({"point": a["point"], "x": x, "task": task, "gain_pct_mean": float(np.mean(gains)),
-                   "gain_pct_std": float(np.std(gains)), "per_seed": gains})
+      rows.append(
+        {
+          "point": a["point"],
+          "x": x,
+          "task": task,
+          "gain_pct_mean": float(np.mean(gains)),
+          "gain_pct_std": float(np.std(gains)),
+          "per_seed": gains,
+        }
+      )
       xs, ys = series.setdefault(f"{TASK_LABELS[task]} gain", ([], []))
       xs.append(x)
       ys.append(float(np.mean(gains)))
       errors.setdefault(f"{TASK_LABELS[task]} gain", []).append(float(np.std(gains)))
   xlabel = stat or plan.config.reproduce.sweep
   metric = _label(analyses[0]["headline_metric"]) if analyses else "Recall"
-  line_plot(path, series, xlabel=xlabel, ylabel=f"Gen_R+S gain in {metric} (%)",
-            title=f"{plan.config.name}: joint-model gain", errors=errors)
+  line_plot(
+    path,
+    series,
+    xlabel=xlabel,
+    ylabel=f"Gen_R+S gain in {metric} (%)",
+    title=f"{plan.config.name}: joint-model gain",
+    errors=errors,
+  )
   return path, rows
 
 
@@ -116,32 +137,48 @@ def _hypotheses_md(a: dict, hm: str) -> list[str]:
   """The H1 / H2 tables and t-SNE images of one point, as markdown lines."""
   md: list[str] = []
   if a.get("h1"):
-    md += ["### H1: popularity", "",
-           "KL between the popularity of predicted items (top-K) and of test targets, and "
-           f"{_label(hm)} on head / torso / tail items (by training popularity).", "",
-           "| task | model | KL(pred ‖ target) | recall head | recall torso | recall tail |",
-           "|---|---|---|---|---|---|"]
+    md += [
+      "### H1: popularity",
+      "",
+      "KL between the popularity of predicted items (top-K) and of test targets, and "
+      f"{_label(hm)} on head / torso / tail items (by training popularity).",
+      "",
+      "| task | model | KL(pred ‖ target) | recall head | recall torso | recall tail |",
+      "|---|---|---|---|---|---|",
+    ]
     for h in a["h1"]:
       kl = h.get("kl_pred_target", h.get("kl", math.nan))
-      md.append(f"| {h['task']} | {MODEL_LABELS.get(h['model'], h['model'])} | {_fmt(kl)} | "
-                f"{_fmt(h.get('recall_head'))} | {_fmt(h.get('recall_torso'))} | "
-                f"{_fmt(h.get('recall_tail'))} |")
+      md.append(
+        f"| {h['task']} | {MODEL_LABELS.get(h['model'], h['model'])} | {_fmt(kl)} | "
+        f"{_fmt(h.get('recall_head'))} | {_fmt(h.get('recall_torso'))} | "
+        f"{_fmt(h.get('recall_tail'))} |"
+      )
     md.append("")
   if a.get("h2"):
-    md += ["### H2: item-pair co-occurrence in the predictions", "",
-           "Pairs of items that appear together in top-K lists; how the counts change from the "
-           "task-specific to the joint model, and the share of that change on pairs related in "
-           "the other task (co-occurring in sessions, or relevant to the same queries).", "",
-           "| task | co-occurrences (task-specific → joint) | pairs added by joint | share on related pairs | related base rate | lift | mean change related / unrelated |",
-           "|---|---|---|---|---|---|---|"]
+    md += [
+      "### H2: item-pair co-occurrence in the predictions",
+      "",
+      "Pairs of items that appear together in top-K lists; how the counts change from the "
+      "task-specific to the joint model, and the share of that change on pairs related in "
+      "the other task (co-occurring in sessions, or relevant to the same queries).",
+      "",
+      "| task | co-occurrences (task-specific → joint) | pairs added by joint | share on related pairs | related base rate | lift | mean change related / unrelated |",
+      "|---|---|---|---|---|---|---|",
+    ]
     for h in a["h2"]:
-      md.append(f"| {h['task']} | {h['cooc_specific']} → {h['cooc_joint']} | "
-                f"{h['positive_change']:.0f} | {_fmt(h['share_on_related'], 3)} | "
-                f"{_fmt(h['related_base_rate'], 3)} | {_fmt(h['lift'], 2)} | "
-                f"{_fmt(h['mean_delta_related'], 2)} / {_fmt(h['mean_delta_unrelated'], 2)} |")
-    md += ["", "A lift above 1 means the joint model's added co-occurrences fall on pairs the other "
-           "task relates more often than chance (H2). Related pairs: search task = co-occurring in "
-           "rec sessions; rec task = relevant to the same training query.", ""]
+      md.append(
+        f"| {h['task']} | {h['cooc_specific']} → {h['cooc_joint']} | "
+        f"{h['positive_change']:.0f} | {_fmt(h['share_on_related'], 3)} | "
+        f"{_fmt(h['related_base_rate'], 3)} | {_fmt(h['lift'], 2)} | "
+        f"{_fmt(h['mean_delta_related'], 2)} / {_fmt(h['mean_delta_unrelated'], 2)} |"
+      )
+    md += [
+      "",
+      "A lift above 1 means the joint model's added co-occurrences fall on pairs the other "
+      "task relates more often than chance (H2). Related pairs: search task = co-occurring in "
+      "rec sessions; rec task = relevant to the same training query.",
+      "",
+    ]
   for model, path in sorted(a.get("tsne", {}).items()):
     md += [f"![t-SNE {MODEL_LABELS.get(model, model)}]({path})", ""]
   return md
@@ -165,50 +202,92 @@ def _flat_tests(analyses: list[dict], key: str) -> list[dict]:
     for block in a["blocks"]:
       comparisons = block["headline"]["comparisons"] if key == "headline" else block.get(key, [])
       for c in comparisons:
-        common = {"point": a["point"], "budget": block["budget"], "decode": block["decode"],
-                  "task": c["task"], "metric": c["metric"], "a": c["a"], "b": c["b"],
-                  "gain_pct": c["gain_pct"], "mean_a": c["mean_a"], "mean_b": c["mean_b"]}
+        common = {
+          "point": a["point"],
+          "budget": block["budget"],
+          "decode": block["decode"],
+          "task": c["task"],
+          "metric": c["metric"],
+          "a": c["a"],
+          "b": c["b"],
+          "gain_pct": c["gain_pct"],
+          "mean_a": c["mean_a"],
+          "mean_b": c["mean_b"],
+        }
         if "baseline_means" in c:
           common["baseline_means"] = c["baseline_means"]
-        tests.append({**common, "unit": "query", "method": c["method"], "p_value": c["p_value"],
-                      "diff": c["diff"], "ci95": c["ci95"], "n": c["num_queries"]})
+        tests.append(
+          {
+            **common,
+            "unit": "query",
+            "method": c["method"],
+            "p_value": c["p_value"],
+            "diff": c["diff"],
+            "ci95": c["ci95"],
+            "n": c["num_queries"],
+          }
+        )
         st = c["seed_test"]
-        tests.append({**common, "unit": "seed", "method": st.get("method", "ttest_rel"),
-                      "p_value": st["p_value"], "diff": st["diff"], "ci95": st["ci95"],
-                      "n": st.get("n"), "seeds": st.get("seeds")})
+        tests.append(
+          {
+            **common,
+            "unit": "seed",
+            "method": st.get("method", "ttest_rel"),
+            "p_value": st["p_value"],
+            "diff": st["diff"],
+            "ci95": st["ci95"],
+            "n": st.get("n"),
+            "seeds": st.get("seeds"),
+          }
+        )
   return tests
 
 
 def _baseline_md(point: str, btests: list[dict], correction: str) -> tuple[list[str], list[str]]:
   """The report's "Gen_R+S against the best baseline" table of one point, and summary lines."""
-  seed = {(t["budget"], t["decode"], t["task"]): t for t in btests
-          if t["point"] == point and t["unit"] == "seed"}
-  query = {(t["budget"], t["decode"], t["task"]): t for t in btests
-           if t["point"] == point and t["unit"] == "query"}
+  seed = {
+    (t["budget"], t["decode"], t["task"]): t
+    for t in btests
+    if t["point"] == point and t["unit"] == "seed"
+  }
+  query = {
+    (t["budget"], t["decode"], t["task"]): t
+    for t in btests
+    if t["point"] == point and t["unit"] == "query"
+  }
   if not seed:
     return [], []
   family = next(iter(seed.values())).get("family_size", 0)
-  md = [f"Gen_R+S against the best baseline of each task (the baseline with the highest mean on "
-        f"this split; {correction} correction over these {family} tests, a family of their "
-        "own):", "",
-        "| budget | decoder | task | best baseline | baseline | Gen_R+S | diff [95% CI] (seed test) "
-        "| p seed / p query (adjusted) | verdict |", "|---|---|---|---|---|---|---|---|---|"]
+  md = [
+    f"Gen_R+S against the best baseline of each task (the baseline with the highest mean on "
+    f"this split; {correction} correction over these {family} tests, a family of their "
+    "own):",
+    "",
+    "| budget | decoder | task | best baseline | baseline | Gen_R+S | diff [95% CI] (seed test) "
+    "| p seed / p query (adjusted) | verdict |",
+    "|---|---|---|---|---|---|---|---|---|",
+  ]
   lines = []
   for key, st in seed.items():
     qt = query[key]
     verdict = _verdict(st, "Gen_R+S ahead", "baseline ahead")
-    md.append(f"| {key[0]} | {key[1]} | {key[2]} | {st['b']} | {_fmt(st['mean_b'])} | "
-              f"{_fmt(st['mean_a'])} | {st['diff']:+.4f} [{_fmt(st['ci95'][0])}, "
-              f"{_fmt(st['ci95'][1])}] | {_fmt_p(st['p_adjusted'])} / "
-              f"{_fmt_p(qt['p_adjusted'])} | {verdict} |")
-    lines.append(f"[{point}] {TASK_LABELS[key[2]]} ({key[0]}, {key[1]}) against the best "
-                 f"baseline {st['b']}: {verdict}: Gen_R+S {st['mean_a']:.4f} vs "
-                 f"{st['mean_b']:.4f}, adjusted p = {_fmt_p(st['p_adjusted'])} over seeds.")
+    md.append(
+      f"| {key[0]} | {key[1]} | {key[2]} | {st['b']} | {_fmt(st['mean_b'])} | "
+      f"{_fmt(st['mean_a'])} | {st['diff']:+.4f} [{_fmt(st['ci95'][0])}, "
+      f"{_fmt(st['ci95'][1])}] | {_fmt_p(st['p_adjusted'])} / "
+      f"{_fmt_p(qt['p_adjusted'])} | {verdict} |"
+    )
+    lines.append(
+      f"[{point}] {TASK_LABELS[key[2]]} ({key[0]}, {key[1]}) against the best "
+      f"baseline {st['b']}: {verdict}: Gen_R+S {st['mean_a']:.4f} vs "
+      f"{st['mean_b']:.4f}, adjusted p = {_fmt_p(st['p_adjusted'])} over seeds."
+    )
   return md + [""], lines
 
 
 def write_report(plan: Plan) -> str:
   from gr_jax.analysis import stats
+
   analyses = [_load(plan, p) for p in plan.points]
   plots_dir = os.path.join(plan.workdir, "plots")
   r = plan.config.reproduce
@@ -218,37 +297,48 @@ def write_report(plan: Plan) -> str:
   index = {(t["point"], t["budget"], t["decode"], t["task"], t["b"], t["unit"]): t for t in tests}
   baseline_tests = stats.adjust_family(_flat_tests(analyses, "vs_baseline"), r.correction)
   results, sweep_rows, summary_lines = [], [], []
-  md = [f"# gr-jax study: {plan.config.name}", "",
-        f"Generated {time.strftime('%Y-%m-%d %H:%M')} from `{plan.workdir}`. "
-        f"Models: {', '.join(MODEL_LABELS[m] for m in r.models)}; seeds: {list(r.seeds)}"
-        + (" (one simulated dataset per seed)" if r.get("dataset_per_seed", False)
-           and plan.config.data.source == "simulate" else "")
-        + f"; split: {plan.config.eval.split}; budgets: {', '.join(r.budgets)}; decoders: "
-        f"{', '.join(r.decoders)}. Recall@K is Recall (each query's relevant items found in the "
-        "top K); with one relevant item per query, as in recommendation, it equals Success@K. "
-        "Each comparison of Gen_R+S with a task-specific model has two paired tests: over "
-        "queries (units: (seed, query) pairs) and over seeds (the per-seed means, the paper's "
-        f"test across runs); {r.correction} correction over all {family} tests of the study. "
-        "The verdict follows the seed-level test.", "",
-        "Budgets: `epochs` = train.num_epochs over each model's own data (the paper; the joint "
-        "model takes more steps); `matched_steps` = every model takes the joint model's steps; "
-        "`converged` = each model trains until validation Recall stops improving (patience "
-        f"{r.get('patience', 0)}), within {r.get('converged_max_factor', 0)}x the joint model's "
-        "epoch steps, and its best-validation checkpoint is evaluated. Decoders: `beam` = the "
-        "paper's diverse beam search; `topk_exact` = the exact top-K items of one decoder step.",
-        ""]
+  md = [
+    f"# gr-jax study: {plan.config.name}",
+    "",
+    f"Generated {time.strftime('%Y-%m-%d %H:%M')} from `{plan.workdir}`. "
+    f"Models: {', '.join(MODEL_LABELS[m] for m in r.models)}; seeds: {list(r.seeds)}"
+    + (
+      " (one simulated dataset per seed)"
+      if r.get("dataset_per_seed", False) and plan.config.data.source == "simulate"
+      else ""
+    )
+    + f"; split: {plan.config.eval.split}; budgets: {', '.join(r.budgets)}; decoders: "
+    f"{', '.join(r.decoders)}. Recall@K is Recall (each query's relevant items found in the "
+    "top K); with one relevant item per query, as in recommendation, it equals Success@K. "
+    "Each comparison of Gen_R+S with a task-specific model has two paired tests: over "
+    "queries (units: (seed, query) pairs) and over seeds (the per-seed means, the paper's "
+    f"test across runs); {r.correction} correction over all {family} tests of the study. "
+    "The verdict follows the seed-level test.",
+    "",
+    "Budgets: `epochs` = train.num_epochs over each model's own data (the paper; the joint "
+    "model takes more steps); `matched_steps` = every model takes the joint model's steps; "
+    "`converged` = each model trains until validation Recall stops improving (patience "
+    f"{r.get('patience', 0)}), within {r.get('converged_max_factor', 0)}x the joint model's "
+    "epoch steps, and its best-validation checkpoint is evaluated. Decoders: `beam` = the "
+    "paper's diverse beam search; `topk_exact` = the exact top-K items of one decoder step.",
+    "",
+  ]
   for a in analyses:
     md += [f"## {a['point']}", ""]
     if a.get("manifest_stats"):
-      stats_text = ", ".join(f"{k} = {_fmt(v) if isinstance(v, float) else v}"
-                             for k, v in sorted(a["manifest_stats"].items())
-                             if isinstance(v, (int, float, str)))
+      stats_text = ", ".join(
+        f"{k} = {_fmt(v) if isinstance(v, float) else v}"
+        for k, v in sorted(a["manifest_stats"].items())
+        if isinstance(v, (int, float, str))
+      )
       md += [f"Dataset statistics (mean over datasets): {stats_text}.", ""]
     hm = a["headline_metric"]
-    md += ["| budget | decoder | task | model | "
-           f"{_label(hm)} mean ± std [95% CI] | per seed | steps | distinct items/list | "
-           "best val | diff vs joint [95% CI] (seed test) | p seed / p query (adjusted) |",
-           "|---|---|---|---|---|---|---|---|---|---|---|"]
+    md += [
+      "| budget | decoder | task | model | "
+      f"{_label(hm)} mean ± std [95% CI] | per seed | steps | distinct items/list | "
+      "best val | diff vs joint [95% CI] (seed test) | p seed / p query (adjusted) |",
+      "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for block in a["blocks"]:
       for task in TASKS:
         for rec in [x for x in block["headline"]["results"] if x["task"] == task]:
@@ -260,35 +350,62 @@ def write_report(plan: Plan) -> str:
           ci = stats.mean_ci95(rec["per_seed"])
           st = index.get((a["point"], block["budget"], block["decode"], task, model, "seed"))
           qt = index.get((a["point"], block["budget"], block["decode"], task, model, "query"))
-          results.append({
-              "point": a["point"], "budget": block["budget"], "decode": block["decode"],
-              "task": task, "model": model, "metric": rec["metric"], "mean": rec["mean"],
-              "std": rec["std"], "ci95": ci, "per_seed": rec["per_seed"], "steps": steps,
-              "final_loss": [t["final_loss"] for t in train], "best_val": best_val,
-              "distinct_items": distinct, "num_queries": rec["num_queries"]})
+          results.append(
+            {
+              "point": a["point"],
+              "budget": block["budget"],
+              "decode": block["decode"],
+              "task": task,
+              "model": model,
+              "metric": rec["metric"],
+              "mean": rec["mean"],
+              "std": rec["std"],
+              "ci95": ci,
+              "per_seed": rec["per_seed"],
+              "steps": steps,
+              "final_loss": [t["final_loss"] for t in train],
+              "best_val": best_val,
+              "distinct_items": distinct,
+              "num_queries": rec["num_queries"],
+            }
+          )
           cmp_text = p_text = ""
           if st is not None:
-            cmp_text = (f"{st['diff']:+.4f} [{_fmt(st['ci95'][0])}, {_fmt(st['ci95'][1])}] "
-                        f"({st['gain_pct']:+.1f}%)")
+            cmp_text = (
+              f"{st['diff']:+.4f} [{_fmt(st['ci95'][0])}, {_fmt(st['ci95'][1])}] "
+              f"({st['gain_pct']:+.1f}%)"
+            )
             p_text = f"{_fmt_p(st['p_adjusted'])} / {_fmt_p(qt['p_adjusted'])}"
           md.append(
-              f"| {block['budget']} | {block['decode']} | {task} | "
-              f"{MODEL_LABELS.get(model, model)} | {_fmt(rec['mean'])} ± {_fmt(rec['std'])} "
-              f"[{_fmt(ci[0])}, {_fmt(ci[1])}] | {', '.join(_fmt(v, 3) for v in rec['per_seed'])}"
-              f" | {', '.join(str(x) for x in steps)} | {_fmt(distinct, 1)} | "
-              f"{', '.join(_fmt(v, 3) for v in best_val if v is not None) or 'n/a'} | "
-              f"{cmp_text} | {p_text} |")
+            f"| {block['budget']} | {block['decode']} | {task} | "
+            f"{MODEL_LABELS.get(model, model)} | {_fmt(rec['mean'])} ± {_fmt(rec['std'])} "
+            f"[{_fmt(ci[0])}, {_fmt(ci[1])}] | {', '.join(_fmt(v, 3) for v in rec['per_seed'])}"
+            f" | {', '.join(str(x) for x in steps)} | {_fmt(distinct, 1)} | "
+            f"{', '.join(_fmt(v, 3) for v in best_val if v is not None) or 'n/a'} | "
+            f"{cmp_text} | {p_text} |"
+          )
     for name, tasks in sorted(a.get("baselines", {}).items()):
       for task in TASKS:
         if task in tasks and hm in tasks[task]:
-          md.append(f"| (any) | {name} | {task} | baseline | {_fmt(tasks[task][hm])} | | | | | "
-                    "| |")
-          results.append({"point": a["point"], "budget": None, "decode": None, "task": task,
-                          "model": name, "metric": hm, "mean": tasks[task][hm],
-                          "baseline": True})
+          md.append(f"| (any) | {name} | {task} | baseline | {_fmt(tasks[task][hm])} | | | | | | |")
+          results.append(
+            {
+              "point": a["point"],
+              "budget": None,
+              "decode": None,
+              "task": task,
+              "model": name,
+              "metric": hm,
+              "mean": tasks[task][hm],
+              "baseline": True,
+            }
+          )
     md.append("")
-    md += ["Verdicts (Gen_R+S against the task-specific model, seed-level test, "
-           f"{r.correction}-adjusted over the {family} tests):", ""]
+    md += [
+      "Verdicts (Gen_R+S against the task-specific model, seed-level test, "
+      f"{r.correction}-adjusted over the {family} tests):",
+      "",
+    ]
     for block in a["blocks"]:
       for task in TASKS:
         st = index.get((a["point"], block["budget"], block["decode"], task, task, "seed"))
@@ -297,12 +414,14 @@ def write_report(plan: Plan) -> str:
           continue
         gains = seed_gains(block["headline"]["results"], task, task, hm)
         ahead = sum(g > 0 for g in gains)
-        line = (f"{TASK_LABELS[task]} ({block['budget']}, {block['decode']}): {_verdict(st)}: "
-                f"Gen_R+S vs {MODEL_LABELS[task]} on {_label(hm)} {st['mean_a']:.4f} vs "
-                f"{st['mean_b']:.4f}, diff {st['diff']:+.4f} (95% CI {_fmt(st['ci95'][0])} to "
-                f"{_fmt(st['ci95'][1])}), joint ahead in {ahead}/{len(gains)} seeds; "
-                f"adjusted p = {_fmt_p(st['p_adjusted'])} over seeds, "
-                f"{_fmt_p(qt['p_adjusted'])} over {qt['n']} queries.")
+        line = (
+          f"{TASK_LABELS[task]} ({block['budget']}, {block['decode']}): {_verdict(st)}: "
+          f"Gen_R+S vs {MODEL_LABELS[task]} on {_label(hm)} {st['mean_a']:.4f} vs "
+          f"{st['mean_b']:.4f}, diff {st['diff']:+.4f} (95% CI {_fmt(st['ci95'][0])} to "
+          f"{_fmt(st['ci95'][1])}), joint ahead in {ahead}/{len(gains)} seeds; "
+          f"adjusted p = {_fmt_p(st['p_adjusted'])} over seeds, "
+          f"{_fmt_p(qt['p_adjusted'])} over {qt['n']} queries."
+        )
         md.append(f"- {line}")
         summary_lines.append(f"[{a['point']}] {line}")
     md.append("")
@@ -310,49 +429,92 @@ def write_report(plan: Plan) -> str:
     md += base_md
     summary_lines += base_lines
     plot = _bar_plot(os.path.join(plots_dir, f"recall_{a['point']}.png"), a, hm)
-    md += [f"![{_label(hm)}]({os.path.relpath(plot, plan.workdir)}) (first budget and decoder: "
-           f"{a['blocks'][0]['budget']}, {a['blocks'][0]['decode']})", ""]
+    md += [
+      f"![{_label(hm)}]({os.path.relpath(plot, plan.workdir)}) (first budget and decoder: "
+      f"{a['blocks'][0]['budget']}, {a['blocks'][0]['decode']})",
+      "",
+    ]
     other = [x for x in a["all_metrics"] if x["metric"] != hm]
     if other:
-      metrics = sorted({x["metric"] for x in other}, key=lambda m: (m.split("@")[0], int(m.split("@")[1])))
-      md += [f"All metrics (mean over seeds; {a['blocks'][0]['budget']}, "
-             f"{a['blocks'][0]['decode']}):", "",
-             "| task | model | " + " | ".join(metrics) + " |",
-             "|---|---|" + "---|" * len(metrics)]
+      metrics = sorted(
+        {x["metric"] for x in other}, key=lambda m: (m.split("@")[0], int(m.split("@")[1]))
+      )
+      md += [
+        f"All metrics (mean over seeds; {a['blocks'][0]['budget']}, {a['blocks'][0]['decode']}):",
+        "",
+        "| task | model | " + " | ".join(metrics) + " |",
+        "|---|---|" + "---|" * len(metrics),
+      ]
       for task in TASKS:
         for model in r.models:
-          vals = {x["metric"]: x["mean"] for x in other if x["task"] == task and x["model"] == model}
+          vals = {
+            x["metric"]: x["mean"] for x in other if x["task"] == task and x["model"] == model
+          }
           if vals:
-            md.append(f"| {task} | {MODEL_LABELS[model]} | " +
-                      " | ".join(_fmt(vals.get(m)) for m in metrics) + " |")
+            md.append(
+              f"| {task} | {MODEL_LABELS[model]} | "
+              + " | ".join(_fmt(vals.get(m)) for m in metrics)
+              + " |"
+            )
       md.append("")
     md += _hypotheses_md(a, hm)
   if plan.config.reproduce.sweep:
     path, sweep_rows = _sweep_plot(plan, analyses, os.path.join(plots_dir, "sweep_gain.png"))
-    md += ["## Sweep", "",
-           f"Joint-model gain in {_label(analyses[0]['headline_metric'])} against `{plan.config.reproduce.sweep_statistic or plan.config.reproduce.sweep}`.",
-           f"({analyses[0]['blocks'][0]['budget']}, {analyses[0]['blocks'][0]['decode']})",
-           "", "| point | x | task | gain % (mean ± std over seeds) | diff [95% CI] | p seed "
-           "(adjusted) | verdict |", "|---|---|---|---|---|---|---|"]
+    md += [
+      "## Sweep",
+      "",
+      f"Joint-model gain in {_label(analyses[0]['headline_metric'])} against `{plan.config.reproduce.sweep_statistic or plan.config.reproduce.sweep}`.",
+      f"({analyses[0]['blocks'][0]['budget']}, {analyses[0]['blocks'][0]['decode']})",
+      "",
+      "| point | x | task | gain % (mean ± std over seeds) | diff [95% CI] | p seed "
+      "(adjusted) | verdict |",
+      "|---|---|---|---|---|---|---|",
+    ]
     first = analyses[0]["blocks"][0]
     for row in sweep_rows:
-      st = index.get((row["point"], first["budget"], first["decode"], row["task"], row["task"],
-                      "seed"))
-      row.update({"diff": st["diff"], "ci95": st["ci95"], "p_adjusted": st["p_adjusted"],
-                  "verdict": _verdict(st)} if st else {})
-      md.append(f"| {row['point']} | {_fmt(row['x'])} | {row['task']} | "
-                f"{row['gain_pct_mean']:+.1f} ± {row['gain_pct_std']:.1f} | "
-                + (f"{st['diff']:+.4f} [{_fmt(st['ci95'][0])}, {_fmt(st['ci95'][1])}] | "
-                   f"{_fmt_p(st['p_adjusted'])} | {_verdict(st)} |" if st else "| | |"))
+      st = index.get(
+        (row["point"], first["budget"], first["decode"], row["task"], row["task"], "seed")
+      )
+      row.update(
+        {
+          "diff": st["diff"],
+          "ci95": st["ci95"],
+          "p_adjusted": st["p_adjusted"],
+          "verdict": _verdict(st),
+        }
+        if st
+        else {}
+      )
+      md.append(
+        f"| {row['point']} | {_fmt(row['x'])} | {row['task']} | "
+        f"{row['gain_pct_mean']:+.1f} ± {row['gain_pct_std']:.1f} | "
+        + (
+          f"{st['diff']:+.4f} [{_fmt(st['ci95'][0])}, {_fmt(st['ci95'][1])}] | "
+          f"{_fmt_p(st['p_adjusted'])} | {_verdict(st)} |"
+          if st
+          else "| | |"
+        )
+      )
     md += ["", f"![sweep]({os.path.relpath(path, plan.workdir)})", ""]
-  report = {"name": plan.config.name, "workdir": plan.workdir,
-            "seeds": list(plan.config.reproduce.seeds), "split": plan.config.eval.split,
-            "results": results, "tests": tests, "family_size": family, "sweep": sweep_rows,
-            "baseline_tests": baseline_tests,
-            "points": analyses, "config": json.loads(plan.config.to_json())}
+  report = {
+    "name": plan.config.name,
+    "workdir": plan.workdir,
+    "seeds": list(plan.config.reproduce.seeds),
+    "split": plan.config.eval.split,
+    "results": results,
+    "tests": tests,
+    "family_size": family,
+    "sweep": sweep_rows,
+    "baseline_tests": baseline_tests,
+    "points": analyses,
+    "config": json.loads(plan.config.to_json()),
+  }
   from gr_jax.evaluation.runs import write_text
-  for name, text in (("report.md", "\n".join(md) + "\n"),
-                     ("report.json", json.dumps(report, indent=1, sort_keys=True, default=str)),
-                     ("summary.txt", "\n".join(summary_lines) + "\n")):
+
+  for name, text in (
+    ("report.md", "\n".join(md) + "\n"),
+    ("report.json", json.dumps(report, indent=1, sort_keys=True, default=str)),
+    ("summary.txt", "\n".join(summary_lines) + "\n"),
+  ):
     write_text(os.path.join(plan.workdir, name), text)
   return os.path.join(plan.workdir, "report.md")

@@ -55,7 +55,7 @@ def is_done(workdir: str, stage_id: str) -> bool:
 
 
 def status(workdir: str, stage: Stage) -> str:
-  """"new" (never finished), "done" (finished with the same inputs) or "stale" (inputs changed)."""
+  """ "new" (never finished), "done" (finished with the same inputs) or "stale" (inputs changed)."""
   marker = _read_marker(workdir, stage.id)
   if marker is None:
     return "new"
@@ -64,15 +64,25 @@ def status(workdir: str, stage: Stage) -> str:
 
 def _write_marker(workdir: str, stage: Stage, seconds: float) -> None:
   from gr_jax.workdir import write_json
-  write_json(_marker_path(workdir, stage.id),
-             {"stage": stage.id, "kind": stage.kind, "seconds": round(seconds, 3),
-              "fingerprint": stage.fingerprint, "inputs": stage.inputs,
-              "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
+
+  write_json(
+    _marker_path(workdir, stage.id),
+    {
+      "stage": stage.id,
+      "kind": stage.kind,
+      "seconds": round(seconds, 3),
+      "fingerprint": stage.fingerprint,
+      "inputs": stage.inputs,
+      "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    },
+  )
 
 
 def _format_seconds(s: float) -> str:
   s = int(round(s))
-  return f"{s // 3600}h{s % 3600 // 60:02d}m{s % 60:02d}s" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+  return (
+    f"{s // 3600}h{s % 3600 // 60:02d}m{s % 60:02d}s" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+  )
 
 
 class Progress:
@@ -121,7 +131,7 @@ def run_stages(stages: list[Stage], workdir: str, printer: Callable[[str], None]
       os.remove(_marker_path(workdir, stage.id))
       if stage.reset is not None:
         stage.reset()
-    eta = progress.eta(stages[i - 1:])
+    eta = progress.eta(stages[i - 1 :])
     eta_text = f", ETA {_format_seconds(eta)}" if eta is not None else ""
     elapsed = _format_seconds(time.time() - progress.start)
     printer(f"[stage {i}/{n}] {stage.describe} (elapsed {elapsed}{eta_text})")
@@ -132,14 +142,17 @@ def run_stages(stages: list[Stage], workdir: str, printer: Callable[[str], None]
     _write_marker(workdir, stage, seconds)
     ran += 1
     logging.info("stage %s finished in %.1fs", stage.id, seconds)
-  printer(f"[plan] {ran} stage(s) run, {skipped} skipped, "
-          f"{_format_seconds(time.time() - progress.start)} in all")
+  printer(
+    f"[plan] {ran} stage(s) run, {skipped} skipped, "
+    f"{_format_seconds(time.time() - progress.start)} in all"
+  )
   return {"ran": ran, "skipped": skipped}
 
 
 def run_plan(plan: Plan, printer: Callable[[str], None] = print) -> str:
   """Runs every stage of the plan and returns the path of report.md."""
   from gr_jax.study import stages as stage_lib  # Heavy imports (jax) only when running.
+
   stages = stage_lib.stages_for(plan)
   run_stages(stages, plan.workdir, printer)
   return os.path.join(plan.workdir, "report.md")

@@ -40,6 +40,7 @@ def analysis_dir(plan: Plan, point: Point) -> str:
 def joint_epoch_steps(config: ml_collections.ConfigDict, data_dir: str) -> int:
   """Optimizer steps of `train.num_epochs` epochs over BOTH tasks' training data (Gen_R+S)."""
   from gr_jax.training import data_adapter
+
   cfg = ml_collections.ConfigDict(config.to_dict())
   with cfg.ignore_type():
     cfg.data.tasks = ("search", "rec")
@@ -77,30 +78,44 @@ def budget_config(plan: Plan, run: RunSpec, data_dir: str) -> ml_collections.Con
 
 def _prepare(data: DataSpec) -> None:
   from gr_jax.data.prepare import prepare_dataset
+
   prepare_dataset(data.config, data.data_dir)
 
 
 def _train(plan: Plan, run: RunSpec, data_dir: str) -> None:
   from gr_jax.training.loop import train
+
   train(budget_config(plan, run, data_dir), run.run_dir)
 
 
 def _evaluate(run: RunSpec, split: str, decoder: str) -> None:
   from gr_jax.evaluation.evaluator import evaluate
+
   # A converged run is evaluated at its best-validation checkpoint; the others at their end.
   step = "best" if run.budget == "converged" else None
-  evaluate(run.run_dir, split=split, step=step, overrides={"decode.method": decoder},
-           out_subdir=eval_subdir(split, decoder))
+  evaluate(
+    run.run_dir,
+    split=split,
+    step=step,
+    overrides={"decode.method": decoder},
+    out_subdir=eval_subdir(split, decoder),
+  )
 
 
 def _baselines(plan: Plan, point: Point, data: DataSpec) -> None:
   from gr_jax.baselines.popularity import write_popularity_runs
   from gr_jax.baselines.runner import run_baseline
   from gr_jax.data.dataset import ProcessedDataset
+
   out = baselines_dir(plan, point, data)
   split = plan.config.eval.split
-  write_popularity_runs(ProcessedDataset(data.data_dir), out, split, tuple(plan.config.eval.ks),
-                        mix_weight=float(plan.config.eval.pop_mix_weight))
+  write_popularity_runs(
+    ProcessedDataset(data.data_dir),
+    out,
+    split,
+    tuple(plan.config.eval.ks),
+    mix_weight=float(plan.config.eval.pop_mix_weight),
+  )
   for name in plan.config.reproduce.get("baselines", ()):
     cfg = ml_collections.ConfigDict(data.config.to_dict())
     with cfg.ignore_type():
@@ -111,6 +126,7 @@ def _baselines(plan: Plan, point: Point, data: DataSpec) -> None:
 def _analyse(plan: Plan, point: Point) -> None:
   from gr_jax.evaluation.runs import write_json
   from gr_jax.study import analyses
+
   out = analysis_dir(plan, point)
   os.makedirs(out, exist_ok=True)
   result = analyses.analyse_point(plan, point, out)
@@ -119,6 +135,7 @@ def _analyse(plan: Plan, point: Point) -> None:
 
 def _report(plan: Plan) -> None:
   from gr_jax.study import report
+
   report.write_report(plan)
 
 
@@ -141,56 +158,95 @@ def stages_for(plan: Plan) -> list[Stage]:
   split = plan.config.eval.split
   r = plan.config.reproduce
   decoders = tuple(r.get("decoders", ("beam",)))
-  study_inputs = {k: plan.config.reproduce.to_dict()[k] for k in
-                  ("budgets", "converged_max_factor", "converged_evals", "patience")
-                  if k in plan.config.reproduce}
+  study_inputs = {
+    k: plan.config.reproduce.to_dict()[k]
+    for k in ("budgets", "converged_max_factor", "converged_evals", "patience")
+    if k in plan.config.reproduce
+  }
   stages: list[Stage] = []
   for point in plan.points:
     data_fp, point_fps = {}, []
     for data in point.datasets:
       tag = f"{point.name}__{data.key}"
-      prep = Stage(f"prepare__{tag}", "prepare", f"prepare data ({point.name}, {data.key})",
-                   lambda d=data: _prepare(d), inputs={"data": data.config.data.to_dict()},
-                   reset=_rmtree(data.data_dir))
+      prep = Stage(
+        f"prepare__{tag}",
+        "prepare",
+        f"prepare data ({point.name}, {data.key})",
+        lambda d=data: _prepare(d),
+        inputs={"data": data.config.data.to_dict()},
+        reset=_rmtree(data.data_dir),
+      )
       data_fp[data.key] = prep.fingerprint
-      base = Stage(f"baselines__{tag}", "baselines",
-                   f"baselines ({point.name}, {data.key})",
-                   lambda p=point, d=data: _baselines(plan, p, d),
-                   inputs={"data": prep.fingerprint, "eval": plan.config.eval.to_dict(),
-                           "baselines": plan.config.get("baselines", {}).to_dict()
-                           if "baselines" in plan.config else {},
-                           "which": list(r.get("baselines", ())), "seed": int(r.seeds[0])},
-                   reset=_rmtree(baselines_dir(plan, point, data)))
+      base = Stage(
+        f"baselines__{tag}",
+        "baselines",
+        f"baselines ({point.name}, {data.key})",
+        lambda p=point, d=data: _baselines(plan, p, d),
+        inputs={
+          "data": prep.fingerprint,
+          "eval": plan.config.eval.to_dict(),
+          "baselines": plan.config.get("baselines", {}).to_dict()
+          if "baselines" in plan.config
+          else {},
+          "which": list(r.get("baselines", ())),
+          "seed": int(r.seeds[0]),
+        },
+        reset=_rmtree(baselines_dir(plan, point, data)),
+      )
       stages += [prep, base]
       point_fps += [prep.fingerprint, base.fingerprint]
     for run in point.runs:
       data_dir = point.dataset(run.data).data_dir
       tag = f"{point.name}__{run.budget}__{run.model}__seed{run.seed}"
-      train = Stage(f"train__{tag}", "train",
-                    f"train {run.model} seed {run.seed}, {run.budget} ({point.name})",
-                    lambda rr=run, dd=data_dir: _train(plan, rr, dd),
-                    inputs={"config": _config_inputs(run.config), "budget": run.budget,
-                            "study": study_inputs, "data": data_fp[run.data]},
-                    reset=_rmtree(run.run_dir))
+      train = Stage(
+        f"train__{tag}",
+        "train",
+        f"train {run.model} seed {run.seed}, {run.budget} ({point.name})",
+        lambda rr=run, dd=data_dir: _train(plan, rr, dd),
+        inputs={
+          "config": _config_inputs(run.config),
+          "budget": run.budget,
+          "study": study_inputs,
+          "data": data_fp[run.data],
+        },
+        reset=_rmtree(run.run_dir),
+      )
       stages.append(train)
       for decoder in decoders:
-        ev = Stage(f"evaluate__{tag}__{decoder}", "evaluate",
-                   f"evaluate {run.model} seed {run.seed}, {run.budget}, {decoder} on {split} "
-                   f"({point.name})",
-                   lambda rr=run, dec=decoder: _evaluate(rr, split, dec),
-                   inputs={"train": train.fingerprint, "decode": run.config.decode.to_dict(),
-                           "decoder": decoder, "eval": run.config.eval.to_dict()},
-                   reset=_rmtree(os.path.join(run.run_dir, "eval",
-                                              eval_subdir(split, decoder))))
+        ev = Stage(
+          f"evaluate__{tag}__{decoder}",
+          "evaluate",
+          f"evaluate {run.model} seed {run.seed}, {run.budget}, {decoder} on {split} "
+          f"({point.name})",
+          lambda rr=run, dec=decoder: _evaluate(rr, split, dec),
+          inputs={
+            "train": train.fingerprint,
+            "decode": run.config.decode.to_dict(),
+            "decoder": decoder,
+            "eval": run.config.eval.to_dict(),
+          },
+          reset=_rmtree(os.path.join(run.run_dir, "eval", eval_subdir(split, decoder))),
+        )
         stages.append(ev)
         point_fps.append(ev.fingerprint)
-    stages.append(Stage(f"analyse__{point.name}", "analyse",
-                        f"statistics and analyses ({point.name})",
-                        lambda p=point: _analyse(plan, p),
-                        inputs={"stages": point_fps, "reproduce": r.to_dict()}))
-  stages.append(Stage("report", "report", "report", lambda: _report(plan),
-                      inputs={"stages": [s.fingerprint for s in stages],
-                              "reproduce": r.to_dict()}))
+    stages.append(
+      Stage(
+        f"analyse__{point.name}",
+        "analyse",
+        f"statistics and analyses ({point.name})",
+        lambda p=point: _analyse(plan, p),
+        inputs={"stages": point_fps, "reproduce": r.to_dict()},
+      )
+    )
+  stages.append(
+    Stage(
+      "report",
+      "report",
+      "report",
+      lambda: _report(plan),
+      inputs={"stages": [s.fingerprint for s in stages], "reproduce": r.to_dict()},
+    )
+  )
   # Stage ids are file names: keep them safe.
   for s in stages:
     s.id = "".join(ch if ch.isalnum() or ch in "._-=" else "_" for ch in s.id)

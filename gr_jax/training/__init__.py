@@ -13,8 +13,10 @@ def __getattr__(name):
   # Lazy: importing the package (e.g. for partitioning) does not build the whole trainer.
   if name == "train":
     from gr_jax.training.loop import train
+
     return train
   if name in ("restore_for_inference", "best_step", "latest_step"):
     from gr_jax.training import checkpointing
+
     return getattr(checkpointing, name)
   raise AttributeError(name)

@@ -40,8 +40,15 @@ BEST_MODES = ("min", "max")
 
 # Config fields that change the shapes or structure of what is saved, or how the data iterator
 # state is interpreted: a checkpoint written with other values cannot be resumed.
-_MUST_MATCH = ("model.preset", "model.overrides", "model.param_dtype", "data.tasks",
-               "data.encoder_len", "data.decoder_len", "train.batch_size")
+_MUST_MATCH = (
+  "model.preset",
+  "model.overrides",
+  "model.param_dtype",
+  "data.tasks",
+  "data.encoder_len",
+  "data.decoder_len",
+  "train.batch_size",
+)
 
 # Orbax warnings that say nothing to a user of this package: read-only managers are how inference
 # reads a run (once per restore), and a save without the ranked metric is expected (no validation
@@ -98,6 +105,7 @@ def _metric_fn(metric: str, mode: str) -> Callable[[Any], float]:
   def get(metrics) -> float:
     value = metrics.get(metric) if isinstance(metrics, dict) else None
     return worst if value is None else float(value)
+
   return get
 
 
@@ -107,27 +115,42 @@ def _check_mode(mode: str) -> str:
   return mode
 
 
-def _manager(workdir: str, *, read_only: bool = False, async_save: bool = False,
-             keep: int | None = None, keep_best: bool = False, best_metric: str = "val/loss",
-             best_mode: str = "min"):
+def _manager(
+  workdir: str,
+  *,
+  read_only: bool = False,
+  async_save: bool = False,
+  keep: int | None = None,
+  keep_best: bool = False,
+  best_metric: str = "val/loss",
+  best_mode: str = "min",
+):
   """An Orbax CheckpointManager whose retention is Orbax's preservation policy: the latest `keep`
   steps, plus the single best by `best_metric` with `keep_best` (read-only: keeps everything)."""
   cm = ocp.checkpoint_managers
   policies = [cm.LatestN(n=None if read_only else keep)]
   if keep_best and not read_only:
-    policies.append(cm.BestN(get_metric_fn=_metric_fn(best_metric, best_mode),
-                             reverse=best_mode == "min",  # Orbax keeps the tail of the sort
-                             n=1, keep_checkpoints_without_metrics=False))
+    policies.append(
+      cm.BestN(
+        get_metric_fn=_metric_fn(best_metric, best_mode),
+        reverse=best_mode == "min",  # Orbax keeps the tail of the sort
+        n=1,
+        keep_checkpoints_without_metrics=False,
+      )
+    )
   options = ocp.CheckpointManagerOptions(
-      # best_fn makes Orbax write the `metrics` item and answer best_step(); which steps are kept
-      # is decided by the preservation policy alone.
-      best_fn=_metric_fn(best_metric, best_mode), best_mode=_check_mode(best_mode),
-      preservation_policy=cm.AnyPreservationPolicy(policies),
-      save_interval_steps=0 if read_only else 1,  # read-only: no "setting it to 0" warning
-      create=not read_only, read_only=read_only,
-      # Leftovers of saves interrupted by a crash (Orbax never lists them as steps).
-      cleanup_tmp_directories=not read_only,
-      enable_async_checkpointing=async_save)
+    # best_fn makes Orbax write the `metrics` item and answer best_step(); which steps are kept
+    # is decided by the preservation policy alone.
+    best_fn=_metric_fn(best_metric, best_mode),
+    best_mode=_check_mode(best_mode),
+    preservation_policy=cm.AnyPreservationPolicy(policies),
+    save_interval_steps=0 if read_only else 1,  # read-only: no "setting it to 0" warning
+    create=not read_only,
+    read_only=read_only,
+    # Leftovers of saves interrupted by a crash (Orbax never lists them as steps).
+    cleanup_tmp_directories=not read_only,
+    enable_async_checkpointing=async_save,
+  )
   return ocp.CheckpointManager(checkpoint_dir(workdir), options=options, item_names=ITEMS)
 
 
@@ -162,8 +185,9 @@ def tree_checksums(tree) -> dict[str, str]:
   if not flat:
     return {}
   sums = jax.device_get(_checksum_leaves([x for _, x in flat]))
-  return {jax.tree_util.keystr(kp): f"{int(s[0]):08x}{int(s[1]):08x}"
-          for (kp, _), s in zip(flat, sums)}
+  return {
+    jax.tree_util.keystr(kp): f"{int(s[0]):08x}{int(s[1]):08x}" for (kp, _), s in zip(flat, sums)
+  }
 
 
 def _verify_checksums(tree, saved: dict[str, str] | None, where: str) -> None:
@@ -174,13 +198,15 @@ def _verify_checksums(tree, saved: dict[str, str] | None, where: str) -> None:
   got = tree_checksums(tree)
   if set(got) != set(saved):
     odd = sorted(set(got) ^ set(saved))
-    raise CheckpointCorruptError(f"{where}: arrays {odd[:3]} are not in both the checkpoint's "
-                                 "checksums and the restored tree")
+    raise CheckpointCorruptError(
+      f"{where}: arrays {odd[:3]} are not in both the checkpoint's checksums and the restored tree"
+    )
   bad = [k for k in got if got[k] != saved[k]]
   if bad:
     raise CheckpointCorruptError(
-        f"{where}: {len(bad)} array(s) differ from the checksums written at save time, e.g. "
-        f"{bad[0]}: checksum {got[bad[0]]}, saved {saved[bad[0]]}")
+      f"{where}: {len(bad)} array(s) differ from the checksums written at save time, e.g. "
+      f"{bad[0]}: checksum {got[bad[0]]}, saved {saved[bad[0]]}"
+    )
 
 
 # ------------------------------------------------------------------------------- JSON conversions
@@ -226,8 +252,9 @@ def check_config_compatible(saved: dict, current: dict, where: str) -> None:
         diffs.append(f"{k}: checkpoint {s.get(k)!r}, config {c.get(k)!r}")
   if diffs:
     raise ConfigMismatchError(
-        f"{where}: the checkpoint was written with a different config ({'; '.join(diffs)}). "
-        "Use the same config to resume, or a new --workdir for a new run.")
+      f"{where}: the checkpoint was written with a different config ({'; '.join(diffs)}). "
+      "Use the same config to resume, or a new --workdir for a new run."
+    )
 
 
 def _norm(v):
@@ -249,36 +276,59 @@ class Checkpointer:
     self.best_metric = str(ck.get("best_metric", "val/loss"))
     self.best_mode = _check_mode(str(ck.get("best_mode", "min")))
     self.async_save = bool(ck.get("async_save", False))
-    self.manager = _manager(workdir, async_save=self.async_save, keep=self.keep,
-                            keep_best=self.keep_best, best_metric=self.best_metric,
-                            best_mode=self.best_mode)
+    self.manager = _manager(
+      workdir,
+      async_save=self.async_save,
+      keep=self.keep,
+      keep_best=self.keep_best,
+      best_metric=self.best_metric,
+      best_mode=self.best_mode,
+    )
 
   def steps(self) -> list[int]:
     return sorted(self.manager.all_steps())
 
-  def save(self, step: int, state: dict, *, data_state: Any, config: dict,
-           metrics: dict[str, float] | None = None) -> None:
+  def save(
+    self,
+    step: int,
+    state: dict,
+    *,
+    data_state: Any,
+    config: dict,
+    metrics: dict[str, float] | None = None,
+  ) -> None:
     """Writes checkpoint `step`; `metrics` (e.g. {"val/loss": 2.1}) are kept with it, and Orbax
     ranks the step by `checkpoint.best_metric` when they hold it (finite values only)."""
-    finite = {str(k): float(v) for k, v in (metrics or {}).items()
-              if v is not None and math.isfinite(float(v))}
+    finite = {
+      str(k): float(v)
+      for k, v in (metrics or {}).items()
+      if v is not None and math.isfinite(float(v))
+    }
     ranked = finite if self.best_metric in finite else None
     meta = {"step": int(step), "metrics": finite}
-    checksums = {"params": tree_checksums(state["params"]),
-                 "opt_state": tree_checksums(state["opt_state"])}
+    checksums = {
+      "params": tree_checksums(state["params"]),
+      "opt_state": tree_checksums(state["opt_state"]),
+    }
     if step in self.manager.all_steps():
       # Left by an earlier attempt whose checkpoint failed to restore (we resumed before it).
       self.manager.wait_until_finished()
       log.warning("replacing checkpoint %s/%d", checkpoint_dir(self.workdir), step)
       self.manager.delete(step)
     # Orbax applies the preservation policy (last N + best) as part of the save.
-    self.manager.save(step, args=ocp.args.Composite(
+    self.manager.save(
+      step,
+      args=ocp.args.Composite(
         params=ocp.args.StandardSave(state["params"]),
         opt_state=ocp.args.StandardSave(state["opt_state"]),
         data=ocp.args.JsonSave(_encode_data_state(data_state)),
         config=ocp.args.JsonSave(config),
         meta=ocp.args.JsonSave(meta),
-        checksums=ocp.args.JsonSave(checksums)), metrics=ranked, force=True)
+        checksums=ocp.args.JsonSave(checksums),
+      ),
+      metrics=ranked,
+      force=True,
+    )
     if not self.async_save:
       self.manager.wait_until_finished()
 
@@ -294,38 +344,58 @@ class Checkpointer:
       where = os.path.join(checkpoint_dir(self.workdir), str(step))
       try:
         saved_config = self.manager.restore(
-            step, args=ocp.args.Composite(config=ocp.args.JsonRestore())).config
+          step, args=ocp.args.Composite(config=ocp.args.JsonRestore())
+        ).config
       except Exception as e:  # pylint: disable=broad-except
-        log.warning("checkpoint %s is unreadable (%s: %s); trying the previous one", where,
-                    type(e).__name__, _short(e))
+        log.warning(
+          "checkpoint %s is unreadable (%s: %s); trying the previous one",
+          where,
+          type(e).__name__,
+          _short(e),
+        )
         continue
       check_config_compatible(saved_config, config, where)
       try:
-        items = dict(params=ocp.args.StandardRestore(abstract_state["params"]),
-                     opt_state=ocp.args.StandardRestore(abstract_state["opt_state"]),
-                     data=ocp.args.JsonRestore())
+        items = dict(
+          params=ocp.args.StandardRestore(abstract_state["params"]),
+          opt_state=ocp.args.StandardRestore(abstract_state["opt_state"]),
+          data=ocp.args.JsonRestore(),
+        )
         if _has_item(where, "checksums"):
           items["checksums"] = ocp.args.JsonRestore()
         restored = self.manager.restore(step, args=ocp.args.Composite(**items))
         _check_restored(restored.params, abstract_state["params"], where)
         _check_restored(restored.opt_state, abstract_state["opt_state"], where)
         saved = restored["checksums"] if "checksums" in items else None
-        _verify_checksums(restored.params, None if saved is None else saved.get("params", {}),
-                          f"{where}/params")
-        _verify_checksums(restored.opt_state,
-                          None if saved is None else saved.get("opt_state", {}),
-                          f"{where}/opt_state")
+        _verify_checksums(
+          restored.params, None if saved is None else saved.get("params", {}), f"{where}/params"
+        )
+        _verify_checksums(
+          restored.opt_state,
+          None if saved is None else saved.get("opt_state", {}),
+          f"{where}/opt_state",
+        )
       except Exception as e:  # pylint: disable=broad-except
-        log.warning("checkpoint %s failed to restore or verify (%s: %s); trying the previous one",
-                    where, type(e).__name__, _short(e))
+        log.warning(
+          "checkpoint %s failed to restore or verify (%s: %s); trying the previous one",
+          where,
+          type(e).__name__,
+          _short(e),
+        )
         continue
-      state = {"step": jax.device_put(jax.numpy.asarray(step, jax.numpy.int32),
-                                      abstract_state["step"].sharding),
-               "params": restored.params, "opt_state": restored.opt_state}
+      state = {
+        "step": jax.device_put(
+          jax.numpy.asarray(step, jax.numpy.int32), abstract_state["step"].sharding
+        ),
+        "params": restored.params,
+        "opt_state": restored.opt_state,
+      }
       return state, _decode_data_state(restored.data), step
     if steps:
-      raise NoCheckpointError(f"{checkpoint_dir(self.workdir)}: none of the checkpoints {steps} "
-                              "could be restored (see the warnings above)")
+      raise NoCheckpointError(
+        f"{checkpoint_dir(self.workdir)}: none of the checkpoints {steps} "
+        "could be restored (see the warnings above)"
+      )
     return None
 
   def best_step(self) -> int | None:
@@ -363,8 +433,9 @@ def _check_restored(restored, abstract, where: str) -> None:
     raise ValueError(f"{where}: {len(got)} arrays, expected {len(exp)}")
   for (kp, a), (_, b) in zip(got, exp):
     if tuple(a.shape) != tuple(b.shape) or a.dtype != b.dtype:
-      raise ValueError(f"{where}: {jax.tree_util.keystr(kp)} is {a.shape} {a.dtype}, expected "
-                       f"{b.shape} {b.dtype}")
+      raise ValueError(
+        f"{where}: {jax.tree_util.keystr(kp)} is {a.shape} {a.dtype}, expected {b.shape} {b.dtype}"
+      )
 
 
 # ------------------------------------------------------------------------------------ read helpers
@@ -423,8 +494,10 @@ def _candidates(manager, steps: list[int], step, metric: str, mode: str, where: 
       if isinstance(metrics, dict) and metrics.get(metric) is not None:
         ranked.append((float(metrics[metric]), s))
     if not ranked:
-      raise NoCheckpointError(f"{where}: no checkpoint has the metric {metric!r} "
-                              f"(checkpoint.best_metric; have steps {steps})")
+      raise NoCheckpointError(
+        f"{where}: no checkpoint has the metric {metric!r} "
+        f"(checkpoint.best_metric; have steps {steps})"
+      )
     ranked.sort(key=lambda vs: (vs[0] if mode == "min" else -vs[0], -vs[1]))
     best = [s for _, s in ranked]
     # After the ranked ones, the newest of the others: "best" still gives a model if all ranked
@@ -446,8 +519,10 @@ def restore_for_inference(workdir: str, step: int | str | None = None, *, mesh=N
   way the error is one line: no Orbax traceback reaches the user.
   """
   from flax import nnx  # pylint: disable=g-import-not-at-top
+
   # pylint: disable=g-import-not-at-top
   from gr_jax.training import partitioning, state as state_lib
+
   quiet_orbax_logs()
   root = checkpoint_dir(workdir)
   steps = all_steps(workdir)
@@ -485,12 +560,17 @@ def restore_for_inference(workdir: str, step: int | str | None = None, *, mesh=N
         restored = manager.restore(s, args=ocp.args.Composite(**items))
         _check_restored(restored.params, abstract_params, where)
         saved_sums = restored["checksums"] if "checksums" in items else None
-        _verify_checksums(restored.params,
-                          None if saved_sums is None else saved_sums.get("params", {}),
-                          f"{where}/params")
+        _verify_checksums(
+          restored.params,
+          None if saved_sums is None else saved_sums.get("params", {}),
+          f"{where}/params",
+        )
       except Exception as e:  # pylint: disable=broad-except
-        msg = str(e) if isinstance(e, CheckpointCorruptError) else (
-            f"{where}: params failed to restore ({type(e).__name__}: {_short(e)})")
+        msg = (
+          str(e)
+          if isinstance(e, CheckpointCorruptError)
+          else (f"{where}: params failed to restore ({type(e).__name__}: {_short(e)})")
+        )
         failures.append(" ".join(msg.split()))
         _warn_fallback(failures[-1], s, order)
         continue
@@ -500,8 +580,9 @@ def restore_for_inference(workdir: str, step: int | str | None = None, *, mesh=N
     manager.close()
   if len(order) == 1:
     raise CheckpointCorruptError(failures[0])
-  raise CheckpointCorruptError(f"{root}: no checkpoint of {order} restores and verifies "
-                               f"(first: {failures[0]})")
+  raise CheckpointCorruptError(
+    f"{root}: no checkpoint of {order} restores and verifies (first: {failures[0]})"
+  )
 
 
 def _warn_fallback(failure: str, step: int, order: list[int]) -> None:
@@ -516,6 +597,7 @@ def verify_dataset_of(config, data_dir: str) -> None:
   ValueError, naming the file or field and both values). A directory without manifest.json (a
   hand-made dataset) is not checked."""
   from gr_jax.data.dataset import verify_dataset  # pylint: disable=g-import-not-at-top
+
   verify_dataset(data_dir, config, require_manifest=False)
 
 

@@ -39,14 +39,18 @@ def ensure_dataset(config: ml_collections.ConfigDict, workdir: str) -> str:
   per_host = not workdir_lib.is_local(workdir)
   if not workdir_lib.is_local(path):
     raise ValueError(
-        f"the processed dataset {path} is not on a local disk: it is memory-mapped, so with a "
-        "non-local workdir set config.data.processed_dir to a local directory")
+      f"the processed dataset {path} is not on a local disk: it is memory-mapped, so with a "
+      "non-local workdir set config.data.processed_dir to a local directory"
+    )
   if config.data.processed_dir and not per_host and not _has_dataset(path):
-    raise FileNotFoundError(f"config.data.processed_dir={path}: no manifest.json there (run "
-                            "`python -m gr_jax.prepare` first, or leave it empty)")
+    raise FileNotFoundError(
+      f"config.data.processed_dir={path}: no manifest.json there (run "
+      "`python -m gr_jax.prepare` first, or leave it empty)"
+    )
   # prepare_dataset is a no-op when the same data config is already there, and an error when
   # another one is: a resumed run never trains on silently different data.
   from gr_jax.data.prepare import prepare_dataset  # pylint: disable=g-import-not-at-top
+
   if per_host:
     log.info("preparing the dataset into %s (this host's copy)", path)
     prepare_dataset(config, path)
@@ -62,6 +66,7 @@ def ensure_dataset(config: ml_collections.ConfigDict, workdir: str) -> str:
 @dataclasses.dataclass
 class DataSource:
   """The processed dataset of a run and the batch streams the trainer reads from it."""
+
   path: str
   dataset: Any  # gr_jax.data.dataset.ProcessedDataset
 
@@ -85,18 +90,32 @@ class DataSource:
     """This process's share of every global batch (`batch_size // process_count` rows), endless:
     the trainer stops at its step count. Iterator state: `get_state()` / `set_state()` (JSON)."""
     from gr_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+
     return pipeline.make_train_loader(
-        self.dataset, config.data, tasks=tuple(config.data.tasks),
-        batch_size=int(config.train.batch_size), seed=int(config.seed), num_epochs=None,
-        process_index=jax.process_index(), process_count=jax.process_count())
+      self.dataset,
+      config.data,
+      tasks=tuple(config.data.tasks),
+      batch_size=int(config.train.batch_size),
+      seed=int(config.seed),
+      num_epochs=None,
+      process_index=jax.process_index(),
+      process_count=jax.process_count(),
+    )
 
   def eval_batches(self, config, split: str = "valid") -> Iterable[dict[str, np.ndarray]]:
     """Validation batches of every trained task (padding rows have zero decoder weights)."""
     from gr_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+
     for task in config.data.tasks:
       yield from pipeline.make_eval_batches(
-          self.dataset, task, split, int(config.train.batch_size), data_config=config.data,
-          process_index=jax.process_index(), process_count=jax.process_count())
+        self.dataset,
+        task,
+        split,
+        int(config.train.batch_size),
+        data_config=config.data,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+      )
 
   @staticmethod
   def to_global(batch: dict[str, np.ndarray], sharding, global_batch_size: int):
@@ -108,12 +127,15 @@ def open_dataset(config: ml_collections.ConfigDict, workdir: str) -> DataSource:
   config (data hash): a run never trains on data other than its config describes."""
   # pylint: disable-next=g-import-not-at-top
   from gr_jax.data.dataset import ProcessedDataset, verify_dataset
+
   path = ensure_dataset(config, workdir)
   verify_dataset(path, config)
   return DataSource(path, ProcessedDataset(path))
 
 
-def to_global(batch: dict[str, np.ndarray], sharding, global_batch_size: int) -> dict[str, jax.Array]:
+def to_global(
+  batch: dict[str, np.ndarray], sharding, global_batch_size: int
+) -> dict[str, jax.Array]:
   """Host batch -> global arrays. A batch of `global_batch_size` rows is the whole global batch
   (each process keeps the rows its devices own); a smaller one is this process's share."""
   out = {}

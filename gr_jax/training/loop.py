@@ -40,6 +40,7 @@ class NonFiniteLossError(RuntimeError):
 def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Trains (or resumes) the run in `workdir`; returns a summary dict (see `_Trainer.run`)."""
   from gr_jax import workdir_lock  # pylint: disable=g-import-not-at-top
+
   config = ml_collections.ConfigDict(config.to_dict())
   partitioning.maybe_initialize_distributed(config)
   workdir = workdir_lib.absolute(workdir)  # local paths only: gs://... stays a URL
@@ -54,8 +55,12 @@ def _train_locked(config: ml_collections.ConfigDict, workdir: str) -> dict[str, 
   epath.Path(workdir).mkdir(parents=True, exist_ok=True)
   data = data_adapter.open_dataset(config, workdir)
   config, model_config = state_lib.resolve_model(
-      config, text_vocab_size=data.text_vocab_size, num_item_tokens=data.num_item_tokens,
-      token_offset=data.token_offset, where=data.path)
+    config,
+    text_vocab_size=data.text_vocab_size,
+    num_item_tokens=data.num_item_tokens,
+    token_offset=data.token_offset,
+    where=data.path,
+  )
   with config.unlocked():
     config.data.processed_dir = data.path
     if config.train.get("select_metric", ""):
@@ -81,8 +86,10 @@ class _Trainer:
     t = config.train
     self.batch_size = int(t.batch_size)
     if self.batch_size % jax.process_count():
-      raise ValueError(f"config.train.batch_size={self.batch_size} is not divisible by the "
-                       f"{jax.process_count()} processes")
+      raise ValueError(
+        f"config.train.batch_size={self.batch_size} is not divisible by the "
+        f"{jax.process_count()} processes"
+      )
     self.loader = data.train_loader(config)
     self.steps_per_epoch = max(1, int(self.loader.steps_per_epoch))
     if int(t.num_steps) > 0:
@@ -108,8 +115,9 @@ class _Trainer:
 
   def _write_config(self):
     if _is_main():
-      workdir_lib.write_text(f"{self.workdir}/config.json",
-                             json.dumps(self.config_dict, indent=2, sort_keys=True))
+      workdir_lib.write_text(
+        f"{self.workdir}/config.json", json.dumps(self.config_dict, indent=2, sort_keys=True)
+      )
 
   def _metrics_file(self, resumed_step: int):
     """metrics.jsonl (`workdir.MetricsLog`: lines past the resumed step dropped), main process."""
@@ -122,21 +130,25 @@ class _Trainer:
       return None
     if not workdir_lib.is_local(self.workdir):
       # tensorboardX writes through local files only; metrics.jsonl holds the same scalars.
-      log.info("no TensorBoard events for a non-local workdir (%s): see metrics.jsonl",
-               self.workdir)
+      log.info(
+        "no TensorBoard events for a non-local workdir (%s): see metrics.jsonl", self.workdir
+      )
       return None
     from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+
     return SummaryWriter(os.path.join(self.workdir, "tensorboard"))
 
   def _flops_per_example(self) -> float | None:
     """Analytic training FLOPs of one example (`gr_jax.model.flops`, the one counter)."""
     from gr_jax.model import flops  # pylint: disable=g-import-not-at-top
+
     enc, dec = int(self.config.data.encoder_len), int(self.config.data.decoder_len)
     return flops.train_flops_per_example(self.model_config, enc, dec)
 
   def _peak_tflops(self) -> float | None:
     """The chip's dense bf16 peak from the one table (`gr_jax.model.flops`); None = no MFU."""
     from gr_jax.model import flops  # pylint: disable=g-import-not-at-top
+
     override = float(self.config.train.get("peak_tflops", 0.0) or 0.0)
     return flops.peak_tflops(jax.devices()[0].device_kind, override)
 
@@ -167,16 +179,29 @@ class _Trainer:
     # Only now: a config refused by the checkpoint must not overwrite the run's config.json.
     self._write_config()
     n_params = state_lib.num_params(state["params"])
-    log.info("model: %s, %.2fM parameters; mesh %s; %d steps (%d per epoch), global batch %d",
-             config.model.preset, n_params / 1e6, dict(mesh.shape), self.total_steps,
-             self.steps_per_epoch, self.batch_size)
+    log.info(
+      "model: %s, %.2fM parameters; mesh %s; %d steps (%d per epoch), global batch %d",
+      config.model.preset,
+      n_params / 1e6,
+      dict(mesh.shape),
+      self.total_steps,
+      self.steps_per_epoch,
+      self.batch_size,
+    )
 
     batch_sh = partitioning.batch_sharding(mesh)
     train_step = step_lib.jit_train_step(
-        step_lib.make_train_step(parts, tx, schedule,
-                                 grad_accum_steps=int(config.train.grad_accum_steps),
-                                 use_dropout=float(config.model.dropout_rate) > 0),
-        shardings, batch_sh, mesh)
+      step_lib.make_train_step(
+        parts,
+        tx,
+        schedule,
+        grad_accum_steps=int(config.train.grad_accum_steps),
+        use_dropout=float(config.model.dropout_rate) > 0,
+      ),
+      shardings,
+      batch_sh,
+      mesh,
+    )
     eval_step = step_lib.make_eval_step(parts, shardings["params"], batch_sh, mesh)
     rng = step_lib.dropout_key(int(config.seed), config.train.get("dropout_prng", "auto"))
     rng = jax.device_put(rng, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
@@ -195,11 +220,18 @@ class _Trainer:
     last_val: dict[str, float] = {}
     last_good_ckpt = start_step if restored is not None else None
     throughput = None
-    selection = _Selection.from_metrics(f"{self.workdir}/metrics.jsonl",
-                                        self.select_metric, self.patience, start_step)
+    selection = _Selection.from_metrics(
+      f"{self.workdir}/metrics.jsonl", self.select_metric, self.patience, start_step
+    )
     if self.select_metric and selection.converged:
-      log.info("the run in %s stopped early at step %d (best %s %.4f at step %d)", self.workdir,
-               start_step, self.select_metric, selection.best, selection.best_step)
+      log.info(
+        "the run in %s stopped early at step %d (best %s %.4f at step %d)",
+        self.workdir,
+        start_step,
+        self.select_metric,
+        selection.best,
+        selection.best_step,
+      )
     try:
       for step in range(start_step, self.total_steps):
         if self.select_metric and selection.converged:
@@ -220,26 +252,36 @@ class _Trainer:
         if not (done % self.log_every == 0 or do_eval or do_ckpt):
           continue
         # ---- host sync: reduce the window's metric sums
-        sums = jax.tree.map(lambda *xs: np.sum(np.stack([np.asarray(x) for x in xs]), 0),
-                            *jax.device_get(pending))
+        sums = jax.tree.map(
+          lambda *xs: np.sum(np.stack([np.asarray(x) for x in xs]), 0), *jax.device_get(pending)
+        )
         last_lr = float(np.asarray(jax.device_get(pending[-1]["learning_rate"])))
         grad_norm = float(np.asarray(jax.device_get(pending[-1]["grad_norm"])))
         losses = [float(p["loss_sum"]) for p in jax.device_get(pending)]
         bad = [i for i, x in enumerate(losses) if not math.isfinite(x)]
         if bad:
           first_bad = done - len(losses) + bad[0] + 1
-          where = (f"{checkpointing.checkpoint_dir(self.workdir)}/{last_good_ckpt}"
-                   if last_good_ckpt is not None else "none was written")
+          where = (
+            f"{checkpointing.checkpoint_dir(self.workdir)}/{last_good_ckpt}"
+            if last_good_ckpt is not None
+            else "none was written"
+          )
           raise NonFiniteLossError(
-              f"non-finite training loss at step {first_bad} (config.train.learning_rate="
-              f"{config.train.learning_rate}); stopped without saving. Last good checkpoint: "
-              f"{where}. Lower the learning rate or enable config.train.grad_clip_norm.")
+            f"non-finite training loss at step {first_bad} (config.train.learning_rate="
+            f"{config.train.learning_rate}); stopped without saving. Last good checkpoint: "
+            f"{where}. Lower the learning rate or enable config.train.grad_clip_norm."
+          )
         pending = []
         elapsed = time.time() - window_start
         throughput = window_examples / max(elapsed, 1e-9) if window_examples else None
-        rec = {"step": done, **step_lib.summarize(sums, TASKS), "learning_rate": last_lr,
-               "grad_norm": grad_norm, "epoch": done / self.steps_per_epoch,
-               "examples_per_s": throughput}
+        rec = {
+          "step": done,
+          **step_lib.summarize(sums, TASKS),
+          "learning_rate": last_lr,
+          "grad_norm": grad_norm,
+          "epoch": done / self.steps_per_epoch,
+          "examples_per_s": throughput,
+        }
         mfu = None
         if flops and peak and throughput:
           mfu = flops * throughput / (peak * 1e12 * jax.device_count())
@@ -259,8 +301,9 @@ class _Trainer:
           saved = {"val/loss": val}
           if do_select:
             saved["val/" + self.select_metric] = decoded[self.select_metric]
-          ckpt.save(done, state, data_state=self.loader.get_state(), config=self.config_dict,
-                    metrics=saved)
+          ckpt.save(
+            done, state, data_state=self.loader.get_state(), config=self.config_dict, metrics=saved
+          )
           last_good_ckpt = done
         window_start, window_examples = time.time(), 0
     finally:
@@ -271,22 +314,35 @@ class _Trainer:
       ckpt.close()
     final_step = int(jax.device_get(state["step"]))
     if self.select_metric and selection.converged and final_step < self.total_steps:
-      log.info("stopped early at step %d: validation %s has not improved for %d decodes "
-               "(best %.4f at step %d)", final_step, self.select_metric, self.patience,
-               selection.best, selection.best_step)
+      log.info(
+        "stopped early at step %d: validation %s has not improved for %d decodes "
+        "(best %.4f at step %d)",
+        final_step,
+        self.select_metric,
+        self.patience,
+        selection.best,
+        selection.best_step,
+      )
     summary = {
-        "workdir": self.workdir, "step": final_step, "resumed_from": start_step or None,
-        "loss": last.get("loss"), "val_loss": last_val.get("loss", last.get("val/loss")),
-        "best_step": checkpointing.best_step(self.workdir), "num_params": n_params,
-        "examples_per_s": throughput, "wall_s": time.time() - t0,
-        "select_metric": self.select_metric or None,
-        "best_val_selected": selection.best if self.select_metric else None,
-        "stopped_early": bool(self.select_metric and selection.converged
-                              and final_step < self.total_steps),
+      "workdir": self.workdir,
+      "step": final_step,
+      "resumed_from": start_step or None,
+      "loss": last.get("loss"),
+      "val_loss": last_val.get("loss", last.get("val/loss")),
+      "best_step": checkpointing.best_step(self.workdir),
+      "num_params": n_params,
+      "examples_per_s": throughput,
+      "wall_s": time.time() - t0,
+      "select_metric": self.select_metric or None,
+      "best_val_selected": selection.best if self.select_metric else None,
+      "stopped_early": bool(
+        self.select_metric and selection.converged and final_step < self.total_steps
+      ),
     }
     summary.update({k: v for k, v in last.items() if k.startswith(("loss/", "val/"))})
-    log.info("done: %s", json.dumps({k: summary[k] for k in ("step", "loss", "val_loss",
-                                                              "best_step")}))
+    log.info(
+      "done: %s", json.dumps({k: summary[k] for k in ("step", "loss", "val_loss", "best_step")})
+    )
     return summary
 
   # ------------------------------------------------------------------------------------- pieces
@@ -294,8 +350,9 @@ class _Trainer:
   def _validate(self, eval_step, params, batch_sh) -> dict[str, float]:
     total = None
     for batch in self.data.eval_batches(self.config):
-      sums = jax.device_get(eval_step(params, self.data.to_global(_train_keys(batch), batch_sh,
-                                                                  self.batch_size)))
+      sums = jax.device_get(
+        eval_step(params, self.data.to_global(_train_keys(batch), batch_sh, self.batch_size))
+      )
       total = sums if total is None else jax.tree.map(np.add, total, sums)
     if total is None:
       return {}
@@ -305,9 +362,10 @@ class _Trainer:
     """Validation metrics by decoding the valid split with the run's decoder (never test)."""
     if self._validation_decoder is None:  # built at the first decode: reads the split once
       from gr_jax.evaluation import evaluator  # pylint: disable=g-import-not-at-top
+
       self._validation_decoder = evaluator.validation_decoder(
-          self.config, self.data.path,
-          max_queries=int(self.config.train.get("select_max_queries", 0)))
+        self.config, self.data.path, max_queries=int(self.config.train.get("select_max_queries", 0))
+      )
     return self._validation_decoder(state_lib.merge(parts, params))
 
   def _log(self, rec, done, mfu, metrics_f, tb):
@@ -319,13 +377,28 @@ class _Trainer:
           tb.add_scalar(k, v, done)
       tb.flush()
     eps = rec["examples_per_s"]
-    speed = "compiling" if eps is None else (
-        f"{eps:.1f} ex/s ETA {_hms((self.total_steps - done) * self.batch_size / max(eps, 1e-9))}")
+    speed = (
+      "compiling"
+      if eps is None
+      else (
+        f"{eps:.1f} ex/s ETA {_hms((self.total_steps - done) * self.batch_size / max(eps, 1e-9))}"
+      )
+    )
     tasks = " ".join(f"{t} {rec[f'loss/{t}']:.4f}" for t in TASKS if f"loss/{t}" in rec)
     val = f" val {rec['val/loss']:.4f}" if "val/loss" in rec else ""
     mfu_s = f" MFU {100 * mfu:.1f}%" if mfu is not None else ""
-    log.info("step %d/%d (epoch %.2f) loss %.4f [%s]%s lr %.2e | %s%s", done, self.total_steps,
-             rec["epoch"], rec["loss"], tasks, val, rec["learning_rate"], speed, mfu_s)
+    log.info(
+      "step %d/%d (epoch %.2f) loss %.4f [%s]%s lr %.2e | %s%s",
+      done,
+      self.total_steps,
+      rec["epoch"],
+      rec["loss"],
+      tasks,
+      val,
+      rec["learning_rate"],
+      speed,
+      mfu_s,
+    )
 
 
 class _Selection:

@@ -45,18 +45,28 @@ def _chunk_logits(hidden, proj, c, *, chunk, vocab, scale, vocab_axis):
 
 def _check(hidden, proj, targets, chunk_size, vocab_axis):
   if hidden.ndim != 2 or targets.shape != hidden.shape[:1]:
-    raise ValueError(f"chunked_token_cross_entropy: expected hidden [N, D] and targets [N], got "
-                     f"{hidden.shape} and {targets.shape}")
+    raise ValueError(
+      f"chunked_token_cross_entropy: expected hidden [N, D] and targets [N], got "
+      f"{hidden.shape} and {targets.shape}"
+    )
   if vocab_axis not in (0, 1) or proj.ndim != 2 or proj.shape[1 - vocab_axis] != hidden.shape[1]:
-    raise ValueError(f"chunked_token_cross_entropy: projection {proj.shape} with vocab_axis="
-                     f"{vocab_axis} does not match hidden size {hidden.shape[1]}")
+    raise ValueError(
+      f"chunked_token_cross_entropy: projection {proj.shape} with vocab_axis="
+      f"{vocab_axis} does not match hidden size {hidden.shape[1]}"
+    )
   if chunk_size < 1:
     raise ValueError(f"chunked_token_cross_entropy: chunk_size must be >= 1, got {chunk_size}")
 
 
-def chunked_token_cross_entropy(hidden: jax.Array, proj: jax.Array, targets: jax.Array, *,
-                                chunk_size: int = 8192, logit_scale: float = 1.0,
-                                vocab_axis: int = 0) -> tuple[jax.Array, jax.Array]:
+def chunked_token_cross_entropy(
+  hidden: jax.Array,
+  proj: jax.Array,
+  targets: jax.Array,
+  *,
+  chunk_size: int = 8192,
+  logit_scale: float = 1.0,
+  vocab_axis: int = 0,
+) -> tuple[jax.Array, jax.Array]:
   """Per-token cross-entropy and argmax of `softmax(hidden @ proj * logit_scale)`, chunked.
 
   Args:
@@ -74,8 +84,9 @@ def chunked_token_cross_entropy(hidden: jax.Array, proj: jax.Array, targets: jax
   """
   _check(hidden, proj, targets, chunk_size, vocab_axis)
   chunk = int(min(chunk_size, proj.shape[vocab_axis]))
-  return _chunked_ce(hidden, proj, targets.astype(jnp.int32), chunk, float(logit_scale),
-                     int(vocab_axis))
+  return _chunked_ce(
+    hidden, proj, targets.astype(jnp.int32), chunk, float(logit_scale), int(vocab_axis)
+  )
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
@@ -91,8 +102,9 @@ def _fwd(hidden, proj, targets, chunk, scale, vocab_axis):
 
   def body(carry, c):
     m, s, tgt, best = carry  # running max, sum of exp(. - m), target logit, argmax; all [N]
-    logits, start, _ = _chunk_logits(hidden, proj, c, chunk=chunk, vocab=vocab, scale=scale,
-                                     vocab_axis=vocab_axis)  # [N, chunk]
+    logits, start, _ = _chunk_logits(
+      hidden, proj, c, chunk=chunk, vocab=vocab, scale=scale, vocab_axis=vocab_axis
+    )  # [N, chunk]
     c_max = logits.max(axis=-1)  # [N]
     c_arg = start + jnp.argmax(logits, axis=-1).astype(jnp.int32)
     # Strictly greater: an equal maximum in a later chunk keeps the earlier (smaller) index.
@@ -106,8 +118,12 @@ def _fwd(hidden, proj, targets, chunk, scale, vocab_axis):
     tgt = jnp.where(in_chunk, picked, tgt)
     return (m_new, s, tgt, best), None
 
-  init = (jnp.full((n,), NEG_INF, jnp.float32), jnp.zeros((n,), jnp.float32),
-          jnp.zeros((n,), jnp.float32), jnp.zeros((n,), jnp.int32))
+  init = (
+    jnp.full((n,), NEG_INF, jnp.float32),
+    jnp.zeros((n,), jnp.float32),
+    jnp.zeros((n,), jnp.float32),
+    jnp.zeros((n,), jnp.int32),
+  )
   (m, s, tgt, pred), _ = jax.lax.scan(body, init, jnp.arange(num_chunks))
   lse = m + jnp.log(s)  # [N]
   return (lse - tgt, pred), (hidden, proj, targets, lse)
@@ -121,8 +137,9 @@ def _bwd(chunk, scale, vocab_axis, res, cotangents):
 
   def body(carry, c):
     d_hidden, d_proj = carry  # [N, D] float32, like proj (param dtype)
-    logits, start, _ = _chunk_logits(hidden, proj, c, chunk=chunk, vocab=vocab, scale=scale,
-                                     vocab_axis=vocab_axis)  # [N, chunk]
+    logits, start, _ = _chunk_logits(
+      hidden, proj, c, chunk=chunk, vocab=vocab, scale=scale, vocab_axis=vocab_axis
+    )  # [N, chunk]
     probs = jnp.exp(logits - lse[:, None])  # masked columns: exp(-1e30) = 0
     onehot = (start + jnp.arange(chunk))[None, :] == targets[:, None]
     onehot = onehot & (targets[:, None] >= c * chunk)  # owned columns only (see _fwd)
@@ -137,8 +154,9 @@ def _bwd(chunk, scale, vocab_axis, res, cotangents):
       d_w = jnp.einsum("nv,nd->dv", d_logits, hidden, preferred_element_type=jnp.float32)
     # Add (not overwrite): the shifted last chunk overlaps the previous one, where its d_w is 0.
     old = jax.lax.dynamic_slice_in_dim(d_proj, start, chunk, axis=vocab_axis)
-    d_proj = jax.lax.dynamic_update_slice_in_dim(d_proj, old + d_w.astype(d_proj.dtype), start,
-                                                 axis=vocab_axis)
+    d_proj = jax.lax.dynamic_update_slice_in_dim(
+      d_proj, old + d_w.astype(d_proj.dtype), start, axis=vocab_axis
+    )
     return (d_hidden, d_proj), None
 
   init = (jnp.zeros(hidden.shape, jnp.float32), jnp.zeros(proj.shape, proj.dtype))
@@ -149,10 +167,17 @@ def _bwd(chunk, scale, vocab_axis, res, cotangents):
 _chunked_ce.defvjp(lambda *a: _fwd(*a), _bwd)
 
 
-def chunked_cross_entropy(hidden: jax.Array, proj: jax.Array, targets: jax.Array,
-                          weights: jax.Array, chunk_size: int = 8192, logit_scale: float = 1.0,
-                          vocab_axis: int = 0) -> jax.Array:
+def chunked_cross_entropy(
+  hidden: jax.Array,
+  proj: jax.Array,
+  targets: jax.Array,
+  weights: jax.Array,
+  chunk_size: int = 8192,
+  logit_scale: float = 1.0,
+  vocab_axis: int = 0,
+) -> jax.Array:
   """Scalar float32 `sum_n weights[n] * ce[n]` (see `chunked_token_cross_entropy`)."""
-  ce, _ = chunked_token_cross_entropy(hidden, proj, targets, chunk_size=chunk_size,
-                                      logit_scale=logit_scale, vocab_axis=vocab_axis)
+  ce, _ = chunked_token_cross_entropy(
+    hidden, proj, targets, chunk_size=chunk_size, logit_scale=logit_scale, vocab_axis=vocab_axis
+  )
   return jnp.sum(weights.astype(jnp.float32) * ce)

@@ -26,15 +26,15 @@ DATA, MODEL = "data", "model"
 # split by heads and the MLP by its hidden units, so each layer needs one all-reduce per block;
 # the vocabulary (large with item tokens) is split over `model` too.
 LOGICAL_AXIS_RULES: tuple[tuple[str, str | None], ...] = (
-    ("batch", DATA),
-    ("vocab", MODEL),
-    ("mlp", MODEL),
-    ("heads", MODEL),
-    ("embed", None),
-    ("kv", None),
-    ("relpos_buckets", None),
-    ("length", None),
-    ("beams", None),
+  ("batch", DATA),
+  ("vocab", MODEL),
+  ("mlp", MODEL),
+  ("heads", MODEL),
+  ("embed", None),
+  ("kv", None),
+  ("relpos_buckets", None),
+  ("length", None),
+  ("beams", None),
 )
 
 
@@ -47,17 +47,23 @@ def make_mesh(data: int = -1, model: int = 1, devices: Sequence[Any] | None = No
   if data == -1:
     data = n // model
   if data < 1 or data * model != n:
-    raise ValueError(f"mesh.data={data} x mesh.model={model} = {data * model}, but {n} devices "
-                     f"are available (use data=-1 for the rest)")
+    raise ValueError(
+      f"mesh.data={data} x mesh.model={model} = {data * model}, but {n} devices "
+      f"are available (use data=-1 for the rest)"
+    )
   axis_types = (jax.sharding.AxisType.Auto,) * 2
   if devices == list(jax.devices()):
     return jax.make_mesh((data, model), (DATA, MODEL), axis_types=axis_types)
   return Mesh(np.asarray(devices).reshape(data, model), (DATA, MODEL), axis_types=axis_types)
 
 
-def logical_to_spec(axes: Sequence[str | None] | None, rules=LOGICAL_AXIS_RULES,
-                    mesh: Mesh | None = None, shape: Sequence[int] | None = None,
-                    name: str = "") -> P:
+def logical_to_spec(
+  axes: Sequence[str | None] | None,
+  rules=LOGICAL_AXIS_RULES,
+  mesh: Mesh | None = None,
+  shape: Sequence[int] | None = None,
+  name: str = "",
+) -> P:
   """('vocab', 'embed') -> P('model', None). A mesh axis is used at most once per spec, and an
   axis of size 1 in `mesh` is dropped (replicated), so specs stay valid on any mesh shape.
 
@@ -70,14 +76,26 @@ def logical_to_spec(axes: Sequence[str | None] | None, rules=LOGICAL_AXIS_RULES,
     if logical is not None and logical not in table:
       raise ValueError(f"logical axis {logical!r} has no entry in the axis rules {sorted(table)}")
     mesh_axis = None if logical is None else table[logical]
-    if mesh_axis in used or (mesh is not None and mesh_axis is not None
-                             and mesh.shape[mesh_axis] == 1):
+    if mesh_axis in used or (
+      mesh is not None and mesh_axis is not None and mesh.shape[mesh_axis] == 1
+    ):
       mesh_axis = None
-    if (mesh_axis is not None and mesh is not None and shape is not None
-        and shape[i] % mesh.shape[mesh_axis]):
-      log.warning("%s: dimension %d (%s, size %d) is not divisible by mesh axis %r (size %d); "
-                  "it is replicated on that axis", name or "array", i, logical, shape[i],
-                  mesh_axis, mesh.shape[mesh_axis])
+    if (
+      mesh_axis is not None
+      and mesh is not None
+      and shape is not None
+      and shape[i] % mesh.shape[mesh_axis]
+    ):
+      log.warning(
+        "%s: dimension %d (%s, size %d) is not divisible by mesh axis %r (size %d); "
+        "it is replicated on that axis",
+        name or "array",
+        i,
+        logical,
+        shape[i],
+        mesh_axis,
+        mesh.shape[mesh_axis],
+      )
       mesh_axis = None
     if mesh_axis is not None:
       used.add(mesh_axis)
@@ -87,8 +105,11 @@ def logical_to_spec(axes: Sequence[str | None] | None, rules=LOGICAL_AXIS_RULES,
 
 def logical_to_mesh_sharding(axes_tree, mesh: Mesh, rules=LOGICAL_AXIS_RULES):
   """Tree of logical axis tuples (e.g. `param_logical_axes(model)`) -> tree of NamedShardings."""
-  return jax.tree.map(lambda axes: NamedSharding(mesh, logical_to_spec(axes, rules, mesh)),
-                      axes_tree, is_leaf=lambda x: isinstance(x, tuple))
+  return jax.tree.map(
+    lambda axes: NamedSharding(mesh, logical_to_spec(axes, rules, mesh)),
+    axes_tree,
+    is_leaf=lambda x: isinstance(x, tuple),
+  )
 
 
 def _state_shardings(state: nnx.State, mesh: Mesh, rules) -> nnx.State:
@@ -100,16 +121,18 @@ def _state_shardings(state: nnx.State, mesh: Mesh, rules) -> nnx.State:
   def one(path, var):
     axes = var.get_metadata().get("out_sharding") if isinstance(var, nnx.Variable) else None
     value = var.get_value() if isinstance(var, nnx.Variable) else var
-    return NamedSharding(mesh, logical_to_spec(axes, rules, mesh, getattr(value, "shape", None),
-                                               jax.tree_util.keystr(path)))
+    return NamedSharding(
+      mesh,
+      logical_to_spec(axes, rules, mesh, getattr(value, "shape", None), jax.tree_util.keystr(path)),
+    )
 
-  return jax.tree_util.tree_map_with_path(one, state,
-                                          is_leaf=lambda x: isinstance(x, nnx.Variable))
+  return jax.tree_util.tree_map_with_path(one, state, is_leaf=lambda x: isinstance(x, nnx.Variable))
 
 
 def abstract_model(config):
   """The T5 for `config` with ShapeDtypeStruct leaves (nothing allocated)."""
   from gr_jax.model import T5  # pylint: disable=g-import-not-at-top
+
   return nnx.eval_shape(lambda: T5(config, rngs=nnx.Rngs(0)))
 
 
@@ -122,6 +145,7 @@ def state_shardings(model_or_abstract, mesh: Mesh, rules=LOGICAL_AXIS_RULES):
 def create_sharded_model(config, mesh: Mesh, seed: int = 0, rules=LOGICAL_AXIS_RULES):
   """Initialises T5(config) with every parameter created directly in its shard."""
   from gr_jax.model import T5  # pylint: disable=g-import-not-at-top
+
   graphdef, shardings = state_shardings(abstract_model(config), mesh, rules)
 
   def init():
@@ -183,8 +207,12 @@ def pure_dict_shardings(abstract_model, abstract_params, mesh: Mesh):
   """NamedShardings shaped like `abstract_params`, the pure dict (`nnx.to_pure_dict`) of the model's
   parameters that the trainer keeps (`state_shardings` gives them per nnx Variable)."""
   _, shardings = state_shardings(abstract_model, mesh)
-  flat = {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_flatten_with_path(
-      nnx.to_pure_dict(shardings), is_leaf=lambda x: isinstance(x, jax.sharding.Sharding))[0]}
+  flat = {
+    jax.tree_util.keystr(k): v
+    for k, v in jax.tree_util.tree_flatten_with_path(
+      nnx.to_pure_dict(shardings), is_leaf=lambda x: isinstance(x, jax.sharding.Sharding)
+    )[0]
+  }
   paths, treedef = jax.tree_util.tree_flatten_with_path(abstract_params)
   return jax.tree.unflatten(treedef, [flat[jax.tree_util.keystr(k)] for k, _ in paths])
 

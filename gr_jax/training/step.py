@@ -50,38 +50,49 @@ def dropout_key(seed: int, prng: str = "auto") -> jax.Array:
   return jax.random.fold_in(jax.random.key(int(seed), impl=impl), _DROPOUT_SALT)
 
 
-
-
 def token_cross_entropy(logits: jax.Array, targets: jax.Array) -> jax.Array:
   """Per-token cross-entropy in float32. logits [B, T, V], targets [B, T] -> [B, T]."""
   logits = logits.astype(jnp.float32)
   lse = jax.nn.logsumexp(logits, axis=-1)  # [B, T]
   # One-hot contraction instead of take_along_axis: stays a dot when V is sharded.
-  target_logit = jnp.einsum("btv,btv->bt", logits,
-                            jax.nn.one_hot(targets, logits.shape[-1], dtype=logits.dtype))
+  target_logit = jnp.einsum(
+    "btv,btv->bt", logits, jax.nn.one_hot(targets, logits.shape[-1], dtype=logits.dtype)
+  )
   return lse - target_logit  # [B, T]
 
 
 def loss_sums(logits: jax.Array, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
   """Summed loss / token / correct counts overall and per task (see module docstring)."""
-  return _sums(token_cross_entropy(logits, batch["decoder_target_ids"]),
-               jnp.argmax(logits, axis=-1), batch)
+  return _sums(
+    token_cross_entropy(logits, batch["decoder_target_ids"]), jnp.argmax(logits, axis=-1), batch
+  )
 
 
-def chunked_loss_sums(hidden: jax.Array, proj: jax.Array, batch: dict[str, jax.Array], *,
-                      logit_scale: float, vocab_axis: int, chunk_size: int
-                      ) -> dict[str, jax.Array]:
+def chunked_loss_sums(
+  hidden: jax.Array,
+  proj: jax.Array,
+  batch: dict[str, jax.Array],
+  *,
+  logit_scale: float,
+  vocab_axis: int,
+  chunk_size: int,
+) -> dict[str, jax.Array]:
   """`loss_sums` from decoder outputs hidden [B, T, D] and the output projection `proj`
   (`T5.lm_head_weights()`: [V, D] with vocab_axis 0, or [D, V] with 1), chunked over V."""
   b, t, d = hidden.shape
   ce, pred = loss_lib.chunked_token_cross_entropy(
-      hidden.reshape(b * t, d), proj, batch["decoder_target_ids"].reshape(b * t),
-      chunk_size=chunk_size, logit_scale=logit_scale, vocab_axis=vocab_axis)  # [B*T] each
+    hidden.reshape(b * t, d),
+    proj,
+    batch["decoder_target_ids"].reshape(b * t),
+    chunk_size=chunk_size,
+    logit_scale=logit_scale,
+    vocab_axis=vocab_axis,
+  )  # [B*T] each
   return _sums(ce.reshape(b, t), pred.reshape(b, t), batch)
 
 
 def resolve_loss_impl(loss_impl: str, total_vocab_size: int) -> str:
-  """"auto" | "full" | "chunked" -> "full" | "chunked"."""
+  """ "auto" | "full" | "chunked" -> "full" | "chunked"."""
   if loss_impl not in LOSS_IMPLS:
     raise ValueError(f"config.train.loss_impl: expected one of {LOSS_IMPLS}, got {loss_impl!r}")
   if loss_impl == "auto":
@@ -98,60 +109,84 @@ def _sums(ce: jax.Array, pred: jax.Array, batch: dict[str, jax.Array]) -> dict[s
   # An example is right when every non-pad target token is (the item ID, for atomic IDs).
   example_ok = (jnp.sum(correct, -1) == jnp.sum(w, -1)).astype(jnp.float32)  # [B]
   return {
-      "loss_sum": jnp.sum(ce),
-      "weight_sum": jnp.sum(w),
-      "task_loss_sum": jnp.einsum("bt,bk->k", ce, task),  # [K]
-      "task_weight_sum": jnp.einsum("bt,bk->k", w, task),  # [K]
-      "task_correct_sum": jnp.einsum("bt,bk->k", correct, task),  # [K] correct target tokens
-      "task_examples": jnp.sum(task, 0),  # [K]
-      "task_example_correct": jnp.einsum("b,bk->k", example_ok, task),  # [K]
+    "loss_sum": jnp.sum(ce),
+    "weight_sum": jnp.sum(w),
+    "task_loss_sum": jnp.einsum("bt,bk->k", ce, task),  # [K]
+    "task_weight_sum": jnp.einsum("bt,bk->k", w, task),  # [K]
+    "task_correct_sum": jnp.einsum("bt,bk->k", correct, task),  # [K] correct target tokens
+    "task_examples": jnp.sum(task, 0),  # [K]
+    "task_example_correct": jnp.einsum("b,bk->k", example_ok, task),  # [K]
   }
 
 
-def _loss_options(parts: state_lib.ModelParts, loss_impl: str | None,
-                  loss_chunk_size: int | None) -> tuple[str, int]:
+def _loss_options(
+  parts: state_lib.ModelParts, loss_impl: str | None, loss_chunk_size: int | None
+) -> tuple[str, int]:
   """(resolved impl, chunk size); None = the run's choice carried on `parts`."""
-  impl = resolve_loss_impl(parts.loss_impl if loss_impl is None else loss_impl,
-                           parts.model_config.total_vocab_size)
+  impl = resolve_loss_impl(
+    parts.loss_impl if loss_impl is None else loss_impl, parts.model_config.total_vocab_size
+  )
   chunk = int(parts.loss_chunk_size if loss_chunk_size is None else loss_chunk_size)
   if chunk < 1:
     raise ValueError(f"config.train.loss_chunk_size: expected a positive integer, got {chunk}")
   return impl, chunk
 
 
-def _forward_sums(parts: state_lib.ModelParts, params, batch, *, dropout_rng=None,
-                  loss_impl: str = "full", chunk_size: int = 16384):
+def _forward_sums(
+  parts: state_lib.ModelParts,
+  params,
+  batch,
+  *,
+  dropout_rng=None,
+  loss_impl: str = "full",
+  chunk_size: int = 16384,
+):
   """The model on `batch`, then the summed loss metrics (full logits or chunked)."""
   model = state_lib.merge(parts, params)
   enc = batch["encoder_input_ids"]
   deterministic = dropout_rng is None
   kwargs = {} if deterministic else {"dropout_rng": dropout_rng}
-  out = model(enc, batch["decoder_input_ids"], encoder_mask=enc != 0,
-              deterministic=deterministic, return_hidden=loss_impl == "chunked",
-              **kwargs)  # [B, T, D] hidden (chunked) or [B, T, V] float32 logits
+  out = model(
+    enc,
+    batch["decoder_input_ids"],
+    encoder_mask=enc != 0,
+    deterministic=deterministic,
+    return_hidden=loss_impl == "chunked",
+    **kwargs,
+  )  # [B, T, D] hidden (chunked) or [B, T, V] float32 logits
   if loss_impl != "chunked":
     return loss_sums(out, batch)
   proj, scale = model.lm_head_weights()
-  return chunked_loss_sums(out, proj, batch, logit_scale=scale,
-                           vocab_axis=model.lm_head_vocab_axis, chunk_size=chunk_size)
+  return chunked_loss_sums(
+    out, proj, batch, logit_scale=scale, vocab_axis=model.lm_head_vocab_axis, chunk_size=chunk_size
+  )
 
 
 def _split_micro(batch, num_micro: int):
   """[B, ...] -> [A, B/A, ...]; micro-batch i takes examples i, i+A, ... so that each one spans
   every data shard (a contiguous split would put a whole micro-batch on one device)."""
+
   def f(x):
     b = x.shape[0]
     if b % num_micro:
-      raise ValueError(f"config.train.batch_size={b} is not divisible by "
-                       f"config.train.grad_accum_steps={num_micro}")
+      raise ValueError(
+        f"config.train.batch_size={b} is not divisible by config.train.grad_accum_steps={num_micro}"
+      )
     return jnp.swapaxes(x.reshape((b // num_micro, num_micro) + x.shape[1:]), 0, 1)
+
   return jax.tree.map(f, batch)
 
 
-def make_train_step(parts: state_lib.ModelParts, tx: optax.GradientTransformation,
-                    schedule: optax.Schedule, *, grad_accum_steps: int = 1,
-                    use_dropout: bool = True, loss_impl: str | None = None,
-                    loss_chunk_size: int | None = None) -> Callable:
+def make_train_step(
+  parts: state_lib.ModelParts,
+  tx: optax.GradientTransformation,
+  schedule: optax.Schedule,
+  *,
+  grad_accum_steps: int = 1,
+  use_dropout: bool = True,
+  loss_impl: str | None = None,
+  loss_chunk_size: int | None = None,
+) -> Callable:
   """A pure train step `(state, batch, rng) -> (state, metrics)`; jit it with `jit_train_step`.
 
   loss_impl / loss_chunk_size: None = `parts.loss_impl` / `parts.loss_chunk_size` (the run config).
@@ -160,9 +195,11 @@ def make_train_step(parts: state_lib.ModelParts, tx: optax.GradientTransformatio
 
   def grads_and_sums(params, batch, rng):
     def loss_fn(p):
-      sums = _forward_sums(parts, p, batch, dropout_rng=rng if use_dropout else None,
-                           loss_impl=impl, chunk_size=chunk)
+      sums = _forward_sums(
+        parts, p, batch, dropout_rng=rng if use_dropout else None, loss_impl=impl, chunk_size=chunk
+      )
       return sums["loss_sum"], sums
+
     return jax.grad(loss_fn, has_aux=True)(params)
 
   def step(state, batch, rng):
@@ -181,11 +218,15 @@ def make_train_step(parts: state_lib.ModelParts, tx: optax.GradientTransformatio
         return (jax.tree.map(jnp.add, g_acc, g), jax.tree.map(jnp.add, s_acc, s)), None
 
       zeros_g = jax.tree.map(jnp.zeros_like, params)
-      zeros_s = jax.tree.map(jnp.zeros_like,
-                             jax.eval_shape(lambda: grads_and_sums(
-                                 params, jax.tree.map(lambda x: x[0], micro), step_rng)[1]))
+      zeros_s = jax.tree.map(
+        jnp.zeros_like,
+        jax.eval_shape(
+          lambda: grads_and_sums(params, jax.tree.map(lambda x: x[0], micro), step_rng)[1]
+        ),
+      )
       (grad_sum, sums), _ = jax.lax.scan(
-          body, (zeros_g, zeros_s), (jnp.arange(grad_accum_steps), micro))
+        body, (zeros_g, zeros_s), (jnp.arange(grad_accum_steps), micro)
+      )
     # Gradient of the mean over every non-pad target token of the global batch.
     denom = jnp.maximum(sums["weight_sum"], 1.0)
     grads = jax.tree.map(lambda g: g / denom, grad_sum)
@@ -209,12 +250,23 @@ def jit_train_step(step_fn, state_shardings, batch_sharding, mesh) -> Callable:
   """Explicit in/out shardings; the state argument is donated (updated in place)."""
   repl = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
   batch_sh = {k: batch_sharding for k in BATCH_KEYS}
-  return jax.jit(step_fn, in_shardings=(state_shardings, batch_sh, repl),
-                 out_shardings=(state_shardings, repl), donate_argnums=(0,))
+  return jax.jit(
+    step_fn,
+    in_shardings=(state_shardings, batch_sh, repl),
+    out_shardings=(state_shardings, repl),
+    donate_argnums=(0,),
+  )
 
 
-def make_eval_step(parts: state_lib.ModelParts, param_shardings, batch_sharding, mesh, *,
-                   loss_impl: str | None = None, loss_chunk_size: int | None = None) -> Callable:
+def make_eval_step(
+  parts: state_lib.ModelParts,
+  param_shardings,
+  batch_sharding,
+  mesh,
+  *,
+  loss_impl: str | None = None,
+  loss_chunk_size: int | None = None,
+) -> Callable:
   """Jitted `(params, batch) -> sums` in eval mode (no dropout) for validation loss."""
   repl = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
   batch_sh = {k: batch_sharding for k in BATCH_KEYS}
@@ -237,8 +289,9 @@ def summarize(sums: dict[str, Any], tasks=TASKS) -> dict[str, float]:
     if float(tw[k]) > 0:
       out[f"loss/{name}"] = float(sums["task_loss_sum"][k]) / float(tw[k])
       out[f"token_accuracy/{name}"] = float(sums["task_correct_sum"][k]) / float(tw[k])
-      out[f"accuracy/{name}"] = (float(sums["task_example_correct"][k])
-                                 / max(float(sums["task_examples"][k]), 1.0))
+      out[f"accuracy/{name}"] = float(sums["task_example_correct"][k]) / max(
+        float(sums["task_examples"][k]), 1.0
+      )
   correct = float(sum(sums["task_correct_sum"]))
   out["token_accuracy"] = correct / w if w > 0 else float("nan")
   return out

@@ -24,6 +24,7 @@ def test_kl_matches_scipy_entropy():
   # One function for the whole project: the simulator and prepare use this very one.
   from gr_jax.analysis import divergence
   from gr_jax.data import prepare, simulate
+
   assert popularity.kl_divergence is divergence.kl_divergence
   assert simulate.kl_divergence is prepare.kl_divergence is divergence.kl_divergence
   assert divergence.kl_divergence([0.5, 0.5], [1.0, 0.0]) == np.inf
@@ -56,8 +57,9 @@ def test_buckets_and_bucket_recall():
   # eval.bucket_bounds reaches the buckets: a head of 60% takes "b" (it starts at 50%).
   wide = popularity.popularity_buckets(train, (0.6, 0.9))
   assert wide == {"a": "head", "b": "head", "c": "torso", "d": "torso", "e": "tail"}
-  recs = popularity.h1_analysis({"m": run}, qrels, train, list("abcde") + ["zz"], k=2,
-                                bounds=(0.6, 0.9))
+  recs = popularity.h1_analysis(
+    {"m": run}, qrels, train, list("abcde") + ["zz"], k=2, bounds=(0.6, 0.9)
+  )
   assert recs[0]["pairs_head"] == 2 and recs[0]["pairs_torso"] == 1
   with pytest.raises(ValueError, match="bucket bounds"):
     popularity.popularity_buckets(train, (0.7, 0.2))
@@ -82,9 +84,14 @@ def test_h2_summary_and_related_pairs():
   code = lambda i, j: min(i, j) * n + max(i, j)
   hist = np.array([[1, 2, 3, -1], [4, 5, -1, -1]])
   sp = cooccurrence.session_pairs(hist, np.array([7, 4]), n, window=2)
-  assert sp == {code(2, 7), code(3, 7), code(4, 5)}  # last 2 history items with the target; (4, 4) dropped
-  qp = cooccurrence.query_pairs_from_split({"query_id": np.array([0, 0, 0, 1]),
-                                            "target_item": np.array([1, 2, 3, 4])}, n)
+  assert sp == {
+    code(2, 7),
+    code(3, 7),
+    code(4, 5),
+  }  # last 2 history items with the target; (4, 4) dropped
+  qp = cooccurrence.query_pairs_from_split(
+    {"query_id": np.array([0, 0, 0, 1]), "target_item": np.array([1, 2, 3, 4])}, n
+  )
   assert qp == {code(1, 2), code(1, 3), code(2, 3)}
   specific = {code(1, 2): 1, code(5, 6): 3}
   joint = {code(1, 2): 4, code(5, 6): 2, code(8, 9): 1}
@@ -108,8 +115,10 @@ def test_tsne_plot_and_item_cap(tmp_path):
   # Well-separated clusters stay separated: each point's nearest neighbour shares its label.
   d = ((xy[:, None] - xy[None]) ** 2).sum(-1) + np.eye(45) * 1e9
   assert (labels[d.argmin(1)] == labels).mean() > 0.95
-  recs = [{"cap": c, "model": m, "task": "search", "metric": "recall@30", "mean": v, "std": 0.01}
-          for c, m, v in [(5, "joint", .1), (10, "joint", .2), (5, "search", .15), (0, "joint", .3)]]
+  recs = [
+    {"cap": c, "model": m, "task": "search", "metric": "recall@30", "mean": v, "std": 0.01}
+    for c, m, v in [(5, "joint", 0.1), (10, "joint", 0.2), (5, "search", 0.15), (0, "joint", 0.3)]
+  ]
   md = item_cap.cap_table(recs, "search")
   assert "| cap | joint | search |" in md and "| none | 0.3000 ± 0.0100 |  |" in md
   assert "Recall@30" in md
@@ -122,6 +131,7 @@ def test_tsne_plot_and_item_cap(tmp_path):
 def test_item_embedding_matrix_reads_the_item_rows_of_the_input_embedding():
   from flax import nnx
   from gr_jax.model import T5, T5Config
+
   model = T5(T5Config.from_preset("tiny", vocab_size=20, num_item_tokens=7), rngs=nnx.Rngs(0))
   emb = embeddings.item_embedding_matrix(model, token_offset=20, num_items=7)
   np.testing.assert_array_equal(emb, np.asarray(model.shared.embedding[...])[20:27])

@@ -18,17 +18,20 @@ def _fake(d, task_vals, info=None):
   if info is not None:
     summary["info"] = info
   runs.write_json(str(d / "eval" / "test" / "metrics.json"), summary)
-  runs.write_json(str(d / "eval" / "test" / "per_query.json"),
-                  {t: {"recall@30": {str(i): float(x) for i, x in enumerate(v)}}
-                   for t, v in task_vals.items()})
+  runs.write_json(
+    str(d / "eval" / "test" / "per_query.json"),
+    {t: {"recall@30": {str(i): float(x) for i, x in enumerate(v)}} for t, v in task_vals.items()},
+  )
   for t, v in task_vals.items():
-    runs.write_qrels(str(d / "eval" / "test" / f"{t}.qrels"),
-                     {str(i): {f"i{i}": 1} for i in range(len(v))})
+    runs.write_qrels(
+      str(d / "eval" / "test" / f"{t}.qrels"), {str(i): {f"i{i}": 1} for i in range(len(v))}
+    )
 
 
 def _py(*args):
-  return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True,
-                        timeout=120)
+  return subprocess.run(
+    [sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True, timeout=120
+  )
 
 
 def test_stats_binary(tmp_path):
@@ -37,12 +40,19 @@ def test_stats_binary(tmp_path):
     _fake(tmp_path / f"joint_{s}", {"search": rng.random(30) + 0.2, "rec": rng.random(30)})
     _fake(tmp_path / f"search_{s}", {"search": rng.random(30)})
     _fake(tmp_path / f"rec_{s}", {"rec": rng.random(30)})
-  r = _py("gr_jax.stats", f"--runs=joint={tmp_path}/joint_*", f"--runs=search={tmp_path}/search_*",
-          f"--runs=rec={tmp_path}/rec_0,{tmp_path}/rec_1", f"--out={tmp_path}/out")
+  r = _py(
+    "gr_jax.stats",
+    f"--runs=joint={tmp_path}/joint_*",
+    f"--runs=search={tmp_path}/search_*",
+    f"--runs=rec={tmp_path}/rec_0,{tmp_path}/rec_1",
+    f"--out={tmp_path}/out",
+  )
   assert r.returncode == 0, r.stderr
   res = json.loads((tmp_path / "out" / "stats.json").read_text())
-  assert {(c["a"], c["b"], c["task"]) for c in res["comparisons"]} == {("joint", "search", "search"),
-                                                                       ("joint", "rec", "rec")}
+  assert {(c["a"], c["b"], c["task"]) for c in res["comparisons"]} == {
+    ("joint", "search", "search"),
+    ("joint", "rec", "rec"),
+  }
   assert len(res["results"][0]["run_dirs"]) == 2
   assert "joint vs search" in (tmp_path / "out" / "stats.md").read_text()
   r = _py("gr_jax.stats", f"--runs=joint={tmp_path}/nothing_*")
@@ -70,15 +80,23 @@ def test_stats_binary_refuses_runs_of_different_datasets(tmp_path):
   rng = np.random.default_rng(1)
   _fake(tmp_path / "joint_0", {"search": rng.random(200)})
   _fake(tmp_path / "search_0", {"search": rng.random(197)})
-  r = _py("gr_jax.stats", f"--runs=joint={tmp_path}/joint_0", f"--runs=search={tmp_path}/search_0",
-          "--tasks=search")
+  r = _py(
+    "gr_jax.stats",
+    f"--runs=joint={tmp_path}/joint_0",
+    f"--runs=search={tmp_path}/search_0",
+    "--tasks=search",
+  )
   last = _one_line_error(r)
   assert f"{tmp_path}/joint_0" in last and f"{tmp_path}/search_0" in last and "qrels" in last
   # Same queries, but metrics.json says the datasets differ.
   _fake(tmp_path / "joint_1", {"search": rng.random(50)}, info={"dataset": "/data/a"})
   _fake(tmp_path / "search_1", {"search": rng.random(50)}, info={"dataset": "/data/b"})
-  r = _py("gr_jax.stats", f"--runs=joint={tmp_path}/joint_1", f"--runs=search={tmp_path}/search_1",
-          "--tasks=search")
+  r = _py(
+    "gr_jax.stats",
+    f"--runs=joint={tmp_path}/joint_1",
+    f"--runs=search={tmp_path}/search_1",
+    "--tasks=search",
+  )
   last = _one_line_error(r)
   assert "/data/a" in last and "/data/b" in last and f"{tmp_path}/search_1" in last
 
@@ -90,6 +108,7 @@ def test_stats_binary_missing_files_exit_non_zero(tmp_path):
     _fake(d / "joint", {"search": rng.random(20)})
     _fake(d / "search", {"search": rng.random(20)})
     (d / "search" / "eval" / "test" / name).unlink()
-    r = _py("gr_jax.stats", f"--runs=joint={d}/joint", f"--runs=search={d}/search",
-            "--tasks=search")
+    r = _py(
+      "gr_jax.stats", f"--runs=joint={d}/joint", f"--runs=search={d}/search", "--tasks=search"
+    )
     assert str(d / "search" / "eval" / "test" / name) in _one_line_error(r)

@@ -35,7 +35,9 @@ def test_corrections_match_statsmodels(method, sm):
   np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-15)
   rng = np.random.default_rng(1)
   p = rng.random(30) ** 3
-  np.testing.assert_allclose(stats.adjust_pvalues(p, method), multipletests(p, method=sm)[1], atol=1e-15)
+  np.testing.assert_allclose(
+    stats.adjust_pvalues(p, method), multipletests(p, method=sm)[1], atol=1e-15
+  )
 
 
 def test_randomization_exact_matches_enumeration():
@@ -64,8 +66,9 @@ def _write_eval(d, task_values, split="test", seed=None, info=None, qids=None):
     ids = qids or [f"q{i}" for i in range(len(vals))]
     pq[task] = {"recall@30": {q: float(v) for q, v in zip(ids, vals)}}
     summary[task] = {"recall@30": float(np.mean(vals))}
-    runs.write_qrels(str(d / "eval" / split / f"{task}.qrels"),
-                     {q: {f"i{i}": 1} for i, q in enumerate(ids)})
+    runs.write_qrels(
+      str(d / "eval" / split / f"{task}.qrels"), {q: {f"i{i}": 1} for i, q in enumerate(ids)}
+    )
   if info is not None:
     summary["info"] = info
   runs.write_json(str(d / "eval" / split / "metrics.json"), summary)
@@ -82,10 +85,11 @@ def test_compare_models_on_fake_runs(tmp_path):
   groups = {"joint": [], "search": [], "rec": []}
   noise = [rng.normal(0, 0.05, n) for _ in range(2)]
   for s in range(2):
-    groups["joint"].append(_write_eval(tmp_path / f"j{s}", {"search": base + 0.1 + 0.01 * s,
-                                                            "rec": base}))
+    groups["joint"].append(
+      _write_eval(tmp_path / f"j{s}", {"search": base + 0.1 + 0.01 * s, "rec": base})
+    )
     groups["search"].append(_write_eval(tmp_path / f"s{s}", {"search": base + noise[s]}))
-    groups["rec"].append(_write_eval(tmp_path / f"r{s}", {"rec": base + rng.normal(0, .05, n)}))
+    groups["rec"].append(_write_eval(tmp_path / f"r{s}", {"rec": base + rng.normal(0, 0.05, n)}))
   res = stats.compare_models(groups, task=["search", "rec"], metric="recall@30")
   by = {(r["model"], r["task"]): r for r in res["results"]}
   j = by[("joint", "search")]
@@ -104,8 +108,14 @@ def test_compare_models_on_fake_runs(tmp_path):
   md = stats.to_markdown(res)
   assert "Recall@30" in md and "joint vs search" in md
   json.dumps(res)  # serialisable
-  res_r = stats.compare_models(groups, task="search", metric="recall@30", test="randomization",
-                               correction="bonferroni", num_samples=2000)
+  res_r = stats.compare_models(
+    groups,
+    task="search",
+    metric="recall@30",
+    test="randomization",
+    correction="bonferroni",
+    num_samples=2000,
+  )
   assert res_r["comparisons"][0]["p_value"] < 0.01
 
 
@@ -119,6 +129,7 @@ def test_missing_eval_is_a_clear_error(tmp_path):
 
 def test_seed_level_test_matches_scipy_and_statsmodels():
   from statsmodels.stats.weightstats import DescrStatsW
+
   rng = np.random.default_rng(4)
   for n in (2, 3, 5, 12):
     a, b = rng.random(n), rng.random(n)
@@ -150,6 +161,7 @@ def test_seed_level_test_degenerate_cases_do_not_raise():
 
 def test_query_tests_report_unit_diff_and_t_interval():
   from statsmodels.stats.weightstats import DescrStatsW
+
   ref = DescrStatsW(np.subtract(A, B)).tconfint_mean(alpha=0.05)
   for res in (stats.paired_ttest(A, B), stats.randomization_test(A, B, exact=True)):
     assert res["unit"] == "query" and res["n"] == len(A) and res["ci_method"] == "t"
@@ -188,16 +200,21 @@ def test_compare_models_seed_test_pairs_by_config_seed(tmp_path):
   joint_shift = {0: 0.10, 1: 0.02, 2: 0.07}
   search_shift = {0: 0.05, 1: 0.04, 2: -0.03}
   # The search runs are listed in another seed order: pairing by position would be wrong.
-  joint = [_write_eval(tmp_path / f"j{s}", {"search": base + joint_shift[s]}, seed=s)
-           for s in (0, 1, 2)]
-  search = [_write_eval(tmp_path / f"s{s}",
-                        {"search": base + search_shift[s] + 0.01 * rng.random(n)}, seed=s)
-            for s in (2, 0, 1)]
+  joint = [
+    _write_eval(tmp_path / f"j{s}", {"search": base + joint_shift[s]}, seed=s) for s in (0, 1, 2)
+  ]
+  search = [
+    _write_eval(
+      tmp_path / f"s{s}", {"search": base + search_shift[s] + 0.01 * rng.random(n)}, seed=s
+    )
+    for s in (2, 0, 1)
+  ]
   res = stats.compare_models({"joint": joint, "search": search}, task="search", metric="recall@30")
   (c,) = res["comparisons"]
   a = [np.mean(base + joint_shift[s]) for s in (0, 1, 2)]
-  b = [by["per_seed"][i] for by in res["results"] if by["model"] == "search"
-       for i in (1, 2, 0)]  # search per_seed is in list order 2, 0, 1
+  b = [
+    by["per_seed"][i] for by in res["results"] if by["model"] == "search" for i in (1, 2, 0)
+  ]  # search per_seed is in list order 2, 0, 1
   st = c["seed_test"]
   ref = sps.ttest_rel(a, b)
   assert st["pairing"] == "seed" and st["seeds"] == [0, 1, 2] and st["n"] == 3
@@ -206,12 +223,16 @@ def test_compare_models_seed_test_pairs_by_config_seed(tmp_path):
   assert st["family_size"] == 1 and st["p_adjusted"] == pytest.approx(st["p_value"])
   # Query level: means over seeds per query id, t interval of the differences.
   from statsmodels.stats.weightstats import DescrStatsW
+
   def pq(d):
     return json.loads((tmp_path / d / "eval" / "test" / "per_query.json").read_text())
-  qa = np.array([np.mean([pq(f"j{s}")["search"]["recall@30"][f"q{i}"] for s in range(3)])
-                 for i in range(n)])
-  qb = np.array([np.mean([pq(f"s{s}")["search"]["recall@30"][f"q{i}"] for s in range(3)])
-                 for i in range(n)])
+
+  qa = np.array(
+    [np.mean([pq(f"j{s}")["search"]["recall@30"][f"q{i}"] for s in range(3)]) for i in range(n)]
+  )
+  qb = np.array(
+    [np.mean([pq(f"s{s}")["search"]["recall@30"][f"q{i}"] for s in range(3)]) for i in range(n)]
+  )
   assert c["unit"] == "query" and c["family_size"] == 1 and c["num_queries"] == n
   assert c["diff"] == pytest.approx(float(np.mean(qa - qb)), abs=1e-12)
   assert c["ci95"] == pytest.approx(list(DescrStatsW(qa - qb).tconfint_mean()), abs=1e-12)
@@ -241,10 +262,12 @@ def _pair(tmp_path, joint_kw=None, search_kw=None, n=20):
 
 def test_different_query_ids_are_an_error_naming_both_runs(tmp_path):
   # The reported case: 200 vs 197 queries of different datasets were paired by position.
-  j = _write_eval(tmp_path / "joint0", {"search": np.linspace(0, 1, 200)},
-                  qids=[str(i) for i in range(200)])
-  s = _write_eval(tmp_path / "search0", {"search": np.linspace(0, .5, 197)},
-                  qids=[str(i) for i in range(197)])
+  j = _write_eval(
+    tmp_path / "joint0", {"search": np.linspace(0, 1, 200)}, qids=[str(i) for i in range(200)]
+  )
+  s = _write_eval(
+    tmp_path / "search0", {"search": np.linspace(0, 0.5, 197)}, qids=[str(i) for i in range(197)]
+  )
   with pytest.raises(stats.IncomparableRunsError) as e:
     stats.compare_models({"joint": [j], "search": [s]}, task="search")
   msg = str(e.value)
@@ -274,16 +297,23 @@ def test_per_query_ids_must_match_not_dropped(tmp_path):
 
 
 def test_dataset_identity_must_match(tmp_path):
-  groups = _pair(tmp_path / "a", {"info": {"dataset": "/data/ml1m"}},
-                 {"info": {"dataset": "/data/ml20m"}})
+  groups = _pair(
+    tmp_path / "a", {"info": {"dataset": "/data/ml1m"}}, {"info": {"dataset": "/data/ml20m"}}
+  )
   with pytest.raises(stats.IncomparableRunsError, match="info.dataset is '/data/ml1m' vs"):
     stats.compare_models(groups, task="search")
   # The sha wins over the path: the same data under another path is comparable...
-  groups = _pair(tmp_path / "b", {"info": {"dataset": "/x", "dataset_sha256": "ab"}},
-                 {"info": {"dataset": "/y", "dataset_sha256": "ab"}})
+  groups = _pair(
+    tmp_path / "b",
+    {"info": {"dataset": "/x", "dataset_sha256": "ab"}},
+    {"info": {"dataset": "/y", "dataset_sha256": "ab"}},
+  )
   assert len(stats.compare_models(groups, task="search")["comparisons"]) == 1
-  groups = _pair(tmp_path / "c", {"info": {"dataset": "/x", "dataset_sha256": "ab"}},
-                 {"info": {"dataset": "/x", "dataset_sha256": "cd"}})
+  groups = _pair(
+    tmp_path / "c",
+    {"info": {"dataset": "/x", "dataset_sha256": "ab"}},
+    {"info": {"dataset": "/x", "dataset_sha256": "cd"}},
+  )
   with pytest.raises(stats.IncomparableRunsError, match="info.dataset_sha256"):
     stats.compare_models(groups, task="search")
   # ...and a run without an identity field is judged by its qrels alone.

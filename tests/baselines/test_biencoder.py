@@ -30,8 +30,8 @@ class _Tok:
   def encode_padded(self, texts, length, max_tokens=None):
     out = np.zeros([len(texts), length], np.int32)
     for r, t in enumerate(texts):
-      ids = [3 + int(w[1:]) for w in t.split()][:length - 1] + [1]
-      out[r, :len(ids)] = ids
+      ids = [3 + int(w[1:]) for w in t.split()][: length - 1] + [1]
+      out[r, : len(ids)] = ids
     return out
 
 
@@ -50,9 +50,11 @@ def _search_split(rng, queries_per_item, length=6, qid0=0):
       rows.append(words + [1] + [0] * (length - 4))
       targets.append(i)
   n = len(rows)
-  return {"encoder_input_ids": np.asarray(rows, np.int32),
-          "target_item": np.asarray(targets, np.int32),
-          "query_id": np.arange(qid0, qid0 + n, dtype=np.int32)}
+  return {
+    "encoder_input_ids": np.asarray(rows, np.int32),
+    "target_item": np.asarray(targets, np.int32),
+    "query_id": np.arange(qid0, qid0 + n, dtype=np.int32),
+  }
 
 
 class _Dataset:
@@ -61,11 +63,13 @@ class _Dataset:
   def __init__(self, seed=0):
     rng = np.random.default_rng(seed)
     titles = [" ".join(f"w{t - 3}" for t in _item_words(i)) for i in range(N_ITEMS)]
-    self.catalog = ItemCatalog([f"i{i:02d}" for i in range(N_ITEMS)], token_offset=OFFSET,
-                               titles=titles)
+    self.catalog = ItemCatalog(
+      [f"i{i:02d}" for i in range(N_ITEMS)], token_offset=OFFSET, titles=titles
+    )
     self.tokenizer = _Tok()
-    self._splits = {("search", s): _search_split(rng, q)
-                    for s, q in (("train", 8), ("valid", 1), ("test", 2))}
+    self._splits = {
+      ("search", s): _search_split(rng, q) for s, q in (("train", 8), ("valid", 1), ("test", 2))
+    }
     # Item 1's first test query becomes item 0's first (same id and input): two relevant items.
     t = self._splits[("search", "test")]
     t["encoder_input_ids"][2] = t["encoder_input_ids"][0]
@@ -167,20 +171,26 @@ def test_learns_query_words_and_writes_full_rankings(ds, tmp_path):
 def test_in_batch_loss_masks_the_rows_other_positives(ds):
   c = tiny_config()
   cfg, s = biencoder._section(c)
-  graphdef, init = biencoder._init_fn(biencoder.encoder_config(cfg, ds, s.tasks), N_ITEMS, 0,
-                                      "embedding")
+  graphdef, init = biencoder._init_fn(
+    biencoder.encoder_config(cfg, ds, s.tasks), N_ITEMS, 0, "embedding"
+  )
   params = init(np.uint32(0))
   a = ds.split("search", "train")
   # Rows 0, 1: item 0 (two queries); 2, 3: item 1; 4: item 2; 5: row 0's query with another
   # relevant item (3); 6: batch padding.
-  ids = np.concatenate([a["encoder_input_ids"][[0, 1, 8, 9, 16, 0]],
-                        np.zeros([1, a["encoder_input_ids"].shape[1]], np.int32)])
+  ids = np.concatenate(
+    [
+      a["encoder_input_ids"][[0, 1, 8, 9, 16, 0]],
+      np.zeros([1, a["encoder_input_ids"].shape[1]], np.int32),
+    ]
+  )
   targets = np.asarray([0, 0, 1, 1, 2, 3, 0], np.int32)
   groups = np.concatenate([np.unique(ids[:6], axis=0, return_inverse=True)[1].reshape(-1), [-1]])
   valid = np.asarray([True] * 6 + [False])
   loss_fn = jax.jit(lambda p, *a: biencoder.batch_loss(nnx.merge(graphdef, p), s, *a, None))
-  got = float(loss_fn(params, ids, targets, groups.astype(np.int32), valid,
-                      np.zeros([1, 1], np.int32)))  # eval mode (no dropout)
+  got = float(
+    loss_fn(params, ids, targets, groups.astype(np.int32), valid, np.zeros([1, 1], np.int32))
+  )  # eval mode (no dropout)
   # Reference: cosine / temperature against the batch's targets; a candidate j != i is dropped
   # when it shares row i's target or input, or is padding.
   q = np.asarray(_tower(graphdef)(params, ids), np.float64)
@@ -191,11 +201,17 @@ def test_in_batch_loss_masks_the_rows_other_positives(ds):
   def loss(masked):
     nll = []
     for i in range(6):
-      keep = [j for j in range(7) if j == i or not masked or (
-          targets[j] != targets[i] and groups[j] != groups[i] and valid[j])]
+      keep = [
+        j
+        for j in range(7)
+        if j == i
+        or not masked
+        or (targets[j] != targets[i] and groups[j] != groups[i] and valid[j])
+      ]
       row = logits[i, keep]
       nll.append(np.log(np.sum(np.exp(row - row.max()))) + row.max() - logits[i, i])
     return float(np.mean(nll))
+
   assert got == pytest.approx(loss(True), rel=1e-4)
   assert abs(loss(True) - loss(False)) > 1e-2  # the masking changes the value
 
@@ -205,13 +221,19 @@ class _Stop(Exception):
 
 
 def test_resume_gives_the_same_parameters(ds, tmp_path):
-  c = tiny_config(num_steps=12, checkpoint_every_steps=5, log_every_steps=1, eval_every_steps=4,
-                  warmup_fraction=0.3)
+  c = tiny_config(
+    num_steps=12,
+    checkpoint_every_steps=5,
+    log_every_steps=1,
+    eval_every_steps=4,
+    warmup_fraction=0.3,
+  )
   full = biencoder.train_biencoder(c, ds, str(tmp_path / "a"))
 
   def stop(step):
     if step == 8:  # checkpoints at 5 exist, not at 8: the rerun redoes steps 6..8
       raise _Stop()
+
   with pytest.raises(_Stop):
     biencoder.train_biencoder(c, ds, str(tmp_path / "b"), step_callback=stop)
   resumed = biencoder.train_biencoder(c, ds, str(tmp_path / "b"))
@@ -222,16 +244,13 @@ def test_resume_gives_the_same_parameters(ds, tmp_path):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
   # The comparison can fail: training moved the parameters away from the initial ones.
   cfg, s = biencoder._section(c)
-  _, init = biencoder._init_fn(biencoder.encoder_config(cfg, ds, s.tasks), N_ITEMS, 0,
-                               "embedding")
+  _, init = biencoder._init_fn(biencoder.encoder_config(cfg, ds, s.tasks), N_ITEMS, 0, "embedding")
   init_leaves = jax.tree.leaves(init(np.uint32(0)))
-  assert not all(np.array_equal(np.asarray(x), np.asarray(y))
-                 for x, y in zip(flat_a, init_leaves))
+  assert not all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(flat_a, init_leaves))
   read = lambda p: [json.loads(l) for l in open(p)]
   assert read(tmp_path / "a" / "metrics.jsonl") == read(tmp_path / "b" / "metrics.jsonl")
   with pytest.raises(ValueError, match="another biencoder config"):
-    biencoder.train_biencoder(tiny_config(num_steps=12, temperature=0.1), ds,
-                              str(tmp_path / "b"))
+    biencoder.train_biencoder(tiny_config(num_steps=12, temperature=0.1), ds, str(tmp_path / "b"))
 
 
 def test_rec_only_learns_successors_and_writes_rec_files(ds, tmp_path):
@@ -243,7 +262,11 @@ def test_rec_only_learns_successors_and_writes_rec_files(ds, tmp_path):
   assert set(summary) == {"rec", "info"}
   assert summary["rec"]["recall@10"] > 0.9, summary
   assert sorted(os.listdir(out / "eval" / "test")) == [
-      "metrics.json", "per_query.json", "rec.qrels", "rec.run"]
+    "metrics.json",
+    "per_query.json",
+    "rec.qrels",
+    "rec.run",
+  ]
   _check_run_files(ds, c, out, "rec", summary)
   assert runner.baseline_tasks("biencoder", c) == ("rec",)
 
@@ -270,10 +293,17 @@ def test_joint_text_tower_through_the_runner(prepared, tmp_path):
   summary = runner.run_baseline("biencoder", c, data_dir, str(out), "test")
   assert runner.baseline_tasks("biencoder", c) == ("search", "rec")
   assert sorted(os.listdir(out / "eval" / "test")) == [
-      "metrics.json", "per_query.json", "rec.qrels", "rec.run", "search.qrels", "search.run"]
+    "metrics.json",
+    "per_query.json",
+    "rec.qrels",
+    "rec.run",
+    "search.qrels",
+    "search.run",
+  ]
   ds = ProcessedDataset(data_dir)
   assert summary["info"]["train_examples"] == {
-      t: len(ds.split(t, "train")["target_item"]) for t in ("search", "rec")}
+    t: len(ds.split(t, "train")["target_item"]) for t in ("search", "rec")
+  }
   for task in ("search", "rec"):
     _check_run_files(ds, c, out, task, summary)
   # item_embeddings: [n, 16] in catalogue order: row i is the tower over item i's own text.

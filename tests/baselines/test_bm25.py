@@ -68,8 +68,9 @@ class _Tok:
 
 class _Dataset:
   def __init__(self, splits, titles, metadata, tok):
-    self.catalog = ItemCatalog([f"m{i}" for i in range(len(titles))], token_offset=100,
-                               titles=titles, metadata=metadata)
+    self.catalog = ItemCatalog(
+      [f"m{i}" for i in range(len(titles))], token_offset=100, titles=titles, metadata=metadata
+    )
     self.tokenizer = tok
     self._splits = splits
 
@@ -82,23 +83,35 @@ def _search(tok, rows, length=6):
   ids = np.zeros([len(rows), length], np.int32)
   for r, (q, _, _) in enumerate(rows):
     x = tok.ids(q)
-    ids[r, :len(x)] = x
-  return {"encoder_input_ids": ids, "target_item": np.asarray([t for _, t, _ in rows], np.int32),
-          "query_id": np.asarray([q for _, _, q in rows], np.int32)}
+    ids[r, : len(x)] = x
+  return {
+    "encoder_input_ids": ids,
+    "target_item": np.asarray([t for _, t, _ in rows], np.int32),
+    "query_id": np.asarray([q for _, _, q in rows], np.int32),
+  }
 
 
 def test_documents_expand_with_training_queries_only():
   tok = _Tok(["red", "blue", "fast", "car", "secret", "boat"])
-  ds = _Dataset({
-      ("search", "train"): _search(tok, [("fast car", 0, 0), ("fast car", 1, 0),
-                                         ("blue", 2, 1), ("blue", 2, 2)]),
+  ds = _Dataset(
+    {
+      ("search", "train"): _search(
+        tok, [("fast car", 0, 0), ("fast car", 1, 0), ("blue", 2, 1), ("blue", 2, 2)]
+      ),
       ("search", "test"): _search(tok, [("secret boat", 1, 0)]),
-  }, ["Red Car", "", "Boat"], [{"genres": ["Drama"]}, {}, {"n": 1}], tok)
+    },
+    ["Red Car", "", "Boat"],
+    [{"genres": ["Drama"]}, {}, {"n": 1}],
+    tok,
+  )
   docs = bm25.item_documents(ds)
   assert docs == ["Red Car Drama fast car", "fast car", "Boat blue blue"]
   assert "secret" not in " ".join(docs)  # test queries never enter a document
   assert bm25.item_documents(ds, expand_with_train_queries=False, include_metadata=False) == [
-      "Red Car", "", "Boat"]
+    "Red Car",
+    "",
+    "Boat",
+  ]
 
 
 def test_run_directory(prepared, tmp_path):

@@ -49,6 +49,7 @@ def test_baselines_h1_h2(dataset, tmp_path):
 
   s = cooccurrence.h2_from_runs(groups["pop_s"], groups["pop_r"], dataset, "search", k=10)
   assert s["num_related_pairs"] > 0 and 0 <= s["related_base_rate"] <= 1
+
   # Brute-force the pooled change: each query's top-10 pairs, joint (pop_r) minus specific (pop_s).
   def pairs(path):
     c = {}
@@ -57,6 +58,7 @@ def test_baselines_h1_h2(dataset, tmp_path):
       for a, b in itertools.combinations(sorted(dataset.catalog.index(x) for x in top), 2):
         c[(a, b)] = c.get((a, b), 0) + 1
     return c
+
   cs = pairs(tmp_path / "pop_s" / "eval" / "test" / "search.run")
   cj = pairs(tmp_path / "pop_r" / "eval" / "test" / "search.run")
   pos = sum(max(cj.get(k, 0) - cs.get(k, 0), 0) for k in set(cs) | set(cj))

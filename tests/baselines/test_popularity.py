@@ -27,17 +27,23 @@ class FakeDataset:
 
 def _arrays(targets, qids):
   t = np.asarray(targets, np.int32)
-  return {"encoder_input_ids": np.ones([len(t), 4], np.int32), "target_item": t,
-          "query_id": np.asarray(qids, np.int32)}
+  return {
+    "encoder_input_ids": np.ones([len(t), 4], np.int32),
+    "target_item": t,
+    "query_id": np.asarray(qids, np.int32),
+  }
 
 
 def make_dataset():
-  return FakeDataset({
+  return FakeDataset(
+    {
       ("search", "train"): _arrays([0, 0, 0, 1, 2, 2], range(6)),
       ("rec", "train"): _arrays([3, 3, 3, 3, 1, 1, 2], range(7)),
       ("search", "test"): _arrays([0, 3, 2, 4], [0, 0, 1, 2]),  # query 0 has two targets
       ("rec", "test"): _arrays([3, 0, 1], [0, 1, 2]),
-  }, num_items=5)
+    },
+    num_items=5,
+  )
 
 
 def test_popularity_runs(tmp_path):
@@ -62,7 +68,12 @@ def test_popularity_runs(tmp_path):
   assert out["pop_r"]["rec"]["recall@1"] == pytest.approx(1 / 3)
   # Mix: p_S = [.5, 1/6, 1/3, 0, 0], p_R = [0, 2/7, 1/7, 4/7, 0] -> mix order m3, m0, m2, m1.
   mix = runs.read_run(tmp_path / "pop_mix" / "eval" / "test" / "rec.run")
-  assert [x for x, _ in sorted(mix["0"].items(), key=lambda kv: -kv[1])][:4] == ["m3", "m0", "m2", "m1"]
+  assert [x for x, _ in sorted(mix["0"].items(), key=lambda kv: -kv[1])][:4] == [
+    "m3",
+    "m0",
+    "m2",
+    "m1",
+  ]
   assert os.path.exists(d / "per_query.json")
 
 

@@ -73,7 +73,8 @@ def test_rebuild_sequences_and_windows():
   x = sequential.inference_inputs([np.asarray([3, 4])], 4, "bert4rec", N_ITEMS)
   assert x.tolist() == [[0, 4, 5, N_ITEMS + 1]]
   assert sequential.inference_inputs([np.arange(6)], 4, "sasrec", N_ITEMS).tolist() == [
-      [3, 4, 5, 6]]
+    [3, 4, 5, 6]
+  ]
 
 
 def test_causal_model_ignores_the_future():
@@ -90,11 +91,14 @@ def test_causal_model_ignores_the_future():
   assert not np.allclose(np.asarray(bi(a))[:, 3], np.asarray(bi(b))[:, 3])  # bidirectional
 
 
-@pytest.mark.parametrize("kind,over", [
+@pytest.mark.parametrize(
+  "kind,over",
+  [
     ("sasrec", {"num_steps": 150}),
     ("sasrec", {"num_steps": 150, "loss": "bce"}),
     ("bert4rec", {"num_steps": 300, "mask_ratio": 0.3}),
-])
+  ],
+)
 def test_learns_deterministic_successor(kind, over, tmp_path):
   ds = _Dataset(successor_sessions(), N_ITEMS, encoder_len=12, max_history=10)
   c = tiny_config(kind, **over)
@@ -141,13 +145,20 @@ def _params(model):
 
 def test_resume_gives_the_same_parameters(tmp_path):
   ds = _Dataset(successor_sessions(num_users=40), N_ITEMS, encoder_len=12, max_history=10)
-  c = tiny_config("sasrec", num_steps=12, checkpoint_every_steps=5, log_every_steps=1,
-                  eval_every_steps=4, dropout=0.3)
+  c = tiny_config(
+    "sasrec",
+    num_steps=12,
+    checkpoint_every_steps=5,
+    log_every_steps=1,
+    eval_every_steps=4,
+    dropout=0.3,
+  )
   full = sequential.train_sequential("sasrec", c, ds, str(tmp_path / "a"))
 
   def stop(step):
     if step == 8:  # checkpoints at 5 exist, not at 8: the rerun redoes steps 6..8
       raise _Stop()
+
   with pytest.raises(_Stop):
     sequential.train_sequential("sasrec", c, ds, str(tmp_path / "b"), step_callback=stop)
   resumed = sequential.train_sequential("sasrec", c, ds, str(tmp_path / "b"))
@@ -169,5 +180,6 @@ def test_config_change_refuses_to_resume(tmp_path):
   ds = _Dataset(successor_sessions(num_users=20), N_ITEMS, encoder_len=12, max_history=10)
   sequential.train_sequential("sasrec", tiny_config("sasrec", num_steps=2), ds, str(tmp_path))
   with pytest.raises(ValueError, match="another sasrec config"):
-    sequential.train_sequential("sasrec", tiny_config("sasrec", num_steps=2, hidden_size=16), ds,
-                                str(tmp_path))
+    sequential.train_sequential(
+      "sasrec", tiny_config("sasrec", num_steps=2, hidden_size=16), ds, str(tmp_path)
+    )

@@ -52,9 +52,17 @@ def test_t5_base_flops_match_the_documented_counts():
 
 def _layer_cfg(d, h, dk, ff):
   """A one-encoder-layer, no-decoder config with the field names `flops` reads."""
-  return types.SimpleNamespace(d_model=d, num_heads=h, d_kv=dk, d_ff=ff, vocab_size=1,
-                               num_item_tokens=0, feed_forward_proj="relu",
-                               num_encoder_layers=1, num_decoder_layers=0)
+  return types.SimpleNamespace(
+    d_model=d,
+    num_heads=h,
+    d_kv=dk,
+    d_ff=ff,
+    vocab_size=1,
+    num_item_tokens=0,
+    feed_forward_proj="relu",
+    num_encoder_layers=1,
+    num_decoder_layers=0,
+  )
 
 
 def test_analytic_flops_agree_with_xla_cost_analysis_for_a_matmul_stack():
@@ -78,10 +86,22 @@ def test_analytic_flops_agree_with_xla_cost_analysis_for_a_matmul_stack():
 
 def test_record_fields_and_json_line():
   rec = protocol.make_record(
-      kind="train", impl="x", step_times_s=[0.5, 0.25, 1.0], batch_size=8, encoder_len=6,
-      decoder_len=2, num_items=3, dtype="float32", device_kind="NVIDIA H100 80GB HBM3",
-      num_devices=1, flops_per_example=1e12, peak_tflops=1000.0, warmup_s=1.0,
-      peak_memory_bytes=None, extra={"preset": "tiny"})
+    kind="train",
+    impl="x",
+    step_times_s=[0.5, 0.25, 1.0],
+    batch_size=8,
+    encoder_len=6,
+    decoder_len=2,
+    num_items=3,
+    dtype="float32",
+    device_kind="NVIDIA H100 80GB HBM3",
+    num_devices=1,
+    flops_per_example=1e12,
+    peak_tflops=1000.0,
+    warmup_s=1.0,
+    peak_memory_bytes=None,
+    extra={"preset": "tiny"},
+  )
   for f in protocol.RECORD_FIELDS:
     assert f in rec, f
   assert rec["median_step_s"] == 0.5
@@ -91,9 +111,21 @@ def test_record_fields_and_json_line():
   assert json.loads(json.dumps(rec)) == rec
   with pytest.raises(ValueError, match="step_times_s"):
     protocol.make_record(
-        kind="train", impl="x", step_times_s=[], batch_size=8, encoder_len=6, decoder_len=2,
-        num_items=0, dtype="float32", device_kind="cpu", num_devices=1, flops_per_example=0,
-        peak_tflops=None, warmup_s=0, peak_memory_bytes=None)
+      kind="train",
+      impl="x",
+      step_times_s=[],
+      batch_size=8,
+      encoder_len=6,
+      decoder_len=2,
+      num_items=0,
+      dtype="float32",
+      device_kind="cpu",
+      num_devices=1,
+      flops_per_example=0,
+      peak_tflops=None,
+      warmup_s=0,
+      peak_memory_bytes=None,
+    )
 
 
 def test_gpu_xla_flags_keep_user_flags():
@@ -167,8 +199,9 @@ def test_model_fused_attention_matches_reference_with_bias_and_mask():
 
 def test_bench_defaults_equal_configs_base():
   """The bench's built-in run config (no configs/ on an installed wheel) keeps base.py's values."""
-  spec = importlib.util.spec_from_file_location("cfg_base", os.path.join(REPO, "configs",
-                                                                          "base.py"))
+  spec = importlib.util.spec_from_file_location(
+    "cfg_base", os.path.join(REPO, "configs", "base.py")
+  )
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   base = module.get_config().to_dict()

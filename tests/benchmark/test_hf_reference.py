@@ -14,6 +14,7 @@ from gr_jax.bench import protocol  # noqa: E402
 @pytest.mark.parametrize("preset", ["tiny", "small", "flan-t5-small"])
 def test_hf_model_has_our_parameter_count(preset):
   from flax import nnx  # pylint: disable=g-import-not-at-top
+
   model = pytest.importorskip("gr_jax.model")
   cfg = model.T5Config.from_preset(preset, num_item_tokens=37)
   ours = nnx.eval_shape(lambda: model.T5(cfg, rngs=nnx.Rngs(0)))
@@ -38,9 +39,17 @@ def test_random_batch_layout():
 def test_hf_train_record_on_tiny_shapes():
   model = pytest.importorskip("gr_jax.model")
   cfg = model.T5Config.from_preset("tiny", num_item_tokens=20)
-  rec = hf_reference.train_benchmark(cfg, batch_size=2, encoder_len=4, decoder_len=2,
-                                     num_items=20, warmup=1, repeats=2, device="cpu",
-                                     flops_per_example=1e6)
+  rec = hf_reference.train_benchmark(
+    cfg,
+    batch_size=2,
+    encoder_len=4,
+    decoder_len=2,
+    num_items=20,
+    warmup=1,
+    repeats=2,
+    device="cpu",
+    flops_per_example=1e6,
+  )
   back = json.loads(json.dumps(rec))
   for f in protocol.RECORD_FIELDS:
     assert f in back, f

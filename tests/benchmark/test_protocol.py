@@ -30,9 +30,21 @@ def _fake_side(name, log, clock, durations, steps=1):
 
   def finish(times, warmup_s):
     return protocol.make_record(
-        kind="train", impl=name, step_times_s=times, batch_size=4, encoder_len=6, decoder_len=2,
-        num_items=0, dtype="float32", device_kind="cpu", num_devices=1, flops_per_example=0.0,
-        peak_tflops=None, warmup_s=warmup_s, peak_memory_bytes=None)
+      kind="train",
+      impl=name,
+      step_times_s=times,
+      batch_size=4,
+      encoder_len=6,
+      decoder_len=2,
+      num_items=0,
+      dtype="float32",
+      device_kind="cpu",
+      num_devices=1,
+      flops_per_example=0.0,
+      peak_tflops=None,
+      warmup_s=warmup_s,
+      peak_memory_bytes=None,
+    )
 
   return protocol.Side(name, window, steps, block=lambda out: out, finish=finish)
 
@@ -50,12 +62,14 @@ def test_sides_alternate_repeat_by_repeat_after_their_warmups():
 def test_zero_warmup_still_runs_one_untimed_window():
   clock, log = FakeClock(), []
   side = _fake_side("A", log, clock, [5.0, 1.0])
-  times, warm = protocol.time_steps(side.window, warmup=0, repeats=1, steps_per_repeat=1,
-                                    block=lambda out: out, clock=clock)
+  times, warm = protocol.time_steps(
+    side.window, warmup=0, repeats=1, steps_per_repeat=1, block=lambda out: out, clock=clock
+  )
   assert log == ["A", "A"] and times == [1.0] and warm == 5.0
   with pytest.raises(ValueError, match="repeats"):
-    protocol.time_steps(side.window, warmup=0, repeats=0, steps_per_repeat=1,
-                        block=lambda out: out, clock=clock)
+    protocol.time_steps(
+      side.window, warmup=0, repeats=0, steps_per_repeat=1, block=lambda out: out, clock=clock
+    )
 
 
 def test_measure_interleaves_and_compare_reports_median_of_paired_ratios():
@@ -64,8 +78,10 @@ def test_measure_interleaves_and_compare_reports_median_of_paired_ratios():
   # every pair but the fourth, where it was 4x as fast.
   a_times = [1.0, 1.0, 2.0, 0.5, 1.0, 3.0]
   b_times = [2.0, 2.0, 4.0, 2.0, 2.0, 6.0]
-  factories = [lambda: _fake_side("A", log, clock, [1.0] + a_times),
-               lambda: _fake_side("B", log, clock, [1.0] + b_times)]
+  factories = [
+    lambda: _fake_side("A", log, clock, [1.0] + a_times),
+    lambda: _fake_side("B", log, clock, [1.0] + b_times),
+  ]
   recs = protocol.measure(factories, warmup=1, repeats=6, clock=clock)
   assert log == ["A", "B"] + ["A", "B"] * 6
   assert all(r["interleaved"] for r in recs)
@@ -80,8 +96,10 @@ def test_measure_interleaves_and_compare_reports_median_of_paired_ratios():
 
 def test_sequential_measure_is_marked_unpaired():
   clock, log = FakeClock(), []
-  factories = [lambda: _fake_side("A", log, clock, [1.0, 1.0, 1.0]),
-               lambda: _fake_side("B", log, clock, [1.0, 2.0, 2.0])]
+  factories = [
+    lambda: _fake_side("A", log, clock, [1.0, 1.0, 1.0]),
+    lambda: _fake_side("B", log, clock, [1.0, 2.0, 2.0]),
+  ]
   recs = protocol.measure(factories, warmup=1, repeats=2, interleave=False, clock=clock)
   assert log == ["A", "A", "A", "B", "B", "B"]
   cmp = protocol.compare(recs[0], recs[1])
@@ -97,8 +115,14 @@ def test_paired_ratios_and_spread():
     protocol.paired_ratios([1.0], [1.0, 2.0])
   s = protocol.spread([5.0, 1.0, 3.0, 2.0, 4.0])
   assert s == {"median": 3.0, "min": 1.0, "max": 5.0, "q1": 2.0, "q3": 4.0, "n": 5}
-  assert protocol.spread([7.0]) == {"median": 7.0, "min": 7.0, "max": 7.0, "q1": 7.0,
-                                    "q3": 7.0, "n": 1}
+  assert protocol.spread([7.0]) == {
+    "median": 7.0,
+    "min": 7.0,
+    "max": 7.0,
+    "q1": 7.0,
+    "q3": 7.0,
+    "n": 1,
+  }
 
 
 def test_machine_fields_in_every_record():
@@ -121,8 +145,9 @@ def test_cpu_model_reads_proc_cpuinfo():
 
 def test_no_package_outside_gr_jax_bench_imports_bench_code():
   root = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(__file__))), "gr_jax")
-  pat = re.compile(r"^\s*(from|import)\s+gr_jax\.(bench|benchmark)\b|from gr_jax import bench\b",
-                   re.M)
+  pat = re.compile(
+    r"^\s*(from|import)\s+gr_jax\.(bench|benchmark)\b|from gr_jax import bench\b", re.M
+  )
   offenders = []
   for dirpath, _, files in os.walk(root):
     if os.path.relpath(dirpath, root).split(os.sep)[0] == "bench":

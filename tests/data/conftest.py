@@ -34,10 +34,12 @@ def tiny_config(**sim):
 @pytest.fixture(scope="session")
 def tiny_dataset_dir(tmp_path_factory):
   from gr_jax.data import prepare_dataset
+
   return prepare_dataset(tiny_config(), str(tmp_path_factory.mktemp("sim") / "ds"))
 
 
 @pytest.fixture(scope="session")
 def tiny_dataset(tiny_dataset_dir):
   from gr_jax.data import ProcessedDataset
+
   return ProcessedDataset(tiny_dataset_dir)

@@ -9,13 +9,17 @@ import pytest
 from gr_jax.data import DataError, ItemCatalog, TextTokenizer
 from gr_jax.data.tokenizer import train_tokenizer
 
-CORPUS = [f"{a} {b} music" for a in ("rock", "jazz", "chill", "happy", "sad", "dance")
-          for b in ("morning", "night", "party", "study", "workout")] * 3
+CORPUS = [
+  f"{a} {b} music"
+  for a in ("rock", "jazz", "chill", "happy", "sad", "dance")
+  for b in ("morning", "night", "party", "study", "workout")
+] * 3
 
 
 def test_catalog_tokens_roundtrip_and_save(tmp_path):
-  cat = ItemCatalog(["a", "b", "c"], token_offset=100, titles=["A", "B", "C"],
-                    metadata=[{"x": 1}, {}, {}])
+  cat = ItemCatalog(
+    ["a", "b", "c"], token_offset=100, titles=["A", "B", "C"], metadata=[{"x": 1}, {}, {}]
+  )
   np.testing.assert_array_equal(cat.item_tokens([0, 2]), [[100], [102]])
   np.testing.assert_array_equal(cat.tokens_to_item([[101], [99], [103]]), [1, -1, -1])
   assert cat.index("c") == 2 and cat.item_id(1) == "b" and cat.num_id_tokens == 3
@@ -41,7 +45,7 @@ def test_trained_tokenizer_is_deterministic_with_t5_ids(tmp_path):
   assert (a.sp.pad_id(), a.sp.eos_id(), a.sp.unk_id(), a.sp.bos_id()) == (0, 1, 2, -1)
   ids = a.encode_padded(["rock night music", "x"], 24)
   assert ids.shape == (2, 24) and ids.dtype == np.int32
-  assert ids[0, list(ids[0]).index(1) + 1:].sum() == 0
+  assert ids[0, list(ids[0]).index(1) + 1 :].sum() == 0
   assert a.decode(ids[0]) == "rock night music"
   # Tiny corpora with a vocabulary larger than they support still train (hard_vocab_limit off).
   small = train_tokenizer(["ab cd", "cd ef"], 500)
@@ -54,8 +58,9 @@ def test_tokenizer_matches_transformers_t5(tmp_path):
   transformers = pytest.importorskip("transformers")
   tok = train_tokenizer(CORPUS, 60)
   tok.save(str(tmp_path / "tk"))
-  hf = transformers.T5Tokenizer(vocab_file=str(tmp_path / "tk" / "spiece.model"), extra_ids=0,
-                                legacy=True)
+  hf = transformers.T5Tokenizer(
+    vocab_file=str(tmp_path / "tk" / "spiece.model"), extra_ids=0, legacy=True
+  )
   for text in ["rock night music", "jazz  party", "unknownword study"]:
     want = hf(text)["input_ids"]  # HF appends </s>
     got = tok.encode(text) + [1]

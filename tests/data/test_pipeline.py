@@ -24,8 +24,10 @@ def _loader(ds, **kw):
 def _rows(ds, batch):
   """(task, encoder row bytes, target item) per row: identifies examples independently."""
   items = batch["decoder_target_ids"][:, 0] - ds.catalog.token_offset
-  return [(int(t), e.tobytes(), int(i)) for t, e, i in
-          zip(batch["task_id"], batch["encoder_input_ids"], items)]
+  return [
+    (int(t), e.tobytes(), int(i))
+    for t, e, i in zip(batch["task_id"], batch["encoder_input_ids"], items)
+  ]
 
 
 def _all_examples(ds, tasks):
@@ -62,8 +64,11 @@ def test_concatenation_epoch_covers_pool_once(tiny_dataset):
     seen.update(_rows(tiny_dataset, b))
   pool = _all_examples(tiny_dataset, ("search", "rec"))
   total = sum(pool.values())
-  assert n == total // 16 == steps_per_epoch(tiny_dataset, tiny_config().data,
-                                             tasks=("search", "rec"), batch_size=16)
+  assert (
+    n
+    == total // 16
+    == steps_per_epoch(tiny_dataset, tiny_config().data, tasks=("search", "rec"), batch_size=16)
+  )
   # Only the dropped remainder (< one batch) is missing; nothing is seen twice.
   assert not (seen - pool)
   assert sum((pool - seen).values()) == total % 16
@@ -103,15 +108,15 @@ def test_mixing_ratio_holds_on_counted_batches(tiny_dataset):
   assert (counts[:, 0] == 4).all() and (counts[:, 1] == 12).all()
   # The search stream walks permutations: over one pass every search example appears.
   n_search = len(tiny_dataset.split("search", "train")["target_item"])
-  rows = np.concatenate([loader.global_rows(s)[1][loader.global_rows(s)[0] == 0]
-                         for s in range(n_search // 4)])
+  rows = np.concatenate(
+    [loader.global_rows(s)[1][loader.global_rows(s)[0] == 0] for s in range(n_search // 4)]
+  )
   assert len(np.unique(rows)) == len(rows) == (n_search // 4) * 4
 
 
 @pytest.mark.parametrize("cap", [1, 2])
 def test_item_cap_holds(tiny_dataset, cap):
-  loader, _ = _loader(tiny_dataset, item_cap=cap, item_cap_task="rec", num_epochs=1,
-                      batch_size=8)
+  loader, _ = _loader(tiny_dataset, item_cap=cap, item_cap_task="rec", num_epochs=1, batch_size=8)
   rec_items = collections.Counter()
   search_seen = 0
   for b in loader:
@@ -177,23 +182,24 @@ class _CharTokenizer:
 
 def test_add_task_prefix_keeps_query_head_and_recent_items():
   from gr_jax.data.pipeline import add_task_prefix, task_prefix_ids
+
   tok = _CharTokenizer()
   s_pre, r_pre = task_prefix_ids(tok, "search").tolist(), task_prefix_ids(tok, "rec").tolist()
   assert len(s_pre) == len("search:") and len(r_pre) == len("recommend:")
   le = 14
   enc = np.zeros((3, le), np.int32)
-  enc[0, :4] = [100, 101, 102, 1]                    # short: fits beside the prefix
-  enc[1, :9] = [100, 101, 102, 103, 104, 105, 106, 107, 1]   # too long for the search prefix
-  enc[2, :1] = [1]                                   # empty content
+  enc[0, :4] = [100, 101, 102, 1]  # short: fits beside the prefix
+  enc[1, :9] = [100, 101, 102, 103, 104, 105, 106, 107, 1]  # too long for the search prefix
+  enc[2, :1] = [1]  # empty content
   out = add_task_prefix(enc, "search", tok)
   assert out.shape == enc.shape and out.dtype == np.int32
   assert out[0].tolist() == s_pre + [100, 101, 102, 1] + [0] * (le - 7 - 4)
   room = le - len(s_pre) - 1
-  assert out[1].tolist() == s_pre + [100, 101, 102, 103, 104, 105][:room] + [1]   # query head kept
+  assert out[1].tolist() == s_pre + [100, 101, 102, 103, 104, 105][:room] + [1]  # query head kept
   assert out[2].tolist() == s_pre + [1] + [0] * (le - 8)
   rec = add_task_prefix(enc, "rec", tok)
   room = le - len(r_pre) - 1
-  assert rec[1].tolist() == r_pre + [104, 105, 106, 107][-room:] + [1]       # newest items kept
+  assert rec[1].tolist() == r_pre + [104, 105, 106, 107][-room:] + [1]  # newest items kept
   with pytest.raises(ValueError, match="no room in data.encoder_len=10"):
     add_task_prefix(np.zeros((1, 10), np.int32), "rec", tok)
   with pytest.raises(ValueError, match="unknown task"):
@@ -202,19 +208,21 @@ def test_add_task_prefix_keeps_query_head_and_recent_items():
 
 def test_task_prefix_applies_to_training_and_eval_batches(tiny_dataset):
   from gr_jax.data.pipeline import task_prefix_ids
+
   plain, c = _loader(tiny_dataset)
   c.data.task_prefix = True
-  prefixed = make_train_loader(tiny_dataset, c.data, tasks=("search", "rec"), batch_size=16, seed=3,
-                               num_epochs=2)
-  assert prefixed.fingerprint != plain.fingerprint     # a resumed run cannot switch silently
+  prefixed = make_train_loader(
+    tiny_dataset, c.data, tasks=("search", "rec"), batch_size=16, seed=3, num_epochs=2
+  )
+  assert prefixed.fingerprint != plain.fingerprint  # a resumed run cannot switch silently
   a, b = next(iter(plain)), next(iter(prefixed))
-  assert (a["task_id"] == b["task_id"]).all()          # same examples in the same order
+  assert (a["task_id"] == b["task_id"]).all()  # same examples in the same order
   for task in TASKS:
     pre = task_prefix_ids(tiny_dataset.tokenizer, task)
     rows = b["encoder_input_ids"][b["task_id"] == TASKS.index(task)]
-    assert len(rows) and (rows[:, :len(pre)] == pre).all()
+    assert len(rows) and (rows[:, : len(pre)] == pre).all()
     ev = make_eval_batches(tiny_dataset, task, "valid", 8, data_config=c.data)[0]
-    assert (ev["encoder_input_ids"][:, :len(pre)] == pre).all()
+    assert (ev["encoder_input_ids"][:, : len(pre)] == pre).all()
   # Decoder side untouched.
   assert (a["decoder_target_ids"] == b["decoder_target_ids"]).all()
 
@@ -222,19 +230,20 @@ def test_task_prefix_applies_to_training_and_eval_batches(tiny_dataset):
 @pytest.mark.parametrize("task", ["search", "rec"])
 def test_add_task_prefix_matches_a_row_by_row_reference(task):
   from gr_jax.data.pipeline import add_task_prefix, task_prefix_ids
+
   tok = _CharTokenizer()
   pre = task_prefix_ids(tok, task).tolist()
   rng = np.random.default_rng(5)
   le = 16
   enc = np.zeros((200, le), np.int32)
-  for r, n in enumerate(rng.integers(0, le, 200)):   # n content tokens, then EOS
+  for r, n in enumerate(rng.integers(0, le, 200)):  # n content tokens, then EOS
     enc[r, :n] = rng.integers(3, 90, n)
     enc[r, n] = 1
   room = le - len(pre) - 1
   want = np.zeros_like(enc)
   for r in range(len(enc)):
     content = [int(x) for x in enc[r] if x > 1]
-    content = content[:room] if task == "search" else content[max(len(content) - room, 0):]
+    content = content[:room] if task == "search" else content[max(len(content) - room, 0) :]
     row = pre + content + [1]
-    want[r, :len(row)] = row
+    want[r, : len(row)] = row
   np.testing.assert_array_equal(add_task_prefix(enc, task, tok), want)

@@ -28,8 +28,9 @@ def test_movielens_header_only_tags_names_file_and_remedy(tmp_path):
   assert "titles" in msg and "genres" in msg
   assert not os.path.exists(tmp_path / "ds")
   # The remedy works: titles as queries.
-  prepare_dataset(_cfg("movielens", d, movielens__query_sources=("tags", "titles")),
-                  str(tmp_path / "ds2"))
+  prepare_dataset(
+    _cfg("movielens", d, movielens__query_sources=("tags", "titles")), str(tmp_path / "ds2")
+  )
 
 
 def test_movielens_all_tags_private_names_the_knob(tmp_path):
@@ -46,8 +47,11 @@ def test_movielens_header_only_ratings_names_file(tmp_path):
 
 
 def test_jsonl_empty_files_name_the_file(tmp_path):
-  for name, kw in (("search.jsonl", dict(search=[])), ("sessions.jsonl", dict(sessions=[])),
-                   ("items.jsonl", dict(items=[]))):
+  for name, kw in (
+    ("search.jsonl", dict(search=[])),
+    ("sessions.jsonl", dict(sessions=[])),
+    ("items.jsonl", dict(items=[])),
+  ):
     d = _write_jsonl(tmp_path / name, **kw)
     with pytest.raises(DataError, match=r"no usable row \(the file has no rows\)") as e:
       jsonl_loader.load(_cfg("jsonl", d).data)
@@ -59,24 +63,42 @@ def test_jsonl_empty_files_name_the_file(tmp_path):
 
 # ---------------------------------------------------------------------- wrong types: JSONL
 BAD_VALUES = [
-    ("query null", dict(search=[{"query": None, "item": "t0"}]), "search.jsonl:1", "query"),
-    ("query list", dict(search=[{"query": ["a", "b"], "item": "t0"}]), "search.jsonl:1", "query"),
-    ("query number", dict(search=[{"query": 42, "item": "t0"}]), "search.jsonl:1", "query"),
-    ("item null", dict(search=[{"query": "a", "item": None}]), "search.jsonl:1", "item"),
-    ("item float", dict(search=[{"query": "a", "item": 1.5}]), "search.jsonl:1", "item"),
-    ("split number", dict(search=[{"query": "a", "item": "t0", "split": 1}]), "search.jsonl:1",
-     "split"),
-    ("title null", dict(items=[{"item": "t0", "title": None}]), "items.jsonl:1", "title"),
-    ("user list", dict(sessions=[{"user": [1], "items": ["t0", "t1", "t2"]}]),
-     "sessions.jsonl:1", "user"),
-    ("session item null", dict(sessions=[{"user": "u", "items": ["t0", None, "t2"]}]),
-     "sessions.jsonl:1", "items"),
-    ("timestamp NaN", dict(sessions=[b'{"user": "u", "items": ["t0", "t1"], '
-                                     b'"timestamps": [1, NaN]}\n']), "sessions.jsonl:1",
-     "timestamps"),
-    ("timestamp Infinity", dict(sessions=[b'{"user": "u", "items": ["t0", "t1"], '
-                                          b'"timestamps": [Infinity, 1]}\n']),
-     "sessions.jsonl:1", "timestamps"),
+  ("query null", dict(search=[{"query": None, "item": "t0"}]), "search.jsonl:1", "query"),
+  ("query list", dict(search=[{"query": ["a", "b"], "item": "t0"}]), "search.jsonl:1", "query"),
+  ("query number", dict(search=[{"query": 42, "item": "t0"}]), "search.jsonl:1", "query"),
+  ("item null", dict(search=[{"query": "a", "item": None}]), "search.jsonl:1", "item"),
+  ("item float", dict(search=[{"query": "a", "item": 1.5}]), "search.jsonl:1", "item"),
+  (
+    "split number",
+    dict(search=[{"query": "a", "item": "t0", "split": 1}]),
+    "search.jsonl:1",
+    "split",
+  ),
+  ("title null", dict(items=[{"item": "t0", "title": None}]), "items.jsonl:1", "title"),
+  (
+    "user list",
+    dict(sessions=[{"user": [1], "items": ["t0", "t1", "t2"]}]),
+    "sessions.jsonl:1",
+    "user",
+  ),
+  (
+    "session item null",
+    dict(sessions=[{"user": "u", "items": ["t0", None, "t2"]}]),
+    "sessions.jsonl:1",
+    "items",
+  ),
+  (
+    "timestamp NaN",
+    dict(sessions=[b'{"user": "u", "items": ["t0", "t1"], "timestamps": [1, NaN]}\n']),
+    "sessions.jsonl:1",
+    "timestamps",
+  ),
+  (
+    "timestamp Infinity",
+    dict(sessions=[b'{"user": "u", "items": ["t0", "t1"], "timestamps": [Infinity, 1]}\n']),
+    "sessions.jsonl:1",
+    "timestamps",
+  ),
 ]
 
 
@@ -89,9 +111,13 @@ def test_jsonl_wrong_type_is_a_bad_row(tmp_path, name, files, where, field):
 
 
 def test_jsonl_wrong_types_counted_when_skipping(tmp_path):
-  search = [{"query": None, "item": "t0"}, {"query": ["a", "b"], "item": "t1"},
-            {"query": 42, "item": "t2"}, {"query": "ok", "item": 3},
-            {"query": "fine", "item": "t1"}]
+  search = [
+    {"query": None, "item": "t0"},
+    {"query": ["a", "b"], "item": "t1"},
+    {"query": 42, "item": "t2"},
+    {"query": "ok", "item": 3},
+    {"query": "fine", "item": "t1"},
+  ]
   items = [{"item": f"t{i}"} for i in range(6)] + [{"item": 3, "title": "three"}]
   d = _write_jsonl(tmp_path / "raw", search=search, items=items)
   raw = jsonl_loader.load(_cfg("jsonl", d, skip_bad_rows=True).data)
@@ -146,8 +172,7 @@ def test_movielens_bad_rating_values(tmp_path, rating):
   with pytest.raises(DataError, match=r"ratings.csv:3") as e:
     movielens.load(_cfg("movielens", d).data)
   assert e.value.field == "rating"
-  raw = movielens.load(_cfg("movielens", d, skip_bad_rows=True,
-                            movielens__min_rating=4.0).data)
+  raw = movielens.load(_cfg("movielens", d, skip_bad_rows=True, movielens__min_rating=4.0).data)
   assert raw.sessions == [("1", ["1", "3"])]  # a NaN rating does not pass min_rating
   assert raw.bad_rows.counts == {"ratings.csv: bad rating": 1}
 
@@ -163,8 +188,12 @@ def test_movielens_bad_timestamp_values(tmp_path, stamp):
 def test_movielens_generated_query_of_wrong_type(tmp_path):
   d = _write_ml(tmp_path / "raw")
   q = tmp_path / "queries.jsonl"
-  q.write_text(json.dumps({"item": 1, "query": "a funny film"}) + "\n"
-               + json.dumps({"item": 2, "query": None}) + "\n")
+  q.write_text(
+    json.dumps({"item": 1, "query": "a funny film"})
+    + "\n"
+    + json.dumps({"item": 2, "query": None})
+    + "\n"
+  )
   with pytest.raises(DataError, match=r"queries.jsonl:2.*expected a string") as e:
     movielens.load(_cfg("movielens", d, movielens__queries_jsonl=str(q)).data)
   assert e.value.field == "query"
@@ -183,8 +212,11 @@ def test_movielens_bom_in_headers(tmp_path):
     with open(path, "wb") as f:
       f.write(b"\xef\xbb\xbf" + data)
   raw = movielens.load(_cfg("movielens", d).data)
-  assert (raw.items, raw.sessions, raw.search_pairs) == (plain.items, plain.sessions,
-                                                         plain.search_pairs)
+  assert (raw.items, raw.sessions, raw.search_pairs) == (
+    plain.items,
+    plain.sessions,
+    plain.search_pairs,
+  )
   known = np.asarray([1, 2, 3])
   fast = movielens.read_ratings(os.path.join(d, "ratings.csv"), known, BadRows())
   slow = movielens.read_ratings(os.path.join(d, "ratings.csv"), known, BadRows(), vectorised=False)
@@ -196,19 +228,26 @@ def test_movielens_bom_in_headers(tmp_path):
 def test_vectorised_ratings_equal_row_by_row_on_ml_small(monkeypatch):
   known = np.asarray([int(i) for i in movielens.load(_cfg("movielens", ML).data).items])
   path = os.path.join(ML, "ratings.csv")
-  monkeypatch.setattr(textio, "BLOCK_BYTES", 100_000)  # many blocks: exercises the carry-over
+  monkeypatch.setattr(textio, "SCAN_BYTES", 100_001)  # many pre-scan blocks, CRLF split across
   fast = movielens.read_ratings(path, known, BadRows())
   slow = movielens.read_ratings(path, known, BadRows(), vectorised=False)
   assert len(fast[0]) == 100836
   for a, b in zip(fast, slow):
     assert a.dtype == b.dtype
     np.testing.assert_array_equal(a, b)
-  assert textio.read_numeric_csv(path, movielens.RATING_COLUMNS) is not None
+  assert textio.read_numeric_columns(path, movielens.RATING_COLUMNS) is not None
 
 
-@pytest.mark.parametrize("row,field", [("1.0,1,4.0,5", "userId"), ("1,1,4.0,1e9", "timestamp"),
-                                       ("1,1,4.0", "<row>"), ("1,1,,5", "rating"),
-                                       ("1,99,4.0,5", "movieId")])
+@pytest.mark.parametrize(
+  "row,field",
+  [
+    ("1.0,1,4.0,5", "userId"),
+    ("1,1,4.0,1e9", "timestamp"),
+    ("1,1,4.0", "<row>"),
+    ("1,1,,5", "rating"),
+    ("1,99,4.0,5", "movieId"),
+  ],
+)
 def test_vectorised_ratings_fall_back_to_name_the_line(tmp_path, row, field):
   ratings = HEADER + "".join(f"1,{m},4.0,{m}\n" for m in (1, 2, 3)) * 5 + row + "\n1,1,4.0,9\n"
   d = _write_ml(tmp_path / "raw", ratings=ratings)
@@ -224,11 +263,11 @@ def test_vectorised_ratings_fall_back_to_name_the_line(tmp_path, row, field):
 def test_vectorised_ratings_handles_crlf_and_no_final_newline(tmp_path):
   path = tmp_path / "ratings.csv"
   path.write_bytes(b"userId,movieId,rating,timestamp\r\n1,1,4.5,10\r\n2,2,.5,20")
-  assert textio.read_numeric_csv(str(path), movielens.RATING_COLUMNS) is not None
+  assert textio.read_numeric_columns(str(path), movielens.RATING_COLUMNS) is not None
   out = movielens.read_ratings(str(path), np.asarray([1, 2]), BadRows())
   assert out[0].tolist() == [1, 2] and out[2].tolist() == [4.5, 0.5]
   path.write_bytes(b"timestamp,movieId,userId,rating\n10,1,1,4.5\n20,2,2,5\n")  # reordered
-  assert textio.read_numeric_csv(str(path), movielens.RATING_COLUMNS) is not None
+  assert textio.read_numeric_columns(str(path), movielens.RATING_COLUMNS) is not None
   out = movielens.read_ratings(str(path), np.asarray([1, 2]), BadRows())
   assert out[0].tolist() == [1, 2] and out[3].tolist() == [10, 20]
 
@@ -238,8 +277,11 @@ def test_csv_quoted_newline_and_huge_field(tmp_path):
   limit, or a quote never closed, is a bad row naming its line, never a raw _csv.Error."""
   iter_csv = textio.iter_csv
   path = tmp_path / "movies.csv"
-  path.write_text('movieId,title,genres\n1,"Heat\nDirector\'s cut",Action\n'
-                  f'2,"{"x" * 200_000}",Drama\n3,Alien,Horror\n', encoding="utf-8")
+  path.write_text(
+    'movieId,title,genres\n1,"Heat\nDirector\'s cut",Action\n'
+    f'2,"{"x" * 200_000}",Drama\n3,Alien,Horror\n',
+    encoding="utf-8",
+  )
   bad = BadRows(skip=True)
   rows = list(iter_csv(str(path), ("movieId", "title"), bad))
   assert [(n, r["movieId"]) for n, r in rows] == [(2, "1"), (5, "3")]

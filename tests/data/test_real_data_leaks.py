@@ -79,16 +79,19 @@ def test_movielens_heldout_tags_dropped_even_after_the_item_filter(tmp_path):
   # User 1 rates 1..5 in order; movie 5 (raw last) has no tag, so prepare's item filter removes it
   # and the held-out targets become 4 (test) and 3 (valid). User 1's tags on 3 and 4 must go;
   # users 2 and 3 tag them alike while 3 and 4 are training items for them: those pairs stay.
-  ratings = ("userId,movieId,rating,timestamp\n"
-             + "".join(f"1,{m},4.0,{m}\n" for m in (1, 2, 3, 4, 5))
-             + "".join(f"{u},{m},4.0,{10 + k}\n" for u in (2, 3)
-                       for k, m in enumerate((3, 4, 1, 2, 6, 7))))
-  tags = ("userId,movieId,tag,timestamp\n"
-          "1,1,alpha,1\n2,1,alpha,1\n1,2,beta,1\n2,2,beta,1\n"
-          "1,3,gamma,1\n1,4,delta,1\n1,4,alpha,1\n"  # on user 1's held-out movies
-          "2,3,gamma,1\n3,3,gamma,1\n2,4,delta,1\n3,4,delta,1\n"
-          # 6 and 7 are users 2 and 3's held-out movies, tagged by users who did not rate them
-          "1,6,seventh,1\n4,6,seventh,1\n1,7,seventh,1\n")
+  ratings = (
+    "userId,movieId,rating,timestamp\n"
+    + "".join(f"1,{m},4.0,{m}\n" for m in (1, 2, 3, 4, 5))
+    + "".join(f"{u},{m},4.0,{10 + k}\n" for u in (2, 3) for k, m in enumerate((3, 4, 1, 2, 6, 7)))
+  )
+  tags = (
+    "userId,movieId,tag,timestamp\n"
+    "1,1,alpha,1\n2,1,alpha,1\n1,2,beta,1\n2,2,beta,1\n"
+    "1,3,gamma,1\n1,4,delta,1\n1,4,alpha,1\n"  # on user 1's held-out movies
+    "2,3,gamma,1\n3,3,gamma,1\n2,4,delta,1\n3,4,delta,1\n"
+    # 6 and 7 are users 2 and 3's held-out movies, tagged by users who did not rate them
+    "1,6,seventh,1\n4,6,seventh,1\n1,7,seventh,1\n"
+  )
   d = _write_ml(tmp_path / "raw", movies=ML_MOVIES, ratings=ratings, tags=tags)
   c = _cfg("movielens", d, search_valid_fraction=0.0, search_test_fraction=0.0)
   raw = movielens.load(c.data)
@@ -96,8 +99,14 @@ def test_movielens_heldout_tags_dropped_even_after_the_item_filter(tmp_path):
   heldout = _actual_heldout(raw, ds)
   assert heldout == {("1", "3"), ("1", "4"), ("2", "6"), ("2", "7"), ("3", "6"), ("3", "7")}
   pairs = {(q, m) for q, m, _ in raw.search_pairs}
-  assert pairs == {("alpha", "1"), ("beta", "2"), ("gamma", "3"), ("delta", "4"),
-                   ("seventh", "6"), ("seventh", "7")}  # not ("alpha", "4"): user 1's only
+  assert pairs == {
+    ("alpha", "1"),
+    ("beta", "2"),
+    ("gamma", "3"),
+    ("delta", "4"),
+    ("seventh", "6"),
+    ("seventh", "7"),
+  }  # not ("alpha", "4"): user 1's only
   _check_no_tag_leak(raw, _tag_rows(os.path.join(d, "tags.csv")), heldout)
   assert raw.stats["tag_rows_heldout"] == 3
   assert raw.stats["search_pairs_dropped_heldout"] == 1
@@ -105,10 +114,13 @@ def test_movielens_heldout_tags_dropped_even_after_the_item_filter(tmp_path):
 
 def test_movielens_private_tag_dropped(tmp_path):
   ratings = "userId,movieId,rating,timestamp\n" + "".join(
-      f"{u},{m},4.0,{m}\n" for u in (1, 2) for m in (1, 2, 3, 4, 5))
-  tags = ("userId,movieId,tag,timestamp\n"
-          "1,1,mine,1\n1,2,mine,1\n1,2,Mine!,1\n"  # used 3 times, but by one user only
-          "1,1,shared,1\n2,2,shared,1\n")
+    f"{u},{m},4.0,{m}\n" for u in (1, 2) for m in (1, 2, 3, 4, 5)
+  )
+  tags = (
+    "userId,movieId,tag,timestamp\n"
+    "1,1,mine,1\n1,2,mine,1\n1,2,Mine!,1\n"  # used 3 times, but by one user only
+    "1,1,shared,1\n2,2,shared,1\n"
+  )
   d = _write_ml(tmp_path / "raw", movies=ML_MOVIES, ratings=ratings, tags=tags)
   raw = movielens.load(_cfg("movielens", d).data)
   assert {(q, m) for q, m, _ in raw.search_pairs} == {("shared", "1"), ("shared", "2")}
@@ -122,9 +134,15 @@ def test_mpd_playlist_name_not_a_query_for_its_heldout_tracks(tmp_path):
   d = tmp_path / "mpd"
   # "x" occurs only as the last track of "rock": without a search pair it is filtered out, so
   # "rock"'s targets shift to s:4 (test) and s:3 (valid), which must then lose "rock" too.
-  _mpd_slice(d, 0, [_playlist(0, "Rock", ["s:1", "s:2", "s:3", "s:4", "x"]),
-                    _playlist(1, "Pop", ["s:3", "s:4", "s:1", "s:2", "s:5"]),
-                    _playlist(2, "Jazz", ["s:5", "s:1", "s:2", "s:3", "s:4"])])
+  _mpd_slice(
+    d,
+    0,
+    [
+      _playlist(0, "Rock", ["s:1", "s:2", "s:3", "s:4", "x"]),
+      _playlist(1, "Pop", ["s:3", "s:4", "s:1", "s:2", "s:5"]),
+      _playlist(2, "Jazz", ["s:5", "s:1", "s:2", "s:3", "s:4"]),
+    ],
+  )
   c = _cfg("mpd", d, search_valid_fraction=0.0, search_test_fraction=0.0)
   raw = mpd.load(c.data)
   ds = ProcessedDataset(prepare_dataset(c, str(tmp_path / "ds")))
@@ -141,10 +159,18 @@ def test_mpd_random_slices_have_no_heldout_pairs(tmp_path):
   rng = np.random.default_rng(0)
   d = tmp_path / "mpd"
   for start in (0, 1000):
-    _mpd_slice(d, start, [
-        _playlist(start + k, f"list {start + k}",
-                  [f"s:{int(t)}" for t in rng.zipf(1.4, int(rng.integers(3, 12))) % 40])
-        for k in range(60)])
+    _mpd_slice(
+      d,
+      start,
+      [
+        _playlist(
+          start + k,
+          f"list {start + k}",
+          [f"s:{int(t)}" for t in rng.zipf(1.4, int(rng.integers(3, 12))) % 40],
+        )
+        for k in range(60)
+      ],
+    )
   c = _cfg("mpd", d, search_valid_fraction=0.0, search_test_fraction=0.0)
   raw = mpd.load(c.data)
   ds = ProcessedDataset(prepare_dataset(c, str(tmp_path / "ds")))
@@ -166,8 +192,14 @@ def test_mpd_without_item_filter_drops_the_last_two(tmp_path):
 
 def test_mpd_stats_are_plain_ints(tmp_path):
   d = tmp_path / "mpd"
-  _mpd_slice(d, 0, [_playlist(0, "Rock", ["s:1", "s:2", "s:3", "s:4"]),
-                    _playlist(1, "Pop", ["s:3", "s:4", "s:1", "s:2"])])
+  _mpd_slice(
+    d,
+    0,
+    [
+      _playlist(0, "Rock", ["s:1", "s:2", "s:3", "s:4"]),
+      _playlist(1, "Pop", ["s:3", "s:4", "s:1", "s:2"]),
+    ],
+  )
   raw = mpd.load(_cfg("mpd", d).data)
   json.dumps(raw.stats)  # the manifest is JSON: plain ints only
   assert all(type(v) is int for v in raw.stats.values())

@@ -27,9 +27,19 @@ def _blobs(seed=0, centers=6, per=40, dim=8, spread=0.3, scale=5.0):
 
 
 def _semantic_config(**kw):
-  c = ml_collections.ConfigDict({"embedding": "content", "embedding_file": "", "content_dim": 16,
-                                 "normalize": True, "levels": 2, "codebook_size": 4,
-                                 "balanced": False, "kmeans_iters": 10, "seed": 0})
+  c = ml_collections.ConfigDict(
+    {
+      "embedding": "content",
+      "embedding_file": "",
+      "content_dim": 16,
+      "normalize": True,
+      "levels": 2,
+      "codebook_size": 4,
+      "balanced": False,
+      "kmeans_iters": 10,
+      "seed": 0,
+    }
+  )
   c.update(kw)
   return c
 
@@ -75,8 +85,12 @@ def test_kmeans_plus_plus_seeds_one_centroid_per_blob():
 def test_balanced_assignment_gives_near_equal_sizes():
   # One dense blob of 70 rows and three of 10: plain k-means keeps the skew, balanced does not.
   rng = np.random.default_rng(0)
-  x = np.concatenate([rng.normal(size=(70, 4)) * 0.2,
-                      *[5.0 * (i + 1) + 0.2 * rng.normal(size=(10, 4)) for i in range(3)]])
+  x = np.concatenate(
+    [
+      rng.normal(size=(70, 4)) * 0.2,
+      *[5.0 * (i + 1) + 0.2 * rng.normal(size=(10, 4)) for i in range(3)],
+    ]
+  )
   x = x.astype(np.float32)
   for k in (4, 7):
     plain = sem.rq_kmeans(x, levels=1, codebook_size=k, seed=0, iters=10)
@@ -121,8 +135,9 @@ def test_diagnostics_on_a_hand_made_example():
   assert d["colliding_tuples"] == 2
   assert d["collision_rate"] == pytest.approx(4 / 6)  # items whose tuple another item has too
   assert d["largest_collision_group"] == 2
-  np.testing.assert_allclose(d["tuple_entropy_bits"], -(2 * (2 / 6) * math.log2(2 / 6)
-                                                        + 2 * (1 / 6) * math.log2(1 / 6)))
+  np.testing.assert_allclose(
+    d["tuple_entropy_bits"], -(2 * (2 / 6) * math.log2(2 / 6) + 2 * (1 / 6) * math.log2(1 / 6))
+  )
   unique = sem.diagnostics(np.array([[0], [1], [2]]), codebook_size=3)
   assert unique["collision_rate"] == 0.0 and unique["largest_collision_group"] == 1
 
@@ -130,14 +145,22 @@ def test_diagnostics_on_a_hand_made_example():
 def test_build_gives_every_item_one_id_and_the_mapping_round_trips(tmp_path):
   # Three topics, many near-identical titles: collisions are certain with 2 x 2 codes.
   titles = [f"{t} {t}s word{i % 3}" for t in ("jazz", "rock", "opera") for i in range(6)]
-  ids = sem.build_semantic_ids(_semantic_config(levels=2, codebook_size=2), titles,
-                               [{}] * len(titles))
+  ids = sem.build_semantic_ids(
+    _semantic_config(levels=2, codebook_size=2), titles, [{}] * len(titles)
+  )
   assert ids.num_disambiguation > 1 and ids.tokens_per_item == 3
   assert ids.info["largest_collision_group"] == ids.num_disambiguation
   assert ids.num_id_tokens == 2 * 2 + ids.num_disambiguation == ids.info["num_id_tokens"]
-  cat = ItemCatalog([f"i{n}" for n in range(len(titles))], token_offset=100, titles=titles,
-                    id_scheme="semantic", codes=ids.codes, levels=2, codebook_size=2,
-                    num_disambiguation=ids.num_disambiguation)
+  cat = ItemCatalog(
+    [f"i{n}" for n in range(len(titles))],
+    token_offset=100,
+    titles=titles,
+    id_scheme="semantic",
+    codes=ids.codes,
+    levels=2,
+    codebook_size=2,
+    num_disambiguation=ids.num_disambiguation,
+  )
   tokens = cat.item_tokens(np.arange(cat.num_items))  # [N, 3]
   assert len({tuple(r) for r in tokens.tolist()}) == cat.num_items
   # Level l's codes live in their own token range; the disambiguation codes after them.
@@ -156,6 +179,7 @@ def test_semantic_catalogue_rejects_bad_codes():
   def make(codes, **kw):
     args = {"levels": 1, "codebook_size": 2, "num_disambiguation": 0, **kw}
     return ItemCatalog(["a", "b"], token_offset=10, id_scheme="semantic", codes=codes, **args)
+
   with pytest.raises(DataError, match="share a code tuple"):
     make([[0], [0]])
   with pytest.raises(DataError, match="item 1, position 0: code 2 outside"):
@@ -188,13 +212,16 @@ def test_embedding_sources(tmp_path):
   np.save(path, x)
   sc = _semantic_config(embedding="file", embedding_file=str(path), levels=1, codebook_size=2)
   ids = sem.build_semantic_ids(sc, [""] * 8, [{}] * 8)
-  assert ids.info["embedding_info"]["dim"] == x.shape[1] and len(ids.info["embedding_info"][
-      "sha256"]) == 64
+  assert (
+    ids.info["embedding_info"]["dim"] == x.shape[1]
+    and len(ids.info["embedding_info"]["sha256"]) == 64
+  )
   with pytest.raises(DataError, match=r"expected shape \[num_items=9"):
     sem.build_semantic_ids(sc, [""] * 9, [{}] * 9)
   with pytest.raises(DataError, match="does not exist"):
-    sem.item_embeddings(_semantic_config(embedding="file", embedding_file=str(tmp_path / "no")),
-                        ["a"], [{}])
+    sem.item_embeddings(
+      _semantic_config(embedding="file", embedding_file=str(tmp_path / "no")), ["a"], [{}]
+    )
   for kind in ("search", "rec", "joint"):  # bi-encoder kinds: only through prepare_dataset
     with pytest.raises(DataError, match=f"'data.semantic.embedding'.*'{kind}'.*prepare_dataset"):
       sem.item_embeddings(_semantic_config(embedding=kind), ["a"], [{}])
@@ -206,27 +233,36 @@ def test_embedding_sources(tmp_path):
 def _semantic_tiny(**semantic):
   c = tiny_config()
   c.data.id_scheme = "semantic"
-  c.data.semantic.update({"levels": 2, "codebook_size": 4, "content_dim": 16,
-                          "kmeans_iters": 10, **semantic})
+  c.data.semantic.update(
+    {"levels": 2, "codebook_size": 4, "content_dim": 16, "kmeans_iters": 10, **semantic}
+  )
   return c
 
 
 @pytest.fixture(scope="module")
 def semantic_dataset(tmp_path_factory):
   from gr_jax.data import ProcessedDataset, prepare_dataset
+
   path = prepare_dataset(_semantic_tiny(), str(tmp_path_factory.mktemp("sem") / "ds"))
   return ProcessedDataset(path, verify=True)
 
 
 def test_prepare_writes_codes_targets_and_diagnostics(semantic_dataset):
   from gr_jax.data import pipeline
+
   ds = semantic_dataset
   cat, m = ds.catalog, ds.manifest
   tpi = cat.tokens_per_item
   assert cat.id_scheme == "semantic" and m["id_scheme"] == "semantic"
   diag = m["semantic_ids"]
-  for key in ("codebook_use", "collision_rate", "largest_collision_group", "code_entropy_bits",
-              "residual_mse", "num_disambiguation"):
+  for key in (
+    "codebook_use",
+    "collision_rate",
+    "largest_collision_group",
+    "code_entropy_bits",
+    "residual_mse",
+    "num_disambiguation",
+  ):
     assert key in diag
   assert len(diag["codebook_use"]) == 2 and diag["tokens_per_item"] == tpi
   assert tpi == 2 + (1 if diag["largest_collision_group"] > 1 else 0)
@@ -240,10 +276,12 @@ def test_prepare_writes_codes_targets_and_diagnostics(semantic_dataset):
   tgt = batch["target_item"]
   np.testing.assert_array_equal(batch["decoder_target_ids"][:, :tpi], cat.item_tokens(tgt))
   assert (batch["decoder_target_ids"][:, tpi] == 1).all()
-  np.testing.assert_array_equal(batch["decoder_input_ids"][:, 1:], batch["decoder_target_ids"][
-      :, :-1])
-  loader = pipeline.make_train_loader(ds, _semantic_tiny().data, tasks=("search", "rec"),
-                                      batch_size=8, seed=0, num_epochs=1)
+  np.testing.assert_array_equal(
+    batch["decoder_input_ids"][:, 1:], batch["decoder_target_ids"][:, :-1]
+  )
+  loader = pipeline.make_train_loader(
+    ds, _semantic_tiny().data, tasks=("search", "rec"), batch_size=8, seed=0, num_epochs=1
+  )
   train = next(iter(loader))
   assert train["decoder_target_ids"].shape == (8, tpi + 1)
   assert (train["decoder_weights"] == 1).all()
@@ -258,6 +296,7 @@ def test_prepare_writes_codes_targets_and_diagnostics(semantic_dataset):
 
 def test_prepare_is_deterministic_and_atomic_hash_is_unchanged(semantic_dataset, tmp_path):
   from gr_jax.data import prepare
+
   again = prepare.prepare_dataset(_semantic_tiny(), str(tmp_path / "again"))
   for rel, digest in semantic_dataset.manifest["files"].items():
     assert prepare.sha256_file(os.path.join(again, rel)) == digest, rel
@@ -271,6 +310,7 @@ def test_prepare_is_deterministic_and_atomic_hash_is_unchanged(semantic_dataset,
 
 def test_prepare_errors_name_the_knob(tmp_path):
   from gr_jax.data import prepare_dataset
+
   # Bi-encoder IDs hash baselines.biencoder: the data section alone cannot say which dataset.
   with pytest.raises(DataError, match="'baselines.biencoder'.*whole run config"):
     prepare_dataset(_semantic_tiny(embedding="joint").data, str(tmp_path / "a"))
@@ -303,6 +343,7 @@ def _prepare_spied(config, out_dir):
   from gr_jax.baselines import biencoder
   from gr_jax.data import dataset as dataset_lib
   from gr_jax.data import prepare_dataset
+
   reads, summaries, phase = [], [], ["before"]
   real_split, real_train = dataset_lib.ProcessedDataset.split, biencoder.train_biencoder
 
@@ -329,6 +370,7 @@ def _prepare_spied(config, out_dir):
 @pytest.fixture(scope="module")
 def joint_dataset(tmp_path_factory):
   from gr_jax.data import ProcessedDataset
+
   root = tmp_path_factory.mktemp("joint")
   path, reads, summaries = _prepare_spied(_biencoder_tiny(), root / "ds")
   return ProcessedDataset(path, verify=True), reads, summaries, root
@@ -394,8 +436,11 @@ class _FakeSplits:
   def split(self, task, split):
     if split != "train":
       raise AssertionError(f"read {task}/{split}")
-    return {"encoder_input_ids": np.ones((2, 3), np.int32),
-            "target_item": np.asarray([1, 2], np.int32), "query_id": np.arange(2)}
+    return {
+      "encoder_input_ids": np.ones((2, 3), np.int32),
+      "target_item": np.asarray([1, 2], np.int32),
+      "query_id": np.arange(2),
+    }
 
 
 def test_manifest_recall_is_the_models_own(joint_dataset):
@@ -403,6 +448,7 @@ def test_manifest_recall_is_the_models_own(joint_dataset):
   from flax import nnx
   from gr_jax.baselines import biencoder
   from gr_jax.data import ProcessedDataset
+
   ds, _, _, root = joint_dataset
   info = ds.manifest["semantic_ids"]["embedding_info"]
   atomic = ProcessedDataset(str(root / info["atomic_dataset"]["dir"]))
@@ -423,6 +469,7 @@ def test_manifest_recall_is_the_models_own(joint_dataset):
 def test_joint_ids_are_deterministic_and_the_cache_is_reused(joint_dataset, tmp_path):
   import shutil
   from gr_jax.data import prepare
+
   ds, _, _, _ = joint_dataset
   # A fresh directory (its own cache): the bi-encoder trains again, to the same bytes.
   path, _, summaries = _prepare_spied(_biencoder_tiny(), tmp_path / "ds")
@@ -444,10 +491,12 @@ def test_joint_ids_are_deterministic_and_the_cache_is_reused(joint_dataset, tmp_
 def test_atomic_and_semantic_examples_must_match(joint_dataset):
   ds, _, _, root = joint_dataset
   emb = sem.BiencoderEmbedder(_biencoder_tiny(), str(root / "ds"))
-  emb.atomic_dir = str(root / ds.manifest["semantic_ids"]["embedding_info"]["atomic_dataset"][
-      "dir"])
-  arrays = {t: {s: dict(ds.split(t, s)) for s in ("train", "valid", "test")}
-            for t in ("search", "rec")}
+  emb.atomic_dir = str(
+    root / ds.manifest["semantic_ids"]["embedding_info"]["atomic_dataset"]["dir"]
+  )
+  arrays = {
+    t: {s: dict(ds.split(t, s)) for s in ("train", "valid", "test")} for t in ("search", "rec")
+  }
   emb.check_examples(arrays)  # the same examples: fine
   arrays["rec"]["valid"]["target_item"] = np.roll(arrays["rec"]["valid"]["target_item"], 1)
   with pytest.raises(DataError, match=r"rec/valid.npz.*'target_item'.*same examples"):
@@ -456,6 +505,7 @@ def test_atomic_and_semantic_examples_must_match(joint_dataset):
 
 def test_biencoder_settings_enter_the_hash_of_those_datasets_only():
   from gr_jax.data import prepare
+
   h = prepare.config_hash
   c = _biencoder_tiny()
   base_hash = h(c)
@@ -482,12 +532,16 @@ def test_biencoder_settings_enter_the_hash_of_those_datasets_only():
   assert h(tiny_config()) == h(tiny_config().data)
 
 
-@pytest.mark.parametrize("knob,value,match", [
+@pytest.mark.parametrize(
+  "knob,value,match",
+  [
     ("item_tower", "clip", r"item_tower='clip': expected one of \('embedding', 'text'\)"),
     ("temperature", 0.0, r"temperature=0.0: expected > 0"),
-])
+  ],
+)
 def test_biencoder_setting_errors_name_the_knob(tmp_path, knob, value, match):
   from gr_jax.data import prepare_dataset
+
   c = _biencoder_tiny()
   c.baselines.biencoder[knob] = value
   with pytest.raises(DataError, match=r"'baselines.biencoder'.*embedding='joint'.*" + match):
@@ -497,6 +551,7 @@ def test_biencoder_setting_errors_name_the_knob(tmp_path, knob, value, match):
 
 def test_biencoder_errors(tmp_path):
   from gr_jax.data import prepare_dataset
+
   c = _biencoder_tiny()
   c.baselines.biencoder.num_steps, c.baselines.biencoder.num_epochs = 0, 0
   with pytest.raises(DataError, match=r"'baselines.biencoder.num_steps'.*expected num_steps > 0"):

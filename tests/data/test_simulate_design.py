@@ -14,11 +14,23 @@ from gr_jax.data import simulate
 from tests.data.conftest import ROOT, tiny_config
 
 # The quickstart's simulator settings (configs/quickstart.py), with no coverage variant.
-QUICKSTART_SIM = dict(num_items=80, num_clusters=10, num_users=600, session_len=4,
-                      queries_per_item=3, zipf_exponent=0.3, stay_in_cluster=0.95,
-                      rec_side_fraction=0.0, search_side_fraction=0.0)
-COVERAGE_KEYS = [f"{t}_{s}_in_{o}_train" for t in ("search", "rec") for s in ("valid", "test")
-                 for o in ("search", "rec")]
+QUICKSTART_SIM = dict(
+  num_items=80,
+  num_clusters=10,
+  num_users=600,
+  session_len=4,
+  queries_per_item=3,
+  zipf_exponent=0.3,
+  stay_in_cluster=0.95,
+  rec_side_fraction=0.0,
+  search_side_fraction=0.0,
+)
+COVERAGE_KEYS = [
+  f"{t}_{s}_in_{o}_train"
+  for t in ("search", "rec")
+  for s in ("valid", "test")
+  for o in ("search", "rec")
+]
 
 
 def _prepared(tmp_path, name, **sim):
@@ -70,6 +82,7 @@ def test_coverage_variant_tests_items_a_task_never_trains(tmp_path):
 def test_same_seed_same_raw_data_other_seed_differs(setting):
   def raw(seed):
     return dataclasses.asdict(simulate.simulate(tiny_config(setting=setting, seed=seed).data.sim))
+
   a, b, c = raw(0), raw(0), raw(1)
   assert a == b
   assert a["search_pairs"] != c["search_pairs"]
@@ -77,8 +90,7 @@ def test_same_seed_same_raw_data_other_seed_differs(setting):
 
 
 def _s3_raw(coherence, **sim):
-  return simulate.simulate(tiny_config(setting="S3", query_set_coherence=coherence,
-                                       **sim).data.sim)
+  return simulate.simulate(tiny_config(setting="S3", query_set_coherence=coherence, **sim).data.sim)
 
 
 def _query_sets(raw, split):
@@ -146,6 +158,7 @@ def test_s3_prepared_queries_share_one_id_across_their_relevant_items(tmp_path):
 
 def test_sweep_configs_move_different_knobs():
   from configs import sim_s2_search_helps_rec, sim_s3_rec_helps_search
+
   s2 = sim_s2_search_helps_rec.get_config().reproduce
   s3 = sim_s3_rec_helps_search.get_config().reproduce
   assert s2.sweep == "data.sim.agreement"
@@ -156,6 +169,7 @@ def test_sweep_configs_move_different_knobs():
 
 def test_every_sim_knob_is_documented_and_read_by_the_simulator():
   from configs import base
+
   with open(os.path.join(ROOT, "configs", "base.py")) as f:
     lines = f.read().splitlines()
   with open(simulate.__file__) as f:

@@ -43,11 +43,15 @@ def test_s1_kl_empirical_tracks_true(tmp_path):
   """The manifest's empirical KL (training targets) grows with the generator's KL too."""
   emp = []
   for f in (0.0, 0.5, 1.0):
-    c = tiny_config(setting="S1", shuffle_fraction=f, num_items=100, queries_per_item=20,
-                    num_users=400)
+    c = tiny_config(
+      setting="S1", shuffle_fraction=f, num_items=100, queries_per_item=20, num_users=400
+    )
     c.data.items_in_both_tasks = False
-    emp.append(ProcessedDataset(prepare_dataset(c, str(tmp_path / f"s1_{f}"))).manifest[
-        "popularity_kl"]["search_rec"])
+    emp.append(
+      ProcessedDataset(prepare_dataset(c, str(tmp_path / f"s1_{f}"))).manifest["popularity_kl"][
+        "search_rec"
+      ]
+    )
   assert emp[0] < emp[1] < emp[2], emp
 
 
@@ -59,8 +63,10 @@ def test_s1_inputs_carry_no_item_signal():
 
 def test_s2_realised_statistics_follow_knob():
   # S3's own mechanism is tested in test_simulate_design.py (it no longer sweeps agreement).
-  agree = [simulate.simulate(tiny_config(setting="S2", agreement=a).data.sim).stats
-           for a in (0.0, 0.5, 1.0)]
+  agree = [
+    simulate.simulate(tiny_config(setting="S2", agreement=a).data.sim).stats
+    for a in (0.0, 0.5, 1.0)
+  ]
   assert [s["agreement_clusters"] for s in agree] == [0.0, 0.5, 1.0]
   items = [s["agreement_items"] for s in agree]
   assert items[0] < items[1] < items[2] == 1, items
@@ -92,8 +98,12 @@ def test_layout_manifest_and_hashes(tiny_dataset):
   m = ds.manifest
   for rel, digest in m["files"].items():
     assert sha256_file(os.path.join(ds.directory, rel)) == digest
-  assert set(m["files"]) >= {"catalog.json", "tokenizer/spiece.model", "search/train.npz",
-                             "rec/test.npz"}
+  assert set(m["files"]) >= {
+    "catalog.json",
+    "tokenizer/spiece.model",
+    "search/train.npz",
+    "rec/test.npz",
+  }
   assert m["config_hash"] == prepare_lib.config_hash(tiny_config())
   for task in ("search", "rec"):
     for split in ("train", "valid", "test"):
@@ -121,14 +131,14 @@ def test_rec_leave_last_out_matches_brute_force(tmp_path):
     if len(s) < 3:
       continue
     for t in range(1, len(s) - 2):
-      want["train"].append((tuple(s[max(0, t - 3):t]), s[t]))
-    want["valid"].append((tuple(s[max(0, len(s) - 5):len(s) - 2]), s[-2]))
-    want["test"].append((tuple(s[max(0, len(s) - 4):len(s) - 1]), s[-1]))
+      want["train"].append((tuple(s[max(0, t - 3) : t]), s[t]))
+    want["valid"].append((tuple(s[max(0, len(s) - 5) : len(s) - 2]), s[-2]))
+    want["test"].append((tuple(s[max(0, len(s) - 4) : len(s) - 1]), s[-1]))
   for split, rows in want.items():
     a = ds.split("rec", split)
     got = []
     for e, t in zip(a["encoder_input_ids"], a["target_item"]):
-      toks = e[:list(e).index(1)]
+      toks = e[: list(e).index(1)]
       got.append((tuple(int(x) - off for x in toks), int(t)))
     assert got == rows, split
 

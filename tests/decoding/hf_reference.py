@@ -32,7 +32,12 @@ class Heap:
   """BeamHypotheses: the best `size` finished hypotheses (score, tokens)."""
 
   def __init__(self, size, length_penalty, early_stopping, max_length):
-    self.size, self.lp, self.early, self.max_length = size, length_penalty, early_stopping, max_length
+    self.size, self.lp, self.early, self.max_length = (
+      size,
+      length_penalty,
+      early_stopping,
+      max_length,
+    )
     self.beams = []
     self.worst = 1e9
 
@@ -53,15 +58,28 @@ class Heap:
     if self.early is True:
       return True
     if self.early == "never" and self.lp > 0.0:
-      highest = float(best) / (self.max_length - 1)**self.lp
+      highest = float(best) / (self.max_length - 1) ** self.lp
     else:
-      highest = float(best) / (cur_len - 1)**self.lp
+      highest = float(best) / (cur_len - 1) ** self.lp
     return self.worst >= highest
 
 
-def group_beam_search(logits_fn, batch_size, *, num_beams, num_beam_groups, diversity_penalty,
-                      length_penalty, max_new_tokens, num_return_sequences, early_stopping=False,
-                      eos_id=1, pad_id=0, start_id=0, allowed_fn=None):
+def group_beam_search(
+  logits_fn,
+  batch_size,
+  *,
+  num_beams,
+  num_beam_groups,
+  diversity_penalty,
+  length_penalty,
+  max_new_tokens,
+  num_return_sequences,
+  early_stopping=False,
+  eos_id=1,
+  pad_id=0,
+  start_id=0,
+  allowed_fn=None,
+):
   """HF `_group_beam_search` (also valid for G=1, which HF itself routes to `_beam_search`)."""
   n, g_, l, r = num_beams, num_beam_groups, max_new_tokens, num_return_sequences
   s = n // g_
@@ -69,8 +87,10 @@ def group_beam_search(logits_fn, batch_size, *, num_beams, num_beam_groups, dive
   scores = np.full((batch_size, n), INIT_NEG, np.float32)
   scores[:, ::s] = 0.0
   seqs = [[(start_id,) for _ in range(n)] for _ in range(batch_size)]
-  heaps = [[Heap(s, length_penalty, early_stopping, max_length) for _ in range(g_)]
-           for _ in range(batch_size)]
+  heaps = [
+    [Heap(s, length_penalty, early_stopping, max_length) for _ in range(g_)]
+    for _ in range(batch_size)
+  ]
   done = np.zeros((batch_size, g_), bool)
   cur_len = 1
   while True:
@@ -83,12 +103,12 @@ def group_beam_search(logits_fn, batch_size, *, num_beams, num_beam_groups, dive
         logp = np.stack([log_softmax(logits[j]) for j in rows])  # [S, V]
         v = logp.shape[-1]
         if g > 0 and diversity_penalty:
-          freq = np.bincount(current[:g * s], minlength=v).astype(np.float32)
+          freq = np.bincount(current[: g * s], minlength=v).astype(np.float32)
           logp = logp - np.float32(diversity_penalty) * freq
         if allowed_fn is not None:
           for i, j in enumerate(rows):
             logp[i] = np.where(allowed_fn(row, seqs[row][j]), logp[i], -np.inf)
-        cand = (logp + scores[row, g * s:(g + 1) * s, None]).reshape(-1)
+        cand = (logp + scores[row, g * s : (g + 1) * s, None]).reshape(-1)
         top_v, top_i = topk_desc(cand, 2 * s)
         nxt_scores = np.zeros(s, np.float32)
         nxt_tok = np.zeros(s, np.int64)
@@ -109,7 +129,7 @@ def group_beam_search(logits_fn, batch_size, *, num_beams, num_beam_groups, dive
             if k == s:
               break
           done[row, g] = done[row, g] or heaps[row][g].is_done(top_v.max(), cur_len + 1)
-        scores[row, g * s:(g + 1) * s] = nxt_scores
+        scores[row, g * s : (g + 1) * s] = nxt_scores
         for i in range(s):
           new_seqs[g * s + i] = seqs[row][g * s + nxt_par[i]] + (int(nxt_tok[i]),)
           current[g * s + i] = nxt_tok[i]
@@ -128,14 +148,25 @@ def group_beam_search(logits_fn, batch_size, *, num_beams, num_beam_groups, dive
     pool = sorted((b for h in heaps[row] for b in h.beams), key=lambda x: x[0])
     for j in range(r):
       sc, toks = pool.pop()
-      out_seqs[row, j, :len(toks) - 1] = toks[1:]
+      out_seqs[row, j, : len(toks) - 1] = toks[1:]
       out_scores[row, j] = sc
   return out_seqs, out_scores
 
 
-def beam_search(logits_fn, batch_size, *, num_beams, length_penalty, max_new_tokens,
-                num_return_sequences, early_stopping=False, eos_id=1, pad_id=0, start_id=0,
-                allowed_fn=None):
+def beam_search(
+  logits_fn,
+  batch_size,
+  *,
+  num_beams,
+  length_penalty,
+  max_new_tokens,
+  num_return_sequences,
+  early_stopping=False,
+  eos_id=1,
+  pad_id=0,
+  start_id=0,
+  allowed_fn=None,
+):
   """HF `_beam_search` (num_beam_groups == 1), one row at a time."""
   n, l, r = num_beams, max_new_tokens, num_return_sequences
   k = 2 * n
@@ -168,7 +199,7 @@ def beam_search(logits_fn, batch_size, *, num_beams, length_penalty, max_new_tok
       run_scores = run_v[keep]
       # finished beams
       just = hits & (np.arange(k) < n)
-      fin_v = (top_v / np.float32((cur_len + 1 - 1)**length_penalty)).astype(np.float32)
+      fin_v = (top_v / np.float32((cur_len + 1 - 1) ** length_penalty)).astype(np.float32)
       if fin_flags.all() and early_stopping is True:
         fin_v = fin_v + INIT_NEG
       if not unsatisfied:
@@ -193,13 +224,24 @@ def beam_search(logits_fn, batch_size, *, num_beams, length_penalty, max_new_tok
         break
     for j in range(r):
       toks = fin_seqs[j][1:]
-      out_seqs[row, j, :len(toks)] = toks
+      out_seqs[row, j, : len(toks)] = toks
       out_scores[row, j] = fin_scores[j]
   return out_seqs, out_scores
 
 
-def brute_force(logits_fn, batch_size, *, vocab_size, max_new_tokens, num_return_sequences,
-                length_penalty, eos_id=1, pad_id=0, start_id=0, allowed_fn=None):
+def brute_force(
+  logits_fn,
+  batch_size,
+  *,
+  vocab_size,
+  max_new_tokens,
+  num_return_sequences,
+  length_penalty,
+  eos_id=1,
+  pad_id=0,
+  start_id=0,
+  allowed_fn=None,
+):
   """Exact top-R over every sequence: ends with EOS at some length, or has max_new_tokens tokens.
 
   Score = sum of log-probs / len ** length_penalty (what beam search approximates). Sequences
@@ -226,6 +268,6 @@ def brute_force(logits_fn, batch_size, *, vocab_size, max_new_tokens, num_return
     walk((start_id,), np.float32(0.0))
     found.sort(key=lambda x: -x[0])
     for j, (sc, q) in enumerate(found[:num_return_sequences]):
-      out_seqs[row, j, :len(q)] = q
+      out_seqs[row, j, : len(q)] = q
       out_scores[row, j] = sc
   return out_seqs, out_scores

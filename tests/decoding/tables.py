@@ -10,23 +10,21 @@ import numpy as np
 
 
 class TableLM:
-
   def __init__(self, seed, batch, vocab, max_len, *, scale=2.0, eos_bias=0.0, eos_id=1):
     rng = np.random.default_rng(seed)
     self.vocab, self.max_len = vocab, max_len
-    num_prefixes = (vocab + 1)**max_len
+    num_prefixes = (vocab + 1) ** max_len
     self.table = (rng.normal(size=(batch, num_prefixes, vocab)) * scale).astype(np.float32)
     # Per-row, per-prefix EOS bias so that beams (and groups) finish at different steps.
     self.table[..., eos_id] += eos_bias * rng.uniform(-1, 1, size=(batch, num_prefixes))
-    self.weights = (vocab + 1)**np.arange(max_len)
+    self.weights = (vocab + 1) ** np.arange(max_len)
 
   def prefix_index(self, prefix):
     toks = np.asarray(prefix[1:], np.int64)  # drop the decoder start token
-    return int(((toks + 1) * self.weights[:len(toks)]).sum())
+    return int(((toks + 1) * self.weights[: len(toks)]).sum())
 
   def logits_fn(self, row, prefix):
     return self.table[row, self.prefix_index(prefix)]
-
 
 
 def table_step_fn(table, max_len):
@@ -37,7 +35,7 @@ def table_step_fn(table, max_len):
   reorder changes the result; without one (None), from seqs.
   """
   vocab = table.shape[-1]
-  weights = jnp.asarray((vocab + 1)**np.arange(max_len), jnp.int32)
+  weights = jnp.asarray((vocab + 1) ** np.arange(max_len), jnp.int32)
 
   def step_fn(tokens, t, seqs, cache):
     l = seqs.shape[-1]

@@ -23,34 +23,66 @@ from gr_jax.decoding import beam_search_core, sequences_to_items
 def run_core(table, dp, lp, constraint=None, *, spec, use_cache=False, one_hot=False):
   b = table.shape[0]
   cache = jnp.zeros((b, spec.num_beams), jnp.float32) if use_cache else None
-  return beam_search_core(table_step_fn(table, spec.max_new_tokens), cache, b, spec, dp, lp,
-                          constraint=constraint, one_hot_gather=one_hot)
+  return beam_search_core(
+    table_step_fn(table, spec.max_new_tokens),
+    cache,
+    b,
+    spec,
+    dp,
+    lp,
+    constraint=constraint,
+    one_hot_gather=one_hot,
+  )
 
 
 def make_spec(vocab, n, g, l, r, early):
-  return SearchSpec(num_beams=n, num_beam_groups=g, vocab_size=vocab, max_new_tokens=l,
-                    num_return_sequences=r, eos_id=1, pad_id=0, decoder_start_id=0,
-                    early_stopping=early)
+  return SearchSpec(
+    num_beams=n,
+    num_beam_groups=g,
+    vocab_size=vocab,
+    max_new_tokens=l,
+    num_return_sequences=r,
+    eos_id=1,
+    pad_id=0,
+    decoder_start_id=0,
+    early_stopping=early,
+  )
 
 
 def reference(lm, b, n, g, dp, lp, l, r, early, allowed_fn=None):
   if g == 1:
-    return ref.beam_search(lm.logits_fn, b, num_beams=n, length_penalty=lp, max_new_tokens=l,
-                           num_return_sequences=r, early_stopping=early, allowed_fn=allowed_fn)
-  return ref.group_beam_search(lm.logits_fn, b, num_beams=n, num_beam_groups=g,
-                               diversity_penalty=dp, length_penalty=lp, max_new_tokens=l,
-                               num_return_sequences=r, early_stopping=early,
-                               allowed_fn=allowed_fn)
+    return ref.beam_search(
+      lm.logits_fn,
+      b,
+      num_beams=n,
+      length_penalty=lp,
+      max_new_tokens=l,
+      num_return_sequences=r,
+      early_stopping=early,
+      allowed_fn=allowed_fn,
+    )
+  return ref.group_beam_search(
+    lm.logits_fn,
+    b,
+    num_beams=n,
+    num_beam_groups=g,
+    diversity_penalty=dp,
+    length_penalty=lp,
+    max_new_tokens=l,
+    num_return_sequences=r,
+    early_stopping=early,
+    allowed_fn=allowed_fn,
+  )
 
 
 CONFIGS = [  # (num_beams, groups, diversity_penalty, length_penalty, early_stopping, cache)
-    (4, 1, 0.0, 1.0, False, False),
-    (5, 1, 0.0, 0.5, "never", True),
-    (4, 1, 0.0, 1.0, True, True),
-    (6, 3, 0.5, 1.0, False, True),
-    (4, 2, 1.0, 0.0, True, False),
-    (6, 2, 0.3, 2.0, "never", True),
-    (8, 4, 0.7, -0.5, False, False),
+  (4, 1, 0.0, 1.0, False, False),
+  (5, 1, 0.0, 0.5, "never", True),
+  (4, 1, 0.0, 1.0, True, True),
+  (6, 3, 0.5, 1.0, False, True),
+  (4, 2, 1.0, 0.0, True, False),
+  (6, 2, 0.3, 2.0, "never", True),
+  (8, 4, 0.7, -0.5, False, False),
 ]
 
 
@@ -79,11 +111,26 @@ def test_plain_beam_search_differs_from_group_semantics_with_one_group():
   spec = make_spec(v, n, 1, l, 3, True)
   for seed in range(20):
     lm = TableLM(seed, b, v, l, eos_bias=3.0)
-    beam = ref.beam_search(lm.logits_fn, b, num_beams=n, length_penalty=1.0, max_new_tokens=l,
-                           num_return_sequences=3, early_stopping=True)
-    grp = ref.group_beam_search(lm.logits_fn, b, num_beams=n, num_beam_groups=1,
-                                diversity_penalty=0.0, length_penalty=1.0, max_new_tokens=l,
-                                num_return_sequences=3, early_stopping=True)
+    beam = ref.beam_search(
+      lm.logits_fn,
+      b,
+      num_beams=n,
+      length_penalty=1.0,
+      max_new_tokens=l,
+      num_return_sequences=3,
+      early_stopping=True,
+    )
+    grp = ref.group_beam_search(
+      lm.logits_fn,
+      b,
+      num_beams=n,
+      num_beam_groups=1,
+      diversity_penalty=0.0,
+      length_penalty=1.0,
+      max_new_tokens=l,
+      num_return_sequences=3,
+      early_stopping=True,
+    )
     if not np.array_equal(beam[0], grp[0]):
       got = run_core(lm.table, 0.0, 1.0, spec=spec)
       np.testing.assert_array_equal(np.asarray(got[0]), beam[0])
@@ -98,8 +145,9 @@ def test_wide_plain_beam_search_is_exhaustive(lp):
   b, v, l, r = 2, 4, 3, 5
   spec = make_spec(v, 40, 1, l, r, "never")
   lm = TableLM(7, b, v, l, eos_bias=2.0)
-  want_s, want_sc = ref.brute_force(lm.logits_fn, b, vocab_size=v, max_new_tokens=l,
-                                    num_return_sequences=r, length_penalty=lp)
+  want_s, want_sc = ref.brute_force(
+    lm.logits_fn, b, vocab_size=v, max_new_tokens=l, num_return_sequences=r, length_penalty=lp
+  )
   got_s, got_sc = run_core(lm.table, 0.0, lp, spec=spec)
   np.testing.assert_array_equal(np.asarray(got_s), want_s)
   numerics.assert_close_f32(np.asarray(got_sc), want_sc, n_terms=v * l)
@@ -112,6 +160,7 @@ def atomic_allowed(offset, num, eos):
     if len(prefix) == 1:
       return (tok >= offset) & (tok < offset + num)
     return tok == eos
+
   return fn
 
 
@@ -126,9 +175,15 @@ def test_atomic_constraint_brute_force_and_reference():
   # Exhaustive (beams >= items): exact top-R items.
   spec = make_spec(V_C, 8, 1, l, r, "never")
   got_s, got_sc = run_core(lm.table, 0.0, 1.0, con, spec=spec)
-  want_s, want_sc = ref.brute_force(lm.logits_fn, b, vocab_size=V_C, max_new_tokens=l,
-                                    num_return_sequences=r, length_penalty=1.0,
-                                    allowed_fn=allowed)
+  want_s, want_sc = ref.brute_force(
+    lm.logits_fn,
+    b,
+    vocab_size=V_C,
+    max_new_tokens=l,
+    num_return_sequences=r,
+    length_penalty=1.0,
+    allowed_fn=allowed,
+  )
   np.testing.assert_array_equal(np.asarray(got_s), want_s)
   numerics.assert_close_f32(np.asarray(got_sc), want_sc, n_terms=V_C * l)
   # Diverse groups (the paper's mode): same as the HF re-statement with a prefix mask.
@@ -145,8 +200,9 @@ def test_atomic_constraint_brute_force_and_reference():
 
 def test_trie_constraint_brute_force():
   v, l, r = 9, 4, 5
-  items = np.array([[2, 3, 4], [2, 3, 5], [2, 6, -1], [7, -1, -1], [7, 8, 2], [8, 8, 8],
-                    [3, 2, -1]])
+  items = np.array(
+    [[2, 3, 4], [2, 3, 5], [2, 6, -1], [7, -1, -1], [7, 8, 2], [8, 8, 8], [3, 2, -1]]
+  )
   con = PrefixTrieConstraint.from_sequences(items, eos_id=1)
   valid = {tuple(x for x in row if x >= 0) for row in items.tolist()}
   prefixes = {p[:k] for p in valid for k in range(len(p) + 1)}
@@ -161,9 +217,15 @@ def test_trie_constraint_brute_force():
   lm = TableLM(5, 2, v, l, scale=1.5)
   spec = make_spec(v, 12, 1, l, r, "never")
   got_s, got_sc = run_core(lm.table, 0.0, 0.7, con, spec=spec)
-  want_s, want_sc = ref.brute_force(lm.logits_fn, 2, vocab_size=v, max_new_tokens=l,
-                                    num_return_sequences=r, length_penalty=0.7,
-                                    allowed_fn=allowed)
+  want_s, want_sc = ref.brute_force(
+    lm.logits_fn,
+    2,
+    vocab_size=v,
+    max_new_tokens=l,
+    num_return_sequences=r,
+    length_penalty=0.7,
+    allowed_fn=allowed,
+  )
   np.testing.assert_array_equal(np.asarray(got_s), want_s)
   numerics.assert_close_f32(np.asarray(got_sc), want_sc, n_terms=v * l)
   # Diverse groups vs the reference with the same mask; all outputs are items.
@@ -207,13 +269,15 @@ def test_trie_100k_items_only_valid():
 
 def test_sequences_to_items_dedups_and_keeps_rank():
   con = AtomicItemConstraint(token_offset=10, num_items=5, eos_id=1)
-  seqs = np.array([[[12, 1], [10, 1], [12, 1], [3, 1], [14, 1]],
-                   [[15, 1], [11, 2], [13, 1], [11, 1], [13, 1]]])
+  seqs = np.array(
+    [[[12, 1], [10, 1], [12, 1], [3, 1], [14, 1]], [[15, 1], [11, 2], [13, 1], [11, 1], [13, 1]]]
+  )
   scores = np.array([[-1, -2, -3, -4, -np.inf], [-1, -2, -3, -4, -5.0]])
   assert sequences_to_items(seqs, con, scores) == [[2, 0], [3, 1]]
 
   class Catalog:
     token_offset, num_items = 10, 5
+
   assert sequences_to_items(seqs, Catalog()) == [[2, 0, 4], [3, 1]]
 
 
@@ -238,9 +302,18 @@ def test_compiled_search_never_sorts_the_candidates(groups):
   made the paper's 30-group search 55x slower on CPU (BUILD_NOTES, issue 19). Read from the
   optimised HLO, not timed."""
   import re
+
   b, n, v, length = 4, 60, 600, 2
-  spec = SearchSpec(num_beams=n, num_beam_groups=groups, vocab_size=v, max_new_tokens=length,
-                    num_return_sequences=30, eos_id=1, pad_id=0, decoder_start_id=0)
+  spec = SearchSpec(
+    num_beams=n,
+    num_beam_groups=groups,
+    vocab_size=v,
+    max_new_tokens=length,
+    num_return_sequences=30,
+    eos_id=1,
+    pad_id=0,
+    decoder_start_id=0,
+  )
   logits = jnp.asarray(np.random.default_rng(0).standard_normal((b, n, v)), jnp.float32)
 
   def step_fn(tokens, t, seqs, cache):
@@ -248,8 +321,12 @@ def test_compiled_search_never_sorts_the_candidates(groups):
 
   hlo = jax.jit(lambda: beam_search_core(step_fn, None, b, spec, 0.25, 1.0)).lower().compile()
   text = hlo.as_text()
-  sorted_widths = [int(w) for line in text.splitlines() if " sort(" in line
-                   for w in re.findall(r"\[\d+,(\d+)\]", line.split(" sort(")[0])]
+  sorted_widths = [
+    int(w)
+    for line in text.splitlines()
+    if " sort(" in line
+    for w in re.findall(r"\[\d+,(\d+)\]", line.split(" sort(")[0])
+  ]
   s = n // groups
   assert max(sorted_widths, default=0) < s * v, sorted_widths  # only the small heap merges
   if jax.default_backend() == "cpu":

@@ -11,26 +11,39 @@ import numpy as np
 import pytest
 
 from gr_jax.data.catalog import ItemCatalog
-from gr_jax.decoding import (AtomicItemConstraint, PrefixTrieConstraint, SearchSpec,
-                             beam_search_core, sequences_to_items)
+from gr_jax.decoding import (
+  AtomicItemConstraint,
+  PrefixTrieConstraint,
+  SearchSpec,
+  beam_search_core,
+  sequences_to_items,
+)
 from gr_jax.evaluation import evaluator
 
 EOS = 1
-TRAINING_TESTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                              "training")
+TRAINING_TESTS = os.path.join(
+  os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "training"
+)
 
 
 def _catalog(num_items=60, levels=2, k=4, offset=10, seed=0):
   """A semantic catalogue with colliding tuples, disambiguated as prepare does."""
   from gr_jax.data import semantic_ids  # pylint: disable=g-import-not-at-top
+
   rng = np.random.default_rng(seed)
   codes = rng.integers(0, k, size=(num_items, levels))
   dis = semantic_ids.disambiguate(codes)
   nd = int(dis.max()) + 1
   assert nd > 1  # 60 items on 16 tuples: collisions for sure
-  return ItemCatalog([f"i{i}" for i in range(num_items)], token_offset=offset,
-                     id_scheme="semantic", codes=np.concatenate([codes, dis[:, None]], 1),
-                     levels=levels, codebook_size=k, num_disambiguation=nd)
+  return ItemCatalog(
+    [f"i{i}" for i in range(num_items)],
+    token_offset=offset,
+    id_scheme="semantic",
+    codes=np.concatenate([codes, dis[:, None]], 1),
+    levels=levels,
+    codebook_size=k,
+    num_disambiguation=nd,
+  )
 
 
 def test_beam_search_with_the_catalogue_trie_returns_only_catalogue_items():
@@ -47,11 +60,20 @@ def test_beam_search_with_the_catalogue_trie_returns_only_catalogue_items():
     return bigram[tokens], cache  # [B, N, V]
 
   b, n, g, r = 3, 8, 4, 8
-  spec = SearchSpec(num_beams=n, num_beam_groups=g, vocab_size=v, max_new_tokens=tpi + 1,
-                    num_return_sequences=r, eos_id=EOS, pad_id=0, decoder_start_id=0,
-                    early_stopping=False)
-  seqs, scores = jax.jit(lambda c: beam_search_core(step_fn, None, b, spec, 0.5, 1.0,
-                                                    constraint=c))(con)
+  spec = SearchSpec(
+    num_beams=n,
+    num_beam_groups=g,
+    vocab_size=v,
+    max_new_tokens=tpi + 1,
+    num_return_sequences=r,
+    eos_id=EOS,
+    pad_id=0,
+    decoder_start_id=0,
+    early_stopping=False,
+  )
+  seqs, scores = jax.jit(
+    lambda c: beam_search_core(step_fn, None, b, spec, 0.5, 1.0, constraint=c)
+  )(con)
   seqs, scores = np.asarray(seqs), np.asarray(scores)
   assert seqs.shape == (b, r, tpi + 1) and np.isfinite(scores).all()
   for q in range(b):
@@ -84,8 +106,10 @@ def test_evaluator_constraint_and_decode_length_follow_the_scheme():
 def test_topk_exact_is_refused_for_semantic_ids():
   class Model:
     config = ml_collections.ConfigDict({"eos_token_id": EOS, "pad_token_id": 0})
-  config = ml_collections.ConfigDict({"decode": {"method": "topk_exact", "num_return_sequences": 4,
-                                                 "max_new_tokens": 2}})
+
+  config = ml_collections.ConfigDict(
+    {"decode": {"method": "topk_exact", "num_return_sequences": 4, "max_new_tokens": 2}}
+  )
   with pytest.raises(evaluator.EvaluationError, match="topk_exact.*atomic.*decode.method=beam"):
     evaluator.make_decode_fn(Model(), config, _catalog())
 
@@ -95,20 +119,29 @@ def test_prepare_train_evaluate_with_semantic_ids(tmp_path):
   """Tiny end to end: every returned sequence spells one catalogue item."""
   from gr_jax.data import ProcessedDataset, prepare_dataset  # pylint: disable=g-import-not-at-top
   from gr_jax.training import loop  # pylint: disable=g-import-not-at-top
+
   sys.path.insert(0, TRAINING_TESTS)
   import tiny_config  # pylint: disable=g-import-not-at-top
+
   base = tiny_config.get_config()
   base.data.id_scheme = "semantic"
-  base.data.semantic.update({"levels": 2, "codebook_size": 4, "content_dim": 16,
-                             "kmeans_iters": 10})
+  base.data.semantic.update(
+    {"levels": 2, "codebook_size": 4, "content_dim": 16, "kmeans_iters": 10}
+  )
   data_dir = prepare_dataset(base, str(tmp_path / "data"))
   ds = ProcessedDataset(data_dir)
   cat = ds.catalog
   tpi = cat.tokens_per_item
-  config = tiny_config.make(data_dir, train__num_steps=4, train__eval_every_steps=4,
-                            checkpoint__every_steps=4, decode__num_beams=4,
-                            decode__num_beam_groups=2, decode__num_return_sequences=4,
-                            decode__batch_size=16)
+  config = tiny_config.make(
+    data_dir,
+    train__num_steps=4,
+    train__eval_every_steps=4,
+    checkpoint__every_steps=4,
+    decode__num_beams=4,
+    decode__num_beam_groups=2,
+    decode__num_return_sequences=4,
+    decode__batch_size=16,
+  )
   config.data.id_scheme = "semantic"
   config.data.semantic = base.data.semantic
   summary = loop.train(config, str(tmp_path / "run"))
@@ -125,6 +158,7 @@ def test_prepare_train_evaluate_with_semantic_ids(tmp_path):
       seqs, scores = decode(enc)
       seen.append((np.asarray(seqs), np.asarray(scores)))
       return seqs, scores
+
     return wrapped
 
   out = evaluator.evaluate(str(tmp_path / "run"), "test", decode_fn_factory=factory)

@@ -12,7 +12,7 @@ from tests import numerics
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-SCRIPT = r'''
+SCRIPT = r"""
 import json, sys
 import jax, numpy as np
 from flax import nnx
@@ -42,16 +42,24 @@ for data, model_axis in [(1, 1), (4, 2), (8, 1), (2, 4)]:
       "rows_per_device": seqs.sharding.shard_shape(seqs.shape)[0],
       "devices": len(seqs.sharding.device_set)}
 print("RESULT" + json.dumps(out))
-'''
+"""
 
 
 @pytest.mark.slow
 def test_sharded_beam_search_equals_one_device():
-  env = {**os.environ, "JAX_PLATFORMS": "cpu",
-         "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
-         "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", "")}
-  proc = subprocess.run([sys.executable, "-c", SCRIPT, os.path.join(REPO, "tests", "training")],
-                        env=env, capture_output=True, text=True, timeout=600)
+  env = {
+    **os.environ,
+    "JAX_PLATFORMS": "cpu",
+    "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
+    "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", ""),
+  }
+  proc = subprocess.run(
+    [sys.executable, "-c", SCRIPT, os.path.join(REPO, "tests", "training")],
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   out = json.loads(proc.stdout.split("RESULT", 1)[1])
   ref = out["1x1"]

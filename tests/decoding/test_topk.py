@@ -5,8 +5,12 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from gr_jax.decoding import (AtomicItemConstraint, PrefixTrieConstraint, sequences_to_items,
-                             topk_exact)
+from gr_jax.decoding import (
+  AtomicItemConstraint,
+  PrefixTrieConstraint,
+  sequences_to_items,
+  topk_exact,
+)
 from gr_jax.decoding import topk as topk_lib
 from gr_jax.model import T5, T5Config
 
@@ -19,8 +23,9 @@ TIED = (2, 5, 6, 11, 13)
 
 @pytest.fixture(scope="module")
 def model():
-  m = T5(T5Config.from_preset("tiny", vocab_size=TEXT_VOCAB, num_item_tokens=NUM_ITEMS),
-         rngs=nnx.Rngs(3))
+  m = T5(
+    T5Config.from_preset("tiny", vocab_size=TEXT_VOCAB, num_item_tokens=NUM_ITEMS), rngs=nnx.Rngs(3)
+  )
   kernel = m.lm_head.kernel[...]  # [D, V] (tiny is untied)
   cols = np.asarray(TIED) + TEXT_VOCAB
   m.lm_head.kernel[...] = kernel.at[:, cols].set(0.0)
@@ -42,7 +47,7 @@ def _brute_force(model, ids, k):
   logits = np.asarray(model(ids, start), np.float64)[:, 0]  # [B, V]
   logp = logits - logits.max(-1, keepdims=True)
   logp = logp - np.log(np.exp(logp).sum(-1, keepdims=True))  # log-softmax over the whole vocab
-  item = logp[:, TEXT_VOCAB:TEXT_VOCAB + NUM_ITEMS]  # [B, I]
+  item = logp[:, TEXT_VOCAB : TEXT_VOCAB + NUM_ITEMS]  # [B, I]
   order = np.argsort(-item, axis=1, kind="stable")[:, :k]  # ties: lower item index first
   return order, np.take_along_axis(item, order, axis=1), item
 
@@ -80,7 +85,7 @@ def test_ties_are_ordered_by_item_index_and_cut_deterministically(model):
   seqs, scores = topk_exact(model, ids, num_return_sequences=k)
   got = np.asarray(seqs)[..., 0] - TEXT_VOCAB
   np.testing.assert_array_equal(got, want_idx)
-  assert got[0, first:first + 2].tolist() == list(TIED[:2])  # lower indices of the group win
+  assert got[0, first : first + 2].tolist() == list(TIED[:2])  # lower indices of the group win
   assert np.asarray(scores)[0, first] == np.asarray(scores)[0, first + 1]  # an exact tie
   # Deterministic: a second call (and a reordered batch) gives the same lists.
   again = np.asarray(topk_exact(model, ids[::-1], num_return_sequences=k)[0])[::-1, :, 0]
@@ -99,8 +104,11 @@ def test_one_compiled_program_per_shape(model):
 
 def test_errors(model):
   ids = _inputs()
-  with pytest.raises(ValueError, match=r"decode\.num_return_sequences=17 exceeds the number of "
-                                       r"items \(16\)"):
+  with pytest.raises(
+    ValueError,
+    match=r"decode\.num_return_sequences=17 exceeds the number of "
+    r"items \(16\)",
+  ):
     topk_exact(model, ids, num_return_sequences=NUM_ITEMS + 1)
   with pytest.raises(ValueError, match=r"decode\.num_return_sequences must be an int >= 1"):
     topk_exact(model, ids, num_return_sequences=0)

@@ -34,9 +34,18 @@ def _config(data_dir, tasks=("search", "rec")):
   c = ml_collections.ConfigDict()
   c.name = "fake"
   c.data = ml_collections.ConfigDict({"processed_dir": data_dir, "tasks": tasks})
-  c.decode = ml_collections.ConfigDict({"num_beams": 4, "num_beam_groups": 2, "diversity_penalty": 0.25,
-                                        "length_penalty": 1.0, "num_return_sequences": 4,
-                                        "max_new_tokens": 2, "early_stopping": False, "batch_size": 3})
+  c.decode = ml_collections.ConfigDict(
+    {
+      "num_beams": 4,
+      "num_beam_groups": 2,
+      "diversity_penalty": 0.25,
+      "length_penalty": 1.0,
+      "num_return_sequences": 4,
+      "max_new_tokens": 2,
+      "early_stopping": False,
+      "batch_size": 3,
+    }
+  )
   c.eval = ml_collections.ConfigDict({"split": "test", "ks": (1, 2, 4)})
   return c
 
@@ -44,7 +53,9 @@ def _config(data_dir, tasks=("search", "rec")):
 def _write_dataset(d):
   os.makedirs(d / "search")
   os.makedirs(d / "rec")
-  ItemCatalog([f"item{i}" for i in range(NUM_ITEMS)], token_offset=TEXT_VOCAB).save(str(d / "catalog.json"))
+  ItemCatalog([f"item{i}" for i in range(NUM_ITEMS)], token_offset=TEXT_VOCAB).save(
+    str(d / "catalog.json")
+  )
   rng = np.random.default_rng(0)
   for task, n_q in [("search", 7), ("rec", 5)]:
     qid = np.repeat(np.arange(n_q), 2)[: 2 * n_q - 1]  # most queries have two targets
@@ -52,8 +63,12 @@ def _write_dataset(d):
     enc = np.zeros([qid.size, 6], np.int32)
     enc[:, 0] = 10 + qid  # the fake decoder reads the query back from here
     enc[:, 1] = 1
-    np.savez(d / task / "test.npz", encoder_input_ids=enc, target_item=target,
-             query_id=qid.astype(np.int32))
+    np.savez(
+      d / task / "test.npz",
+      encoder_input_ids=enc,
+      target_item=target,
+      query_id=qid.astype(np.int32),
+    )
 
 
 def fake_factory(model, config, catalog):
@@ -61,11 +76,14 @@ def fake_factory(model, config, catalog):
     b = enc.shape[0]
     q = enc[:, 0] - 10
     # Beams: item (q), item (q+1), item (q) again (duplicate), a text token (not an item), ...
-    items = np.stack([q % NUM_ITEMS, (q + 1) % NUM_ITEMS, q % NUM_ITEMS, np.full(b, -TEXT_VOCAB + 3)], 1)
+    items = np.stack(
+      [q % NUM_ITEMS, (q + 1) % NUM_ITEMS, q % NUM_ITEMS, np.full(b, -TEXT_VOCAB + 3)], 1
+    )
     seqs = np.stack([items + TEXT_VOCAB, np.ones_like(items)], -1)  # [B, R, 2]
     scores = np.broadcast_to(np.array([-0.1, -0.5, -0.7, -0.9], np.float32), (b, 4)).copy()
     scores[q % 3 == 0, 1] = -0.1  # a tie at the top for some queries
     return seqs.astype(np.int32), scores
+
   return decode
 
 
@@ -75,8 +93,11 @@ def run_dir(tmp_path, monkeypatch):
   _write_dataset(data)
   wd = tmp_path / "run"
   wd.mkdir()
-  monkeypatch.setattr(checkpointing, "restore_for_inference",
-                      lambda workdir, step=None: (FakeModel(), _config(str(data)), 7))
+  monkeypatch.setattr(
+    checkpointing,
+    "restore_for_inference",
+    lambda workdir, step=None: (FakeModel(), _config(str(data)), 7),
+  )
   return wd
 
 
@@ -105,18 +126,24 @@ def test_evaluate_writes_runs_qrels_metrics(run_dir):
 
 
 def test_overrides_and_missing_split(run_dir):
-  out = evaluator.evaluate(str(run_dir), "test", overrides={"eval.ks": "1,3"},
-                           decode_fn_factory=fake_factory)
+  out = evaluator.evaluate(
+    str(run_dir), "test", overrides={"eval.ks": "1,3"}, decode_fn_factory=fake_factory
+  )
   assert "recall@3" in out["search"] and "recall@4" not in out["search"]
-  with pytest.raises(evaluator.EvaluationError, match=r"valid.npz: split 'valid' of task 'search' is missing"):
+  with pytest.raises(
+    evaluator.EvaluationError, match=r"valid.npz: split 'valid' of task 'search' is missing"
+  ):
     evaluator.evaluate(str(run_dir), "valid", decode_fn_factory=fake_factory)
   with pytest.raises(evaluator.EvaluationError, match="no field 'nope'"):
-    evaluator.evaluate(str(run_dir), "test", overrides={"decode.nope": 1}, decode_fn_factory=fake_factory)
+    evaluator.evaluate(
+      str(run_dir), "test", overrides={"decode.nope": 1}, decode_fn_factory=fake_factory
+    )
 
 
 def test_catalog_from_another_dataset(run_dir, tmp_path):
   ItemCatalog([f"x{i}" for i in range(NUM_ITEMS + 1)], token_offset=TEXT_VOCAB).save(
-      str(tmp_path / "data" / "catalog.json"))
+    str(tmp_path / "data" / "catalog.json")
+  )
   with pytest.raises(evaluator.EvaluationError, match="13 items from token 50.*12 item tokens"):
     evaluator.evaluate(str(run_dir), "test", decode_fn_factory=fake_factory)
 
@@ -138,19 +165,31 @@ def test_real_beam_search_decode_matches_sequences_to_items():
   from gr_jax.decoding.beam_search import beam_search
   from gr_jax.decoding.constraints import AtomicItemConstraint, sequences_to_items
   from gr_jax.model import T5, T5Config
+
   cat = ItemCatalog([f"m{i}" for i in range(NUM_ITEMS)], token_offset=TEXT_VOCAB)
-  model = T5(T5Config.from_preset("tiny", vocab_size=TEXT_VOCAB, num_item_tokens=NUM_ITEMS),
-             rngs=nnx.Rngs(0))
+  model = T5(
+    T5Config.from_preset("tiny", vocab_size=TEXT_VOCAB, num_item_tokens=NUM_ITEMS), rngs=nnx.Rngs(0)
+  )
   c = base.get_config()
   c.decode.num_beams, c.decode.num_beam_groups, c.decode.num_return_sequences = 6, 3, 6
   enc = np.random.default_rng(0).integers(3, TEXT_VOCAB, (5, 8)).astype(np.int32)
   enc[:, -1] = 1
-  run = evaluator.decode_queries(evaluator.make_decode_fn(model, c, cat), enc,
-                                 [str(i) for i in range(5)], cat, batch_size=4)  # 2 batches, 1 padded
-  seqs, scores = beam_search(model, enc, num_beams=6, num_beam_groups=3, diversity_penalty=0.25,
-                             max_new_tokens=2, num_return_sequences=6,
-                             constraint=AtomicItemConstraint.from_catalog(cat))
-  ref = sequences_to_items(np.asarray(seqs), AtomicItemConstraint.from_catalog(cat), np.asarray(scores))
+  run = evaluator.decode_queries(
+    evaluator.make_decode_fn(model, c, cat), enc, [str(i) for i in range(5)], cat, batch_size=4
+  )  # 2 batches, 1 padded
+  seqs, scores = beam_search(
+    model,
+    enc,
+    num_beams=6,
+    num_beam_groups=3,
+    diversity_penalty=0.25,
+    max_new_tokens=2,
+    num_return_sequences=6,
+    constraint=AtomicItemConstraint.from_catalog(cat),
+  )
+  ref = sequences_to_items(
+    np.asarray(seqs), AtomicItemConstraint.from_catalog(cat), np.asarray(scores)
+  )
   for i in range(5):
     ours = sorted(run[str(i)], key=lambda d: -run[str(i)][d])
     assert ours == [cat.item_ids[j] for j in ref[i]]
@@ -165,12 +204,15 @@ def test_task_prefix_reaches_the_decoder(run_dir, monkeypatch, tmp_path):
     def encode(self, text):
       return [3 + ord(ch) % 40 for ch in text]
 
-  monkeypatch.setattr(tokenizer.TextTokenizer, "load", classmethod(lambda cls, path: CharTokenizer()))
+  monkeypatch.setattr(
+    tokenizer.TextTokenizer, "load", classmethod(lambda cls, path: CharTokenizer())
+  )
   cfg = _config(str(tmp_path / "data"))
   cfg.data.task_prefix = True
   cfg.data.encoder_len = 6
-  monkeypatch.setattr(checkpointing, "restore_for_inference",
-                      lambda workdir, step=None: (FakeModel(), cfg, 7))
+  monkeypatch.setattr(
+    checkpointing, "restore_for_inference", lambda workdir, step=None: (FakeModel(), cfg, 7)
+  )
   seen = {}
 
   def factory(model, config, catalog):
@@ -179,6 +221,7 @@ def test_task_prefix_reaches_the_decoder(run_dir, monkeypatch, tmp_path):
     def decode(enc):
       seen.setdefault("enc", []).append(np.array(enc))
       return inner(enc)
+
     return decode
 
   with pytest.raises(ValueError, match="no room in data.encoder_len=6"):  # "recommend:" > 6 tokens
@@ -199,9 +242,9 @@ def test_task_prefix_reaches_the_decoder(run_dir, monkeypatch, tmp_path):
   search, rec = np.concatenate(calls[:3])[:7], np.concatenate(calls[3:])[:5]
   s_pre = pipeline.task_prefix_ids(CharTokenizer(), "search")
   r_pre = pipeline.task_prefix_ids(CharTokenizer(), "rec")
-  assert (search[:, :len(s_pre)] == s_pre).all() and (rec[:, :len(r_pre)] == r_pre).all()
-  assert (search[:, len(s_pre)] == 10 + np.arange(7)).all()   # the query token follows
-  assert (search[:, len(s_pre) + 1] == 1).all()               # then EOS
+  assert (search[:, : len(s_pre)] == s_pre).all() and (rec[:, : len(r_pre)] == r_pre).all()
+  assert (search[:, len(s_pre)] == 10 + np.arange(7)).all()  # the query token follows
+  assert (search[:, len(s_pre) + 1] == 1).all()  # then EOS
 
 
 def test_info_records_method_and_distinct_items(run_dir):
@@ -218,8 +261,10 @@ def _tiny_t5():
   from flax import nnx
 
   from gr_jax.model import T5, T5Config
-  return T5(T5Config.from_preset("tiny", vocab_size=TEXT_VOCAB, num_item_tokens=NUM_ITEMS),
-            rngs=nnx.Rngs(1))
+
+  return T5(
+    T5Config.from_preset("tiny", vocab_size=TEXT_VOCAB, num_item_tokens=NUM_ITEMS), rngs=nnx.Rngs(1)
+  )
 
 
 def _numpy_topk_run(model, enc, qids, k):
@@ -229,7 +274,7 @@ def _numpy_topk_run(model, enc, qids, k):
   logits = np.asarray(model(enc, start), np.float64)[:, 0]  # [B, V]
   logp = logits - logits.max(-1, keepdims=True)
   logp -= np.log(np.exp(logp).sum(-1, keepdims=True))
-  item = logp[:, TEXT_VOCAB:TEXT_VOCAB + NUM_ITEMS]  # [B, I]
+  item = logp[:, TEXT_VOCAB : TEXT_VOCAB + NUM_ITEMS]  # [B, I]
   order = np.argsort(-item, axis=1, kind="stable")[:, :k]  # [B, K]
   return {q: [(f"item{j}", item[r, j]) for j in order[r]] for r, q in enumerate(qids)}
 
@@ -237,15 +282,20 @@ def _numpy_topk_run(model, enc, qids, k):
 def test_topk_exact_beside_beam_in_one_run(run_dir, monkeypatch, tmp_path):
   """decode.method=topk_exact by override, written to its own subdirectory next to beam's."""
   model = _tiny_t5()
-  monkeypatch.setattr(checkpointing, "restore_for_inference",
-                      lambda workdir, step=None: (model, _config(str(tmp_path / "data")), 7))
+  monkeypatch.setattr(
+    checkpointing,
+    "restore_for_inference",
+    lambda workdir, step=None: (model, _config(str(tmp_path / "data")), 7),
+  )
   beam = evaluator.evaluate(str(run_dir), "test")
-  topk = evaluator.evaluate(str(run_dir), "test", overrides={"decode.method": "topk_exact"},
-                            out_subdir="test_topk")
+  topk = evaluator.evaluate(
+    str(run_dir), "test", overrides={"decode.method": "topk_exact"}, out_subdir="test_topk"
+  )
   assert beam["info"]["decode_method"] == "beam" and topk["info"]["decode_method"] == "topk_exact"
   for sub, out in (("test", beam), ("test_topk", topk)):
-    assert json.loads((run_dir / "eval" / sub / "metrics.json").read_text()) == \
-        json.loads(json.dumps(out))
+    assert json.loads((run_dir / "eval" / sub / "metrics.json").read_text()) == json.loads(
+      json.dumps(out)
+    )
   k = 4  # decode.num_return_sequences of _config
   for task in ("search", "rec"):
     with np.load(tmp_path / "data" / task / "test.npz") as z:
@@ -261,9 +311,11 @@ def test_topk_exact_beside_beam_in_one_run(run_dir, monkeypatch, tmp_path):
     assert topk["info"]["tasks"][task]["distinct_items_mean"] == k  # always K distinct items
     beam_run = runs.read_run(run_dir / "eval" / "test" / f"{task}.run")
     assert beam["info"]["tasks"][task]["distinct_items_mean"] == pytest.approx(
-        np.mean([len(beam_run[q]) for q in qids]))
-    ref = ir_measures.calc_aggregate([R @ 4], runs.read_qrels(
-        run_dir / "eval" / "test_topk" / f"{task}.qrels"), got)
+      np.mean([len(beam_run[q]) for q in qids])
+    )
+    ref = ir_measures.calc_aggregate(
+      [R @ 4], runs.read_qrels(run_dir / "eval" / "test_topk" / f"{task}.qrels"), got
+    )
     assert topk[task]["recall@4"] == pytest.approx(ref[R @ 4], abs=1e-9)
 
 
@@ -271,6 +323,7 @@ def test_decoder_choice_and_beam_knobs(monkeypatch, tmp_path):
   """make_decode_fn passes decode.use_cache / one_hot_gather to beam search; bad settings fail
   before any decoding."""
   import sys
+
   seen = {}
 
   def fake_beam_search(model, enc, **kw):
@@ -280,8 +333,10 @@ def test_decoder_choice_and_beam_knobs(monkeypatch, tmp_path):
 
   monkeypatch.setattr(sys.modules["gr_jax.decoding.beam_search"], "beam_search", fake_beam_search)
   cat = ItemCatalog([f"item{i}" for i in range(NUM_ITEMS)], token_offset=TEXT_VOCAB)
-  cfg = evaluator.apply_overrides(evaluator.with_decode_defaults(_config(str(tmp_path))),
-                                  {"decode.use_cache": False, "decode.one_hot_gather": True})
+  cfg = evaluator.apply_overrides(
+    evaluator.with_decode_defaults(_config(str(tmp_path))),
+    {"decode.use_cache": False, "decode.one_hot_gather": True},
+  )
   evaluator.make_decode_fn(FakeModel(), cfg, cat)(np.ones((3, 6), np.int32))
   assert seen["use_cache"] is False and seen["one_hot_gather"] is True
   assert seen["num_beams"] == 4 and seen["num_return_sequences"] == 4
@@ -289,10 +344,13 @@ def test_decoder_choice_and_beam_knobs(monkeypatch, tmp_path):
   bad = evaluator.apply_overrides(cfg, {"decode.method": "greedy"})
   with pytest.raises(evaluator.EvaluationError, match=r"decode.method='greedy'"):
     evaluator.make_decode_fn(FakeModel(), bad, cat)
-  too_many = evaluator.apply_overrides(cfg, {"decode.method": "topk_exact",
-                                             "decode.num_return_sequences": NUM_ITEMS + 1})
-  with pytest.raises(evaluator.EvaluationError,
-                     match=r"decode\.num_return_sequences=13 exceeds the number of items \(12\)"):
+  too_many = evaluator.apply_overrides(
+    cfg, {"decode.method": "topk_exact", "decode.num_return_sequences": NUM_ITEMS + 1}
+  )
+  with pytest.raises(
+    evaluator.EvaluationError,
+    match=r"decode\.num_return_sequences=13 exceeds the number of items \(12\)",
+  ):
     evaluator.make_decode_fn(FakeModel(), too_many, cat)
 
 

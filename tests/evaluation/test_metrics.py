@@ -50,8 +50,11 @@ def test_matches_pytrec_eval_with_ties_and_missing_queries(seed, graded):
   ref_measures = [R @ k for k in KS] + [nDCG @ k for k in KS] + [Success @ k for k in KS] + [RR]
   ref = _pytrec(ref_measures, qrels, run)
   for k in KS:
-    for ours, theirs in [(f"recall@{k}", f"R@{k}"), (f"ndcg@{k}", f"nDCG@{k}"),
-                         (f"success@{k}", f"Success@{k}")]:
+    for ours, theirs in [
+      (f"recall@{k}", f"R@{k}"),
+      (f"ndcg@{k}", f"nDCG@{k}"),
+      (f"success@{k}", f"Success@{k}"),
+    ]:
       assert set(pq[ours]) == set(ref[theirs]) == set(qrels)
       for qid in qrels:
         assert abs(pq[ours][qid] - ref[theirs][qid]) < 1e-9, (ours, qid)
@@ -84,8 +87,11 @@ def test_round_trip_through_files_keeps_metrics(tmp_path):
   assert run2 == {q: v for q, v in run.items() if v}
   assert qrels2 == qrels
   # ir_measures reading our files gives our numbers.
-  ref = ir_measures.calc_aggregate([R @ 5, nDCG @ 10], ir_measures.read_trec_qrels(str(tmp_path / "a.qrels")),
-                                   ir_measures.read_trec_run(str(tmp_path / "a.run")))
+  ref = ir_measures.calc_aggregate(
+    [R @ 5, nDCG @ 10],
+    ir_measures.read_trec_qrels(str(tmp_path / "a.qrels")),
+    ir_measures.read_trec_run(str(tmp_path / "a.run")),
+  )
   means, _ = metrics.evaluate_run(qrels2, run2, (5, 10))
   assert abs(ref[R @ 5] - means["recall@5"]) < 1e-9
   assert abs(ref[nDCG @ 10] - means["ndcg@10"]) < 1e-9

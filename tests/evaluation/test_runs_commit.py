@@ -15,8 +15,12 @@ def _results(value: float, tasks=("search", "rec")):
   for t in tasks:
     run = {"q1": {"a": value, "b": value / 2}, "q2": {"b": value}}
     qrels = {"q1": {"a": 1}, "q2": {"c": 1}}
-    out[t] = {"run": run, "qrels": qrels, "means": {"recall@30": value},
-              "per_query": {"recall@30": {"q1": value, "q2": 0.0}}}
+    out[t] = {
+      "run": run,
+      "qrels": qrels,
+      "means": {"recall@30": value},
+      "per_query": {"recall@30": {"q1": value, "q2": 0.0}},
+    }
   return out
 
 
@@ -32,8 +36,14 @@ def test_write_eval_outputs_round_trip_and_replaces_whole_dir(tmp_path):
   d = tmp_path / "run" / "eval" / "test"
   summary = runs.write_eval_outputs(str(d), _results(0.5), {"info": {"step": 1}}, tag="t1")
   assert summary == {"search": {"recall@30": 0.5}, "rec": {"recall@30": 0.5}, "info": {"step": 1}}
-  assert sorted(os.listdir(d)) == ["metrics.json", "per_query.json", "rec.qrels", "rec.run",
-                                   "search.qrels", "search.run"]
+  assert sorted(os.listdir(d)) == [
+    "metrics.json",
+    "per_query.json",
+    "rec.qrels",
+    "rec.run",
+    "search.qrels",
+    "search.run",
+  ]
   assert runs.read_json(str(d / "metrics.json")) == summary
   assert runs.read_run(str(d / "search.run")) == _results(0.5)["search"]["run"]
   assert runs.read_qrels(str(d / "rec.qrels")) == _results(0.5)["rec"]["qrels"]
@@ -105,13 +115,20 @@ def test_stale_staging_of_a_dead_writer_is_removed(tmp_path):
   d = tmp_path / "eval" / "test"
   d.parent.mkdir(parents=True)
   host = socket.gethostname()
-  dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                        capture_output=True, text=True, check=True)
+  dead = subprocess.run(
+    [sys.executable, "-c", "import os; print(os.getpid())"],
+    capture_output=True,
+    text=True,
+    check=True,
+  )
   dead_pid = int(dead.stdout)
   stale = [f".test.tmp.{host}.{dead_pid}.0000aaaa", f".test.old.{host}.{dead_pid}.0000bbbb"]
   # Possibly mid-commit: a live process on this host, or any process on another host.
-  kept = [f".test.tmp.{host}.{os.getppid()}.0000cccc", f".test.tmp.otherhost.{dead_pid}.0000dddd",
-          ".other.tmp.x.1.2"]
+  kept = [
+    f".test.tmp.{host}.{os.getppid()}.0000cccc",
+    f".test.tmp.otherhost.{dead_pid}.0000dddd",
+    ".other.tmp.x.1.2",
+  ]
   for name in stale + kept:
     (d.parent / name).mkdir()
     (d.parent / name / "metrics.json").write_text("{}")

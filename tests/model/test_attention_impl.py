@@ -15,9 +15,18 @@ from tests import numerics
 
 
 def _cfg(**kw):
-  fields = dict(vocab_size=61, num_item_tokens=7, d_model=20, d_kv=6, d_ff=28, num_heads=3,
-                num_encoder_layers=1, num_decoder_layers=1, relative_attention_num_buckets=8,
-                relative_attention_max_distance=12)
+  fields = dict(
+    vocab_size=61,
+    num_item_tokens=7,
+    d_model=20,
+    d_kv=6,
+    d_ff=28,
+    num_heads=3,
+    num_encoder_layers=1,
+    num_decoder_layers=1,
+    relative_attention_num_buckets=8,
+    relative_attention_max_distance=12,
+  )
   fields.update(kw)
   return T5Config.from_preset("tiny", **fields)
 
@@ -37,8 +46,10 @@ def pair(request):
   """(einsum model, dot_product_attention model) with the same parameters."""
   tie = request.param == "relu"
   base = _cfg(feed_forward_proj=request.param, tie_word_embeddings=tie)
-  models = [T5(dataclasses.replace(base, attention_impl=impl), rngs=nnx.Rngs(4))
-            for impl in ("einsum", "dot_product_attention")]
+  models = [
+    T5(dataclasses.replace(base, attention_impl=impl), rngs=nnx.Rngs(4))
+    for impl in ("einsum", "dot_product_attention")
+  ]
   return models
 
 
@@ -72,8 +83,10 @@ def test_dot_product_attention_logits_equal_einsum(pair):
 
 def test_dot_product_attention_beams_and_gradients():
   base = _cfg(num_decoder_layers=2)  # gated-gelu, untied; two decoder layers share the relpos bias
-  pair = [T5(dataclasses.replace(base, attention_impl=impl), rngs=nnx.Rngs(5))
-          for impl in ("einsum", "dot_product_attention")]
+  pair = [
+    T5(dataclasses.replace(base, attention_impl=impl), rngs=nnx.Rngs(5))
+    for impl in ("einsum", "dot_product_attention")
+  ]
   enc, _ = _inputs(1)
   beams = jnp.asarray(np.random.default_rng(2).integers(2, 68, (3, 4, 5)), jnp.int32)  # [B, N, T]
   mask = enc != 0
@@ -96,7 +109,7 @@ def test_dot_product_attention_beams_and_gradients():
 
 
 def test_auto_is_resolved_once_with_the_config():
-  """"auto" becomes a concrete kernel when the config is built; the network never asks for the
+  """ "auto" becomes a concrete kernel when the config is built; the network never asks for the
   backend. With dropout it stays einsum (the fused kernels have no attention-probability dropout)."""
   assert resolve_attention("auto", dropout_rate=0.0, backend="gpu") == "dot_product_attention"
   assert resolve_attention("auto", dropout_rate=0.1, backend="gpu") == "einsum"
@@ -118,5 +131,6 @@ def test_hidden_states_and_head_give_the_logits(pair):
     spec = "btd,vd->btv" if model.lm_head_vocab_axis == 0 else "btd,dv->btv"
     assert w.shape[model.lm_head_vocab_axis] == 68
     # One contraction over d_model, in another fusion than the model's own head.
-    numerics.assert_close_f32(jnp.einsum(spec, hidden, w) * scale, logits,
-                              n_terms=model.config.d_model)
+    numerics.assert_close_f32(
+      jnp.einsum(spec, hidden, w) * scale, logits, n_terms=model.config.d_model
+    )

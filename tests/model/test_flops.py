@@ -29,9 +29,14 @@ def _dot_flops(jaxpr) -> int:
 
 
 CONFIGS = [
-    dict(feed_forward_proj="relu", tie_word_embeddings=True, num_decoder_layers=3),
-    dict(feed_forward_proj="gated-gelu", tie_word_embeddings=False, num_heads=3, d_kv=5,
-         num_item_tokens=11),
+  dict(feed_forward_proj="relu", tie_word_embeddings=True, num_decoder_layers=3),
+  dict(
+    feed_forward_proj="gated-gelu",
+    tie_word_embeddings=False,
+    num_heads=3,
+    d_kv=5,
+    num_item_tokens=11,
+  ),
 ]
 
 

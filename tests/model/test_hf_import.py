@@ -36,8 +36,15 @@ def _inputs(seed, vocab, b=3, l=13, t=6):
 
 def _hf_logits(hf_model, enc, dec):
   with torch.no_grad():
-    return hf_model(input_ids=torch.tensor(enc), attention_mask=torch.tensor((enc != 0) * 1),
-                    decoder_input_ids=torch.tensor(dec)).logits.float().numpy()
+    return (
+      hf_model(
+        input_ids=torch.tensor(enc),
+        attention_mask=torch.tensor((enc != 0) * 1),
+        decoder_input_ids=torch.tensor(dec),
+      )
+      .logits.float()
+      .numpy()
+    )
 
 
 def _ours(model, enc, dec):
@@ -46,11 +53,21 @@ def _ours(model, enc, dec):
 
 
 CASES = [
-    pytest.param(0, V10, id="v1.0-seed0-3heads"),
-    pytest.param(1, dict(V11, num_decoder_layers=3), id="v1.1-seed1-3heads-3declayers"),
-    pytest.param(2, dict(V11, num_heads=5, d_kv=7, d_model=30, relative_attention_max_distance=9,
-                         relative_attention_num_buckets=6), id="v1.1-seed2-5heads-dkv7"),
-    pytest.param(3, dict(V10, num_layers=1, num_heads=1), id="v1.0-seed3-1head"),
+  pytest.param(0, V10, id="v1.0-seed0-3heads"),
+  pytest.param(1, dict(V11, num_decoder_layers=3), id="v1.1-seed1-3heads-3declayers"),
+  pytest.param(
+    2,
+    dict(
+      V11,
+      num_heads=5,
+      d_kv=7,
+      d_model=30,
+      relative_attention_max_distance=9,
+      relative_attention_num_buckets=6,
+    ),
+    id="v1.1-seed2-5heads-dkv7",
+  ),
+  pytest.param(3, dict(V10, num_layers=1, num_heads=1), id="v1.0-seed3-1head"),
 ]
 
 

@@ -15,8 +15,9 @@ SPECS = {"untied": ("...d,dv->...v", (16, 40)), "tied": ("...d,vd->...v", (40, 1
 
 def _dot_operand_types(hlo_text):
   """(lhs, rhs) tensor types of every dot_general in lowered StableHLO text."""
-  return re.findall(r"stablehlo.dot_general[^\n]*:\s*\((tensor<[^>]*>), (tensor<[^>]*>)\)",
-                    hlo_text)
+  return re.findall(
+    r"stablehlo.dot_general[^\n]*:\s*\((tensor<[^>]*>), (tensor<[^>]*>)\)", hlo_text
+  )
 
 
 def _inputs(w_shape, dtype):
@@ -36,17 +37,20 @@ def test_bf16_values_and_gradients_match_float32_autodiff(layout):
   # Reference: the same math in float32 from the same bf16-representable inputs (NumPy einsum).
   xf, wf, gf = (np.asarray(t, np.float32) for t in (x, w, g))
   # float32 accumulation of bf16 products vs NumPy's float32 einsum: one contraction of 40 terms.
-  numerics.assert_close_f32(np.asarray(out), np.einsum(spec.replace("...", "ab"), xf, wf),
-                            n_terms=40)
+  numerics.assert_close_f32(
+    np.asarray(out), np.einsum(spec.replace("...", "ab"), xf, wf), n_terms=40
+  )
   dx, dw = vjp(g)
   assert dx.dtype == jnp.bfloat16 and dw.dtype == jnp.bfloat16
   ins, o = spec.replace("...", "ab").split("->")
   xs, ws = ins.split(",")
   gb = np.asarray(g.astype(jnp.bfloat16), np.float32)  # the cotangent is rounded to bf16 first
-  np.testing.assert_allclose(np.asarray(dx, np.float32), np.einsum(f"{o},{ws}->{xs}", gb, wf),
-                             rtol=2e-2, atol=2e-2)
-  np.testing.assert_allclose(np.asarray(dw, np.float32), np.einsum(f"{xs},{o}->{ws}", xf, gb),
-                             rtol=2e-2, atol=2e-2)
+  np.testing.assert_allclose(
+    np.asarray(dx, np.float32), np.einsum(f"{o},{ws}->{xs}", gb, wf), rtol=2e-2, atol=2e-2
+  )
+  np.testing.assert_allclose(
+    np.asarray(dw, np.float32), np.einsum(f"{xs},{o}->{ws}", xf, gb), rtol=2e-2, atol=2e-2
+  )
 
 
 @pytest.mark.parametrize("layout", sorted(SPECS))
@@ -63,8 +67,12 @@ def test_backward_matmuls_take_bf16_operands(layout):
   for a, b in dots:
     assert a.endswith("xbf16>") and b.endswith("xbf16>"), (a, b)
   # Plain autodiff would have promoted them to float32: the reason the custom rule exists.
-  plain = jax.jit(jax.grad(lambda a, b: jnp.sum(
-      jnp.einsum(spec, a, b, preferred_element_type=jnp.float32) * g), argnums=(0, 1)))
+  plain = jax.jit(
+    jax.grad(
+      lambda a, b: jnp.sum(jnp.einsum(spec, a, b, preferred_element_type=jnp.float32) * g),
+      argnums=(0, 1),
+    )
+  )
   plain_dots = _dot_operand_types(plain.lower(x, w).as_text())
   assert any(a.endswith("xf32>") for a, _ in plain_dots)
 

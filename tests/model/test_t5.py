@@ -12,9 +12,18 @@ from tests import numerics
 
 
 def _tiny(**kw):
-  fields = dict(vocab_size=61, num_item_tokens=7, d_model=20, d_kv=6, d_ff=28, num_heads=3,
-                num_encoder_layers=2, num_decoder_layers=3, relative_attention_num_buckets=8,
-                relative_attention_max_distance=12)
+  fields = dict(
+    vocab_size=61,
+    num_item_tokens=7,
+    d_model=20,
+    d_kv=6,
+    d_ff=28,
+    num_heads=3,
+    num_encoder_layers=2,
+    num_decoder_layers=3,
+    relative_attention_num_buckets=8,
+    relative_attention_max_distance=12,
+  )
   fields.update(kw)
   return T5Config.from_preset("tiny", **fields)
 
@@ -80,7 +89,8 @@ def test_decode_step_matches_decode_prefix(model):
   tokens = jnp.asarray(rng.integers(2, 68, (b, n, t)), jnp.int32)
   mask = enc != 0
   ckv, full = nnx.jit(
-      lambda m: (lambda c: (c, m.decode(tokens, c, mask)))(m.cross_kv(m.encode(enc, mask))))(model)
+    lambda m: (lambda c: (c, m.decode(tokens, c, mask)))(m.cross_kv(m.encode(enc, mask)))
+  )(model)
   cache = model.init_cache(b, n, max_len)
   for leaf in jax.tree.leaves(cache):
     assert leaf.shape[:2] == (b, n)
@@ -95,8 +105,9 @@ def test_decode_step_matches_decode_prefix(model):
   for p in range(t):
     logits, cache = step(state, tokens[:, :, p], jnp.int32(p), cache)
     # KV-cached step vs the whole prefix at once: attention sums over other key sets.
-    numerics.assert_close_f32(logits, full[:, :, p],
-                              n_terms=numerics.t5_forward_terms(model.config))
+    numerics.assert_close_f32(
+      logits, full[:, :, p], n_terms=numerics.t5_forward_terms(model.config)
+    )
 
 
 def test_dropout_needs_key_and_is_reproducible(model):
@@ -153,10 +164,11 @@ def test_relative_position_bucket_matches_hf(bidirectional, buckets, max_distanc
   hf_t5 = pytest.importorskip("transformers.models.t5.modeling_t5")
   rel = np.arange(-300, 301)
   ref = hf_t5.T5Attention._relative_position_bucket(
-      torch.tensor(rel), bidirectional=bidirectional, num_buckets=buckets,
-      max_distance=max_distance).numpy()
-  ours = relative_position_bucket(jnp.asarray(rel), bidirectional=bidirectional,
-                                  num_buckets=buckets, max_distance=max_distance)
+    torch.tensor(rel), bidirectional=bidirectional, num_buckets=buckets, max_distance=max_distance
+  ).numpy()
+  ours = relative_position_bucket(
+    jnp.asarray(rel), bidirectional=bidirectional, num_buckets=buckets, max_distance=max_distance
+  )
   np.testing.assert_array_equal(np.asarray(ours), ref)
 
 
@@ -172,9 +184,14 @@ def test_logical_axes_cover_every_param(model):
 
 
 # Parameter counts of the Hugging Face checkpoints (T5ForConditionalGeneration.num_parameters()).
-_HF_COUNTS = {"small": 60_506_624, "base": 222_903_552, "large": 737_668_096,
-              "flan-t5-small": 76_961_152, "flan-t5-base": 247_577_856,
-              "flan-t5-large": 783_150_080}
+_HF_COUNTS = {
+  "small": 60_506_624,
+  "base": 222_903_552,
+  "large": 737_668_096,
+  "flan-t5-small": 76_961_152,
+  "flan-t5-base": 247_577_856,
+  "flan-t5-large": 783_150_080,
+}
 
 
 @pytest.mark.parametrize("preset", sorted(_HF_COUNTS))

@@ -67,15 +67,22 @@ def test_quickstart_study_end_to_end(tmp_path):
       for task in trained:
         assert 0.0 <= metrics[task]["recall@8"] <= 1.0
         assert os.path.exists(os.path.join(run.run_dir, "eval", sub, f"{task}.run"))
+
   # matched_steps: the three models of a seed took the same number of optimizer steps (the joint
   # model's); under epochs they did not.
   def steps(run):
     with open(os.path.join(run.run_dir, "metrics.jsonl")) as f:
       return max(json.loads(line)["step"] for line in f if line.strip())
+
   for seed in config.reproduce.seeds:
-    matched = {r.model: steps(r) for r in plan.runs if r.seed == seed and r.budget == "matched_steps"}
+    matched = {
+      r.model: steps(r) for r in plan.runs if r.seed == seed and r.budget == "matched_steps"
+    }
     epochs = {r.model: steps(r) for r in plan.runs if r.seed == seed and r.budget == "epochs"}
-    assert len(set(matched.values())) == 1 and matched["joint"] == epochs["joint"], (matched, epochs)
+    assert len(set(matched.values())) == 1 and matched["joint"] == epochs["joint"], (
+      matched,
+      epochs,
+    )
     assert len(set(epochs.values())) > 1, epochs
   with open(report_path) as f:
     report_md = f.read()
@@ -88,8 +95,11 @@ def test_quickstart_study_end_to_end(tmp_path):
   # One family: 2 budgets x 2 decoders x 2 tasks x 2 units, every test corrected over all of them.
   assert len(tests) == 16 and {t["family_size"] for t in tests} <= {16, 15, 14}
   assert {(t["budget"], t["decode"], t["unit"]) for t in tests} == {
-      (b, d, u) for b in ("epochs", "matched_steps") for d in ("beam", "topk_exact")
-      for u in ("query", "seed")}
+    (b, d, u)
+    for b in ("epochs", "matched_steps")
+    for d in ("beam", "topk_exact")
+    for u in ("query", "seed")
+  }
   for t in tests:
     assert t["a"] == "joint" and len(t["ci95"]) == 2 and "diff" in t
     if t["p_value"] == t["p_value"]:  # not NaN (a seed test with no spread has no p)
@@ -109,8 +119,14 @@ def test_quickstart_study_end_to_end(tmp_path):
     means = t["baseline_means"]
     assert t["a"] == "joint" and t["b"] == max(sorted(means), key=means.get)
     assert t["mean_b"] == pytest.approx(means[t["b"]])
-    joint = next(r for r in gen if r["model"] == "joint" and r["task"] == t["task"]
-                 and r["budget"] == t["budget"] and r["decode"] == t["decode"])
+    joint = next(
+      r
+      for r in gen
+      if r["model"] == "joint"
+      and r["task"] == t["task"]
+      and r["budget"] == t["budget"]
+      and r["decode"] == t["decode"]
+    )
     assert t["mean_a"] == pytest.approx(joint["mean"])
     if t["unit"] == "seed":
       assert t["diff"] == pytest.approx(t["mean_a"] - t["mean_b"])
@@ -150,10 +166,16 @@ def _reproduce(cmd, workdir):
   with open(os.path.join(workdir, "report.json")) as f:
     report = json.load(f)
   assert {(r["model"], r["task"]) for r in report["results"] if not r.get("baseline")} == {
-      ("search", "search"), ("rec", "rec"), ("joint", "search"), ("joint", "rec")}
+    ("search", "search"),
+    ("rec", "rec"),
+    ("joint", "search"),
+    ("joint", "rec"),
+  }
   # Both budgets ran: the real-data configs run epochs and converged.
-  assert {r["budget"] for r in report["results"] if not r.get("baseline")} == {"epochs",
-                                                                                "converged"}
+  assert {r["budget"] for r in report["results"] if not r.get("baseline")} == {
+    "epochs",
+    "converged",
+  }
   with open(os.path.join(workdir, "data", "default", "shared", "manifest.json")) as f:
     return json.load(f)
 
@@ -163,14 +185,24 @@ def _reproduce(cmd, workdir):
 def test_movielens_config_end_to_end(tmp_path):
   """The movielens config on the real ml-latest-small, through the reproduce binary."""
   workdir = str(tmp_path / "ml")
-  cmd = [sys.executable, "-m", "gr_jax.reproduce",
-         "--config", os.path.join(REPO, "configs", "movielens.py") + ":size=tiny,seeds=1,steps=30",
-         "--workdir", workdir,
-         "--config.data.tokenizer.vocab_size=500", "--config.data.encoder_len=32",
-         "--config.data.max_history=20", "--config.train.batch_size=32",
-         "--config.decode.num_beams=8", "--config.decode.num_beam_groups=4",
-         "--config.decode.num_return_sequences=8", "--config.eval.ks=1,5,8",
-         "--config.checkpoint.every_steps=1000"]
+  cmd = [
+    sys.executable,
+    "-m",
+    "gr_jax.reproduce",
+    "--config",
+    os.path.join(REPO, "configs", "movielens.py") + ":size=tiny,seeds=1,steps=30",
+    "--workdir",
+    workdir,
+    "--config.data.tokenizer.vocab_size=500",
+    "--config.data.encoder_len=32",
+    "--config.data.max_history=20",
+    "--config.train.batch_size=32",
+    "--config.decode.num_beams=8",
+    "--config.decode.num_beam_groups=4",
+    "--config.decode.num_return_sequences=8",
+    "--config.eval.ks=1,5,8",
+    "--config.checkpoint.every_steps=1000",
+  ]
   manifest = _reproduce(cmd, workdir)
   assert manifest["source"] == "movielens" and manifest["num_items"] > 100
 
@@ -191,12 +223,14 @@ def _write_logs(d):
     g = u % 4
     shows = [f"show_{g}_{(u * 7 + k * 5) % 12}" for k in range(5)]
     sessions.append({"user": f"u{u}", "items": shows[::-1], "timestamps": [5, 4, 3, 2, 1]})
-  for name, rows in (("items.jsonl", items), ("search.jsonl", search),
-                     ("sessions.jsonl", sessions)):
+  for name, rows in (
+    ("items.jsonl", items),
+    ("search.jsonl", search),
+    ("sessions.jsonl", sessions),
+  ):
     with open(os.path.join(d, name), "w", encoding="utf-8") as f:
       f.writelines(json.dumps(r) + "\n" for r in rows)
   return d, len(items)
-
 
 
 def _write_mpd(d):
@@ -213,32 +247,62 @@ def _write_mpd(d):
       # search pair (no leak) and would leave the catalogue.
       uris = [f"spotify:track:{g}_{(p + k * 5) % 12}" for k in range(6)]
       tracks.update(uris)  # every track is in a named playlist and a session: in both tasks
-      playlists.append({
-          "name": genres[g] + ("" if p % 3 else " 2"), "collaborative": "false", "pid": pid,
-          "modified_at": 0, "num_tracks": 6, "num_albums": 1, "num_followers": 1,
-          "tracks": [{"pos": k, "artist_name": "A", "track_uri": u, "artist_uri": "a",
-                      "track_name": f"track {u[-4:]}", "album_uri": "b", "duration_ms": 1,
-                      "album_name": "B"} for k, u in enumerate(uris)]})
+      playlists.append(
+        {
+          "name": genres[g] + ("" if p % 3 else " 2"),
+          "collaborative": "false",
+          "pid": pid,
+          "modified_at": 0,
+          "num_tracks": 6,
+          "num_albums": 1,
+          "num_followers": 1,
+          "tracks": [
+            {
+              "pos": k,
+              "artist_name": "A",
+              "track_uri": u,
+              "artist_uri": "a",
+              "track_name": f"track {u[-4:]}",
+              "album_uri": "b",
+              "duration_ms": 1,
+              "album_name": "B",
+            }
+            for k, u in enumerate(uris)
+          ],
+        }
+      )
     with open(os.path.join(d, f"mpd.slice.{start}-{start + 999}.json"), "w") as f:
       json.dump({"info": {"slice": f"{start}-{start + 999}"}, "playlists": playlists}, f)
   return d, len(tracks)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name,writer,source", [
-    ("logs_jsonl", _write_logs, "jsonl"), ("mpd", _write_mpd, "mpd")])
+@pytest.mark.parametrize(
+  "name,writer,source", [("logs_jsonl", _write_logs, "jsonl"), ("mpd", _write_mpd, "mpd")]
+)
 def test_real_data_config_end_to_end(tmp_path, name, writer, source):
   """logs_jsonl (your own search logs and sessions) and mpd (Million Playlist Dataset slices), on
   generated files, through the reproduce binary with a tiny model."""
   data, num_items = writer(str(tmp_path / "raw"))
   workdir = str(tmp_path / "study")
-  cmd = [sys.executable, "-m", "gr_jax.reproduce",
-         "--config", os.path.join(REPO, "configs", f"{name}.py") + f":path={data},size=tiny,seeds=1",
-         "--workdir", workdir,
-         "--config.data.tokenizer.vocab_size=60", "--config.data.encoder_len=16",
-         "--config.data.max_history=8", "--config.train.batch_size=16",
-         "--config.train.num_steps=30", "--config.decode.num_beams=8",
-         "--config.decode.num_beam_groups=4", "--config.decode.num_return_sequences=8",
-         "--config.eval.ks=1,5,8", "--config.checkpoint.every_steps=1000"]
+  cmd = [
+    sys.executable,
+    "-m",
+    "gr_jax.reproduce",
+    "--config",
+    os.path.join(REPO, "configs", f"{name}.py") + f":path={data},size=tiny,seeds=1",
+    "--workdir",
+    workdir,
+    "--config.data.tokenizer.vocab_size=60",
+    "--config.data.encoder_len=16",
+    "--config.data.max_history=8",
+    "--config.train.batch_size=16",
+    "--config.train.num_steps=30",
+    "--config.decode.num_beams=8",
+    "--config.decode.num_beam_groups=4",
+    "--config.decode.num_return_sequences=8",
+    "--config.eval.ks=1,5,8",
+    "--config.checkpoint.every_steps=1000",
+  ]
   manifest = _reproduce(cmd, workdir)
   assert manifest["source"] == source and manifest["num_items"] == num_items

@@ -25,12 +25,15 @@ def test_runs_differ_only_in_tasks_seed_and_dataset(tmp_path):
   budgets = tuple(config.reproduce.budgets)
   assert len(runs) == len(budgets) * 3 * 2
   assert {(r.budget, r.model, r.seed) for r in runs} == {
-      (b, m, s) for b in budgets for m in ("search", "rec", "joint") for s in (0, 1)}
+    (b, m, s) for b in budgets for m in ("search", "rec", "joint") for s in (0, 1)
+  }
   point = plan.points[0]
   # A simulated study draws one dataset per seed (the simulator seed moves with the run seed).
   assert [d.key for d in point.datasets] == ["seed0", "seed1"]
-  assert [d.config.data.sim.seed for d in point.datasets] == [config.data.sim.seed,
-                                                              config.data.sim.seed + 1]
+  assert [d.config.data.sim.seed for d in point.datasets] == [
+    config.data.sim.seed,
+    config.data.sim.seed + 1,
+  ]
   base = runs[0].config.to_dict()
   for r in runs:
     d = r.config.to_dict()
@@ -81,8 +84,9 @@ def test_item_cap_applies_to_joint_only(tmp_path):
   plan = plan_lib.build_plan(config, str(tmp_path))
   for r in plan.runs:
     cap = r.config.data.item_cap
-    assert cap == (0 if r.model != "joint" else
-                   next(p for p in plan.points if p.name == r.point).sweep_value)
+    assert cap == (
+      0 if r.model != "joint" else next(p for p in plan.points if p.name == r.point).sweep_value
+    )
 
 
 def test_bad_sweep_field_names_it(tmp_path):
@@ -100,9 +104,19 @@ def test_unknown_model_kind(tmp_path):
     plan_lib.build_plan(config, str(tmp_path))
 
 
-@pytest.mark.parametrize("name", ["quickstart", "sim_s1_popularity", "sim_s2_search_helps_rec",
-                                  "sim_s3_rec_helps_search", "movielens", "mpd", "logs_jsonl",
-                                  "item_cap"])
+@pytest.mark.parametrize(
+  "name",
+  [
+    "quickstart",
+    "sim_s1_popularity",
+    "sim_s2_search_helps_rec",
+    "sim_s3_rec_helps_search",
+    "movielens",
+    "mpd",
+    "logs_jsonl",
+    "item_cap",
+  ],
+)
 def test_every_experiment_config_builds_a_plan(tmp_path, name):
   config = load_config(name)
   plan = plan_lib.build_plan(config, str(tmp_path))

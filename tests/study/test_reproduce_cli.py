@@ -11,9 +11,15 @@ def test_missing_movielens_file_is_one_line(tmp_path):
   raw = tmp_path / "ml"
   raw.mkdir()
   (raw / "ratings.csv").write_text("userId,movieId,rating,timestamp\n1,2,3.5,10\n")
-  cmd = [sys.executable, "-m", "gr_jax.reproduce",
-         "--config", os.path.join(REPO, "configs", "movielens.py") + f":path={raw},size=tiny",
-         "--workdir", str(tmp_path / "run")]
+  cmd = [
+    sys.executable,
+    "-m",
+    "gr_jax.reproduce",
+    "--config",
+    os.path.join(REPO, "configs", "movielens.py") + f":path={raw},size=tiny",
+    "--workdir",
+    str(tmp_path / "run"),
+  ]
   out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
   assert out.returncode == 1
   errors = [l for l in out.stderr.splitlines() if l.startswith("error:")]

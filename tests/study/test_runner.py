@@ -13,9 +13,13 @@ def make_stages(log, fail_on=None):
       if name == fail_on:
         raise RuntimeError(f"stage {name} failed")
       log.append(name)
+
     return run
-  return [runner.Stage(f"s{i}", "train" if i % 2 else "evaluate", f"stage {i}", fn(f"s{i}"))
-          for i in range(4)]
+
+  return [
+    runner.Stage(f"s{i}", "train" if i % 2 else "evaluate", f"stage {i}", fn(f"s{i}"))
+    for i in range(4)
+  ]
 
 
 def test_second_invocation_skips_finished_stages(tmp_path):
@@ -56,9 +60,17 @@ def test_changed_inputs_rerun_the_stage_and_reset_its_outputs(tmp_path):
   log, resets = [], []
 
   def stages(value):
-    return [runner.Stage("a", "train", "stage a", lambda: log.append("a"), inputs={"lr": value},
-                         reset=lambda: resets.append("a")),
-            runner.Stage("b", "evaluate", "stage b", lambda: log.append("b"), inputs={"k": 1})]
+    return [
+      runner.Stage(
+        "a",
+        "train",
+        "stage a",
+        lambda: log.append("a"),
+        inputs={"lr": value},
+        reset=lambda: resets.append("a"),
+      ),
+      runner.Stage("b", "evaluate", "stage b", lambda: log.append("b"), inputs={"k": 1}),
+    ]
 
   runner.run_stages(stages(0.1), str(tmp_path), lambda s: None)
   lines = []

@@ -21,6 +21,7 @@ CONFIG_PATH = os.path.join(HERE, "tiny_config.py")
 @pytest.fixture(scope="session")
 def compile_cache(tmp_path_factory):
   import jax  # pylint: disable=g-import-not-at-top
+
   path = str(tmp_path_factory.mktemp("jax_cache"))
   jax.config.update("jax_compilation_cache_dir", path)
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
@@ -32,6 +33,7 @@ def compile_cache(tmp_path_factory):
 def tiny_dataset(tmp_path_factory, compile_cache):
   """A processed simulated dataset for tiny_config (prepared once per session)."""
   from gr_jax.data.prepare import prepare_dataset  # pylint: disable=g-import-not-at-top
+
   path = str(tmp_path_factory.mktemp("tiny_data") / "data")
   prepare_dataset(tiny_config.get_config(), path)
   return path
@@ -41,30 +43,50 @@ def tiny_dataset(tmp_path_factory, compile_cache):
 def subprocess_env(compile_cache):
   def make(devices=1, **extra):
     env = dict(os.environ)
-    env.update({
+    env.update(
+      {
         "PYTHONPATH": REPO + os.pathsep + env.get("PYTHONPATH", ""),
         "JAX_PLATFORMS": "cpu",
         "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
         "JAX_COMPILATION_CACHE_DIR": compile_cache,
         "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
         "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
-    })
+      }
+    )
     env.update({k: str(v) for k, v in extra.items()})
     return env
+
   return make
 
 
 def train_command(workdir, processed_dir, *flags):
-  return [sys.executable, "-m", "gr_jax.train", "--config", CONFIG_PATH, "--workdir", str(workdir),
-          f"--config.data.processed_dir={processed_dir}", *flags]
+  return [
+    sys.executable,
+    "-m",
+    "gr_jax.train",
+    "--config",
+    CONFIG_PATH,
+    "--workdir",
+    str(workdir),
+    f"--config.data.processed_dir={processed_dir}",
+    *flags,
+  ]
 
 
 def run_train(env, workdir, processed_dir, *flags, timeout=600):
   """Runs the train binary to completion; returns its summary (the JSON on its last stdout line)."""
   import json  # pylint: disable=g-import-not-at-top
   import subprocess  # pylint: disable=g-import-not-at-top
-  proc = subprocess.run(train_command(workdir, processed_dir, *flags), env=env, cwd=REPO,
-                        capture_output=True, text=True, timeout=timeout, check=False)
+
+  proc = subprocess.run(
+    train_command(workdir, processed_dir, *flags),
+    env=env,
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    timeout=timeout,
+    check=False,
+  )
   if proc.returncode != 0:
     raise AssertionError(f"train failed (rc {proc.returncode}):\n{proc.stderr[-4000:]}")
   return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -72,5 +94,6 @@ def run_train(env, workdir, processed_dir, *flags, timeout=600):
 
 def losses(workdir):
   import json  # pylint: disable=g-import-not-at-top
+
   with open(os.path.join(str(workdir), "metrics.jsonl")) as f:
     return [(r["step"], r["loss"]) for r in map(json.loads, f)]

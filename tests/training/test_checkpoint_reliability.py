@@ -62,9 +62,14 @@ def _silently_corrupt_params(workdir, step):
 
 def _flip_bytes(workdir, step, n=64):
   """Flips `n` bytes in the middle of the largest file of the step's params (the tester's case)."""
-  files = [p for p in glob.glob(os.path.join(checkpointing.checkpoint_dir(workdir), str(step),
-                                             "params", "**", "*"), recursive=True)
-           if os.path.isfile(p)]
+  files = [
+    p
+    for p in glob.glob(
+      os.path.join(checkpointing.checkpoint_dir(workdir), str(step), "params", "**", "*"),
+      recursive=True,
+    )
+    if os.path.isfile(p)
+  ]
   path = max(files, key=os.path.getsize)
   with open(path, "r+b") as f:
     data = bytearray(f.read())
@@ -80,14 +85,16 @@ def _one_item_decoder(model, config, catalog):
     b = enc.shape[0]
     seqs = np.stack([np.full((b, 1), catalog.token_offset), np.ones((b, 1))], -1)
     return seqs.astype(np.int32), np.zeros((b, 1), np.float32)
+
   return decode
 
 
 # ----------------------------------------------------------------------------------- checksums
 
 
-def test_silently_damaged_newest_checkpoint_falls_back_everywhere(run, tiny_dataset, tmp_path,
-                                                                   caplog):
+def test_silently_damaged_newest_checkpoint_falls_back_everywhere(
+  run, tiny_dataset, tmp_path, caplog
+):
   src, _ = run
   workdir = _copy(src, tmp_path)
   _silently_corrupt_params(workdir, 24)
@@ -97,8 +104,9 @@ def test_silently_damaged_newest_checkpoint_falls_back_everywhere(run, tiny_data
   # Inference (latest): the previous checkpoint, with a warning that names the damaged one.
   _, _, step = checkpointing.restore_for_inference(workdir)
   assert step == 18
-  assert any("checkpoints/24" in r.getMessage() and "previous" in r.getMessage()
-             for r in caplog.records)
+  assert any(
+    "checkpoints/24" in r.getMessage() and "previous" in r.getMessage() for r in caplog.records
+  )
   # Asked for explicitly: a one-line error naming the step and the array, no traceback.
   with pytest.raises(checkpointing.CheckpointCorruptError, match=r"checkpoints/24/params: 1 "):
     checkpointing.restore_for_inference(workdir, 24)
@@ -112,14 +120,17 @@ def test_silently_damaged_newest_checkpoint_falls_back_everywhere(run, tiny_data
   caplog.clear()
   summary = loop.train(tiny_config.make(tiny_dataset), workdir)
   assert summary["resumed_from"] == 18 and summary["step"] == 24
-  assert any("checkpoints/24" in r.getMessage() and "previous" in r.getMessage()
-             for r in caplog.records)
+  assert any(
+    "checkpoints/24" in r.getMessage() and "previous" in r.getMessage() for r in caplog.records
+  )
   assert [(r["step"], r["loss"]) for r in _records(workdir)] == [
-      (r["step"], r["loss"]) for r in _records(src)]
+    (r["step"], r["loss"]) for r in _records(src)
+  ]
 
 
-def test_flipped_bytes_fall_back_and_the_cli_prints_no_traceback(run, subprocess_env, tmp_path,
-                                                                   caplog):
+def test_flipped_bytes_fall_back_and_the_cli_prints_no_traceback(
+  run, subprocess_env, tmp_path, caplog
+):
   src, _ = run
   workdir = _copy(src, tmp_path)
   _flip_bytes(workdir, 24)
@@ -127,9 +138,15 @@ def test_flipped_bytes_fall_back_and_the_cli_prints_no_traceback(run, subprocess
   _, _, step = checkpointing.restore_for_inference(workdir)
   assert step == 18
   assert any("checkpoints/24" in r.getMessage() for r in caplog.records)
-  proc = subprocess.run([sys.executable, "-m", "gr_jax.evaluate", "--workdir", workdir,
-                         "--step", "24"], env=subprocess_env(1), cwd=REPO, capture_output=True,
-                        text=True, timeout=600, check=False)
+  proc = subprocess.run(
+    [sys.executable, "-m", "gr_jax.evaluate", "--workdir", workdir, "--step", "24"],
+    env=subprocess_env(1),
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    timeout=600,
+    check=False,
+  )
   assert proc.returncode == 1
   assert "Traceback" not in proc.stderr and "checkpoints/24" in proc.stderr
   assert "Given directory is read only" not in proc.stderr
@@ -140,18 +157,30 @@ def test_flipped_bytes_fall_back_and_the_cli_prints_no_traceback(run, subprocess
 
 def _tiny_state():
   sh = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  state = {"step": jnp.zeros((), jnp.int32),
-           "params": {"w": jnp.arange(6, dtype=jnp.float32).reshape(2, 3),
-                      "b": jnp.ones((3,), jnp.bfloat16)},
-           "opt_state": {"count": jnp.array(3, jnp.int32), "mu": jnp.zeros((2, 3))}}
+  state = {
+    "step": jnp.zeros((), jnp.int32),
+    "params": {
+      "w": jnp.arange(6, dtype=jnp.float32).reshape(2, 3),
+      "b": jnp.ones((3,), jnp.bfloat16),
+    },
+    "opt_state": {"count": jnp.array(3, jnp.int32), "mu": jnp.zeros((2, 3))},
+  }
   abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh), state)
   return state, abstract
 
 
 def _ck_config(**fields):
-  c = ml_collections.ConfigDict({"checkpoint": {"keep": 1, "keep_best": True,
-                                                "best_metric": "val/recall@30",
-                                                "best_mode": "max", "async_save": False}})
+  c = ml_collections.ConfigDict(
+    {
+      "checkpoint": {
+        "keep": 1,
+        "keep_best": True,
+        "best_metric": "val/recall@30",
+        "best_mode": "max",
+        "async_save": False,
+      }
+    }
+  )
   c.checkpoint.update(fields)
   return c
 
@@ -165,8 +194,13 @@ def test_retention_and_best_step_follow_the_configured_metric(tmp_path):
   ckpt = checkpointing.Checkpointer(workdir, config)
   recall = {5: 0.1, 10: 0.5, 15: 0.3, 20: None, 25: 0.2}
   for step, r in recall.items():
-    ckpt.save(step, state, data_state={"epoch": step}, config={},
-              metrics={"val/loss": 10.0 - step / 10, "val/recall@30": r})
+    ckpt.save(
+      step,
+      state,
+      data_state={"epoch": step},
+      config={},
+      metrics={"val/loss": 10.0 - step / 10, "val/recall@30": r},
+    )
   assert ckpt.best_step() == 10
   ckpt.close()
   # Orbax kept the latest and the best by recall (max); steps without it are not "best".
@@ -179,8 +213,9 @@ def test_retention_and_best_step_follow_the_configured_metric(tmp_path):
   restored, data_state, step = ckpt.restore_latest(abstract, {})
   ckpt.close()
   assert step == 25 and data_state == {"epoch": 25}
-  np.testing.assert_array_equal(np.asarray(restored["params"]["w"]),
-                                np.asarray(state["params"]["w"]))
+  np.testing.assert_array_equal(
+    np.asarray(restored["params"]["w"]), np.asarray(state["params"]["w"])
+  )
 
 
 def test_best_mode_is_checked(tmp_path):
@@ -222,26 +257,34 @@ def test_train_refuses_a_changed_dataset_file(tiny_dataset, tmp_path):
 
 
 def test_train_refuses_a_dataset_of_another_data_config(tiny_dataset, tmp_path):
-  with pytest.raises(DatasetMismatchError,
-                     match=r"config_hash.*data.sim.num_items: run config 50, dataset 40"):
+  with pytest.raises(
+    DatasetMismatchError, match=r"config_hash.*data.sim.num_items: run config 50, dataset 40"
+  ):
     loop.train(tiny_config.make(tiny_dataset, data__sim__num_items=50), str(tmp_path / "a"))
-  with pytest.raises(DatasetMismatchError,
-                     match=r"data.source: run config 'movielens', dataset 'simulate'"):
-    loop.train(tiny_config.make(tiny_dataset, data__source="movielens", data__path="/raw"),
-               str(tmp_path / "b"))
+  with pytest.raises(
+    DatasetMismatchError, match=r"data.source: run config 'movielens', dataset 'simulate'"
+  ):
+    loop.train(
+      tiny_config.make(tiny_dataset, data__source="movielens", data__path="/raw"),
+      str(tmp_path / "b"),
+    )
   # Pipeline-only knobs (tasks, task_prefix, item caps) share one dataset.
   from gr_jax.data.dataset import verify_dataset
-  verify_dataset(tiny_dataset, tiny_config.make(tiny_dataset, "tasks=search",
-                                                data__task_prefix=True))
+
+  verify_dataset(
+    tiny_dataset, tiny_config.make(tiny_dataset, "tasks=search", data__task_prefix=True)
+  )
 
 
 def test_evaluate_refuses_a_changed_test_split(run, tiny_dataset, tmp_path):
   src, _ = run
   from gr_jax.evaluation import evaluator
+
   data = _changed_copy(tiny_dataset, tmp_path)
   with pytest.raises(ValueError, match=r"search/test.npz: field 'sha256'"):
-    evaluator.evaluate(src, "test", overrides={"data.processed_dir": data},
-                       decode_fn_factory=_one_item_decoder)
+    evaluator.evaluate(
+      src, "test", overrides={"data.processed_dir": data}, decode_fn_factory=_one_item_decoder
+    )
 
 
 # ------------------------------------------------------------------------------------- the lock
@@ -249,12 +292,21 @@ def test_evaluate_refuses_a_changed_test_split(run, tiny_dataset, tmp_path):
 
 def test_train_on_a_workdir_held_by_another_process_fails_at_once(tiny_dataset, tmp_path):
   from gr_jax import workdir_lock
+
   holder = subprocess.Popen(
-      [sys.executable, "-c", "import sys; from gr_jax import workdir_lock as w; "
-       "l = w.WorkdirLock(sys.argv[1]); l.acquire(); print('locked', flush=True); "
-       "sys.stdin.readline()", str(tmp_path)],
-      env=dict(os.environ, PYTHONPATH=REPO), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-      text=True)
+    [
+      sys.executable,
+      "-c",
+      "import sys; from gr_jax import workdir_lock as w; "
+      "l = w.WorkdirLock(sys.argv[1]); l.acquire(); print('locked', flush=True); "
+      "sys.stdin.readline()",
+      str(tmp_path),
+    ],
+    env=dict(os.environ, PYTHONPATH=REPO),
+    stdin=subprocess.PIPE,
+    stdout=subprocess.PIPE,
+    text=True,
+  )
   try:
     assert holder.stdout.readline().strip() == "locked"
     with pytest.raises(workdir_lock.WorkdirLockedError, match=rf"pid {holder.pid}"):

@@ -39,9 +39,19 @@ def _free_port() -> int:
 def gcs():
   port = _free_port()
   server = subprocess.Popen(
-      [sys.executable, "-m", "gcp_storage_emulator", "start", "--host=127.0.0.1",
-       f"--port={port}", "--in-memory", f"--default-bucket={BUCKET}"],
-      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    [
+      sys.executable,
+      "-m",
+      "gcp_storage_emulator",
+      "start",
+      "--host=127.0.0.1",
+      f"--port={port}",
+      "--in-memory",
+      f"--default-bucket={BUCKET}",
+    ],
+    stdout=subprocess.DEVNULL,
+    stderr=subprocess.DEVNULL,
+  )
   deadline = time.time() + 60
   while True:
     try:
@@ -53,8 +63,11 @@ def gcs():
         raise RuntimeError("the GCS emulator did not start")
       time.sleep(0.2)
   url = f"http://127.0.0.1:{port}"
-  env = {"STORAGE_EMULATOR_HOST": url, "TENSORSTORE_GCS_HTTP_URL": url,
-         "GOOGLE_AUTH_TOKEN_FOR_TESTING": "emulator"}
+  env = {
+    "STORAGE_EMULATOR_HOST": url,
+    "TENSORSTORE_GCS_HTTP_URL": url,
+    "GOOGLE_AUTH_TOKEN_FOR_TESTING": "emulator",
+  }
   saved = {k: os.environ.get(k) for k in env}
   os.environ.update(env)
   try:
@@ -85,7 +98,10 @@ def test_run_files_on_gs(gcs, tmp_path, monkeypatch):
   log = workdir_lib.MetricsLog(f"{run}/metrics.jsonl", resumed_step=4)
   log.write({"step": 6, "loss": 0.5})
   assert workdir_lib.read_jsonl(f"{run}/metrics.jsonl") == [
-      {"step": 2, "loss": 0.5}, {"step": 4, "loss": 0.25}, {"step": 6, "loss": 0.5}]
+    {"step": 2, "loss": 0.5},
+    {"step": 4, "loss": 0.25},
+    {"step": 6, "loss": 0.5},
+  ]
 
   for step in ("6", "12", "tmp-not-a-step"):
     epath.Path(checkpointing.checkpoint_dir(run), step, "meta").mkdir(parents=True)
@@ -95,7 +111,7 @@ def test_run_files_on_gs(gcs, tmp_path, monkeypatch):
   # An eval directory: replaced as a whole, read back with the readers every tool uses.
   out = f"{run}/eval/test"
   runs_lib.commit_dir(out, {"search.run": "q1 Q0 i1 1 2.0 t\n", "metrics.json": "{}\n"})
-  runs_lib.commit_dir(out, {"search.run": "q1 Q0 i2 1 3.0 t\n", "metrics.json": "{\"a\": 1}\n"})
+  runs_lib.commit_dir(out, {"search.run": "q1 Q0 i2 1 3.0 t\n", "metrics.json": '{"a": 1}\n'})
   assert sorted(p.name for p in epath.Path(out).iterdir()) == ["metrics.json", "search.run"]
   assert runs_lib.read_run(f"{out}/search.run") == {"q1": {"i2": 3.0}}
   assert runs_lib.read_json(f"{out}/metrics.json") == {"a": 1}

@@ -35,8 +35,9 @@ def one_device_run(tiny_dataset, subprocess_env, tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_eight_devices_data4_model2_match_one_device(one_device_run, tiny_dataset,
-                                                     subprocess_env, tmp_path):
+def test_eight_devices_data4_model2_match_one_device(
+  one_device_run, tiny_dataset, subprocess_env, tmp_path
+):
   env = subprocess_env(8)
   mesh = ("--config.mesh.data=4", "--config.mesh.model=2")
   fresh = tmp_path / "fresh"
@@ -63,10 +64,19 @@ def test_two_processes_match_one_process(one_device_run, tiny_dataset, subproces
   port = _free_port()
   procs = []
   for pid in range(2):
-    env = subprocess_env(1, JAX_COORDINATOR_ADDRESS=f"localhost:{port}", JAX_NUM_PROCESSES=2,
-                         JAX_PROCESS_ID=pid)
-    procs.append(subprocess.Popen(train_command(work, tiny_dataset, *FLAGS), env=env, cwd=REPO,
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    env = subprocess_env(
+      1, JAX_COORDINATOR_ADDRESS=f"localhost:{port}", JAX_NUM_PROCESSES=2, JAX_PROCESS_ID=pid
+    )
+    procs.append(
+      subprocess.Popen(
+        train_command(work, tiny_dataset, *FLAGS),
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+      )
+    )
   outs = [p.communicate(timeout=600) for p in procs]
   for p, (_, err) in zip(procs, outs):
     assert p.returncode == 0, err[-4000:]

@@ -31,10 +31,13 @@ def test_indivisible_dimension_is_replicated_with_a_warning(caplog):
   class FakeMesh:  # logical_to_spec only reads axis sizes
     shape = {"data": 2, "model": 4}
 
-  assert part.logical_to_spec(("vocab", "embed"), mesh=FakeMesh(), shape=(128, 16)) == P("model", None)
+  assert part.logical_to_spec(("vocab", "embed"), mesh=FakeMesh(), shape=(128, 16)) == P(
+    "model", None
+  )
   with caplog.at_level("WARNING"):
-    spec = part.logical_to_spec(("vocab", "embed"), mesh=FakeMesh(), shape=(90, 16),
-                                name="['shared']['embedding']")
+    spec = part.logical_to_spec(
+      ("vocab", "embed"), mesh=FakeMesh(), shape=(90, 16), name="['shared']['embedding']"
+    )
   assert spec == P(None, None)
   assert "['shared']['embedding']: dimension 0 (vocab, size 90) is not divisible" in caplog.text
   assert part.logical_to_spec(("embed", "mlp"), mesh=FakeMesh(), shape=(90, 64)) == P(None, "model")
@@ -51,6 +54,7 @@ def test_make_mesh_single_device_and_errors():
 
 def test_maybe_initialize_distributed_noop(monkeypatch):
   import ml_collections
+
   monkeypatch.delenv("JAX_COORDINATOR_ADDRESS", raising=False)
   cfg = ml_collections.ConfigDict({"mesh": {"distributed": False}})
   assert part.maybe_initialize_distributed(cfg) is False
@@ -115,9 +119,12 @@ _SCRIPT = textwrap.dedent("""
 
 def test_sharded_model_matches_unsharded_on_8_cpu_devices():
   env = dict(os.environ)
-  env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
+  env["XLA_FLAGS"] = (
+    env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+  ).strip()
   env["JAX_PLATFORMS"] = "cpu"
   env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
-  proc = subprocess.run([sys.executable, "-c", _SCRIPT], env=env, capture_output=True, text=True,
-                        timeout=600, cwd=REPO)
+  proc = subprocess.run(
+    [sys.executable, "-c", _SCRIPT], env=env, capture_output=True, text=True, timeout=600, cwd=REPO
+  )
   assert proc.returncode == 0 and "OK" in proc.stdout, proc.stdout + proc.stderr[-5000:]

@@ -12,8 +12,11 @@ import pytest
 from conftest import REPO, losses, run_train, train_command
 from gr_jax.training import checkpointing
 
-FLAGS = ("--config.train.num_steps=72", "--config.checkpoint.every_steps=6",
-         "--config.train.eval_every_steps=24")
+FLAGS = (
+  "--config.train.num_steps=72",
+  "--config.checkpoint.every_steps=6",
+  "--config.train.eval_every_steps=24",
+)
 
 
 @pytest.mark.slow
@@ -23,8 +26,13 @@ def test_sigkill_then_resume_is_bitwise_identical(tiny_dataset, subprocess_env, 
   run_train(env, ref, tiny_dataset, *FLAGS)
 
   work = tmp_path / "killed"
-  proc = subprocess.Popen(train_command(work, tiny_dataset, *FLAGS), env=env, cwd=REPO,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  proc = subprocess.Popen(
+    train_command(work, tiny_dataset, *FLAGS),
+    env=env,
+    cwd=REPO,
+    stdout=subprocess.DEVNULL,
+    stderr=subprocess.DEVNULL,
+  )
   deadline = time.time() + 300
   while not os.path.isdir(work / "checkpoints" / "12"):  # Orbax renames a step dir when complete
     assert proc.poll() is None, "the run ended before it could be killed"
@@ -41,7 +49,9 @@ def test_sigkill_then_resume_is_bitwise_identical(tiny_dataset, subprocess_env, 
   ref_model, _, _ = checkpointing.restore_for_inference(str(ref))
   got_model, _, _ = checkpointing.restore_for_inference(str(work))
   from flax import nnx
+
   ref_params = nnx.to_pure_dict(nnx.state(ref_model, nnx.Param))
   got_params = nnx.to_pure_dict(nnx.state(got_model, nnx.Param))
-  jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)),
-               ref_params, got_params)
+  jax.tree.map(
+    lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), ref_params, got_params
+  )

@@ -19,10 +19,19 @@ def _records(workdir):
 
 def _selection_config(tiny_dataset, **overrides):
   return tiny_config.make(
-      tiny_dataset, train__num_steps=60, train__select_metric="recall@8",
-      train__select_every_steps=6, train__patience=2, train__learning_rate=0.02,
-      decode__num_beams=8, decode__num_beam_groups=4, decode__num_return_sequences=8,
-      eval__ks=(1, 8), checkpoint__every_steps=1000, **overrides)
+    tiny_dataset,
+    train__num_steps=60,
+    train__select_metric="recall@8",
+    train__select_every_steps=6,
+    train__patience=2,
+    train__learning_rate=0.02,
+    decode__num_beams=8,
+    decode__num_beam_groups=4,
+    decode__num_return_sequences=8,
+    eval__ks=(1, 8),
+    checkpoint__every_steps=1000,
+    **overrides,
+  )
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +66,8 @@ def test_validation_decodes_logged_and_early_stopping(selected_run):
     assert {"val/search/recall@8", "val/rec/recall@8", "val/evals_since_best"} <= set(r)
     # The selection metric is the mean over the run's tasks.
     assert r["val/recall@8"] == pytest.approx(
-        (r["val/search/recall@8"] + r["val/rec/recall@8"]) / 2)
+      (r["val/search/recall@8"] + r["val/rec/recall@8"]) / 2
+    )
   values = [r["val/recall@8"] for r in recs]
   best_i = max(range(len(values)), key=lambda i: (values[i], -i))  # first of the best
   if summary["stopped_early"]:
@@ -84,8 +94,12 @@ def test_evaluate_best_uses_the_selected_checkpoint_and_says_so(selected_run, tm
   metrics = evaluator.evaluate(workdir, split="test", step="best")
   info = metrics["info"]
   assert info["step"] == best
-  assert info["selected_by"] == {"split": "valid", "metric": "val/recall@8", "mode": "max",
-                                 "step": best}
+  assert info["selected_by"] == {
+    "split": "valid",
+    "metric": "val/recall@8",
+    "mode": "max",
+    "step": best,
+  }
 
 
 def test_early_stopping_logic():

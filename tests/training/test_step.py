@@ -24,13 +24,19 @@ def _batch(rng, b, vocab, enc_len=7, n_items=0):
   tgt = np.where(weights > 0, tgt, 0).astype(np.int32)
   dec_in = np.zeros_like(tgt)
   dec_in[:, 1] = tgt[:, 0]
-  return {"encoder_input_ids": enc, "decoder_input_ids": dec_in, "decoder_target_ids": tgt,
-          "decoder_weights": weights, "task_id": (np.arange(b) % 2).astype(np.int32)}
+  return {
+    "encoder_input_ids": enc,
+    "decoder_input_ids": dec_in,
+    "decoder_target_ids": tgt,
+    "decoder_weights": weights,
+    "task_id": (np.arange(b) % 2).astype(np.int32),
+  }
 
 
 def test_loss_and_task_metrics_match_hugging_face(hf_t5_factory):
   torch = pytest.importorskip("torch")
   from gr_jax.model import load_hf_checkpoint
+
   path, hf = hf_t5_factory(seed=3)
   model = load_hf_checkpoint(path)
   batch = _batch(np.random.default_rng(0), 6, 97)
@@ -42,9 +48,11 @@ def test_loss_and_task_metrics_match_hugging_face(hf_t5_factory):
     labels = np.where(batch["decoder_weights"] > 0, batch["decoder_target_ids"], -100)[rows]
     enc = batch["encoder_input_ids"][rows]
     with torch.no_grad():
-      out = hf(input_ids=torch.tensor(enc, dtype=torch.long),
-               attention_mask=torch.tensor(enc != 0, dtype=torch.long),
-               labels=torch.tensor(labels, dtype=torch.long))
+      out = hf(
+        input_ids=torch.tensor(enc, dtype=torch.long),
+        attention_mask=torch.tensor(enc != 0, dtype=torch.long),
+        labels=torch.tensor(labels, dtype=torch.long),
+      )
     pred = out.logits.argmax(-1).numpy()
     mask = labels != -100
     return float(out.loss), float((pred == labels)[mask].mean())
@@ -80,9 +88,11 @@ def _setup(accum, dropout=0.0, clip=1.0, dtype="float32"):
     return state_lib.create_train_state(params, tx, shardings)
 
   fn = step_lib.jit_train_step(
-      step_lib.make_train_step(parts, tx, schedule, grad_accum_steps=accum,
-                               use_dropout=dropout > 0),
-      shardings, partitioning.batch_sharding(mesh), mesh)
+    step_lib.make_train_step(parts, tx, schedule, grad_accum_steps=accum, use_dropout=dropout > 0),
+    shardings,
+    partitioning.batch_sharding(mesh),
+    mesh,
+  )
   return mesh, fresh, fn
 
 
@@ -95,8 +105,13 @@ def test_gradient_accumulation_equals_one_big_batch(compile_cache):
     p0 = jax.device_get(st["params"])
     with jax.set_mesh(mesh):
       st, m = fn(st, batch, jax.random.key(0))
-    results.append((jax.device_get(st["params"]), step_lib.summarize(jax.device_get(m)),
-                    jax.device_get(st["opt_state"])))
+    results.append(
+      (
+        jax.device_get(st["params"]),
+        step_lib.summarize(jax.device_get(m)),
+        jax.device_get(st["opt_state"]),
+      )
+    )
   (p1, m1, o1), (p4, m4, o4) = results
   # One batch of 8 vs four micro-batches of 2: the same token sums in another order.
   terms = 8 * 2 * 60  # tokens x (text + item vocabulary)
@@ -131,7 +146,8 @@ def test_hardware_dropout_prng_is_deterministic_and_dropout_only(compile_cache):
   with pytest.raises(ValueError, match="train.dropout_prng: expected one of"):
     step_lib.dropout_key(0, "philox")
   assert jax.random.key_impl(step_lib.dropout_key(0, "rbg")) == jax.random.key_impl(
-      jax.random.key(0, impl="rbg"))
+    jax.random.key(0, impl="rbg")
+  )
   batch = _batch(np.random.default_rng(3), 8, 50, n_items=10)
   losses = {}
   for dropout in (0.0, 0.3):
@@ -142,11 +158,11 @@ def test_hardware_dropout_prng_is_deterministic_and_dropout_only(compile_cache):
           _, m = fn(fresh(), batch, step_lib.dropout_key(seed, prng))
           losses.setdefault((dropout, prng, seed), []).append(float(m["loss_sum"]))
   for key, values in losses.items():
-    assert len(set(values)) == 1, key                               # same (seed, step): same masks
-  assert losses[(0.3, "rbg", 0)] != losses[(0.3, "rbg", 1)]          # other seed: other masks
+    assert len(set(values)) == 1, key  # same (seed, step): same masks
+  assert losses[(0.3, "rbg", 0)] != losses[(0.3, "rbg", 1)]  # other seed: other masks
   assert losses[(0.3, "rbg", 0)] != losses[(0.3, "threefry2x32", 0)]  # other generator
   assert losses[(0.0, "rbg", 0)] == losses[(0.0, "threefry2x32", 0)]  # no dropout: no difference
-  assert losses[(0.3, "rbg", 0)] != losses[(0.0, "rbg", 0)]           # and dropout is live
+  assert losses[(0.3, "rbg", 0)] != losses[(0.0, "rbg", 0)]  # and dropout is live
 
 
 def test_bf16_step_runs_every_matmul_in_bf16():
@@ -155,12 +171,16 @@ def test_bf16_step_runs_every_matmul_in_bf16():
   loss's one-hot target pick (equal shapes, or its transpose with no contraction) and the
   per-task sums over the batch ([B] x [B, 2])."""
   import re
+
   batch = _batch(np.random.default_rng(4), 8, 50, n_items=10)
   mesh, fresh, fn = _setup(1, dropout=0.1, dtype="bfloat16")
   with jax.set_mesh(mesh):
     text = fn.lower(fresh(), batch, jax.random.key(0)).as_text()
-  dots = re.findall(r"stablehlo.dot_general[^\n]*?(contracting_dims = \[[^\]]*\])[^\n]*:\s*"
-                    r"\(tensor<([^>]*)>, tensor<([^>]*)>\)", text)
+  dots = re.findall(
+    r"stablehlo.dot_general[^\n]*?(contracting_dims = \[[^\]]*\])[^\n]*:\s*"
+    r"\(tensor<([^>]*)>, tensor<([^>]*)>\)",
+    text,
+  )
   assert len(dots) > 20
   bf16 = 0
   for contracting, a, b in dots:
@@ -168,8 +188,11 @@ def test_bf16_step_runs_every_matmul_in_bf16():
       bf16 += 1
       continue
     a_shape, b_shape = a.split("x")[:-1], b.split("x")[:-1]
-    assert (a_shape == b_shape or contracting == "contracting_dims = []"
-            or b_shape[-1:] == [str(step_lib.NUM_TASKS)]), (contracting, a, b)
+    assert (
+      a_shape == b_shape
+      or contracting == "contracting_dims = []"
+      or b_shape[-1:] == [str(step_lib.NUM_TASKS)]
+    ), (contracting, a, b)
   assert bf16 >= len(dots) - 8
 
 
@@ -184,8 +207,11 @@ def test_schedule_warmup_then_decay(kind):
     np.testing.assert_allclose(float(sched(s)), lr / 10 + (lr - lr / 10) * s / 10, rtol=1e-5)
   for s in (10, 35, 60, 99):
     frac = (s - 10) / 90
-    want = {"constant": lr, "cosine": lr * 0.5 * (1 + np.cos(np.pi * frac)),
-            "linear": lr * (1 - frac)}[kind]
+    want = {
+      "constant": lr,
+      "cosine": lr * 0.5 * (1 + np.cos(np.pi * frac)),
+      "linear": lr * (1 - frac),
+    }[kind]
     np.testing.assert_allclose(float(sched(s)), want, rtol=1e-5, atol=1e-9)
 
 
@@ -213,6 +239,7 @@ def test_bad_schedule_and_accumulation_are_clear_errors():
 
 def test_init_from_hugging_face_directory(hf_t5_factory):
   from gr_jax.model import load_hf_checkpoint
+
   path, _ = hf_t5_factory(seed=5)
   cfg = tiny_config.get_config()
   cfg.model.init_from = path
@@ -223,11 +250,15 @@ def test_init_from_hugging_face_directory(hf_t5_factory):
   mesh = partitioning.make_mesh(-1, 1)
   _, params = state_lib.build_model(resolved, mesh)
   ref = state_lib._split(load_hf_checkpoint(path, num_item_tokens=5, seed=0))[1]
-  jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)),
-               jax.device_get(params), ref)
+  jax.tree.map(
+    lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)),
+    jax.device_get(params),
+    ref,
+  )
   # A dataset whose item tokens do not start right after the checkpoint's vocabulary is refused.
-  with pytest.raises(ValueError, match="item tokens start at 120 but the model's text vocabulary "
-                                       "is 97"):
+  with pytest.raises(
+    ValueError, match="item tokens start at 120 but the model's text vocabulary is 97"
+  ):
     state_lib.resolve_model(cfg, text_vocab_size=120, num_item_tokens=5, where="ds")
 
 
@@ -273,9 +304,11 @@ def test_chunked_loss_and_gradients_equal_full(tie):
   def run(params):
     out = {}
     for impl in ("full", "chunked"):
+
       def f(p, impl=impl):
         sums = step_lib._forward_sums(parts, p, batch, loss_impl=impl, chunk_size=_CHUNK)
         return sums["loss_sum"], sums
+
       out[impl] = jax.grad(f, has_aux=True)(params)
     return out
 
@@ -302,8 +335,12 @@ def test_chunked_train_step_metrics_equal_full(compile_cache):
   assert step_lib._loss_options(parts, None, None) == ("full", _CHUNK)
   for impl in ("full", "chunked"):
     parts_used = dataclasses.replace(parts, loss_impl=impl)
-    fn = step_lib.jit_train_step(step_lib.make_train_step(parts_used, tx, schedule),
-                                 shardings, partitioning.batch_sharding(mesh), mesh)
+    fn = step_lib.jit_train_step(
+      step_lib.make_train_step(parts_used, tx, schedule),
+      shardings,
+      partitioning.batch_sharding(mesh),
+      mesh,
+    )
     st = state_lib.create_train_state(state_lib.build_model(cfg, mesh)[1], tx, shardings)
     with jax.set_mesh(mesh):
       st, m = fn(st, batch, jax.random.key(0))
@@ -315,8 +352,9 @@ def test_chunked_train_step_metrics_equal_full(compile_cache):
   for k in m_full:
     numerics.assert_close_f32(m_chunk[k], m_full[k], n_terms=vocab, err_msg=k)
   assert step_lib.summarize(m_chunk).keys() == step_lib.summarize(m_full).keys()
-  _assert_same_first_update(p_full, opt_states["full"], p_chunk, opt_states["chunked"],
-                            n_terms=vocab, min_checked=0.5)
+  _assert_same_first_update(
+    p_full, opt_states["full"], p_chunk, opt_states["chunked"], n_terms=vocab, min_checked=0.5
+  )
 
 
 def _assert_same_first_update(p_a, opt_a, p_b, opt_b, *, n_terms: int, min_checked: float):
@@ -337,8 +375,9 @@ def _assert_same_first_update(p_a, opt_a, p_b, opt_b, *, n_terms: int, min_check
   numerics.assert_trees_close_f32(mu_b, mu_a, n_terms=n_terms)
   rtol = numerics.reduction_rtol(n_terms)
   checked = 0
-  leaves = zip(jax.tree.leaves(p_a), jax.tree.leaves(p_b), jax.tree.leaves(mu_a),
-               jax.tree.leaves(mu_b))
+  leaves = zip(
+    jax.tree.leaves(p_a), jax.tree.leaves(p_b), jax.tree.leaves(mu_a), jax.tree.leaves(mu_b)
+  )
   for pa, pb, ma, mb in leaves:
     ma, mb = np.asarray(ma), np.asarray(mb)
     stable = (np.abs(ma) > 100 * rtol * np.abs(ma).max()) | ((ma == 0) & (mb == 0))
@@ -350,8 +389,9 @@ def _assert_same_first_update(p_a, opt_a, p_b, opt_b, *, n_terms: int, min_check
 
 def _first_moment(opt_state):
   """AdamW's `mu` pytree out of the optimizer state (clip_by_global_norm has no state of its own)."""
-  found = [s.mu for s in jax.tree.leaves(opt_state, is_leaf=lambda x: hasattr(x, "mu"))
-           if hasattr(s, "mu")]
+  found = [
+    s.mu for s in jax.tree.leaves(opt_state, is_leaf=lambda x: hasattr(x, "mu")) if hasattr(s, "mu")
+  ]
   assert len(found) == 1, "expected one Adam state in the optimizer chain"
   return found[0]
 
