@@ -10,7 +10,7 @@ STAMP := $(VENV)/.gr_jax_installed
 TORCH_CPU ?= torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: quickstart test lint install install-test bench clean
+.PHONY: quickstart test lint format install install-test bench clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,14 +31,20 @@ install-test: $(STAMP)
 quickstart: install
 	$(PY) -m gr_jax.reproduce --config configs/quickstart.py --workdir runs/quickstart
 
-# Lint first (seconds; the rule set is [tool.ruff] in pyproject.toml), then the tests.
-# pytest exits 5 when it collected no test: that must fail, never pass as green.
+# Lint and format check first (seconds; the rules are [tool.ruff] in pyproject.toml), then the
+# tests. pytest exits 5 when it collected no test: that must fail, never pass as green.
 test: install-test
 	$(PY) -m ruff check gr_jax tests configs
+	$(PY) -m ruff format --check gr_jax tests configs
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: install-test
 	$(PY) -m ruff check gr_jax tests configs
+	$(PY) -m ruff format --check gr_jax tests configs
+
+# Rewrites the code in the project's format (ruff format: line length 100, indent 2).
+format: install-test
+	$(PY) -m ruff format gr_jax tests configs
 
 bench: install-test
 	$(PY) -m gr_jax.bench --preset small --compare_hf

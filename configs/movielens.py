@@ -29,8 +29,15 @@ from configs import common
 
 
 def get_config(arg=None):
-  args = common.parse_arg(arg, path=os.path.join(common.SHARED_DATA, "ml-latest-small"),
-                          size="small", init="", seeds=2, epochs=1, steps=0)
+  args = common.parse_arg(
+    arg,
+    path=os.path.join(common.SHARED_DATA, "ml-latest-small"),
+    size="small",
+    init="",
+    seeds=2,
+    epochs=1,
+    steps=0,
+  )
   c = common.get_base()
   c.name = "movielens"
   c.data.source = "movielens"

@@ -13,7 +13,7 @@ Then tags used by fewer than `min_tag_count` DISTINCT users among the remaining 
 a tag private to one user ties that user's movies together, a rec signal dressed as a query.
 Counts of both drops go to the manifest's source_stats.
 
-ratings.csv goes through the vectorised reader (textio.read_numeric_csv) when every row is plain
+ratings.csv goes through the column reader (textio.read_numeric_columns) when every row is plain
 numbers, else row by row with errors naming file, line and field: ratings must be finite and >= 0.
 """
 
@@ -56,8 +56,13 @@ def _movies(path: str, bad: BadRows, raw: RawData) -> dict[int, list[str]]:
     if mid is None:
       continue
     if mid in first_line:
-      bad.bad(path, line, "movieId", f"duplicate movieId {mid} (first on line "
-              f"{first_line[mid]})", reason="duplicate movieId")
+      bad.bad(
+        path,
+        line,
+        "movieId",
+        f"duplicate movieId {mid} (first on line {first_line[mid]})",
+        reason="duplicate movieId",
+      )
       continue
     first_line[mid] = line
     raw.items.append(str(mid))
@@ -66,13 +71,19 @@ def _movies(path: str, bad: BadRows, raw: RawData) -> dict[int, list[str]]:
     raw.metadata.append({"genres": genres})
     genres_of[mid] = genres
   if not genres_of:
-    raise DataError(path, 2, "movieId", "no movie rows after the header (expected "
-                    "movieId,title,genres rows)" + _skipped_note(bad, path))
+    raise DataError(
+      path,
+      2,
+      "movieId",
+      "no movie rows after the header (expected "
+      "movieId,title,genres rows)" + _skipped_note(bad, path),
+    )
   return genres_of
 
 
 def _skipped_note(bad: BadRows, path: str) -> str:
   import os  # local: only for the message
+
   n = sum(v for k, v in bad.counts.items() if k.startswith(os.path.basename(path) + ":"))
   return f"; {n} rows were skipped as bad (data.skip_bad_rows)" if n else ""
 
@@ -80,14 +91,15 @@ def _skipped_note(bad: BadRows, path: str) -> str:
 RATING_COLUMNS = {"userId": "int", "movieId": "int", "rating": "float", "timestamp": "int"}
 
 
-def read_ratings(path: str, known: np.ndarray, bad: BadRows, vectorised: bool = True
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def read_ratings(
+  path: str, known: np.ndarray, bad: BadRows, vectorised: bool = True
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
   """(userId, movieId, rating, timestamp) arrays of the good rows of ratings.csv.
 
   known: sorted movieIds of movies.csv. The vectorised path takes the file only if every row is
   good; otherwise (or with vectorised=False) the row-by-row path reports or counts each bad row.
   """
-  cols = textio.read_numeric_csv(path, RATING_COLUMNS) if vectorised else None
+  cols = textio.read_numeric_columns(path, RATING_COLUMNS) if vectorised else None
   if cols is not None:
     ok = np.isin(cols["movieId"], known) & np.isfinite(cols["rating"]) & (cols["rating"] >= 0)
     if ok.all():
@@ -108,15 +120,20 @@ def read_ratings(path: str, known: np.ndarray, bad: BadRows, vectorised: bool = 
     if ts is None:
       continue
     if mid not in known_set:
-      bad.bad(path, line, "movieId", f"movieId {mid} is not in movies.csv",
-              reason="unknown movieId")
+      bad.bad(
+        path, line, "movieId", f"movieId {mid} is not in movies.csv", reason="unknown movieId"
+      )
       continue
     users.append(user)
     mids.append(mid)
     ratings.append(rating)
     stamps.append(ts)
-  return (np.asarray(users, np.int64), np.asarray(mids, np.int64),
-          np.asarray(ratings, np.float64), np.asarray(stamps, np.int64))
+  return (
+    np.asarray(users, np.int64),
+    np.asarray(mids, np.int64),
+    np.asarray(ratings, np.float64),
+    np.asarray(stamps, np.int64),
+  )
 
 
 def sessions_from_ratings(users, mids, stamps) -> list[tuple[str, list[str]]]:
@@ -144,13 +161,15 @@ def _tag_rows(path: str, known: set[int], bad: BadRows) -> list[tuple[str, str, 
     if mid is None:
       continue
     if mid not in known:
-      bad.bad(path, line, "movieId", f"movieId {mid} is not in movies.csv",
-              reason="unknown movieId")
+      bad.bad(
+        path, line, "movieId", f"movieId {mid} is not in movies.csv", reason="unknown movieId"
+      )
       continue
     tag = normalise_tag(row["tag"])
     if not tag:
-      bad.bad(path, line, "tag", f"empty after normalisation ({row['tag']!r})",
-              reason="empty query")
+      bad.bad(
+        path, line, "tag", f"empty after normalisation ({row['tag']!r})", reason="empty query"
+      )
       continue
     rows.append((str(user), tag, mid))
   return rows
@@ -161,8 +180,13 @@ def _generated_queries(path: str, known: set[int], bad: BadRows) -> set[tuple[st
   for line, obj in textio.iter_jsonl(path, bad):
     if "item" not in obj or "query" not in obj:
       field = "item" if "item" not in obj else "query"
-      bad.bad(path, line, field, "missing; expected {\"item\": movieId, \"query\": text}",
-              reason=f"missing {field}")
+      bad.bad(
+        path,
+        line,
+        field,
+        'missing; expected {"item": movieId, "query": text}',
+        reason=f"missing {field}",
+      )
       continue
     mid = textio.parse_int(obj["item"], path, line, "item", bad)
     if mid is None:
@@ -172,8 +196,7 @@ def _generated_queries(path: str, known: set[int], bad: BadRows) -> set[tuple[st
       continue
     text = textio.as_text(obj["query"])
     if text is None:
-      bad.bad(path, line, "query", f"expected a string, got {obj['query']!r}",
-              reason="bad query")
+      bad.bad(path, line, "query", f"expected a string, got {obj['query']!r}", reason="bad query")
       continue
     q = " ".join(text.split())
     if not q:
@@ -183,9 +206,11 @@ def _generated_queries(path: str, known: set[int], bad: BadRows) -> set[tuple[st
   return pairs
 
 
-REMEDY = ("set data.movielens.query_sources to include 'titles' and/or 'genres' (e.g. "
-          "--config.data.movielens.query_sources='(\"tags\",\"titles\")'), or give generated "
-          "queries {\"item\": movieId, \"query\": text} per line in data.movielens.queries_jsonl")
+REMEDY = (
+  "set data.movielens.query_sources to include 'titles' and/or 'genres' (e.g. "
+  '--config.data.movielens.query_sources=\'("tags","titles")\'), or give generated '
+  'queries {"item": movieId, "query": text} per line in data.movielens.queries_jsonl'
+)
 
 
 def load(dc) -> RawData:
@@ -211,8 +236,13 @@ def load(dc) -> RawData:
   raw.files.append(textio.file_for_hash(ratings_path))
   users, mids, ratings, stamps = read_ratings(ratings_path, known, bad)
   if not len(users):
-    raise DataError(ratings_path, 2, "rating", "no rating rows after the header (expected "
-                    f"{','.join(RATING_COLUMNS)} rows)" + _skipped_note(bad, ratings_path))
+    raise DataError(
+      ratings_path,
+      2,
+      "rating",
+      "no rating rows after the header (expected "
+      f"{','.join(RATING_COLUMNS)} rows)" + _skipped_note(bad, ratings_path),
+    )
   keep = ratings >= float(ml.min_rating)
   stats["ratings_below_min_rating"] = int((~keep).sum())
   raw.sessions = sessions_from_ratings(users[keep], mids[keep], stamps[keep])
@@ -255,8 +285,7 @@ def load(dc) -> RawData:
         pairs.add((tag, mid))
       else:
         below += 1
-    tag_stats.update(tag_rows_heldout=len(tag_rows) - len(rows),
-                     tag_rows_below_min_tag_count=below)
+    tag_stats.update(tag_rows_heldout=len(tag_rows) - len(rows), tag_rows_below_min_tag_count=below)
     return [(q, str(m), "") for q, m in sorted(pairs)]
 
   if tag_rows:
@@ -272,19 +301,30 @@ def load(dc) -> RawData:
     elif not tag_rows:
       why = "it has no tag rows"
     else:
-      why = (f"all {len(tag_rows)} tag rows were dropped: {tag_stats['tag_rows_heldout']} on the "
-             "tagging user's held-out rec targets, "
-             f"{tag_stats['tag_rows_below_min_tag_count']} on tags used by fewer than "
-             f"data.movielens.min_tag_count={min_tag_users} distinct users")
-    raise DataError(source_file, 0, source_field, f"no search query from data.movielens."
-                    f"query_sources={sources} ({why}){_skipped_note(bad, source_file)}; "
-                    + REMEDY)
+      why = (
+        f"all {len(tag_rows)} tag rows were dropped: {tag_stats['tag_rows_heldout']} on the "
+        "tagging user's held-out rec targets, "
+        f"{tag_stats['tag_rows_below_min_tag_count']} on tags used by fewer than "
+        f"data.movielens.min_tag_count={min_tag_users} distinct users"
+      )
+    raise DataError(
+      source_file,
+      0,
+      source_field,
+      f"no search query from data.movielens."
+      f"query_sources={sources} ({why}){_skipped_note(bad, source_file)}; " + REMEDY,
+    )
   if dc.items_in_both_tasks:
     rated = {i for _, s in raw.sessions for i in s}
     if not any(i in rated for _, i, _ in raw.search_pairs):
-      raise DataError(source_file, 0, source_field, "none of the searched movies is rated (>= "
-                      f"data.movielens.min_rating={ml.min_rating}) in {ratings_path}, and "
-                      "data.items_in_both_tasks keeps only movies of both tasks; " + REMEDY)
+      raise DataError(
+        source_file,
+        0,
+        source_field,
+        "none of the searched movies is rated (>= "
+        f"data.movielens.min_rating={ml.min_rating}) in {ratings_path}, and "
+        "data.items_in_both_tasks keeps only movies of both tasks; " + REMEDY,
+      )
   stats["search_pairs"] = len(raw.search_pairs)
   raw.stats = dict(stats)
   return raw

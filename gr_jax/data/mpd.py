@@ -86,7 +86,7 @@ def _read_slice(path: str, bad: BadRows):
   try:
     doc = json.loads(blob.decode("utf-8"))
   except UnicodeDecodeError as e:
-    line = blob[:e.start].count(b"\n") + 1
+    line = blob[: e.start].count(b"\n") + 1
     bad.bad(path, line, "<bytes>", f"not valid UTF-8 ({e.reason})", reason="non-UTF-8 bytes")
     return None
   except json.JSONDecodeError as e:
@@ -103,7 +103,7 @@ def load(dc) -> RawData:
   raw = RawData(bad_rows=bad)
   files = slice_files(dc.path)
   if int(dc.mpd.max_slices) > 0:
-    files = files[:int(dc.mpd.max_slices)]
+    files = files[: int(dc.mpd.max_slices)]
   seen_tracks, seen_pids = {}, {}
   named = []  # (playlist id, query, its distinct tracks): the search side, built below
   for path in files:
@@ -112,52 +112,82 @@ def load(dc) -> RawData:
     for n, pl in enumerate(playlists or []):
       where = f"playlists[{n}]"
       if not isinstance(pl, dict) or "pid" not in pl or "tracks" not in pl:
-        bad.bad(path, 0, where, "expected an object with pid, name and tracks",
-                reason="bad playlist")
+        bad.bad(
+          path, 0, where, "expected an object with pid, name and tracks", reason="bad playlist"
+        )
         continue
       pid = textio.as_id(pl["pid"])
       if pid is None:
-        bad.bad(path, 0, f"{where}.pid", f"expected an integer or string, got {pl['pid']!r}",
-                reason="bad pid")
+        bad.bad(
+          path,
+          0,
+          f"{where}.pid",
+          f"expected an integer or string, got {pl['pid']!r}",
+          reason="bad pid",
+        )
         continue
       if pid in seen_pids:
-        bad.bad(path, 0, f"{where}.pid", f"duplicate pid {pid} (first in {seen_pids[pid]})",
-                reason="duplicate pid")
+        bad.bad(
+          path,
+          0,
+          f"{where}.pid",
+          f"duplicate pid {pid} (first in {seen_pids[pid]})",
+          reason="duplicate pid",
+        )
         continue
       seen_pids[pid] = os.path.basename(path)
       tracks, ok = [], True
       for k, tr in enumerate(pl["tracks"] if isinstance(pl["tracks"], list) else [None]):
         problem = _track_problem(tr)
         if problem:
-          bad.bad(path, 0, f"{where}.tracks[{k}]{problem[0] or '.track_uri'}", problem[1],
-                  reason="bad track")
+          bad.bad(
+            path,
+            0,
+            f"{where}.tracks[{k}]{problem[0] or '.track_uri'}",
+            problem[1],
+            reason="bad track",
+          )
           ok = False
           break
         tracks.append((tr["pos"], tr["track_uri"], tr))
       if not ok:
         continue
       tracks.sort(key=lambda t: t[0])
+      uris = []  # the catalogue's own string per track: the slice's copies go with the slice
       for _, uri, tr in tracks:
-        if uri not in seen_tracks:
-          seen_tracks[uri] = len(raw.items)
+        k = seen_tracks.get(uri)
+        if k is None:
+          k = seen_tracks[uri] = len(raw.items)
           raw.items.append(uri)
           raw.titles.append(f"{tr.get('track_name', '')} - {tr.get('artist_name', '')}")
-          raw.metadata.append({"artist": tr.get("artist_name", ""),
-                               "album": tr.get("album_name", "")})
+          raw.metadata.append(
+            {"artist": tr.get("artist_name", ""), "album": tr.get("album_name", "")}
+          )
+        uris.append(raw.items[k])
       name = textio.as_text(pl.get("name", ""))
       if name is None:
-        bad.bad(path, 0, f"{where}.name", f"expected a string (the search query), got "
-                f"{pl.get('name')!r}", reason="bad name")
+        bad.bad(
+          path,
+          0,
+          f"{where}.name",
+          f"expected a string (the search query), got {pl.get('name')!r}",
+          reason="bad name",
+        )
       elif not " ".join(name.split()):
-        bad.bad(path, 0, f"{where}.name", "empty playlist name (the search query)",
-                reason="empty query")
+        bad.bad(
+          path, 0, f"{where}.name", "empty playlist name (the search query)", reason="empty query"
+        )
       else:
-        named.append((pid, " ".join(name.lower().split()),
-                      list(dict.fromkeys(u for _, u, _ in tracks))))
-      raw.sessions.append((pid, [u for _, u, _ in tracks]))
+        named.append((pid, " ".join(name.lower().split()), list(dict.fromkeys(uris))))
+      raw.sessions.append((pid, uris))
+    playlists = tracks = None  # one slice in memory: free this one before reading the next
   if not raw.sessions:
-    raise DataError(files[0] if len(files) == 1 else dc.path, 0, "playlists",
-                    f"no usable playlist in {len(files)} slice file(s)")
+    raise DataError(
+      files[0] if len(files) == 1 else dc.path,
+      0,
+      "playlists",
+      f"no usable playlist in {len(files)} slice file(s)",
+    )
 
   def build(heldout):
     held_of = {}

@@ -4,20 +4,19 @@ Files can sit in a directory or inside a zip archive (GroupLens ships `ml-25m.zi
 folder); bytes are decoded per line so a non-UTF-8 byte is reported with its line number. A UTF-8
 byte-order mark (Excel's "CSV UTF-8") before the first line is dropped.
 
-`read_numeric_csv` is the vectorised path for large all-number CSVs (ratings.csv: 25M rows in
-ML-25M): it accepts a file only when every row has the strict plain-number form and otherwise
-returns None, so the caller falls back to the row-by-row reader, which names file, line and field
-of the first bad row (or counts it with skip_bad_rows): both paths give the same result.
+`read_numeric_columns` is the column-wise path for large all-number CSVs (ratings.csv: 25M rows
+in ML-25M), read by pyarrow.csv: it accepts a file only when every row is in the plain-number form
+and otherwise returns None, so the caller falls back to the row-by-row reader, which names file,
+line and field of the first bad row (or counts it with skip_bad_rows): both paths give the same
+result.
 """
 
 from __future__ import annotations
 
 import csv
-import io
 import json
 import math
 import os
-import re
 import zipfile
 from typing import IO, Iterator
 
@@ -66,20 +65,26 @@ def iter_lines(path: str, bad: BadRows) -> Iterator[tuple[int, str]]:
   try:
     for number, raw in enumerate(f, start=1):
       if number == 1 and raw.startswith(BOM):
-        raw = raw[len(BOM):]  # a BOM is an encoding marker, not part of the first header name
+        raw = raw[len(BOM) :]  # a BOM is an encoding marker, not part of the first header name
       try:
         yield number, raw.decode("utf-8").rstrip("\r\n")
       except UnicodeDecodeError as e:
-        bad.bad(path, number, "<bytes>", f"not valid UTF-8 ({e.reason} at byte {e.start})",
-                reason="non-UTF-8 bytes")
+        bad.bad(
+          path,
+          number,
+          "<bytes>",
+          f"not valid UTF-8 ({e.reason} at byte {e.start})",
+          reason="non-UTF-8 bytes",
+        )
   finally:
     f.close()
     if zf is not None:
       zf.close()
 
 
-def iter_csv(path: str, columns: tuple[str, ...], bad: BadRows
-             ) -> Iterator[tuple[int, dict[str, str]]]:
+def iter_csv(
+  path: str, columns: tuple[str, ...], bad: BadRows
+) -> Iterator[tuple[int, dict[str, str]]]:
   """Rows of a CSV with a header as (line, {column: value}) for the requested columns."""
   lines = iter_lines(path, bad)
   try:
@@ -108,13 +113,23 @@ def iter_csv(path: str, columns: tuple[str, ...], bad: BadRows
       bad.bad(path, number, "<row>", f"unparsable CSV row ({e})", reason="unparsable CSV")
       continue
     if len(row) != width:
-      bad.bad(path, number, "<row>", f"expected {width} fields ({header}), got {len(row)}",
-              reason="wrong field count")
+      bad.bad(
+        path,
+        number,
+        "<row>",
+        f"expected {width} fields ({header}), got {len(row)}",
+        reason="wrong field count",
+      )
       continue
     yield number, {c: row[p] for c, p in zip(columns, pos)}
   if pending is not None:
-    bad.bad(path, first, "<row>", "a quoted field is never closed (missing '\"')",
-            reason="unterminated quote")
+    bad.bad(
+      path,
+      first,
+      "<row>",
+      "a quoted field is never closed (missing '\"')",
+      reason="unterminated quote",
+    )
 
 
 def iter_jsonl(path: str, bad: BadRows) -> Iterator[tuple[int, dict]]:
@@ -125,12 +140,22 @@ def iter_jsonl(path: str, bad: BadRows) -> Iterator[tuple[int, dict]]:
     try:
       obj = json.loads(line)
     except json.JSONDecodeError as e:
-      bad.bad(path, number, "<json>", f"not valid JSON ({e.msg} at column {e.colno})",
-              reason="unparsable JSON")
+      bad.bad(
+        path,
+        number,
+        "<json>",
+        f"not valid JSON ({e.msg} at column {e.colno})",
+        reason="unparsable JSON",
+      )
       continue
     if not isinstance(obj, dict):
-      bad.bad(path, number, "<json>", f"expected a JSON object, got {type(obj).__name__}",
-              reason="not an object")
+      bad.bad(
+        path,
+        number,
+        "<json>",
+        f"expected a JSON object, got {type(obj).__name__}",
+        reason="not an object",
+      )
       continue
     yield number, obj
 
@@ -149,8 +174,9 @@ def parse_int(value, path: str, line: int, field: str, bad: BadRows) -> int | No
   return None
 
 
-def parse_float(value, path: str, line: int, field: str, bad: BadRows,
-                min_value: float | None = None) -> float | None:
+def parse_float(
+  value, path: str, line: int, field: str, bad: BadRows, min_value: float | None = None
+) -> float | None:
   """A finite number (>= min_value when given); NaN, inf and out-of-range values are bad rows."""
   number = None
   if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -182,60 +208,96 @@ def as_id(value) -> str | None:
   return None
 
 
-# ---------------------------------------------------------------------- vectorised numeric CSV
-_INT = rb"\d+"  # the row-by-row path accepts more (signs, spaces): those rows fall back to it
-_FLOAT = rb"(?:\d+(?:\.\d*)?|\.\d+)"  # plain decimals only: no sign, exponent, nan or inf
-_OTHER = rb"[^,\r\n\"]*"
-BLOCK_BYTES = 64 << 20  # bytes parsed per step: bounds the peak memory on ML-25M's 678 MB file
+# ---------------------------------------------------------------------- column-wise numeric CSV
+SCAN_BYTES = 64 << 20  # bytes per step of the pre-scan (bounds its memory)
+_NUMBER_BYTES = b'0123456789+-.eE," \t\r\n'
 
 
-def read_numeric_csv(path: str, columns: dict[str, str]) -> dict[str, np.ndarray] | None:
-  """Columns of a plain-number CSV as arrays ({name: "int" | "float"} -> int64 / float64).
+def _plain_ascii(path: str) -> bool:
+  """True when the body (after the header line) has only the bytes of plain numbers, no bare CR.
 
-  Returns None unless the header has every requested column and every row matches the strict form
-  (ASCII digits, one decimal point in float columns, no quotes or blank lines; LF or CRLF line
-  ends, as ml-latest-small ships CRLF): the caller then reads the file row by row, which reports
-  the offending line. Non-negative numbers only.
+  Allowed: digits, sign, point, exponent e/E, comma, quote, space, tab, CR LF. That keeps out what
+  pyarrow would read but Python's int()/float() reject (0x10 hex, 1_0 is refused by pyarrow
+  anyway) and every non-ASCII byte; nan/inf fall back too. A bare CR ends a line for pyarrow but
+  not for the row reader.
   """
   zf, f = _open_binary(path)
   try:
-    header = f.readline()
-    if header.startswith(BOM):
-      header = header[len(BOM):]
-    if not header.endswith(b"\n") or not header.isascii():
-      return None
-    names = next(csv.reader([header.decode("ascii").rstrip("\r\n")]), [])
-    if any(c not in names for c in columns) or len(set(names)) != len(names):
-      return None
-    row = rb",".join(_INT if columns.get(n) == "int" else _FLOAT if n in columns else _OTHER
-                     for n in names)
-    body_re = re.compile(rb"(?:" + row + rb"\r?\n)*+")  # possessive: no backtracking state kept
-    use = sorted(names.index(c) for c in columns)
-    dtype = [(names[i], np.int64 if columns[names[i]] == "int" else np.float64) for i in use]
-    parts, carry = [], b""
+    first, prev_cr = True, False
     while True:
-      block = f.read(BLOCK_BYTES)
-      data = carry + block
+      block = f.read(SCAN_BYTES)
+      if first:
+        end = block.find(b"\n")
+        if end < 0:
+          return False  # empty, or a header without a newline (or over 64 MB): row reader decides
+        block, first = block[end + 1 :], False
       if not block:
-        if data and not data.endswith(b"\n"):
-          data += b"\n"  # last line without a newline
-        carry = b""
-      else:
-        cut = data.rfind(b"\n") + 1
-        data, carry = data[:cut], data[cut:]
-      if data:
-        if body_re.fullmatch(data) is None:
-          return None
-        try:
-          parts.append(np.loadtxt(io.BytesIO(data), delimiter=",", dtype=dtype, usecols=use,
-                                  ndmin=1, comments=None))
-        except (ValueError, OverflowError):
-          return None  # e.g. an integer beyond int64: the row-by-row reader names it
-      if not block:
-        break
+        return not prev_cr
+      if block.translate(None, _NUMBER_BYTES):
+        return False
+      if prev_cr and not block.startswith(b"\n"):
+        return False
+      if block.count(b"\r") != block.count(b"\r\n") + block.endswith(b"\r"):
+        return False
+      prev_cr = block.endswith(b"\r")
   finally:
     f.close()
     if zf is not None:
       zf.close()
-  table = np.concatenate(parts) if parts else np.zeros(0, dtype)
-  return {c: np.asarray(table[c]) for c in columns}
+
+
+def read_numeric_columns(path: str, columns: dict[str, str]) -> dict[str, np.ndarray] | None:
+  """Columns of an all-number CSV read column-wise by pyarrow ({name: "int" | "float"}).
+
+  Returns int64 / float64 arrays, or None when the file is not in the plain form (non-ASCII bytes,
+  a bare CR, a header without exactly the requested columns once each, a value pyarrow cannot
+  parse as a number of its column's type, an empty value, a wrong field count, an int64
+  overflow, a non-finite float): the caller then reads the file row by row (iter_csv), which names
+  file, line and field of the first bad row. A value pyarrow does parse has the value Python's
+  int()/float() give it, so both paths agree; other range checks (>= 0, known ids) are the caller's.
+  """
+  import pyarrow as pa  # local: only this reader needs it
+  from pyarrow import csv as pa_csv
+
+  if not _plain_ascii(path):
+    return None
+  zf, f = _open_binary(path)
+  try:
+    head = f.readline()
+    if head.startswith(BOM):
+      head = head[len(BOM) :]
+    if not head.isascii():
+      return None  # the pre-scan checked the body only: the row reader decodes the header
+    names = next(csv.reader([head.decode("ascii").rstrip("\r\n")]), [])
+    if sorted(names) != sorted(columns):
+      return None  # other or repeated columns: the row reader checks those rows' text
+    types = {c: pa.int64() if t == "int" else pa.float64() for c, t in columns.items()}
+    try:
+      table = pa_csv.read_csv(
+        f,
+        read_options=pa_csv.ReadOptions(column_names=names, block_size=16 << 20),
+        parse_options=pa_csv.ParseOptions(newlines_in_values=False, ignore_empty_lines=True),
+        convert_options=pa_csv.ConvertOptions(
+          column_types=types,
+          null_values=[],
+          strings_can_be_null=False,
+          quoted_strings_can_be_null=False,
+        ),
+      )
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OverflowError, ValueError):
+      return None
+  finally:
+    f.close()
+    if zf is not None:
+      zf.close()
+  out = {}
+  for c in columns:
+    col = table.column(c)
+    if col.null_count:
+      return None
+    out[c] = np.ascontiguousarray(
+      col.to_numpy(), dtype=np.int64 if columns[c] == "int" else np.float64
+    )
+    if columns[c] == "float" and not np.isfinite(out[c]).all():
+      return None  # e.g. 1e400 -> inf: parse_float calls that a bad row
+  return out

@@ -43,6 +43,7 @@ def test_movielens_small_matches_brute_force(ml_small):
   # Which tags survive (shared by 2+ users, not on the tagger's held-out movies) is checked in
   # tests/data/test_real_data_leaks.py; here the searched movies come from the loader.
   from gr_jax.data import movielens
+
   tagged = {int(i) for _, i, _ in movielens.load(_cfg("movielens", ML).data).search_pairs}
   events = collections.defaultdict(list)
   with open(os.path.join(ML, "ratings.csv"), newline="") as f:
@@ -74,8 +75,9 @@ def test_movielens_zip_equals_directory(tmp_path, ml_small):
   with zipfile.ZipFile(z, "w") as zf:
     for name in ("movies.csv", "ratings.csv", "tags.csv"):
       zf.write(os.path.join(ML, name), f"ml-latest-small/{name}")
-  ds = ProcessedDataset(prepare_dataset(_cfg("movielens", z, tokenizer__vocab_size=800),
-                                        str(tmp_path / "dz")))
+  ds = ProcessedDataset(
+    prepare_dataset(_cfg("movielens", z, tokenizer__vocab_size=800), str(tmp_path / "dz"))
+  )
   for task in ("search", "rec"):
     for k, v in ml_small.split(task, "test").items():
       np.testing.assert_array_equal(ds.split(task, "test")[k], v)
@@ -83,23 +85,36 @@ def test_movielens_zip_equals_directory(tmp_path, ml_small):
 
 def test_movielens_min_rating_and_query_sources(tmp_path):
   d = _write_ml(tmp_path / "raw")
-  c = _cfg("movielens", d, movielens__min_rating=3.0, movielens__query_sources=("titles", "genres"),
-           items_in_both_tasks=False)
+  c = _cfg(
+    "movielens",
+    d,
+    movielens__min_rating=3.0,
+    movielens__query_sources=("titles", "genres"),
+    items_in_both_tasks=False,
+  )
   ds = ProcessedDataset(prepare_dataset(c, str(tmp_path / "ds")))
   assert ds.manifest["source_stats"]["ratings_below_min_rating"] == 1
-  texts = {ds.tokenizer.decode(e) for t in ("train", "valid", "test")
-           for e in ds.split("search", t)["encoder_input_ids"]}
+  texts = {
+    ds.tokenizer.decode(e)
+    for t in ("train", "valid", "test")
+    for e in ds.split("search", t)["encoder_input_ids"]
+  }
   assert {"alpha", "the beta", "comedy", "drama"} <= texts
 
 
 def _write_ml(d, movies=None, ratings=None, tags=None, raw=None):
   os.makedirs(d, exist_ok=True)
   files = {
-      "movies.csv": movies or 'movieId,title,genres\n1,Alpha (1999),Comedy\n2,"Beta, The (2001)",Drama|Comedy\n3,Gamma (2002),Drama\n',
-      "ratings.csv": ratings or "userId,movieId,rating,timestamp\n1,1,4.0,10\n1,2,5.0,20\n1,3,4.0,30\n2,3,2.0,5\n2,1,4.0,6\n2,2,4.0,7\n2,3,4.0,8\n",
-      # Tags shared by two users: private tags are dropped (min_tag_count counts users).
-      "tags.csv": tags or ("userId,movieId,tag,timestamp\n1,1,Funny,1\n2,1,funny,1\n"
-                           "1,2,  dark   humor ,2\n2,2,dark humor,2\n"),
+    "movies.csv": movies
+    or 'movieId,title,genres\n1,Alpha (1999),Comedy\n2,"Beta, The (2001)",Drama|Comedy\n3,Gamma (2002),Drama\n',
+    "ratings.csv": ratings
+    or "userId,movieId,rating,timestamp\n1,1,4.0,10\n1,2,5.0,20\n1,3,4.0,30\n2,3,2.0,5\n2,1,4.0,6\n2,2,4.0,7\n2,3,4.0,8\n",
+    # Tags shared by two users: private tags are dropped (min_tag_count counts users).
+    "tags.csv": tags
+    or (
+      "userId,movieId,tag,timestamp\n1,1,Funny,1\n2,1,funny,1\n"
+      "1,2,  dark   humor ,2\n2,2,dark humor,2\n"
+    ),
   }
   for name, text in files.items():
     with open(os.path.join(d, name), "wb") as f:
@@ -108,17 +123,37 @@ def _write_ml(d, movies=None, ratings=None, tags=None, raw=None):
 
 
 BAD_ML = [
-    ("missing column", dict(ratings="userId,movieId,timestamp\n1,1,10\n"), "ratings.csv:1", "rating"),
-    ("unparsable", dict(ratings="userId,movieId,rating,timestamp\n1,1,4.0,10\n1,x,4.0,11\n"),
-     "ratings.csv:3", "movieId"),
-    ("field count", dict(ratings="userId,movieId,rating,timestamp\n1,1,4.0\n"), "ratings.csv:2",
-     "<row>"),
-    ("unknown id", dict(ratings="userId,movieId,rating,timestamp\n1,9,4.0,10\n"), "ratings.csv:2",
-     "movieId"),
-    ("empty query", dict(tags="userId,movieId,tag,timestamp\n1,1,Funny,1\n1,2,  !! ,2\n"),
-     "tags.csv:3", "tag"),
-    ("duplicate id", dict(movies="movieId,title,genres\n1,A (1),Comedy\n2,B (2),Drama\n1,C (3),Drama\n"),
-     "movies.csv:4", "movieId"),
+  ("missing column", dict(ratings="userId,movieId,timestamp\n1,1,10\n"), "ratings.csv:1", "rating"),
+  (
+    "unparsable",
+    dict(ratings="userId,movieId,rating,timestamp\n1,1,4.0,10\n1,x,4.0,11\n"),
+    "ratings.csv:3",
+    "movieId",
+  ),
+  (
+    "field count",
+    dict(ratings="userId,movieId,rating,timestamp\n1,1,4.0\n"),
+    "ratings.csv:2",
+    "<row>",
+  ),
+  (
+    "unknown id",
+    dict(ratings="userId,movieId,rating,timestamp\n1,9,4.0,10\n"),
+    "ratings.csv:2",
+    "movieId",
+  ),
+  (
+    "empty query",
+    dict(tags="userId,movieId,tag,timestamp\n1,1,Funny,1\n1,2,  !! ,2\n"),
+    "tags.csv:3",
+    "tag",
+  ),
+  (
+    "duplicate id",
+    dict(movies="movieId,title,genres\n1,A (1),Comedy\n2,B (2),Drama\n1,C (3),Drama\n"),
+    "movies.csv:4",
+    "movieId",
+  ),
 ]
 
 
@@ -136,29 +171,102 @@ def test_movielens_non_utf8_and_skip_mode(tmp_path):
   d = _write_ml(tmp_path / "raw", raw={"tags.csv": bad})
   with pytest.raises(DataError, match=r"tags.csv:3.*UTF-8"):
     prepare_dataset(_cfg("movielens", d), str(tmp_path / "ds"))
-  ratings = "userId,movieId,rating,timestamp\n1,1,4.0,10\n1,2,5.0,20\n1,3,4.0,30\n1,x,1,1\n1,9,4.0,9\n"
+  ratings = (
+    "userId,movieId,rating,timestamp\n1,1,4.0,10\n1,2,5.0,20\n1,3,4.0,30\n1,x,1,1\n1,9,4.0,9\n"
+  )
   d2 = _write_ml(tmp_path / "raw2", ratings=ratings)
   with open(os.path.join(d2, "tags.csv"), "wb") as f:
     f.write(bad)
-  ds = ProcessedDataset(prepare_dataset(_cfg("movielens", d2, skip_bad_rows=True),
-                                        str(tmp_path / "ds2")))
+  ds = ProcessedDataset(
+    prepare_dataset(_cfg("movielens", d2, skip_bad_rows=True), str(tmp_path / "ds2"))
+  )
   sk = ds.manifest["skipped_rows"]
   assert sk["total"] == 3
-  assert sk["by_reason"] == {"ratings.csv: bad movieId": 1, "ratings.csv: unknown movieId": 1,
-                             "tags.csv: non-UTF-8 bytes": 1}
+  assert sk["by_reason"] == {
+    "ratings.csv: bad movieId": 1,
+    "ratings.csv: unknown movieId": 1,
+    "tags.csv: non-UTF-8 bytes": 1,
+  }
 
 
 # ---------------------------------------------------------------------- generic JSONL
+# ---------------------------------------------------------------------- ratings.csv column reader
+_RATING_HEADER = b"userId,movieId,rating,timestamp\n"
+
+
+def _both_readers(path, known=(1, 2, 3)):
+  from gr_jax.data import movielens
+  from gr_jax.data.errors import BadRows
+
+  known = np.asarray(known)
+  out = []
+  for vectorised in (True, False):
+    try:
+      out.append(("ok", movielens.read_ratings(str(path), known, BadRows(), vectorised)))
+    except DataError as e:
+      out.append(("error", (e.file, e.line, e.field)))
+  return out
+
+
+@pytest.mark.parametrize(
+  "name,data,arrow",
+  [
+    ("plain", _RATING_HEADER + b"1,1,4.5,10\n2,3,0.5,20\n", True),
+    ("quoted", _RATING_HEADER + b'"1",1,"4.5",10\n2,"3",.5,"20"\n', True),
+    ("bom_crlf", b"\xef\xbb\xbf" + _RATING_HEADER.replace(b"\n", b"\r\n") + b"1,1,4,10\r\n", True),
+    ("header_only", _RATING_HEADER, False),
+    ("bad_value", _RATING_HEADER + b"1,1,4.5,10\n2,3,high,20\n", False),
+    ("hex_id", _RATING_HEADER + b"0x1,1,4.5,10\n", False),  # pyarrow would read 1
+    ("bare_cr", _RATING_HEADER + b"1,1,4.5,10\r2,3,0.5,20\n", False),  # pyarrow: two rows
+    ("overflow_inf", _RATING_HEADER + b"1,1,1e400,10\n", False),
+  ],
+)
+def test_ratings_column_reader_equals_row_reader(tmp_path, name, data, arrow):
+  """pyarrow path (read_numeric_columns) == row reader: same arrays, or the same line-numbered
+  error from the fallback when pyarrow cannot take the file as clean numbers."""
+  from gr_jax.data import movielens, textio
+
+  path = tmp_path / "ratings.csv"
+  path.write_bytes(data)
+  cols = textio.read_numeric_columns(str(path), movielens.RATING_COLUMNS)
+  assert (cols is not None) == arrow
+  (kind_a, a), (kind_b, b) = _both_readers(path)
+  assert kind_a == kind_b
+  if kind_a == "ok":
+    for x, y in zip(a, b):
+      assert x.dtype == y.dtype
+      np.testing.assert_array_equal(x, y)
+  else:
+    assert a == b
+  if name == "bad_value":
+    assert (kind_a, a) == ("error", (str(path), 3, "rating"))
+  if name == "header_only":
+    assert all(len(x) == 0 for x in a)
+
+
 def _write_jsonl(d, search=None, sessions=None, items=None):
   os.makedirs(d, exist_ok=True)
-  items = items if items is not None else [{"item": f"t{i}", "title": f"track {i}"} for i in range(6)]
-  search = search if search is not None else [
-      {"query": f"song {i % 3}", "item": f"t{i}"} for i in range(6)]
-  sessions = sessions if sessions is not None else [
+  items = (
+    items if items is not None else [{"item": f"t{i}", "title": f"track {i}"} for i in range(6)]
+  )
+  search = (
+    search
+    if search is not None
+    else [{"query": f"song {i % 3}", "item": f"t{i}"} for i in range(6)]
+  )
+  sessions = (
+    sessions
+    if sessions is not None
+    else [
       {"user": "u1", "items": ["t0", "t1", "t2", "t3"], "timestamps": [4, 3, 2, 1]},
-      {"user": "u2", "items": ["t4", "t5", "t0"]}]
-  for name, rows in (("items.jsonl", items), ("search.jsonl", search),
-                     ("sessions.jsonl", sessions)):
+      {"user": "u2", "items": ["t4", "t5", "t0"]},
+    ]
+  )
+  for name, rows in (
+    ("items.jsonl", items),
+    ("search.jsonl", search),
+    ("sessions.jsonl", sessions),
+  ):
     with open(os.path.join(d, name), "wb") as f:
       for r in rows:
         f.write(r if isinstance(r, bytes) else (json.dumps(r) + "\n").encode())
@@ -174,20 +282,33 @@ def test_jsonl_orders_sessions_by_timestamp(tmp_path):
   np.testing.assert_array_equal(ds.split("rec", "valid")["target_item"], [idx("t1"), idx("t5")])
   # Query ids follow first appearance: "song 0" -> {t0, t3}, "song 1" -> {t1, t4}, ...
   assert ds.qrels("search", "train") == {
-      k: sorted(idx(f"t{i}") for i in range(6) if i % 3 == k) for k in range(3)}
+    k: sorted(idx(f"t{i}") for i in range(6) if i % 3 == k) for k in range(3)
+  }
 
 
 BAD_JSONL = [
-    ("missing field", dict(search=[{"query": "a"}]), "search.jsonl:1", "item"),
-    ("bad json", dict(search=[{"query": "a", "item": "t0"}, b"{not json\n"]), "search.jsonl:2",
-     "<json>"),
-    ("unknown session item", dict(sessions=[{"user": "u", "items": ["t0", "zz", "t1"]}]),
-     "sessions.jsonl:1", "items"),
-    ("empty query", dict(search=[{"query": "   ", "item": "t0"}]), "search.jsonl:1", "query"),
-    ("non-utf8", dict(search=[b'{"query": "caf\xe9", "item": "t0"}\n']), "search.jsonl:1", "<bytes>"),
-    ("duplicate id", dict(items=[{"item": "t0"}, {"item": "t0"}]), "items.jsonl:2", "item"),
-    ("bad timestamps", dict(sessions=[{"user": "u", "items": ["t0", "t1"], "timestamps": [1]}]),
-     "sessions.jsonl:1", "timestamps"),
+  ("missing field", dict(search=[{"query": "a"}]), "search.jsonl:1", "item"),
+  (
+    "bad json",
+    dict(search=[{"query": "a", "item": "t0"}, b"{not json\n"]),
+    "search.jsonl:2",
+    "<json>",
+  ),
+  (
+    "unknown session item",
+    dict(sessions=[{"user": "u", "items": ["t0", "zz", "t1"]}]),
+    "sessions.jsonl:1",
+    "items",
+  ),
+  ("empty query", dict(search=[{"query": "   ", "item": "t0"}]), "search.jsonl:1", "query"),
+  ("non-utf8", dict(search=[b'{"query": "caf\xe9", "item": "t0"}\n']), "search.jsonl:1", "<bytes>"),
+  ("duplicate id", dict(items=[{"item": "t0"}, {"item": "t0"}]), "items.jsonl:2", "item"),
+  (
+    "bad timestamps",
+    dict(sessions=[{"user": "u", "items": ["t0", "t1"], "timestamps": [1]}]),
+    "sessions.jsonl:1",
+    "timestamps",
+  ),
 ]
 
 
@@ -218,14 +339,20 @@ def _cpcd_to_jsonl(src, d):
       items.setdefault(t, {"item": t, "title": ""})
   for s in search:
     items.setdefault(s["item"], {"item": s["item"], "title": ""})
-  return _write_jsonl(d, search=search, sessions=sessions, items=list(items.values())), search, sessions
+  return (
+    _write_jsonl(d, search=search, sessions=sessions, items=list(items.values())),
+    search,
+    sessions,
+  )
 
 
 def test_jsonl_on_cpcd_sample(tmp_path):
-  d, search, sessions = _cpcd_to_jsonl(os.path.join(DATA, "cpcd", "cpcd_v1.dialogs.dev.val.jsonl"),
-                                       tmp_path / "raw")
-  ds = ProcessedDataset(prepare_dataset(_cfg("jsonl", d, tokenizer__vocab_size=300),
-                                        str(tmp_path / "ds")))
+  d, search, sessions = _cpcd_to_jsonl(
+    os.path.join(DATA, "cpcd", "cpcd_v1.dialogs.dev.val.jsonl"), tmp_path / "raw"
+  )
+  ds = ProcessedDataset(
+    prepare_dataset(_cfg("jsonl", d, tokenizer__vocab_size=300), str(tmp_path / "ds"))
+  )
   both = {s["item"] for s in search} & {t for s in sessions for t in s["items"]}
   assert set(ds.catalog.item_ids) == both
   n_sess = sum(1 for s in sessions if sum(t in both for t in s["items"]) >= 3)
@@ -248,23 +375,33 @@ def _jdsearch_to_jsonl(root, d):
       q, cands, labels, hq, hw, _, ht = line.rstrip("\n").split("\t")
       hq, hw, ht = hq.split("_"), hw.split("_"), [int(x) for x in ht.split("_")]
       search += [{"query": words(a), "item": w} for a, w in zip(hq, hw) if a != "-1"]
-      search += [{"query": words(q), "item": w} for w, l in zip(cands.split("_"), labels.split("_"))
-                 if float(l) > 0]
-      times = np.cumsum(ht[:len(hw)]).tolist()
+      search += [
+        {"query": words(q), "item": w}
+        for w, l in zip(cands.split("_"), labels.split("_"))
+        if float(l) > 0
+      ]
+      times = np.cumsum(ht[: len(hw)]).tolist()
       sessions.append({"user": f"u{u}", "items": hw, "timestamps": times})
   for w in [s["item"] for s in search] + [t for s in sessions for t in s["items"]]:
     items.setdefault(w, {"item": w, "title": ""})
-  return _write_jsonl(d, search=search, sessions=sessions, items=list(items.values())), search, sessions
+  return (
+    _write_jsonl(d, search=search, sessions=sessions, items=list(items.values())),
+    search,
+    sessions,
+  )
 
 
 def test_jsonl_on_jdsearch_sample(tmp_path):
   d, search, sessions = _jdsearch_to_jsonl(os.path.join(DATA, "jdsearch-sample"), tmp_path / "raw")
-  ds = ProcessedDataset(prepare_dataset(_cfg("jsonl", d, tokenizer__vocab_size=300),
-                                        str(tmp_path / "ds")))
+  ds = ProcessedDataset(
+    prepare_dataset(_cfg("jsonl", d, tokenizer__vocab_size=300), str(tmp_path / "ds"))
+  )
   both = {s["item"] for s in search} & {t for s in sessions for t in s["items"]}
   assert set(ds.catalog.item_ids) == both
-  for s, tgt in zip([s for s in sessions if sum(t in both for t in s["items"]) >= 3],
-                    ds.split("rec", "test")["target_item"]):
+  for s, tgt in zip(
+    [s for s in sessions if sum(t in both for t in s["items"]) >= 3],
+    ds.split("rec", "test")["target_item"],
+  ):
     assert [t for t in s["items"] if t in both][-1] == ds.catalog.item_id(tgt)
 
 
@@ -277,11 +414,28 @@ def _mpd_slice(d, start, playlists):
 
 
 def _playlist(pid, name, uris):
-  return {"name": name, "collaborative": "false", "pid": pid, "modified_at": 0,
-          "num_tracks": len(uris), "num_albums": 1, "num_followers": 1,
-          "tracks": [{"pos": p, "artist_name": "A", "track_uri": u, "artist_uri": "a",
-                      "track_name": f"name {u}", "album_uri": "b", "duration_ms": 1,
-                      "album_name": "B"} for p, u in enumerate(uris)]}
+  return {
+    "name": name,
+    "collaborative": "false",
+    "pid": pid,
+    "modified_at": 0,
+    "num_tracks": len(uris),
+    "num_albums": 1,
+    "num_followers": 1,
+    "tracks": [
+      {
+        "pos": p,
+        "artist_name": "A",
+        "track_uri": u,
+        "artist_uri": "a",
+        "track_name": f"name {u}",
+        "album_uri": "b",
+        "duration_ms": 1,
+        "album_name": "B",
+      }
+      for p, u in enumerate(uris)
+    ],
+  }
 
 
 def test_mpd_numeric_slice_order_and_tasks(tmp_path):
@@ -290,14 +444,18 @@ def test_mpd_numeric_slice_order_and_tasks(tmp_path):
   # Each playlist's last two tracks (rec valid/test) are searchable only through the other one.
   _mpd_slice(d, 10000, [_playlist(10000, "Chill  Vibes", ["s:1", "s:4", "s:2", "s:3"])])
   _mpd_slice(d, 2000, [_playlist(2000, "Rock", ["s:3", "s:2", "s:1", "s:4"])])
-  ds = ProcessedDataset(prepare_dataset(_cfg("mpd", d, search_valid_fraction=0.0,
-                                             search_test_fraction=0.0), str(tmp_path / "ds")))
+  ds = ProcessedDataset(
+    prepare_dataset(
+      _cfg("mpd", d, search_valid_fraction=0.0, search_test_fraction=0.0), str(tmp_path / "ds")
+    )
+  )
   assert ds.catalog.item_ids == ["s:3", "s:2", "s:1", "s:4"]
   t = ds.split("rec", "test")["target_item"]
   assert [ds.catalog.item_id(i) for i in t] == ["s:4", "s:3"]
   idx = ds.catalog.index
   assert sorted(ds.qrels("search", "train").values()) == sorted(
-      [sorted([idx("s:1"), idx("s:4")]), sorted([idx("s:3"), idx("s:2")])])
+    [sorted([idx("s:1"), idx("s:4")]), sorted([idx("s:3"), idx("s:2")])]
+  )
   c = _cfg("mpd", d, mpd__max_slices=1)
   ds1 = ProcessedDataset(prepare_dataset(c, str(tmp_path / "ds1")))
   stats = ds1.manifest["source_stats"]
@@ -323,6 +481,7 @@ def test_tfds_source_is_import_guarded(tmp_path):
   pytest.importorskip  # noqa: B018
   try:
     import tensorflow_datasets  # noqa: F401
+
     pytest.skip("tensorflow-datasets installed")
   except ImportError:
     pass
