@@ -251,6 +251,24 @@ def rec_history_len(dc, tokens_per_item: int = 1) -> int:
   return max(1, min(int(dc.max_history), (enc_len - 1) // tokens_per_item))
 
 
+_HISTORY_BLOCK_ROWS = 1 << 18
+
+
+def _history_tokens(flat, first, hist_len, catalog, enc_len: int, tpi: int) -> np.ndarray:
+  """int32 [n, enc_len] encoder rows: the history items' ID tokens from flat index `first` on
+  (`hist_len` items), then EOS, then padding 0."""
+  cols = np.arange(enc_len)[None, :]  # [1, Le]
+  # Column c holds token c % tpi of history item c // tpi (tpi = 1: one token per item).
+  gather = np.minimum(first[:, None] + cols // tpi, max(len(flat) - 1, 0))  # [n, Le]
+  tokens = catalog.item_tokens(flat[gather] if len(flat) else gather)  # [n, Le, tpi]
+  tokens = np.take_along_axis(
+    tokens, np.broadcast_to(cols % tpi, gather.shape)[..., None], axis=-1
+  )[..., 0]  # [n, Le]
+  n_tok = hist_len[:, None] * tpi  # [n, 1] history tokens
+  ids = np.where(cols < n_tok, tokens, 0)
+  return np.where(cols == n_tok, tokenizer_lib.EOS_ID, ids).astype(np.int32)
+
+
 def _rec_arrays(sessions_idx: list[np.ndarray], catalog, dc) -> dict[str, dict[str, np.ndarray]]:
   """Leave-last-out: rows (history, target) per split, histories oldest first, left-aligned.
 
@@ -275,16 +293,12 @@ def _rec_arrays(sessions_idx: list[np.ndarray], catalog, dc) -> dict[str, dict[s
       pos = offs + 1
     hist_len = np.minimum(pos, hist)  # [N]
     first = starts[sess] + pos - hist_len  # [N] flat index of oldest item
-    cols = np.arange(enc_len)[None, :]  # [1, Le]
-    # Column c holds token c % tpi of history item c // tpi (tpi = 1: one token per item).
-    gather = np.minimum(first[:, None] + cols // tpi, max(len(flat) - 1, 0))  # [N, Le]
-    tokens = catalog.item_tokens(flat[gather] if len(flat) else gather)  # [N, Le, tpi]
-    tokens = np.take_along_axis(
-      tokens, np.broadcast_to(cols % tpi, gather.shape)[..., None], axis=-1
-    )[..., 0]  # [N, Le]
-    n_tok = hist_len[:, None] * tpi  # [N, 1] history tokens
-    ids = np.where(cols < n_tok, tokens, 0)
-    ids = np.where(cols == n_tok, tokenizer_lib.EOS_ID, ids).astype(np.int32)
+    # Built in row blocks into the int32 output: the int64 temporaries of a whole split are
+    # ~4 x 8 bytes x rows x encoder_len (over 20 GB for ML-25M's 25M rows), a block's ~0.5 GB.
+    ids = np.zeros((len(pos), enc_len), np.int32)
+    for lo in range(0, len(pos), _HISTORY_BLOCK_ROWS):
+      hi = min(lo + _HISTORY_BLOCK_ROWS, len(pos))
+      ids[lo:hi] = _history_tokens(flat, first[lo:hi], hist_len[lo:hi], catalog, enc_len, tpi)
     out[split] = {
       "encoder_input_ids": ids,
       "target_item": flat[starts[sess] + pos].astype(np.int32)

@@ -14,7 +14,7 @@ import pytest
 from gr_jax.bench import protocol
 from gr_jax.bench import train_bench
 from gr_jax.model import flops
-from gr_jax.model import t5 as t5_lib
+from gr_jax.model import layers
 from gr_jax.training import loss as loss_lib
 from tests import numerics
 
@@ -180,12 +180,12 @@ def test_model_fused_attention_matches_reference_with_bias_and_mask():
   v = jax.random.normal(keys[2], (b, lk, h, dh))
   bias = jax.random.normal(keys[3], (1, h, lq, lk))
   mask = jnp.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], bool)[:, None, None, :]
-  # The model's dot_product_attention path ("dpa": JAX picks the kernel, XLA on CPU).
-  fused = t5_lib._fused_attention  # pylint: disable=protected-access
-  got = fused(q, k, v, "dpa", bias=bias, mask=mask)
   want = _reference_t5_attention(q, k, v, bias=bias, mask=mask)
-  # XLA attention vs the reference formula: softmax over lk keys, then lk products.
-  numerics.assert_close_f32(got, want, n_terms=lk * dh)
+  # The model's one attention function, both paths: jax.nn.dot_product_attention (JAX picks the
+  # kernel, XLA on CPU) and the einsums. Softmax over lk keys, then lk products.
+  for impl in ("dot_product_attention", "einsum"):
+    got = layers.attention(q, k, v, impl=impl, bias=bias, mask=mask)
+    numerics.assert_close_f32(got, want, n_terms=lk * dh)
   # And the definition itself against a brute-force loop with numpy.
   qn, kn, vn, bn = map(np.asarray, (q, k, v, bias))
   for bi in range(b):
