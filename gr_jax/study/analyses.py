@@ -207,17 +207,9 @@ def _training_summary(run_dir: str, metric: str) -> dict:
   """Optimizer steps, final training loss and best validation values of a run (metrics.jsonl):
   `best_val_recall` is the best validation decode of `metric` (mean over the run's tasks; runs
   without model selection have none)."""
-  import json
+  from gr_jax import workdir as workdir_lib
 
-  recs = []
-  path = os.path.join(run_dir, "metrics.jsonl")
-  if os.path.exists(path):
-    with open(path) as f:
-      for line in f:
-        try:
-          recs.append(json.loads(line))
-        except ValueError:
-          continue  # a line cut by a kill
+  recs = workdir_lib.read_jsonl(os.path.join(run_dir, "metrics.jsonl"))  # cut lines skipped
 
   def best(key, pick):
     vals = [r[key] for r in recs if isinstance(r.get(key), (int, float))]
