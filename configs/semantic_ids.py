@@ -13,20 +13,20 @@ against atomic IDs (one token per item, the quickstart's)? The bi-encoders train
 splits only, with baselines.biencoder (base defaults but the budget, below), seed
 data.semantic.seed; the manifest's `semantic_ids` records each one's settings and validation recall.
 
-One sweep point per embedding (`reproduce.sweep = data.semantic.embedding`), each with its own
-datasets (one per seed: simulator seed data.sim.seed + seed, as in the quickstart). Fair budgets
-(`matched_steps`: every model of a seed takes the joint model's steps) and the paper's diverse beam
-search only (semantic IDs are decoded with the trie-constrained beam search; the exact top-K is for
-atomic IDs). 3 seeds (`:seeds=N`).
-
-Atomic IDs are the same data with `data.id_scheme=atomic`, a field the sweep cannot set together
-with the embedding (a sweep moves one field); `:ids=atomic` makes the atomic reference study,
-whose datasets are the quickstart's (same simulator seeds, so its per-seed results pair with the
-semantic points'):
+One study: one sweep point per embedding (`reproduce.sweep = data.semantic.embedding`, points
+`embedding=<source>`) and one point with atomic IDs, `{"data.id_scheme": "atomic"}` (a sweep point
+that sets its own fields, gr_jax/study/plan.py; point `id_scheme=atomic`). Every point has its own
+datasets (one per seed: simulator seed data.sim.seed + seed, as in the quickstart); the atomic
+point's are the quickstart's (the semantic knobs do not enter an atomic dataset), so its per-seed
+results pair with the semantic points'. Fair budgets (`matched_steps`: every model of a seed takes
+the joint model's steps) and the paper's diverse beam search only (semantic IDs are decoded with
+the trie-constrained beam search; the exact top-K is for atomic IDs, and the atomic point uses the
+beam search too so that every point is decoded alike). 3 seeds (`:seeds=N`):
 
   python -m gr_jax.reproduce --config configs/semantic_ids.py --workdir runs/semantic_ids
-  python -m gr_jax.reproduce --config configs/semantic_ids.py:ids=atomic \
-      --workdir runs/semantic_ids_atomic
+
+(The atomic reference used to be a separate study, `:ids=atomic`, because a sweep point could set
+one field only; its runs are now the `id_scheme=atomic` point of this one.)
 
 Bi-encoder budget: 50 epochs (baselines.biencoder.num_epochs; its other knobs are the base
 defaults). At the base default of 10 epochs (70 steps on these ~800 joint training rows) the joint
@@ -46,20 +46,16 @@ from the catalogue size alone, not on any result.
 from configs import common
 
 EMBEDDINGS = ("content", "search", "rec", "joint")
+ATOMIC = {"data.id_scheme": "atomic"}  # the reference point: the same data with atomic IDs
 
 
 def get_config(arg=None):
-  args = common.parse_arg(arg, seeds=3, ids="semantic")
-  if args["ids"] not in ("semantic", "atomic"):
-    raise ValueError(
-      f"config arg ids={args['ids']!r}: expected 'semantic' (the embedding sweep) "
-      "or 'atomic' (the reference study)"
-    )
+  args = common.parse_arg(arg, seeds=3)
   c = common.sim_sweep(
     name="semantic_ids",
     setting="default",
     field="data.semantic.embedding",
-    values=EMBEDDINGS,
+    values=(ATOMIC,) + EMBEDDINGS,
     statistic="",
     arg=f"seeds={args['seeds']}",
   )
@@ -72,9 +68,4 @@ def get_config(arg=None):
   # Semantic IDs need the prefix-trie constrained beam search (topk_exact is for atomic IDs).
   c.reproduce.decoders = ("beam",)
   c.reproduce.budgets = ("matched_steps",)
-  if args["ids"] == "atomic":
-    c.name = "semantic_ids_atomic"
-    c.data.id_scheme = "atomic"
-    c.reproduce.sweep = ""
-    c.reproduce.sweep_values = ()
   return c

@@ -45,11 +45,16 @@ def prediction_cooccurrence(
 
 
 def session_pairs(
-  histories: np.ndarray, targets: np.ndarray, num_items: int, window: int = 10
+  histories: Sequence[np.ndarray] | np.ndarray,
+  targets: np.ndarray,
+  num_items: int,
+  window: int = 10,
 ) -> set[int]:
-  """Pairs (target, one of the last `window` history items): history `[N, L]` item indices, -1 pad."""
+  """Pairs (target, one of the last `window` history items). histories: one item-index array per
+  row (`ItemCatalog.histories`), or `[N, L]` item indices padded with -1."""
   codes = []
-  for h, t in zip(np.asarray(histories), np.asarray(targets)):
+  for h, t in zip(histories, np.asarray(targets)):
+    h = np.asarray(h, np.int64)
     h = h[h >= 0][-window:]
     items = np.concatenate([h, [t]]).astype(np.int64)
     # Only pairs with the target: earlier pairs are the targets of earlier examples already.
@@ -112,22 +117,13 @@ def decode_pair(code: int, num_items: int) -> tuple[int, int]:
   return int(code) // num_items, int(code) % num_items
 
 
-def histories_from_encoder_inputs(
-  encoder_input_ids: np.ndarray, token_offset: int, num_items: int
-) -> np.ndarray:
-  """Rec encoder inputs (item tokens, EOS, pad; maybe a task token) -> item indices, -1 elsewhere."""
-  idx = np.asarray(encoder_input_ids, np.int64) - token_offset
-  return np.where((idx >= 0) & (idx < num_items), idx, -1)
-
-
 def related_pairs(dataset, task: str, window: int = 10) -> set[int]:
   """Pairs related in the task *other* than `task`, from its training split (see module doc)."""
   n = dataset.catalog.num_items
   if task == "search":  # rec sessions relate items
     arrays = dataset.split("rec", "train")
-    hist = histories_from_encoder_inputs(
-      arrays["encoder_input_ids"], dataset.catalog.token_offset, n
-    )
+    # Either ID scheme: a semantic history item is several code tokens (ItemCatalog.histories).
+    hist = dataset.catalog.histories(arrays["encoder_input_ids"])
     return session_pairs(hist, arrays["target_item"], n, window)
   if task == "rec":  # search queries relate items
     return query_pairs_from_split(dataset.split("search", "train"), n)

@@ -9,17 +9,39 @@ import numpy as np
 from gr_jax.analysis import report
 
 
-def item_embedding_matrix(model, token_offset: int, num_items: int) -> np.ndarray:
-  """Rows `[token_offset, token_offset + num_items)` of a T5's input embedding
-  (`T5.token_embeddings()`): `[items, d_model]`, float32."""
+def item_embedding_matrix(model, catalog) -> np.ndarray:
+  """Each item's vector in a T5's input embedding (`T5.token_embeddings()`), catalogue order:
+  `[items, d_model]`, float32.
+
+  Atomic IDs: the row of the item's own token. Semantic IDs: the mean of the rows of the item's
+  tokens_per_item ID tokens (`catalog.item_tokens`: its code tokens, and its disambiguation token
+  when it has one). Why the mean: it uses only the item's own ID tokens, weighs every position
+  equally, and for a one-token ID it is that token's row (so atomic IDs give what they always
+  did). It is not a learned per-item vector: items that share code prefixes share rows and lie
+  closer by construction, so a semantic t-SNE shows the code structure as well as what training
+  added. `item_embedding_note` names the choice in the analysis output.
+  """
   table = model.token_embeddings()
-  total = token_offset + num_items
+  tokens = catalog.item_tokens(np.arange(catalog.num_items))  # [items, tokens_per_item]
+  total = int(tokens.max(initial=catalog.token_offset - 1)) + 1
   if table.shape[0] < total:
     raise ValueError(
-      f"the model's embedding has {table.shape[0]} rows; items need rows up to "
-      f"{total} (token_offset {token_offset} + {num_items} items)"
+      f"the model's embedding has {table.shape[0]} rows; items need rows up to {total} "
+      f"(token_offset {catalog.token_offset} + {catalog.num_id_tokens} "
+      f"{catalog.id_scheme} ID tokens)"
     )
-  return np.asarray(table[token_offset:total], np.float32)
+  rows = np.asarray(table[catalog.token_offset : total], np.float32)  # [id tokens, d_model]
+  return rows[tokens - catalog.token_offset].mean(axis=1)  # [items, d_model]
+
+
+def item_embedding_note(catalog) -> str:
+  """How `item_embedding_matrix` defines an item's vector for this catalogue (for the outputs)."""
+  if catalog.tokens_per_item == 1:
+    return "the input-embedding row of the item's token"
+  return (
+    f"the mean of the input-embedding rows of the item's {catalog.tokens_per_item} "
+    f"{catalog.id_scheme} ID tokens"
+  )
 
 
 def tsne(embeddings: np.ndarray, *, perplexity: float = 30.0, seed: int = 0) -> np.ndarray:

@@ -7,9 +7,11 @@ Towers.
   as DPR's default `projection_dim=0` and the sentence-transformers Transformer + Pooling stack).
   Search inputs are the tokenised queries and rec inputs the item-token histories, both exactly the
   `encoder_input_ids` the generative model reads (same token layout: text tokens, then item ID
-  tokens after `catalog.token_offset`; the embedding has item-token rows only when "rec" is
-  trained). Only `T5.encode` is used: the T5 is built with one decoder layer and tied embeddings so
-  the unused decoder costs little (its few parameters get no gradient; AdamW only decays them).
+  tokens after `catalog.token_offset`, one per history item with atomic IDs or its code tokens
+  with semantic IDs; the embedding has rows for the catalogue's `num_id_tokens` ID tokens only
+  when "rec" is trained). The tower reads histories as tokens, so it needs no item indices. Only
+  `T5.encode` is used: the T5 is built with one decoder layer and tied embeddings so the unused
+  decoder costs little (its few parameters get no gradient; AdamW only decays them).
 - Item tower: `item_tower="embedding"` (default): a learned table `[num_items, dim]`, separate from
   the encoder's item-token rows. `item_tower="text"`: the same encoder (and projection) over the
   item's catalogue text, its title plus the string values of its metadata (`bm25.metadata_text`:

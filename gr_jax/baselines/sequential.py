@@ -25,7 +25,9 @@ j's history plus row j's target (dropping the oldest item once the history reach
 `max_history`). Each rebuilt sequence is cut from its most recent end into windows of `max_len + 1`
 items for SASRec (inputs = first max_len, targets = last max_len: every training target is predicted
 exactly once) and of `max_len` items for BERT4Rec. Valid and test rows are used as they are: their
-history (the last max_len items, minus one for the [MASK] of BERT4Rec) -> a score per item.
+history (the last max_len items, minus one for the [MASK] of BERT4Rec) -> a score per item. Every
+history is read as item indices by `ItemCatalog.histories`, so a dataset with semantic IDs (each
+history item spelt as its code tokens) gives these models the same item sequences as atomic IDs.
 
 Reproducibility. The train step is a pure jitted function of (params, opt_state, batch, step):
 dropout, masking and negatives are drawn from `fold_in(key(seed), step)`, and the batch of step s
@@ -74,14 +76,6 @@ _CKPT_ITEMS = ("params", "opt_state", "meta")
 
 
 # ------------------------------------------------------------------------------------------- data
-
-
-def histories(encoder_input_ids: np.ndarray, token_offset: int, num_items: int) -> list[np.ndarray]:
-  """Each row's history as item indices, oldest first: rows `[N, Le]` -> N int64 arrays."""
-  ids = np.asarray(encoder_input_ids, np.int64)  # [N, Le]
-  idx = ids - int(token_offset)  # [N, Le]
-  valid = (idx >= 0) & (idx < int(num_items))  # EOS (1) and padding (0) are below the offset
-  return [row[ok] for row, ok in zip(idx, valid)]
 
 
 def rebuild_sequences(
@@ -153,11 +147,7 @@ def max_history_of(dataset, *splits_arrays) -> int:
   if "rec_max_history" in m:
     return int(m["rec_max_history"])
   return max(
-    [
-      int(((a["encoder_input_ids"] >= dataset.catalog.token_offset).sum(1)).max(initial=0))
-      for a in splits_arrays
-    ]
-    + [1]
+    [len(h) for a in splits_arrays for h in dataset.catalog.histories(a["encoder_input_ids"])] + [1]
   )
 
 
@@ -448,9 +438,7 @@ def train_sequential(
   train = dataset.split("rec", "train")
   valid = dataset.split("rec", "valid")
   cap = max_history_of(dataset, train, valid)
-  seqs = rebuild_sequences(
-    histories(train["encoder_input_ids"], cat.token_offset, n), train["target_item"], cap
-  )
+  seqs = rebuild_sequences(cat.histories(train["encoder_input_ids"]), train["target_item"], cap)
   if kind == "sasrec":
     wins = windows([s for s in seqs if len(s) >= 2], max_len + 1, overlap=1)
   else:
@@ -464,9 +452,7 @@ def train_sequential(
   eval_every = int(cfg.get("eval_every_steps", 0)) or steps_per_epoch
   ckpt_every = max(1, int(cfg.get("checkpoint_every_steps", 200)))
   log_every = max(1, int(cfg.get("log_every_steps", 50)))
-  v_tokens = inference_inputs(
-    histories(valid["encoder_input_ids"], cat.token_offset, n), max_len, kind, n
-  )
+  v_tokens = inference_inputs(cat.histories(valid["encoder_input_ids"]), max_len, kind, n)
   v_targets = np.asarray(valid["target_item"], np.int32)
 
   def batch_of(step: int) -> np.ndarray:
@@ -604,7 +590,7 @@ def run_sequential(
   arrays = dataset.split("rec", split)
   qids, first = runs_lib.split_queries(arrays, f"rec/{split}.npz")
   tokens = inference_inputs(
-    histories(np.asarray(arrays["encoder_input_ids"])[first], cat.token_offset, cat.num_items),
+    cat.histories(np.asarray(arrays["encoder_input_ids"])[first]),
     int(cfg.max_len),
     kind,
     cat.num_items,

@@ -3,7 +3,8 @@
 Items are numbered 0..num_items-1 in catalogue order. With the atomic ID scheme (paper) each item
 owns one new token appended after the text vocabulary: token = token_offset + index, where
 token_offset is the model's text vocabulary size. Callers never compute tokens themselves; they ask
-`item_tokens(index)` / `tokens_to_item(tokens)` and `tokens_per_item`.
+`item_tokens(index)` / `tokens_to_item(tokens)` and `tokens_per_item`, and read rec encoder rows
+back as item-index histories with `histories(rows)`.
 
 With the semantic scheme (`gr_jax.data.semantic_ids`) an item's ID is its code tuple: `levels`
 codes in [0, codebook_size) and, when some items share a tuple, a final disambiguation code in
@@ -71,7 +72,8 @@ class ItemCatalog:
     self.id_scheme = id_scheme
     self.codes = None
     self.levels = self.codebook_size = self.num_disambiguation = 0
-    self._tuple_index = None  # semantic: token tuple -> item index, built on first use
+    # Semantic: the catalogue's code-tuple keys and their sort order, built on first lookup.
+    self._tuple_index = self._tuple_order = None
     if id_scheme == "semantic":
       self._set_codes(codes, levels, codebook_size, num_disambiguation, source)
     elif codes is not None:
@@ -172,14 +174,83 @@ class ItemCatalog:
     if self.codes is None:
       index = tokens[..., 0] - self.token_offset
       return np.where((index >= 0) & (index < self.num_items), index, -1).astype(np.int32)
+    if tokens.shape[-1] != self.tokens_per_item:
+      return np.full(tokens.shape[:-1], -1, np.int32)
+    sizes = self._position_sizes()
+    if float(np.prod(sizes.astype(np.float64))) >= 2.0**62:  # keys would overflow int64
+      return self._tokens_to_item_dict(tokens)
+    codes = tokens - self._position_offsets()  # [..., T]
+    ok = ((codes >= 0) & (codes < sizes)).all(-1)  # [...]
     if self._tuple_index is None:
+      self._tuple_index = self._code_keys(self.codes.astype(np.int64))  # catalogue keys [N]
+      self._tuple_order = np.argsort(self._tuple_index, kind="stable")
+    cat_keys, order = self._tuple_index, self._tuple_order
+    keys = self._code_keys(np.where(ok[..., None], codes, 0))  # [...]
+    pos = np.minimum(np.searchsorted(cat_keys, keys, sorter=order), len(order) - 1)
+    found = ok & (cat_keys[order[pos]] == keys)
+    return np.where(found, order[pos], -1).astype(np.int32)
+
+  def _position_sizes(self) -> np.ndarray:
+    """Semantic: codebook size of each ID position, int64 [tokens_per_item]."""
+    extra = [self.num_disambiguation] if self.num_disambiguation else []
+    return np.asarray([self.codebook_size] * self.levels + extra, np.int64)
+
+  def _code_keys(self, codes: np.ndarray) -> np.ndarray:
+    """Code tuples `[..., T]` (each code inside its codebook) -> one int64 key each `[...]`: the
+    tuple as a mixed-radix number, so that looking IDs up is one vectorised sorted search (a dict
+    lookup per item is slow on the tens of millions of history items of a large rec split)."""
+    sizes = self._position_sizes()
+    radix = np.cumprod(np.append(sizes[1:], 1)[::-1])[::-1]  # [T]: product of the later sizes
+    return (np.asarray(codes, np.int64) * radix).sum(-1)
+
+  def _tokens_to_item_dict(self, tokens: np.ndarray) -> np.ndarray:
+    """tokens_to_item through a dict of token tuples: for codebooks too large for int64 keys."""
+    if not isinstance(self._tuple_index, dict):
       all_tokens = self.item_tokens(np.arange(self.num_items))  # [N, T]
       self._tuple_index = {tuple(row): i for i, row in enumerate(all_tokens.tolist())}
     flat = tokens.reshape(-1, tokens.shape[-1])
-    if flat.shape[1] != self.tokens_per_item:
-      return np.full(tokens.shape[:-1], -1, np.int32)
     out = [self._tuple_index.get(tuple(row), -1) for row in flat.tolist()]
     return np.asarray(out, np.int32).reshape(tokens.shape[:-1])
+
+  def histories(self, encoder_input_ids) -> list[np.ndarray]:
+    """Rec encoder rows `[N, Le]` -> each row's history as item indices (int64, oldest first).
+
+    The one reader of rec histories, for either ID scheme. A rec row spells its history items' ID
+    tokens (`item_tokens`: one atomic token, or tokens_per_item semantic code tokens), then EOS and
+    padding; every token from token_offset up is an ID token (EOS, padding and any text prefix lie
+    below it). Each consecutive group of tokens_per_item ID tokens is one item. A row whose ID tokens
+    do not spell catalogue items (a split from another catalogue or ID scheme) raises DataError.
+    """
+    ids = np.asarray(encoder_input_ids, np.int64)
+    if ids.ndim != 2:
+      raise ValueError(f"expected rec encoder rows [N, Le], got shape {list(ids.shape)}")
+    if not len(ids):
+      return []
+    tpi = self.tokens_per_item
+    is_id = ids >= self.token_offset  # [N, Le]
+    counts = is_id.sum(1)  # [N] ID tokens per row
+    bad = np.flatnonzero(counts % tpi)
+    if len(bad):
+      r = int(bad[0])
+      raise DataError(
+        "<rec encoder_input_ids>",
+        0,
+        "encoder_input_ids",
+        f"row {r} holds {counts[r]} ID tokens, not whole {self.id_scheme} item IDs of {tpi} "
+        "tokens (rows from another catalogue or ID scheme?)",
+      )
+    items = self.tokens_to_item(ids[is_id].reshape(-1, tpi)).astype(np.int64)  # [M], row-major
+    if (items < 0).any():
+      first = int(np.flatnonzero(items < 0)[0])
+      r = int(np.searchsorted(np.cumsum(counts // tpi), first, side="right"))
+      raise DataError(
+        "<rec encoder_input_ids>",
+        0,
+        "encoder_input_ids",
+        f"row {r} holds ID tokens that name no item of this {self.num_items}-item "
+        f"{self.id_scheme} catalogue (rows from another catalogue?)",
+      )
+    return np.split(items, np.cumsum(counts // tpi)[:-1])
 
   # ------------------------------------------------------------------ persistence
   def to_dict(self) -> dict:

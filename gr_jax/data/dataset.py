@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import hashlib
 import json
 import os
 
@@ -43,6 +44,23 @@ def _flat(d, prefix: str = "") -> dict:
     else:
       out[f"{prefix}{k}"] = v
   return out
+
+
+def _resolved_decoder_len_hash(config, manifest: dict) -> str | None:
+  """A semantic-ID dataset's hash of `config` as prepared, when the config's data.decoder_len is
+  the manifest's (ID tokens + EOS) rather than the prepared value: the trainer records the
+  length it used in the run's config.json, and prepare ignores data.decoder_len for semantic
+  IDs, so both values name the same dataset. None when that does not apply."""
+  from gr_jax.data import prepare  # pylint: disable=g-import-not-at-top
+
+  prepared = (manifest.get("config") or {}).get("decoder_len")
+  if manifest.get("id_scheme", "atomic") == "atomic" or prepared is None:
+    return None
+  d = prepare.dataset_config(config)
+  if d.get("decoder_len") != manifest.get("decoder_len"):
+    return None
+  d["decoder_len"] = prepared
+  return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
 
 
 def verify_dataset(directory: str, config=None, *, require_manifest: bool = True) -> dict | None:
@@ -93,6 +111,8 @@ def verify_dataset(directory: str, config=None, *, require_manifest: bool = True
       )
   if config is not None:
     want, have = prepare.config_hash(config), manifest.get("config_hash")
+    if want != have and _resolved_decoder_len_hash(config, manifest) == have:
+      want = have
     if want != have:
       ours, theirs = _flat(prepare.dataset_config(config)), _flat(manifest.get("config"))
       diffs = [

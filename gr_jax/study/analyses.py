@@ -11,7 +11,7 @@ import os
 import numpy as np
 
 from gr_jax.data import TASKS
-from gr_jax.study.plan import MODEL_LABELS, Plan, Point
+from gr_jax.study.plan import MODEL_LABELS, Plan, Point, sweep_fields, sweep_label
 
 
 def headline_metric(config) -> str:
@@ -114,7 +114,9 @@ def analyse_point(plan: Plan, point: Point, out_dir: str) -> dict:
   result = {
     "point": point.name,
     "headline_metric": headline_metric(config),
-    "sweep_value": point.sweep_value,
+    # The sweep plot's x (a mapping-valued point's name); sweep_fields: what the point sets.
+    "sweep_value": sweep_label(point.sweep_value, point.name),
+    "sweep_fields": sweep_fields(r.sweep, point.sweep_value) if r.sweep else {},
     "blocks": blocks,
     # The first budget and decoder stand for the point in the sweep plot and old readers.
     "groups": first["groups"],
@@ -254,7 +256,7 @@ def _mean_stats(manifests: list[dict]) -> dict:
 
 
 def _hypotheses(plan: Plan, point: Point, groups, dataset, out_dir) -> dict:
-  from gr_jax.analysis import cooccurrence, popularity
+  from gr_jax.analysis import cooccurrence, embeddings, popularity
 
   ev = plan.config.eval
   split = ev.split
@@ -275,7 +277,13 @@ def _hypotheses(plan: Plan, point: Point, groups, dataset, out_dir) -> dict:
           groups[task], groups["joint"], dataset, task, split=split, k=k, window=window
         )
       )
-  return {"h1": h1, "h2": h2, "tsne": _tsne(plan, point, groups, dataset)}
+  return {
+    "h1": h1,
+    "h2": h2,
+    "tsne": _tsne(plan, point, groups, dataset),
+    # What an item's vector is in those plots (semantic IDs have no one row per item).
+    "tsne_item_embedding": embeddings.item_embedding_note(dataset.catalog),
+  }
 
 
 def _tsne(plan: Plan, point: Point, groups, dataset) -> dict:
@@ -289,7 +297,7 @@ def _tsne(plan: Plan, point: Point, groups, dataset) -> dict:
   out = {}
   for model_kind, dirs in groups.items():
     model, _, _ = restore_for_inference(dirs[0])
-    emb = embeddings.item_embedding_matrix(model, catalog.token_offset, catalog.num_items)
+    emb = embeddings.item_embedding_matrix(model, catalog)
     path = os.path.join(plan.workdir, "plots", f"tsne_{point.name}_{model_kind}.png")
     embeddings.tsne_plot(
       path, emb, labels, title=f"{MODEL_LABELS[model_kind]} item embeddings (t-SNE, {point.name})"

@@ -2,10 +2,16 @@
 
 A config describes one experiment; `reproduce.sweep` optionally names a dotted config field whose
 values (`reproduce.sweep_values`) make several *points* (e.g. the S1 sweep over
-`data.sim.shuffle_fraction`). Each point has one processed dataset and, for every model kind and
-seed and training budget (`reproduce.budgets`), one training run. A simulated study draws one
-dataset per seed (`reproduce.dataset_per_seed`: the simulator's seed is `data.sim.seed + seed`), so
-the spread over seeds includes data variance; a real-data study has one dataset per point.
+`data.sim.shuffle_fraction`). A sweep value may instead be a mapping of dotted fields to values
+that its point sets together (e.g. `{"data.id_scheme": "atomic"}` beside the plain values of a
+`data.semantic.embedding` sweep); `reproduce.sweep` still names the sweep and is the field its
+plain values set. A plain value's point is named `<last part of the field>=<value>`, a mapping's
+the same for each of its fields, joined by commas in the mapping's order (`id_scheme=atomic`).
+Each point has one processed dataset and, for every model kind and seed and training budget
+(`reproduce.budgets`), one training run. A simulated study draws one dataset per seed
+(`reproduce.dataset_per_seed`: the simulator's seed is `data.sim.seed + seed`), so the spread over
+seeds includes data variance; a real-data study has one dataset per point.
+
 Directory layout under the study's workdir:
 
   data/<point>/<data>/                         processed dataset ("seed<k>" or "shared")
@@ -20,7 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any
+from typing import Any, Mapping
 
 import ml_collections
 
@@ -97,10 +103,29 @@ def set_dotted(config: ml_collections.ConfigDict, dotted: str, value: Any) -> No
     node[leaf] = value
 
 
+def sweep_fields(sweep: str, value: Any) -> dict[str, Any]:
+  """The dotted fields one sweep point sets: `{sweep: value}`, or the value itself when it is a
+  mapping of fields to values."""
+  if isinstance(value, Mapping):
+    if not value or not all(isinstance(k, str) and k for k in value):
+      raise ValueError(
+        f"reproduce.sweep_values: a sweep point given as a mapping needs one or more dotted "
+        f"field names as keys, got {dict(value)!r}"
+      )
+    return dict(value)
+  return {sweep: value}
+
+
 def point_name(sweep: str, value: Any) -> str:
   if not sweep:
     return "default"
-  return f"{sweep.rsplit('.', 1)[-1]}={value}"
+  return ",".join(f"{f.rsplit('.', 1)[-1]}={v}" for f, v in sweep_fields(sweep, value).items())
+
+
+def sweep_label(value: Any, name: str) -> Any:
+  """A point's position on the sweep plot's x axis: a plain sweep value itself, or the point's
+  name for a mapping (a dict is no axis value)."""
+  return name if isinstance(value, Mapping) else value
 
 
 def build_plan(config: ml_collections.ConfigDict, workdir: str) -> Plan:
@@ -114,6 +139,11 @@ def build_plan(config: ml_collections.ConfigDict, workdir: str) -> Plan:
     )
   if r.sweep and not r.sweep_values:
     raise ValueError(f"reproduce.sweep={r.sweep!r} needs reproduce.sweep_values")
+  if not r.sweep and any(isinstance(v, Mapping) for v in r.sweep_values):
+    raise ValueError(
+      "reproduce.sweep_values holds field mappings but reproduce.sweep is empty; set "
+      "reproduce.sweep to the sweep's name (the plots' axis label)"
+    )
   budgets = tuple(r.get("budgets", ("epochs",)))
   bad = [b for b in budgets if b not in BUDGETS] or ([] if budgets else ["(none)"])
   if bad:
@@ -123,12 +153,16 @@ def build_plan(config: ml_collections.ConfigDict, workdir: str) -> Plan:
     raise ValueError(f"reproduce.decoders: unknown or empty {bad}; expected a subset of {DECODERS}")
   per_seed = bool(r.get("dataset_per_seed", False)) and config.data.source == "simulate"
   values = list(r.sweep_values) if r.sweep else [None]
+  names = [point_name(r.sweep, value) for value in values]
+  twice = sorted({n for n in names if names.count(n) > 1})
+  if twice:
+    raise ValueError(f"reproduce.sweep_values: several points named {twice} (one directory each)")
   points = []
-  for value in values:
-    name = point_name(r.sweep, value)
+  for value, name in zip(values, names):
     point_config = ml_collections.ConfigDict(config.to_dict())
     if r.sweep:
-      set_dotted(point_config, r.sweep, value)
+      for field, v in sweep_fields(r.sweep, value).items():
+        set_dotted(point_config, field, v)
     datasets = []
     for key, seed in [(f"seed{s}", int(s)) for s in r.seeds] if per_seed else [("shared", None)]:
       data_config = ml_collections.ConfigDict(point_config.to_dict())

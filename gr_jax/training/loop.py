@@ -63,6 +63,9 @@ def _train_locked(config: ml_collections.ConfigDict, workdir: str) -> dict[str, 
   )
   with config.unlocked():
     config.data.processed_dir = data.path
+    if getattr(getattr(data.dataset, "catalog", None), "id_scheme", "atomic") != "atomic":
+      # Semantic IDs fix the decoder length (ID tokens + EOS, the manifest's): record that one.
+      config.data.decoder_len = int(data.dataset.decoder_len)
     if config.train.get("select_metric", ""):
       # Model selection on validation: the best checkpoint is the best validation decode.
       config.checkpoint.best_metric = "val/" + str(config.train.select_metric)

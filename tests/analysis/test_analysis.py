@@ -101,8 +101,12 @@ def test_h2_summary_and_related_pairs():
   assert s["related_base_rate"] == pytest.approx(1 / 3)
   assert s["lift"] == pytest.approx(2.25)
   assert cooccurrence.decode_pair(code(3, 7), n) == (3, 7)
-  h = cooccurrence.histories_from_encoder_inputs(np.array([[105, 107, 1, 0]]), 100, 10)
-  assert h.tolist() == [[5, 7, -1, -1]]
+  # Histories as ItemCatalog.histories gives them (one array per row) or padded with -1.
+  assert cooccurrence.session_pairs([np.array([5, 7])], np.array([2]), n, window=1) == {code(2, 7)}
+  assert cooccurrence.session_pairs(np.array([[5, 7, -1]]), np.array([2]), n) == {
+    code(2, 5),
+    code(2, 7),
+  }
 
 
 def test_tsne_plot_and_item_cap(tmp_path):
@@ -130,10 +134,35 @@ def test_tsne_plot_and_item_cap(tmp_path):
 
 def test_item_embedding_matrix_reads_the_item_rows_of_the_input_embedding():
   from flax import nnx
+  from gr_jax.data.catalog import ItemCatalog
   from gr_jax.model import T5, T5Config
 
   model = T5(T5Config.from_preset("tiny", vocab_size=20, num_item_tokens=7), rngs=nnx.Rngs(0))
-  emb = embeddings.item_embedding_matrix(model, token_offset=20, num_items=7)
-  np.testing.assert_array_equal(emb, np.asarray(model.shared.embedding[...])[20:27])
+  table = np.asarray(model.shared.embedding[...])
+  atomic = ItemCatalog([f"i{i}" for i in range(7)], token_offset=20)
+  emb = embeddings.item_embedding_matrix(model, atomic)
+  np.testing.assert_array_equal(emb, table[20:27])
+  assert "row of the item's token" in embeddings.item_embedding_note(atomic)
   with pytest.raises(ValueError, match="rows"):
-    embeddings.item_embedding_matrix(model, token_offset=20, num_items=8)
+    embeddings.item_embedding_matrix(
+      model, ItemCatalog([f"i{i}" for i in range(8)], token_offset=20)
+    )
+  # Semantic IDs: 2 levels of 3 codes + 1 disambiguation code = 7 ID tokens from row 20. An item
+  # is the mean of its code tokens' rows (level l, code c: row 20 + 3 l + c; disambiguation d:
+  # row 26 + d), not the row of token 20 + its index.
+  codes = [[0, 0, 0], [0, 1, 0], [2, 1, 0], [1, 2, 0], [2, 0, 0]]
+  sem = ItemCatalog(
+    [f"i{i}" for i in range(5)],
+    token_offset=20,
+    id_scheme="semantic",
+    codes=codes,
+    levels=2,
+    codebook_size=3,
+    num_disambiguation=1,
+  )
+  emb = embeddings.item_embedding_matrix(model, sem)
+  want = np.stack([(table[20 + a] + table[23 + b] + table[26 + d]) / 3 for a, b, d in codes])
+  np.testing.assert_allclose(emb, want, rtol=1e-6)
+  assert emb.shape == (5, table.shape[1])
+  note = embeddings.item_embedding_note(sem)
+  assert note == "the mean of the input-embedding rows of the item's 3 semantic ID tokens"

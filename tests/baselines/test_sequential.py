@@ -59,7 +59,7 @@ def test_rebuild_sequences_and_windows():
   sessions = successor_sessions(num_users=5, length=11)
   ds = _Dataset(sessions, N_ITEMS, encoder_len=6, max_history=4)  # histories truncated at 4
   train = ds.split("rec", "train")
-  hists = sequential.histories(train["encoder_input_ids"], 50, N_ITEMS)
+  hists = ds.catalog.histories(train["encoder_input_ids"])
   assert max(len(h) for h in hists) == 4
   seqs = sequential.rebuild_sequences(hists, train["target_item"], 4)
   # Train part of each session = all but the valid and test items.
@@ -124,7 +124,7 @@ def _check_run_files(ds, c, workdir, summary, kind):
   res = sequential.train_sequential(kind, c, ds, str(workdir))
   assert res.summary["resumed_from"] == res.summary["steps"]  # loaded, not retrained
   qids, first = runs.split_queries(arrays)
-  hist = sequential.histories(arrays["encoder_input_ids"][first], 50, N_ITEMS)
+  hist = ds.catalog.histories(arrays["encoder_input_ids"][first])
   x = sequential.inference_inputs(hist, c.baselines[kind].max_len, kind, N_ITEMS)
   scores = np.asarray(res.model.item_logits(res.model(x)[:, -1]))  # [Q, n]
   ids = ds.catalog.item_ids

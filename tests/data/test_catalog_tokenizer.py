@@ -1,5 +1,6 @@
 """ItemCatalog and the SentencePiece tokenizer (checked against transformers' T5Tokenizer)."""
 
+import itertools
 import json
 import os
 
@@ -78,3 +79,93 @@ def test_hf_directory_vocab_size_wins(tmp_path):
   assert loaded.text_vocab_size == 128 and loaded.piece_size == tok.piece_size
   with pytest.raises(DataError, match="spiece.model"):
     TextTokenizer.load(str(tmp_path))
+
+
+def _semantic_catalog(n, token_offset=100, seed=0):
+  """n items with unique 2-level codes (codebook 4) plus a disambiguation code where needed."""
+  rng = np.random.default_rng(seed)
+  pairs = rng.integers(0, 4, size=(n, 2))
+  seen: dict[tuple, int] = {}
+  dis = []
+  for p in map(tuple, pairs.tolist()):
+    dis.append(seen.get(p, 0))
+    seen[p] = dis[-1] + 1
+  codes = np.concatenate([pairs, np.asarray(dis)[:, None]], axis=1)
+  return ItemCatalog(
+    [f"i{i}" for i in range(n)],
+    token_offset=token_offset,
+    id_scheme="semantic",
+    codes=codes,
+    levels=2,
+    codebook_size=4,
+    num_disambiguation=max(dis) + 1,
+  )
+
+
+def test_histories_round_trip_rec_rows_of_both_schemes():
+  import types
+
+  from gr_jax.data.prepare import _rec_arrays  # the real leave-last-out layout
+
+  n = 12
+  rng = np.random.default_rng(1)
+  sessions = [rng.integers(0, n, size=int(rng.integers(4, 9))) for _ in range(20)]
+  atomic = ItemCatalog([f"i{i}" for i in range(n)], token_offset=100)
+  sem = _semantic_catalog(n)
+  assert sem.tokens_per_item == 3 and sem.num_disambiguation > 1
+  # The same 5-item history cap for both: 6 and 16 encoder tokens (5 x tokens_per_item + EOS).
+  rows = {
+    "atomic": _rec_arrays(sessions, atomic, types.SimpleNamespace(encoder_len=6, max_history=5)),
+    "semantic": _rec_arrays(sessions, sem, types.SimpleNamespace(encoder_len=16, max_history=5)),
+  }
+  for split in ("train", "valid", "test"):
+    a = atomic.histories(rows["atomic"][split]["encoder_input_ids"])
+    s = sem.histories(rows["semantic"][split]["encoder_input_ids"])
+    assert [h.tolist() for h in a] == [h.tolist() for h in s]
+    assert all(h.dtype == np.int64 for h in a + s)
+  # Test rows: each session's last item is the target; the history is the 5 items before it.
+  want = [list(x[:-1][-5:]) for x in sessions]
+  assert [h.tolist() for h in sem.histories(rows["semantic"]["test"]["encoder_input_ids"])] == want
+  # Inverse of item_tokens: spelling histories as tokens and reading them back round-trips.
+  ids = np.zeros([len(want), 16], np.int32)
+  for r, h in enumerate(want):
+    ids[r, : 3 * len(h)] = sem.item_tokens(np.asarray(h, np.int64)).reshape(-1)
+    ids[r, 3 * len(h)] = 1  # EOS
+  assert [h.tolist() for h in sem.histories(ids)] == want
+  # Text tokens (a task prefix) sit below token_offset and are not history items.
+  prefixed = np.concatenate([np.full([len(ids), 2], 7, np.int32), ids], axis=1)
+  assert [h.tolist() for h in sem.histories(prefixed)] == want
+  assert atomic.histories(np.zeros([0, 6], np.int32)) == []
+
+
+def test_histories_refuse_rows_that_spell_no_item():
+  sem = _semantic_catalog(12)
+  tok = sem.item_tokens([3, 5])  # [2, 3]
+  with pytest.raises(DataError, match="row 1 holds 2 ID tokens, not whole semantic item IDs of 3"):
+    sem.histories([list(tok[0]) + [1, 0], list(tok[1][:2]) + [1, 0, 0]])
+  free = next(
+    t
+    for t in itertools.product(range(4), range(4), range(sem.num_disambiguation))
+    if sem.tokens_to_item(np.asarray(t) + sem._position_offsets()) < 0
+  )  # a well-formed code tuple that no item has
+  bad = np.asarray(free) + sem._position_offsets()
+  with pytest.raises(DataError, match="row 1 holds ID tokens that name no item"):
+    sem.histories([list(tok[0]) + [1, 0, 0, 0], list(tok[1]) + list(bad) + [1]])
+  atomic = ItemCatalog(["a", "b"], token_offset=100)
+  with pytest.raises(DataError, match="row 0 .* name no item of this 2-item atomic catalogue"):
+    atomic.histories([[100, 102, 1]])  # token 102 would be a third item
+  # Atomic rows read with a semantic catalogue (or the reverse) are refused, not misread.
+  with pytest.raises(DataError, match="encoder_input_ids"):
+    sem.histories([[100, 101, 1, 0]])
+
+
+def test_semantic_tokens_to_item_matches_a_tuple_lookup():
+  sem = _semantic_catalog(40, seed=3)
+  table = {tuple(r): i for i, r in enumerate(sem.item_tokens(np.arange(40)).tolist())}
+  rng = np.random.default_rng(0)
+  lo, hi = sem.token_offset - 2, sem.token_offset + sem.num_id_tokens + 2
+  tokens = rng.integers(lo, hi, size=(500, 3))
+  tokens[::2] = sem.item_tokens(rng.integers(0, 40, size=250))  # half of them real IDs
+  want = [table.get(tuple(r), -1) for r in tokens.tolist()]
+  np.testing.assert_array_equal(sem.tokens_to_item(tokens), want)
+  np.testing.assert_array_equal(sem.tokens_to_item(tokens.reshape(50, 10, 3)).reshape(-1), want)

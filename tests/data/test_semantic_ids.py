@@ -568,3 +568,40 @@ def test_biencoder_errors(tmp_path):
   with pytest.raises(DataError, match=r"'data.semantic.codebook_size'.*only \d+ items"):
     prepare_dataset(_biencoder_tiny(codebook_size=1000), str(tmp_path / "ds"))
   assert not os.listdir(tmp_path)
+
+
+@pytest.mark.slow
+def test_run_config_records_the_decoder_len_the_run_used(semantic_dataset, tmp_path):
+  """data.decoder_len (2 by default) does not apply to semantic IDs: the trainer uses the
+  manifest's (ID tokens + EOS) and its config.json must say so; the evaluator's check of the
+  dataset against that config.json still passes."""
+  from gr_jax.analysis import embeddings
+  from gr_jax.training import checkpointing, loop
+
+  config = _semantic_tiny()
+  assert config.data.decoder_len == 2
+  config.data.processed_dir = semantic_dataset.directory
+  config.data.tasks = ("search",)
+  config.model.preset = "tiny"
+  config.train.batch_size = 8
+  config.train.num_steps = 1
+  config.train.log_every_steps = 1
+  config.checkpoint.every_steps = 1
+  loop.train(config, str(tmp_path / "run"))
+  saved = json.loads((tmp_path / "run" / "config.json").read_text())
+  want = semantic_dataset.decoder_len
+  assert want == semantic_dataset.catalog.tokens_per_item + 1 > 2
+  assert saved["data"]["decoder_len"] == want
+  model, restored, _ = checkpointing.restore_for_inference(str(tmp_path / "run"))
+  assert restored.data.decoder_len == want
+  # The t-SNE's item vectors on this model: one per item, though the model has fewer ID tokens
+  # (rows) than items (analysis.embeddings; reading one row per item used to fail here).
+  cat = semantic_dataset.catalog
+  assert cat.num_id_tokens < cat.num_items
+  emb = embeddings.item_embedding_matrix(model, cat)
+  assert emb.shape == (cat.num_items, model.config.d_model) and np.isfinite(emb).all()
+  checkpointing.verify_dataset_of(restored, semantic_dataset.directory)  # does not raise
+  # Any other decoder_len is still another data config.
+  restored.data.decoder_len = want + 1
+  with pytest.raises(DataError, match="decoder_len"):
+    checkpointing.verify_dataset_of(restored, semantic_dataset.directory)

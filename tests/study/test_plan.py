@@ -79,6 +79,104 @@ def test_sweep_points_set_the_field(tmp_path):
   assert len({p.data_dir for p in plan.points}) == len(plan.points)
 
 
+def test_single_field_sweep_names_are_unchanged(tmp_path):
+  config = load_config("sim_s1_popularity", "seeds=1")
+  plan = plan_lib.build_plan(config, str(tmp_path))
+  assert [p.name for p in plan.points] == [
+    f"shuffle_fraction={v}" for v in config.reproduce.sweep_values
+  ]
+  assert [p.sweep_value for p in plan.points] == list(config.reproduce.sweep_values)
+  r = plan.runs[0]
+  assert r.run_dir == os.path.join(
+    str(tmp_path), "runs", r.point, r.budget, r.model, f"seed{r.seed}"
+  )
+
+
+def test_mapping_sweep_points_set_several_fields(tmp_path):
+  config = load_config("quickstart", "seeds=1")
+  config.reproduce.sweep = "data.sim.shuffle_fraction"
+  config.reproduce.sweep_values = (
+    0.25,
+    {"data.sim.shuffle_fraction": 0.5, "train.learning_rate": 0.125},
+    {"train.learning_rate": 0.5},
+  )
+  plan = plan_lib.build_plan(config, str(tmp_path))
+  names = [p.name for p in plan.points]
+  assert names == [
+    "shuffle_fraction=0.25",
+    "shuffle_fraction=0.5,learning_rate=0.125",
+    "learning_rate=0.5",
+  ]
+  want = {  # point -> (shuffle_fraction, learning_rate) of its runs and datasets
+    names[0]: (0.25, config.train.learning_rate),
+    names[1]: (0.5, 0.125),
+    names[2]: (config.data.sim.shuffle_fraction, 0.5),
+  }
+  assert len(set(want.values())) == 3
+  for p in plan.points:
+    for d in p.datasets:
+      assert d.config.data.sim.shuffle_fraction == want[p.name][0]
+      assert d.data_dir == os.path.join(str(tmp_path), "data", p.name, d.key)
+    for r in p.runs:
+      assert (r.config.data.sim.shuffle_fraction, r.config.train.learning_rate) == want[p.name]
+      assert r.run_dir.startswith(os.path.join(str(tmp_path), "runs", p.name) + os.sep)
+  assert plan.points[1].sweep_value == {
+    "data.sim.shuffle_fraction": 0.5,
+    "train.learning_rate": 0.125,
+  }
+  # The sweep plot's x: the plain value, or the name of a mapping's point.
+  assert [plan_lib.sweep_label(p.sweep_value, p.name) for p in plan.points] == [0.25] + names[1:]
+  assert plan_lib.sweep_fields("data.sim.shuffle_fraction", 0.25) == {
+    "data.sim.shuffle_fraction": 0.25
+  }
+
+
+def test_bad_mapping_sweeps_name_the_problem(tmp_path):
+  def plan_with(sweep, values):
+    config = load_config("quickstart", "seeds=1")
+    config.reproduce.sweep, config.reproduce.sweep_values = sweep, values
+    return plan_lib.build_plan(config, str(tmp_path))
+
+  with pytest.raises(KeyError, match="no_such_knob"):
+    plan_with("ids", ({"data.sim.no_such_knob": 1},))
+  with pytest.raises(ValueError, match="dotted field names"):
+    plan_with("ids", ({},))
+  with pytest.raises(ValueError, match="reproduce.sweep is empty"):
+    plan_with("", ({"train.learning_rate": 0.5},))
+  with pytest.raises(ValueError, match=r"several points named \['learning_rate=0.5'\]"):
+    plan_with("train.learning_rate", (0.5, {"train.learning_rate": 0.5}))
+
+
+def test_semantic_ids_is_one_study_with_an_atomic_point(tmp_path):
+  from gr_jax.data import prepare
+
+  config = load_config("semantic_ids", "seeds=2")
+  plan = plan_lib.build_plan(config, str(tmp_path))
+  # The embedding points keep the names (and so the directories) of the one-field sweep.
+  assert [p.name for p in plan.points] == [
+    "id_scheme=atomic",
+    "embedding=content",
+    "embedding=search",
+    "embedding=rec",
+    "embedding=joint",
+  ]
+  for p in plan.points:
+    schemes = {r.config.data.id_scheme for r in p.runs} | {
+      d.config.data.id_scheme for d in p.datasets
+    }
+    assert schemes == {"atomic" if p.name == "id_scheme=atomic" else "semantic"}
+    if p.name != "id_scheme=atomic":
+      assert {r.config.data.semantic.embedding for r in p.runs} == {p.name.split("=")[1]}
+    assert {r.model for r in p.runs} == {"search", "rec", "joint"}
+    assert [d.key for d in p.datasets] == ["seed0", "seed1"]
+  # The atomic point's datasets are the quickstart's (same data hash, seed by seed).
+  quick = plan_lib.build_plan(load_config("quickstart", "seeds=2"), str(tmp_path / "q"))
+  for ours, theirs in zip(plan.points[0].datasets, quick.points[0].datasets):
+    assert prepare.config_hash(ours.config) == prepare.config_hash(theirs.config)
+  with pytest.raises(ValueError, match="'ids' is unknown"):
+    load_config("semantic_ids", "ids=atomic")  # the former separate reference study
+
+
 def test_item_cap_applies_to_joint_only(tmp_path):
   config = load_config("item_cap", "seeds=1")
   plan = plan_lib.build_plan(config, str(tmp_path))
@@ -115,6 +213,7 @@ def test_unknown_model_kind(tmp_path):
     "mpd",
     "logs_jsonl",
     "item_cap",
+    "semantic_ids",
   ],
 )
 def test_every_experiment_config_builds_a_plan(tmp_path, name):
