@@ -19,6 +19,7 @@ import functools
 import math
 
 import jax
+import jax.extend
 import jax.numpy as jnp
 from flax import nnx
 
@@ -38,12 +39,77 @@ def _param(rngs: nnx.Rngs, shape, std: float, axes: tuple[str, ...], dtype) -> n
   return nnx.Param(value.astype(dtype), out_sharding=axes, eager_sharding=False)
 
 
+# Dropout decides with 16 random bits per element: keep when they fall below
+# round((1 - rate) * 2^16). Kept values are scaled by 2^16 / threshold, the inverse of the keep
+# probability actually drawn, so the expectation is exact (rate 0.1 keeps 58982/65536 = 0.899994
+# of the elements).
+_MASK_BITS = 16
+
+
+def _keep_threshold(rate: float) -> int:
+  return min(max(int(round((1.0 - rate) * (1 << _MASK_BITS))), 1), 1 << _MASK_BITS)
+
+
+def _is_threefry(key: Array) -> bool:
+  return str(jax.random.key_impl(key)) == "threefry2x32"
+
+
+def _threefry_multiplier(key: Array, rate: float, shape: tuple[int, ...], dtype) -> Array:
+  """The dropout decision of `rate` from a threefry `key` as a multiplier of `shape` (0 where
+  dropped, 2^16 / threshold where kept), not yet materialised (see `dropout_multiplier`)."""
+  threshold = _keep_threshold(rate)
+  n = math.prod(shape)
+  words = jax.extend.random.threefry_2x32(
+    jax.random.key_data(key), jax.lax.iota(jnp.uint32, (n + 1) // 2)
+  )  # [ceil(n/2)] uint32: low and high halves are two draws each
+  keep = jnp.concatenate([(words & 0xFFFF) < threshold, (words >> 16) < threshold])
+  scale = (1 << _MASK_BITS) / threshold
+  return jnp.where(keep[:n].reshape(shape), scale, 0.0).astype(dtype)
+
+
+def dropout_multiplier(key: Array, rate: float, shape: tuple[int, ...], dtype) -> Array:
+  """The dropout mask of `rate` drawn from a threefry `key`, as a multiplier of `shape`: 0 where
+  dropped, 2^16 / threshold where kept.
+
+  Made for XLA:CPU, where jax's default (`jax.random.bernoulli` under the partitionable threefry)
+  was ~30% of a T5-small train step (BUILD_NOTES, issue 19). One threefry2x32 call here makes two
+  32-bit words and each word two 16-bit draws: 4 elements per call, against 1 per call there (it
+  XORs its two words into one). The multiplier is materialised in the compute dtype behind an
+  optimization barrier, so the backward pass multiplies by it instead of regenerating the bits;
+  as a bool or uint8 mask, the select it feeds slowed the backward fusions by as much as the
+  generation cost.
+  """
+  return jax.lax.optimization_barrier(_threefry_multiplier(key, rate, shape, dtype))
+
+
 def dropout(x: Array, rate: float, key: Array | None, site: int) -> Array:
-  """Inverted dropout; `key is None` means deterministic. `site` separates call sites."""
+  """Inverted dropout; `key is None` means deterministic. `site` separates call sites.
+
+  threefry keys (the CPU default) use `dropout_multiplier`; other generators (rbg, the default on
+  accelerators, where XLA fuses and recomputes the bits cheaply) draw the same 16-bit decision
+  through `jax.random.bits` and select."""
   if key is None or rate == 0.0:
     return x
-  keep = jax.random.bernoulli(jax.random.fold_in(key, site), 1.0 - rate, x.shape)
-  return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x))
+  key = jax.random.fold_in(key, site)
+  if _is_threefry(key):
+    return x * dropout_multiplier(key, rate, x.shape, x.dtype)
+  threshold = _keep_threshold(rate)
+  keep = jax.random.bits(key, x.shape, jnp.uint16) < threshold
+  return jnp.where(keep, x * jnp.asarray((1 << _MASK_BITS) / threshold, x.dtype), 0)
+
+
+def relu_dropout(x: Array, rate: float, key: Array | None, site: int) -> Array:
+  """`dropout(relu(x), rate, key, site)`, the same values (up to the sign of zeros).
+
+  With a threefry key, relu(x) * m == x * (m * [x > 0]) for a multiplier m >= 0, so one
+  materialised multiplier carries both the ReLU and the dropout: the backward pass is one
+  multiply by it. Separately, the ReLU's select and the dropout's multiply meet in the
+  transposed copy that feeds the weight gradient, reading three strided inputs; on XLA:CPU that
+  was ~6% of a T5-small train step at batch 32 (BUILD_NOTES, issue 19)."""
+  if key is None or rate == 0.0 or not _is_threefry(key):
+    return dropout(jax.nn.relu(x), rate, key, site)
+  mult = _threefry_multiplier(jax.random.fold_in(key, site), rate, x.shape, x.dtype)
+  return x * jax.lax.optimization_barrier(jnp.where(x > 0, mult, jnp.zeros_like(mult)))
 
 
 def output_projection(x: Array, w: Array, spec: str) -> Array:
@@ -272,6 +338,7 @@ class MLP(nnx.Module):
     self.dtype = jnp.dtype(cfg.dtype)
     self.gated = cfg.is_gated
     self.act = cfg.activation
+    self.relu = cfg.feed_forward_proj == "relu"
     self.rate = cfg.dropout_rate
     if self.gated:
       self.wi_0 = _param(rngs, (d, f), d**-0.5, ("embed", "mlp"), pd)
@@ -284,9 +351,11 @@ class MLP(nnx.Module):
     x = x.astype(self.dtype)
     if self.gated:
       h = self.act(x @ self.wi_0[...].astype(self.dtype)) * (x @ self.wi_1[...].astype(self.dtype))
+      h = dropout(h, self.rate, key, 0)
+    elif self.relu:
+      h = relu_dropout(x @ self.wi[...].astype(self.dtype), self.rate, key, 0)  # [..., F]
     else:
-      h = self.act(x @ self.wi[...].astype(self.dtype))  # [..., F]
-    h = dropout(h, self.rate, key, 0)
+      h = dropout(self.act(x @ self.wi[...].astype(self.dtype)), self.rate, key, 0)
     return h @ self.wo[...].astype(self.dtype)
 
 
