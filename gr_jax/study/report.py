@@ -285,6 +285,70 @@ def _baseline_md(point: str, btests: list[dict], correction: str) -> tuple[list[
   return md + [""], lines
 
 
+def time_spent(plan: Plan) -> dict:
+  """Where a study's wall time went, from its stage markers: seconds per stage kind, and the
+  evaluate stage's queries/s per decoder (test queries of both tasks, from each run's
+  per_query.json). Training's share includes the validation decodes of the `converged` budget.
+  Each stage counts with its latest finished run; stages never finished are not counted."""
+  from gr_jax.study import runner  # pylint: disable=g-import-not-at-top
+  from gr_jax.study import stages as stages_lib  # pylint: disable=g-import-not-at-top
+
+  kinds: dict[str, dict] = {}
+  for stage in stages_lib.stages_for(plan):
+    marker = runner.read_marker(plan.workdir, stage.id)
+    if marker is None:
+      continue
+    k = kinds.setdefault(stage.kind, {"stages": 0, "seconds": 0.0})
+    k["stages"] += 1
+    k["seconds"] += float(marker.get("seconds", 0.0))
+  total = sum(k["seconds"] for k in kinds.values())
+  for k in kinds.values():
+    k["share"] = k["seconds"] / total if total > 0 else float("nan")
+  decoders: dict[str, dict] = {}
+  split = plan.config.eval.split
+  for run in plan.runs:
+    for decoder in plan.config.reproduce.get("decoders", ("beam",)):
+      marker = runner.read_marker(plan.workdir, stages_lib.evaluate_stage_id(run, decoder))
+      path = os.path.join(
+        run.run_dir, "eval", stages_lib.eval_subdir(split, decoder), "per_query.json"
+      )
+      if marker is None or not os.path.exists(path):
+        continue
+      with open(path) as f:
+        per_query = json.load(f)
+      n = sum(len(next(iter(metrics.values()), {})) for metrics in per_query.values())
+      d = decoders.setdefault(decoder, {"queries": 0, "seconds": 0.0})
+      d["queries"] += n
+      d["seconds"] += float(marker.get("seconds", 0.0))
+  for d in decoders.values():
+    d["queries_per_s"] = d["queries"] / d["seconds"] if d["seconds"] > 0 else float("nan")
+  return {"total_seconds": total, "stages": kinds, "evaluate": decoders}
+
+
+def _time_md(spent: dict) -> list[str]:
+  if not spent["stages"]:
+    return []
+  md = [
+    "## Where the time went",
+    "",
+    f"Stage wall time, {spent['total_seconds'] / 60:.1f} minutes in all (the latest finished "
+    "run of each stage; training includes the validation decodes of the converged budget).",
+    "",
+    "| stage | stages | seconds | share |",
+    "|---|---|---|---|",
+  ]
+  for kind, k in sorted(spent["stages"].items(), key=lambda kv: -kv[1]["seconds"]):
+    md.append(f"| {kind} | {k['stages']} | {k['seconds']:.0f} | {100 * k['share']:.1f}% |")
+  if spent["evaluate"]:
+    md += ["", "Evaluate stage throughput (test queries of both tasks, compile included):", ""]
+    for dec, d in sorted(spent["evaluate"].items()):
+      md.append(
+        f"- {dec}: {d['queries']} queries in {d['seconds']:.0f} s = {d['queries_per_s']:.0f} "
+        "queries/s"
+      )
+  return md + [""]
+
+
 def write_report(plan: Plan) -> str:
   from gr_jax.analysis import stats
 
@@ -496,7 +560,10 @@ def write_report(plan: Plan) -> str:
         )
       )
     md += ["", f"![sweep]({os.path.relpath(path, plan.workdir)})", ""]
+  spent = time_spent(plan)
+  md += _time_md(spent)
   report = {
+    "time": spent,
     "name": plan.config.name,
     "workdir": plan.workdir,
     "seeds": list(plan.config.reproduce.seeds),

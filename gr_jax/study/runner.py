@@ -42,7 +42,7 @@ def _marker_path(workdir: str, stage_id: str) -> str:
   return os.path.join(workdir, "stages", stage_id + ".json")
 
 
-def _read_marker(workdir: str, stage_id: str) -> dict | None:
+def read_marker(workdir: str, stage_id: str) -> dict | None:
   try:
     with open(_marker_path(workdir, stage_id)) as f:
       return json.load(f)
@@ -56,7 +56,7 @@ def is_done(workdir: str, stage_id: str) -> bool:
 
 def status(workdir: str, stage: Stage) -> str:
   """ "new" (never finished), "done" (finished with the same inputs) or "stale" (inputs changed)."""
-  marker = _read_marker(workdir, stage.id)
+  marker = read_marker(workdir, stage.id)
   if marker is None:
     return "new"
   return "done" if marker.get("fingerprint") == stage.fingerprint else "stale"

@@ -153,6 +153,14 @@ def _config_inputs(config: ml_collections.ConfigDict) -> dict:
   return d
 
 
+def _run_tag(run: RunSpec) -> str:
+  return f"{run.point}__{run.budget}__{run.model}__seed{run.seed}"
+
+
+def evaluate_stage_id(run: RunSpec, decoder: str) -> str:
+  return f"evaluate__{_run_tag(run)}__{decoder}"
+
+
 def stages_for(plan: Plan) -> list[Stage]:
   """All stages, in an order where every stage's inputs exist when it runs."""
   split = plan.config.eval.split
@@ -197,9 +205,8 @@ def stages_for(plan: Plan) -> list[Stage]:
       point_fps += [prep.fingerprint, base.fingerprint]
     for run in point.runs:
       data_dir = point.dataset(run.data).data_dir
-      tag = f"{point.name}__{run.budget}__{run.model}__seed{run.seed}"
       train = Stage(
-        f"train__{tag}",
+        f"train__{_run_tag(run)}",
         "train",
         f"train {run.model} seed {run.seed}, {run.budget} ({point.name})",
         lambda rr=run, dd=data_dir: _train(plan, rr, dd),
@@ -214,7 +221,7 @@ def stages_for(plan: Plan) -> list[Stage]:
       stages.append(train)
       for decoder in decoders:
         ev = Stage(
-          f"evaluate__{tag}__{decoder}",
+          evaluate_stage_id(run, decoder),
           "evaluate",
           f"evaluate {run.model} seed {run.seed}, {run.budget}, {decoder} on {split} "
           f"({point.name})",
