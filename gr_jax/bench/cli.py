@@ -12,6 +12,9 @@ Modes (`--modes`, comma-separated):
                   prefix recompute (`gr_jax.bench.diverse_decode`), with --compare_hf beside HF
   data            prepare and input-pipeline throughput (`gr_jax.bench.data_bench`; needs
                   --config for the data defaults)
+  scale           a catalogue of --num_items items (`gr_jax.bench.scale_bench`): semantic IDs and
+                  the prefix trie from synthetic embeddings, diverse beam search over the trie,
+                  train-step memory atomic against semantic (--scale_parts)
 
 Prints one JSON line per measurement (and appends them to --out). The sides of a mode are timed
 interleaved, repeat by repeat, in this one process (`gr_jax.bench.protocol`), and every pair
@@ -31,13 +34,18 @@ from absl import logging
 from ml_collections import config_flags
 
 _MODES = flags.DEFINE_list(
-  "modes", ["train"], "what to measure: train, decode, memory, diverse_decode, data"
+  "modes", ["train"], "what to measure: train, decode, memory, diverse_decode, data, scale"
 )
 _PRESET = flags.DEFINE_string("preset", "small", "T5 preset (gr_jax.model PRESETS)")
 _BATCH = flags.DEFINE_integer("batch_size", 32, "examples (train) or queries (decode) per batch")
 _ENC = flags.DEFINE_integer("encoder_len", 64, "encoder tokens")
 _DEC = flags.DEFINE_integer("decoder_len", 8, "decoder tokens (train)")
 _ITEMS = flags.DEFINE_integer("num_items", 0, "atomic item tokens appended to the vocabulary")
+_VOCAB = flags.DEFINE_integer(
+  "vocab_size",
+  0,
+  "text vocabulary (0 = the preset's, 32128 for T5); e.g. 352 for the quickstart's SentencePiece",
+)
 _DTYPE = flags.DEFINE_string(
   "dtype", "", "compute dtype; empty = bfloat16 on GPU/TPU, float32 on CPU"
 )
@@ -58,6 +66,12 @@ _RETURN = flags.DEFINE_integer(
 _DIVERSE_D = flags.DEFINE_integer("diverse_d_model", 64, "diverse_decode: model width")
 _DIVERSE_LAYERS = flags.DEFINE_integer(
   "diverse_num_layers", 2, "diverse_decode: encoder and decoder layers"
+)
+_DIVERSE_PRESET = flags.DEFINE_string(
+  "diverse_preset",
+  "",
+  "diverse_decode: take width, depth, heads and text vocabulary from this T5 preset (e.g. small) "
+  "instead of --diverse_d_model / --diverse_num_layers",
 )
 _NEW = flags.DEFINE_integer("max_new_tokens", 2, "decode: generated tokens")
 _WARMUP = flags.DEFINE_integer("warmup", 2, "untimed windows after compilation")
@@ -94,8 +108,29 @@ _DATA_USERS = flags.DEFINE_integer(
 )
 _DATA_ITEMS = flags.DEFINE_integer("data_items", 5000, "data: simulated catalogue size")
 _DATA_BATCHES = flags.DEFINE_integer("data_batches", 2000, "data: timed pipeline batches")
+_SCALE_PARTS = flags.DEFINE_list(
+  "scale_parts",
+  ["ids", "decode", "memory"],
+  "scale: ids (RQ-KMeans + trie; always runs), decode (beam search over the trie), memory "
+  "(train step compiled for abstract shapes, atomic vs semantic)",
+)
+_SCALE_DIM = flags.DEFINE_integer("scale_dim", 128, "scale: synthetic embedding width")
+_SCALE_MIX = flags.DEFINE_integer(
+  "scale_mixture", 1024, "scale: Gaussian mixture components of the synthetic embeddings"
+)
+# Defaults = configs/base.py's data.semantic (levels, codebook_size, kmeans_iters).
+_SCALE_LEVELS = flags.DEFINE_integer("scale_levels", 3, "scale: RQ-KMeans levels")
+_SCALE_K = flags.DEFINE_integer("scale_codebook_size", 256, "scale: codes per level")
+_SCALE_ITERS = flags.DEFINE_integer("scale_kmeans_iters", 50, "scale: Lloyd iterations per level")
+_SCALE_TEXT = flags.DEFINE_integer(
+  "scale_text_vocab", 512, "scale: text vocabulary of the decoding model (item tokens follow)"
+)
+_SCALE_TRAIN_BATCH = flags.DEFINE_integer(
+  "scale_train_batch_size", 128, "scale: train batch of the memory part (configs/base.py's)"
+)
+_SCALE_SEED = flags.DEFINE_integer("scale_seed", 0, "scale: embeddings, k-means and model seed")
 
-MODES = ("train", "decode", "memory", "diverse_decode", "data")
+MODES = ("train", "decode", "memory", "diverse_decode", "data", "scale")
 
 
 def _emit(rec: dict, out: str) -> None:
@@ -135,6 +170,7 @@ def _train(model_config, dtype: str, out: str) -> None:
           steps_per_repeat=_STEPS.value,
           chunk_size=_CHUNK.value,
           dropout_prng=prng,
+          model_overrides=_model_overrides(),
           peak_tflops_override=_PEAK.value,
           profile_dir=os.path.join(_PROFILE.value, f"{impl}_{prng}") if _PROFILE.value else "",
         )
@@ -240,13 +276,25 @@ def _diverse_decode(out: str) -> None:
   from gr_jax.bench import diverse_decode  # pylint: disable=g-import-not-at-top
 
   beams = int(_BEAMS.value[0])
+  shape = dict(
+    d_model=_DIVERSE_D.value, d_ff=2 * _DIVERSE_D.value, num_layers=_DIVERSE_LAYERS.value
+  )
+  if _DIVERSE_PRESET.value:
+    from gr_jax.model import T5Config  # pylint: disable=g-import-not-at-top
+
+    p = T5Config.from_preset(_DIVERSE_PRESET.value)
+    shape = dict(
+      d_model=p.d_model,
+      d_ff=p.d_ff,
+      num_layers=p.num_encoder_layers,
+      num_heads=p.num_heads,
+      text_vocab=p.vocab_size,
+    )
   for rec in diverse_decode.run_decode_benchmark(
     batch_size=_BATCH.value,
     encoder_len=_ENC.value,
     num_items=_ITEMS.value or 2000,
-    d_model=_DIVERSE_D.value,
-    d_ff=2 * _DIVERSE_D.value,
-    num_layers=_DIVERSE_LAYERS.value,
+    **shape,
     num_beams=beams,
     num_beam_groups=_GROUPS.value,
     diversity_penalty=_DIVERSITY.value,
@@ -278,6 +326,56 @@ def _data(out: str) -> None:
   )
 
 
+def _scale(dtype: str, out: str) -> None:
+  from gr_jax.bench import scale_bench  # pylint: disable=g-import-not-at-top
+
+  scale_bench.run_scale_benchmark(
+    num_items=_ITEMS.value or 1_000_000,
+    parts=_SCALE_PARTS.value,
+    dim=_SCALE_DIM.value,
+    clusters=_SCALE_MIX.value,
+    levels=_SCALE_LEVELS.value,
+    codebook_size=_SCALE_K.value,
+    kmeans_iters=_SCALE_ITERS.value,
+    text_vocab=_SCALE_TEXT.value,
+    preset=_PRESET.value,
+    batch_size=_BATCH.value,
+    encoder_len=_ENC.value,
+    num_beams=int(_BEAMS.value[0]),
+    num_beam_groups=_GROUPS.value,
+    diversity_penalty=_DIVERSITY.value,
+    num_return_sequences=_RETURN.value or int(_BEAMS.value[0]),
+    warmup=_WARMUP.value,
+    repeats=_REPEATS.value,
+    train_batch_size=_SCALE_TRAIN_BATCH.value,
+    train_encoder_len=_ENC.value,
+    dtype=dtype,
+    seed=_SCALE_SEED.value,
+    emit=lambda rec: _emit(rec, out),
+  )
+
+
+def _model_overrides() -> dict:
+  return {"vocab_size": _VOCAB.value} if _VOCAB.value else {}
+
+
+def _model_config(dtype: str):
+  """The T5Config the gr-jax train step builds (preset, --config's model section, --vocab_size):
+  the Hugging Face side gets the same one, so both sides run the same architecture."""
+  from gr_jax.bench import train_bench  # pylint: disable=g-import-not-at-top
+  from gr_jax.training import state as state_lib  # pylint: disable=g-import-not-at-top
+
+  config = train_bench.bench_config(
+    _CONFIG.value,
+    preset=_PRESET.value,
+    batch_size=_BATCH.value,
+    num_items=_ITEMS.value,
+    dtype=dtype,
+    model_overrides=_model_overrides(),
+  )
+  return state_lib.model_config_from(config)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -295,9 +393,8 @@ def main(argv):
   dtype = _DTYPE.value or ("float32" if backend == "cpu" else "bfloat16")
   logging.info("devices: %s; dtype %s", jax.devices(), dtype)
   out = _OUT.value
-  from gr_jax.model import T5Config  # pylint: disable=g-import-not-at-top
 
-  model_config = T5Config.from_preset(_PRESET.value, num_item_tokens=_ITEMS.value)
+  model_config = _model_config(dtype)
   if "train" in modes:
     _train(model_config, dtype, out)
   if "decode" in modes:
@@ -308,3 +405,5 @@ def main(argv):
     _diverse_decode(out)
   if "data" in modes:
     _data(out)
+  if "scale" in modes:
+    _scale(dtype, out)

@@ -610,12 +610,73 @@ def _update(x, assign, cent):
   return jnp.where(empty[:, None], reseed, means)
 
 
+# Above this many [N, K] distance entries (64 MB of float32), plain k-means works on row blocks:
+# the one-piece [N, K] distances and one-hot matrices would be 10 GB each at 10M items x 256 codes.
+# Up to it (65,536 items at 256 codes per level; every test) the one-piece path runs unchanged, so
+# those codes stay bit for bit what they were. Above it centroid sums are added block by block,
+# a different float order: codes equal the one-piece path's except for near-ties. Balanced
+# assignment keeps the one-piece path (its greedy pass is sequential over all N anyway).
+CHUNK_ENTRIES = 1 << 24
+
+
+def _row_block(n: int, k: int) -> int:
+  """Rows per block of the blocked Lloyd step; n = one block (the one-piece path)."""
+  return n if n * k <= CHUNK_ENTRIES else max(1, CHUNK_ENTRIES // k)
+
+
+def _assign_sums_blocked(x, cent, rows: int):
+  """Nearest centroid of every row, and the per-cluster sums and counts, in blocks of `rows`.
+
+  One pass over x per Lloyd step. The last block is clamped to end at row N (dynamic_slice would
+  clamp it anyway); rows it shares with the previous block get their (identical) assignment
+  written twice but are counted once.
+  """
+  n, d = x.shape
+  k = cent.shape[0]
+
+  def body(i, carry):
+    assign, sums, counts = carry
+    start = i * rows
+    lo = jnp.minimum(start, n - rows)
+    xb = jax.lax.dynamic_slice_in_dim(x, lo, rows)  # [rows, D]
+    a = jnp.argmin(_sq_dists(xb, cent), 1).astype(jnp.int32)
+    fresh = (lo + jnp.arange(rows)) >= start  # [rows] not counted by an earlier block
+    # One-hot matmul, as `_update`: no float scatter-add (not deterministic on GPU).
+    onehot = jax.nn.one_hot(a, k, dtype=x.dtype) * fresh[:, None].astype(x.dtype)
+    sums = sums + jnp.matmul(onehot.T, xb, precision=jax.lax.Precision.HIGHEST)
+    counts = counts + jnp.sum(onehot, 0)
+    return jax.lax.dynamic_update_slice_in_dim(assign, a, lo, 0), sums, counts
+
+  init = (jnp.zeros((n,), jnp.int32), jnp.zeros((k, d), x.dtype), jnp.zeros((k,), x.dtype))
+  return jax.lax.fori_loop(0, -(-n // rows), body, init)
+
+
+def _update_blocked(x, cent, rows: int):
+  """`_update(x, _assign(x, cent, False), cent)` without [N, K] intermediates."""
+  assign, sums, counts = _assign_sums_blocked(x, cent, rows)
+  means = sums / jnp.maximum(counts, 1.0)[:, None]
+  empty = counts == 0
+
+  def reseed(means):
+    # `_update`'s rule (farthest points first); the [N] sort runs only when a cluster emptied.
+    err = jnp.sum((x - cent[assign]) ** 2, 1)  # [N]
+    far = jnp.argsort(-err, stable=True)
+    rank = jnp.cumsum(empty) - 1
+    return jnp.where(empty[:, None], x[far[jnp.clip(rank, 0, x.shape[0] - 1)]], means)
+
+  return jax.lax.cond(jnp.any(empty), reseed, lambda m: m, means)
+
+
 @functools.partial(jax.jit, static_argnames=("k", "iters", "balanced"))
 def kmeans(
   x: jax.Array, key: jax.Array, *, k: int, iters: int, balanced: bool = False
 ) -> tuple[jax.Array, jax.Array]:
   """k-means++ then `iters` Lloyd steps: x [N, D] -> (centroids [k, D], assignment [N])."""
   cent, _ = kmeans_plus_plus(x, key, k)
+  rows = _row_block(int(x.shape[0]), k)
+  if rows < x.shape[0] and not balanced:  # large catalogue: row blocks (see CHUNK_ENTRIES)
+    cent = jax.lax.fori_loop(0, iters, lambda _, c: _update_blocked(x, c, rows), cent)
+    return cent, _assign_sums_blocked(x, cent, rows)[0]
 
   def step(_, cent):
     return _update(x, _assign(x, cent, balanced), cent)
@@ -644,6 +705,26 @@ def check_quantiser(n: int, *, levels: int, codebook_size: int, iters: int) -> N
     )
 
 
+# Jitted so that XLA fuses the gather into the subtraction: op by op, `cent[assign]` is one more
+# [N, D] array (5 GB at 10M x 128). Same arithmetic per element, so the same values.
+@jax.jit
+def _subtract_codes(resid, cent, assign):
+  return resid - cent[assign]
+
+
+@jax.jit
+def _mean_sq_norm_fused(resid):
+  return jnp.mean(jnp.sum(resid * resid, 1))
+
+
+def _mean_sq_norm(resid, codebook_size: int):
+  # Fusing changes the float reduction order: only large catalogues (the blocked path) take it,
+  # so smaller ones keep their recorded residual_mse bit for bit.
+  if _row_block(int(resid.shape[0]), codebook_size) < resid.shape[0]:
+    return _mean_sq_norm_fused(resid)
+  return jnp.mean(jnp.sum(resid * resid, 1))
+
+
 @dataclasses.dataclass
 class RQResult:
   codes: np.ndarray  # int32 [N, L]
@@ -655,15 +736,18 @@ def rq_kmeans(
   x, *, levels: int, codebook_size: int, seed: int = 0, iters: int = 50, balanced: bool = False
 ) -> RQResult:
   """Residual-quantisation k-means: level l clusters what levels < l left unexplained."""
-  x = jnp.asarray(np.asarray(x, np.float32))
+  if not (isinstance(x, jax.Array) and x.dtype == jnp.float32):
+    # A float32 jax.Array is used as is: no second [N, D] copy through the host.
+    x = jnp.asarray(np.asarray(x, np.float32))
   if x.ndim != 2:
     raise ValueError(f"rq_kmeans: expected embeddings [N, D], got shape {tuple(x.shape)}")
   n = int(x.shape[0])
   check_quantiser(n, levels=levels, codebook_size=codebook_size, iters=iters)
   key = jax.random.PRNGKey(int(seed))
   resid = x
+  del x  # at 10M x 128 each [N, D] copy is 5 GB: keep only the current residual alive
   codes, books = [], []
-  mse = [float(jnp.mean(jnp.sum(resid * resid, 1)))]
+  mse = [float(_mean_sq_norm(resid, codebook_size))]
   for level in range(int(levels)):
     cent, assign = kmeans(
       resid,
@@ -672,10 +756,10 @@ def rq_kmeans(
       iters=int(iters),
       balanced=bool(balanced),
     )
-    resid = resid - cent[assign]  # [N, D]
+    resid = _subtract_codes(resid, cent, assign)  # [N, D]
     codes.append(np.asarray(assign, np.int32))
     books.append(np.asarray(cent, np.float32))
-    mse.append(float(jnp.mean(jnp.sum(resid * resid, 1))))
+    mse.append(float(_mean_sq_norm(resid, codebook_size)))
   return RQResult(np.stack(codes, 1), np.stack(books, 0), mse)
 
 
