@@ -50,6 +50,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   se.codebook_size = 256  # codes per level (<= number of items); ID tokens = levels x this + disamb
   se.balanced = False  # balanced assignment: every code gets floor/ceil(items / codebook_size)
   se.kmeans_iters = 50  # Lloyd iterations per level (after k-means++ initialisation)
+  # Each level fits on at most this many items per code (a seeded sample; FAISS's default), then
+  # assigns every item: the same fit cost at 100k or 10M items. 0 = fit on every item. Below
+  # 256 x codebook_size items (65,536 at 256 codes) every item is in the fit anyway.
+  se.max_points_per_code = 256
   # k-means++, SVD and (search | rec | joint) bi-encoder seed: the codes are a deterministic
   # function of it
   se.seed = 0

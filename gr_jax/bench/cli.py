@@ -116,12 +116,20 @@ _SCALE_PARTS = flags.DEFINE_list(
 )
 _SCALE_DIM = flags.DEFINE_integer("scale_dim", 128, "scale: synthetic embedding width")
 _SCALE_MIX = flags.DEFINE_integer(
-  "scale_mixture", 1024, "scale: Gaussian mixture components of the synthetic embeddings"
+  "scale_mixture",
+  0,
+  "scale: Gaussian mixture components of the synthetic embeddings (0 = one per 16 items: with "
+  "a fixed 1,024, a million items are ~1,000 near-duplicates per component, which no ID scheme "
+  "can tell apart)",
 )
-# Defaults = configs/base.py's data.semantic (levels, codebook_size, kmeans_iters).
+# Defaults = configs/base.py's data.semantic (levels, codebook_size, kmeans_iters,
+# max_points_per_code).
 _SCALE_LEVELS = flags.DEFINE_integer("scale_levels", 3, "scale: RQ-KMeans levels")
 _SCALE_K = flags.DEFINE_integer("scale_codebook_size", 256, "scale: codes per level")
 _SCALE_ITERS = flags.DEFINE_integer("scale_kmeans_iters", 50, "scale: Lloyd iterations per level")
+_SCALE_FIT = flags.DEFINE_integer(
+  "scale_max_points_per_code", 256, "scale: k-means fit rows per code (0 = every item)"
+)
 _SCALE_TEXT = flags.DEFINE_integer(
   "scale_text_vocab", 512, "scale: text vocabulary of the decoding model (item tokens follow)"
 )
@@ -333,10 +341,11 @@ def _scale(dtype: str, out: str) -> None:
     num_items=_ITEMS.value or 1_000_000,
     parts=_SCALE_PARTS.value,
     dim=_SCALE_DIM.value,
-    clusters=_SCALE_MIX.value,
+    clusters=_SCALE_MIX.value or max(1, (_ITEMS.value or 1_000_000) // 16),
     levels=_SCALE_LEVELS.value,
     codebook_size=_SCALE_K.value,
     kmeans_iters=_SCALE_ITERS.value,
+    max_points_per_code=_SCALE_FIT.value,
     text_vocab=_SCALE_TEXT.value,
     preset=_PRESET.value,
     batch_size=_BATCH.value,

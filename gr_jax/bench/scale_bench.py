@@ -195,6 +195,7 @@ def build_ids_and_trie(
   levels: int = 3,
   codebook_size: int = 256,
   kmeans_iters: int = 50,
+  max_points_per_code: int = 256,
   seed: int = 0,
   text_vocab: int = 512,
   command: str | None = None,
@@ -212,6 +213,7 @@ def build_ids_and_trie(
     levels=levels,
     codebook_size=codebook_size,
     kmeans_iters=kmeans_iters,
+    max_points_per_code=max_points_per_code,
     seed=seed,
     backend=jax.default_backend(),
     jax_version=jax.__version__,
@@ -225,7 +227,12 @@ def build_ids_and_trie(
     # whole call, and at 10M x 128 each copy is 5 GB.
     box["emb"] = jax.device_put(box["emb"])
     rq = semantic_ids.rq_kmeans(
-      box.pop("emb"), levels=levels, codebook_size=codebook_size, seed=seed, iters=kmeans_iters
+      box.pop("emb"),
+      levels=levels,
+      codebook_size=codebook_size,
+      seed=seed,
+      iters=kmeans_iters,
+      max_points_per_code=max_points_per_code,
     )
   with Phase(rec, "disambiguate"):
     dis = semantic_ids.disambiguate(rq.codes)
@@ -434,6 +441,7 @@ def run_scale_benchmark(
   levels: int = 3,
   codebook_size: int = 256,
   kmeans_iters: int = 50,
+  max_points_per_code: int = 256,
   text_vocab: int = 512,
   preset: str = "small",
   batch_size: int = 8,
@@ -473,6 +481,7 @@ def run_scale_benchmark(
     levels=levels,
     codebook_size=codebook_size,
     kmeans_iters=kmeans_iters,
+    max_points_per_code=max_points_per_code,
     seed=seed,
     text_vocab=text_vocab,
     command=command,

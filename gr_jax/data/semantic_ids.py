@@ -732,10 +732,44 @@ class RQResult:
   residual_mse: list  # L + 1 values: mean squared norm of the residual before level 0, after each
 
 
+def _nearest(x, cent) -> jax.Array:
+  """Nearest centroid of every row of x (row blocks for large x, as the blocked Lloyd step)."""
+  n, k = int(x.shape[0]), int(cent.shape[0])
+  rows = _row_block(n, k)
+  if rows < n:
+    return _assign_sums_blocked(x, cent, rows)[0]
+  return _assign(x, cent, False)
+
+
+def fit_rows(n: int, codebook_size: int, max_points_per_code: int, seed: int) -> np.ndarray | None:
+  """The rows each level's k-means fits on: all (None) up to max_points_per_code x codebook_size
+  items, else that many rows drawn without replacement (a function of the seed), sorted.
+
+  FAISS trains its k-means the same way (`max_points_per_centroid`, 256 by default): centroids
+  from 256 points each are as good as from all of them, and the fit then costs the same for 100k
+  or 10M items; every item is still assigned to its nearest code."""
+  m = int(max_points_per_code) * int(codebook_size)
+  if int(max_points_per_code) <= 0 or n <= m:
+    return None
+  rng = np.random.default_rng([int(seed), 0x5EED])
+  return np.sort(rng.choice(n, size=m, replace=False)).astype(np.int32)
+
+
 def rq_kmeans(
-  x, *, levels: int, codebook_size: int, seed: int = 0, iters: int = 50, balanced: bool = False
+  x,
+  *,
+  levels: int,
+  codebook_size: int,
+  seed: int = 0,
+  iters: int = 50,
+  balanced: bool = False,
+  max_points_per_code: int = 0,
 ) -> RQResult:
-  """Residual-quantisation k-means: level l clusters what levels < l left unexplained."""
+  """Residual-quantisation k-means: level l clusters what levels < l left unexplained.
+
+  max_points_per_code > 0: each level fits its centroids on at most that many rows per code
+  (`fit_rows`; the same rows at every level), then assigns every row to its nearest centroid.
+  Balanced assignment needs every row in the fit, so it ignores the cap."""
   if not (isinstance(x, jax.Array) and x.dtype == jnp.float32):
     # A float32 jax.Array is used as is: no second [N, D] copy through the host.
     x = jnp.asarray(np.asarray(x, np.float32))
@@ -747,15 +781,18 @@ def rq_kmeans(
   resid = x
   del x  # at 10M x 128 each [N, D] copy is 5 GB: keep only the current residual alive
   codes, books = [], []
+  sample = None if balanced else fit_rows(n, codebook_size, max_points_per_code, seed)
   mse = [float(_mean_sq_norm(resid, codebook_size))]
   for level in range(int(levels)):
     cent, assign = kmeans(
-      resid,
+      resid if sample is None else resid[sample],
       jax.random.fold_in(key, level),
       k=int(codebook_size),
       iters=int(iters),
       balanced=bool(balanced),
     )
+    if sample is not None:
+      assign = _nearest(resid, cent)
     resid = _subtract_codes(resid, cent, assign)  # [N, D]
     codes.append(np.asarray(assign, np.int32))
     books.append(np.asarray(cent, np.float32))
@@ -833,6 +870,8 @@ def build_semantic_ids(
     # Cosine geometry: k-means on unit vectors clusters by direction, not by text length.
     emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
   levels, k = int(sc.levels), int(sc.codebook_size)
+  cap = int(sc.get("max_points_per_code", 0))
+  sample = None if bool(sc.balanced) else fit_rows(len(emb), k, cap, int(sc.seed))  # the record
   rq = rq_kmeans(
     emb,
     levels=levels,
@@ -840,6 +879,7 @@ def build_semantic_ids(
     seed=int(sc.seed),
     iters=int(sc.kmeans_iters),
     balanced=bool(sc.balanced),
+    max_points_per_code=cap,
   )
   diag = diagnostics(rq.codes, k)
   dis = disambiguate(rq.codes)
@@ -853,6 +893,8 @@ def build_semantic_ids(
     "codebook_size": k,
     "balanced": bool(sc.balanced),
     "kmeans_iters": int(sc.kmeans_iters),
+    "max_points_per_code": cap,
+    "fit_items": len(emb) if sample is None else len(sample),
     "seed": int(sc.seed),
     "residual_mse": rq.residual_mse,
     **diag,

@@ -105,6 +105,34 @@ def test_balanced_assignment_gives_near_equal_sizes():
   assert np.asarray(sem.balanced_assignment(d)).tolist() == [0, 1, 2]
 
 
+def test_capped_fit_uses_a_seeded_sample_and_assigns_every_item_to_its_nearest_code():
+  """max_points_per_code: each level's centroids are k-means of the same seeded sample of rows
+  (FAISS's max_points_per_centroid); every row then takes its nearest centroid (NumPy check)."""
+  x, _ = _blobs(seed=2, centers=6, per=40, spread=1.0)  # 240 rows
+  k, cap = 6, 5  # fit on 30 rows
+  r = sem.rq_kmeans(x, levels=2, codebook_size=k, seed=1, iters=8, max_points_per_code=cap)
+  rows = sem.fit_rows(len(x), k, cap, 1)
+  assert len(rows) == cap * k and len(set(rows.tolist())) == cap * k
+  np.testing.assert_array_equal(rows, sem.fit_rows(len(x), k, cap, 1))  # a function of the seed
+  assert not np.array_equal(rows, sem.fit_rows(len(x), k, cap, 2))
+  resid = x.copy()
+  for level in range(2):
+    cent, _ = sem.kmeans(
+      jnp.asarray(resid[rows]), jax.random.fold_in(jax.random.PRNGKey(1), level), k=k, iters=8
+    )
+    np.testing.assert_allclose(r.codebooks[level], np.asarray(cent), rtol=1e-6, atol=1e-6)
+    d = ((resid[:, None, :] - r.codebooks[level][None]) ** 2).sum(-1)  # [N, K] in NumPy
+    chosen = d[np.arange(len(x)), r.codes[:, level]]
+    assert np.all(chosen <= d.min(1) + 1e-4 * (1 + d.min(1)))  # nearest, up to float ties
+    resid = resid - r.codebooks[level][r.codes[:, level]]
+  # A cap at or above N / K fits on every row: the uncapped result, bit for bit.
+  whole = sem.rq_kmeans(x, levels=2, codebook_size=k, seed=1, iters=8)
+  same = sem.rq_kmeans(x, levels=2, codebook_size=k, seed=1, iters=8, max_points_per_code=40)
+  assert sem.fit_rows(len(x), k, 40, 1) is None
+  np.testing.assert_array_equal(whole.codes, same.codes)
+  np.testing.assert_array_equal(whole.codebooks, same.codebooks)
+
+
 def test_quantiser_errors():
   x, _ = _blobs(centers=2, per=3)
   with pytest.raises(DataError, match="codebook_size.*only 6 items"):
