@@ -149,7 +149,9 @@ def verify_trie(trie, tokens: np.ndarray) -> dict[str, Any]:
     pos = np.minimum(np.searchsorted(edge_key, key), len(edge_key) - 1)
     hit = edge_key[pos] == key
     found &= hit
-    node = np.where(hit, h["child"][pos], 0)
+    # int64: the device table is int32, and node * bound overflows int32 past ~2^31 / bound
+    # nodes (10M items: 16M nodes x 1,315 tokens).
+    node = np.where(hit, h["child"][pos].astype(np.int64), 0)
   terminal = np.asarray(jax_get(trie.arrays["terminal"]))
   items_ok = found & terminal[node] & (h["item_of_node"][node] == np.arange(n))
   return {
