@@ -12,14 +12,8 @@ from gr_jax.bench import protocol
 from gr_jax.bench import scale_bench
 from gr_jax.data import semantic_ids as sem
 
-_TINY = {
-  "d_model": 16,
-  "d_kv": 4,
-  "d_ff": 32,
-  "num_heads": 2,
-  "num_encoder_layers": 1,
-  "num_decoder_layers": 1,
-}
+from tests.benchmark.test_bench_end_to_end import _TINY  # the same tiny T5 shapes
+
 N = 2000
 
 
