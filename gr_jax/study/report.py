@@ -22,6 +22,8 @@ def _load(plan: Plan, point: Point) -> dict:
 def _fmt(x, digits=4) -> str:
   if x is None or (isinstance(x, float) and math.isnan(x)):
     return "n/a"
+  if isinstance(x, str):  # a categorical sweep value (an embedding source, a point name)
+    return x
   return f"{x:.{digits}f}"
 
 

@@ -47,3 +47,10 @@ def test_time_spent_sums_markers_and_counts_evaluated_queries(tmp_path):
   md = "\n".join(report._time_md(spent))  # pylint: disable=protected-access
   assert "| train | 1 | 30 | 75.0% |" in md
   assert "beam: 7 queries in 4 s = 2 queries/s" in md
+
+
+def test_report_numbers_format_categorical_sweep_values():
+  """A sweep over names (embedding sources, mapping points) puts strings where numbers go."""
+  assert report._fmt("embedding=content") == "embedding=content"  # pylint: disable=protected-access
+  assert report._fmt(0.5, 2) == "0.50"  # pylint: disable=protected-access
+  assert report._fmt(None) == "n/a"  # pylint: disable=protected-access
