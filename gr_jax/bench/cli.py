@@ -337,11 +337,12 @@ def _data(out: str) -> None:
 def _scale(dtype: str, out: str) -> None:
   from gr_jax.bench import scale_bench  # pylint: disable=g-import-not-at-top
 
+  num_items = _ITEMS.value or 1_000_000
   scale_bench.run_scale_benchmark(
-    num_items=_ITEMS.value or 1_000_000,
+    num_items=num_items,
     parts=_SCALE_PARTS.value,
     dim=_SCALE_DIM.value,
-    clusters=_SCALE_MIX.value or max(1, (_ITEMS.value or 1_000_000) // 16),
+    clusters=_SCALE_MIX.value or max(1, num_items // 16),
     levels=_SCALE_LEVELS.value,
     codebook_size=_SCALE_K.value,
     kmeans_iters=_SCALE_ITERS.value,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import collections
-import hashlib
 import json
 import os
 
@@ -60,7 +59,7 @@ def _resolved_decoder_len_hash(config, manifest: dict) -> str | None:
   if d.get("decoder_len") != manifest.get("decoder_len"):
     return None
   d["decoder_len"] = prepared
-  return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
+  return prepare.hash_dataset_config(d)
 
 
 def verify_dataset(directory: str, config=None, *, require_manifest: bool = True) -> dict | None:

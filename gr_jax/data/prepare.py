@@ -106,8 +106,12 @@ def _biencoder_kind(d: dict) -> bool:
 
 
 def config_hash(config) -> str:
-  blob = json.dumps(dataset_config(config), sort_keys=True).encode()
-  return hashlib.sha256(blob).hexdigest()
+  return hash_dataset_config(dataset_config(config))
+
+
+def hash_dataset_config(d: dict) -> str:
+  """The manifest's `config_hash` of a `dataset_config` dict."""
+  return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
 
 
 def sha256_file(path: str) -> str:

@@ -676,7 +676,7 @@ def kmeans(
   rows = _row_block(int(x.shape[0]), k)
   if rows < x.shape[0] and not balanced:  # large catalogue: row blocks (see CHUNK_ENTRIES)
     cent = jax.lax.fori_loop(0, iters, lambda _, c: _update_blocked(x, c, rows), cent)
-    return cent, _assign_sums_blocked(x, cent, rows)[0]
+    return cent, _nearest(x, cent)
 
   def step(_, cent):
     return _update(x, _assign(x, cent, balanced), cent)
@@ -730,6 +730,7 @@ class RQResult:
   codes: np.ndarray  # int32 [N, L]
   codebooks: np.ndarray  # float32 [L, K, D]
   residual_mse: list  # L + 1 values: mean squared norm of the residual before level 0, after each
+  fit_items: int  # rows each level's k-means fitted on (N, or the `fit_rows` sample)
 
 
 def _nearest(x, cent) -> jax.Array:
@@ -797,7 +798,8 @@ def rq_kmeans(
     codes.append(np.asarray(assign, np.int32))
     books.append(np.asarray(cent, np.float32))
     mse.append(float(_mean_sq_norm(resid, codebook_size)))
-  return RQResult(np.stack(codes, 1), np.stack(books, 0), mse)
+  fit_items = n if sample is None else len(sample)
+  return RQResult(np.stack(codes, 1), np.stack(books, 0), mse, fit_items)
 
 
 # ---------------------------------------------------------------------------------- IDs
@@ -871,7 +873,6 @@ def build_semantic_ids(
     emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
   levels, k = int(sc.levels), int(sc.codebook_size)
   cap = int(sc.get("max_points_per_code", 0))
-  sample = None if bool(sc.balanced) else fit_rows(len(emb), k, cap, int(sc.seed))  # the record
   rq = rq_kmeans(
     emb,
     levels=levels,
@@ -894,7 +895,7 @@ def build_semantic_ids(
     "balanced": bool(sc.balanced),
     "kmeans_iters": int(sc.kmeans_iters),
     "max_points_per_code": cap,
-    "fit_items": len(emb) if sample is None else len(sample),
+    "fit_items": rq.fit_items,
     "seed": int(sc.seed),
     "residual_mse": rq.residual_mse,
     **diag,

@@ -46,8 +46,10 @@ def _param(rngs: nnx.Rngs, shape, std: float, axes: tuple[str, ...], dtype) -> n
 _MASK_BITS = 16
 
 
-def _keep_threshold(rate: float) -> int:
-  return min(max(int(round((1.0 - rate) * (1 << _MASK_BITS))), 1), 1 << _MASK_BITS)
+def _keep_threshold(rate: float) -> tuple[int, float]:
+  """(threshold on the 16-bit draws, scale of the kept values) for dropout `rate`."""
+  threshold = min(max(int(round((1.0 - rate) * (1 << _MASK_BITS))), 1), 1 << _MASK_BITS)
+  return threshold, (1 << _MASK_BITS) / threshold
 
 
 def _is_threefry(key: Array) -> bool:
@@ -57,13 +59,12 @@ def _is_threefry(key: Array) -> bool:
 def _threefry_multiplier(key: Array, rate: float, shape: tuple[int, ...], dtype) -> Array:
   """The dropout decision of `rate` from a threefry `key` as a multiplier of `shape` (0 where
   dropped, 2^16 / threshold where kept), not yet materialised (see `dropout_multiplier`)."""
-  threshold = _keep_threshold(rate)
+  threshold, scale = _keep_threshold(rate)
   n = math.prod(shape)
   words = jax.extend.random.threefry_2x32(
     jax.random.key_data(key), jax.lax.iota(jnp.uint32, (n + 1) // 2)
   )  # [ceil(n/2)] uint32: low and high halves are two draws each
   keep = jnp.concatenate([(words & 0xFFFF) < threshold, (words >> 16) < threshold])
-  scale = (1 << _MASK_BITS) / threshold
   return jnp.where(keep[:n].reshape(shape), scale, 0.0).astype(dtype)
 
 
@@ -93,9 +94,9 @@ def dropout(x: Array, rate: float, key: Array | None, site: int) -> Array:
   key = jax.random.fold_in(key, site)
   if _is_threefry(key):
     return x * dropout_multiplier(key, rate, x.shape, x.dtype)
-  threshold = _keep_threshold(rate)
+  threshold, scale = _keep_threshold(rate)
   keep = jax.random.bits(key, x.shape, jnp.uint16) < threshold
-  return jnp.where(keep, x * jnp.asarray((1 << _MASK_BITS) / threshold, x.dtype), 0)
+  return jnp.where(keep, x * jnp.asarray(scale, x.dtype), 0)
 
 
 def relu_dropout(x: Array, rate: float, key: Array | None, site: int) -> Array:

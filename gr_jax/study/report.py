@@ -295,9 +295,11 @@ def time_spent(plan: Plan) -> dict:
   from gr_jax.study import runner  # pylint: disable=g-import-not-at-top
   from gr_jax.study import stages as stages_lib  # pylint: disable=g-import-not-at-top
 
+  stages = stages_lib.stages_for(plan)
+  markers = {s.id: runner.read_marker(plan.workdir, s.id) for s in stages}  # each file read once
   kinds: dict[str, dict] = {}
-  for stage in stages_lib.stages_for(plan):
-    marker = runner.read_marker(plan.workdir, stage.id)
+  for stage in stages:
+    marker = markers[stage.id]
     if marker is None:
       continue
     k = kinds.setdefault(stage.kind, {"stages": 0, "seconds": 0.0})
@@ -310,7 +312,7 @@ def time_spent(plan: Plan) -> dict:
   split = plan.config.eval.split
   for run in plan.runs:
     for decoder in plan.config.reproduce.get("decoders", ("beam",)):
-      marker = runner.read_marker(plan.workdir, stages_lib.evaluate_stage_id(run, decoder))
+      marker = markers.get(stages_lib.evaluate_stage_id(run, decoder))
       path = os.path.join(
         run.run_dir, "eval", stages_lib.eval_subdir(split, decoder), "per_query.json"
       )
