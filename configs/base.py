@@ -54,6 +54,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # assigns every item: the same fit cost at 100k or 10M items. 0 = fit on every item. Below
   # 256 x codebook_size items (65,536 at 256 codes) every item is in the fit anyway.
   se.max_points_per_code = 256
+  # Spare disambiguation codes per code tuple, so that cold start (python -m gr_jax.add_items) can
+  # give an item added after training an ID in a tuple that is already taken, without new tokens.
+  # > 0: every ID carries the disambiguation code and the model gets this many more ID tokens
+  # (never training targets). 0 = as before: a new item needs a tuple no item has.
+  se.reserve_disambiguation = 0
   # k-means++, SVD and (search | rec | joint) bi-encoder seed: the codes are a deterministic
   # function of it
   se.seed = 0
@@ -69,6 +74,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   d.tokenizer = ml_collections.ConfigDict()
   d.tokenizer.path = ""  # HF T5 dir (spiece.model); empty = train SentencePiece on query text
   d.tokenizer.vocab_size = 512  # vocabulary of a trained SentencePiece model
+  # Most sentences (training queries, one per pair, and item titles) the trained tokenizer sees:
+  # above it a seeded uniform sample (its time grows with the text: the full MPD has ~68M).
+  # ml-latest-small, ML-25M and the simulator stay below it. 0 = all.
+  d.tokenizer.max_sentences = 1_000_000
   # simulator (docs/study_design.md "Simulated data", gr_jax/data/simulate.py); `setting` picks
   # the sweep
   d.sim = s = ml_collections.ConfigDict()

@@ -647,7 +647,7 @@ def run_biencoder(
   for t in s.tasks:
     arrays = dataset.split(t, split)
     qids, first = runs_lib.split_queries(arrays, f"{t}/{split}.npz")
-    tokens = _trim(np.asarray(arrays["encoder_input_ids"])[first], length)  # [Q, L]
+    tokens = _trim(arrays["encoder_input_ids"][first], length)  # [Q, L]
     run: dict[str, dict[str, float]] = {}
     for st, e in common.blocks(len(qids), eval_batch):
       scores = common.score_inputs(scores_fn, (res.params, items), tokens[st:e], eval_batch)

@@ -78,7 +78,7 @@ def item_documents(
     # Decode each distinct query once: rows of one query share their encoder input.
     qids = np.asarray(arrays["query_id"])
     _, first, inverse = np.unique(qids, return_index=True, return_inverse=True)
-    texts = decode_queries(dataset.tokenizer, np.asarray(arrays["encoder_input_ids"])[first])
+    texts = decode_queries(dataset.tokenizer, arrays["encoder_input_ids"][first])
     for row, t in enumerate(np.asarray(arrays["target_item"]).tolist()):
       docs[t].append(texts[int(inverse[row])])
   return [" ".join(p for p in parts if p) for parts in docs]
@@ -153,7 +153,7 @@ def run_bm25(config, dataset, out_dir: str, split: str = "test") -> dict:
   t_index = time.perf_counter() - t0
   arrays = dataset.split("search", split)
   qids, first = runs_lib.split_queries(arrays, f"search/{split}.npz")
-  texts = decode_queries(dataset.tokenizer, np.asarray(arrays["encoder_input_ids"])[first])
+  texts = decode_queries(dataset.tokenizer, arrays["encoder_input_ids"][first])
   item_ids = dataset.catalog.item_ids
   ties = common.tie_order(item_ids)
   block = max(1, int(cfg.get("batch_size", 256)))

@@ -590,7 +590,7 @@ def run_sequential(
   arrays = dataset.split("rec", split)
   qids, first = runs_lib.split_queries(arrays, f"rec/{split}.npz")
   tokens = inference_inputs(
-    cat.histories(np.asarray(arrays["encoder_input_ids"])[first]),
+    cat.histories(arrays["encoder_input_ids"][first]),
     int(cfg.max_len),
     kind,
     cat.num_items,

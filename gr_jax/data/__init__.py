@@ -3,7 +3,8 @@
 Public API (BUILD_NOTES.md "Processed dataset"):
   TASKS = ("search", "rec")                  task_id 0 and 1 in batches (gr_jax/schema.py)
   prepare_dataset(config, out_dir) -> out_dir
-  ProcessedDataset(dir)
+  ProcessedDataset(dir)                      rec / search rows built on demand (HistoryRows, QueryRows)
+  cold_start.add_items(dataset, items, out)  semantic IDs for items added after training
   make_train_loader(...), steps_per_epoch(...), make_eval_batches(...)   (gr_jax.data.pipeline)
   ItemCatalog, TextTokenizer, DataError
 """

@@ -11,10 +11,227 @@ import numpy as np
 from gr_jax.data.catalog import ItemCatalog
 from gr_jax.data.errors import DataError
 from gr_jax.data.raw import SPLITS
-from gr_jax.data.tokenizer import TextTokenizer
+from gr_jax.data.tokenizer import EOS_ID, TextTokenizer
 from gr_jax.schema import TASKS
 
 ARRAY_KEYS = ("encoder_input_ids", "target_item", "query_id")
+# A rec split stores its histories as sessions + offsets (see HistoryRows) instead of
+# encoder_input_ids; datasets prepared before that keep the materialised rows and still load.
+HISTORY_KEYS = ("history_items", "history_first", "history_len")
+# Rows built per block when many are asked for at once: the int64 temporaries of one block are
+# ~4 x 8 bytes x rows x encoder_len (~0.5 GB at 2^18 rows of 64 tokens).
+HISTORY_BLOCK_ROWS = 1 << 18
+
+
+def history_tokens(items, first, length, catalog, encoder_len: int) -> np.ndarray:
+  """int32 [n, encoder_len] rec encoder rows: the ID tokens of history items
+  items[first : first + length] (oldest first), then EOS, then padding 0."""
+  tpi = catalog.tokens_per_item
+  cols = np.arange(encoder_len)[None, :]  # [1, Le]
+  # Column c holds token c % tpi of history item c // tpi (tpi = 1: one token per item).
+  gather = np.minimum(first[:, None] + cols // tpi, max(len(items) - 1, 0))  # [n, Le]
+  tokens = catalog.item_tokens(items[gather] if len(items) else gather)  # [n, Le, tpi]
+  tokens = np.take_along_axis(
+    tokens, np.broadcast_to(cols % tpi, gather.shape)[..., None], axis=-1
+  )[..., 0]  # [n, Le]
+  n_tok = np.asarray(length, np.int64)[:, None] * tpi  # [n, 1] history tokens
+  ids = np.where(cols < n_tok, tokens, 0)
+  return np.where(cols == n_tok, EOS_ID, ids).astype(np.int32)
+
+
+def with_stored_rows(arrays: dict, catalog, encoder_len: int, *, source: str = "<split>") -> dict:
+  """`arrays` of a stored split plus `encoder_input_ids` as a `RowsView` when the split stores
+  its rows compactly (rec: sessions + offsets; search: one row per distinct query), else as is."""
+  if "encoder_input_ids" in arrays:
+    return arrays
+  if all(k in arrays for k in HISTORY_KEYS):
+    rows = HistoryRows(*(arrays[k] for k in HISTORY_KEYS), catalog, encoder_len, source=source)
+  elif "query_tokens" in arrays and "query_id" in arrays:
+    rows = QueryRows(arrays["query_tokens"], arrays["query_id"], source=source)
+  else:
+    return arrays
+  return {**arrays, "encoder_input_ids": rows}
+
+
+class RowsView(np.lib.mixins.NDArrayOperatorsMixin):
+  """A split's encoder_input_ids [N, Le], int32, stored compactly and built on demand.
+
+  Behaves as a read-only int32 array: `shape`, `len`, indexing by int / slice / index or mask
+  arrays (rows built then), `np.asarray` (all rows, in blocks), ufuncs and iteration. `take(idx)`
+  subsets without building rows. Subclasses give `__len__`, `encoder_len`, `_rows(idx)`, `_take`.
+  """
+
+  dtype = np.dtype(np.int32)
+  ndim = 2
+  encoder_len: int
+
+  def _rows(self, idx: np.ndarray) -> np.ndarray:
+    raise NotImplementedError
+
+  def _take(self, idx: np.ndarray) -> "RowsView":
+    raise NotImplementedError
+
+  @property
+  def shape(self) -> tuple[int, int]:
+    return (len(self), self.encoder_len)
+
+  @property
+  def size(self) -> int:
+    return self.shape[0] * self.shape[1]
+
+  def _build(self, rows: np.ndarray) -> np.ndarray:
+    out = np.zeros((len(rows), self.encoder_len), np.int32)
+    for lo in range(0, len(rows), HISTORY_BLOCK_ROWS):
+      r = rows[lo : lo + HISTORY_BLOCK_ROWS]
+      out[lo : lo + len(r)] = self._rows(r)
+    return out
+
+  def _row_index(self, key) -> np.ndarray:
+    n = len(self)
+    if isinstance(key, slice):
+      return np.arange(n)[key]
+    idx = np.asarray(key)
+    if idx.dtype == bool:
+      if idx.shape != (n,):
+        raise IndexError(f"boolean index of shape {list(idx.shape)} for {n} rows")
+      return np.flatnonzero(idx)
+    if not np.issubdtype(idx.dtype, np.integer):
+      raise IndexError(f"rows are indexed by integers, slices or masks, got {idx.dtype}")
+    if idx.size and (idx.min() < -n or idx.max() >= n):
+      raise IndexError(f"row index out of range for {n} rows")
+    return np.where(idx < 0, idx + n, idx)
+
+  def __getitem__(self, key):
+    if isinstance(key, tuple):
+      if not key:
+        return np.asarray(self)
+      rows = self[key[0]]
+      rest = key[1:]
+      return rows[rest] if rows.ndim == 1 else rows[(slice(None), *rest)]
+    if key is Ellipsis or (isinstance(key, np.ndarray) and key.dtype == np.bool_ and key.ndim == 2):
+      return np.asarray(self)[key]  # all rows, or an element mask over them
+    idx = self._row_index(key)
+    return self._build(idx.reshape(-1)).reshape(*idx.shape, self.encoder_len)
+
+  def take(self, idx) -> "RowsView":
+    """The rows `idx`, still stored compactly."""
+    return self._take(self._row_index(idx))
+
+  def __array__(self, dtype=None, copy=None):
+    out = self._build(np.arange(len(self)))
+    return out if dtype is None else out.astype(dtype)
+
+  def astype(self, dtype, copy: bool = True) -> np.ndarray:
+    return np.asarray(self).astype(dtype)
+
+  def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+    inputs = tuple(np.asarray(x) if isinstance(x, RowsView) else x for x in inputs)
+    return getattr(ufunc, method)(*inputs, **kwargs)
+
+  def __iter__(self):
+    for lo in range(0, len(self), HISTORY_BLOCK_ROWS):
+      yield from self._build(np.arange(lo, min(lo + HISTORY_BLOCK_ROWS, len(self))))
+
+  def __repr__(self) -> str:
+    return f"{type(self).__name__}(rows={len(self)}, encoder_len={self.encoder_len})"
+
+
+class HistoryRows(RowsView):
+  """A rec split's encoder rows from sessions + offsets.
+
+  `items` int [M]: the catalogue indices of the split's visible session prefixes, concatenated
+  (a training split's file holds no valid or test target at all); row r's history is
+  items[first[r] : first[r] + length[r]], oldest first. Row r is those items' ID tokens, then
+  EOS, then padding: the bytes prepare used to store, at a fraction of the size (ML-25M's
+  25M training rows of 64 tokens were 6.4 GB; as sessions + offsets ~0.3 GB).
+  `item_histories()` reads the histories without tokens.
+  """
+
+  def __init__(self, items, first, length, catalog, encoder_len: int, *, source: str = "<rec>"):
+    self.items = np.asarray(items)
+    self.first = np.asarray(first, np.int64)
+    self.length = np.asarray(length, np.int64)
+    self.catalog = catalog
+    self.encoder_len = int(encoder_len)
+    if self.first.shape != self.length.shape or self.first.ndim != 1:
+      raise DataError(
+        source,
+        0,
+        "history_first/history_len",
+        f"expected two [N] arrays, got {list(self.first.shape)} and {list(self.length.shape)}",
+      )
+    tpi = catalog.tokens_per_item
+    if len(self.first):
+      bad = (self.first < 0) | (self.length < 0) | (self.first + self.length > len(self.items))
+      bad |= self.length * tpi >= self.encoder_len  # EOS must fit
+      if bad.any():
+        r = int(np.flatnonzero(bad)[0])
+        raise DataError(
+          source,
+          0,
+          "history_first/history_len",
+          f"row {r}: history items [{self.first[r]}, {self.first[r] + self.length[r]}) of "
+          f"{len(self.items)} stored, {tpi} tokens each, must fit encoder_len "
+          f"{self.encoder_len} with EOS",
+        )
+
+  def __len__(self) -> int:
+    return len(self.first)
+
+  def _rows(self, idx: np.ndarray) -> np.ndarray:
+    return history_tokens(
+      self.items, self.first[idx], self.length[idx], self.catalog, self.encoder_len
+    )
+
+  def _take(self, idx: np.ndarray) -> "HistoryRows":
+    rows = HistoryRows.__new__(HistoryRows)
+    rows.items, rows.catalog, rows.encoder_len = self.items, self.catalog, self.encoder_len
+    rows.first, rows.length = self.first[idx], self.length[idx]
+    return rows
+
+  def item_histories(self) -> list[np.ndarray]:
+    """Each row's history as item indices (int64, oldest first), as catalog.histories reads."""
+    items = np.asarray(self.items, np.int64)
+    return [items[a : a + n] for a, n in zip(self.first.tolist(), self.length.tolist())]
+
+
+class QueryRows(RowsView):
+  """A search split's encoder rows: row r is `query_tokens[query_id[r]]`.
+
+  A query with many relevant items (an MPD playlist name and its ~66 tracks) is stored once:
+  the full MPD's 66M search rows of 64 tokens would be 17 GB, its distinct names a few MB."""
+
+  def __init__(self, query_tokens, query_id, *, source: str = "<search>"):
+    self.query_tokens = np.asarray(query_tokens, np.int32)
+    self.query_id = np.asarray(query_id)
+    if self.query_tokens.ndim != 2 or self.query_id.ndim != 1:
+      raise DataError(
+        source,
+        0,
+        "query_tokens/query_id",
+        f"expected [Q, Le] and [N], got {list(self.query_tokens.shape)} and "
+        f"{list(self.query_id.shape)}",
+      )
+    if len(self.query_id) and (
+      self.query_id.min() < 0 or self.query_id.max() >= len(self.query_tokens)
+    ):
+      raise DataError(
+        source,
+        0,
+        "query_id",
+        f"query ids must index the {len(self.query_tokens)} stored queries, got "
+        f"[{self.query_id.min()}, {self.query_id.max()}]",
+      )
+    self.encoder_len = int(self.query_tokens.shape[1])
+
+  def __len__(self) -> int:
+    return len(self.query_id)
+
+  def _rows(self, idx: np.ndarray) -> np.ndarray:
+    return self.query_tokens[self.query_id[idx]]
+
+  def _take(self, idx: np.ndarray) -> "QueryRows":
+    return QueryRows(self.query_tokens, self.query_id[idx])
 
 
 class DatasetMismatchError(DataError):
@@ -175,7 +392,10 @@ class ProcessedDataset:
     return int(self.manifest["decoder_len"])
 
   def split(self, task: str, split: str) -> dict[str, np.ndarray]:
-    """Arrays of one task split: encoder_input_ids [N, Le], target_item [N], query_id [N]."""
+    """Arrays of one task split: encoder_input_ids [N, Le], target_item [N], query_id [N].
+
+    encoder_input_ids is a `RowsView` (rows built on demand) when the split was prepared in the
+    compact format (rec: `HistoryRows`; search: `QueryRows`); the stored arrays stay beside it."""
     if task not in TASKS or split not in SPLITS:
       raise KeyError(f"task must be one of {TASKS} and split one of {SPLITS}; got {task}/{split}")
     key = (task, split)
@@ -183,6 +403,7 @@ class ProcessedDataset:
       path = os.path.join(self.directory, task, f"{split}.npz")
       with np.load(path) as z:
         arrays = {k: z[k] for k in z.files}
+      arrays = with_stored_rows(arrays, self.catalog, self.encoder_len, source=path)
       for k in ARRAY_KEYS:
         if k not in arrays:
           raise DataError(path, 0, k, "missing array in a processed split")

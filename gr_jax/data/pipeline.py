@@ -33,7 +33,7 @@ from typing import Iterator, Sequence
 import grain
 import numpy as np
 
-from gr_jax.data.dataset import ProcessedDataset
+from gr_jax.data.dataset import HistoryRows, ProcessedDataset
 from gr_jax.data.tokenizer import EOS_ID
 from gr_jax.schema import BATCH_KEYS, TASKS
 
@@ -144,7 +144,8 @@ def training_pool(dataset: ProcessedDataset, dc, tasks: Sequence[str], seed: int
     enc, tgt = arrays["encoder_input_ids"], arrays["target_item"]
     if cap > 0 and task == cap_task:
       keep = _capped_indices(tgt, cap, np.random.default_rng([int(seed), 7919]))
-      enc, tgt = enc[keep], tgt[keep]
+      # Rec rows stored as sessions + offsets stay so: the pool builds rows per batch.
+      enc, tgt = (enc.take(keep) if isinstance(enc, HistoryRows) else enc[keep]), tgt[keep]
     pool[task] = (enc, tgt)
   return pool
 
@@ -189,11 +190,11 @@ class TrainLoader:
     if not 0.0 <= self.ratio <= 1.0:
       raise ValueError(f"data.task_ratio must be in [0, 1], got {self.ratio}")
     pool = training_pool(dataset, dc, self.tasks, self.seed)
+    # Task prefixes are added per batch (`_batch`), so rows stored as sessions + offsets are
+    # never built for the whole pool at once.
     self.task_prefix = bool(getattr(dc, "task_prefix", False))
-    self.enc = {
-      t: (add_task_prefix(pool[t][0], t, dataset.tokenizer) if self.task_prefix else pool[t][0])
-      for t in self.tasks
-    }
+    self.tokenizer = dataset.tokenizer if self.task_prefix else None
+    self.enc = {t: pool[t][0] for t in self.tasks}
     self.tgt = {t: pool[t][1] for t in self.tasks}
     self.pool_size = sum(len(v) for v in self.tgt.values())
     self.steps_per_epoch = self.pool_size // self.batch_size
@@ -210,8 +211,11 @@ class TrainLoader:
         if self.rows[t] and not len(self.tgt[t]):
           raise ValueError(f"task_ratio asks for {t} rows but {t} has no training examples")
     else:
-      # Concatenation: one pool in TASKS order.
-      self.all_enc = np.concatenate([self.enc[t] for t in self.tasks])
+      # Concatenation: one pool in TASKS order (the encoder rows stay per task; `_pool_start`
+      # [task id]: where the task's rows begin in the pool).
+      self._pool_start = np.zeros(len(TASKS), np.int64)
+      for t, start in zip(self.tasks, np.cumsum([0] + [len(self.tgt[t]) for t in self.tasks])):
+        self._pool_start[TASKS.index(t)] = start
       self.all_tgt = np.concatenate([self.tgt[t] for t in self.tasks])
       self.all_task = np.concatenate(
         [np.full(len(self.tgt[t]), TASKS.index(t), np.int32) for t in self.tasks]
@@ -282,15 +286,16 @@ class TrainLoader:
     task, idx = self.global_rows(int(step))
     lo = self.process_index * self.per_process
     task, idx = task[lo : lo + self.per_process], idx[lo : lo + self.per_process]
-    if self.mixed:
-      enc = np.empty((self.per_process, self.le), np.int32)
-      tgt = np.empty(self.per_process, np.int32)
-      for t in self.tasks:
-        sel = task == TASKS.index(t)
-        enc[sel] = self.enc[t][idx[sel]]
+    if not self.mixed:  # concatenated pool index -> index within the row's task
+      idx = idx - self._pool_start[task]
+    enc = np.zeros((self.per_process, self.le), np.int32)
+    tgt = np.zeros(self.per_process, np.int32)
+    for t in self.tasks:
+      sel = task == TASKS.index(t)
+      if sel.any():
+        rows = np.asarray(self.enc[t][idx[sel]], np.int32)
+        enc[sel] = add_task_prefix(rows, t, self.tokenizer) if self.task_prefix else rows
         tgt[sel] = self.tgt[t][idx[sel]]
-    else:
-      enc, tgt = self.all_enc[idx], self.all_tgt[idx]
     dec_in, dec_tgt, weights = decoder_arrays(self.catalog, tgt, self.ld)
     return {
       "encoder_input_ids": enc,
@@ -385,7 +390,7 @@ def make_eval_batches(
   arrays = dataset.split(task, split)
   enc, tgt, qid = arrays["encoder_input_ids"], arrays["target_item"], arrays["query_id"]
   if data_config is not None and getattr(data_config, "task_prefix", False):
-    enc = add_task_prefix(enc, task, dataset.tokenizer)
+    enc = add_task_prefix(np.asarray(enc), task, dataset.tokenizer)
   if unique_queries:
     _, first = np.unique(qid, return_index=True)
     first = np.sort(first)

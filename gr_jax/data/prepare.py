@@ -25,6 +25,7 @@ target, never a directory that looks complete. Writes are byte-deterministic (fi
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import shutil
@@ -37,6 +38,7 @@ import numpy as np
 from gr_jax import workdir_lock
 from gr_jax.analysis.divergence import kl_divergence
 from gr_jax.data import catalog as catalog_lib
+from gr_jax.data import dataset as dataset_lib
 from gr_jax.data import tokenizer as tokenizer_lib
 from gr_jax.data.errors import DataError
 from gr_jax.data.raw import SPLITS, RawData
@@ -234,11 +236,11 @@ def _search_arrays(pairs, split, catalog, tokenizer, dc) -> dict[str, np.ndarray
   texts = list(queries)
   enc_len = int(dc.encoder_len)
   ids = tokenizer.encode_padded(texts, enc_len, min(int(dc.max_query_tokens), enc_len))
-  q_of = np.asarray(q_of, np.int32)
+  # One stored row per distinct query (`dataset.QueryRows` expands them on demand).
   return {
-    "encoder_input_ids": ids[q_of] if len(q_of) else np.zeros((0, enc_len), np.int32),
+    "query_tokens": np.asarray(ids, np.int32).reshape(len(texts), enc_len),
     "target_item": np.asarray(targets, np.int32),
-    "query_id": q_of,
+    "query_id": np.asarray(q_of, np.int32),
   }
 
 
@@ -255,34 +257,23 @@ def rec_history_len(dc, tokens_per_item: int = 1) -> int:
   return max(1, min(int(dc.max_history), (enc_len - 1) // tokens_per_item))
 
 
-_HISTORY_BLOCK_ROWS = 1 << 18
+def _rec_arrays(
+  flat: np.ndarray, lengths: np.ndarray, catalog, dc
+) -> dict[str, dict[str, np.ndarray]]:
+  """Leave-last-out: examples (history, target) per split, histories oldest first.
 
-
-def _history_tokens(flat, first, hist_len, catalog, enc_len: int, tpi: int) -> np.ndarray:
-  """int32 [n, enc_len] encoder rows: the history items' ID tokens from flat index `first` on
-  (`hist_len` items), then EOS, then padding 0."""
-  cols = np.arange(enc_len)[None, :]  # [1, Le]
-  # Column c holds token c % tpi of history item c // tpi (tpi = 1: one token per item).
-  gather = np.minimum(first[:, None] + cols // tpi, max(len(flat) - 1, 0))  # [n, Le]
-  tokens = catalog.item_tokens(flat[gather] if len(flat) else gather)  # [n, Le, tpi]
-  tokens = np.take_along_axis(
-    tokens, np.broadcast_to(cols % tpi, gather.shape)[..., None], axis=-1
-  )[..., 0]  # [n, Le]
-  n_tok = hist_len[:, None] * tpi  # [n, 1] history tokens
-  ids = np.where(cols < n_tok, tokens, 0)
-  return np.where(cols == n_tok, tokenizer_lib.EOS_ID, ids).astype(np.int32)
-
-
-def _rec_arrays(sessions_idx: list[np.ndarray], catalog, dc) -> dict[str, dict[str, np.ndarray]]:
-  """Leave-last-out: rows (history, target) per split, histories oldest first, left-aligned.
-
-  Each history item is its ID tokens (one atomic token, or its semantic code tokens)."""
-  enc_len = int(dc.encoder_len)
-  tpi = catalog.tokens_per_item
-  hist = rec_history_len(dc, tpi)
-  flat = np.concatenate(sessions_idx) if sessions_idx else np.zeros(0, np.int64)
-  lengths = np.asarray([len(s) for s in sessions_idx], np.int64)
+  Stored as sessions + offsets (`dataset.HistoryRows` builds the encoder rows on demand, each
+  history item as its ID tokens): `history_items`, the split's visible prefix of every session
+  (training and valid: all but the last two items, test: all but the last), concatenated, so a
+  split's file never holds a later split's target; `history_first` / `history_len`, each
+  example's oldest history item (flat index) and its number of items (at most
+  `rec_history_len`). `flat` int [M]: every session's catalogue indices, concatenated;
+  `lengths` int [S]: the sessions' lengths."""
+  hist = rec_history_len(dc, catalog.tokens_per_item)
+  flat, lengths = np.asarray(flat, np.int64), np.asarray(lengths, np.int64)
   starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]) if len(lengths) else lengths
+  session_of = np.repeat(np.arange(len(lengths)), lengths)  # [M]
+  pos_in_session = np.arange(len(flat)) - np.repeat(starts, lengths)  # [M]
   out = {}
   for split in SPLITS:
     # Target positions t (within each session) of this split.
@@ -295,22 +286,39 @@ def _rec_arrays(sessions_idx: list[np.ndarray], catalog, dc) -> dict[str, dict[s
       sess = np.repeat(np.arange(len(lengths)), n_train)
       offs = np.arange(int(n_train.sum())) - np.repeat(np.cumsum(n_train) - n_train, n_train)
       pos = offs + 1
+    visible = np.maximum(lengths - (1 if split == "test" else 2), 0)  # [S] prefix kept
+    keep = pos_in_session < visible[session_of]  # [M]
+    kept_starts = np.concatenate([[0], np.cumsum(visible)[:-1]]) if len(visible) else visible
     hist_len = np.minimum(pos, hist)  # [N]
-    first = starts[sess] + pos - hist_len  # [N] flat index of oldest item
-    # Built in row blocks into the int32 output: the int64 temporaries of a whole split are
-    # ~4 x 8 bytes x rows x encoder_len (over 20 GB for ML-25M's 25M rows), a block's ~0.5 GB.
-    ids = np.zeros((len(pos), enc_len), np.int32)
-    for lo in range(0, len(pos), _HISTORY_BLOCK_ROWS):
-      hi = min(lo + _HISTORY_BLOCK_ROWS, len(pos))
-      ids[lo:hi] = _history_tokens(flat, first[lo:hi], hist_len[lo:hi], catalog, enc_len, tpi)
     out[split] = {
-      "encoder_input_ids": ids,
+      "history_items": flat[keep].astype(np.int32),
+      "history_first": (kept_starts[sess] + pos - hist_len).astype(np.int64),
+      "history_len": hist_len.astype(np.int32),
       "target_item": flat[starts[sess] + pos].astype(np.int32)
       if len(flat)
       else np.zeros(0, np.int32),
       "query_id": np.arange(len(pos), dtype=np.int32),
     }
   return out
+
+
+def rec_splits(sessions_idx, catalog, dc) -> dict[str, dict[str, Any]]:
+  """Leave-last-out rec splits of sessions (each a sequence of catalogue indices), as
+  `ProcessedDataset.split` returns them (encoder_input_ids a `HistoryRows`), without a file."""
+  sessions_idx = [np.asarray(s, np.int64) for s in sessions_idx]
+  flat = np.concatenate(sessions_idx) if sessions_idx else np.zeros(0, np.int64)
+  arrays = _rec_arrays(flat, [len(s) for s in sessions_idx], catalog, dc)
+  enc_len = int(dc.encoder_len)
+  return {s: dataset_lib.with_stored_rows(a, catalog, enc_len) for s, a in arrays.items()}
+
+
+def _distinct(ids: np.ndarray) -> np.ndarray:
+  """np.unique of non-negative int ids, by counting: ML-25M's 25M rec ids took np.unique ~6 s
+  each, a bincount well under one."""
+  ids = np.asarray(ids)
+  if not len(ids):
+    return ids
+  return np.flatnonzero(np.bincount(ids))
 
 
 def _popularity(targets: np.ndarray, num_items: int) -> np.ndarray:
@@ -325,7 +333,7 @@ def heldout_coverage(arrays) -> dict[str, float | None]:
   task-specific model never trains (the paper's item filter); below 1, a single-task model is
   tested on items it cannot return, a gain built in for the joint model. None: no examples.
   """
-  trained = {t: np.unique(arrays[t]["train"]["target_item"]) for t in TASKS}
+  trained = {t: _distinct(arrays[t]["train"]["target_item"]) for t in TASKS}
   out = {}
   for task in TASKS:
     for split in ("valid", "test"):
@@ -337,9 +345,10 @@ def heldout_coverage(arrays) -> dict[str, float | None]:
   return out
 
 
-def _make_catalog(item_ids, token_offset: int, titles, metadata, dc, embedder=None):
+def _make_catalog(item_ids, token_offset: int, titles, metadata, dc, embedder=None, out_dir=None):
   """(ItemCatalog, semantic diagnostics or None) for `data.id_scheme` (`embedder`: bi-encoder
-  embeddings, `semantic_ids.BiencoderEmbedder`)."""
+  embeddings, `semantic_ids.BiencoderEmbedder`). Semantic IDs also write, into `out_dir`, what
+  cold start needs (`_save_cold_start`); atomic datasets get no new file."""
   scheme = str(dc.get("id_scheme", "atomic"))
   if scheme == "atomic":
     return catalog_lib.ItemCatalog(
@@ -367,7 +376,22 @@ def _make_catalog(item_ids, token_offset: int, titles, metadata, dc, embedder=No
     codebook_size=sem.codebook_size,
     num_disambiguation=sem.num_disambiguation,
   )
+  if out_dir is not None:
+    _save_cold_start(out_dir, sem, dc.semantic)
   return cat, sem.info
+
+
+def _save_cold_start(out_dir: str, sem, sc) -> None:
+  """`semantic_ids.COLD_START_FILE`: the RQ-KMeans codebooks, the normalisation flag and (content
+  embeddings) the fitted TF-IDF + SVD map as plain arrays, so that `gr_jax.add_items` can give an
+  item added after training an ID without retraining. Listed in the manifest's sha256 like every
+  file of the dataset. Bi-encoder embeddings store it too; cold start refuses them on reading
+  (a new item has no trained vector)."""
+  from gr_jax.data import semantic_ids  # pylint: disable=g-import-not-at-top
+
+  save_npz(
+    os.path.join(out_dir, semantic_ids.COLD_START_FILE), semantic_ids.cold_start_arrays(sem, sc)
+  )
 
 
 def build(raw: RawData, dc, out_dir: str, embedder=None) -> dict[str, Any]:
@@ -379,8 +403,17 @@ def build(raw: RawData, dc, out_dir: str, embedder=None) -> dict[str, Any]:
     "raw_search_pairs": len(raw.search_pairs),
     "raw_sessions": len(raw.sessions),
   }
-  pairs = [(_normalise_query(q), str(i), s) for q, i, s in raw.search_pairs]
-  empty = sum(1 for q, _, _ in pairs if not q)
+  # Normalised once per distinct query (an MPD playlist name is the query of each of its tracks);
+  # the pairs share the normalised strings.
+  normalised: dict[str, str] = {}
+
+  def norm(q) -> str:
+    n = normalised.get(q)
+    if n is None:
+      n = normalised[q] = _normalise_query(q)
+    return n
+
+  empty = sum(1 for q, _, _ in raw.search_pairs if not norm(q))
   if empty:
     raise DataError(
       "<search pairs>",
@@ -389,8 +422,8 @@ def build(raw: RawData, dc, out_dir: str, embedder=None) -> dict[str, Any]:
       f"{empty} empty queries reached prepare; loaders must report them with their line",
     )
   pairs, sessions = _filter_items(raw, dc, counts)
-  pairs = [(_normalise_query(q), str(i), s) for q, i, s in pairs]
-  pairs = _assign_search_splits(pairs, dc)
+  pairs = _assign_search_splits([(norm(q), str(i), s) for q, i, s in pairs], dc)
+  normalised.clear()
 
   # Catalogue: loader order first, then items only seen in interactions (sorted, deterministic).
   used = {i for _, i, _ in pairs} | {i for _, items in sessions for i in items}
@@ -418,6 +451,14 @@ def build(raw: RawData, dc, out_dir: str, embedder=None) -> dict[str, Any]:
     text = [q for q, _, s in pairs if s == "train"] + [
       meta_of.get(i, ("", {}))[0] for i in item_ids
     ]
+    cap = int(dc.tokenizer.get("max_sentences", 0) or 0)
+    counts["tokenizer_sentences"] = len(text)
+    if 0 < cap < len(text):
+      # A seeded uniform sample keeps the text's word frequencies; SentencePiece's time grows
+      # with its input (58 s for 10 MPD slices' 1M sentences, hours for the full MPD's 68M).
+      keep = np.random.default_rng([int(dc.split_seed), 7177]).choice(len(text), cap, replace=False)
+      text = [text[i] for i in np.sort(keep)]
+      counts["tokenizer_sentences_sampled"] = cap
     tok = tokenizer_lib.train_tokenizer(text, int(dc.tokenizer.vocab_size))
   tok.save(os.path.join(out_dir, "tokenizer"))
   cat, semantic_info = _make_catalog(
@@ -427,12 +468,18 @@ def build(raw: RawData, dc, out_dir: str, embedder=None) -> dict[str, Any]:
     [meta_of.get(i, ("", {}))[1] for i in item_ids],
     dc,
     embedder,
+    out_dir=out_dir,
   )
   cat.save(os.path.join(out_dir, "catalog.json"))
 
   arrays = {
     "search": {s: _search_arrays(pairs, s, cat, tok, dc) for s in SPLITS},
-    "rec": _rec_arrays([cat.indices(items).astype(np.int64) for _, items in sessions], cat, dc),
+    "rec": _rec_arrays(
+      cat.indices(itertools.chain.from_iterable(items for _, items in sessions)),
+      [len(items) for _, items in sessions],
+      cat,
+      dc,
+    ),
   }
   if embedder is not None:  # the bi-encoder trained on these very examples (with atomic IDs)
     embedder.check_examples(arrays)
@@ -447,7 +494,7 @@ def build(raw: RawData, dc, out_dir: str, embedder=None) -> dict[str, Any]:
     t: {
       s: {
         "examples": int(len(arrays[t][s]["target_item"])),
-        "queries": int(len(np.unique(arrays[t][s]["query_id"]))),
+        "queries": int(len(_distinct(arrays[t][s]["query_id"]))),
       }
       for s in SPLITS
     }
@@ -455,7 +502,7 @@ def build(raw: RawData, dc, out_dir: str, embedder=None) -> dict[str, Any]:
   }
   train_s = arrays["search"]["train"]["target_item"]
   train_r = arrays["rec"]["train"]["target_item"]
-  items_s, items_r = set(np.unique(train_s).tolist()), set(np.unique(train_r).tolist())
+  items_s, items_r = set(_distinct(train_s).tolist()), set(_distinct(train_r).tolist())
   union = items_s | items_r
   p_s, p_r = _popularity(train_s, n), _popularity(train_r, n)
   overlap = {

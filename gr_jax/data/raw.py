@@ -51,10 +51,22 @@ def heldout_interactions(
   """
   out = set()
   for user, items in sessions:
-    kept = [i for i in items if i in search_items] if items_in_both else items
-    if len(kept) >= min_session_len:
-      out.add((user, kept[-1]))
-      out.add((user, kept[-2]))
+    if not items_in_both:
+      if len(items) >= min_session_len:
+        out.update(((user, items[-1]), (user, items[-2])))
+      continue
+    # From the newest item back, only until the session is known to be long enough: the full
+    # filtered copy of every session cost ~9 s per round at ML-25M's 25M ratings.
+    last, kept = [], 0
+    for i in reversed(items):
+      if i in search_items:
+        kept += 1
+        if kept <= 2:
+          last.append(i)
+        if kept >= min_session_len:
+          break
+    if kept >= min_session_len:
+      out.update((user, i) for i in last)
   return out
 
 

@@ -50,6 +50,24 @@ these kinds need a prepared dataset, so `build_semantic_ids` alone refuses them)
 The catalogue (`ItemCatalog`, id_scheme "semantic") turns codes into tokens: level l, code c is
 token `token_offset + l * codebook_size + c`; disambiguation code d is
 `token_offset + levels * codebook_size + d`.
+
+Cold start (items added after training; `gr_jax.data.cold_start`, `python -m gr_jax.add_items`):
+prepare writes COLD_START_FILE beside catalog.json for every semantic dataset (`cold_start_arrays`:
+the codebooks [levels, K, D], the embedding kind, the normalisation flag and, for content
+embeddings, the fitted TF-IDF vocabulary, idf and SVD components as plain arrays; no pickle).
+`ColdStartModel` reads it back; a new item is embedded as the catalogue was (content: its text
+through `ContentEmbedder.embed`, NumPy; file: the user's vector; search | rec | joint are refused,
+a new item has no trained bi-encoder vector), and `cold_start_codes` gives it the residual-nearest
+code per level (`quantise`, rq_kmeans's assignment arithmetic) and the smallest disambiguation code
+its tuple does not use yet. No token is added: the model's ID vocabulary (levels x codebook_size +
+num_disambiguation) stays the one it was trained with, so a new item on a tuple whose
+disambiguation codes are all taken (or on any taken tuple when the catalogue has no disambiguation
+code) cannot get a distinct ID: a DataError saying so. `data.semantic.reserve_disambiguation` = R
+keeps R spare codes per tuple at prepare (num_disambiguation = largest collision group + R, and
+every ID then carries the code); R = 0, the default, leaves every ID as it was. A new item's
+disambiguation code beyond its tuple's prepared ones was never a training target after that
+prefix, so a trained model gives it little probability: cold start makes the item decodable,
+under the prefix its content chose, not as likely as a trained item.
 """
 
 from __future__ import annotations
@@ -68,6 +86,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from gr_jax.data import dataset as dataset_lib
 from gr_jax.data.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -93,6 +112,10 @@ class SemanticIds:
   codebook_size: int
   num_disambiguation: int  # 0 = no disambiguation code; else codes[:, -1] < num_disambiguation
   info: dict  # manifest diagnostics
+  # What cold start (`ColdStartModel`) needs to give a new item an ID: the RQ-KMeans centroids
+  # float32 [levels, K, D] and, for content embeddings, the fitted text -> vector map.
+  codebooks: np.ndarray | None = None
+  content: "ContentEmbedder | None" = None
 
   @property
   def tokens_per_item(self) -> int:
@@ -116,16 +139,70 @@ def item_text(title: str, metadata: Mapping[str, Any]) -> str:
   return " ".join(p for p in parts if p)
 
 
-def content_embeddings(texts: Sequence[str], dim: int, seed: int) -> tuple[np.ndarray, dict]:
-  """TF-IDF of `texts` reduced by truncated SVD: float32 [N, d] with d <= dim, and its info."""
+# sklearn's TfidfVectorizer settings, fixed: `ContentEmbedder.embed` re-applies them in NumPy.
+# One-character words count: simulated and real titles hold short tokens (years, "ii", ...).
+_TOKEN_PATTERN = r"(?u)\b\w+\b"
+
+
+@dataclasses.dataclass
+class ContentEmbedder:
+  """The fitted text -> vector map of content embeddings, as plain arrays (no pickle), so that a
+  new item's text can be embedded after prepare: TF-IDF (lowercased words of `_TOKEN_PATTERN`,
+  sublinear tf 1 + log(count), times `idf`, rows L2-normalised; words outside `vocabulary` are
+  dropped) then the SVD projection `tfidf @ components.T` (what TruncatedSVD.transform does)."""
+
+  vocabulary: np.ndarray  # str [W]: word of each TF-IDF column
+  idf: np.ndarray  # float64 [W]
+  components: np.ndarray  # float32 [d, W]: the SVD's right singular vectors
+
+  def embed(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """float32 [n, d] embeddings of `texts`, and int [n] how many known words each holds (0: the
+    text shares no word with the catalogue the map was fitted on; its vector is 0)."""
+    import re  # pylint: disable=g-import-not-at-top
+
+    pattern = re.compile(_TOKEN_PATTERN)
+    column = {str(w): j for j, w in enumerate(self.vocabulary.tolist())}
+    rows, cols, counts = [], [], []
+    known = np.zeros(len(texts), np.int64)
+    for r, text in enumerate(texts):
+      tally: dict[int, int] = {}
+      for word in pattern.findall(str(text).lower()):
+        j = column.get(word)
+        if j is not None:
+          tally[j] = tally.get(j, 0) + 1
+      known[r] = sum(tally.values())
+      rows += [r] * len(tally)
+      cols += list(tally)
+      counts += list(tally.values())
+    rows, cols = np.asarray(rows, np.int64), np.asarray(cols, np.int64)
+    vals = (1.0 + np.log(np.asarray(counts, np.float64))) * self.idf[cols]  # [nnz]
+    norms = np.zeros(len(texts), np.float64)
+    np.add.at(norms, rows, vals * vals)
+    vals = vals / np.sqrt(norms[rows]) if len(vals) else vals
+    emb = np.zeros((len(texts), self.components.shape[0]), np.float64)  # [n, d]
+    np.add.at(emb, rows, vals[:, None] * self.components[:, cols].T.astype(np.float64))
+    return emb.astype(np.float32), known
+
+  def arrays(self) -> dict[str, np.ndarray]:
+    return {
+      "content_vocabulary": np.asarray(self.vocabulary, dtype=str),
+      "content_idf": np.asarray(self.idf, np.float64),
+      "content_components": np.asarray(self.components, np.float32),
+    }
+
+
+def fit_content_embedder(
+  texts: Sequence[str], dim: int, seed: int
+) -> tuple[np.ndarray, dict, ContentEmbedder]:
+  """TF-IDF of `texts` reduced by truncated SVD: float32 [N, d] with d <= dim, its info, and the
+  fitted map (`ContentEmbedder`) that embeds new texts the same way."""
   # pylint: disable=g-import-not-at-top
   from sklearn.decomposition import TruncatedSVD
   from sklearn.feature_extraction.text import TfidfVectorizer
 
   if int(dim) < 1:
     raise DataError(_SRC, 0, "data.semantic.content_dim", f"must be >= 1, got {dim}")
-  # One-character words count: simulated and real titles hold short tokens (years, "ii", ...).
-  vec = TfidfVectorizer(token_pattern=r"(?u)\b\w+\b", lowercase=True, sublinear_tf=True)
+  vec = TfidfVectorizer(token_pattern=_TOKEN_PATTERN, lowercase=True, sublinear_tf=True)
   try:
     tfidf = vec.fit_transform(list(texts))  # sparse [N, W]
   except ValueError:
@@ -155,6 +232,17 @@ def content_embeddings(texts: Sequence[str], dim: int, seed: int) -> tuple[np.nd
     "items_without_text": empty,
     "svd_explained_variance": float(svd.explained_variance_ratio_.sum()),
   }
+  fitted = ContentEmbedder(
+    np.asarray(vec.get_feature_names_out(), dtype=str),
+    np.asarray(vec.idf_, np.float64),
+    np.asarray(svd.components_, np.float32),
+  )
+  return emb, info, fitted
+
+
+def content_embeddings(texts: Sequence[str], dim: int, seed: int) -> tuple[np.ndarray, dict]:
+  """TF-IDF of `texts` reduced by truncated SVD: float32 [N, d] with d <= dim, and its info."""
+  emb, info, _ = fit_content_embedder(texts, dim, seed)
   return emb, info
 
 
@@ -207,6 +295,14 @@ def item_embeddings(
   Bi-encoder kinds call `embedder(item_ids)` (a `BiencoderEmbedder`, which `prepare_dataset` makes
   from the whole run config); without one they are refused.
   """
+  emb, info, _ = _embed_items(sc, titles, metadata, item_ids=item_ids, embedder=embedder)
+  return emb, info
+
+
+def _embed_items(
+  sc, titles, metadata, *, item_ids=None, embedder=None
+) -> tuple[np.ndarray, dict, ContentEmbedder | None]:
+  """`item_embeddings`, plus the fitted content map (None for the other kinds)."""
   kind = str(sc.embedding)
   if kind in BIENCODER_TASKS:
     if embedder is None or item_ids is None:
@@ -228,12 +324,12 @@ def item_embeddings(
         f"{kind!r}: expected [num_items={len(titles)}, dim] bi-encoder embeddings, "
         f"got {list(emb.shape)}",
       )
-    return emb, info
+    return emb, info, None
   if kind == "content":
     texts = [item_text(t, m) for t, m in zip(titles, metadata)]
-    return content_embeddings(texts, int(sc.content_dim), int(sc.seed))
+    return fit_content_embedder(texts, int(sc.content_dim), int(sc.seed))
   if kind == "file":
-    return file_embeddings(str(sc.embedding_file), len(titles))
+    return (*file_embeddings(str(sc.embedding_file), len(titles)), None)
   raise DataError(_SRC, 0, "data.semantic.embedding", f"expected one of {EMBEDDINGS}, got {kind!r}")
 
 
@@ -507,17 +603,22 @@ class BiencoderEmbedder:
       for split, ours in splits.items():
         path = os.path.join(self.atomic_dir, task, f"{split}.npz")
         with np.load(path) as z:
-          keys = ["target_item", "query_id"] + (["encoder_input_ids"] if task == "search" else [])
-          for k in keys:
-            if not np.array_equal(z[k], ours[k]):
-              raise DataError(
-                path,
-                0,
-                k,
-                f"the atomic dataset the bi-encoder trained on differs "
-                f"from this semantic dataset in {task}/{split}; expected the same "
-                "examples (prepare's splits do not depend on the ID scheme)",
-              )
+          theirs = {k: z[k] for k in z.files}
+        keys = ["target_item", "query_id"]
+        if task == "search":  # compared as rows, however each side stores them
+          keys.append("encoder_input_ids")
+          theirs = dataset_lib.with_stored_rows(theirs, None, 0, source=path)
+          ours = dataset_lib.with_stored_rows(dict(ours), None, 0)
+        for k in keys:
+          if not np.array_equal(np.asarray(theirs[k]), np.asarray(ours[k])):
+            raise DataError(
+              path,
+              0,
+              k,
+              f"the atomic dataset the bi-encoder trained on differs "
+              f"from this semantic dataset in {task}/{split}; expected the same "
+              "examples (prepare's splits do not depend on the ID scheme)",
+            )
 
 
 # ---------------------------------------------------------------------------------- k-means (JAX)
@@ -867,10 +968,14 @@ def build_semantic_ids(
     codebook_size=int(sc.codebook_size),
     iters=int(sc.kmeans_iters),
   )
-  emb, emb_info = item_embeddings(sc, titles, metadata, item_ids=item_ids, embedder=embedder)
+  reserve = int(sc.get("reserve_disambiguation", 0))
+  if reserve < 0:
+    raise DataError(
+      _SRC, 0, "data.semantic.reserve_disambiguation", f"expected >= 0, got {reserve}"
+    )
+  emb, emb_info, content = _embed_items(sc, titles, metadata, item_ids=item_ids, embedder=embedder)
   if bool(sc.get("normalize", True)):
-    # Cosine geometry: k-means on unit vectors clusters by direction, not by text length.
-    emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+    emb = normalize_rows(emb)
   levels, k = int(sc.levels), int(sc.codebook_size)
   cap = int(sc.get("max_points_per_code", 0))
   rq = rq_kmeans(
@@ -885,6 +990,10 @@ def build_semantic_ids(
   diag = diagnostics(rq.codes, k)
   dis = disambiguate(rq.codes)
   num_dis = int(dis.max()) + 1 if len(dis) and dis.max() > 0 else 0
+  if reserve:
+    # Spare disambiguation codes for cold start (`ColdStartModel`): a later item whose tuple is
+    # taken gets the next free one without a new token; every item then carries the column.
+    num_dis = max(num_dis, 1) + reserve
   codes = np.concatenate([rq.codes, dis[:, None]], 1) if num_dis else rq.codes
   info = {
     "embedding": str(sc.embedding),
@@ -900,7 +1009,290 @@ def build_semantic_ids(
     "residual_mse": rq.residual_mse,
     **diag,
     "num_disambiguation": num_dis,
+    "reserve_disambiguation": reserve,
     "tokens_per_item": int(codes.shape[1]),
     "num_id_tokens": levels * k + num_dis,
   }
-  return SemanticIds(codes.astype(np.int32), levels, k, num_dis, info)
+  return SemanticIds(
+    codes.astype(np.int32), levels, k, num_dis, info, codebooks=rq.codebooks, content=content
+  )
+
+
+def normalize_rows(emb: np.ndarray) -> np.ndarray:
+  """Rows scaled to unit L2 norm (an all-zero row stays 0): `data.semantic.normalize`."""
+  # Cosine geometry: k-means on unit vectors clusters by direction, not by text length.
+  return emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+
+
+# ---------------------------------------------------------------------------------- cold start
+# What prepare stores beside catalog.json (semantic datasets only) so that an item added after
+# training gets an ID from its embedding with the trained tokens (`gr_jax.data.cold_start`).
+COLD_START_FILE = "semantic_ids.npz"
+COLD_START_FORMAT = 1
+# Embedding kinds a new item can be embedded with after prepare: content (its text through the
+# stored TF-IDF + SVD map) and file (the user brings its vector, as for the catalogue).
+COLD_START_EMBEDDINGS = ("content", "file")
+
+
+def cold_start_arrays(ids: SemanticIds, sc) -> dict[str, np.ndarray]:
+  """The arrays of COLD_START_FILE: the codebooks float32 [levels, K, D], the embedding kind and
+  normalisation, and for content embeddings the fitted map (`ContentEmbedder.arrays`)."""
+  if ids.codebooks is None:
+    raise ValueError("cold_start_arrays: these SemanticIds carry no codebooks")
+  # Scalars as 1-element arrays: prepare.save_npz writes contiguous (at least 1-d) arrays.
+  out = {
+    "format": np.asarray([COLD_START_FORMAT], np.int32),
+    "embedding": np.asarray([str(sc.embedding)], dtype=str),
+    "normalize": np.asarray([bool(sc.get("normalize", True))]),
+    "codebooks": np.asarray(ids.codebooks, np.float32),
+  }
+  if ids.content is not None:
+    out.update(ids.content.arrays())
+  return out
+
+
+@dataclasses.dataclass
+class ColdStartModel:
+  """A prepared semantic dataset's quantiser, read back from COLD_START_FILE (`load`)."""
+
+  embedding: str
+  normalize: bool
+  codebooks: np.ndarray  # float32 [levels, K, D]
+  content: ContentEmbedder | None
+  source: str = "<cold start>"
+
+  @classmethod
+  def load(cls, path: str) -> "ColdStartModel":
+    if not os.path.isfile(path):
+      raise DataError(
+        path,
+        0,
+        COLD_START_FILE,
+        "missing: the dataset was prepared before cold start stored its quantiser "
+        "(or is not a semantic-ID dataset); prepare it again into a new directory",
+      )
+    with np.load(path, allow_pickle=False) as z:
+      arrays = {k: z[k] for k in z.files}
+    for key in ("format", "embedding", "normalize", "codebooks"):
+      if key not in arrays:
+        raise DataError(path, 0, key, f"missing from {COLD_START_FILE}")
+    scalar = {k: arrays[k].reshape(-1)[0].item() for k in ("format", "embedding", "normalize")}
+    if scalar["format"] != COLD_START_FORMAT:
+      raise DataError(
+        path, 0, "format", f"expected format {COLD_START_FORMAT}, got {scalar['format']}"
+      )
+    books = arrays["codebooks"]
+    if books.ndim != 3 or books.dtype != np.float32:
+      raise DataError(path, 0, "codebooks", f"expected float32 [levels, K, D], got {books.shape}")
+    kind = str(scalar["embedding"])
+    content = None
+    if kind == "content":
+      keys = ("content_vocabulary", "content_idf", "content_components")
+      for key in keys:
+        if key not in arrays:
+          raise DataError(path, 0, key, f"missing from {COLD_START_FILE} of content embeddings")
+      content = ContentEmbedder(*(arrays[k] for k in keys))
+      if content.components.shape[0] != books.shape[2]:
+        raise DataError(
+          path,
+          0,
+          "content_components",
+          f"{content.components.shape[0]} SVD dimensions, codebooks of {books.shape[2]}",
+        )
+    return cls(kind, bool(scalar["normalize"]), books, content, source=path)
+
+  @property
+  def dim(self) -> int:
+    return int(self.codebooks.shape[2])
+
+  def check_supported(self) -> None:
+    """DataError unless new items can be embedded as the catalogue's were."""
+    if self.embedding in BIENCODER_TASKS:
+      raise DataError(
+        self.source,
+        0,
+        "embedding",
+        f"{self.embedding!r}: these semantic IDs quantise the item vectors of a bi-encoder "
+        "trained on the catalogue's items, and an item added after training has no trained "
+        f"vector; cold start supports the embedding sources {COLD_START_EMBEDDINGS} "
+        "(prepare with data.semantic.embedding='content', or 'file' with your own encoder)",
+      )
+    if self.embedding not in COLD_START_EMBEDDINGS:
+      raise DataError(
+        self.source,
+        0,
+        "embedding",
+        f"expected one of {COLD_START_EMBEDDINGS}, got {self.embedding!r}",
+      )
+
+  def embed_text(
+    self, titles: Sequence[str], metadata: Sequence[Mapping[str, Any]]
+  ) -> tuple[np.ndarray, np.ndarray]:
+    """Content: float32 [n, d] vectors of new items' text (`item_text`, as prepare embeds the
+    catalogue), before normalisation, and how many known words each text holds."""
+    self.check_supported()
+    if self.content is None:
+      raise DataError(
+        self.source,
+        0,
+        "embedding",
+        f"{self.embedding!r} embeddings come from the user: give the new items' vectors",
+      )
+    return self.content.embed([item_text(t, m) for t, m in zip(titles, metadata)])
+
+  def codes(
+    self,
+    embeddings: np.ndarray,
+    existing_codes: np.ndarray,
+    *,
+    num_disambiguation: int,
+    new_ids: Sequence[str] | None = None,
+    existing_ids: Sequence[str] | None = None,
+    source: str = "<new items>",
+    lines: Sequence[int] | None = None,
+  ) -> np.ndarray:
+    """`cold_start_codes` with this dataset's codebooks and normalisation."""
+    self.check_supported()
+    return cold_start_codes(
+      self.codebooks,
+      embeddings,
+      existing_codes,
+      num_disambiguation=num_disambiguation,
+      normalize=self.normalize,
+      new_ids=new_ids,
+      existing_ids=existing_ids,
+      source=source,
+      lines=lines,
+    )
+
+
+def quantise(codebooks: np.ndarray, x) -> tuple[np.ndarray, np.ndarray]:
+  """Residual nearest-centroid codes of x [M, D] under fitted codebooks [L, K, D]: int32 [M, L],
+  and the squared norm of each row's final residual float32 [M].
+
+  rq_kmeans's assignment step, with its arithmetic (`_nearest`, `_subtract_codes`): level l takes
+  the centroid nearest to what levels < l left. Re-quantising the rows rq_kmeans fitted gives
+  their codes (up to float ties), unless the fit was balanced: balanced codes are not nearest."""
+  books = np.asarray(codebooks, np.float32)
+  x = np.asarray(x, np.float32)
+  if books.ndim != 3 or x.ndim != 2 or x.shape[1] != books.shape[2]:
+    raise ValueError(
+      f"quantise: expected codebooks [L, K, D] and x [M, D], got {books.shape} and {x.shape}"
+    )
+  resid = jnp.asarray(x)
+  codes = []
+  for level in range(books.shape[0]):
+    cent = jnp.asarray(books[level])  # [K, D]
+    assign = _nearest(resid, cent) if len(x) else jnp.zeros((0,), jnp.int32)
+    resid = _subtract_codes(resid, cent, assign)  # [M, D]
+    codes.append(np.asarray(assign, np.int32))
+  err = np.asarray(jnp.sum(resid * resid, 1), np.float32)
+  return np.stack(codes, 1).reshape(len(x), books.shape[0]), err
+
+
+def cold_start_codes(
+  codebooks: np.ndarray,
+  embeddings,
+  existing_codes: np.ndarray,
+  *,
+  num_disambiguation: int,
+  normalize: bool,
+  new_ids: Sequence[str] | None = None,
+  existing_ids: Sequence[str] | None = None,
+  source: str = "<new items>",
+  lines: Sequence[int] | None = None,
+) -> np.ndarray:
+  """Semantic IDs of items added after training, with the trained tokens only: int32 [M, T].
+
+  codebooks float32 [L, K, D] (the prepared dataset's, COLD_START_FILE); embeddings [M, D] of the
+  new items in the catalogue's embedding space (normalised here when `normalize`, as prepare
+  does); existing_codes int [N, T] the catalogue's codes, T = L (+1 with num_disambiguation > 0).
+
+  Each new item gets `quantise`'s code per level, then, when the catalogue has a disambiguation
+  code, the smallest one not yet used by its tuple (among existing items and the new items before
+  it, in order). An existing item's ID never changes. The model's vocabulary has
+  num_disambiguation such codes: a tuple that every one of them names already (or, without the
+  column, any taken tuple) leaves no distinct ID, a DataError naming the item (its `lines` entry
+  of `source`) and what to do.
+  """
+  books = np.asarray(codebooks, np.float32)
+  levels, nd = int(books.shape[0]), int(num_disambiguation)
+  existing = np.asarray(existing_codes, np.int64)
+  width = levels + (1 if nd else 0)
+  if existing.ndim != 2 or existing.shape[1] != width:
+    raise ValueError(
+      f"cold_start_codes: expected existing codes [N, {width}] for {levels} levels and "
+      f"num_disambiguation={nd}, got {list(existing.shape)}"
+    )
+  emb = np.asarray(embeddings, np.float32)
+  if emb.ndim != 2 or emb.shape[1] != books.shape[2]:
+    raise DataError(
+      source,
+      0,
+      "embedding",
+      f"expected new item vectors [num_new_items, {books.shape[2]}] (the catalogue's "
+      f"embedding dimension), got {list(emb.shape)}",
+    )
+  if not np.isfinite(emb).all():
+    row = int(np.flatnonzero(~np.isfinite(emb).all(1))[0])
+    raise DataError(source, _line(lines, row), "embedding", "expected finite numbers")
+  if normalize:
+    emb = normalize_rows(emb)
+  codes, _ = quantise(books, emb)  # [M, L]
+  m = len(codes)
+  if m == 0:
+    return np.zeros((0, width), np.int32)
+  # Only the tuples new items land on matter: group existing and new rows by tuple once.
+  _, inv = np.unique(
+    np.concatenate([existing[:, :levels], codes.astype(np.int64)]), axis=0, return_inverse=True
+  )
+  inv = inv.reshape(-1)
+  inv_old, inv_new = inv[: len(existing)], inv[len(existing) :]
+  mine = np.flatnonzero(np.isin(inv_old, inv_new))
+  used: dict[int, set] = {}
+  holders: dict[int, list] = {}
+  old_dis = existing[:, levels] if nd else np.zeros(len(existing), np.int64)
+  for i in mine.tolist():
+    used.setdefault(int(inv_old[i]), set()).add(int(old_dis[i]))
+    holders.setdefault(int(inv_old[i]), []).append(i)
+  dis = np.zeros(m, np.int64)
+  for j in range(m):
+    group = int(inv_new[j])
+    taken = used.setdefault(group, set())
+    d = 0
+    while d in taken:
+      d += 1
+    if d >= max(nd, 1):
+      held = holders.get(group, [])
+      names = [
+        repr(existing_ids[i]) if existing_ids is not None else f"index {i}" for i in held[:3]
+      ]
+      earlier = [
+        f"new {new_ids[k]!r}" if new_ids is not None else f"new row {k}"
+        for k in np.flatnonzero(inv_new[:j] == group)[:3].tolist()
+      ]
+      who = ", ".join(names + earlier) + (" ..." if len(held) > 3 else "")
+      item = repr(new_ids[j]) if new_ids is not None else f"row {j}"
+      fix = (
+        f"all {nd} disambiguation codes of the model's vocabulary are taken"
+        if nd
+        else "this catalogue has no disambiguation code (no tuple was shared at prepare)"
+      )
+      raise DataError(
+        source,
+        _line(lines, j),
+        "item",
+        f"new item {item}: its code tuple {tuple(int(c) for c in codes[j])} is already used by "
+        f"{len(taken)} item(s) ({who}) and {fix}, so it cannot get a distinct ID with the "
+        "trained tokens; prepare the dataset with data.semantic.reserve_disambiguation > 0 "
+        "(spare codes per tuple; the model must then be trained on that dataset), or add "
+        "this item in a retraining",
+      )
+    taken.add(d)
+    dis[j] = d
+  out = np.concatenate([codes, dis[:, None]], 1) if nd else codes
+  return out.astype(np.int32)
+
+
+def _line(lines: Sequence[int] | None, row: int) -> int:
+  return int(lines[row]) if lines is not None else 0

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
+import json
 import os
 import time
 from typing import Any, Callable, Mapping
@@ -95,7 +96,12 @@ def dataset_dir(workdir: str, config) -> str:
   return path
 
 
-def load_split(data_dir: str, task: str, split: str) -> dict[str, np.ndarray]:
+def load_split(data_dir: str, task: str, split: str, catalog=None) -> dict[str, np.ndarray]:
+  """A processed split's arrays; encoder_input_ids is built on demand when the split stores its
+  rows compactly (`dataset.with_stored_rows`; rec rows need the `catalog`, read when None)."""
+  from gr_jax.data import dataset as dataset_lib  # pylint: disable=g-import-not-at-top
+  from gr_jax.data.catalog import ItemCatalog  # pylint: disable=g-import-not-at-top
+
   path = os.path.join(data_dir, task, f"{split}.npz")
   if not os.path.exists(path):
     have = (
@@ -106,6 +112,13 @@ def load_split(data_dir: str, task: str, split: str) -> dict[str, np.ndarray]:
     raise EvaluationError(f"{path}: split {split!r} of task {task!r} is missing (have {have})")
   with np.load(path) as z:
     arrays = {k: z[k] for k in z.files}
+  if all(k in arrays for k in dataset_lib.HISTORY_KEYS):
+    with open(os.path.join(data_dir, "manifest.json")) as f:
+      encoder_len = int(json.load(f)["encoder_len"])
+    if catalog is None:
+      catalog = ItemCatalog.load(os.path.join(data_dir, "catalog.json"))
+    arrays = dataset_lib.with_stored_rows(arrays, catalog, encoder_len, source=path)
+  arrays = dataset_lib.with_stored_rows(arrays, catalog, 0, source=path)  # search: query rows
   for key in ("encoder_input_ids", "target_item", "query_id"):
     if key not in arrays:
       raise EvaluationError(
@@ -343,7 +356,7 @@ def validation_decoder(
   from gr_jax.data.catalog import ItemCatalog
 
   catalog = ItemCatalog.load(os.path.join(data_dir, "catalog.json"))
-  arrays = {t: load_split(data_dir, t, "valid") for t in config.data.tasks}
+  arrays = {t: load_split(data_dir, t, "valid", catalog) for t in config.data.tasks}
   config = with_decode_defaults(config)
 
   def metrics(model) -> dict[str, float]:
@@ -422,7 +435,7 @@ def evaluate(
   for t in tasks:
     if t not in TASKS:
       raise EvaluationError(f"{workdir}/config.json: data.tasks holds {t!r}; expected {TASKS}")
-  arrays = {t: load_split(data_dir, t, split) for t in tasks}  # all present before decoding
+  arrays = {t: load_split(data_dir, t, split, catalog) for t in tasks}  # all present first
 
   ks = tuple(int(k) for k in config.eval.ks)
   if config.decode.num_return_sequences < max(ks):

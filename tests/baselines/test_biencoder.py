@@ -14,7 +14,7 @@ from configs import base
 from gr_jax.baselines import biencoder, runner
 from gr_jax.data.catalog import ItemCatalog
 from gr_jax.data.dataset import ProcessedDataset
-from gr_jax.data.prepare import _rec_arrays  # the real leave-last-out layout
+from gr_jax.data.prepare import rec_splits  # the real leave-last-out layout
 from gr_jax.evaluation import metrics as metrics_lib
 from gr_jax.evaluation import runs
 
@@ -76,7 +76,7 @@ class _Dataset:
     t["query_id"][2] = t["query_id"][0]
     sessions = [[(u * 7 + j) % N_ITEMS for j in range(8)] for u in range(60)]
     dc = types.SimpleNamespace(encoder_len=8, max_history=6)
-    rec = _rec_arrays([np.asarray(s, np.int64) for s in sessions], self.catalog, dc)
+    rec = rec_splits(sessions, self.catalog, dc)
     self._splits.update({("rec", s): a for s, a in rec.items()})
 
   @property

@@ -12,7 +12,7 @@ from flax import nnx
 from configs import base
 from gr_jax.baselines import sequential
 from gr_jax.data.catalog import ItemCatalog
-from gr_jax.data.prepare import _rec_arrays  # the real leave-last-out layout
+from gr_jax.data.prepare import rec_splits  # the real leave-last-out layout
 from gr_jax.evaluation import metrics as metrics_lib
 from gr_jax.evaluation import runs
 
@@ -25,7 +25,7 @@ class _Dataset:
   def __init__(self, sessions, num_items, encoder_len, max_history):
     self.catalog = ItemCatalog([f"i{i}" for i in range(num_items)], token_offset=50)
     dc = types.SimpleNamespace(encoder_len=encoder_len, max_history=max_history)
-    self._splits = _rec_arrays([np.asarray(s, np.int64) for s in sessions], self.catalog, dc)
+    self._splits = rec_splits(sessions, self.catalog, dc)
     self.manifest = {"rec_max_history": max(1, min(max_history, encoder_len - 1))}
 
   @property

@@ -105,6 +105,7 @@ def _semantic_catalog(n, token_offset=100, seed=0):
 def test_histories_round_trip_rec_rows_of_both_schemes():
   import types
 
+  from gr_jax.data.dataset import HISTORY_KEYS, HistoryRows
   from gr_jax.data.prepare import _rec_arrays  # the real leave-last-out layout
 
   n = 12
@@ -113,19 +114,26 @@ def test_histories_round_trip_rec_rows_of_both_schemes():
   atomic = ItemCatalog([f"i{i}" for i in range(n)], token_offset=100)
   sem = _semantic_catalog(n)
   assert sem.tokens_per_item == 3 and sem.num_disambiguation > 1
+
   # The same 5-item history cap for both: 6 and 16 encoder tokens (5 x tokens_per_item + EOS).
-  rows = {
-    "atomic": _rec_arrays(sessions, atomic, types.SimpleNamespace(encoder_len=6, max_history=5)),
-    "semantic": _rec_arrays(sessions, sem, types.SimpleNamespace(encoder_len=16, max_history=5)),
-  }
+  def token_rows(cat, enc_len):
+    # The encoder rows as tokens (np.asarray builds them), read back by histories().
+    dc = types.SimpleNamespace(encoder_len=enc_len, max_history=5)
+    split_arrays = _rec_arrays(np.concatenate(sessions), [len(x) for x in sessions], cat, dc)
+    return {
+      s: np.asarray(HistoryRows(*(a[k] for k in HISTORY_KEYS), cat, enc_len))
+      for s, a in split_arrays.items()
+    }
+
+  rows = {"atomic": token_rows(atomic, 6), "semantic": token_rows(sem, 16)}
   for split in ("train", "valid", "test"):
-    a = atomic.histories(rows["atomic"][split]["encoder_input_ids"])
-    s = sem.histories(rows["semantic"][split]["encoder_input_ids"])
+    a = atomic.histories(rows["atomic"][split])
+    s = sem.histories(rows["semantic"][split])
     assert [h.tolist() for h in a] == [h.tolist() for h in s]
     assert all(h.dtype == np.int64 for h in a + s)
   # Test rows: each session's last item is the target; the history is the 5 items before it.
   want = [list(x[:-1][-5:]) for x in sessions]
-  assert [h.tolist() for h in sem.histories(rows["semantic"]["test"]["encoder_input_ids"])] == want
+  assert [h.tolist() for h in sem.histories(rows["semantic"]["test"])] == want
   # Inverse of item_tokens: spelling histories as tokens and reading them back round-trips.
   ids = np.zeros([len(want), 16], np.int32)
   for r, h in enumerate(want):

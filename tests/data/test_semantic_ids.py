@@ -485,7 +485,7 @@ def test_manifest_recall_is_the_models_own(joint_dataset):
   embed = jax.jit(lambda p, x: nnx.merge(res.graphdef, p).embed(x))  # eval mode
   for t in ("search", "rec"):
     a = atomic.split(t, "valid")
-    q = np.asarray(embed(res.params, a["encoder_input_ids"]), np.float64)
+    q = np.asarray(embed(res.params, np.asarray(a["encoder_input_ids"])), np.float64)
     q /= np.linalg.norm(q, axis=1, keepdims=True)
     scores = q @ items.T
     above = (scores > scores[np.arange(len(q)), a["target_item"]][:, None]).sum(1)

@@ -198,16 +198,22 @@ def test_prepare_is_atomic_and_idempotent(tmp_path, monkeypatch):
     prepare_dataset(tiny_config(), str(tmp_path / "half"))
 
 
-def test_rec_rows_built_in_blocks_equal_one_pass(tmp_path, monkeypatch):
-  """The rec encoder rows are built block by block (memory); any block size gives the same bytes."""
-  one = prepare_dataset(tiny_config(), str(tmp_path / "one"))
-  monkeypatch.setattr(prepare_lib, "_HISTORY_BLOCK_ROWS", 7)
-  blocks = prepare_dataset(tiny_config(), str(tmp_path / "blocks"))
-  for split in ("train", "valid", "test"):
-    with (
-      np.load(os.path.join(one, "rec", f"{split}.npz")) as a,
-      np.load(os.path.join(blocks, "rec", f"{split}.npz")) as b,
-    ):
-      assert len(a["encoder_input_ids"]) > 7
-      for key in a.files:
-        np.testing.assert_array_equal(a[key], b[key])
+def test_tokenizer_trains_on_a_seeded_sample_above_max_sentences(tmp_path):
+  full = ProcessedDataset(prepare_dataset(tiny_config(), str(tmp_path / "full")))
+  n = full.manifest["counts"]["tokenizer_sentences"]
+  assert "tokenizer_sentences_sampled" not in full.manifest["counts"] and n > 100
+
+  def sampled(name):
+    c = tiny_config()
+    c.data.tokenizer.max_sentences = 100
+    return ProcessedDataset(prepare_dataset(c, str(tmp_path / name)))
+
+  a, b = sampled("a"), sampled("b")
+  assert a.manifest["counts"]["tokenizer_sentences_sampled"] == 100
+  assert a.manifest["config_hash"] != full.manifest["config_hash"]
+  with open(os.path.join(a.directory, "tokenizer", "spiece.model"), "rb") as f:
+    model_a = f.read()
+  with open(os.path.join(b.directory, "tokenizer", "spiece.model"), "rb") as f:
+    assert f.read() == model_a  # the sample is seeded
+  with open(os.path.join(full.directory, "tokenizer", "spiece.model"), "rb") as f:
+    assert f.read() != model_a  # and it is a sample: another model than the full text's

@@ -40,9 +40,9 @@ def selected_run(tiny_dataset, tmp_path_factory):
   reads = []
   original = evaluator.load_split
 
-  def spy(data_dir, task, split):
+  def spy(data_dir, task, split, *args):
     reads.append(split)
-    return original(data_dir, task, split)
+    return original(data_dir, task, split, *args)
 
   evaluator.load_split = spy
   try:
