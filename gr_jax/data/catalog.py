@@ -271,6 +271,10 @@ class ItemCatalog:
     below it). Each consecutive group of tokens_per_item ID tokens is one item. A row whose ID tokens
     do not spell catalogue items (a split from another catalogue or ID scheme) raises DataError.
     """
+    if getattr(encoder_input_ids, "catalog", None) is self:
+      # Rows this catalogue builds from stored sessions (dataset.HistoryRows): read the stored
+      # item indices, without spelling and parsing 25M rows of tokens at ML-25M's size.
+      return encoder_input_ids.item_histories()
     ids = np.asarray(encoder_input_ids, np.int64)
     if ids.ndim != 2:
       raise ValueError(f"expected rec encoder rows [N, Le], got shape {list(ids.shape)}")

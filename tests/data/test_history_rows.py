@@ -187,3 +187,13 @@ def test_search_rows_are_one_stored_row_per_distinct_query(tmp_path):
   assert stored_rows["train"][0] < stored_rows["train"][1]  # queries with several items
   with pytest.raises(DataError, match=r"s\.npz.*query ids must index the 2 stored queries"):
     QueryRows(np.zeros((2, 4), np.int32), [0, 2], source="s.npz")
+
+
+def test_catalog_reads_stored_histories_as_it_reads_their_tokens(tmp_path):
+  ds = ProcessedDataset(prepare_dataset(tiny_config(), str(tmp_path / "ds")))
+  for split in ("train", "valid", "test"):
+    rows = ds.split("rec", split)["encoder_input_ids"]
+    stored = ds.catalog.histories(rows)  # this catalogue's rows: the stored item indices
+    parsed = ds.catalog.histories(np.asarray(rows))  # the token rows, parsed
+    assert [h.tolist() for h in stored] == [h.tolist() for h in parsed] and len(stored)
+    assert all(h.dtype == np.int64 for h in stored)

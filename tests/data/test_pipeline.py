@@ -247,3 +247,33 @@ def test_add_task_prefix_matches_a_row_by_row_reference(task):
     row = pre + content + [1]
     want[r, : len(row)] = row
   np.testing.assert_array_equal(add_task_prefix(enc, task, tok), want)
+
+
+def test_reader_threads_share_one_epoch_permutation(tiny_dataset, monkeypatch):
+  """grain reads batches from many threads; an epoch's permutation is drawn once, not per thread
+  (at ML-25M's pool each draw is 200 MB)."""
+  import threading
+
+  c = tiny_config()
+  loader = make_train_loader(
+    tiny_dataset, c.data, tasks=("search", "rec"), batch_size=16, seed=0, num_epochs=1
+  )
+  draws = []
+  real = np.random.default_rng
+
+  def slow_rng(seed):
+    draws.append(seed)
+    threading.Event().wait(0.05)  # a long draw: the other threads arrive meanwhile
+    return real(seed)
+
+  monkeypatch.setattr(np.random, "default_rng", slow_rng)
+  got = []
+  threads = [
+    threading.Thread(target=lambda: got.append(loader._perm((0, 5), loader.pool_size)))
+    for _ in range(8)
+  ]
+  for t in threads:
+    t.start()
+  for t in threads:
+    t.join()
+  assert len(draws) == 1 and all(g is got[0] for g in got)
