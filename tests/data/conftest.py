@@ -31,6 +31,16 @@ def tiny_config(**sim):
   return c
 
 
+def semantic_tiny_config(**semantic):
+  """tiny_config with semantic IDs: 2 levels of 4 codes over 16-dim content embeddings."""
+  c = tiny_config()
+  c.data.id_scheme = "semantic"
+  c.data.semantic.update(
+    {"levels": 2, "codebook_size": 4, "content_dim": 16, "kmeans_iters": 10, **semantic}
+  )
+  return c
+
+
 @pytest.fixture(scope="session")
 def tiny_dataset_dir(tmp_path_factory):
   from gr_jax.data import prepare_dataset

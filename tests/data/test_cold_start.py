@@ -16,7 +16,7 @@ from gr_jax.data import cold_start
 from gr_jax.data import semantic_ids as sem
 from gr_jax.data.errors import DataError
 
-from tests.data.conftest import tiny_config
+from tests.data.conftest import semantic_tiny_config, tiny_config
 
 EOS = 1
 
@@ -152,15 +152,6 @@ def test_content_embedder_applies_the_fitted_tfidf_and_svd():
 
 
 # ------------------------------------------------------------------------------ datasets
-def _semantic_tiny(**semantic):
-  c = tiny_config()
-  c.data.id_scheme = "semantic"
-  c.data.semantic.update(
-    {"levels": 2, "codebook_size": 4, "content_dim": 16, "kmeans_iters": 10, **semantic}
-  )
-  return c
-
-
 def _digests(directory):
   from gr_jax.data import prepare
 
@@ -184,7 +175,7 @@ def reserved(tmp_path_factory):
   from gr_jax.data import ProcessedDataset, prepare_dataset
 
   root = tmp_path_factory.mktemp("cold")
-  path = prepare_dataset(_semantic_tiny(reserve_disambiguation=2), str(root / "ds"))
+  path = prepare_dataset(semantic_tiny_config(reserve_disambiguation=2), str(root / "ds"))
   return ProcessedDataset(path, verify=True), root
 
 
@@ -206,14 +197,14 @@ def test_prepare_stores_the_quantiser_and_reserves_codes(reserved):
   assert cat.codes[:, 2].max() == diag["largest_collision_group"] - 1  # spares never used yet
   with pytest.raises(DataError, match="reserve_disambiguation.*>= 0"):
     sem.build_semantic_ids(
-      _semantic_tiny(reserve_disambiguation=-1).data.semantic, ["a"] * 8, [{}] * 8
+      semantic_tiny_config(reserve_disambiguation=-1).data.semantic, ["a"] * 8, [{}] * 8
     )
 
 
 def test_reserve_gives_a_disambiguation_column_even_without_collisions(tmp_path):
   x = _blobs(0, centers=4, per=1, dim=3)
   np.save(tmp_path / "e.npy", x)
-  sc = _semantic_tiny(
+  sc = semantic_tiny_config(
     embedding="file", embedding_file=str(tmp_path / "e.npy"), levels=1, codebook_size=4
   ).data.semantic
   plain = sem.build_semantic_ids(sc, [""] * 4, [{}] * 4)
@@ -277,7 +268,9 @@ def test_add_items_appends_new_ids_and_leaves_the_dataset_alone(reserved):
     os.path.join(ds.directory, "manifest.json")
   )
   assert entry["embedding"] == "content" and entry["items_without_known_words"] == 0
-  verify_dataset(out, _semantic_tiny(reserve_disambiguation=2))  # the run config's hash passes
+  verify_dataset(
+    out, semantic_tiny_config(reserve_disambiguation=2)
+  )  # the run config's hash passes
   for rel in ("search/test.npz", "rec/train.npz", sem.COLD_START_FILE):
     assert m["files"][rel] == ds.manifest["files"][rel]
   # Again with the same inputs: a no-op; another output or other items: refused or separate.
@@ -435,7 +428,7 @@ def test_file_embeddings_take_the_users_vectors(reserved, tmp_path):
   n = ds.num_items
   x = _blobs(3, centers=n, per=1, dim=5)  # rows in the catalogue order of the same data
   np.save(tmp_path / "emb.npy", x)
-  c = _semantic_tiny(
+  c = semantic_tiny_config(
     embedding="file", embedding_file=str(tmp_path / "emb.npy"), reserve_disambiguation=2
   )
   d = ProcessedDataset(prepare_dataset(c, str(tmp_path / "ds")))

@@ -15,7 +15,7 @@ from gr_jax.data import semantic_ids as sem
 from gr_jax.data.catalog import ItemCatalog
 from gr_jax.data.errors import DataError
 
-from tests.data.conftest import tiny_config
+from tests.data.conftest import semantic_tiny_config, tiny_config
 
 
 def _blobs(seed=0, centers=6, per=40, dim=8, spread=0.3, scale=5.0):
@@ -258,20 +258,11 @@ def test_embedding_sources(tmp_path):
 
 
 # ------------------------------------------------------------------------------ prepare
-def _semantic_tiny(**semantic):
-  c = tiny_config()
-  c.data.id_scheme = "semantic"
-  c.data.semantic.update(
-    {"levels": 2, "codebook_size": 4, "content_dim": 16, "kmeans_iters": 10, **semantic}
-  )
-  return c
-
-
 @pytest.fixture(scope="module")
 def semantic_dataset(tmp_path_factory):
   from gr_jax.data import ProcessedDataset, prepare_dataset
 
-  path = prepare_dataset(_semantic_tiny(), str(tmp_path_factory.mktemp("sem") / "ds"))
+  path = prepare_dataset(semantic_tiny_config(), str(tmp_path_factory.mktemp("sem") / "ds"))
   return ProcessedDataset(path, verify=True)
 
 
@@ -308,7 +299,7 @@ def test_prepare_writes_codes_targets_and_diagnostics(semantic_dataset):
     batch["decoder_input_ids"][:, 1:], batch["decoder_target_ids"][:, :-1]
   )
   loader = pipeline.make_train_loader(
-    ds, _semantic_tiny().data, tasks=("search", "rec"), batch_size=8, seed=0, num_epochs=1
+    ds, semantic_tiny_config().data, tasks=("search", "rec"), batch_size=8, seed=0, num_epochs=1
   )
   train = next(iter(loader))
   assert train["decoder_target_ids"].shape == (8, tpi + 1)
@@ -325,15 +316,17 @@ def test_prepare_writes_codes_targets_and_diagnostics(semantic_dataset):
 def test_prepare_is_deterministic_and_atomic_hash_is_unchanged(semantic_dataset, tmp_path):
   from gr_jax.data import prepare
 
-  again = prepare.prepare_dataset(_semantic_tiny(), str(tmp_path / "again"))
+  again = prepare.prepare_dataset(semantic_tiny_config(), str(tmp_path / "again"))
   for rel, digest in semantic_dataset.manifest["files"].items():
     assert prepare.sha256_file(os.path.join(again, rel)) == digest, rel
   # Atomic configs hash without the new fields, so existing datasets stay valid.
   d = prepare.dataset_config(tiny_config())
   assert "id_scheme" not in d and "semantic" not in d
-  s = prepare.dataset_config(_semantic_tiny())
+  s = prepare.dataset_config(semantic_tiny_config())
   assert s["id_scheme"] == "semantic" and s["semantic"]["levels"] == 2
-  assert prepare.config_hash(_semantic_tiny()) != prepare.config_hash(_semantic_tiny(seed=1))
+  assert prepare.config_hash(semantic_tiny_config()) != prepare.config_hash(
+    semantic_tiny_config(seed=1)
+  )
 
 
 def test_prepare_errors_name_the_knob(tmp_path):
@@ -341,9 +334,9 @@ def test_prepare_errors_name_the_knob(tmp_path):
 
   # Bi-encoder IDs hash baselines.biencoder: the data section alone cannot say which dataset.
   with pytest.raises(DataError, match="'baselines.biencoder'.*whole run config"):
-    prepare_dataset(_semantic_tiny(embedding="joint").data, str(tmp_path / "a"))
+    prepare_dataset(semantic_tiny_config(embedding="joint").data, str(tmp_path / "a"))
   with pytest.raises(DataError, match="codebook_size"):
-    prepare_dataset(_semantic_tiny(codebook_size=1000), str(tmp_path / "b"))
+    prepare_dataset(semantic_tiny_config(codebook_size=1000), str(tmp_path / "b"))
   c = tiny_config()
   c.data.id_scheme = "hashed"
   with pytest.raises(DataError, match="data.id_scheme"):
@@ -357,7 +350,7 @@ JOINT_STEPS = 12
 
 def _biencoder_tiny(embedding="joint", **semantic):
   """Semantic IDs of bi-encoder embeddings on the tiny simulator, with a fast bi-encoder."""
-  c = _semantic_tiny(embedding=embedding, **semantic)
+  c = semantic_tiny_config(embedding=embedding, **semantic)
   b = c.baselines.biencoder
   b.overrides = {"num_encoder_layers": 1}
   b.num_steps, b.batch_size, b.learning_rate = JOINT_STEPS, 64, 3e-3
@@ -553,7 +546,7 @@ def test_biencoder_settings_enter_the_hash_of_those_datasets_only():
     bc = sem.biencoder_config(_biencoder_tiny(embedding=kind))
     assert bc.baselines.biencoder.tasks == tasks and bc.seed == 0
   # Atomic and content datasets ignore the bi-encoder (atomic hashes are as before).
-  for make in (tiny_config, _semantic_tiny):
+  for make in (tiny_config, semantic_tiny_config):
     a, b = make(), make()
     b.baselines.biencoder.learning_rate = 1e-2
     assert h(a) == h(b) and "biencoder" not in prepare.dataset_config(b).get("semantic", {})
@@ -606,7 +599,7 @@ def test_run_config_records_the_decoder_len_the_run_used(semantic_dataset, tmp_p
   from gr_jax.analysis import embeddings
   from gr_jax.training import checkpointing, loop
 
-  config = _semantic_tiny()
+  config = semantic_tiny_config()
   assert config.data.decoder_len == 2
   config.data.processed_dir = semantic_dataset.directory
   config.data.tasks = ("search",)
