@@ -112,13 +112,13 @@ def load_split(data_dir: str, task: str, split: str, catalog=None) -> dict[str, 
     raise EvaluationError(f"{path}: split {split!r} of task {task!r} is missing (have {have})")
   with np.load(path) as z:
     arrays = {k: z[k] for k in z.files}
-  if all(k in arrays for k in dataset_lib.HISTORY_KEYS):
+  encoder_len = 0  # search rows carry their own width
+  if all(k in arrays for k in dataset_lib.HISTORY_KEYS):  # rec rows need the width and catalogue
     with open(os.path.join(data_dir, "manifest.json")) as f:
       encoder_len = int(json.load(f)["encoder_len"])
     if catalog is None:
       catalog = ItemCatalog.load(os.path.join(data_dir, "catalog.json"))
-    arrays = dataset_lib.with_stored_rows(arrays, catalog, encoder_len, source=path)
-  arrays = dataset_lib.with_stored_rows(arrays, catalog, 0, source=path)  # search: query rows
+  arrays = dataset_lib.with_stored_rows(arrays, catalog, encoder_len, source=path)
   for key in ("encoder_input_ids", "target_item", "query_id"):
     if key not in arrays:
       raise EvaluationError(
