@@ -34,7 +34,7 @@ from typing import Iterator, Sequence
 import grain
 import numpy as np
 
-from gr_jax.data.dataset import HistoryRows, ProcessedDataset
+from gr_jax.data.dataset import ProcessedDataset, RowsView
 from gr_jax.data.tokenizer import EOS_ID
 from gr_jax.schema import BATCH_KEYS, TASKS
 
@@ -145,8 +145,8 @@ def training_pool(dataset: ProcessedDataset, dc, tasks: Sequence[str], seed: int
     enc, tgt = arrays["encoder_input_ids"], arrays["target_item"]
     if cap > 0 and task == cap_task:
       keep = _capped_indices(tgt, cap, np.random.default_rng([int(seed), 7919]))
-      # Rec rows stored as sessions + offsets stay so: the pool builds rows per batch.
-      enc, tgt = (enc.take(keep) if isinstance(enc, HistoryRows) else enc[keep]), tgt[keep]
+      # Rows stored compactly (rec sessions + offsets, search query rows) stay so: built per batch.
+      enc, tgt = (enc.take(keep) if isinstance(enc, RowsView) else enc[keep]), tgt[keep]
     pool[task] = (enc, tgt)
   return pool
 
