@@ -20,9 +20,12 @@ bad or empty name drops only the playlist's search pairs (its session stays).
 
 from __future__ import annotations
 
+import array
 import json
 import os
 import re
+
+import numpy as np
 
 from gr_jax.data import raw as raw_lib
 from gr_jax.data import textio
@@ -105,7 +108,11 @@ def load(dc) -> RawData:
   if int(dc.mpd.max_slices) > 0:
     files = files[: int(dc.mpd.max_slices)]
   seen_tracks, seen_pids = {}, {}
-  named = []  # (playlist id, query, its distinct tracks): the search side, built below
+  # The search side, built below as columns (`raw.PairColumns`): per named playlist its session
+  # index and query, and its distinct tracks (catalogue order indices), concatenated.
+  named_session, named_query, named_len = array.array("q"), array.array("q"), array.array("q")
+  named_tracks = array.array("q")
+  queries: dict[str, int] = {}
   for path in files:
     raw.files.append(path)
     playlists = _read_slice(path, bad)
@@ -153,7 +160,7 @@ def load(dc) -> RawData:
       if not ok:
         continue
       tracks.sort(key=lambda t: t[0])
-      uris = []  # the catalogue's own string per track: the slice's copies go with the slice
+      uris, ks = [], []  # the catalogue's own string per track: the slice's copies go with it
       for _, uri, tr in tracks:
         k = seen_tracks.get(uri)
         if k is None:
@@ -164,6 +171,7 @@ def load(dc) -> RawData:
             {"artist": tr.get("artist_name", ""), "album": tr.get("album_name", "")}
           )
         uris.append(raw.items[k])
+        ks.append(k)
       name = textio.as_text(pl.get("name", ""))
       if name is None:
         bad.bad(
@@ -178,7 +186,11 @@ def load(dc) -> RawData:
           path, 0, f"{where}.name", "empty playlist name (the search query)", reason="empty query"
         )
       else:
-        named.append((pid, " ".join(name.lower().split()), list(dict.fromkeys(uris))))
+        distinct = list(dict.fromkeys(ks))
+        named_session.append(len(raw.sessions))
+        named_query.append(queries.setdefault(" ".join(name.lower().split()), len(queries)))
+        named_len.append(len(distinct))
+        named_tracks.extend(distinct)
       raw.sessions.append((pid, uris))
     playlists = tracks = None  # one slice in memory: free this one before reading the next
   if not raw.sessions:
@@ -189,15 +201,26 @@ def load(dc) -> RawData:
       f"no usable playlist in {len(files)} slice file(s)",
     )
 
+  lens = np.frombuffer(named_len, np.int64)
+  pair_session = np.repeat(np.frombuffer(named_session, np.int64), lens)
+  pair_query = np.repeat(np.frombuffer(named_query, np.int64), lens).astype(np.int32)
+  pair_item = np.frombuffer(named_tracks, np.int64).astype(np.int32)
+  del named_session, named_query, named_len, named_tracks
+  # One int64 key per pair (session, track): a playlist's distinct tracks make the keys unique.
+  n_items = max(len(raw.items), 1)
+  pair_key = pair_session * n_items + pair_item
+  del pair_session
+  session_of = {pid: k for k, (pid, _) in enumerate(raw.sessions)}
+  query_texts = list(queries)
+
   def build(heldout):
-    held_of = {}
-    for user, item in heldout:
-      held_of.setdefault(user, set()).add(item)
-    pairs, empty = [], set()
-    for pid, name, uris in named:
-      held = held_of.get(pid, empty)
-      pairs.extend((name, u, "") for u in uris if u not in held)
-    return pairs
+    held = np.fromiter(
+      (session_of[user] * n_items + seen_tracks[item] for user, item in heldout),
+      np.int64,
+      len(heldout),
+    )
+    keep = ~np.isin(pair_key, held) if len(held) else np.ones(len(pair_key), bool)
+    return raw_lib.PairColumns(query_texts, raw.items, pair_query[keep], pair_item[keep])
 
   raw.search_pairs, _, leak_stats = raw_lib.search_pairs_without_heldout(build, raw.sessions, dc)
   raw.stats = {"slices": len(files), "playlists": len(raw.sessions), **leak_stats}

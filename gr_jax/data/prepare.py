@@ -41,7 +41,7 @@ from gr_jax.data import catalog as catalog_lib
 from gr_jax.data import dataset as dataset_lib
 from gr_jax.data import tokenizer as tokenizer_lib
 from gr_jax.data.errors import DataError
-from gr_jax.data.raw import SPLITS, RawData
+from gr_jax.data.raw import SPLIT_CODES, SPLITS, PairColumns, RawData, pair_columns
 from gr_jax.schema import TASKS
 
 FORMAT_VERSION = 1
@@ -172,7 +172,22 @@ def _normalise_query(q: str) -> str:
   return " ".join(str(q).split())
 
 
-def _filter_items(raw: RawData, dc, counts: dict) -> tuple[list, list]:
+def _merged(values: list) -> tuple[list, np.ndarray]:
+  """(distinct values in first-seen order, int32 map old index -> new index)."""
+  index: dict = {}
+  remap = np.fromiter((index.setdefault(v, len(index)) for v in values), np.int32, len(values))
+  return list(index), remap
+
+
+def _normalised_pairs(pairs: PairColumns) -> PairColumns:
+  """Queries normalised (once per distinct text), item ids as strings; texts or ids that become
+  equal become one."""
+  queries, q_map = _merged([_normalise_query(q) for q in pairs.queries])
+  items, i_map = _merged([str(i) for i in pairs.items])
+  return PairColumns(queries, items, q_map[pairs.query], i_map[pairs.item], pairs.split)
+
+
+def _filter_items(pairs: PairColumns, raw_sessions, dc, counts: dict) -> tuple[PairColumns, list]:
   """Applies items_in_both_tasks and min_session_len; returns (pairs, sessions) to keep."""
   if int(dc.min_session_len) < 3:
     raise DataError(
@@ -182,17 +197,19 @@ def _filter_items(raw: RawData, dc, counts: dict) -> tuple[list, list]:
       "must be >= 3: leave-last-out needs a "
       f"train target, a valid and a test item, got {dc.min_session_len}",
     )
-  search_items = {item for _, item, _ in raw.search_pairs}
-  rec_items = {i for _, items in raw.sessions for i in items}
+  search_items = pairs.item_set()
+  rec_items = {i for _, items in raw_sessions for i in items}
   both = search_items & rec_items
   keep = both if dc.items_in_both_tasks else (search_items | rec_items)
   counts.update(
     items_in_search=len(search_items), items_in_rec=len(rec_items), items_in_both=len(both)
   )
-  pairs = [(q, i, s) for q, i, s in raw.search_pairs if i in keep]
-  counts["search_pairs_removed_item_filter"] = len(raw.search_pairs) - len(pairs)
+  kept_item = np.fromiter((i in keep for i in pairs.items), bool, len(pairs.items))
+  n_raw = len(pairs)
+  pairs = pairs.select(kept_item[pairs.item])
+  counts["search_pairs_removed_item_filter"] = n_raw - len(pairs)
   sessions, removed_items, short = [], 0, 0
-  for user, items in raw.sessions:
+  for user, items in raw_sessions:
     kept = [i for i in items if i in keep]
     removed_items += len(items) - len(kept)
     if len(kept) < int(dc.min_session_len):
@@ -204,43 +221,54 @@ def _filter_items(raw: RawData, dc, counts: dict) -> tuple[list, list]:
   return pairs, sessions
 
 
-def _assign_search_splits(pairs, dc) -> list:
+def _assign_search_splits(pairs: PairColumns, dc) -> PairColumns:
   """Gives loader-unassigned pairs a split by held-out distinct query text."""
-  unassigned = sorted({q for q, _, s in pairs if not s})
-  if not unassigned:
+  open_rows = pairs.split == 0
+  open_queries = _distinct(pairs.query[open_rows])
+  if not len(open_queries):
     return pairs
+  unassigned = sorted(open_queries.tolist(), key=lambda q: pairs.queries[q])  # by text
   order = np.random.default_rng(int(dc.split_seed)).permutation(len(unassigned))
   n_valid = int(round(float(dc.search_valid_fraction) * len(unassigned)))
   n_test = int(round(float(dc.search_test_fraction) * len(unassigned)))
-  split_of = {}
-  for rank, idx in enumerate(order):
-    split_of[unassigned[idx]] = (
+  code = {s: k for k, s in enumerate(SPLIT_CODES)}
+  split_of = np.zeros(len(pairs.queries), np.int8)
+  for rank, idx in enumerate(order.tolist()):
+    split_of[unassigned[idx]] = code[
       "valid" if rank < n_valid else "test" if rank < n_valid + n_test else "train"
-    )
-  return [(q, i, s or split_of[q]) for q, i, s in pairs]
+    ]
+  split = np.where(open_rows, split_of[pairs.query], pairs.split).astype(np.int8)
+  return PairColumns(pairs.queries, pairs.items, pairs.query, pairs.item, split)
 
 
-def _search_arrays(pairs, split, catalog, tokenizer, dc) -> dict[str, np.ndarray]:
-  queries: dict[str, int] = {}
-  q_of, targets, seen = [], [], set()
-  for q, item, s in pairs:
-    if s != split:
-      continue
-    if split != "train":
-      # Duplicate (query, item) rows would duplicate qrels; training keeps them (popularity).
-      if (q, item) in seen:
-        continue
-      seen.add((q, item))
-    q_of.append(queries.setdefault(q, len(queries)))
-    targets.append(catalog.index(item))
-  texts = list(queries)
+def _first_seen(values: np.ndarray) -> np.ndarray:
+  """The distinct values in order of first appearance."""
+  uniq, first = np.unique(values, return_index=True)
+  return uniq[np.argsort(first, kind="stable")]
+
+
+def _search_arrays(pairs: PairColumns, split, catalog, tokenizer, dc) -> dict[str, np.ndarray]:
+  rows = np.flatnonzero(pairs.split == SPLIT_CODES.index(split))
+  q, item = pairs.query[rows], pairs.item[rows]
+  if split != "train" and len(rows):
+    # Duplicate (query, item) rows would duplicate qrels; training keeps them (popularity).
+    _, first = np.unique(q.astype(np.int64) * len(pairs.items) + item, return_index=True)
+    first.sort()
+    q, item = q[first], item[first]
+  queries = _first_seen(q)  # query ids in order of first appearance
+  local = np.zeros(len(pairs.queries), np.int32)
+  local[queries] = np.arange(len(queries), dtype=np.int32)
+  present = _distinct(item)
+  cat_index = np.zeros(len(pairs.items), np.int32)
+  cat_index[present] = catalog.indices([pairs.items[k] for k in present.tolist()])
+  texts = [pairs.queries[k] for k in queries.tolist()]
   enc_len = int(dc.encoder_len)
   ids = tokenizer.encode_padded(texts, enc_len, min(int(dc.max_query_tokens), enc_len))
   # One stored row per distinct query (`dataset.QueryRows` expands them on demand).
   return {
     "query_tokens": np.asarray(ids, np.int32).reshape(len(texts), enc_len),
-    "target_item": np.asarray(targets, np.int32),
-    "query_id": np.asarray(q_of, np.int32),
+    "target_item": cat_index[item],
+    "query_id": local[q],
   }
 
 
@@ -404,29 +432,22 @@ def build(raw: RawData, dc, out_dir: str, embedder=None) -> dict[str, Any]:
     "raw_sessions": len(raw.sessions),
   }
   # Normalised once per distinct query (an MPD playlist name is the query of each of its tracks);
-  # the pairs share the normalised strings.
-  normalised: dict[str, str] = {}
-
-  def norm(q) -> str:
-    n = normalised.get(q)
-    if n is None:
-      n = normalised[q] = _normalise_query(q)
-    return n
-
-  empty = sum(1 for q, _, _ in raw.search_pairs if not norm(q))
-  if empty:
+  # the pairs are columns from here on (`raw.PairColumns`).
+  pairs = _normalised_pairs(pair_columns(raw.search_pairs))
+  empty_query = [k for k, q in enumerate(pairs.queries) if not q]
+  if empty_query:
+    empty = int(np.isin(pairs.query, empty_query).sum())
     raise DataError(
       "<search pairs>",
       0,
       "query",
       f"{empty} empty queries reached prepare; loaders must report them with their line",
     )
-  pairs, sessions = _filter_items(raw, dc, counts)
-  pairs = _assign_search_splits([(norm(q), str(i), s) for q, i, s in pairs], dc)
-  normalised.clear()
+  pairs, sessions = _filter_items(pairs, raw.sessions, dc, counts)
+  pairs = _assign_search_splits(pairs, dc)
 
   # Catalogue: loader order first, then items only seen in interactions (sorted, deterministic).
-  used = {i for _, i, _ in pairs} | {i for _, items in sessions for i in items}
+  used = pairs.item_set() | {i for _, items in sessions for i in items}
   meta_of = {
     i: (t, m)
     for i, t, m in zip(
@@ -448,17 +469,22 @@ def build(raw: RawData, dc, out_dir: str, embedder=None) -> dict[str, Any]:
   if dc.tokenizer.path:
     tok = tokenizer_lib.TextTokenizer.load(dc.tokenizer.path)
   else:
-    text = [q for q, _, s in pairs if s == "train"] + [
-      meta_of.get(i, ("", {}))[0] for i in item_ids
-    ]
+    # The training pairs' queries (one sentence per pair), then the item titles.
+    train_q = pairs.query[pairs.split == SPLIT_CODES.index("train")]
+    titles = [meta_of.get(i, ("", {}))[0] for i in item_ids]
+    n_text = len(train_q) + len(titles)
     cap = int(dc.tokenizer.get("max_sentences", 0) or 0)
-    counts["tokenizer_sentences"] = len(text)
-    if 0 < cap < len(text):
+    counts["tokenizer_sentences"] = n_text
+    chosen = np.arange(n_text)
+    if 0 < cap < n_text:
       # A seeded uniform sample keeps the text's word frequencies; SentencePiece's time grows
       # with its input (58 s for 10 MPD slices' 1M sentences, hours for the full MPD's 68M).
-      keep = np.random.default_rng([int(dc.split_seed), 7177]).choice(len(text), cap, replace=False)
-      text = [text[i] for i in np.sort(keep)]
+      keep = np.random.default_rng([int(dc.split_seed), 7177]).choice(n_text, cap, replace=False)
+      chosen = np.sort(keep)
       counts["tokenizer_sentences_sampled"] = cap
+    n_q = int(np.searchsorted(chosen, len(train_q)))  # the chosen query sentences come first
+    text = [pairs.queries[q] for q in train_q[chosen[:n_q]].tolist()]
+    text += [titles[k - len(train_q)] for k in chosen[n_q:].tolist()]
     tok = tokenizer_lib.train_tokenizer(text, int(dc.tokenizer.vocab_size))
   tok.save(os.path.join(out_dir, "tokenizer"))
   cat, semantic_info = _make_catalog(

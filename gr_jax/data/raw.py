@@ -10,9 +10,76 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import numpy as np
+
 from gr_jax.data.errors import BadRows
 
 SPLITS = ("train", "valid", "test")
+SPLIT_CODES = ("",) + SPLITS  # a PairColumns' split column: 0 = not assigned by the loader
+
+
+class PairColumns:
+  """Search pairs as columns: distinct query texts and item ids, and per pair int32 indices into
+  them plus an int8 split code (`SPLIT_CODES`).
+
+  The full MPD has ~66M (playlist name, track) pairs: as Python tuples each copy of them took
+  ~5 GB, and prepare made several. Iterating yields the `(query, item, split)` tuples of the
+  list form, so code that reads a few pairs need not care which form a loader returned.
+  """
+
+  def __init__(self, queries, items, query, item, split=None):
+    self.queries = list(queries)
+    self.items = list(items)
+    self.query = np.asarray(query, np.int32)
+    self.item = np.asarray(item, np.int32)
+    self.split = np.zeros(len(self.query), np.int8) if split is None else np.asarray(split, np.int8)
+    if not len(self.query) == len(self.item) == len(self.split):
+      raise ValueError("PairColumns: query, item and split columns differ in length")
+
+  @classmethod
+  def from_tuples(cls, pairs) -> PairColumns:
+    queries: dict = {}
+    items: dict = {}
+    code = {s: k for k, s in enumerate(SPLIT_CODES)}
+    q, i, s = [], [], []
+    for query, item, split in pairs:
+      q.append(queries.setdefault(query, len(queries)))
+      i.append(items.setdefault(item, len(items)))
+      s.append(code[split])
+    return cls(list(queries), list(items), q, i, s)
+
+  def __len__(self) -> int:
+    return len(self.query)
+
+  def __iter__(self):
+    qs, its = self.queries, self.items
+    for q, i, s in zip(self.query.tolist(), self.item.tolist(), self.split.tolist()):
+      yield qs[q], its[i], SPLIT_CODES[s]
+
+  def __eq__(self, other) -> bool:
+    return list(self) == list(other)
+
+  def select(self, mask) -> PairColumns:
+    """The pairs where mask (bool [P]) holds; the distinct texts and ids are shared."""
+    return PairColumns(self.queries, self.items, self.query[mask], self.item[mask], self.split[mask])
+
+  def item_set(self) -> set:
+    """The item ids with at least one pair."""
+    present = np.zeros(len(self.items), bool)
+    present[self.item] = True
+    return {self.items[k] for k in np.flatnonzero(present).tolist()}
+
+
+def pair_columns(pairs) -> PairColumns:
+  """Either form of `RawData.search_pairs` as a PairColumns."""
+  return pairs if isinstance(pairs, PairColumns) else PairColumns.from_tuples(pairs)
+
+
+def pair_items(pairs) -> set:
+  """The item ids of either form of search pairs."""
+  if isinstance(pairs, PairColumns):
+    return pairs.item_set()
+  return {i for _, i, _ in pairs}
 
 
 @dataclasses.dataclass
@@ -21,13 +88,14 @@ class RawData:
 
   items: catalogue order (titles/metadata aligned); items seen only in pairs/sessions are added.
   search_pairs: (query text, item id, split); split "" lets prepare assign it by held-out query.
+    A list of tuples, or a `PairColumns` (the same pairs as columns, for sources of millions).
   sessions: (user, item ids oldest first); prepare splits them leave-last-out.
   """
 
   items: list[str] = dataclasses.field(default_factory=list)
   titles: list[str] = dataclasses.field(default_factory=list)
   metadata: list[dict[str, Any]] = dataclasses.field(default_factory=list)
-  search_pairs: list[tuple[str, str, str]] = dataclasses.field(default_factory=list)
+  search_pairs: list[tuple[str, str, str]] | PairColumns = dataclasses.field(default_factory=list)
   sessions: list[tuple[str, list[str]]] = dataclasses.field(default_factory=list)
   bad_rows: BadRows = dataclasses.field(default_factory=BadRows)
   stats: dict[str, Any] = dataclasses.field(default_factory=dict)  # loader-specific, to manifest
@@ -72,7 +140,7 @@ def heldout_interactions(
 
 def search_pairs_without_heldout(
   build, sessions: list[tuple[str, list[str]]], dc
-) -> tuple[list[tuple[str, str, str]], set, dict[str, int]]:
+) -> tuple[list[tuple[str, str, str]] | PairColumns, set, dict[str, int]]:
   """Search pairs built only from the users' rec-training interactions.
 
   `build(heldout)` returns the loader's search pairs leaving out every contribution of a
@@ -90,7 +158,7 @@ def search_pairs_without_heldout(
     if unrestricted is None:
       unrestricted = len(pairs)
     targets = heldout_interactions(
-      sessions, {i for _, i, _ in pairs}, bool(dc.items_in_both_tasks), int(dc.min_session_len)
+      sessions, pair_items(pairs), bool(dc.items_in_both_tasks), int(dc.min_session_len)
     )
     if targets <= heldout:
       break

@@ -8,6 +8,7 @@ import pytest
 
 from gr_jax.data import DataError, ProcessedDataset, prepare_dataset
 from gr_jax.data import prepare as prepare_lib
+from gr_jax.data import raw as raw_lib
 from gr_jax.data import simulate
 from gr_jax.data.prepare import sha256_file
 from tests.data.conftest import tiny_config
@@ -159,7 +160,7 @@ def test_held_out_query_split_for_unassigned_pairs(tmp_path):
   raw = simulate.simulate(tiny_config().data.sim)
   dc = tiny_config().data
   pairs = [(q, i, "") for q, i, _ in raw.search_pairs]
-  out = prepare_lib._assign_search_splits(pairs, dc)
+  out = prepare_lib._assign_search_splits(raw_lib.PairColumns.from_tuples(pairs), dc)
   by_q = collections.defaultdict(set)
   for q, _, s in out:
     by_q[q].add(s)
