@@ -67,15 +67,8 @@ def popularity_run(
   return {q: dict(ranked) for q in query_ids}
 
 
-def write_popularity_runs(
-  dataset,
-  out_dir: str,
-  split: str = "test",
-  ks: Sequence[int] = (1, 5, 10, 30),
-  mix_weight: float = 0.5,
-  baselines: Sequence[str] = BASELINES,
-) -> dict:
-  """Writes each baseline's run directory; returns `{baseline: metrics.json object}`."""
+def _evaluate(dataset, split: str, ks: Sequence[int], mix_weight: float, baselines: Sequence[str]):
+  """`{baseline: {task: {run, qrels, means, per_query}}}` over the tasks that have the split."""
   dists = popularity_distributions(dataset, mix_weight)
   item_ids = dataset.catalog.item_ids
   depth = max(ks)
@@ -96,6 +89,36 @@ def write_popularity_runs(
       task_results[task] = {"run": run, "qrels": qrels, "means": means, "per_query": pq}
     if not task_results:
       raise FileNotFoundError(f"dataset has no {split} split for any task ({TASKS})")
+    out[name] = task_results
+  return out
+
+
+def popularity_means(
+  dataset,
+  split: str = "valid",
+  ks: Sequence[int] = (1, 5, 10, 30),
+  mix_weight: float = 0.5,
+  baselines: Sequence[str] = BASELINES,
+) -> dict[str, dict[str, dict[str, float]]]:
+  """`{baseline: {task: {metric: mean}}}` on a split, without writing runs (the study report's
+  validation curves draw them as reference lines)."""
+  results = _evaluate(dataset, split, ks, mix_weight, baselines)
+  return {
+    name: {task: dict(r["means"]) for task, r in tasks.items()} for name, tasks in results.items()
+  }
+
+
+def write_popularity_runs(
+  dataset,
+  out_dir: str,
+  split: str = "test",
+  ks: Sequence[int] = (1, 5, 10, 30),
+  mix_weight: float = 0.5,
+  baselines: Sequence[str] = BASELINES,
+) -> dict:
+  """Writes each baseline's run directory; returns `{baseline: metrics.json object}`."""
+  out = {}
+  for name, task_results in _evaluate(dataset, split, ks, mix_weight, baselines).items():
     extra = {
       "info": {
         "model": name,

@@ -61,7 +61,9 @@ class PairColumns:
 
   def select(self, mask) -> PairColumns:
     """The pairs where mask (bool [P]) holds; the distinct texts and ids are shared."""
-    return PairColumns(self.queries, self.items, self.query[mask], self.item[mask], self.split[mask])
+    return PairColumns(
+      self.queries, self.items, self.query[mask], self.item[mask], self.split[mask]
+    )
 
   def item_set(self) -> set:
     """The item ids with at least one pair."""

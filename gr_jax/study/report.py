@@ -135,6 +135,103 @@ def _sweep_plot(plan: Plan, analyses: list[dict], path: str) -> tuple[str, list[
   return path, rows
 
 
+# The popularity baseline drawn beside each task's validation curves: the task's own.
+_OWN_POPULARITY = {"search": "pop_s", "rec": "pop_r"}
+
+
+def validation_curves(plan: Plan, point: Point) -> dict | None:
+  """What the converged budget's models scored on validation while they trained.
+
+  Per task: each run's `val/<task>/recall@K` (K = the largest of eval.ks) by epoch, read from its
+  metrics.jsonl (the trainer's selection decodes, on the valid split, never test), and the task's
+  own popularity baseline (Pop_S / Pop_R) on the same valid split, averaged over the point's
+  datasets: whether a model learned more than popularity can be read off here without a test
+  result. None when the point has no converged run.
+  """
+  runs = [r for r in point.runs if r.budget == "converged"]
+  if not runs:
+    return None
+  from gr_jax.baselines import popularity
+  from gr_jax.data import ProcessedDataset
+
+  k = max(int(x) for x in plan.config.eval.ks)
+  metric = f"recall@{k}"
+  curves = []
+  for r in runs:
+    path = os.path.join(r.run_dir, "metrics.jsonl")
+    if not os.path.exists(path):
+      continue
+    by_step = {}
+    with open(path) as f:
+      for line in f:
+        if line.strip():
+          row = json.loads(line)
+          by_step[row["step"]] = row  # a resumed run may log a step again: the last one counts
+    rows = [by_step[s] for s in sorted(by_step)]
+    for task in TASKS if r.model == "joint" else (r.model,):
+      key = f"val/{task}/{metric}"
+      pts = [(float(row["epoch"]), float(row[key])) for row in rows if key in row]
+      if pts:
+        curves.append(
+          {
+            "task": task,
+            "model": r.model,
+            "seed": r.seed,
+            "epoch": [e for e, _ in pts],
+            metric: [v for _, v in pts],
+          }
+        )
+  dirs = [d.data_dir for d in point.datasets] or [point.data_dir]
+  pops = [
+    popularity.popularity_means(
+      ProcessedDataset(d), "valid", ks=(k,), baselines=tuple(_OWN_POPULARITY.values())
+    )
+    for d in dirs
+  ]
+  baseline = {}
+  for task, name in _OWN_POPULARITY.items():
+    values = [p[name][task][metric] for p in pops if task in p[name]]
+    if values:
+      baseline[task] = {"name": name, metric: float(np.mean(values))}
+  return {"metric": metric, "curves": curves, "popularity": baseline}
+
+
+def _validation_plot(path: str, vc: dict) -> str:
+  from gr_jax.analysis.report import pyplot
+
+  plt = pyplot()
+  tasks = [t for t in TASKS if any(c["task"] == t for c in vc["curves"])]
+  fig, axes = plt.subplots(1, max(1, len(tasks)), figsize=(4.4 * max(1, len(tasks)), 3.4), dpi=120)
+  metric = vc["metric"]
+  for ax, task in zip(np.atleast_1d(axes), tasks):
+    labelled = set()
+    for c in (c for c in vc["curves"] if c["task"] == task):
+      label = MODEL_LABELS.get(c["model"], c["model"])
+      ax.plot(
+        c["epoch"],
+        c[metric],
+        marker="o",
+        markersize=3,
+        color="#DD8452" if c["model"] == "joint" else "#4C72B0",
+        label=None if label in labelled else label,
+      )
+      labelled.add(label)
+    pop = vc["popularity"].get(task)
+    if pop:
+      name = pop["name"].replace("pop_s", "Pop_S").replace("pop_r", "Pop_R")
+      ax.axhline(pop[metric], color="#555555", linestyle="--", label=f"{name} (valid)")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(f"validation {_label(metric)}")
+    ax.set_title(TASK_LABELS[task])
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+  fig.tight_layout()
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  fig.savefig(path)
+  plt.close(fig)
+  return path
+
+
 def _hypotheses_md(a: dict, hm: str) -> list[str]:
   """The H1 / H2 tables and t-SNE images of one point, as markdown lines."""
   md: list[str] = []
@@ -365,6 +462,7 @@ def write_report(plan: Plan) -> str:
   index = {(t["point"], t["budget"], t["decode"], t["task"], t["b"], t["unit"]): t for t in tests}
   baseline_tests = stats.adjust_family(_flat_tests(analyses, "vs_baseline"), r.correction)
   results, sweep_rows, summary_lines = [], [], []
+  curves: dict[str, dict] = {}  # point -> validation_curves
   md = [
     f"# gr-jax study: {plan.config.name}",
     "",
@@ -502,6 +600,17 @@ def write_report(plan: Plan) -> str:
       f"{a['blocks'][0]['budget']}, {a['blocks'][0]['decode']})",
       "",
     ]
+    vc = validation_curves(plan, next(p for p in plan.points if p.name == a["point"]))
+    if vc and vc["curves"]:
+      curves[a["point"]] = vc
+      plot = _validation_plot(os.path.join(plots_dir, f"validation_{a['point']}.png"), vc)
+      md += [
+        f"![validation]({os.path.relpath(plot, plan.workdir)}) Validation {_label(vc['metric'])} "
+        "of the converged budget's runs during training (one line per seed; the selection "
+        "decodes, which may use a sample of the valid queries: train.select_max_queries), and "
+        "the task's own popularity baseline on the whole valid split (dashed).",
+        "",
+      ]
     other = [x for x in a["all_metrics"] if x["metric"] != hm]
     if other:
       metrics = sorted(
@@ -576,6 +685,7 @@ def write_report(plan: Plan) -> str:
     "tests": tests,
     "family_size": family,
     "sweep": sweep_rows,
+    "validation_curves": curves,
     "baseline_tests": baseline_tests,
     "points": analyses,
     "config": json.loads(plan.config.to_json()),

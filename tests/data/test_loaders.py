@@ -10,7 +10,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from gr_jax.data import DataError, ProcessedDataset, prepare_dataset
+from gr_jax.data import DataError, ProcessedDataset, mpd, prepare_dataset
 from tests.data.conftest import DATA, tiny_config
 
 ML = os.path.join(DATA, "ml-latest-small")
@@ -475,6 +475,19 @@ def test_mpd_bad_input(tmp_path):
     prepare_dataset(_cfg("mpd", d), str(tmp_path / "ds"))
   with pytest.raises(DataError, match="no MPD slice"):
     prepare_dataset(_cfg("mpd", tmp_path / "empty_dir_missing"), str(tmp_path / "ds"))
+
+
+def test_mpd_unparsable_slice_is_reported_as_a_whole_slice(tmp_path):
+  d = tmp_path / "mpd"
+  _mpd_slice(d, 0, [_playlist(1, "rock", ["s:1", "s:2", "s:3", "s:4"])])
+  (d / "mpd.slice.1000-1999.json").write_text('{"playlists": [{"pid": 2,')  # cut short
+  with pytest.raises(DataError, match=r"mpd\.slice\.1000-1999\.json:1: field '<json>'"):
+    mpd.load(_cfg("mpd", d).data)
+  raw = mpd.load(_cfg("mpd", d, skip_bad_rows=True).data)
+  assert (raw.stats["slices"], raw.stats["slices_skipped"], raw.stats["playlists"]) == (2, 1, 1)
+  assert raw.bad_rows.to_dict()["by_reason"] == {
+    "mpd.slice.1000-1999.json: unparsable JSON, whole slice skipped": 1
+  }
 
 
 def test_tfds_source_is_import_guarded(tmp_path):

@@ -10,6 +10,8 @@ import sys
 
 import pytest
 
+from gr_jax.baselines import popularity
+from gr_jax.data import ProcessedDataset
 from gr_jax.study import build_plan, run_plan
 from tests.study.test_plan import load_config
 from tests.training import tiny_config
@@ -174,8 +176,39 @@ def _reproduce(cmd, workdir, budgets=("epochs", "converged")):
   # Every budget of the config ran (the real-data configs: epochs and converged; movielens adds
   # matched_steps).
   assert {r["budget"] for r in report["results"] if not r.get("baseline")} == set(budgets)
+  if "converged" in budgets:
+    _check_validation_curves(workdir, report)
   with open(os.path.join(workdir, "data", "default", "shared", "manifest.json")) as f:
     return json.load(f)
+
+
+def _check_validation_curves(workdir, report):
+  """The report's validation curves are the converged runs' logged validation decodes, and its
+  popularity lines are Pop_S / Pop_R written as runs on the valid split."""
+  vc = report["validation_curves"]["default"]
+  metric = vc["metric"]
+  assert metric == f"recall@{max(report['config']['eval']['ks'])}"
+  assert {(c["task"], c["model"]) for c in vc["curves"]} == {
+    ("search", "search"),
+    ("rec", "rec"),
+    ("search", "joint"),
+    ("rec", "joint"),
+  }
+  for c in vc["curves"]:
+    run = os.path.join(workdir, "runs", "default", "converged", c["model"], f"seed{c['seed']}")
+    with open(os.path.join(run, "metrics.jsonl")) as f:
+      rows = [json.loads(line) for line in f]
+    key = f"val/{c['task']}/{metric}"
+    logged = [(r["epoch"], r[key]) for r in rows if key in r]
+    assert logged and list(zip(c["epoch"], c[metric])) == logged
+  ds = ProcessedDataset(os.path.join(workdir, "data", "default", "shared"))
+  ks = tuple(report["config"]["eval"]["ks"])
+  written = popularity.write_popularity_runs(ds, os.path.join(workdir, "pop_valid"), "valid", ks)
+  for task, name in (("search", "pop_s"), ("rec", "pop_r")):
+    assert vc["popularity"][task] == {"name": name, metric: written[name][task][metric]}
+  assert os.path.exists(os.path.join(workdir, "plots", "validation_default.png"))
+  with open(os.path.join(workdir, "report.md")) as f:
+    assert "plots/validation_default.png" in f.read()
 
 
 @pytest.mark.slow
