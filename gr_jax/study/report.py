@@ -142,7 +142,8 @@ _OWN_POPULARITY = {"search": "pop_s", "rec": "pop_r"}
 def validation_curves(plan: Plan, point: Point) -> dict | None:
   """What the converged budget's models scored on validation while they trained.
 
-  Per task: each run's `val/<task>/recall@K` (K = the largest of eval.ks) by epoch, read from its
+  Per task: each run's `val/<task>/recall@K` (K = the largest of eval.ks) by training step (one
+  scale for all models: a task-specific model's epochs are shorter than the joint model's), from its
   metrics.jsonl (the trainer's selection decodes, on the valid split, never test), and the task's
   own popularity baseline (Pop_S / Pop_R) on the same valid split, averaged over the point's
   datasets: whether a model learned more than popularity can be read off here without a test
@@ -170,14 +171,14 @@ def validation_curves(plan: Plan, point: Point) -> dict | None:
     rows = [by_step[s] for s in sorted(by_step)]
     for task in TASKS if r.model == "joint" else (r.model,):
       key = f"val/{task}/{metric}"
-      pts = [(float(row["epoch"]), float(row[key])) for row in rows if key in row]
+      pts = [(int(row["step"]), float(row[key])) for row in rows if key in row]
       if pts:
         curves.append(
           {
             "task": task,
             "model": r.model,
             "seed": r.seed,
-            "epoch": [e for e, _ in pts],
+            "step": [e for e, _ in pts],
             metric: [v for _, v in pts],
           }
         )
@@ -208,7 +209,7 @@ def _validation_plot(path: str, vc: dict) -> str:
     for c in (c for c in vc["curves"] if c["task"] == task):
       label = MODEL_LABELS.get(c["model"], c["model"])
       ax.plot(
-        c["epoch"],
+        c["step"],
         c[metric],
         marker="o",
         markersize=3,
@@ -220,7 +221,7 @@ def _validation_plot(path: str, vc: dict) -> str:
     if pop:
       name = pop["name"].replace("pop_s", "Pop_S").replace("pop_r", "Pop_R")
       ax.axhline(pop[metric], color="#555555", linestyle="--", label=f"{name} (valid)")
-    ax.set_xlabel("epoch")
+    ax.set_xlabel("training step")
     ax.set_ylabel(f"validation {_label(metric)}")
     ax.set_title(TASK_LABELS[task])
     ax.legend(fontsize=8)

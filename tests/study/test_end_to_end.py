@@ -199,8 +199,8 @@ def _check_validation_curves(workdir, report):
     with open(os.path.join(run, "metrics.jsonl")) as f:
       rows = [json.loads(line) for line in f]
     key = f"val/{c['task']}/{metric}"
-    logged = [(r["epoch"], r[key]) for r in rows if key in r]
-    assert logged and list(zip(c["epoch"], c[metric])) == logged
+    logged = [(r["step"], r[key]) for r in rows if key in r]
+    assert logged and list(zip(c["step"], c[metric])) == logged
   ds = ProcessedDataset(os.path.join(workdir, "data", "default", "shared"))
   ks = tuple(report["config"]["eval"]["ks"])
   written = popularity.write_popularity_runs(ds, os.path.join(workdir, "pop_valid"), "valid", ks)
