@@ -369,12 +369,27 @@ def _trim(ids: np.ndarray, length: int | None = None) -> np.ndarray:
   return ids[:, :length]
 
 
+# Rows read per block when a pass goes over a whole split: a split's encoder rows may be stored
+# compactly (`dataset.RowsView`; ML-25M's rec rows would be 6.4 GB as one array).
+_ROW_BLOCK = 1 << 16
+
+
+def _width(rows) -> int:
+  """Columns up to the last non-padding one over `rows` (an array or a RowsView), block by block."""
+  width = 0
+  for st, e in common.blocks(len(rows), _ROW_BLOCK):
+    nz = np.flatnonzero(np.asarray(rows[st:e]).any(axis=0))
+    if len(nz):
+      width = max(width, int(nz[-1]) + 1)
+  return width
+
+
 def input_len(dataset, tasks: Sequence[str]) -> int:
   """Longest non-padding encoder input over the trained tasks' train, valid and test splits."""
   out = 1
   for t in tasks:
     for split in ("train", "valid", "test"):
-      out = max(out, _trim(dataset.split(t, split)["encoder_input_ids"]).shape[1])
+      out = max(out, _width(dataset.split(t, split)["encoder_input_ids"]))
   return out
 
 
@@ -411,21 +426,65 @@ def _section(config):
   return cfg, settings_of(cfg)
 
 
-def _train_data(dataset, tasks: Sequence[str], length: int):
-  """Union of the tasks' training rows: ids `[N, L]`, targets `[N]`, input groups `[N]`, counts."""
-  ids, targets, counts = [], [], {}
-  for t in tasks:
-    a = dataset.split(t, "train")
-    ids.append(_trim(a["encoder_input_ids"], length))
-    targets.append(np.asarray(a["target_item"], np.int32))
-    counts[t] = len(targets[-1])
-  ids, targets = np.concatenate(ids), np.concatenate(targets)
-  groups = (
-    np.unique(ids, axis=0, return_inverse=True)[1].reshape(-1).astype(np.int32)
-    if len(ids)
-    else np.zeros([0], np.int32)
-  )
-  return ids, targets, groups, counts
+class _TrainRows:
+  """The union of the tasks' training examples, rows read on demand: global row i is row
+  i - offsets[k] of task k's split; row `len(self)` (and beyond) is the all-padding row."""
+
+  def __init__(self, dataset, tasks: Sequence[str], length: int):
+    self.length = int(length)
+    self.parts, targets, self.counts = [], [], {}
+    for t in tasks:
+      a = dataset.split(t, "train")
+      self.parts.append(a["encoder_input_ids"])  # an array or a RowsView
+      targets.append(np.asarray(a["target_item"], np.int32))
+      self.counts[t] = len(targets[-1])
+    self.offsets = np.cumsum([0] + [len(x) for x in targets])
+    self.targets = np.concatenate(targets)
+
+  def __len__(self) -> int:
+    return len(self.targets)
+
+  def rows(self, idx) -> np.ndarray:
+    """int32 `[len(idx), length]`: the rows at global indices idx (cut to `length`)."""
+    idx = np.asarray(idx, np.int64)
+    out = np.zeros([len(idx), self.length], np.int32)
+    part = np.searchsorted(self.offsets, idx, side="right") - 1
+    for k, rows in enumerate(self.parts):
+      sel = np.flatnonzero(part == k)
+      if len(sel):
+        r = np.asarray(rows[idx[sel] - self.offsets[k]], np.int32)[:, : self.length]
+        out[sel, : r.shape[1]] = r
+    return out
+
+
+def _input_groups(data: _TrainRows) -> np.ndarray:
+  """int32 `[N]`: equal ids for equal encoder rows (the loss only compares them).
+
+  Without holding every row: two polynomial hashes (uint64, wrapping) per row, block by block,
+  grouped by np.unique; then an exact check that each row equals its group's first row. A hash
+  collision (distinct rows, equal hashes) is vanishingly unlikely; should the check find one, the
+  groups are recomputed exactly from the materialised rows.
+  """
+  n = len(data)
+  if n == 0:
+    return np.zeros([0], np.int32)
+  primes = np.array([1_000_003, 998_244_353], np.uint64)
+  keys = np.zeros([n, 2], np.uint64)
+  for st, e in common.blocks(n, _ROW_BLOCK):
+    blk = data.rows(np.arange(st, e)).astype(np.uint64)
+    h = np.zeros([e - st, 2], np.uint64)
+    for j in range(blk.shape[1]):
+      h = h * primes + blk[:, j : j + 1] + np.uint64(1)  # wraps mod 2^64
+    keys[st:e] = h
+  _, first, groups = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+  groups = groups.reshape(-1)
+  for st, e in common.blocks(n, _ROW_BLOCK):
+    if not np.array_equal(data.rows(np.arange(st, e)), data.rows(first[groups[st:e]])):
+      log.warning("%s: input-row hash collision; grouping the materialised rows instead", NAME)
+      all_rows = data.rows(np.arange(n))
+      groups = np.unique(all_rows, axis=0, return_inverse=True)[1].reshape(-1)
+      break
+  return groups.astype(np.int32)
 
 
 def _fingerprint(config, cfg, dataset, counts: dict, length: int) -> dict:
@@ -456,14 +515,14 @@ def train_biencoder(
 
   # ---- data
   length = input_len(dataset, s.tasks)
-  ids, targets, groups, counts = _train_data(dataset, s.tasks, length)
-  num = len(targets)
+  train_rows = _TrainRows(dataset, s.tasks, length)
+  counts = train_rows.counts
+  num = len(train_rows)
   if num == 0:
     raise ValueError(f"{NAME}: no training example in the {'+'.join(s.tasks)} train split(s)")
-  # last row: batch padding (never a query nor a candidate)
-  ids = np.concatenate([ids, np.zeros([1, length], np.int32)])
-  targets = np.concatenate([targets, np.zeros([1], np.int32)])
-  groups = np.concatenate([groups, np.full([1], -1, np.int32)])
+  # last row: batch padding (never a query nor a candidate; `_TrainRows.rows` gives it zeros)
+  targets = np.concatenate([train_rows.targets, np.zeros([1], np.int32)])
+  groups = np.concatenate([_input_groups(train_rows), np.full([1], -1, np.int32)])
   steps_per_epoch = max(1, math.ceil(num / batch))
   total = int(cfg.num_steps) or int(cfg.num_epochs) * steps_per_epoch
   eval_every = int(cfg.eval_every_steps) or steps_per_epoch
@@ -489,7 +548,7 @@ def train_biencoder(
       perms[epoch] = np.random.default_rng([seed, epoch]).permutation(num)
     idx = perms[epoch][pos * batch : (pos + 1) * batch]
     idx = np.concatenate([idx, np.full([batch - len(idx)], num)])  # pad -> the padding row
-    return ids[idx], targets[idx], groups[idx], idx < num
+    return train_rows.rows(idx), targets[idx], groups[idx], idx < num
 
   # ---- model, optimizer, pure train step
   t5_config = encoder_config(cfg, dataset, s.tasks)
@@ -592,7 +651,7 @@ def load_run(run_dir: str, dataset) -> TrainResult:
   config = ml_collections.ConfigDict(runs_lib.read_json(os.path.join(run_dir, "config.json")))
   cfg, s = _section(config)
   length = input_len(dataset, s.tasks)
-  _, _, _, counts = _train_data(dataset, s.tasks, length)
+  counts = _TrainRows(dataset, s.tasks, length).counts
   t5_config = encoder_config(cfg, dataset, s.tasks)
   graphdef, init = _init_fn(t5_config, dataset.catalog.num_items, s.projection_dim, s.item_tower)
   target = jax.eval_shape(init, jnp.asarray(int(config.seed), jnp.uint32))

@@ -15,6 +15,7 @@ from gr_jax.baselines import biencoder, runner
 from gr_jax.data.catalog import ItemCatalog
 from gr_jax.data.dataset import ProcessedDataset
 from gr_jax.data.prepare import rec_splits  # the real leave-last-out layout
+from gr_jax.data.raw import SPLITS
 from gr_jax.evaluation import metrics as metrics_lib
 from gr_jax.evaluation import runs
 
@@ -326,3 +327,58 @@ def test_joint_text_tower_through_the_runner(prepared, tmp_path):
   for r in range(3):
     for item, score in run[qids[r]].items():
       assert score == pytest.approx(float(q[r] @ emb[ds.catalog.index(item)]), abs=1e-5)
+
+
+def _reference_groups(rows):
+  """np.unique over the materialised rows: the grouping `_input_groups` must reproduce."""
+  return np.unique(rows, axis=0, return_inverse=True)[1].reshape(-1)
+
+
+def _same_partition(a, b):
+  """Whether two id arrays put the same rows together (the ids themselves may differ)."""
+  pairs = set(zip(np.asarray(a).tolist(), np.asarray(b).tolist()))
+  return len(pairs) == len(set(np.asarray(a).tolist())) == len(set(np.asarray(b).tolist()))
+
+
+@pytest.mark.parametrize("tasks", [("search",), ("rec",), ("search", "rec")])
+def test_train_rows_and_groups_match_the_materialised_rows(ds, tasks, monkeypatch):
+  length = biencoder.input_len(ds, tasks)
+  every = [np.asarray(ds.split(t, s)["encoder_input_ids"]) for t in tasks for s in SPLITS]
+  assert length == max(int(np.flatnonzero(f.any(0))[-1]) + 1 for f in every)
+  full = [np.asarray(ds.split(t, "train")["encoder_input_ids"]) for t in tasks]
+  # (this fixture's search rows are narrower than its rec rows: padded to the common length)
+  want = np.concatenate(
+    [np.pad(f, [(0, 0), (0, max(0, length - f.shape[1]))])[:, :length] for f in full]
+  )
+  data = biencoder._TrainRows(ds, tasks, length)
+  assert len(data) == len(want)
+  idx = np.random.default_rng(0).permutation(len(want) + 1)  # shuffled, with the padding row
+  got = data.rows(idx)
+  assert np.array_equal(got[idx < len(want)], want[idx[idx < len(want)]])
+  assert not got[idx == len(want)].any()
+  ref = _reference_groups(want)
+  assert len(set(ref.tolist())) < len(want)  # the fixture repeats some inputs
+  monkeypatch.setattr(biencoder, "_ROW_BLOCK", 7)  # several blocks, a short last one
+  assert _same_partition(biencoder._input_groups(data), ref)
+
+
+def test_input_groups_hash_collision_falls_back_to_exact_groups(ds, monkeypatch):
+  tasks = ("search", "rec")
+  data = biencoder._TrainRows(ds, tasks, biencoder.input_len(ds, tasks))
+  ref = _reference_groups(data.rows(np.arange(len(data))))
+  # A "hash" of the row count only: every row collides with every other one.
+  monkeypatch.setattr(biencoder.np, "unique", _collide_then_unique(np.unique))
+  assert _same_partition(biencoder._input_groups(data), ref)
+
+
+def _collide_then_unique(unique):
+  """np.unique whose first call (the hashes) sees all keys equal; later calls are untouched."""
+  calls = []
+
+  def fake(x, *args, **kwargs):
+    if not calls:
+      calls.append(1)
+      x = np.zeros_like(x)
+    return unique(x, *args, **kwargs)
+
+  return fake
