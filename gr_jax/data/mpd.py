@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import array
 import json
+import logging
 import os
 import re
+import time
 
 import numpy as np
 
@@ -33,6 +35,8 @@ from gr_jax.data.errors import BadRows, DataError
 from gr_jax.data.raw import RawData
 
 _SLICE = re.compile(r"mpd\.slice\.(\d+)-(\d+)\.json$")
+log = logging.getLogger(__name__)
+PROGRESS_EVERY_S = 30.0  # reading the full MPD takes ~10 minutes: a line at most this often
 
 
 def slice_files(root: str) -> list[str]:
@@ -130,7 +134,8 @@ def load(dc) -> RawData:
   named_session, named_query, named_len = array.array("q"), array.array("q"), array.array("q")
   named_tracks = array.array("q")
   queries: dict[str, int] = {}
-  for path in files:
+  t0 = last_log = time.monotonic()
+  for n_read, path in enumerate(files, 1):
     raw.files.append(path)
     playlists = _read_slice(path, bad)
     slices_skipped += playlists is None
@@ -211,6 +216,18 @@ def load(dc) -> RawData:
         named_tracks.extend(distinct)
       raw.sessions.append((pid, uris))
     playlists = tracks = None  # one slice in memory: free this one before reading the next
+    now = time.monotonic()
+    if now - last_log >= PROGRESS_EVERY_S or n_read == len(files):
+      last_log = now
+      log.info(
+        "MPD: read %d/%d slices (%d playlists, %d tracks) in %.0f s, ETA %.0f s",
+        n_read,
+        len(files),
+        len(raw.sessions),
+        len(raw.items),
+        now - t0,
+        (now - t0) / n_read * (len(files) - n_read),
+      )
   if not raw.sessions:
     raise DataError(
       files[0] if len(files) == 1 else dc.path,

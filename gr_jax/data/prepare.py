@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import logging
 import os
 import shutil
 import uuid
@@ -44,6 +45,7 @@ from gr_jax.data.errors import DataError
 from gr_jax.data.raw import SPLIT_CODES, SPLITS, PairColumns, RawData, pair_columns
 from gr_jax.schema import TASKS
 
+log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 # Knobs that only the pipeline reads: changing them must not invalidate a processed dataset, so one
 # dataset serves Gen_S, Gen_R and Gen_R+S runs alike.
@@ -443,6 +445,7 @@ def build(raw: RawData, dc, out_dir: str, embedder=None) -> dict[str, Any]:
       "query",
       f"{empty} empty queries reached prepare; loaders must report them with their line",
     )
+  log.info("prepare: %d search pairs, %d sessions: filtering items", len(pairs), len(raw.sessions))
   pairs, sessions = _filter_items(pairs, raw.sessions, dc, counts)
   pairs = _assign_search_splits(pairs, dc)
 
@@ -485,6 +488,7 @@ def build(raw: RawData, dc, out_dir: str, embedder=None) -> dict[str, Any]:
     n_q = int(np.searchsorted(chosen, len(train_q)))  # the chosen query sentences come first
     text = [pairs.queries[q] for q in train_q[chosen[:n_q]].tolist()]
     text += [titles[k - len(train_q)] for k in chosen[n_q:].tolist()]
+    log.info("prepare: training the tokenizer on %d sentences", len(text))
     tok = tokenizer_lib.train_tokenizer(text, int(dc.tokenizer.vocab_size))
   tok.save(os.path.join(out_dir, "tokenizer"))
   cat, semantic_info = _make_catalog(
@@ -497,6 +501,7 @@ def build(raw: RawData, dc, out_dir: str, embedder=None) -> dict[str, Any]:
     out_dir=out_dir,
   )
   cat.save(os.path.join(out_dir, "catalog.json"))
+  log.info("prepare: %d items in the catalogue; building the splits", cat.num_items)
 
   arrays = {
     "search": {s: _search_arrays(pairs, s, cat, tok, dc) for s in SPLITS},

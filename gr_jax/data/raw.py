@@ -8,12 +8,14 @@ filtering, search/rec splits, tokenisation, catalogue, manifest.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from typing import Any
 
 import numpy as np
 
 from gr_jax.data.errors import BadRows
 
+log = logging.getLogger(__name__)
 SPLITS = ("train", "valid", "test")
 SPLIT_CODES = ("",) + SPLITS  # a PairColumns' split column: 0 = not assigned by the loader
 
@@ -165,6 +167,7 @@ def search_pairs_without_heldout(
     if targets <= heldout:
       break
     heldout |= targets
+    log.info("held-out rule, round %d: %d held-out interactions", rounds, len(heldout))
   stats = {
     "search_pairs_dropped_heldout": unrestricted - len(pairs),
     "heldout_interactions": len(heldout),

@@ -4,6 +4,7 @@ and on generated fixtures, including every bad-input case."""
 import csv
 import collections
 import json
+import logging
 import os
 import zipfile
 
@@ -500,3 +501,16 @@ def test_tfds_source_is_import_guarded(tmp_path):
     pass
   with pytest.raises(DataError, match="tensorflow-datasets"):
     prepare_dataset(_cfg("tfds_movielens", tmp_path), str(tmp_path / "ds"))
+
+
+def test_mpd_reports_progress_while_reading_slices(tmp_path, caplog, monkeypatch):
+  d = tmp_path / "mpd"
+  _mpd_slice(d, 0, [_playlist(1, "rock", ["s:1", "s:2", "s:3", "s:4"])])
+  _mpd_slice(d, 1000, [_playlist(2, "pop", ["s:2", "s:3", "s:4", "s:1"])])
+  monkeypatch.setattr(mpd, "PROGRESS_EVERY_S", 0.0)  # a line after every slice
+  caplog.set_level(logging.INFO, logger="gr_jax.data")
+  mpd.load(_cfg("mpd", d).data)
+  lines = [r.getMessage() for r in caplog.records if r.name == "gr_jax.data.mpd"]
+  assert [line.split(" (")[0] for line in lines] == ["MPD: read 1/2 slices", "MPD: read 2/2 slices"]
+  assert "(2 playlists, 4 tracks)" in lines[-1]
+  assert any("held-out rule, round 1" in r.getMessage() for r in caplog.records)
