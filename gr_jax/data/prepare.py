@@ -42,7 +42,7 @@ from gr_jax.data import catalog as catalog_lib
 from gr_jax.data import dataset as dataset_lib
 from gr_jax.data import tokenizer as tokenizer_lib
 from gr_jax.data.errors import DataError
-from gr_jax.data.raw import SPLIT_CODES, SPLITS, PairColumns, RawData, pair_columns
+from gr_jax.data.raw import SPLIT_CODE, SPLITS, PairColumns, RawData, pair_columns
 from gr_jax.schema import TASKS
 
 log = logging.getLogger(__name__)
@@ -233,10 +233,9 @@ def _assign_search_splits(pairs: PairColumns, dc) -> PairColumns:
   order = np.random.default_rng(int(dc.split_seed)).permutation(len(unassigned))
   n_valid = int(round(float(dc.search_valid_fraction) * len(unassigned)))
   n_test = int(round(float(dc.search_test_fraction) * len(unassigned)))
-  code = {s: k for k, s in enumerate(SPLIT_CODES)}
   split_of = np.zeros(len(pairs.queries), np.int8)
   for rank, idx in enumerate(order.tolist()):
-    split_of[unassigned[idx]] = code[
+    split_of[unassigned[idx]] = SPLIT_CODE[
       "valid" if rank < n_valid else "test" if rank < n_valid + n_test else "train"
     ]
   split = np.where(open_rows, split_of[pairs.query], pairs.split).astype(np.int8)
@@ -250,7 +249,7 @@ def _first_seen(values: np.ndarray) -> np.ndarray:
 
 
 def _search_arrays(pairs: PairColumns, split, catalog, tokenizer, dc) -> dict[str, np.ndarray]:
-  rows = np.flatnonzero(pairs.split == SPLIT_CODES.index(split))
+  rows = np.flatnonzero(pairs.split == SPLIT_CODE[split])
   q, item = pairs.query[rows], pairs.item[rows]
   if split != "train" and len(rows):
     # Duplicate (query, item) rows would duplicate qrels; training keeps them (popularity).
@@ -473,7 +472,7 @@ def build(raw: RawData, dc, out_dir: str, embedder=None) -> dict[str, Any]:
     tok = tokenizer_lib.TextTokenizer.load(dc.tokenizer.path)
   else:
     # The training pairs' queries (one sentence per pair), then the item titles.
-    train_q = pairs.query[pairs.split == SPLIT_CODES.index("train")]
+    train_q = pairs.query[pairs.split == SPLIT_CODE["train"]]
     titles = [meta_of.get(i, ("", {}))[0] for i in item_ids]
     n_text = len(train_q) + len(titles)
     cap = int(dc.tokenizer.get("max_sentences", 0) or 0)

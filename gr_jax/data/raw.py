@@ -18,6 +18,7 @@ from gr_jax.data.errors import BadRows
 log = logging.getLogger(__name__)
 SPLITS = ("train", "valid", "test")
 SPLIT_CODES = ("",) + SPLITS  # a PairColumns' split column: 0 = not assigned by the loader
+SPLIT_CODE = {s: k for k, s in enumerate(SPLIT_CODES)}  # split name -> its code
 
 
 class PairColumns:
@@ -42,12 +43,11 @@ class PairColumns:
   def from_tuples(cls, pairs) -> PairColumns:
     queries: dict = {}
     items: dict = {}
-    code = {s: k for k, s in enumerate(SPLIT_CODES)}
     q, i, s = [], [], []
     for query, item, split in pairs:
       q.append(queries.setdefault(query, len(queries)))
       i.append(items.setdefault(item, len(items)))
-      s.append(code[split])
+      s.append(SPLIT_CODE[split])
     return cls(list(queries), list(items), q, i, s)
 
   def __len__(self) -> int:

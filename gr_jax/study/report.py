@@ -54,6 +54,11 @@ def _headline_rows(a: dict) -> tuple[list[dict], list[dict]]:
   return results, tests
 
 
+def _baseline_label(name: str) -> str:
+  """pop_s -> Pop_S, pop_r -> Pop_R, pop_mix -> Pop_mix; other baselines as named."""
+  return name.replace("pop_", "Pop_").replace("Pop_s", "Pop_S").replace("Pop_r", "Pop_R")
+
+
 def _bar_plot(path: str, a: dict, ks_metric: str) -> str:
   from gr_jax.analysis.report import pyplot
 
@@ -68,9 +73,7 @@ def _bar_plot(path: str, a: dict, ks_metric: str) -> str:
         stds.append(r["std"])
     for name, tasks in sorted(a.get("baselines", {}).items()):
       if task in tasks and ks_metric in tasks[task]:
-        names.append(
-          name.replace("pop_", "Pop_").replace("Pop_s", "Pop_S").replace("Pop_r", "Pop_R")
-        )
+        names.append(_baseline_label(name))
         means.append(tasks[task][ks_metric])
         stds.append(0.0)
     colors = [
@@ -152,6 +155,7 @@ def validation_curves(plan: Plan, point: Point) -> dict | None:
   runs = [r for r in point.runs if r.budget == "converged"]
   if not runs:
     return None
+  from gr_jax import workdir as workdir_lib
   from gr_jax.baselines import popularity
   from gr_jax.data import ProcessedDataset
 
@@ -159,16 +163,8 @@ def validation_curves(plan: Plan, point: Point) -> dict | None:
   metric = f"recall@{k}"
   curves = []
   for r in runs:
-    path = os.path.join(r.run_dir, "metrics.jsonl")
-    if not os.path.exists(path):
-      continue
-    by_step = {}
-    with open(path) as f:
-      for line in f:
-        if line.strip():
-          row = json.loads(line)
-          by_step[row["step"]] = row  # a resumed run may log a step again: the last one counts
-    rows = [by_step[s] for s in sorted(by_step)]
+    # ([] for a run not trained yet; a resumed run's log holds each step once: MetricsLog)
+    rows = workdir_lib.read_jsonl(os.path.join(r.run_dir, "metrics.jsonl"))
     for task in TASKS if r.model == "joint" else (r.model,):
       key = f"val/{task}/{metric}"
       pts = [(int(row["step"]), float(row[key])) for row in rows if key in row]
@@ -219,8 +215,12 @@ def _validation_plot(path: str, vc: dict) -> str:
       labelled.add(label)
     pop = vc["popularity"].get(task)
     if pop:
-      name = pop["name"].replace("pop_s", "Pop_S").replace("pop_r", "Pop_R")
-      ax.axhline(pop[metric], color="#555555", linestyle="--", label=f"{name} (valid)")
+      ax.axhline(
+        pop[metric],
+        color="#555555",
+        linestyle="--",
+        label=f"{_baseline_label(pop['name'])} (valid)",
+      )
     ax.set_xlabel("training step")
     ax.set_ylabel(f"validation {_label(metric)}")
     ax.set_title(TASK_LABELS[task])
