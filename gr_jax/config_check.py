@@ -294,6 +294,17 @@ def _reproduce(c: _Checker) -> None:
     not isinstance(seeds, (tuple, list)) or not seeds or any(not _is_int(s) for s in seeds)
   ):
     raise ConfigError("reproduce.seeds", seeds, "a non-empty tuple of integers")
+  if seeds is not _MISSING:
+    twice = sorted({s for s in seeds if list(seeds).count(s) > 1})
+    if twice:
+      # One seed run twice is the same run counted twice: a zero-width CI and a per-query test
+      # over every query twice (a p value far too small).
+      raise ConfigError(
+        "reproduce.seeds",
+        seeds,
+        f"distinct integers (seed {twice[0]} is listed more than once; every seed is one "
+        "independent run)",
+      )
   c.subset("reproduce.models", MODELS)
   c.subset("reproduce.budgets", BUDGETS)
   c.subset("reproduce.decoders", DECODE_METHODS)
@@ -357,3 +368,39 @@ def _baselines(c: _Checker) -> None:
   c.number(f"{p}.weight_decay", 0)
   c.number(f"{p}.warmup_fraction", 0, 1, high_open=True)
   c.number(f"{p}.grad_clip_norm", 0)
+
+
+# ------------------------------------------------------------------------------- unknown keys
+def config_keys(config, prefix: str = "") -> list[str]:
+  """Every dotted key of a config: sections and fields, depth first."""
+  out = []
+  for k in config.keys():
+    path = f"{prefix}{k}"
+    out.append(path)
+    v = config[k]
+    if hasattr(v, "keys") and hasattr(v, "items") and not isinstance(v, str):
+      out += config_keys(v, path + ".")
+  return out
+
+
+def closest_key(config, key: str) -> str | None:
+  """The real dotted key most like `key` (difflib), or None when none is close."""
+  import difflib  # pylint: disable=g-import-not-at-top
+
+  found = difflib.get_close_matches(key, config_keys(config), n=1, cutoff=0.6)
+  return found[0] if found else None
+
+
+def unknown_key_message(config, key: str, flag: str = "--config.") -> str | None:
+  """None when dotted `key` names a section or field of config; else one line naming the key
+  and the closest real one (a command-line override of a key that does not exist)."""
+  node, parts = config, key.split(".")
+  for depth, part in enumerate(parts):
+    if not (hasattr(node, "keys") and not isinstance(node, str)) or part not in node:
+      what = "field" if depth == len(parts) - 1 else "section"
+      where = f" in {'.'.join(parts[:depth])!r}" if depth else ""
+      near = closest_key(config, key)
+      hint = f"; did you mean {flag}{near}?" if near else ""
+      return f"{flag}{key}: no such config key (no {what} {part!r}{where}){hint}"
+    node = node[part]
+  return None

@@ -34,6 +34,12 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   config = _CONFIG.value
   runtime.validate_config(config)  # before any work (and before the heavy imports)
+  from gr_jax import workdir  # pylint: disable=g-import-not-at-top
+
+  # gs://... is refused in one line here, not written under ./gs:/ by os.path.
+  workdir.local_dir(
+    output_dir(config, _WORKDIR.value), "the processed dataset", workdir.DATASET_REMEDY
+  )
   from gr_jax.data import ProcessedDataset, prepare_dataset  # pylint: disable=g-import-not-at-top
 
   out = prepare_dataset(config, output_dir(config, _WORKDIR.value))
@@ -56,7 +62,7 @@ def main(argv):
 
 def run():
   flags.mark_flags_as_required(["config", "workdir"])
-  app.run(runtime.main_guard(main, path_hint=lambda: output_dir(_CONFIG.value, _WORKDIR.value)))
+  runtime.run_app(main, path_hint=lambda: output_dir(_CONFIG.value, _WORKDIR.value))
 
 
 if __name__ == "__main__":

@@ -59,12 +59,10 @@ def _run_study(workdir: str) -> None:
 
 
 def run():
-  app.run(
-    runtime.main_guard(
-      main,
-      path_hint=lambda: _WORKDIR.value,
-      note="finished stages are kept: fix the cause and rerun the same command to continue",
-    )
+  runtime.run_app(
+    main,
+    path_hint=lambda: _WORKDIR.value,
+    note="finished stages are kept: fix the cause and rerun the same command to continue",
   )
 
 

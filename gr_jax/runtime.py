@@ -134,3 +134,76 @@ def validate_config(config) -> None:
   from gr_jax import config_check
 
   config_check.validate(config)
+
+
+# ------------------------------------------------------------------------- flag parsing
+def _config_flag_values(argv: list[str], name: str) -> tuple[str | None, list[str]]:
+  """(the value of --<name> in argv, the dotted keys of its --<name>.KEY overrides)."""
+  path, keys = None, []
+  for i, arg in enumerate(argv):
+    if arg == "--":
+      break
+    bare = arg.lstrip("-")
+    if not arg.startswith("-"):
+      continue
+    if bare == name and i + 1 < len(argv):
+      path = argv[i + 1]
+    elif bare.startswith(name + "="):
+      path = bare[len(name) + 1 :]
+    elif bare.startswith(name + "."):
+      keys.append(bare[len(name) + 1 :].split("=", 1)[0])
+  return path, keys
+
+
+def unknown_override_message(argv: list[str]) -> str | None:
+  """One line for the first `--config.KEY` override of argv that names no key of its config file
+  (with the closest real key), or None when there is none or the config cannot be read here."""
+  from gr_jax import config_check  # pylint: disable=g-import-not-at-top
+
+  try:
+    from ml_collections.config_flags.config_flags import is_config_flag  # pylint: disable=g-import-not-at-top
+
+    flag_items = _flags.FLAGS._flags().items()  # pylint: disable=protected-access
+    names = [n for n, f in flag_items if is_config_flag(f)]
+  except (ImportError, AttributeError):
+    return None
+  for name in names:
+    path, keys = _config_flag_values(argv, name)
+    if path is None or not keys:
+      continue
+    try:
+      config = _flags.FLAGS[name].parser.parse(path)
+    except Exception:  # pylint: disable=broad-except  (absl reports a bad config file itself)
+      return None
+    for key in keys:
+      try:
+        msg = config_check.unknown_key_message(config, key, flag=f"--{name}.")
+      except Exception:  # pylint: disable=broad-except  (a diagnosis, never a new error)
+        return None
+      if msg is not None:
+        return msg
+  return None
+
+
+def run_app(main, *, path_hint=None, note: str = "", argv: list[str] | None = None) -> None:
+  """`app.run(main_guard(main, ...))` for a binary, plus one `error:` line (exit 1) for a
+  `--config.KEY=VALUE` override naming a key the config does not have: ml_collections raises
+  that while absl parses the flags, before main_guard runs, as three chained tracebacks."""
+  import sys
+  import traceback
+
+  from absl import app  # pylint: disable=g-import-not-at-top
+
+  argv = list(sys.argv if argv is None else argv)
+  try:
+    app.run(main_guard(main, path_hint=path_hint, note=note), argv=argv)
+  except (AttributeError, KeyError, TypeError, ValueError):
+    if _flags.FLAGS.is_parsed():
+      raise  # raised by main, after parsing: main_guard already decided
+    msg = unknown_override_message(argv)
+    if msg is None:
+      raise
+    if verbose() or "--verbose" in argv:
+      traceback.print_exc()
+    print(f"error: {msg}", file=sys.stderr)
+    sys.exit(1)

@@ -50,7 +50,7 @@ def main(argv) -> None:
 def run() -> None:
   """Console-script entry point (`gr-jax-train`)."""
   flags.mark_flags_as_required(["config", "workdir"])
-  app.run(runtime.main_guard(main, path_hint=lambda: _WORKDIR.value))
+  runtime.run_app(main, path_hint=lambda: _WORKDIR.value)
 
 
 if __name__ == "__main__":

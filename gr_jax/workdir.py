@@ -5,6 +5,9 @@
   `os.path.abspath` would turn it into a local directory named `gs:`.
 - `processed_dir(config, workdir)`: the processed dataset of a run, `data.processed_dir` or
   `<workdir>/data`.
+- `local_dir(path, what, remedy)`: a path that must be on a local disk (a processed dataset is
+  memory-mapped; raw data is read with local file calls), made absolute; a URL-style path is a
+  `NotLocalError` naming it and what to do, never a local directory named `gs:`.
 - `write_text(path, text)` / `write_json(path, obj)`: a reader never sees half a file. Locally:
   a temporary sibling, flushed, then renamed over `path` (one syscall). On object stores an object
   only becomes visible whole when its upload completes, so the file is written in place (a rename
@@ -35,6 +38,28 @@ def absolute(path: os.PathLike | str) -> str:
   if s.startswith("file" + _SCHEME_SEP):
     s = s[len("file" + _SCHEME_SEP) :]
   return os.path.abspath(s) if is_local(s) else s
+
+
+class NotLocalError(ValueError):
+  """A path that must be on a local disk is an object-store URL (gs://, s3://, ...)."""
+
+
+def local_dir(path: os.PathLike | str, what: str, remedy: str = "") -> str:
+  """`absolute(path)` for a local path; NotLocalError (one line: the path, what it is, the
+  remedy) for a URL-style one, which `os.path` calls would write under `./gs:/...`."""
+  s = os.fspath(path)
+  if not is_local(s):
+    raise NotLocalError(
+      f"{s}: {what} must be on a local disk; object-store paths ({s.split(_SCHEME_SEP)[0]}://) "
+      "are not supported here" + (f"; {remedy}" if remedy else "")
+    )
+  return absolute(s)
+
+
+DATASET_REMEDY = (
+  "the processed dataset is memory-mapped: set --config.data.processed_dir to a local directory "
+  "(the workdir itself may stay on the object store for train and evaluate)"
+)
 
 
 def processed_dir(config, workdir: str) -> str:

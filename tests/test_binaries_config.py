@@ -118,6 +118,8 @@ def test_enum_lists_agree_with_their_owners():
     ("reproduce.budgets", ("epochs", "forever"), "'converged'"),
     ("reproduce.budgets", (), "non-empty"),
     ("reproduce.decoders", ("beam", "greedy"), "'topk_exact'"),
+    ("reproduce.seeds", (0, 0), "distinct integers (seed 0 is listed more than once"),
+    ("reproduce.seeds", (3, 1, 3), "seed 3 is listed more than once"),
     ("data.tasks", ("search", "ads"), "'rec'"),
     ("data.source", "csv", "'movielens'"),
     ("mesh.data", 0, "-1"),
@@ -226,3 +228,50 @@ def test_reproduce_refuses_unknown_budget(tmp_path):
     "--config.reproduce.budgets=('forever',)",
   )
   assert "config key reproduce.budgets" in one_line_error(proc)
+
+
+def test_reproduce_refuses_duplicate_seeds(tmp_path):
+  # (0, 0) ran one seed twice and counted it as two: a zero-width CI, every query twice.
+  proc = run_binary(
+    "reproduce",
+    "--config",
+    os.path.join(REPO, "configs", "quickstart.py"),
+    "--workdir",
+    str(tmp_path / "study"),
+    "--config.reproduce.seeds=(0,0)",
+  )
+  line = one_line_error(proc)
+  assert "config key reproduce.seeds = (0, 0)" in line and "seed 0" in line, line
+  assert not os.path.exists(tmp_path / "study" / "stages")
+
+
+@pytest.mark.parametrize("binary", ["train", "prepare", "reproduce"])
+def test_unknown_config_key_is_one_line_with_the_closest_key(tmp_path, binary):
+  # Was ~57 lines: three chained tracebacks out of ml_collections' flag parsing.
+  proc = run_binary(
+    binary,
+    "--config",
+    os.path.join(REPO, "configs", "quickstart.py"),
+    "--workdir",
+    str(tmp_path / "x"),
+    "--config.train.checkpoint_every_steps=20",
+  )
+  line = one_line_error(proc)
+  assert line.startswith("error: --config.train.checkpoint_every_steps: no such config key"), line
+  assert "did you mean --config.checkpoint.every_steps?" in line, line
+  assert proc.returncode == 1
+  assert not os.path.exists(tmp_path / "x")
+
+
+def test_unknown_key_message_names_section_and_closest_key():
+  config = base.get_config()
+  assert config_check.unknown_key_message(config, "train.batch_size") is None
+  assert config_check.unknown_key_message(config, "data.semantic") is None
+  msg = config_check.unknown_key_message(config, "trian.batch_size")
+  assert msg == (
+    "--config.trian.batch_size: no such config key (no section 'trian'); "
+    "did you mean --config.train.batch_size?"
+  )
+  msg = config_check.unknown_key_message(config, "train.batch_size.x")
+  assert "no field 'x' in 'train.batch_size'" in msg, msg
+  assert "did you mean" not in config_check.unknown_key_message(config, "zzzzzzzz")

@@ -147,6 +147,46 @@ def test_temp_dir_of_a_reused_pid_is_stale(tmp_path):
   assert removed == [str(old)] and mine.exists()
 
 
+# ------------------------------------------------------------------------ changed raw data
+def test_prepare_rerun_on_changed_raw_data_rebuilds_and_says_why(tmp_path):
+  # Was: exit 0 and the dataset of the old sessions.jsonl kept.
+  raw = tmp_path / "logs"
+  raw.mkdir()
+  (raw / "items.jsonl").write_text(
+    "".join(f'{{"item": "t{i}", "title": "t {i}"}}\n' for i in range(6))
+  )
+  (raw / "search.jsonl").write_text(
+    "".join(f'{{"query": "q {i % 3}", "item": "t{i}"}}\n' for i in range(6))
+  )
+  sessions = raw / "sessions.jsonl"
+  sessions.write_text(
+    '{"user": 1, "items": ["t0", "t1", "t2", "t3"]}\n{"user": 2, "items": ["t4", "t5", "t0"]}\n'
+  )
+  args = [
+    "--config",
+    os.path.join(REPO, "configs", "base.py"),
+    "--workdir",
+    str(tmp_path / "run"),
+    "--config.data.source=jsonl",
+    f"--config.data.path={raw}",
+    "--config.data.search_valid_fraction=0.0",
+    "--config.data.search_test_fraction=0.0",
+  ]
+  proc = run_binary("prepare", *args)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  manifest = tmp_path / "run" / "data" / "manifest.json"
+  assert json.loads(manifest.read_text())["splits"]["rec"]["test"]["examples"] == 2
+  proc = run_binary("prepare", *args)
+  assert proc.returncode == 0 and "rebuilding" not in proc.stderr, proc.stderr[-2000:]
+  with open(sessions, "a") as f:
+    f.write('{"user": 3, "items": ["t5", "t4", "t3"]}\n')
+  proc = run_binary("prepare", *args)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  lines = [l for l in proc.stderr.splitlines() if "rebuilding" in l]
+  assert len(lines) == 1 and f"{sessions} changed since the dataset" in lines[0], proc.stderr
+  assert json.loads(manifest.read_text())["splits"]["rec"]["test"]["examples"] == 3
+
+
 # ------------------------------------------------------------------------ tfds never downloads
 @pytest.fixture
 def fake_tfds(monkeypatch):

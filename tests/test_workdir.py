@@ -110,3 +110,53 @@ def test_url_paths_are_written_through_epath(tmp_path):
 
 def test_runs_reexports_the_one_writer():
   assert runs.write_json is workdir.write_json and runs.write_text is workdir.write_text
+
+
+@pytest.mark.parametrize(
+  "args",
+  [
+    ["--workdir", "gs://bucket/x"],
+    ["--workdir", "runs/x", "--config.data.processed_dir=gs://bucket/x/data"],
+    ["--workdir", "s3://bucket/x"],
+  ],
+  ids=["gs_workdir", "gs_processed_dir", "s3_workdir"],
+)
+def test_prepare_refuses_an_object_store_dataset_and_writes_nothing_local(tmp_path, args):
+  # Was: exit 0 in 2 s with the dataset under ./gs:/bucket/x/data of the cwd.
+  from tests.test_binaries_config import REPO, TINY, env, one_line_error
+
+  import subprocess
+  import sys
+
+  proc = subprocess.run(
+    [sys.executable, "-m", "gr_jax.prepare", "--config", f"{REPO}/configs/base.py", *args, *TINY],
+    cwd=tmp_path,
+    env=env(),
+    capture_output=True,
+    text=True,
+    timeout=300,
+    check=False,
+  )
+  line = one_line_error(proc)
+  assert "://bucket/x/data: the processed dataset must be on a local disk" in line, line
+  assert "--config.data.processed_dir" in line, line
+  assert os.listdir(tmp_path) == [], os.listdir(tmp_path)
+
+
+def test_dataset_library_calls_refuse_url_paths(tmp_path, monkeypatch):
+  from gr_jax.data import cold_start, prepare_dataset
+  from tests.data.conftest import tiny_config
+
+  monkeypatch.chdir(tmp_path)
+  with pytest.raises(workdir.NotLocalError, match=r"^gs://b/ds: the processed dataset must"):
+    prepare_dataset(tiny_config(), "gs://b/ds")
+  with pytest.raises(workdir.NotLocalError, match=r"^gs://b/new: --out"):
+    cold_start.add_items(str(tmp_path), str(tmp_path / "items.jsonl"), "gs://b/new")
+  config = tiny_config()
+  config.data.source = "jsonl"
+  config.data.path = "gs://b/raw"
+  from gr_jax.data import DataError
+
+  with pytest.raises(DataError, match=r"^gs://b/raw: field 'data.path': raw data is read from a"):
+    prepare_dataset(config, str(tmp_path / "ds"))
+  assert os.listdir(tmp_path) == []

@@ -83,6 +83,9 @@ def read_new_items(path: str, catalog: ItemCatalog | None = None) -> NewItems:
       raise DataError(
         path, line, "item", f"expected a string or integer id, got {json.dumps(obj['item'])}"
       )
+    problem = textio.id_problem(item)
+    if problem is not None:
+      raise DataError(path, line, "item", problem)
     title = obj.get("title", "")
     if not isinstance(title, str):
       raise DataError(path, line, "title", f"expected a string, got {json.dumps(title)}")
@@ -98,10 +101,16 @@ def read_new_items(path: str, catalog: ItemCatalog | None = None) -> NewItems:
         f"item id {item!r} is already in the catalogue (index {catalog.index(item)}); "
         "cold start adds new items only",
       )
+    meta = {k: v for k, v in obj.items() if k not in ("item", "title")}
+    bad_value = textio.non_finite_path(meta)
+    if bad_value is not None:
+      raise DataError(
+        path, line, bad_value, "expected a finite number or text, got NaN or Infinity"
+      )
     first[item] = line
     out.item_ids.append(item)
     out.titles.append(title)
-    out.metadata.append({k: v for k, v in obj.items() if k not in ("item", "title")})
+    out.metadata.append(meta)
     out.lines.append(line)
   if not out.item_ids:
     raise DataError(path, 0, "item", "no items in the file")
@@ -114,10 +123,7 @@ def read_new_embeddings(path: str, num_items: int, dim: int) -> np.ndarray:
   field = "embeddings"
   if not os.path.isfile(path):
     raise DataError(path, 0, field, "file not found (expected an .npy array)")
-  try:
-    emb = np.load(path, allow_pickle=False)
-  except (ValueError, OSError) as e:
-    raise DataError(path, 0, field, f"not a NumPy .npy array ({e})") from None
+  emb = semantic_ids.load_npy_array(path, field)
   if emb.ndim != 2 or emb.shape != (num_items, dim):
     raise DataError(
       path,
@@ -126,8 +132,7 @@ def read_new_embeddings(path: str, num_items: int, dim: int) -> np.ndarray:
       f"expected shape [{num_items}, {dim}] (one row per new item in the items file's order, "
       f"the catalogue's embedding dimension), got {list(emb.shape)}",
     )
-  if not np.issubdtype(emb.dtype, np.number) or not np.isfinite(emb).all():
-    raise DataError(path, 0, field, "expected finite numbers")
+  semantic_ids.check_real_finite(emb, path, field)
   return emb.astype(np.float32)
 
 
@@ -144,9 +149,12 @@ def _existing(out_dir: str, key: tuple) -> bool:
   path = os.path.join(out_dir, "manifest.json")
   have = None
   if os.path.isfile(path):
-    with open(path) as f:
-      runs = json.load(f).get("cold_start") or [{}]
-    have = _entry_key(runs[-1])
+    try:
+      with open(path) as f:
+        runs = json.load(f).get("cold_start") or [{}]
+      have = _entry_key(runs[-1])
+    except (ValueError, AttributeError, TypeError, IndexError):
+      have = None  # a damaged manifest: not this extension (the error below)
   if have != key:
     raise DataError(
       out_dir,
@@ -155,6 +163,18 @@ def _existing(out_dir: str, key: tuple) -> bool:
       "exists and is not this extension of the dataset (other inputs, or not a dataset); "
       "choose a new directory (cold start never overwrites one)",
     )
+  # The same extension, but is it intact? A damaged catalog.json must not be reported as done.
+  from gr_jax.data.dataset import DatasetMismatchError, verify_dataset  # pylint: disable=g-import-not-at-top
+
+  try:
+    verify_dataset(out_dir)
+  except DatasetMismatchError as e:
+    raise DataError(
+      out_dir,
+      0,
+      "--out",
+      f"holds this extension but is damaged ({e}); remove the directory and rerun",
+    ) from None
   return True
 
 
@@ -167,7 +187,10 @@ def add_items(
   from gr_jax.data import prepare
   from gr_jax.data.dataset import verify_dataset
 
-  dataset_dir, out_dir = os.path.abspath(dataset_dir), os.path.abspath(out_dir)
+  from gr_jax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+
+  dataset_dir = workdir_lib.local_dir(dataset_dir, "--dataset (a processed dataset)")
+  out_dir = workdir_lib.local_dir(out_dir, "--out (a processed dataset)")
   if out_dir == dataset_dir:
     raise DataError(out_dir, 0, "--out", "must be a new directory, not the dataset itself")
   manifest = verify_dataset(dataset_dir)  # every file as prepared, before anything is derived

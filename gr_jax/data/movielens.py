@@ -15,11 +15,16 @@ Counts of both drops go to the manifest's source_stats.
 
 ratings.csv goes through the column reader (textio.read_numeric_columns) when every row is plain
 numbers, else row by row with errors naming file, line and field: ratings must be finite and >= 0.
+A user's movie counts once (`dedup_ratings`): exact duplicate rows and earlier ratings of a movie
+the user rated again are removed and counted (`duplicate_rows_removed`,
+`replaced_ratings_removed` in the manifest's source_stats), so no held-out rating is also in the
+user's training history.
 """
 
 from __future__ import annotations
 
 import collections
+import logging
 import re
 
 import numpy as np
@@ -29,6 +34,7 @@ from gr_jax.data import textio
 from gr_jax.data.errors import BadRows, DataError
 from gr_jax.data.raw import RawData
 
+log = logging.getLogger(__name__)
 QUERY_SOURCES = ("tags", "titles", "genres")
 _YEAR = re.compile(r"\s*\(\d{4}(?:[-–]\d{0,4})?\)\s*$")
 _EDGE_PUNCT = "\"'.,;:!?()[]{}-_*#"
@@ -136,6 +142,33 @@ def read_ratings(
   )
 
 
+def dedup_ratings(users, mids, stamps) -> tuple[np.ndarray, int, int]:
+  """(bool mask of the rows to keep, exact duplicates removed, earlier ratings removed).
+
+  A user rates a movie once in MovieLens: of the rows of one (userId, movieId) only the latest
+  is kept (of equal timestamps, the last in the file). A row equal in user, movie and timestamp
+  to the kept one is an exact duplicate (a file concatenated twice, say); an older one is an
+  earlier rating the user replaced. Either, kept, would put the movie twice in the user's
+  sequence, so that a held-out target also sits in the training history."""
+  n = len(users)
+  keep = np.ones(n, bool)
+  if n < 2:
+    return keep, 0, 0
+  order = np.lexsort((np.arange(n), stamps, mids, users))
+  u, m, t = users[order], mids[order], stamps[order]
+  same_pair = (u[1:] == u[:-1]) & (m[1:] == m[:-1])  # row i and row i+1 (sorted) share a pair
+  dropped = np.zeros(n, bool)
+  dropped[:-1] = same_pair  # every row of a pair but its last (latest, then last in the file)
+  if not dropped.any():
+    return keep, 0, 0
+  # The timestamp of the row kept for each sorted row's pair: the last row of its run.
+  last_of_run = np.flatnonzero(np.append(~same_pair, True))
+  kept_ts = t[last_of_run][np.searchsorted(last_of_run, np.arange(n))]
+  exact = int((dropped & (t == kept_ts)).sum())
+  keep[order[dropped]] = False
+  return keep, exact, int(dropped.sum()) - exact
+
+
 def sessions_from_ratings(users, mids, stamps) -> list[tuple[str, list[str]]]:
   """Per user (ascending id), movieIds ordered by (timestamp, movieId), as strings."""
   order = np.lexsort((mids, stamps, users))
@@ -213,6 +246,18 @@ REMEDY = (
 )
 
 
+def input_files(dc) -> list[str]:
+  """The files `load(dc)` reads (a zip once), without reading them: the raw inputs whose sha256
+  prepare records and compares on every rerun."""
+  ml, root = dc.movielens, dc.path
+  found = [textio.find_file(root, "movies.csv"), textio.find_file(root, "ratings.csv")]
+  if ml.queries_jsonl:
+    found.append(str(ml.queries_jsonl))
+  elif "tags" in tuple(ml.query_sources):
+    found.append(textio.find_file(root, "tags.csv"))
+  return list(dict.fromkeys(textio.file_for_hash(p) for p in found))
+
+
 def load(dc) -> RawData:
   ml = dc.movielens
   bad = BadRows(skip=bool(dc.skip_bad_rows))
@@ -243,8 +288,18 @@ def load(dc) -> RawData:
       "no rating rows after the header (expected "
       f"{','.join(RATING_COLUMNS)} rows)" + _skipped_note(bad, ratings_path),
     )
-  keep = ratings >= float(ml.min_rating)
-  stats["ratings_below_min_rating"] = int((~keep).sum())
+  unique, duplicates, replaced = dedup_ratings(users, mids, stamps)
+  stats["duplicate_rows_removed"] = duplicates
+  stats["replaced_ratings_removed"] = replaced
+  if duplicates or replaced:
+    log.info(
+      "%s: %d exact duplicate rows and %d earlier ratings of a re-rated movie removed",
+      ratings_path,
+      duplicates,
+      replaced,
+    )
+  keep = unique & (ratings >= float(ml.min_rating))
+  stats["ratings_below_min_rating"] = int((unique & ~keep).sum())
   raw.sessions = sessions_from_ratings(users[keep], mids[keep], stamps[keep])
   stats["ratings_kept"] = int(keep.sum())
 

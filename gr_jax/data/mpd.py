@@ -122,12 +122,18 @@ def _read_slice(path: str, bad: BadRows):
   return playlists
 
 
-def load(dc) -> RawData:
-  bad = BadRows(skip=bool(dc.skip_bad_rows))
-  raw = RawData(bad_rows=bad)
+def input_files(dc) -> list[str]:
+  """The slice files `load(dc)` reads, in order (the first `data.mpd.max_slices` when > 0)."""
   files = slice_files(dc.path)
   if int(dc.mpd.max_slices) > 0:
     files = files[: int(dc.mpd.max_slices)]
+  return files
+
+
+def load(dc) -> RawData:
+  bad = BadRows(skip=bool(dc.skip_bad_rows))
+  raw = RawData(bad_rows=bad)
+  files = input_files(dc)
   seen_tracks, seen_pids, slices_skipped = {}, {}, 0
   # The search side, built below as columns (`raw.PairColumns`): per named playlist its session
   # index and query, and its distinct tracks (catalogue order indices), concatenated.

@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from gr_jax import workdir as workdir_lib
 from gr_jax import workdir_lock
 from gr_jax.analysis.divergence import kl_divergence
 from gr_jax.data import catalog as catalog_lib
@@ -145,6 +146,14 @@ def load_raw(dc) -> RawData:
     return simulate.simulate(dc.sim)
   if source != "simulate" and not dc.path:
     raise DataError("<config>", 0, "data.path", f"source {source!r} needs the raw data location")
+  if not workdir_lib.is_local(str(dc.path)):
+    raise DataError(
+      str(dc.path),
+      0,
+      "data.path",
+      "raw data is read from a local disk; object-store paths are not supported here (copy "
+      "the files to a local directory first)",
+    )
   if source == "movielens":
     from gr_jax.data import movielens
 
@@ -665,23 +674,53 @@ def _biencoder_embedder(config, out_dir: str):
   return semantic_ids.BiencoderEmbedder(config, out_dir)
 
 
-def prepare_dataset(config, out_dir: str) -> str:
-  """Builds the processed dataset at out_dir (atomic; a no-op when it is already there)."""
+def _read_manifest(out_dir: str) -> dict:
+  with open(os.path.join(out_dir, "manifest.json")) as f:
+    return json.load(f)
+
+
+def prepare_dataset(config, out_dir: str, *, raw_changed: str = "rebuild") -> str:
+  """Builds the processed dataset at out_dir (atomic; a no-op when it is already there).
+
+  A dataset of the same config whose raw inputs changed since it was built (`raw_inputs.changed`:
+  an edited ratings.csv, a replaced embedding .npy) is rebuilt with a warning saying which file
+  changed (`raw_changed="rebuild"`), or is a DataError naming it (`"error"`: train, whose
+  checkpoints were trained on the data as it was)."""
+  from gr_jax.data import raw_inputs  # pylint: disable=g-import-not-at-top
+
+  if raw_changed not in ("rebuild", "error"):
+    raise ValueError(f"raw_changed: expected 'rebuild' or 'error', got {raw_changed!r}")
   dc = data_config_of(config)
-  out_dir = os.path.abspath(out_dir)
+  # gs://... through os.path would be a local directory named `gs:` in the cwd.
+  out_dir = workdir_lib.local_dir(out_dir, "the processed dataset", workdir_lib.DATASET_REMEDY)
   # The whole config: bi-encoder semantic IDs hash baselines.biencoder too (an atomic or content
   # dataset hashes its data section exactly as before).
   want = config_hash(config)
+  replacing = False
   if _existing(out_dir, want):
-    return out_dir
+    why = raw_inputs.changed(_read_manifest(out_dir), config, where=f"the dataset {out_dir}")
+    if why is None:
+      return out_dir
+    if raw_changed == "error":
+      raise DataError(
+        os.path.join(out_dir, "manifest.json"),
+        0,
+        "raw_inputs",
+        f"{why}: rebuild it with python -m gr_jax.prepare (same config and workdir), then "
+        "train a new run on it (checkpoints here were trained on the old data)",
+      )
+    log.warning("prepare: %s; rebuilding it", why)
+    replacing = True
   parent = os.path.dirname(out_dir)
   os.makedirs(parent, exist_ok=True)
   remove_stale_tmp_dirs(out_dir)  # left by a killed (kill -9) prepare of this destination
-  tmp = os.path.join(
-    parent, f".{os.path.basename(out_dir)}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-  )
+  stem = os.path.join(parent, f".{os.path.basename(out_dir)}.tmp-{os.getpid()}")
+  tmp = f"{stem}-{uuid.uuid4().hex[:8]}"
+  old = f"{stem}-old-{uuid.uuid4().hex[:8]}"  # a replaced dataset, until the new one is in place
   os.makedirs(tmp)
   try:
+    # Hashed before reading: a file edited while prepare runs is seen as changed on the rerun.
+    inputs = raw_inputs.record(raw_inputs.input_files(config))
     raw = load_raw(dc)
     body = build(raw, dc, tmp, _biencoder_embedder(config, out_dir))
     manifest = {
@@ -690,19 +729,31 @@ def prepare_dataset(config, out_dir: str) -> str:
       "config_hash": want,
       "config": dataset_config(config),
       **body,
-      "raw_files": {os.path.basename(p): sha256_file(p) for p in raw.files},
+      "raw_files": {
+        os.path.basename(p): inputs[os.path.abspath(p)]["sha256"]
+        if os.path.abspath(p) in inputs
+        else sha256_file(p)
+        for p in raw.files
+      },
+      # Compared on every rerun (raw_inputs.changed): a changed input rebuilds the dataset.
+      "raw_inputs": inputs,
       "files": _file_hashes(tmp),
     }
     with open(os.path.join(tmp, "manifest.json"), "w") as f:
       json.dump(manifest, f, indent=1, sort_keys=True)
     try:
+      if replacing and os.path.exists(out_dir):
+        # Killed between these two renames, a rerun finds no dataset and builds it again; the
+        # old one is a stale temp dir by then (remove_stale_tmp_dirs).
+        os.rename(out_dir, old)
       os.rename(tmp, out_dir)  # the commit point
     except OSError:
       # Another process finished first: accept its result if it is the same dataset.
-      if _existing(out_dir, want):
+      if _existing(out_dir, want) and raw_inputs.changed(_read_manifest(out_dir), config) is None:
         return out_dir
       raise
   finally:
-    if os.path.exists(tmp):
-      shutil.rmtree(tmp, ignore_errors=True)
+    for path in (tmp, old):
+      if os.path.exists(path):
+        shutil.rmtree(path, ignore_errors=True)
   return out_dir

@@ -246,6 +246,45 @@ def content_embeddings(texts: Sequence[str], dim: int, seed: int) -> tuple[np.nd
   return emb, info
 
 
+NPY_MAGIC = b"\x93NUMPY"  # the first bytes of every .npy file (numpy.lib.format)
+
+
+def load_npy_array(path: str, field: str) -> np.ndarray:
+  """The array of an .npy file, never unpickled. A file without the .npy magic bytes (text, a
+  .npz or any other file) is "not a .npy file"; numpy itself would call it pickled data."""
+  with open(path, "rb") as f:
+    head = f.read(len(NPY_MAGIC))
+  if head != NPY_MAGIC:
+    kind = (
+      " (a zip archive: an .npz? give one array saved with numpy.save)" if head[:2] == b"PK" else ""
+    )
+    raise DataError(
+      path, 0, field, f"not a .npy file{kind}: expected an array saved with numpy.save"
+    )
+  try:
+    return np.load(path, allow_pickle=False)
+  except ValueError as e:
+    if "pickled" in str(e) or "allow_pickle" in str(e):
+      raise DataError(
+        path, 0, field, "an object array (pickled Python objects): expected a float array"
+      ) from None
+    raise DataError(path, 0, field, f"unreadable .npy file ({e})") from None
+  except OSError as e:
+    raise DataError(path, 0, field, f"unreadable .npy file ({e})") from None
+
+
+def check_real_finite(emb: np.ndarray, path: str, field: str) -> None:
+  """Embeddings are finite real numbers: bool, string, object and complex arrays are refused
+  (a complex array's cast to float drops the imaginary part), and so are NaN and infinities."""
+  if not (np.issubdtype(emb.dtype, np.floating) or np.issubdtype(emb.dtype, np.integer)):
+    raise DataError(path, 0, field, f"expected finite real numbers (float), got dtype {emb.dtype}")
+  bad = int(emb.size - np.isfinite(emb).sum())
+  if bad:
+    raise DataError(
+      path, 0, field, f"expected finite real numbers, got {bad} NaN or infinite values"
+    )
+
+
 def file_embeddings(path: str, num_items: int) -> tuple[np.ndarray, dict]:
   """A user's .npy of item embeddings, float [num_items, D] in catalogue order."""
   if not path:
@@ -257,12 +296,7 @@ def file_embeddings(path: str, num_items: int) -> tuple[np.ndarray, dict]:
     )
   if not os.path.isfile(path):
     raise DataError(path, 0, "data.semantic.embedding_file", "file does not exist")
-  try:
-    emb = np.load(path, allow_pickle=False)
-  except (ValueError, OSError) as e:
-    raise DataError(
-      path, 0, "data.semantic.embedding_file", f"not a NumPy .npy array ({e})"
-    ) from None
+  emb = load_npy_array(path, "data.semantic.embedding_file")
   if emb.ndim != 2 or emb.shape[0] != num_items or emb.shape[1] < 1:
     raise DataError(
       path,
@@ -271,8 +305,7 @@ def file_embeddings(path: str, num_items: int) -> tuple[np.ndarray, dict]:
       f"expected shape [num_items={num_items}, dim] (rows in catalogue order, the "
       f"item_ids of catalog.json), got {list(emb.shape)}",
     )
-  if not np.issubdtype(emb.dtype, np.number) or not np.isfinite(emb).all():
-    raise DataError(path, 0, "data.semantic.embedding_file", "expected finite numbers")
+  check_real_finite(emb, path, "data.semantic.embedding_file")
   with open(path, "rb") as f:
     digest = hashlib.sha256(f.read()).hexdigest()
   return emb.astype(np.float32), {
@@ -540,7 +573,14 @@ class BiencoderEmbedder:
         "the atomic dataset the bi-encoder trains on has another catalogue order "
         "than this semantic dataset; expected the same items in the same order",
       )
-    key = _digest({"atomic_config_hash": atomic_hash, "config": _jsonable(self.config)})
+    # The atomic dataset's files too: rebuilt from changed raw data, it needs a new bi-encoder.
+    key = _digest(
+      {
+        "atomic_config_hash": atomic_hash,
+        "atomic_files": _digest(dataset.manifest["files"]),
+        "config": _jsonable(self.config),
+      }
+    )
     run_dir = os.path.join(self.cache_dir, f"{self.kind}-{key[:12]}")
     view = TrainSplitsOnly(dataset)
     section = self.config.baselines.biencoder

@@ -208,6 +208,39 @@ def as_id(value) -> str | None:
   return None
 
 
+def id_problem(item_id: str) -> str | None:
+  """Why `item_id` cannot be an item id, or None. Empty ids and ids with whitespace anywhere
+  (surrounding spaces, tabs, newlines) are refused by every reader, as evaluation refuses them:
+  ids are fields of whitespace-separated TREC run files, and ' 7' and '7' would be two items."""
+  if not item_id:
+    return "empty item id: expected a non-empty id without whitespace"
+  if any(c.isspace() for c in item_id):
+    return (
+      f"item id {item_id!r} contains whitespace: expected an id without spaces, tabs or "
+      "newlines (ids are fields of TREC run files)"
+    )
+  return None
+
+
+def non_finite_path(value, path: str = "") -> str | None:
+  """The dotted path (`year`, `scores.2`) of the first NaN or infinite number in a JSON value
+  (json.loads reads NaN and Infinity literals), or None. Such a value would reach catalog.json
+  as `NaN`, which is not JSON."""
+  if isinstance(value, float) and not math.isfinite(value):
+    return path or "<value>"
+  if isinstance(value, dict):
+    items = value.items()
+  elif isinstance(value, list):
+    items = enumerate(value)
+  else:
+    return None
+  for k, v in items:
+    found = non_finite_path(v, f"{path}.{k}" if path else str(k))
+    if found is not None:
+      return found
+  return None
+
+
 # ---------------------------------------------------------------------- column-wise numeric CSV
 SCAN_BYTES = 64 << 20  # bytes per step of the pre-scan (bounds its memory)
 _NUMBER_BYTES = b'0123456789+-.eE," \t\r\n'

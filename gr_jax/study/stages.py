@@ -7,6 +7,7 @@ stages it reaches (gr_jax.study.runner).
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -80,6 +81,20 @@ def _prepare(data: DataSpec) -> None:
   from gr_jax.data.prepare import prepare_dataset
 
   prepare_dataset(data.config, data.data_dir)
+
+
+def _raw_fingerprint(data: DataSpec) -> dict[str, str]:
+  """{raw file: sha256} of a dataset's raw inputs (gr_jax.data.raw_inputs); the dataset's manifest,
+  when there is one, spares re-reading large unchanged files and stands in for missing ones."""
+  from gr_jax.data import raw_inputs
+
+  manifest = None
+  try:
+    with open(os.path.join(data.data_dir, "manifest.json")) as f:
+      manifest = json.load(f)
+  except (OSError, ValueError):
+    pass
+  return raw_inputs.fingerprint(data.config, manifest)
 
 
 def _train(plan: Plan, run: RunSpec, data_dir: str) -> None:
@@ -176,12 +191,15 @@ def stages_for(plan: Plan) -> list[Stage]:
     data_fp, point_fps = {}, []
     for data in point.datasets:
       tag = f"{point.name}__{data.key}"
+      raw = _raw_fingerprint(data)
       prep = Stage(
         f"prepare__{tag}",
         "prepare",
         f"prepare data ({point.name}, {data.key})",
         lambda d=data: _prepare(d),
-        inputs={"data": data.config.data.to_dict()},
+        # Changed raw files rerun prepare and everything downstream; simulated data has none
+        # (its inputs, and so its stages' fingerprints, are as before raw files were covered).
+        inputs={"data": data.config.data.to_dict(), **({"raw": raw} if raw else {})},
         reset=_rmtree(data.data_dir),
       )
       data_fp[data.key] = prep.fingerprint

@@ -35,29 +35,27 @@ def ensure_dataset(config: ml_collections.ConfigDict, workdir: str) -> str:
   is memory-mapped; there every process prepares its own copy when it is missing (preparation is
   deterministic, so the hosts' copies are the same files).
   """
-  path = workdir_lib.absolute(workdir_lib.processed_dir(config, workdir))
+  path = workdir_lib.local_dir(
+    workdir_lib.processed_dir(config, workdir), "the processed dataset", workdir_lib.DATASET_REMEDY
+  )
   per_host = not workdir_lib.is_local(workdir)
-  if not workdir_lib.is_local(path):
-    raise ValueError(
-      f"the processed dataset {path} is not on a local disk: it is memory-mapped, so with a "
-      "non-local workdir set config.data.processed_dir to a local directory"
-    )
   if config.data.processed_dir and not per_host and not _has_dataset(path):
     raise FileNotFoundError(
       f"config.data.processed_dir={path}: no manifest.json there (run "
       "`python -m gr_jax.prepare` first, or leave it empty)"
     )
   # prepare_dataset is a no-op when the same data config is already there, and an error when
-  # another one is: a resumed run never trains on silently different data.
+  # another one is, or when its raw files changed since (raw_changed="error"): a resumed run never
+  # trains on silently different data.
   from gr_jax.data.prepare import prepare_dataset  # pylint: disable=g-import-not-at-top
 
   if per_host:
     log.info("preparing the dataset into %s (this host's copy)", path)
-    prepare_dataset(config, path)
+    prepare_dataset(config, path, raw_changed="error")
   elif not config.data.processed_dir:
     if jax.process_index() == 0:
       log.info("preparing the dataset into %s", path)
-      prepare_dataset(config, path)
+      prepare_dataset(config, path, raw_changed="error")
     if jax.process_count() > 1:
       multihost_utils.sync_global_devices("gr_jax_prepare_dataset")
   return path

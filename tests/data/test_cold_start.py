@@ -345,6 +345,14 @@ def test_new_item_file_errors_name_file_line_and_field(reserved, tmp_path):
     (['{"item": "a"}', "", '{"item": "a"}'], r":3: field 'item'.*duplicate.*line 1"),
     ([json.dumps({"item": cat.item_ids[0]})], r":1: field 'item'.*already in the catalogue"),
     ([""], r"field 'item'.*no items"),
+    # Ids evaluation could not write to a TREC run file (issue 31): empty, tab, newline, spaces.
+    (['{"item": "ok"}', '{"item": ""}'], r":2: field 'item': empty item id"),
+    (['{"item": "a\\tb"}'], r":1: field 'item': item id 'a\\tb' contains whitespace"),
+    (['{"item": "a\\nb"}'], r":1: field 'item': item id 'a\\nb' contains whitespace"),
+    (['{"item": " a "}'], r":1: field 'item': item id ' a ' contains whitespace"),
+    # NaN metadata reached catalog.json as `NaN`, which is not JSON.
+    (['{"item": "a", "year": NaN}'], r":1: field 'year': expected a finite number.*NaN"),
+    (['{"item": "a", "s": {"x": [1, -Infinity]}}'], r":1: field 's.x.1': expected a finite"),
   ]
   for k, (lines, match) in enumerate(cases):
     path = _write_items(tmp_path / f"{k}.jsonl", lines)
@@ -375,6 +383,23 @@ def test_the_binary_writes_the_dataset_and_reports_errors_in_one_line(reserved, 
   proc = run_binary("add_items", f"--dataset={ds.directory}", f"--items={bad}", f"--out={out}2")
   assert f"{bad}:1: field 'title'" in one_line_error(proc)
   assert not os.path.exists(f"{out}2")
+
+
+def test_a_damaged_existing_output_is_an_error_not_success(reserved, tmp_path):
+  ds, _ = reserved
+  items = _write_items(tmp_path / "new.jsonl", [json.dumps({"item": "dmg", "title": "x"})])
+  out = str(tmp_path / "out")
+  cold_start.add_items(ds.directory, items, out)
+  assert cold_start.add_items(ds.directory, items, out) == out  # intact: a no-op
+  with open(os.path.join(out, "catalog.json"), "r+") as f:  # damaged after the run
+    f.seek(10)
+    f.write("#")
+  with pytest.raises(DataError, match=r"out: field '--out': holds this extension but is damaged"):
+    cold_start.add_items(ds.directory, items, out)
+  with open(os.path.join(out, "manifest.json"), "w") as f:
+    f.write("{not json")
+  with pytest.raises(DataError, match=r"out: field '--out': exists and is not this extension"):
+    cold_start.add_items(ds.directory, items, out)
 
 
 def _with_cold_start_file(ds, directory, **changes):
@@ -441,6 +466,18 @@ def test_file_embeddings_take_the_users_vectors(reserved, tmp_path):
     cold_start.add_items(
       d.directory, items, str(tmp_path / "o2"), embeddings_path=str(tmp_path / "bad.npy")
     )
+  # Refused like NaN, bool and string arrays: complex (its cast drops the imaginary part) and a
+  # text file, which numpy's loader calls "pickled".
+  np.save(tmp_path / "cplx.npy", np.zeros((2, 5), np.complex64))
+  (tmp_path / "text.npy").write_text("0.1 0.2 0.3\n")
+  for name, match in (
+    ("cplx.npy", r"cplx.npy: field 'embeddings': expected finite real numbers.*complex64"),
+    ("text.npy", r"text.npy: field 'embeddings': not a .npy file"),
+  ):
+    with pytest.raises(DataError, match=match):
+      cold_start.add_items(
+        d.directory, items, str(tmp_path / "o_bad"), embeddings_path=str(tmp_path / name)
+      )
   model = sem.ColdStartModel.load(os.path.join(d.directory, sem.COLD_START_FILE))
   assert model.embedding == "file" and model.content is None and model.dim == 5
   new = x[:2] + 0.01  # near two catalogue items: their tuples, the next free codes

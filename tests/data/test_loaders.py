@@ -85,7 +85,13 @@ def test_movielens_zip_equals_directory(tmp_path, ml_small):
 
 
 def test_movielens_min_rating_and_query_sources(tmp_path):
-  d = _write_ml(tmp_path / "raw")
+  # User 2 rates movie 3 once, below min_rating. (In _write_ml's default ratings user 2 rates it
+  # twice, 2.0 then 4.0: the later rating replaces the earlier one, movielens.dedup_ratings.)
+  ratings = (
+    "userId,movieId,rating,timestamp\n1,1,4.0,10\n1,2,5.0,20\n1,3,4.0,30\n2,3,2.0,5\n"
+    "2,1,4.0,6\n2,2,4.0,7\n"
+  )
+  d = _write_ml(tmp_path / "raw", ratings=ratings)
   c = _cfg(
     "movielens",
     d,

@@ -102,6 +102,36 @@ BAD_VALUES = [
 ]
 
 
+# Ids evaluation refuses (TREC run files) are refused by prepare too, naming file, line, field.
+BAD_IDS = [
+  ("item id spaces", dict(items=[{"item": " t0 ", "title": "x"}]), "items.jsonl:1", "item"),
+  ("item id tab", dict(items=[{"item": "t\t0"}]), "items.jsonl:1", "item"),
+  ("item id empty", dict(items=[{"item": ""}]), "items.jsonl:1", "item"),
+  ("search id newline", dict(search=[{"query": "a", "item": "t0\n"}]), "search.jsonl:1", "item"),
+  (
+    "session id space",
+    dict(sessions=[{"user": "u", "items": ["t0", "t1 ", "t2"]}]),
+    "sessions.jsonl:1",
+    "items",
+  ),
+]
+BAD_VALUES += BAD_IDS + [
+  ("metadata NaN", dict(items=[b'{"item": "t0", "year": NaN}\n']), "items.jsonl:1", "year"),
+]
+
+
+@pytest.mark.parametrize("name,files,where,field", BAD_IDS, ids=[b[0] for b in BAD_IDS])
+def test_jsonl_id_with_whitespace_stops_prepare(tmp_path, name, files, where, field):
+  d = _write_jsonl(tmp_path / "raw", **files)
+  with pytest.raises(DataError) as e:
+    prepare_dataset(_cfg("jsonl", d), str(tmp_path / "ds"))
+  msg = str(e.value)
+  assert where in msg and e.value.field == field, msg
+  why = e.value.message  # (the tmp_path holds the test's name, "whitespace" included)
+  assert "contains whitespace" in why or why.startswith("empty item id"), msg
+  assert not os.path.exists(tmp_path / "ds")
+
+
 @pytest.mark.parametrize("name,files,where,field", BAD_VALUES, ids=[b[0] for b in BAD_VALUES])
 def test_jsonl_wrong_type_is_a_bad_row(tmp_path, name, files, where, field):
   d = _write_jsonl(tmp_path / "raw", **files)
@@ -291,3 +321,111 @@ def test_csv_quoted_newline_and_huge_field(tmp_path):
   path.write_text('movieId,title\n1,"never closed\n', encoding="utf-8")
   with pytest.raises(DataError, match="never closed"):
     list(iter_csv(str(path), ("movieId", "title"), BadRows(skip=False)))
+
+
+# ---------------------------------------------------------------------- changed raw data
+def _manifest(path):
+  with open(os.path.join(path, "manifest.json")) as f:
+    return json.load(f)
+
+
+def _rebuild_lines(caplog):
+  return [r.getMessage() for r in caplog.records if "rebuilding" in r.getMessage()]
+
+
+def test_changed_raw_file_rebuilds_the_dataset_and_says_why(tmp_path, caplog):
+  # Was: exit 0 with the old dataset kept, and the manifest's raw_files never compared.
+  d = _write_jsonl(tmp_path / "raw")
+  c = _cfg("jsonl", d, search_valid_fraction=0.0, search_test_fraction=0.0)
+  out = prepare_dataset(c, str(tmp_path / "ds"))
+  first = _manifest(out)
+  assert sorted(first["raw_inputs"]) == sorted(
+    os.path.join(str(d), n) for n in ("items.jsonl", "search.jsonl", "sessions.jsonl")
+  )
+  sessions = os.path.join(str(d), "sessions.jsonl")
+  assert first["raw_inputs"][sessions]["sha256"] == first["raw_files"]["sessions.jsonl"]
+  caplog.set_level("WARNING")
+  # Unchanged content (a new mtime only): the dataset stays, nothing is rebuilt.
+  os.utime(sessions, (1_000_000, 1_000_000))
+  assert prepare_dataset(c, out) == out and not _rebuild_lines(caplog)
+  assert _manifest(out) == first
+  # An edited sessions file: rebuilt, with one line naming the file.
+  with open(sessions, "a") as f:
+    f.write(json.dumps({"user": "u3", "items": ["t5", "t4", "t3"]}) + "\n")
+  with pytest.raises(
+    DataError, match=r"manifest.json: field 'raw_inputs': .*sessions.jsonl changed"
+  ):
+    prepare_dataset(c, out, raw_changed="error")  # train's mode: never under its checkpoints
+  assert _manifest(out) == first
+  assert prepare_dataset(c, out) == out
+  lines = _rebuild_lines(caplog)
+  assert len(lines) == 1 and f"{sessions} changed since the dataset {out}" in lines[0], lines
+  rebuilt = _manifest(out)
+  assert rebuilt["counts"]["raw_sessions"] == first["counts"]["raw_sessions"] + 1
+  fresh = _manifest(prepare_dataset(c, str(tmp_path / "fresh")))
+  assert rebuilt["files"] == fresh["files"] and rebuilt["raw_inputs"] == fresh["raw_inputs"]
+  assert sorted(os.listdir(tmp_path)) == ["ds", "fresh", "raw"]  # no temp dir left behind
+  # A raw file gone (moved away after prepare) cannot be compared: the dataset is kept.
+  os.remove(sessions)
+  assert prepare_dataset(c, out) == out and _manifest(out) == rebuilt
+
+
+def test_dataset_prepared_before_raw_inputs_were_recorded_is_compared_by_name(tmp_path, caplog):
+  d = _write_ml(tmp_path / "raw")
+  c = _cfg("movielens", d, movielens__query_sources=("tags", "titles"))
+  out = prepare_dataset(c, str(tmp_path / "ds"))
+  old = _manifest(out)
+  old.pop("raw_inputs")  # as written before this field existed
+  with open(os.path.join(out, "manifest.json"), "w") as f:
+    json.dump(old, f)
+  caplog.set_level("WARNING")
+  assert prepare_dataset(c, out) == out and not _rebuild_lines(caplog)
+  with open(os.path.join(str(d), "ratings.csv"), "a") as f:
+    f.write("3,1,5.0,99\n")
+  prepare_dataset(c, out)
+  assert any("ratings.csv changed since" in line for line in _rebuild_lines(caplog))
+  assert "raw_inputs" in _manifest(out)
+
+
+def test_replaced_embedding_file_rebuilds_the_semantic_dataset(tmp_path, caplog):
+  d = _write_jsonl(tmp_path / "raw")  # 6 items, all in both tasks
+  emb = tmp_path / "emb.npy"
+  np.save(emb, np.arange(12, dtype=np.float32).reshape(6, 2))
+  c = _cfg("jsonl", d, search_valid_fraction=0.0, search_test_fraction=0.0, id_scheme="semantic")
+  c.data.semantic.update(
+    {"embedding": "file", "embedding_file": str(emb), "levels": 1, "codebook_size": 2}
+  )
+  out = prepare_dataset(c, str(tmp_path / "ds"))
+  before = _manifest(out)
+  assert str(emb) in before["raw_inputs"]
+  caplog.set_level("WARNING")
+  np.save(emb, np.arange(12, dtype=np.float32).reshape(6, 2)[::-1].copy())
+  prepare_dataset(c, out)
+  assert any(f"{emb} changed since" in line for line in _rebuild_lines(caplog))
+  after = _manifest(out)
+  assert (
+    after["semantic_ids"]["embedding_info"]["sha256"] == after["raw_inputs"][str(emb)]["sha256"]
+  )
+  assert after["raw_inputs"][str(emb)]["sha256"] != before["raw_inputs"][str(emb)]["sha256"]
+
+
+def test_input_files_are_the_files_each_loader_reads(tmp_path):
+  from gr_jax.data import raw_inputs
+
+  ml = _write_ml(tmp_path / "ml")
+  mp = tmp_path / "mpd"
+  _mpd_slice(mp, 0, [_playlist(1, "a", ["x", "y", "z"])])
+  _mpd_slice(mp, 1000, [_playlist(2, "b", ["x", "y", "z"])])
+  cases = [
+    _cfg("movielens", ml),
+    _cfg("movielens", ml, movielens__query_sources=("titles",)),
+    _cfg("jsonl", _write_jsonl(tmp_path / "j")),
+    _cfg("mpd", mp, mpd__max_slices=1),
+  ]
+  loaders = {"movielens": movielens.load, "jsonl": jsonl_loader.load, "mpd": mpd.load}
+  for c in cases:
+    raw = loaders[c.data.source](c.data)
+    want = list(dict.fromkeys(os.path.abspath(p) for p in raw.files))
+    assert raw_inputs.input_files(c) == want, c.data.source
+  assert len(raw_inputs.input_files(cases[1])) == 2  # no tags.csv
+  assert raw_inputs.input_files(_cfg("simulate", "")) == []

@@ -10,13 +10,14 @@ import collections
 import csv
 import json
 import os
+import shutil
 
 import numpy as np
 
-from gr_jax.data import ProcessedDataset, movielens, mpd, prepare_dataset
+from gr_jax.data import ProcessedDataset, jsonl, movielens, mpd, prepare_dataset
 from gr_jax.data.movielens import normalise_tag
 from tests.data.conftest import DATA
-from tests.data.test_loaders import _cfg, _mpd_slice, _playlist, _write_ml
+from tests.data.test_loaders import _cfg, _mpd_slice, _playlist, _write_jsonl, _write_ml
 
 ML = os.path.join(DATA, "ml-latest-small")
 
@@ -70,6 +71,95 @@ def test_movielens_small_has_no_heldout_tag_pairs(tmp_path):
   stats = ds.manifest["source_stats"]
   assert stats["search_pairs_dropped_heldout"] > 0 and stats["tag_rows_heldout"] > 0
   assert stats["search_pairs"] == len(raw.search_pairs)
+
+
+def _check_heldout_not_in_history(ds):
+  """No rec valid/test target is an item of the history it is predicted from."""
+  for split in ("valid", "test"):
+    arrays = ds.split("rec", split)
+    histories = arrays["encoder_input_ids"].item_histories()
+    for k, target in enumerate(arrays["target_item"].tolist()):
+      assert target not in histories[k], (split, k, ds.catalog.item_id(target))
+
+
+def test_movielens_duplicate_rows_removed_and_counted(tmp_path):
+  # ml-latest-small with 1 row in 200 repeated (as a file concatenated twice would): before,
+  # exit 0 with more ratings_kept and, for some users, the test target equal to the valid one
+  # and already in the user's history.
+  raw_dir = tmp_path / "ml"
+  raw_dir.mkdir()
+  for name in ("movies.csv", "tags.csv"):
+    shutil.copy(os.path.join(ML, name), raw_dir / name)
+  with open(os.path.join(ML, "ratings.csv")) as f:
+    header, *rows = f.read().splitlines()
+  dup = rows[::200]
+  mixed = []
+  for k, row in enumerate(rows):
+    mixed.append(row)
+    if k % 200 == 0:
+      mixed.append(row)  # right after itself: the same user, movie and timestamp
+  (raw_dir / "ratings.csv").write_text("\n".join([header, *mixed, *dup[:50]]) + "\n")
+  c = _cfg("movielens", raw_dir, tokenizer__vocab_size=800)
+  raw = movielens.load(c.data)
+  clean = movielens.load(_cfg("movielens", ML, tokenizer__vocab_size=800).data)
+  assert raw.sessions == clean.sessions and raw.search_pairs == clean.search_pairs
+  assert raw.stats["duplicate_rows_removed"] == len(dup) + 50
+  assert raw.stats["replaced_ratings_removed"] == 0
+  assert raw.stats["ratings_kept"] == clean.stats["ratings_kept"] == len(rows)
+  ds = ProcessedDataset(prepare_dataset(c, str(tmp_path / "ds")))
+  assert ds.manifest["source_stats"]["duplicate_rows_removed"] == len(dup) + 50
+  # The leak invariant after deduplication: every session's movies are distinct, so no held-out
+  # target is also in its user's history, and a user's valid and test targets differ.
+  assert all(len(set(items)) == len(items) for _, items in raw.sessions)
+  _actual_heldout(raw, ds)
+  _check_heldout_not_in_history(ds)
+  valid, test = ds.split("rec", "valid")["target_item"], ds.split("rec", "test")["target_item"]
+  assert not (valid == test).any()
+
+
+def test_movielens_rerating_keeps_the_latest_rating(tmp_path):
+  # _write_ml's user 2 rates movie 3 at 2.0 (t=5) and again at 4.0 (t=8): before, the session
+  # was [3, 1, 2, 3], its test target 3 already in its history.
+  raw = movielens.load(_cfg("movielens", _write_ml(tmp_path / "raw")).data)
+  assert dict(raw.sessions)["2"] == ["1", "2", "3"]
+  assert raw.stats["replaced_ratings_removed"] == 1 and raw.stats["duplicate_rows_removed"] == 0
+  users = np.asarray([1, 1, 1, 2, 2, 1])
+  movies = np.asarray([5, 5, 6, 5, 5, 5])
+  stamps = np.asarray([10, 10, 3, 1, 1, 20])
+  keep, exact, replaced = movielens.dedup_ratings(users, movies, stamps)
+  # User 1 rated movie 5 at 10 (twice) and again at 20: the latest stays; user 2's copy is exact.
+  assert keep.tolist() == [False, False, True, False, True, True]
+  assert (exact, replaced) == (1, 2)
+
+
+def test_jsonl_duplicate_events_removed_and_counted(tmp_path):
+  sessions = [
+    # t1 twice at timestamp 2 (one exact duplicate), then a second line repeating two events
+    {"user": "u1", "items": ["t0", "t1", "t1", "t2", "t3"], "timestamps": [1, 2, 2, 3, 4]},
+    {"user": "u1", "items": ["t3", "t4"], "timestamps": [4, 5]},
+    {"user": "u2", "items": ["t4", "t5", "t0", "t0"], "timestamps": [1, 2, 3, 3]},
+    {"user": "u2", "items": ["t4", "t5"], "timestamps": [1, 2]},  # all seen: the line goes
+    {"user": "u3", "items": ["t1", "t2", "t1"]},  # no timestamps: a repeat may be a re-listen
+  ]
+  d = _write_jsonl(tmp_path / "raw", sessions=sessions)
+  raw = jsonl.load(_cfg("jsonl", d).data)
+  assert raw.sessions == [
+    ("u1", ["t0", "t1", "t2", "t3"]),
+    ("u1", ["t4"]),
+    ("u2", ["t4", "t5", "t0"]),
+    ("u3", ["t1", "t2", "t1"]),
+  ]
+  assert raw.stats["duplicate_rows_removed"] == 1 + 1 + 1 + 2
+  c = _cfg("jsonl", d, search_valid_fraction=0.0, search_test_fraction=0.0)
+  ds = ProcessedDataset(prepare_dataset(c, str(tmp_path / "ds")))
+  assert ds.manifest["source_stats"]["duplicate_rows_removed"] == 5
+  idx = ds.catalog.index
+  np.testing.assert_array_equal(
+    ds.split("rec", "test")["target_item"], [idx("t3"), idx("t0"), idx("t1")]
+  )
+  np.testing.assert_array_equal(
+    ds.split("rec", "valid")["target_item"], [idx("t2"), idx("t5"), idx("t2")]
+  )
 
 
 ML_MOVIES = "movieId,title,genres\n" + "".join(f"{m},Movie {m} (2000),Drama\n" for m in range(1, 8))

@@ -250,6 +250,34 @@ def test_embedding_sources(tmp_path):
     sem.item_embeddings(
       _semantic_config(embedding="file", embedding_file=str(tmp_path / "no")), ["a"], [{}]
     )
+  # Bad arrays are refused, never cast: complex (was a warning and the real part), NaN, bool,
+  # strings, objects; a text file or an .npz is "not a .npy file" (numpy calls it pickled).
+  bad = {
+    "complex.npy": (
+      x.astype(np.complex128),
+      r"finite real numbers \(float\), got dtype complex128",
+    ),
+    "nan.npy": (np.where(x > 0, np.nan, x), r"finite real numbers, got \d+ NaN or infinite"),
+    "bool.npy": (x > 0, "got dtype bool"),
+    "str.npy": (x.astype(str), "got dtype <U"),
+    "text.npy": ("1.0 2.0\n3.0 4.0\n", "not a .npy file: expected an array saved with numpy.save"),
+    "zip.npy": (b"PK\x03\x04rest", r"not a .npy file \(a zip archive"),
+  }
+  for name, (content, match) in bad.items():
+    p = tmp_path / name
+    if isinstance(content, str):
+      p.write_text(content)
+    elif isinstance(content, bytes):
+      p.write_bytes(content)
+    else:
+      np.save(p, content)
+    sc_bad = _semantic_config(embedding="file", embedding_file=str(p), levels=1, codebook_size=2)
+    with pytest.raises(DataError, match=f"{name}: field 'data.semantic.embedding_file': .*{match}"):
+      sem.build_semantic_ids(sc_bad, [""] * 8, [{}] * 8)
+  obj = tmp_path / "obj.npy"
+  np.save(obj, np.asarray([{"a": 1}] * 8, dtype=object), allow_pickle=True)
+  with pytest.raises(DataError, match="an object array .pickled Python objects.: expected a float"):
+    sem.file_embeddings(str(obj), 8)
   for kind in ("search", "rec", "joint"):  # bi-encoder kinds: only through prepare_dataset
     with pytest.raises(DataError, match=f"'data.semantic.embedding'.*'{kind}'.*prepare_dataset"):
       sem.item_embeddings(_semantic_config(embedding=kind), ["a"], [{}])

@@ -221,3 +221,38 @@ def test_every_experiment_config_builds_a_plan(tmp_path, name):
   plan = plan_lib.build_plan(config, str(tmp_path))
   assert plan.runs
   assert {r.model for r in plan.runs} <= {"search", "rec", "joint"}
+
+
+def test_prepare_stage_fingerprint_covers_the_raw_files(tmp_path):
+  # Was: reproduce on edited raw data ran 0 stages and kept report.json byte-identical.
+  from gr_jax.study import runner, stages as stage_lib
+  from tests.data.test_loaders import _write_jsonl
+
+  raw = _write_jsonl(tmp_path / "raw")
+  config = load_config("logs_jsonl", f"path={raw},seeds=1")
+  config.data.search_valid_fraction = config.data.search_test_fraction = 0.0
+  config.data.tokenizer.vocab_size = 60
+  plan = plan_lib.build_plan(config, str(tmp_path / "study"))
+
+  def by_kind():
+    found = {}
+    for s in stage_lib.stages_for(plan):
+      found.setdefault(s.kind, s)
+    return found
+
+  before = by_kind()
+  prep = before["prepare"]
+  assert sorted(prep.inputs["raw"]) == sorted(
+    os.path.join(str(raw), n) for n in ("items.jsonl", "search.jsonl", "sessions.jsonl")
+  )
+  runner.run_stages([prep], plan.workdir, lambda line: None)
+  assert runner.status(plan.workdir, by_kind()["prepare"]) == "done"
+  with open(os.path.join(str(raw), "sessions.jsonl"), "a") as f:
+    f.write('{"user": "u9", "items": ["t3", "t2", "t1"]}\n')
+  after = by_kind()
+  assert runner.status(plan.workdir, after["prepare"]) == "stale"
+  for kind in ("baselines", "train", "evaluate", "analyse", "report"):  # everything downstream
+    assert after[kind].fingerprint != before[kind].fingerprint, kind
+  # Simulated data reads no file: its stages keep the fingerprints they had.
+  quick = plan_lib.build_plan(load_config("quickstart"), str(tmp_path / "q"))
+  assert all("raw" not in s.inputs for s in stage_lib.stages_for(quick) if s.kind == "prepare")
