@@ -5,7 +5,10 @@ was trained on, and writes `RUN/eval/<split>/{search,rec}.{run,qrels}`, `metrics
 `per_query.json`. The run's config.json is the base config; change decoding settings like in the
 other binaries: `--config.decode.num_beams=8 --config.decode.diversity_penalty=0.5` (any dotted
 config field). The exact top-K decoder beside beam search's results:
-`--config.decode.method=topk_exact --out_subdir test_topk` writes `RUN/eval/test_topk/`.
+`--config.decode.method=topk_exact --out_subdir test_topk` writes `RUN/eval/test_topk/`. Without
+`--out_subdir`, an evaluation whose decoder differs from the one whose results are already in
+`RUN/eval/<split>` stops with one error line naming `--out_subdir` (it never replaces another
+decoder's results; `eval/<split>` stays what every reader expects).
 `--set decode.num_beams=8` is the older spelling (deprecated, still accepted).
 """
 
@@ -105,7 +108,14 @@ def _checked_overrides(workdir: str) -> dict:
         base = ml_collections.ConfigDict(json.load(f))
     except json.JSONDecodeError as e:
       raise ValueError(f"{cfg_path}:{e.lineno}: invalid JSON ({e.msg})") from None
-    config = evaluator.apply_overrides(evaluator.with_decode_defaults(base), overrides)
+    base = evaluator.with_decode_defaults(base)
+    from gr_jax import config_check  # pylint: disable=g-import-not-at-top
+
+    for key in overrides:  # one line naming the closest real key, e.g. decode.num_beams
+      unknown = config_check.unknown_key_message(base, key)
+      if unknown is not None:
+        raise ValueError(unknown)
+    config = evaluator.apply_overrides(base, overrides)
     runtime.validate_config(config)
   return overrides
 

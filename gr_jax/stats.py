@@ -2,12 +2,16 @@
 
 Each `--runs MODEL=DIR[,DIR...]` names one model and its run directories (one per seed; shell globs
 are expanded). Reads `DIR/eval/<split>/metrics.json`, `per_query.json` and `{task}.qrels`, prints
-and writes mean ± std over seeds, paired per-query tests (paired by query id) and paired per-seed
-t-tests of `--baseline` (default joint) against each other model, with Holm or Bonferroni
-correction, as `<out>/stats.json` and `<out>/stats.md`.
+and writes mean ± std over seeds and, for `--baseline` (default joint) against each other model:
+the paired t-test over seeds (the verdict's test, with Holm or Bonferroni correction), the exact
+sign-flip test over seeds, the two-stage bootstrap interval (seeds, then queries), the minimum
+detectable difference at 80% power, the verdict (`gr_jax.analysis.stats.VERDICTS`) and the paired
+per-query test (conditional on the trained models), as `<out>/stats.json` and `<out>/stats.md`.
 
-Exits 1 with a one-line `error: ...` when a file is missing (its path is named) or when runs were
-evaluated on different data (different qrels or dataset identity; both run dirs are named).
+Exits 1 with a one-line `error: ...` when a file is missing (its path is named), when runs were
+evaluated on different data (different qrels or dataset identity) or differently (decoder, split,
+cut-offs, list depth or exclude_seen in metrics.json `info`; both run dirs and the field are
+named), or when a model lists one run twice or two runs with the same seed.
 """
 
 from __future__ import annotations

@@ -201,6 +201,7 @@ def test_evaluate_unknown_field_is_one_line(tmp_path):
   run = _run_dir(tmp_path)
   line = one_line_error(run_binary("evaluate", f"--workdir={run}", "--config.decode.beams=3"))
   assert "decode.beams" in line and "no field 'beams'" in line, line
+  assert "did you mean --config.decode.num_beams?" in line, line
 
 
 def test_split_config_overrides():

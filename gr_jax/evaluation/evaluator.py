@@ -15,6 +15,9 @@
    -> mean at its top level, plus an `info` section with the decode method and, per task, the mean
    number of distinct valid items per returned list) and `per_query.json` (task -> metric -> query
    -> value).
+An evaluation never replaces another decoder's results: when `eval/<out_subdir or split>/`
+already holds a metrics.json whose `info.decode_method` differs from this one's, `evaluate`
+refuses before decoding and names `--out_subdir` (e.g. `test_topk_exact`, the study's name).
 """
 
 from __future__ import annotations
@@ -382,6 +385,28 @@ def validation_decoder(
   return metrics
 
 
+def _refuse_other_decoder(workdir: str, split: str, out_subdir: str | None, method: str) -> None:
+  """EvaluationError when the output directory holds another decoder's results (its metrics.json
+  `info.decode_method` is not `method`): they would be replaced silently. An unreadable
+  metrics.json, or one without a method, is not protected (nothing to tell apart)."""
+  out = runs_lib.eval_dir(workdir, out_subdir or split)
+  path = epath.Path(workdir_lib.absolute(out)) / "metrics.json"
+  try:
+    if not path.exists():
+      return
+    info = json.loads(path.read_text()).get("info")
+  except (OSError, ValueError, AttributeError):
+    return
+  old = info.get("decode_method") if isinstance(info, dict) else None
+  if isinstance(old, str) and old != method:
+    raise EvaluationError(
+      f"{out} holds the results of decode.method={old}; this evaluation "
+      f"(decode.method={method}) would replace them: pass --out_subdir (e.g. --out_subdir "
+      f"{split}_{method}) to keep each decoder's results in its own eval/ directory, or delete "
+      f"{out} first"
+    )
+
+
 def evaluate(
   workdir: str,
   split: str = "test",
@@ -420,6 +445,7 @@ def evaluate(
       f"{workdir}: checkpoint does not match its config: " + " ".join(str(e).split())
     ) from e
   config = apply_overrides(with_decode_defaults(config), overrides)
+  _refuse_other_decoder(workdir, split, out_subdir, config.decode.method)
   data_dir = dataset_dir(workdir, config)
   checkpointing.verify_dataset_of(config, data_dir)  # the data the checkpoint was trained on
   catalog = ItemCatalog.load(os.path.join(data_dir, "catalog.json"))

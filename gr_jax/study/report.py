@@ -284,12 +284,91 @@ def _hypotheses_md(a: dict, hm: str) -> list[str]:
   return md
 
 
-def _verdict(seed_test: dict, ahead: str = "joint ahead", behind: str = "joint behind") -> str:
-  """One phrase from the run-level (seed) test after the correction over its family."""
-  p, diff = seed_test.get("p_adjusted"), seed_test.get("diff")
-  if p is not None and not math.isnan(p) and p < 0.05 and diff is not None:
-    return f"{ahead} (significant)" if diff > 0 else f"{behind} (significant)"
-  return "no significant difference"
+def _verdict(seed_test: dict) -> str:
+  """The verdict phrase of a corrected seed-level test record (`_annotate` added its "verdict"):
+  one of stats.VERDICTS, an underpowered one with what it could not detect."""
+  from gr_jax.analysis import stats
+
+  return stats.verdict_text(seed_test)
+
+
+def _annotate(tests: list[dict]) -> list[dict]:
+  """Adds to each corrected test record what the report reads: a seed-level record gets
+  `stats.verdict_fields` (verdict from its adjusted p, diff and mdd80 against 16% of the
+  task-specific model's mean `mean_b`; Bonferroni-simultaneous interval over the family); a
+  query-level record is labelled conditional on the trained models."""
+  from gr_jax.analysis import stats
+
+  for t in tests:
+    if t["unit"] == "seed":
+      t.update(stats.verdict_fields(t, t.get("mean_b")))
+    else:
+      t.update({"label": stats.QUERY_TEST_LABEL, "conditional_on_models": True})
+  return tests
+
+
+def _comparison_rows(tests: list[dict]) -> list[dict]:
+  """report.json "comparisons": one flat record per comparison (point x budget x decoder x task x
+  model), the seed-level test's numbers and verdict beside the query-level test's, which is
+  labelled conditional on the trained models (`p_query_conditional`)."""
+  query = {
+    (t["point"], t["budget"], t["decode"], t["task"], t["b"]): t
+    for t in tests
+    if t["unit"] == "query"
+  }
+  rows = []
+  for t in tests:
+    if t["unit"] != "seed":
+      continue
+    q = query.get((t["point"], t["budget"], t["decode"], t["task"], t["b"]), {})
+    rows.append(
+      {
+        **{k: t[k] for k in ("point", "budget", "decode", "task", "metric", "a", "b")},
+        **{k: t.get(k) for k in ("mean_a", "mean_b", "gain_pct", "diff", "n", "seeds")},
+        "ci95": t.get("ci95"),
+        "ci95_adjusted": False,
+        "ci_simultaneous": t.get("ci_simultaneous"),
+        "ci_simultaneous_level": t.get("ci_simultaneous_level"),
+        "ci95_bootstrap": t.get("ci95_bootstrap"),
+        "p_seed": t.get("p_value"),
+        "p_seed_adjusted": t.get("p_adjusted"),
+        "p_signflip": t.get("p_signflip"),
+        "p_signflip_min": t.get("p_signflip_min"),
+        "mdd80": t.get("mdd80"),
+        "underpowered_below": t.get("underpowered_below"),
+        "verdict": t.get("verdict"),
+        "p_query_conditional": q.get("p_value"),
+        "p_query_conditional_adjusted": q.get("p_adjusted"),
+        "num_queries": q.get("n"),
+      }
+    )
+  return rows
+
+
+def _interval(ci) -> str:
+  if not ci or any(x is None or (isinstance(x, float) and math.isnan(x)) for x in ci):
+    return "n/a"
+  return f"{_fmt(ci[0])} to {_fmt(ci[1])}"
+
+
+def _intervals(st: dict) -> str:
+  """The seed test's intervals in words: unadjusted t, simultaneous, two-stage bootstrap."""
+  level = st.get("ci_simultaneous_level")
+  level_text = f"{100 * level:.2f}%" if isinstance(level, float) else "simultaneous"
+  return (
+    f"95% CI {_interval(st.get('ci95'))}, unadjusted; simultaneous {level_text} CI "
+    f"{_interval(st.get('ci_simultaneous'))}; two-stage bootstrap 95% CI "
+    f"{_interval(st.get('ci95_bootstrap'))}"
+  )
+
+
+def _mdd_text(st: dict, model: str) -> str:
+  """mdd80 in words, as a share of the task-specific model's (b's) mean."""
+  mdd, ref = st.get("mdd80"), st.get("mean_b")
+  if mdd is None:
+    return "mdd80 n/a (fewer than 2 seeds or no seed spread)"
+  share = f", {100 * mdd / abs(ref):.0f}% of {model}'s mean" if ref else ""
+  return f"mdd80 {mdd:.4f}{share} (underpowered above 16%)"
 
 
 def _flat_tests(analyses: list[dict], key: str) -> list[dict]:
@@ -338,6 +417,14 @@ def _flat_tests(analyses: list[dict], key: str) -> list[dict]:
             "ci95": st["ci95"],
             "n": st.get("n"),
             "seeds": st.get("seeds"),
+            # (None where an analysis.json predates them: the verdict is then inconclusive)
+            "sd": st.get("sd"),
+            "p_signflip": st.get("p_signflip"),
+            "signflip_exact": st.get("signflip_exact"),
+            "p_signflip_min": st.get("p_signflip_min"),
+            "mdd80": st.get("mdd80"),
+            "ci95_bootstrap": st.get("ci95_bootstrap"),
+            "bootstrap": st.get("bootstrap"),
           }
         )
   return tests
@@ -363,19 +450,20 @@ def _baseline_md(point: str, btests: list[dict], correction: str) -> tuple[list[
     f"this split; {correction} correction over these {family} tests, a family of their "
     "own):",
     "",
-    "| budget | decoder | task | best baseline | baseline | Gen_R+S | diff [95% CI] (seed test) "
-    "| p seed / p query (adjusted) | verdict |",
-    "|---|---|---|---|---|---|---|---|---|",
+    "| budget | decoder | task | best baseline | baseline | Gen_R+S | diff [95% CI, unadjusted] "
+    "(seed test) | p seed / p query (adjusted; query: conditional on the trained models) | "
+    "mdd80 | verdict |",
+    "|---|---|---|---|---|---|---|---|---|---|",
   ]
   lines = []
   for key, st in seed.items():
     qt = query[key]
-    verdict = _verdict(st, "Gen_R+S ahead", "baseline ahead")
+    verdict = _verdict(st)
     md.append(
       f"| {key[0]} | {key[1]} | {key[2]} | {st['b']} | {_fmt(st['mean_b'])} | "
       f"{_fmt(st['mean_a'])} | {st['diff']:+.4f} [{_fmt(st['ci95'][0])}, "
       f"{_fmt(st['ci95'][1])}] | {_fmt_p(st['p_adjusted'])} / "
-      f"{_fmt_p(qt['p_adjusted'])} | {verdict} |"
+      f"{_fmt_p(qt['p_adjusted'])} | {_fmt(st.get('mdd80'))} | {verdict} |"
     )
     lines.append(
       f"[{point}] {TASK_LABELS[key[2]]} ({key[0]}, {key[1]}) against the best "
@@ -458,10 +546,12 @@ def write_report(plan: Plan) -> str:
   plots_dir = os.path.join(plan.workdir, "plots")
   r = plan.config.reproduce
   # One family: every test of the study (points x budgets x decoders x tasks x units).
-  tests = stats.adjust_family(_flat_tests(analyses, "headline"), r.correction)
+  tests = _annotate(stats.adjust_family(_flat_tests(analyses, "headline"), r.correction))
   family = tests[0]["family_size"] if tests else 0
   index = {(t["point"], t["budget"], t["decode"], t["task"], t["b"], t["unit"]): t for t in tests}
-  baseline_tests = stats.adjust_family(_flat_tests(analyses, "vs_baseline"), r.correction)
+  baseline_tests = _annotate(
+    stats.adjust_family(_flat_tests(analyses, "vs_baseline"), r.correction)
+  )
   results, sweep_rows, summary_lines = [], [], []
   curves: dict[str, dict] = {}  # point -> validation_curves
   md = [
@@ -477,10 +567,18 @@ def write_report(plan: Plan) -> str:
     + f"; split: {plan.config.eval.split}; budgets: {', '.join(r.budgets)}; decoders: "
     f"{', '.join(r.decoders)}. Recall@K is Recall (each query's relevant items found in the "
     "top K); with one relevant item per query, as in recommendation, it equals Success@K. "
-    "Each comparison of Gen_R+S with a task-specific model has two paired tests: over "
-    "queries (units: (seed, query) pairs) and over seeds (the per-seed means, the paper's "
-    f"test across runs); {r.correction} correction over all {family} tests of the study. "
-    "The verdict follows the seed-level test.",
+    "Each comparison of Gen_R+S with a task-specific model has two paired t-tests: over "
+    "seeds (the per-seed means, the paper's test across runs) and over queries (units: (seed, "
+    f"query) pairs); {r.correction} correction over all {family} tests of the study. The "
+    "verdict follows the seed-level test: significant when its adjusted p < 0.05; otherwise "
+    "inconclusive (underpowered) when mdd80, the smallest difference it detects with 80% "
+    "power, exceeds 16% of the task-specific model's mean (the paper's average effect), else no "
+    "significant difference. The query-level test is conditional on the trained models (every "
+    "query of a seed shares one model pair) and is not evidence for the verdict; the two-stage "
+    "bootstrap interval (seeds, then queries within them) carries the model variance instead. "
+    "The exact sign-flip p over seeds is distribution-free and unadjusted (never below 2/2^n "
+    "with n seeds). 95% CIs are unadjusted: a directional claim needs a significant verdict "
+    "or the simultaneous interval (Bonferroni over the family), not the unadjusted one.",
     "",
     "Budgets: `epochs` = train.num_epochs over each model's own data (the paper; the joint "
     "model takes more steps); `matched_steps` = every model takes the joint model's steps; "
@@ -503,7 +601,8 @@ def write_report(plan: Plan) -> str:
     md += [
       "| budget | decoder | task | model | "
       f"{_label(hm)} mean ± std [95% CI] | per seed | steps | distinct items/list | "
-      "best val | diff vs joint [95% CI] (seed test) | p seed / p query (adjusted) |",
+      "best val | diff vs joint [95% CI, unadjusted] (seed test) | p seed / p query "
+      "(adjusted; query: conditional on the trained models) |",
       "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for block in a["blocks"]:
@@ -584,10 +683,12 @@ def write_report(plan: Plan) -> str:
         line = (
           f"{TASK_LABELS[task]} ({block['budget']}, {block['decode']}): {_verdict(st)}: "
           f"Gen_R+S vs {MODEL_LABELS[task]} on {_label(hm)} {st['mean_a']:.4f} vs "
-          f"{st['mean_b']:.4f}, diff {st['diff']:+.4f} (95% CI {_fmt(st['ci95'][0])} to "
-          f"{_fmt(st['ci95'][1])}), joint ahead in {ahead}/{len(gains)} seeds; "
-          f"adjusted p = {_fmt_p(st['p_adjusted'])} over seeds, "
-          f"{_fmt_p(qt['p_adjusted'])} over {qt['n']} queries."
+          f"{st['mean_b']:.4f}, diff {st['diff']:+.4f} ({_intervals(st)}), joint ahead in "
+          f"{ahead}/{len(gains)} seeds; adjusted p = {_fmt_p(st['p_adjusted'])} over seeds "
+          f"(t-test), sign-flip p = {_fmt_p(st.get('p_signflip'))} (unadjusted, smallest "
+          f"possible {_fmt_p(st.get('p_signflip_min'))}); {_mdd_text(st, MODEL_LABELS[task])}; query-level "
+          f"adjusted p = {_fmt_p(qt['p_adjusted'])} over {qt['n']} queries (conditional on the "
+          "trained models)."
         )
         md.append(f"- {line}")
         summary_lines.append(f"[{a['point']}] {line}")
@@ -644,7 +745,7 @@ def write_report(plan: Plan) -> str:
       f"Joint-model gain in {_label(analyses[0]['headline_metric'])} against `{plan.config.reproduce.sweep_statistic or plan.config.reproduce.sweep}`.",
       f"({analyses[0]['blocks'][0]['budget']}, {analyses[0]['blocks'][0]['decode']})",
       "",
-      "| point | x | task | gain % (mean ± std over seeds) | diff [95% CI] | p seed "
+      "| point | x | task | gain % (mean ± std over seeds) | diff [95% CI, unadjusted] | p seed "
       "(adjusted) | verdict |",
       "|---|---|---|---|---|---|---|",
     ]
@@ -658,7 +759,9 @@ def write_report(plan: Plan) -> str:
           "diff": st["diff"],
           "ci95": st["ci95"],
           "p_adjusted": st["p_adjusted"],
-          "verdict": _verdict(st),
+          "p_signflip": st.get("p_signflip"),
+          "mdd80": st.get("mdd80"),
+          "verdict": st["verdict"],
         }
         if st
         else {}
@@ -673,7 +776,14 @@ def write_report(plan: Plan) -> str:
           else "| | |"
         )
       )
-    md += ["", f"![sweep]({os.path.relpath(path, plan.workdir)})", ""]
+    md += [
+      "",
+      "The intervals are unadjusted: a sweep's direction is read from the verdicts (adjusted "
+      "over the study's family), not from intervals that exclude 0.",
+      "",
+      f"![sweep]({os.path.relpath(path, plan.workdir)})",
+      "",
+    ]
   spent = time_spent(plan)
   md += _time_md(spent)
   report = {
@@ -684,6 +794,8 @@ def write_report(plan: Plan) -> str:
     "split": plan.config.eval.split,
     "results": results,
     "tests": tests,
+    "comparisons": _comparison_rows(tests),
+    "verdicts": list(stats.VERDICTS),
     "family_size": family,
     "sweep": sweep_rows,
     "validation_curves": curves,

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from gr_jax.evaluation import runs
 
@@ -54,7 +55,20 @@ def test_stats_binary(tmp_path):
     ("joint", "rec", "rec"),
   }
   assert len(res["results"][0]["run_dirs"]) == 2
-  assert "joint vs search" in (tmp_path / "out" / "stats.md").read_text()
+  md = (tmp_path / "out" / "stats.md").read_text()
+  assert "joint vs search" in md and "conditional on the trained models" in md
+  verdicts = {
+    "joint ahead (significant)",
+    "joint behind (significant)",
+    "no significant difference",
+    "inconclusive (underpowered)",
+  }
+  for c in res["comparisons"]:
+    st = c["seed_test"]
+    assert c["verdict"] == st["verdict"] and st["verdict"] in verdicts
+    assert 0.0 < st["p_signflip"] <= 1.0 and st["signflip_exact"] is True
+    assert st["mdd80"] > 0 and len(st["ci95_bootstrap"]) == 2
+    assert c["label"] == "conditional on the trained models"
   r = _py("gr_jax.stats", f"--runs=joint={tmp_path}/nothing_*")
   assert r.returncode == 1 and "matches no directory" in r.stderr
 
@@ -112,3 +126,54 @@ def test_stats_binary_missing_files_exit_non_zero(tmp_path):
       "gr_jax.stats", f"--runs=joint={d}/joint", f"--runs=search={d}/search", "--tasks=search"
     )
     assert str(d / "search" / "eval" / "test" / name) in _one_line_error(r)
+
+
+def _stats_pair(tmp_path, joint_info=None, search_info=None, seeds=None):
+  """joint_0/_1 and search_0/_1 over the same 20 queries; returns the two --runs flags."""
+  rng = np.random.default_rng(3)
+  for s in range(2):
+    _fake(tmp_path / f"joint_{s}", {"search": rng.random(20)}, info=joint_info)
+    _fake(tmp_path / f"search_{s}", {"search": rng.random(20)}, info=search_info)
+    if seeds is not None:
+      for model in ("joint", "search"):
+        runs.write_json(str(tmp_path / f"{model}_{s}" / "config.json"), {"seed": seeds[s]})
+  return f"--runs=joint={tmp_path}/joint_0,{tmp_path}/joint_1", (
+    f"--runs=search={tmp_path}/search_0,{tmp_path}/search_1"
+  )
+
+
+def test_stats_binary_refuses_different_decoders(tmp_path):
+  # The reported case: a beam-search eval against a topk_exact one ("-56.5%, p 8.0e-22").
+  joint, search = _stats_pair(tmp_path, {"decode_method": "beam"}, {"decode_method": "topk_exact"})
+  last = _one_line_error(_py("gr_jax.stats", joint, search, "--tasks=search"))
+  assert f"{tmp_path}/joint_0" in last and f"{tmp_path}/search_0" in last
+  assert "info.decode_method" in last and "'beam' vs 'topk_exact'" in last
+
+
+@pytest.mark.parametrize(
+  "joint_info,search_info,field",
+  [
+    ({"split": "test"}, {"split": "valid"}, "info.split"),
+    ({"ks": [1, 30]}, {"ks": [1, 10]}, "info.ks"),
+    ({"exclude_seen": True}, {"exclude_seen": False}, "info.exclude_seen"),
+  ],
+)
+def test_stats_binary_refuses_other_protocol_differences(tmp_path, joint_info, search_info, field):
+  joint, search = _stats_pair(tmp_path, joint_info, search_info)
+  last = _one_line_error(_py("gr_jax.stats", joint, search, "--tasks=search"))
+  assert f"{tmp_path}/joint_0" in last and f"{tmp_path}/search_0" in last and field in last
+
+
+def test_stats_binary_refuses_duplicate_runs_and_seeds(tmp_path):
+  _, search = _stats_pair(tmp_path)
+  # `stats --runs joint=A,A`: one directory counted as two seeds.
+  r = _py(
+    "gr_jax.stats", f"--runs=joint={tmp_path}/joint_0,{tmp_path}/joint_0", search, "--tasks=search"
+  )
+  last = _one_line_error(r)
+  assert f"{tmp_path}/joint_0" in last and "listed twice" in last
+  # Two directories that ran the same seed.
+  joint, search = _stats_pair(tmp_path / "dup", seeds=(0, 0))
+  last = _one_line_error(_py("gr_jax.stats", joint, search, "--tasks=search"))
+  assert f"{tmp_path}/dup/joint_0" in last and f"{tmp_path}/dup/joint_1" in last
+  assert "seed 0" in last

@@ -340,3 +340,339 @@ def test_per_query_outside_own_qrels_is_an_error(tmp_path):
   path.unlink()  # a single run still needs its qrels
   with pytest.raises(FileNotFoundError, match="search.qrels"):
     stats.compare_models({"joint": [d]}, task="search")
+
+
+# ------------------------------------------- sign-flip, bootstrap, power, verdicts (issue 30)
+
+
+def _brute_force_signflip(d):
+  """Independent reference: every signed sum, built by doubling (2^n values), then the share with
+  |mean| >= the observed |mean|."""
+  d = np.asarray(d, float)
+  sums = np.zeros(1)
+  for x in d:
+    sums = np.concatenate([sums + x, sums - x])
+  obs = abs(d.sum())
+  return float(np.mean(np.abs(sums) >= obs - 1e-9))
+
+
+def _python_signflip(d):
+  count = 0
+  for signs in itertools.product([1, -1], repeat=len(d)):
+    count += abs(sum(s * x for s, x in zip(signs, d))) >= abs(sum(d)) - 1e-12
+  return count / 2 ** len(d)
+
+
+def test_signflip_exact_matches_brute_force_enumeration():
+  rng = np.random.default_rng(11)
+  for n in (1, 2, 3, 5, 8, 11):
+    a, b = rng.random(n), rng.random(n)
+    res = stats.signflip_test(a, b)
+    assert res["exact"] and res["n"] == n
+    assert res["p_value"] == pytest.approx(_python_signflip(a - b), abs=1e-15)
+  # n above one enumeration chunk (2^16 patterns) and the largest exact n, 20.
+  for n in (17, 20):
+    a, b = rng.random(n) + 0.05, rng.random(n)
+    res = stats.signflip_test(a, b)
+    assert res["exact"] and res["p_value"] == pytest.approx(_brute_force_signflip(a - b), abs=1e-15)
+  # Ties in |d| (patterns equal to the observed mean count as extreme).
+  d = [0.1, -0.1, 0.1, 0.2]
+  assert stats.signflip_test(d, [0] * 4)["p_value"] == pytest.approx(_python_signflip(d))
+  # All differences of one sign: p is the floor 2 / 2^n (0.25 with 3 seeds, 0.0625 with 5).
+  for n, floor in ((3, 0.25), (5, 0.0625)):
+    res = stats.signflip_test(np.arange(1, n + 1) * 0.01, np.zeros(n))
+    assert res["p_value"] == pytest.approx(floor) and res["p_min"] == pytest.approx(floor)
+  # n > 20: Monte Carlo, close to the exact value.
+  a, b = rng.random(22) + 0.1, rng.random(22)
+  mc = stats.signflip_test(a, b, num_samples=40000, seed=1)
+  assert not mc["exact"] and abs(mc["p_value"] - _brute_force_signflip(a - b)) < 0.01
+  assert math.isnan(stats.signflip_test([], [])["p_value"])
+
+
+def test_seed_level_test_carries_signflip_and_mdd80():
+  a, b = [0.31, 0.29, 0.35, 0.30, 0.33], [0.28, 0.30, 0.29, 0.27, 0.30]
+  st = stats.seed_level_test(a, b)
+  d = np.subtract(a, b)
+  assert st["p_signflip"] == pytest.approx(_python_signflip(d), abs=1e-15)
+  assert st["signflip_exact"] is True and st["p_signflip_min"] == pytest.approx(2 / 32)
+  assert st["sd"] == pytest.approx(float(np.std(d, ddof=1)))
+  assert st["mdd80"] == pytest.approx(stats.min_detectable_difference(st["sd"], 5))
+  one = stats.seed_level_test([0.5], [0.25])
+  assert one["mdd80"] is None and one["p_signflip"] == 1.0
+  json.dumps(st)
+
+
+def test_mdd80_matches_statsmodels_ttest_power():
+  from statsmodels.stats.power import TTestPower
+
+  for n in (2, 3, 4, 5, 10, 30):
+    effect = TTestPower().solve_power(
+      effect_size=None, nobs=n, alpha=0.05, power=0.8, alternative="two-sided"
+    )
+    assert stats.min_detectable_difference(0.03, n) == pytest.approx(0.03 * effect, rel=1e-5)
+    # The two-t approximation (t_{0.975} + t_{0.8}) / sqrt(n) is close from 3 seeds on.
+    approx = (sps.t.ppf(0.975, n - 1) + sps.t.ppf(0.8, n - 1)) / math.sqrt(n)
+    if n >= 3:
+      assert effect == pytest.approx(approx, rel=0.06)
+  assert stats.min_detectable_difference(float("nan"), 5) is None
+  assert stats.min_detectable_difference(0.1, 1) is None
+  assert stats.min_detectable_difference(None, 3) is None
+  assert stats.min_detectable_difference(0.0, 3) == 0.0
+
+
+def test_mdd80_has_80_percent_power_by_monte_carlo():
+  rng = np.random.default_rng(5)
+  n, sd, sims = 5, 0.02, 20000
+  mdd = stats.min_detectable_difference(sd, n)
+  d = rng.normal(mdd, sd, size=(sims, n))
+  p = sps.ttest_1samp(d, 0.0, axis=1).pvalue
+  power = float(np.mean(p < 0.05))
+  assert abs(power - 0.8) < 0.015, power  # MC std error 0.003
+  # Half the difference is detected far less often.
+  p_half = sps.ttest_1samp(rng.normal(mdd / 2, sd, size=(sims, n)), 0.0, axis=1).pvalue
+  assert float(np.mean(p_half < 0.05)) < 0.45
+
+
+def _coverage(simulate, shared, studies=200, resamples=1000):
+  hits = 0
+  for i in range(studies):
+    diffs, truth = simulate(np.random.default_rng(1000 + i))
+    low, high = stats.two_stage_bootstrap_ci(
+      diffs, shared_queries=shared, num_resamples=resamples, seed=i
+    )
+    hits += low <= truth <= high
+  return hits / studies
+
+
+def test_two_stage_bootstrap_covers_the_truth_one_dataset_per_seed():
+  # d[s, q] = mu + u_s (seed: the trained model pair) + e_sq (query), each seed its own queries.
+  mu, n, m, sd_seed, sd_query = 0.03, 10, 40, 0.05, 0.1
+
+  def simulate(rng):
+    u = rng.normal(0, sd_seed, n)
+    return [mu + u[s] + rng.normal(0, sd_query, m) for s in range(n)], mu
+
+  # (0.93 here; a bootstrap of the queries alone, blind to the seed variance, covers 0.47.)
+  cov = _coverage(simulate, shared=False)
+  assert 0.85 <= cov <= 0.99, cov
+
+
+def test_two_stage_bootstrap_covers_the_truth_with_shared_queries():
+  # One dataset for all seeds: d[s, q] = mu + u_s + v_q (query effect shared) + e_sq.
+  mu, n, m = -0.02, 10, 40
+
+  def simulate(rng):
+    u, v = rng.normal(0, 0.04, n), rng.normal(0, 0.05, m)
+    return [mu + u[s] + v + rng.normal(0, 0.05, m) for s in range(n)], mu
+
+  cov = _coverage(simulate, shared=True)
+  assert 0.85 <= cov <= 0.99, cov
+
+
+def test_two_stage_bootstrap_is_deterministic_and_includes_the_seed_variance():
+  rng = np.random.default_rng(3)
+  diffs = [0.02 * s + rng.normal(0, 0.05, 30) for s in range(5)]
+  ci = stats.two_stage_bootstrap_ci(diffs, seed=7)
+  assert ci == stats.two_stage_bootstrap_ci(diffs, seed=7)
+  assert ci != stats.two_stage_bootstrap_ci(diffs, seed=8)
+  point = float(np.mean([d.mean() for d in diffs]))
+  assert ci[0] < point < ci[1]
+  # Seeds that differ only in their offset: the query stage alone sees no variation, the seed
+  # stage does.
+  flat = [np.full(20, 0.01 * s) for s in range(6)]
+  low, high = stats.two_stage_bootstrap_ci(flat, seed=0)
+  assert high - low > 0.02
+  assert stats.two_stage_bootstrap_ci([rng.random(10)]) is None  # one seed: no model variance
+  assert stats.two_stage_bootstrap_ci(diffs, num_resamples=0) is None
+  with pytest.raises(ValueError, match="same queries"):
+    stats.two_stage_bootstrap_ci([np.ones(3), np.ones(4)], shared_queries=True)
+
+
+def test_simultaneous_ci_matches_the_bonferroni_formula():
+  from statsmodels.stats.weightstats import DescrStatsW
+
+  d = np.array([0.03, 0.01, 0.05, 0.02, 0.04, 0.00])
+  for m in (1, 4, 16):
+    ci = stats.simultaneous_ci(float(d.mean()), float(d.std(ddof=1)), d.size, m)
+    assert ci == pytest.approx(list(DescrStatsW(d).tconfint_mean(alpha=0.05 / m)), abs=1e-12)
+  # Excluding 0 implies a Holm-adjusted p < 0.05 over the same family.
+  rng = np.random.default_rng(9)
+  for _ in range(200):
+    tests = [stats.seed_level_test(rng.normal(0.02, 0.02, 5), np.zeros(5)) for _ in range(6)]
+    fam = stats.adjust_family(tests, "holm")
+    for t in fam:
+      low, high = stats.simultaneous_ci(t["diff"], t["sd"], t["n"], t["family_size"])
+      if low > 0 or high < 0:
+        assert t["p_adjusted"] < 0.05
+  assert all(math.isnan(x) for x in stats.simultaneous_ci(0.1, float("nan"), 3, 2))
+
+
+@pytest.mark.parametrize(
+  "p_adjusted,diff,mdd80,mean_b,want",
+  [
+    (0.01, 0.02, 0.05, 0.2, "joint ahead (significant)"),
+    (0.049, -0.02, 0.01, 0.2, "joint behind (significant)"),
+    (0.20, 0.01, 0.05, 0.2, "inconclusive (underpowered)"),  # 0.05 > 0.16 * 0.2 = 0.032
+    (0.20, 0.01, 0.03, 0.2, "no significant difference"),  # 0.03 <= 0.032
+    (0.05, 0.01, 0.01, 0.2, "no significant difference"),  # p = alpha is not significant
+    (float("nan"), 0.01, 0.0, 0.2, "inconclusive (underpowered)"),  # no seed-level test
+    (0.20, 0.01, None, 0.2, "inconclusive (underpowered)"),
+    (0.20, 0.01, 0.01, 0.0, "inconclusive (underpowered)"),  # any mdd > 16% of 0
+    (None, None, None, None, "inconclusive (underpowered)"),
+  ],
+)
+def test_verdict_on_hand_made_cases(p_adjusted, diff, mdd80, mean_b, want):
+  assert stats.verdict(p_adjusted, diff, mdd80, mean_b) == want
+  assert want in stats.VERDICTS
+
+
+def test_verdict_boundary_and_text():
+  mean_b = 0.25
+  assert stats.verdict(0.5, 0.0, 0.16 * mean_b, mean_b) == "no significant difference"
+  assert stats.verdict(0.5, 0.0, 0.16 * mean_b + 1e-9, mean_b) == "inconclusive (underpowered)"
+  st = {"p_adjusted": 0.4, "diff": 0.01, "mdd80": 0.05, "n": 3, "sd": 0.02, "family_size": 4}
+  st.update(stats.verdict_fields(st, 0.2))
+  assert st["verdict"] == "inconclusive (underpowered)"
+  assert st["underpowered_below"] == pytest.approx(0.032)
+  assert stats.verdict_text(st) == "inconclusive (underpowered: could not detect less than 0.0500)"
+  assert st["ci_simultaneous_level"] == pytest.approx(1 - 0.05 / 4)
+  assert stats.verdict_text({"verdict": "joint ahead (significant)"}) == "joint ahead (significant)"
+  assert "1 paired seed" in stats.verdict_text({"verdict": "inconclusive (underpowered)", "n": 1})
+
+
+def test_compare_models_reports_signflip_bootstrap_mdd_and_verdict(tmp_path):
+  rng = np.random.default_rng(21)
+  n = 25
+  base = rng.random(n)
+  joint = [
+    _write_eval(tmp_path / f"j{s}", {"search": base + 0.05 + rng.normal(0, 0.1, n)}, seed=s)
+    for s in range(4)
+  ]
+  search = [
+    _write_eval(tmp_path / f"s{s}", {"search": base + rng.normal(0, 0.1, n)}, seed=s)
+    for s in range(4)
+  ]
+  res = stats.compare_models({"joint": joint, "search": search}, task="search", seed=3)
+  (c,) = res["comparisons"]
+  st = c["seed_test"]
+  by = {r["model"]: r["per_seed"] for r in res["results"]}
+  d = np.subtract(by["joint"], by["search"])
+  assert st["p_signflip"] == pytest.approx(_python_signflip(d), abs=1e-12)
+  assert st["mdd80"] == pytest.approx(stats.min_detectable_difference(float(d.std(ddof=1)), 4))
+  pq = [
+    json.loads((tmp_path / f"{m}{s}" / "eval" / "test" / "per_query.json").read_text())["search"][
+      "recall@30"
+    ]
+    for m in ("j", "s")
+    for s in range(4)
+  ]
+  ids = sorted(f"q{i}" for i in range(n))  # the pairing order: query ids sorted
+  diffs = [[pq[s][q] - pq[4 + s][q] for q in ids] for s in range(4)]
+  assert st["ci95_bootstrap"] == pytest.approx(
+    stats.two_stage_bootstrap_ci(diffs, shared_queries=True, seed=3)
+  )
+  assert st["bootstrap"]["resamples"] == 2000
+  assert (
+    c["verdict"]
+    == st["verdict"]
+    == stats.verdict(st["p_adjusted"], st["diff"], st["mdd80"], c["mean_b"])
+  )
+  assert c["label"] == "conditional on the trained models"
+  md = stats.to_markdown(res)
+  assert "conditional on the trained models" in md and "unadjusted" in md
+  assert stats.verdict_text(st) in md
+  json.dumps(res)
+
+
+def test_compare_within_seeds_bootstraps_each_seeds_own_queries(tmp_path):
+  rng = np.random.default_rng(22)
+  joint, search, diffs = [], [], []
+  for s in range(3):
+    m = 10 + 5 * s  # each seed's dataset has its own queries
+    a, b = rng.random(m), rng.random(m)
+    joint.append(_write_eval(tmp_path / f"j{s}", {"rec": a}, seed=s))
+    search.append(_write_eval(tmp_path / f"r{s}", {"rec": b}, seed=s))
+    ids = sorted(f"q{i}" for i in range(m))
+    diffs.append([a[int(q[1:])] - b[int(q[1:])] for q in ids])
+  res = stats.compare_within_seeds({"joint": joint, "rec": search}, task="rec")
+  st = res["comparisons"][0]["seed_test"]
+  assert st["ci95_bootstrap"] == pytest.approx(stats.two_stage_bootstrap_ci(diffs, seed=0))
+  assert st["bootstrap"]["queries"] == "one set per seed"
+  assert st["verdict"] in stats.VERDICTS
+
+
+# --------------------------------------------- refusals: protocol, duplicates (issue 31 item 4)
+
+
+@pytest.mark.parametrize(
+  "info_a,info_b,field",
+  [
+    ({"decode_method": "beam"}, {"decode_method": "topk_exact"}, "info.decode_method"),
+    ({"decode": {"method": "beam"}}, {"decode_method": "topk_exact"}, "info.decode_method"),
+    ({"split": "test"}, {"split": "valid"}, "info.split"),
+    ({"ks": [1, 10, 30]}, {"ks": [1, 30]}, "info.ks"),
+    (
+      {"decode": {"num_return_sequences": 30}},
+      {"decode": {"num_return_sequences": 10}},
+      "num_return_sequences",
+    ),
+    ({"exclude_seen": True}, {"exclude_seen": False}, "info.exclude_seen"),
+    ({"exclude_seen": True}, {}, "info.exclude_seen"),  # not recorded: never excluded
+  ],
+)
+def test_runs_evaluated_differently_are_refused(tmp_path, info_a, info_b, field):
+  groups = _pair(tmp_path, {"info": info_a}, {"info": info_b})
+  for compare in (stats.compare_models, stats.compare_within_seeds):
+    with pytest.raises(stats.IncomparableRunsError) as e:
+      compare(groups, task="search")
+    msg = str(e.value)
+    assert groups["joint"][0] in msg and groups["search"][0] in msg and field in msg
+
+
+def test_same_protocol_and_unrecorded_fields_pair(tmp_path):
+  same = {"decode_method": "beam", "split": "test", "ks": [30, 1], "exclude_seen": False}
+  groups = _pair(tmp_path / "a", {"info": same}, {"info": dict(same, ks=[1, 30])})
+  assert len(stats.compare_models(groups, task="search")["comparisons"]) == 1
+  # A baseline records no decoder: paired with any.
+  groups = _pair(tmp_path / "b", {"info": same}, {"info": {"model": "pop_s", "split": "test"}})
+  assert len(stats.compare_models(groups, task="search")["comparisons"]) == 1
+
+
+def test_decoder_mismatch_within_one_model_is_refused(tmp_path):
+  vals = np.linspace(0.1, 0.9, 10)
+  joint = [
+    _write_eval(tmp_path / f"j{s}", {"search": vals}, seed=s, info={"decode_method": m})
+    for s, m in ((0, "beam"), (1, "topk_exact"))
+  ]
+  search = [_write_eval(tmp_path / f"s{s}", {"search": vals[::-1]}, seed=s) for s in (0, 1)]
+  with pytest.raises(stats.IncomparableRunsError, match="topk_exact"):
+    stats.compare_models({"joint": joint, "search": search}, task="search")
+
+
+def test_duplicate_run_directories_and_seeds_are_refused(tmp_path):
+  vals = np.linspace(0.1, 0.9, 10)
+  j0 = _write_eval(tmp_path / "j0", {"search": vals}, seed=0)
+  j0b = _write_eval(tmp_path / "j0b", {"search": vals + 0.01}, seed=0)
+  s0 = _write_eval(tmp_path / "s0", {"search": vals[::-1]}, seed=0)
+  s1 = _write_eval(tmp_path / "s1", {"search": vals[::-1]}, seed=1)
+  for compare in (stats.compare_models, stats.compare_within_seeds):
+    with pytest.raises(ValueError, match="same evaluation .* listed twice") as e:
+      compare({"joint": [j0, j0], "search": [s0, s1]}, task="search")
+    assert j0 in str(e.value)
+    # The run dir and its eval dir are one evaluation too.
+    with pytest.raises(ValueError, match="listed twice"):
+      compare({"joint": [j0, f"{j0}/eval/test"], "search": [s0, s1]}, task="search")
+    with pytest.raises(ValueError, match="both ran seed 0") as e:
+      compare({"joint": [j0, j0b], "search": [s0, s1]}, task="search")
+    assert j0 in str(e.value) and j0b in str(e.value)
+  # A baseline run once may stand against every seed when the caller says so.
+  j1 = _write_eval(tmp_path / "j1", {"search": vals + 0.02}, seed=1)
+  pop = _write_eval(tmp_path / "pop", {"search": vals[::-1]})
+  with pytest.raises(ValueError, match="listed twice"):
+    stats.compare_models({"joint": [j0, j1], "pop": [pop, pop]}, task="search")
+  res = stats.compare_models(
+    {"joint": [j0, j1], "pop": [pop, pop]}, task="search", repeated=("pop",)
+  )
+  assert res["comparisons"][0]["seed_test"]["n"] == 2
+  with pytest.raises(ValueError, match="one directory"):
+    stats.compare_models({"joint": [j0, j1], "pop": [pop, s0]}, task="search", repeated=("pop",))

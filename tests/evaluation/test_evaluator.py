@@ -361,3 +361,34 @@ def test_out_subdir_must_be_one_name(run_dir):
   evaluator.evaluate(str(run_dir), "test", decode_fn_factory=fake_factory, out_subdir="alt")
   assert (run_dir / "eval" / "alt" / "metrics.json").exists()
   assert not (run_dir / "eval" / "test").exists()
+
+
+def test_another_decoder_never_replaces_the_results_in_eval_split(run_dir):
+  """`evaluate --config.decode.method=topk_exact` without --out_subdir used to overwrite the beam
+  results in eval/test silently: it now stops before decoding and names --out_subdir."""
+  beam = evaluator.evaluate(str(run_dir), "test", decode_fn_factory=fake_factory)
+  metrics = run_dir / "eval" / "test" / "metrics.json"
+  before = metrics.read_text()
+  with pytest.raises(evaluator.EvaluationError, match="--out_subdir test_topk_exact") as e:
+    evaluator.evaluate(
+      str(run_dir),
+      "test",
+      overrides={"decode.method": "topk_exact"},
+      decode_fn_factory=fake_factory,
+    )
+  assert "decode.method=beam" in str(e.value) and "\n" not in str(e.value)
+  assert metrics.read_text() == before and beam["info"]["decode_method"] == "beam"
+  # Into its own directory it runs, and the beam results stay; beam again replaces beam.
+  topk = evaluator.evaluate(
+    str(run_dir),
+    "test",
+    overrides={"decode.method": "topk_exact"},
+    decode_fn_factory=fake_factory,
+    out_subdir="test_topk_exact",
+  )
+  assert topk["info"]["decode_method"] == "topk_exact" and metrics.read_text() == before
+  evaluator.evaluate(str(run_dir), "test", decode_fn_factory=fake_factory)
+  with pytest.raises(evaluator.EvaluationError, match="decode.method=topk_exact"):
+    evaluator.evaluate(
+      str(run_dir), "test", decode_fn_factory=fake_factory, out_subdir="test_topk_exact"
+    )

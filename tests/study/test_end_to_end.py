@@ -102,10 +102,27 @@ def test_quickstart_study_end_to_end(tmp_path):
     for d in ("beam", "topk_exact")
     for u in ("query", "seed")
   }
+  verdicts = set(report["verdicts"])
+  assert verdicts == {
+    "joint ahead (significant)",
+    "joint behind (significant)",
+    "no significant difference",
+    "inconclusive (underpowered)",
+  }
   for t in tests:
     assert t["a"] == "joint" and len(t["ci95"]) == 2 and "diff" in t
     if t["p_value"] == t["p_value"]:  # not NaN (a seed test with no spread has no p)
       assert 0.0 <= t["p_value"] <= 1.0 and t["p_adjusted"] >= t["p_value"]
+    if t["unit"] == "seed":  # the verdict's record: sign-flip, bootstrap, power, verdict
+      assert t["verdict"] in verdicts and t["p_signflip"] in (0.5, 1.0)  # 2 seeds: 4 patterns
+      assert t["ci95_bootstrap"] is None or len(t["ci95_bootstrap"]) == 2
+      assert t["mdd80"] is None or t["mdd80"] >= 0
+    else:
+      assert t["label"] == "conditional on the trained models"
+  # One flat record per comparison (2 budgets x 2 decoders x 2 tasks).
+  assert len(report["comparisons"]) == 8
+  assert {c["verdict"] for c in report["comparisons"]} <= verdicts
+  assert all("p_query_conditional" in c and "mdd80" in c for c in report["comparisons"])
   gen = [r for r in report["results"] if not r.get("baseline")]
   models = {(r["model"], r["task"]) for r in gen}
   assert models == {("search", "search"), ("rec", "rec"), ("joint", "search"), ("joint", "rec")}
@@ -133,6 +150,9 @@ def test_quickstart_study_end_to_end(tmp_path):
     if t["unit"] == "seed":
       assert t["diff"] == pytest.approx(t["mean_a"] - t["mean_b"])
   assert "against the best baseline" in report_md
+  assert "conditional on the trained models" in report_md and "unadjusted" in report_md
+  for t in btests:
+    assert t["unit"] == "query" or t["verdict"] in verdicts
   pngs = [p for p in os.listdir(os.path.join(workdir, "plots")) if p.endswith(".png")]
   assert any(p.startswith("recall_") for p in pngs) and any(p.startswith("tsne_") for p in pngs)
   for p in pngs:
