@@ -47,7 +47,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   se.content_dim = 64  # content: SVD dimensions (capped by the number of items and words)
   se.normalize = True  # L2-normalise embeddings before quantising (cosine geometry)
   se.levels = 3  # RQ-KMeans levels = code tokens per ID before disambiguation
-  se.codebook_size = 256  # codes per level (<= number of items); ID tokens = levels x this + disamb
+  # codes per level (<= number of items); ID tokens = levels x this + disamb. 0 = auto: the
+  # smallest power of two K with K ** levels >= number of items, within [2, min(256, items)]
+  # (78 items, 3 levels: 8; 2,000 items: 16); the manifest's semantic_ids.codebook_size records it
+  se.codebook_size = 0
   se.balanced = False  # balanced assignment: every code gets floor/ceil(items / codebook_size)
   se.kmeans_iters = 50  # Lloyd iterations per level (after k-means++ initialisation)
   # Each level fits on at most this many items per code (a seeded sample; FAISS's default), then
@@ -66,6 +69,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     False  # False: bad input is an error naming file/line/field; True: count in manifest
   )
   d.items_in_both_tasks = True  # keep only items that appear in both tasks (paper)
+  # Which held-out examples are kept, decided after the splits (gr_jax/data/prepare.py):
+  # "trained_in_both" keeps a search valid/test pair or rec valid/test target only if its item is
+  # a TRAINING target of both tasks, so no task-specific model is tested on an item only the
+  # other task trains (the dropped ones are counted in the manifest's counts); "paper" keeps all
+  # (items_in_both_tasks counts search pairs of every split: on ml-latest-small 28% of the search
+  # test pairs target items that no search training pair has, all of them rec training targets).
+  d.heldout_coverage_rule = "trained_in_both"
   d.search_valid_fraction = 0.1  # held-out share of distinct queries for search valid (real data)
   d.search_test_fraction = 0.1  # held-out share of distinct queries for search test (real data)
   d.split_seed = 0  # seed of the held-out query split (independent of the run seed)
@@ -211,6 +221,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   ev.split = "test"  # test | valid
   ev.ks = (1, 5, 10, 30)  # cut-offs for Recall/NDCG/MRR
   ev.pop_mix_weight = 0.5  # Pop_mix = w * p_search + (1 - w) * p_rec (popularity baselines)
+  # Rec rankings of every model and baseline leave out the items of the query's own input history
+  # (the usual full-ranking protocol; search is never affected): the K best remaining items are
+  # ranked. Recorded as metrics.json info.exclude_seen; runs are paired only under one protocol.
+  # Validation inside training (checkpoint selection, early stopping) always ranks every item.
+  ev.exclude_seen = False
   # H1/H2 analyses of a study (gr_jax/study/analyses.py -> gr_jax/analysis/popularity.py and
   # cooccurrence.py). analysis_k: top-K depth of H1 (popularity KL, head/torso/tail) and H2; 0 =
   # max(eval.ks)
@@ -246,6 +261,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   r.dataset_per_seed = True
   # trained/indexed baselines beside Pop_S / Pop_R (gr_jax/baselines/runner.py)
   r.baselines = ("bm25", "biencoder", "sasrec", "bert4rec")
+  # Before the first stage, print the study's estimated wall time (gr_jax/study/estimate.py: the
+  # train step timed on this machine for the study's model shape, a few seconds, plus fixed
+  # allowances); False = skip. Changes no file of the study (nor any stage's fingerprint).
+  r.estimate_time = True
 
   # ---------------------------------------------------------------- baselines (gr_jax/baselines)
   c.baselines = bl = ml_collections.ConfigDict()

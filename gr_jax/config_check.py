@@ -18,6 +18,7 @@ from gr_jax.schema import TASKS  # pure Python: validation stays free of JAX
 # that these lists agree with the modules that own them.
 SOURCES = ("simulate", "movielens", "mpd", "jsonl", "tfds_movielens")
 SIM_SETTINGS = ("default", "S1", "S2", "S3")
+HELDOUT_COVERAGE_RULES = ("trained_in_both", "paper")
 PRESETS = ("tiny", "small", "base", "large", "flan-t5-small", "flan-t5-base", "flan-t5-large")
 DTYPES = ("float32", "bfloat16", "float16")
 ATTENTION_IMPLS = ("einsum", "dot_product_attention", "cudnn", "auto")
@@ -140,6 +141,7 @@ def validate(config) -> None:
 
 def _data(c: _Checker) -> None:
   c.enum("data.source", SOURCES)
+  c.enum("data.heldout_coverage_rule", HELDOUT_COVERAGE_RULES)
   c.subset("data.tasks", TASKS)
   c.number("data.task_ratio", 0, 1, high_open=True)
   c.int_at_least("data.item_cap", 0)
@@ -278,6 +280,7 @@ def _eval(c: _Checker) -> None:
     if not isinstance(ks, (tuple, list)) or not ks or any(not _is_int(k) or k < 1 for k in ks):
       raise ConfigError("eval.ks", ks, "a non-empty tuple of positive integers")
   c.number("eval.pop_mix_weight", 0, 1)
+  c.enum("eval.exclude_seen", (False, True))
   c.int_at_least("eval.analysis_k", 0, "0 = the deepest of eval.ks")
   c.number("eval.kl_eps", 0, low_open=True)
   c.int_at_least("eval.session_window", 1)

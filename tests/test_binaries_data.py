@@ -171,6 +171,8 @@ def test_prepare_rerun_on_changed_raw_data_rebuilds_and_says_why(tmp_path):
     f"--config.data.path={raw}",
     "--config.data.search_valid_fraction=0.0",
     "--config.data.search_test_fraction=0.0",
+    # Every session's rec test row (with 2-3 sessions, none of them is a rec training target).
+    "--config.data.heldout_coverage_rule=paper",
   ]
   proc = run_binary("prepare", *args)
   assert proc.returncode == 0, proc.stderr[-2000:]

@@ -602,6 +602,17 @@ def train_biencoder(
       examples += int(b_ok.sum())
     if step % log_every == 0 or step == total:
       common.log_loss(metrics, NAME, step, loss, steps_per_epoch)
+      common.log_progress(
+        log,
+        NAME,
+        step,
+        total,
+        steps_per_epoch,
+        loss,
+        examples,
+        time.perf_counter() - t0 - t_other,
+        step - first_step - 1,
+      )
     ts = time.perf_counter()
     if step % eval_every == 0 or step == total:
       items = item_matrix(graphdef, params, s, item_tokens, eval_batch)
@@ -707,9 +718,15 @@ def run_biencoder(
     arrays = dataset.split(t, split)
     qids, first = runs_lib.split_queries(arrays, f"{t}/{split}.npz")
     tokens = _trim(arrays["encoder_input_ids"][first], length)  # [Q, L]
+    # eval.exclude_seen: a rec query's own history items are not ranked (search: nothing to drop)
+    seen = None
+    if t == "rec" and common.exclude_seen(config):
+      seen = common.query_histories(cat, arrays, first)
     run: dict[str, dict[str, float]] = {}
     for st, e in common.blocks(len(qids), eval_batch):
       scores = common.score_inputs(scores_fn, (res.params, items), tokens[st:e], eval_batch)
+      if seen is not None:
+        scores = common.exclude_seen_scores(scores, seen[st:e])
       idx = common.top_k(scores, max(ks), ties)  # [b, K]
       run.update(common.run_from_top_k(qids[st:e], idx, scores, cat.item_ids))
     task_runs[t] = (run, arrays)
@@ -719,6 +736,7 @@ def run_biencoder(
     res.summary,
     num_queries=num_queries,
     eval_queries_per_second=round(sum(num_queries.values()) / max(secs, 1e-9), 1),
+    exclude_seen=common.exclude_seen(config),
   )
   return common.evaluate_and_write_tasks(out_dir, split, task_runs, cat.item_ids, ks, NAME, info)
 

@@ -174,6 +174,8 @@ def run_bm25(config, dataset, out_dir: str, split: str = "test") -> dict:
     "num_queries": len(qids),
     "index_seconds": round(t_index, 3),
     "queries_per_second": round(len(qids) / max(t_query, 1e-9), 1),
+    # The protocol the study runs under (stats pairs runs by it); search is never masked.
+    "exclude_seen": common.exclude_seen(config),
   }
   log.info("bm25 %s: %d queries over %d items", split, len(qids), index.num_docs)
   return common.evaluate_and_write(

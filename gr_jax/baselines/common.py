@@ -5,6 +5,8 @@ Every baseline scores *all* items of the catalogue for each query and keeps the 
 `K = max(config.eval.ks)`. The cut is taken in the metrics' own order (score descending, ties by
 item id descending, `gr_jax.evaluation.metrics.rank_items`), so the K items written are exactly the
 first K of the full ranking the metrics would make: no tie straddling rank K can change a value.
+With `config.eval.exclude_seen` a rec query's own history items are scored -inf before the cut
+(`exclude_seen_scores`) and never written: the K best remaining items, in the unmasked order.
 """
 
 from __future__ import annotations
@@ -56,11 +58,34 @@ def top_k(scores: np.ndarray, k: int, ties: np.ndarray) -> np.ndarray:
 def run_from_top_k(
   query_ids: Sequence[str], idx: np.ndarray, scores: np.ndarray, item_ids: Sequence[str]
 ) -> dict[str, dict[str, float]]:
-  """`{qid: {item_id: score}}` from top-K indices `[Q, K]` and the full score rows `[Q, n]`."""
+  """`{qid: {item_id: score}}` from top-K indices `[Q, K]` and the full score rows `[Q, n]`;
+  excluded items (score -inf) are left out."""
   run = {}
   for r, qid in enumerate(query_ids):
-    run[qid] = {item_ids[int(i)]: float(scores[r, int(i)]) for i in idx[r]}
+    run[qid] = {
+      item_ids[int(i)]: float(scores[r, int(i)]) for i in idx[r] if np.isfinite(scores[r, int(i)])
+    }
   return run
+
+
+def exclude_seen(config) -> bool:
+  """`config.eval.exclude_seen` (False when the config predates it)."""
+  return bool(config.eval.get("exclude_seen", False))
+
+
+def query_histories(catalog, arrays: Mapping, rows) -> list[np.ndarray]:
+  """Each query's history items (item indices) for the split rows `rows` (its first example)."""
+  from gr_jax.data.dataset import query_histories as read  # pylint: disable=g-import-not-at-top
+
+  return read(arrays, rows, catalog)
+
+
+def exclude_seen_scores(scores: np.ndarray, histories: Sequence[np.ndarray]) -> np.ndarray:
+  """float `[Q, n]` score rows with row q's items `histories[q]` set to -inf (a copy)."""
+  scores = np.array(scores, dtype=np.result_type(scores, np.float32), copy=True)
+  for r, h in enumerate(histories):
+    scores[r, np.asarray(h, np.int64)] = -np.inf
+  return scores
 
 
 def write_config(out_dir: str, config, name: str) -> None:
@@ -187,6 +212,42 @@ def log_loss(metrics, name: str, step: int, loss, steps_per_epoch: int) -> None:
   if not math.isfinite(loss):
     raise FloatingPointError(f"{name}: non-finite training loss at step {step}")
   metrics.write({"step": step, "loss": loss, "epoch": (step - 1) // steps_per_epoch})
+
+
+def log_progress(
+  logger,
+  name: str,
+  step: int,
+  total: int,
+  steps_per_epoch: int,
+  loss,
+  examples: int,
+  seconds: float,
+  timed_steps: int,
+) -> None:
+  """The trainer's progress line (gr_jax/training/loop.py) for a baseline's training loop:
+  `<name>: step i/n (epoch e) loss x | ex/s ETA h:mm:ss`. `examples` and `seconds` count the
+  `timed_steps` steps after the first (compiling) one, without validation and saves; the ETA is
+  the remaining steps at their mean time ("compiling" before any step is timed)."""
+  if timed_steps > 0 and seconds > 0:
+    eta = (total - step) * seconds / timed_steps
+    speed = f"{examples / seconds:.1f} ex/s ETA {_hms(eta)}"
+  else:
+    speed = "compiling"
+  logger.info(
+    "%s: step %d/%d (epoch %.2f) loss %.4f | %s",
+    name,
+    step,
+    total,
+    step / max(1, steps_per_epoch),
+    float(loss),
+    speed,
+  )
+
+
+def _hms(seconds: float) -> str:
+  seconds = int(max(seconds, 0))
+  return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
 # metrics.jsonl of a trained baseline: the trainer's own (resume truncation; local or gs://).

@@ -4,6 +4,8 @@
   training targets; Pop_mix by `w * p_S + (1 - w) * p_R` (w = 0.5 by default), p = normalised counts.
 - Every query of a task gets the same list (the top `max(ks)` items). Scores are the popularity
   probabilities; equal counts tie and fall in the metrics' tie order (item id descending).
+  With `exclude_seen` (`eval.exclude_seen`) a rec query's list is that ranking without the query's
+  own history items, topped up from further down (the first `max(ks)` remaining items).
 - Each baseline is written as a run directory `out_dir/<name>/eval/<split>/` with `{task}.run`,
   `{task}.qrels`, `metrics.json`, `per_query.json`, so `gr_jax.stats` treats it like a model.
 """
@@ -15,6 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
+from gr_jax.data.dataset import query_histories
 from gr_jax.evaluation import metrics as metrics_lib
 from gr_jax.evaluation import runs as runs_lib
 from gr_jax.schema import TASKS
@@ -58,16 +61,35 @@ def popularity_distributions(dataset, mix_weight: float = 0.5) -> dict[str, np.n
 
 
 def popularity_run(
-  probs: np.ndarray, item_ids: Sequence[str], query_ids: Sequence[str], depth: int
+  probs: np.ndarray,
+  item_ids: Sequence[str],
+  query_ids: Sequence[str],
+  depth: int,
+  histories: Sequence[np.ndarray] | None = None,
 ) -> dict[str, dict[str, float]]:
-  """The same top-`depth` list for every query."""
+  """The same top-`depth` list for every query; with `histories` (item indices per query), each
+  query's list skips its own history items and takes the next ones instead."""
   scores = {item_ids[i]: float(probs[i]) for i in range(len(item_ids))}
-  top = metrics_lib.rank_items(scores)[:depth]
-  ranked = {d: scores[d] for d in top}
-  return {q: dict(ranked) for q in query_ids}
+  order = metrics_lib.rank_items(scores)
+  if histories is None:
+    ranked = {d: scores[d] for d in order[:depth]}
+    return {q: dict(ranked) for q in query_ids}
+  run = {}
+  for q, hist in zip(query_ids, histories):
+    seen = {item_ids[int(i)] for i in np.asarray(hist).tolist()}
+    top = [d for d in order[: depth + len(seen)] if d not in seen][:depth]
+    run[q] = {d: scores[d] for d in top}
+  return run
 
 
-def _evaluate(dataset, split: str, ks: Sequence[int], mix_weight: float, baselines: Sequence[str]):
+def _evaluate(
+  dataset,
+  split: str,
+  ks: Sequence[int],
+  mix_weight: float,
+  baselines: Sequence[str],
+  exclude_seen: bool = False,
+):
   """`{baseline: {task: {run, qrels, means, per_query}}}` over the tasks that have the split."""
   dists = popularity_distributions(dataset, mix_weight)
   item_ids = dataset.catalog.item_ids
@@ -82,9 +104,12 @@ def _evaluate(dataset, split: str, ks: Sequence[int], mix_weight: float, baselin
       if arrays is None:
         continue
       src = f"{task}/{split}.npz"
-      qids, _ = runs_lib.split_queries(arrays, src)
+      qids, first = runs_lib.split_queries(arrays, src)
       qrels = runs_lib.qrels_from_split(arrays, item_ids, src)
-      run = popularity_run(dists[name], item_ids, qids, depth)
+      seen = None
+      if exclude_seen and task == "rec":  # search queries have no history
+        seen = query_histories(arrays, first, dataset.catalog)
+      run = popularity_run(dists[name], item_ids, qids, depth, seen)
       means, pq = metrics_lib.evaluate_run(qrels, run, ks)
       task_results[task] = {"run": run, "qrels": qrels, "means": means, "per_query": pq}
     if not task_results:
@@ -99,10 +124,11 @@ def popularity_means(
   ks: Sequence[int] = (1, 5, 10, 30),
   mix_weight: float = 0.5,
   baselines: Sequence[str] = BASELINES,
+  exclude_seen: bool = False,
 ) -> dict[str, dict[str, dict[str, float]]]:
   """`{baseline: {task: {metric: mean}}}` on a split, without writing runs (the study report's
   validation curves draw them as reference lines)."""
-  results = _evaluate(dataset, split, ks, mix_weight, baselines)
+  results = _evaluate(dataset, split, ks, mix_weight, baselines, exclude_seen)
   return {
     name: {task: dict(r["means"]) for task, r in tasks.items()} for name, tasks in results.items()
   }
@@ -115,16 +141,20 @@ def write_popularity_runs(
   ks: Sequence[int] = (1, 5, 10, 30),
   mix_weight: float = 0.5,
   baselines: Sequence[str] = BASELINES,
+  exclude_seen: bool = False,
 ) -> dict:
-  """Writes each baseline's run directory; returns `{baseline: metrics.json object}`."""
+  """Writes each baseline's run directory; returns `{baseline: metrics.json object}`.
+  exclude_seen: rec lists skip each query's own history items (`eval.exclude_seen`)."""
   out = {}
-  for name, task_results in _evaluate(dataset, split, ks, mix_weight, baselines).items():
+  results = _evaluate(dataset, split, ks, mix_weight, baselines, bool(exclude_seen))
+  for name, task_results in results.items():
     extra = {
       "info": {
         "model": name,
         "split": split,
         "ks": list(ks),
         "mix_weight": mix_weight,
+        "exclude_seen": bool(exclude_seen),
         "metric_note": "recall@K is Recall; equals Success@K with one target per query",
       }
     }

@@ -543,6 +543,17 @@ def train_sequential(
       examples += int((win != 0).any(1).sum())
     if step % log_every == 0 or step == total:
       common.log_loss(metrics, kind, step, loss, steps_per_epoch)
+      common.log_progress(
+        log,
+        kind,
+        step,
+        total,
+        steps_per_epoch,
+        loss,
+        examples,
+        time.perf_counter() - t0 - t_other,
+        step - first_step - 1,
+      )
     ts = time.perf_counter()
     if step % eval_every == 0 or step == total:
       last_valid = validation_recall(ranks_fn, params, v_tokens, v_targets, ks, eval_batch)
@@ -601,10 +612,14 @@ def run_sequential(
   ks = tuple(int(k) for k in config.eval.ks)
   ties = common.tie_order(cat.item_ids)
   eval_batch = max(1, int(cfg.get("eval_batch_size", 256)))
+  # eval.exclude_seen: the query's whole stored history (not only the max_len items read) is out
+  seen = common.query_histories(cat, arrays, first) if common.exclude_seen(config) else None
   run: dict[str, dict[str, float]] = {}
   t0 = time.perf_counter()
   for s, e in _blocks(len(qids), eval_batch):
     scores = score_inputs(scores_fn, params, tokens[s:e], eval_batch)  # [b, n]
+    if seen is not None:
+      scores = common.exclude_seen_scores(scores, seen[s:e])
     idx = common.top_k(scores, max(ks), ties)  # [b, K]
     run.update(common.run_from_top_k(qids[s:e], idx, scores, cat.item_ids))
   secs = time.perf_counter() - t0
@@ -612,5 +627,6 @@ def run_sequential(
     result.summary,
     num_queries=len(qids),
     eval_queries_per_second=round(len(qids) / max(secs, 1e-9), 1),
+    exclude_seen=seen is not None,
   )
   return common.evaluate_and_write(out_dir, split, "rec", run, arrays, cat.item_ids, ks, kind, info)

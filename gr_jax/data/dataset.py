@@ -234,6 +234,17 @@ class QueryRows(RowsView):
     return QueryRows(self.query_tokens, self.query_id[idx])
 
 
+def query_histories(arrays: dict, rows, catalog) -> list[np.ndarray]:
+  """The rec history (item indices, oldest first) of the split rows `rows` (int indices): the
+  items of each row's input as stored (HistoryRows: the stored session prefix, without building
+  token rows; materialised rows: read back by `catalog.histories`). The items `eval.exclude_seen`
+  removes from that query's ranking."""
+  enc = arrays["encoder_input_ids"]
+  idx = np.asarray(rows, np.int64)
+  sub = enc.take(idx) if isinstance(enc, RowsView) else np.asarray(enc)[idx]
+  return catalog.histories(sub)
+
+
 class DatasetMismatchError(DataError):
   """A processed dataset is not the one its manifest (or the run's config) says it is."""
 

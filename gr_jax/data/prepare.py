@@ -7,6 +7,10 @@ every source:
   2. splits search by held-out distinct query (`search_valid_fraction`/`search_test_fraction`,
      seeded by `split_seed`) unless the loader fixed the split, and rec leave-last-out per session
      (last item test, second-to-last valid, every earlier prefix a training example);
+  2b. keeps a held-out example of either task (search valid/test pair, rec valid/test target) only
+     if its item is a training target of both tasks (`data.heldout_coverage_rule`
+     = "trained_in_both", the default; "paper" keeps them all: `keep_heldout_trained_in_both`),
+     the dropped ones counted in the manifest;
   3. tokenises (a Hugging Face spiece.model, or a SentencePiece model trained on the training query
      text and item titles) and writes fixed-width int32 arrays;
   4. writes catalog.json, the manifest (counts, overlap, popularity KL, skipped rows, sha256 of every
@@ -62,6 +66,9 @@ PIPELINE_ONLY_KEYS = (
   "worker_count",
 )
 KL_SMOOTHING = 0.5  # additive (Jeffreys) smoothing of the empirical popularities in the KL
+# data.heldout_coverage_rule: which held-out examples a dataset keeps (keep_heldout_trained_in_both).
+# A config without the knob (saved before it existed) prepared its dataset under "paper".
+HELDOUT_COVERAGE_RULES = ("trained_in_both", "paper")
 
 
 # ---------------------------------------------------------------------- config helpers
@@ -97,6 +104,9 @@ def dataset_config(config) -> dict:
     from gr_jax.data import semantic_ids  # pylint: disable=g-import-not-at-top
 
     d["semantic"]["biencoder"] = semantic_ids.biencoder_fingerprint(config)
+  if d.get("heldout_coverage_rule") == "paper":
+    # The paper's rule hashes as datasets did before the knob existed: their files are its files.
+    d.pop("heldout_coverage_rule")
   return d
 
 
@@ -364,6 +374,85 @@ def _popularity(targets: np.ndarray, num_items: int) -> np.ndarray:
   return counts / counts.sum()
 
 
+def heldout_coverage_rule(dc) -> str:
+  """`data.heldout_coverage_rule`, checked; "paper" for a config saved before the knob."""
+  rule = str(dc.get("heldout_coverage_rule", "paper"))
+  if rule not in HELDOUT_COVERAGE_RULES:
+    raise DataError(
+      "<config>",
+      0,
+      "data.heldout_coverage_rule",
+      f"expected one of {' | '.join(HELDOUT_COVERAGE_RULES)}, got {rule!r}",
+    )
+  if rule != "paper" and dc.source == "simulate":
+    sim = dc.sim
+    side = (
+      float(sim.get("search_side_fraction", 0)) > 0 or float(sim.get("rec_side_fraction", 0)) > 0
+    )
+    if side and str(sim.get("setting", "default")) == "default":
+      # The variant exists to test each task on items only the other task trains: this rule
+      # would drop exactly those held-out examples, silently making it another dataset.
+      raise DataError(
+        "<config>",
+        0,
+        "data.heldout_coverage_rule",
+        "the simulator's coverage variant (data.sim.search_side_fraction or "
+        f"rec_side_fraction > 0) needs data.heldout_coverage_rule='paper', got {rule!r}",
+      )
+  return rule
+
+
+def keep_heldout_trained_in_both(arrays) -> dict[str, int]:
+  """The rule `trained_in_both`: drops, in place, every held-out example (search valid/test
+  pair, rec valid/test target) whose item is not a training target of BOTH tasks; returns the
+  manifest's counts of what it dropped (`<task>_<split>_dropped_not_trained_in_both`, and the
+  search queries left without a pair, `search_<split>_queries_dropped_not_trained_in_both`).
+
+  Applied after the splits: `data.items_in_both_tasks` keeps the items with a search pair of ANY
+  split, and the search split by query then leaves some of them without a search training pair
+  (on ml-latest-small 28% of the search test pairs) while rec trains them, so only the joint
+  model was ever trained to emit those targets. Dropping held-out examples changes no training
+  split (a rec valid/test row is one example of its session; the session, its training examples
+  and the stored histories stay, and search splits by query), so the training targets read here
+  are those of the result: one pass is the fixed point. (The loaders' leak rule,
+  `raw.search_pairs_without_heldout`, needs rounds because its drops move the held-out
+  positions; these do not.) Nothing is dropped when every held-out target is already trained by
+  both tasks (the simulator by construction): the arrays are then left as they were.
+  """
+  trained = [_distinct(arrays[t]["train"]["target_item"]) for t in TASKS]
+  both = np.intersect1d(*trained)
+  dropped = {}
+  for task in TASKS:
+    for split in ("valid", "test"):
+      a = arrays[task][split]
+      keep = np.isin(a["target_item"], both)
+      dropped[f"{task}_{split}_dropped_not_trained_in_both"] = int(len(keep) - keep.sum())
+      if task == "search":
+        queries = _first_seen(a["query_id"][keep])  # the kept queries, in first-seen order
+        dropped[f"search_{split}_queries_dropped_not_trained_in_both"] = int(
+          len(a["query_tokens"]) - len(queries)
+        )
+      if keep.all():
+        continue
+      if task == "search":
+        local = np.zeros(len(a["query_tokens"]), np.int32)
+        local[queries] = np.arange(len(queries), dtype=np.int32)
+        arrays[task][split] = {
+          "query_tokens": a["query_tokens"][queries],
+          "target_item": a["target_item"][keep],
+          "query_id": local[a["query_id"][keep]],
+        }
+      else:  # the split's stored session prefixes stay: kept rows point into them
+        arrays[task][split] = {
+          **a,
+          "history_first": a["history_first"][keep],
+          "history_len": a["history_len"][keep],
+          "target_item": a["target_item"][keep],
+          "query_id": np.arange(int(keep.sum()), dtype=np.int32),
+        }
+  return dropped
+
+
 def heldout_coverage(arrays) -> dict[str, float | None]:
   """Share of each task's valid/test examples whose target is a training target of each task.
 
@@ -443,6 +532,7 @@ def build(raw: RawData, dc, out_dir: str, embedder=None) -> dict[str, Any]:
   }
   # Normalised once per distinct query (an MPD playlist name is the query of each of its tracks);
   # the pairs are columns from here on (`raw.PairColumns`).
+  rule = heldout_coverage_rule(dc)
   pairs = _normalised_pairs(pair_columns(raw.search_pairs))
   empty_query = [k for k, q in enumerate(pairs.queries) if not q]
   if empty_query:
@@ -520,6 +610,25 @@ def build(raw: RawData, dc, out_dir: str, embedder=None) -> dict[str, Any]:
       dc,
     ),
   }
+  if rule == "trained_in_both":
+    dropped = keep_heldout_trained_in_both(arrays)
+    counts.update(dropped)
+    log.info(
+      "prepare: held-out examples whose item is not a training target of both tasks dropped "
+      "(data.heldout_coverage_rule=trained_in_both): %s",
+      ", ".join(f"{k.split('_dropped')[0]} {v}" for k, v in dropped.items()),
+    )
+    for task in TASKS:
+      for split in ("valid", "test"):
+        if dropped[f"{task}_{split}_dropped_not_trained_in_both"] and not len(
+          arrays[task][split]["target_item"]
+        ):
+          log.warning(
+            "prepare: %s %s has no example left: none of its targets is a training target of "
+            "both tasks (data.heldout_coverage_rule='paper' keeps them)",
+            task,
+            split,
+          )
   if embedder is not None:  # the bi-encoder trained on these very examples (with atomic IDs)
     embedder.check_examples(arrays)
   for task in TASKS:
@@ -566,6 +675,7 @@ def build(raw: RawData, dc, out_dir: str, embedder=None) -> dict[str, Any]:
       {} if semantic_info is None else {"id_scheme": cat.id_scheme, "semantic_ids": semantic_info}
     ),
     "overlap": overlap,
+    "heldout_coverage_rule": rule,
     "popularity_kl": {
       "search_rec": kl_divergence(p_s, p_r),
       "rec_search": kl_divergence(p_r, p_s),

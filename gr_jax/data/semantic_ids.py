@@ -826,6 +826,22 @@ def kmeans(
   return cent, _assign(x, cent, balanced)
 
 
+# data.semantic.codebook_size = 0 ("auto"): the codebook follows the catalogue (`codebook_size_for`).
+AUTO_CODEBOOK_MAX = 256
+
+
+def codebook_size_for(n: int, levels: int, codebook_size: int) -> int:
+  """Codes per level for `n` items: `codebook_size` itself when set (> 0, or < 0 for the error),
+  else ("auto", 0) the smallest power of two K with K ** levels >= n, within [2, min(256, n)]:
+  just enough code tuples for one per item before disambiguation (78 items, 3 levels: 8)."""
+  if int(codebook_size) != 0:
+    return int(codebook_size)
+  k = 2
+  while k < AUTO_CODEBOOK_MAX and k ** max(1, int(levels)) < int(n):
+    k *= 2
+  return max(2, min(k, int(n)))  # fewer than 2 items: check_quantiser refuses with its message
+
+
 def check_quantiser(n: int, *, levels: int, codebook_size: int, iters: int) -> None:
   """DataError naming the knob unless RQ-KMeans can quantise `n` items with these settings."""
   if int(levels) < 1 or int(codebook_size) < 2 or int(iters) < 0:
@@ -1001,13 +1017,18 @@ def build_semantic_ids(
 ) -> SemanticIds:
   """Embeds, quantises and disambiguates the catalogue's items (`sc` = config.data.semantic;
   `item_ids` and `embedder`: bi-encoder kinds, see `item_embeddings`)."""
+  k = codebook_size_for(len(titles), int(sc.levels), int(sc.codebook_size))
+  auto = int(sc.codebook_size) == 0
+  if auto:
+    log.info(
+      "semantic IDs: data.semantic.codebook_size=0 (auto): %d codes per level for %d items and "
+      "%d levels",
+      k,
+      len(titles),
+      int(sc.levels),
+    )
   # Before the embeddings: a bi-encoder trains for them.
-  check_quantiser(
-    len(titles),
-    levels=int(sc.levels),
-    codebook_size=int(sc.codebook_size),
-    iters=int(sc.kmeans_iters),
-  )
+  check_quantiser(len(titles), levels=int(sc.levels), codebook_size=k, iters=int(sc.kmeans_iters))
   reserve = int(sc.get("reserve_disambiguation", 0))
   if reserve < 0:
     raise DataError(
@@ -1016,7 +1037,7 @@ def build_semantic_ids(
   emb, emb_info, content = _embed_items(sc, titles, metadata, item_ids=item_ids, embedder=embedder)
   if bool(sc.get("normalize", True)):
     emb = normalize_rows(emb)
-  levels, k = int(sc.levels), int(sc.codebook_size)
+  levels = int(sc.levels)
   cap = int(sc.get("max_points_per_code", 0))
   rq = rq_kmeans(
     emb,
@@ -1041,6 +1062,8 @@ def build_semantic_ids(
     "normalize": bool(sc.get("normalize", True)),
     "levels": levels,
     "codebook_size": k,
+    # Only for auto: a dataset with a set codebook_size keeps its manifest as before.
+    **({"codebook_size_auto": True} if auto else {}),
     "balanced": bool(sc.balanced),
     "kmeans_iters": int(sc.kmeans_iters),
     "max_points_per_code": cap,

@@ -11,6 +11,7 @@ from gr_jax.decoding.beam_search import (
 from gr_jax.decoding.constraints import (
   AtomicItemConstraint,
   PrefixTrieConstraint,
+  exclusion_mask,
   sequences_to_items,
 )
 from gr_jax.decoding.topk import topk_exact
@@ -21,6 +22,7 @@ __all__ = [
   "SearchSpec",
   "beam_search",
   "beam_search_core",
+  "exclusion_mask",
   "gather_beams",
   "sequences_to_items",
   "topk_exact",

@@ -451,6 +451,7 @@ def beam_search(
   constraint=None,
   use_cache: bool = True,
   one_hot_gather: bool = False,
+  exclude_items=None,
 ):
   """Diverse beam search over a T5 (`gr_jax.model.T5`), Hugging Face 4.56 semantics.
 
@@ -459,6 +460,8 @@ def beam_search(
   constraint: None, `AtomicItemConstraint` or `PrefixTrieConstraint` (gr_jax.decoding.constraints).
   use_cache: KV-cached decoder steps (True) or recompute of the short prefix (False).
   one_hot_gather: reorder caches with a one-hot einsum instead of take_along_axis.
+  exclude_items: None, or bool [B, num_items]: items query b must not generate (`eval.exclude_seen`;
+    needs an item constraint, which forbids them: `constraint.excluding(exclude_items)`).
   Returns (sequences int32 [B, R, max_new_tokens]: decoder start excluded, EOS kept, pad after;
   scores float32 [B, R]: HF `sequences_scores`), best first.
   """
@@ -483,6 +486,15 @@ def beam_search(
   if mask.shape != ids.shape:
     raise ValueError(
       f"beam_search: encoder_mask shape {mask.shape} != encoder_input_ids shape {ids.shape}"
+    )
+  if exclude_items is not None:
+    if constraint is None:
+      raise ValueError("beam_search: exclude_items needs an item constraint (atomic or trie)")
+    constraint = constraint.excluding(exclude_items)
+  if getattr(constraint, "excluded", None) is not None and constraint.excluded.shape[0] != len(ids):
+    raise ValueError(
+      f"beam_search: the constraint excludes items for {constraint.excluded.shape[0]} queries, "
+      f"the batch has {len(ids)}"
     )
   if constraint is not None:
     constraint.check_vocab(cfg.total_vocab_size, cfg.eos_token_id)

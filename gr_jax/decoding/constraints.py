@@ -6,6 +6,12 @@ A constraint is a pytree (its arrays are traced jit arguments, its ints are stat
   advance(state, tokens [B, N], t) -> state after the beams took `tokens` at step t,
   check_vocab(vocab, eos_id) -> raises when the constraint does not fit the model.
 Disallowed tokens get -inf after the diversity penalty, like HF's PrefixConstrainedLogitsProcessor.
+
+Per-query item exclusion (`eval.exclude_seen`): `constraint.excluding(mask)` with a bool
+`[B, num_items]` mask (`exclusion_mask` of each query's history items) returns a copy whose
+`allowed` also forbids, for query b, every item i with mask[b, i]: atomic IDs at the item step;
+semantic IDs at the token that completes the item's code (a leaf of the trie), or at its EOS when
+a longer code continues through it. The batch of the search must then be the mask's B queries.
 """
 
 from __future__ import annotations
@@ -16,11 +22,39 @@ import jax.numpy as jnp
 import numpy as np
 
 
+def exclusion_mask(item_lists, num_items: int) -> np.ndarray:
+  """bool `[len(item_lists), num_items]`: row q is True at the item indices of item_lists[q] (each
+  query's items to exclude, e.g. its history items; empty lists and repeats are fine)."""
+  mask = np.zeros([len(item_lists), int(num_items)], bool)
+  for q, items in enumerate(item_lists):
+    idx = np.asarray(items, np.int64).reshape(-1)
+    if idx.size and (idx.min() < 0 or idx.max() >= num_items):
+      raise ValueError(
+        f"exclusion_mask: query {q} names item index {int(idx.min() if idx.min() < 0 else idx.max())}"
+        f" outside [0, {num_items})"
+      )
+    mask[q, idx] = True
+  return mask
+
+
+def _checked_excluded(excluded, num_items: int, name: str):
+  ex = jnp.asarray(excluded, bool)
+  if ex.ndim != 2 or ex.shape[1] != num_items:
+    raise ValueError(
+      f"{name}.excluding: expected a bool mask [batch, num_items={num_items}], got shape "
+      f"{tuple(ex.shape)}"
+    )
+  return ex
+
+
 @jax.tree_util.register_pytree_node_class
 class AtomicItemConstraint:
-  """Atomic item IDs: step 0 only item tokens [token_offset, token_offset + num_items), then EOS."""
+  """Atomic item IDs: step 0 only item tokens [token_offset, token_offset + num_items), then EOS.
 
-  def __init__(self, token_offset: int, num_items: int, eos_id: int):
+  `excluded` (None or bool `[B, num_items]`, see `excluding`): items query b may not start with.
+  """
+
+  def __init__(self, token_offset: int, num_items: int, eos_id: int, excluded=None):
     if num_items < 1 or token_offset < 0:
       raise ValueError(
         f"AtomicItemConstraint: need num_items >= 1 and token_offset >= 0, got "
@@ -32,18 +66,23 @@ class AtomicItemConstraint:
         f"[{token_offset}, {token_offset + num_items})"
       )
     self.token_offset, self.num_items, self.eos_id = int(token_offset), int(num_items), int(eos_id)
+    self.excluded = excluded
 
   @classmethod
   def from_catalog(cls, catalog, eos_id: int = 1) -> "AtomicItemConstraint":
     return cls(catalog.token_offset, catalog.num_items, eos_id)
 
+  def excluding(self, excluded) -> "AtomicItemConstraint":
+    """A copy that forbids, per query b, the items where excluded[b] (bool [B, num_items])."""
+    ex = _checked_excluded(excluded, self.num_items, "AtomicItemConstraint")
+    return AtomicItemConstraint(self.token_offset, self.num_items, self.eos_id, ex)
+
   def tree_flatten(self):
-    return (), (self.token_offset, self.num_items, self.eos_id)
+    return (self.excluded,), (self.token_offset, self.num_items, self.eos_id)
 
   @classmethod
   def tree_unflatten(cls, aux, children):
-    del children
-    return cls(*aux)
+    return cls(*aux, excluded=children[0])
 
   def check_vocab(self, vocab: int, eos_id: int):
     if self.token_offset + self.num_items > vocab:
@@ -62,7 +101,12 @@ class AtomicItemConstraint:
     del state
     tok = jnp.arange(vocab)
     items = (tok >= self.token_offset) & (tok < self.token_offset + self.num_items)
-    return jnp.where(t == 0, items, tok == self.eos_id)[None, None, :]  # [1, 1, V]
+    out = jnp.where(t == 0, items, tok == self.eos_id)[None, None, :]  # [1, 1, V]
+    if self.excluded is None:
+      return out
+    idx = jnp.clip(tok - self.token_offset, 0, self.num_items - 1)
+    seen = self.excluded[:, idx] & items  # [B, V]
+    return out & ~(seen[:, None, :] & (t == 0))  # [B, 1, V]
 
   def advance(self, state, tokens, t):
     del tokens, t
@@ -85,7 +129,9 @@ class PrefixTrieConstraint:
   terminal[u] says a complete item ends at u (EOS allowed); item_of_node[u] = that item's index.
   Per step: allowed tokens of each beam's node are scattered into a [B, N, V] mask (padded to the
   largest non-root fan-out; the root's mask is precomputed), and a beam's node advances by a
-  batched binary search over its children.
+  batched binary search over its children. `excluded` (None or bool `[B, num_items]`, see
+  `excluding`): query b may not complete those items (their last token, or EOS after a code that
+  other codes continue).
   """
 
   def __init__(
@@ -97,16 +143,33 @@ class PrefixTrieConstraint:
     depth: int,
     vocab_bound: int,
     num_items: int,
+    excluded=None,
   ):
     self.arrays = arrays
     self.eos_id, self.max_fanout, self.depth = int(eos_id), int(max_fanout), int(depth)
     self.vocab_bound, self.num_items = int(vocab_bound), int(num_items)
+    self.excluded = excluded
     # Host copy for mapping sequences back to items.
     self._host = None
 
+  def excluding(self, excluded) -> "PrefixTrieConstraint":
+    """A copy that forbids, per query b, the items where excluded[b] (bool [B, num_items])."""
+    ex = _checked_excluded(excluded, self.num_items, "PrefixTrieConstraint")
+    out = PrefixTrieConstraint(
+      self.arrays,
+      eos_id=self.eos_id,
+      max_fanout=self.max_fanout,
+      depth=self.depth,
+      vocab_bound=self.vocab_bound,
+      num_items=self.num_items,
+      excluded=ex,
+    )
+    out._host = self._host
+    return out
+
   def tree_flatten(self):
     keys = sorted(self.arrays)
-    return tuple(self.arrays[k] for k in keys), (
+    return tuple(self.arrays[k] for k in keys) + (self.excluded,), (
       tuple(keys),
       self.eos_id,
       self.max_fanout,
@@ -119,12 +182,13 @@ class PrefixTrieConstraint:
   def tree_unflatten(cls, aux, children):
     keys, eos_id, max_fanout, depth, vocab_bound, num_items = aux
     return cls(
-      dict(zip(keys, children)),
+      dict(zip(keys, children[:-1])),
       eos_id=eos_id,
       max_fanout=max_fanout,
       depth=depth,
       vocab_bound=vocab_bound,
       num_items=num_items,
+      excluded=children[-1],
     )
 
   @classmethod
@@ -239,15 +303,37 @@ class PrefixTrieConstraint:
     j = jnp.arange(self.max_fanout)
     idx = a["child_start"][u][..., None] + j  # [B, N, F]
     ok = (j < a["child_count"][u][..., None]) & live[..., None]
-    toks = jnp.where(ok, a["edge_tok"][jnp.minimum(idx, a["edge_tok"].shape[0] - 1)], vocab)
+    edge = jnp.minimum(idx, a["edge_tok"].shape[0] - 1)
+    ex = self.excluded
+    if ex is not None:  # a token that completes an excluded item (a leaf) is not allowed
+      ok = ok & ~self._completes_excluded(a["edge_child"][edge], jnp.arange(b)[:, None, None])
+    toks = jnp.where(ok, a["edge_tok"][edge], vocab)
     bi = jnp.arange(b)[:, None, None]
     ni = jnp.arange(n)[None, :, None]
     mask = jnp.zeros((b, n, vocab), bool).at[bi, ni, toks].set(True, mode="drop")  # [B, N, V]
     # The root's children may be far more than max_fanout: use its precomputed mask.
-    root = jnp.zeros((vocab,), bool).at[a["root_tokens"]].set(True, mode="drop")
+    if ex is None:
+      root = jnp.zeros((vocab,), bool).at[a["root_tokens"]].set(True, mode="drop")
+    else:  # per query: [B, 1, V] (root edges are the first edges: sorted by parent)
+      r = a["root_tokens"].shape[0]
+      bad = self._completes_excluded(a["edge_child"][:r][None, :], jnp.arange(b)[:, None])
+      rtok = jnp.where(bad, vocab, a["root_tokens"][None, :])  # [B, R]
+      root = jnp.zeros((b, vocab), bool).at[jnp.arange(b)[:, None], rtok].set(True, mode="drop")
+      root = root[:, None, :]
     mask = jnp.where((state == 0)[..., None], root, mask)
     eos = a["terminal"][u] & live  # [B, N]
+    if ex is not None:  # a code that longer codes continue: its item ends at EOS
+      it = a["item_of_node"][u]
+      eos = eos & ~((it >= 0) & ex[jnp.arange(b)[:, None], jnp.maximum(it, 0)])
     return mask | (eos[..., None] & (jnp.arange(vocab) == self.eos_id))
+
+  def _completes_excluded(self, nodes, rows):
+    """bool like `nodes`: the node is a leaf holding an item excluded for its query (`rows`, the
+    query index broadcast against `nodes`)."""
+    a = self.arrays
+    it = a["item_of_node"][nodes]
+    leaf = a["child_count"][nodes] == 0
+    return leaf & (it >= 0) & self.excluded[rows, jnp.maximum(it, 0)]
 
   def advance(self, state, tokens, t):
     del t

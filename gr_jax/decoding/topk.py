@@ -9,6 +9,8 @@ the K highest item tokens, best first, in beam search's output format:
   sequences int32 [B, K, max_new_tokens] = `<item> </s> pad ...`, scores float32 [B, K] = the
   item's log-probability (normalised over the whole vocabulary, text tokens included).
 Ties keep the lower item index first (`lax.top_k` is stable), so the order is deterministic.
+`exclude_items` (bool [B, num_items], `eval.exclude_seen`) sets those items' scores to -inf before
+the top-K: each query gets its K best remaining items, in the unmasked order.
 """
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ def _model_topk(
   params,
   encoder_input_ids,
   encoder_mask,
+  exclude_items,
   *,
   k,
   token_offset,
@@ -90,6 +93,8 @@ def _model_topk(
   # Normalise over the full vocabulary (text tokens included), as beam search does before masking.
   logp = jax.nn.log_softmax(logits[:, 0].astype(jnp.float32), axis=-1)  # [B, V]
   item_logp = jax.lax.slice_in_dim(logp, token_offset, token_offset + num_items, axis=1)  # [B, I]
+  if exclude_items is not None:  # -inf: after every remaining item (dropped by the evaluator)
+    item_logp = jnp.where(exclude_items, -jnp.inf, item_logp)
   scores, idx = jax.lax.top_k(item_logp, k)  # [B, K] each, descending, ties: lower index first
   tokens = idx.astype(jnp.int32) + token_offset  # [B, K]
   seqs = jnp.full((b, k, max_new_tokens), pad_id, jnp.int32)  # [B, K, L]
@@ -105,6 +110,7 @@ def topk_exact(
   num_return_sequences: int,
   max_new_tokens: int = 2,
   constraint: AtomicItemConstraint | None = None,
+  exclude_items=None,
 ) -> tuple[Array, Array]:
   """The K = num_return_sequences most probable items of each query (atomic item IDs only).
 
@@ -112,6 +118,8 @@ def topk_exact(
   encoder_input_ids int [B, Le] (0-padded); encoder_mask [B, Le] (default ids != pad).
   constraint: the `AtomicItemConstraint` naming the item tokens (default: the model's
     `num_item_tokens` tokens from `vocab_size`); any other constraint is an error.
+  exclude_items: None, or bool [B, num_items]: items query b must not return (scored -inf before
+    the top-K, so the K best remaining items come back; default: the constraint's `excluded`).
   Returns (sequences int32 [B, K, max_new_tokens]: item token, EOS, pad after; scores float32
   [B, K]: the item's first-step log-probability), best first, like `beam_search`.
   """
@@ -142,6 +150,15 @@ def topk_exact(
     raise ValueError(
       f"topk_exact: encoder_mask shape {mask.shape} != encoder_input_ids shape {ids.shape}"
     )
+  if exclude_items is None:
+    exclude_items = constraint.excluded
+  if exclude_items is not None:
+    exclude_items = jnp.asarray(exclude_items, bool)
+    if exclude_items.shape != (ids.shape[0], constraint.num_items):
+      raise ValueError(
+        f"topk_exact: exclude_items must be bool [batch={ids.shape[0]}, num_items="
+        f"{constraint.num_items}], got shape {tuple(exclude_items.shape)}"
+      )
   graphdef, params = nnx.split(model)
   ids, mask = _shard_batch(params, ids, mask)
   return _model_topk(
@@ -149,6 +166,7 @@ def topk_exact(
     params,
     ids,
     mask,
+    exclude_items,
     k=k,
     token_offset=constraint.token_offset,
     num_items=constraint.num_items,

@@ -10,11 +10,13 @@
    program serves all batches) with the decoder `decode.method` names, restricted to item tokens:
    "beam" (the config's diverse beam search, the paper's) or "topk_exact" (the K most probable
    items of the first decoder step, `gr_jax.decoding.topk`); an item is kept at its best rank,
-   invalid / non-finite hypotheses are dropped, missing ranks count as non-relevant;
+   invalid / non-finite hypotheses are dropped, missing ranks count as non-relevant; with
+   `eval.exclude_seen` each rec query's own history items (as stored in the split) are excluded
+   from its ranking by both decoders (`exclude_items`), so its K best remaining items are ranked;
 4. writes `eval/<out_subdir or split>/{task}.run`, `{task}.qrels`, `metrics.json` (task -> metric
-   -> mean at its top level, plus an `info` section with the decode method and, per task, the mean
-   number of distinct valid items per returned list) and `per_query.json` (task -> metric -> query
-   -> value).
+   -> mean at its top level, plus an `info` section with the decode method, `exclude_seen` and, per
+   task, the mean number of distinct valid items per returned list) and `per_query.json` (task ->
+   metric -> query -> value).
 An evaluation never replaces another decoder's results: when `eval/<out_subdir or split>/`
 already holds a metrics.json whose `info.decode_method` differs from this one's, `evaluate`
 refuses before decoding and names `--out_subdir` (e.g. `test_topk_exact`, the study's name).
@@ -44,6 +46,8 @@ DECODE_METHODS = ("beam", "topk_exact")
 # decode.* fields added after some runs were trained: a run's saved config that lacks one decoded
 # with this value (and overrides of the field must still work on it).
 DECODE_DEFAULTS = {"method": "beam", "use_cache": True, "one_hot_gather": False}
+# eval.* fields added after some runs were trained, likewise (no run excluded seen items before).
+EVAL_DEFAULTS = {"exclude_seen": False}
 
 
 class EvaluationError(RuntimeError):
@@ -79,13 +83,15 @@ def apply_overrides(
 
 
 def with_decode_defaults(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """Copy of config whose decode section has every field of DECODE_DEFAULTS (old run configs)."""
+  """Copy of config whose decode (eval) section has every field of DECODE_DEFAULTS
+  (EVAL_DEFAULTS): old run configs."""
   config = ml_collections.ConfigDict(config.to_dict())
-  if "decode" not in config:
-    config.decode = ml_collections.ConfigDict()
-  for key, value in DECODE_DEFAULTS.items():
-    if key not in config.decode:
-      config.decode[key] = value
+  for section, defaults in (("decode", DECODE_DEFAULTS), ("eval", EVAL_DEFAULTS)):
+    if section not in config:
+      config[section] = ml_collections.ConfigDict()
+    for key, value in defaults.items():
+      if key not in config[section]:
+        config[section][key] = value
   return config
 
 
@@ -164,8 +170,9 @@ def decode_length(catalog, max_new_tokens: int) -> int:
   return need
 
 
-def make_decode_fn(model, config, catalog) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
-  """encoder_input_ids `[B, L]` -> (sequences `[B, R, T]`, scores `[B, R]`) as NumPy.
+def make_decode_fn(model, config, catalog) -> Callable[..., tuple[np.ndarray, np.ndarray]]:
+  """`(encoder_input_ids [B, L], exclude=None)` -> (sequences `[B, R, T]`, scores `[B, R]`) as
+  NumPy; `exclude` (bool `[B, num_items]`) names items each query may not return.
 
   The decoder is `config.decode.method`: "beam" (diverse beam search) or "topk_exact".
   """
@@ -191,7 +198,7 @@ def make_decode_fn(model, config, catalog) -> Callable[[np.ndarray], tuple[np.nd
     except ValueError as e:
       raise EvaluationError(str(e)) from None
 
-    def decode(enc: np.ndarray):
+    def decode(enc: np.ndarray, exclude: np.ndarray | None = None):
       seqs, scores = topk_exact(
         model,
         enc,
@@ -199,6 +206,7 @@ def make_decode_fn(model, config, catalog) -> Callable[[np.ndarray], tuple[np.nd
         num_return_sequences=de.num_return_sequences,
         max_new_tokens=de.max_new_tokens,
         constraint=constraint,
+        exclude_items=exclude,
       )
       return np.asarray(seqs), np.asarray(scores)
 
@@ -209,7 +217,7 @@ def make_decode_fn(model, config, catalog) -> Callable[[np.ndarray], tuple[np.nd
   use_cache = de.get("use_cache", DECODE_DEFAULTS["use_cache"])
   one_hot_gather = de.get("one_hot_gather", DECODE_DEFAULTS["one_hot_gather"])
 
-  def decode(enc: np.ndarray):
+  def decode(enc: np.ndarray, exclude: np.ndarray | None = None):
     seqs, scores = beam_search(
       model,
       enc,
@@ -224,6 +232,7 @@ def make_decode_fn(model, config, catalog) -> Callable[[np.ndarray], tuple[np.nd
       constraint=constraint,
       use_cache=use_cache,
       one_hot_gather=one_hot_gather,
+      exclude_items=exclude,
     )
     return np.asarray(seqs), np.asarray(scores)
 
@@ -239,11 +248,14 @@ def decode_queries(
   task: str = "",
   log_every_s: float = 10.0,
   eos_id: int = 1,
+  exclude: np.ndarray | None = None,
 ) -> dict[str, dict[str, float]]:
   """Run dict `{query_id: {item_id: score}}` for the given unique queries.
 
   A returned sequence counts when it spells an item (`constraint.to_items`: item token then EOS,
   the rule of `gr_jax.decoding.sequences_to_items`) and its score is finite.
+  exclude: None, or bool `[Q, num_items]` (row q: items query q may not return), passed to the
+  decoder as `decode_fn(batch, exclude=...)`, batch by batch.
   """
   constraint = item_constraint(catalog, eos_id)
   n = encoder_inputs.shape[0]
@@ -252,10 +264,14 @@ def decode_queries(
   for lo in range(0, n, batch_size):
     hi = min(lo + batch_size, n)
     batch = encoder_inputs[lo:hi]
+    ex = None if exclude is None else exclude[lo:hi]
     if hi - lo < batch_size:
       # Pad with copies of a real row (an all-pad row would have an empty encoder mask).
       batch = np.concatenate([batch, np.repeat(batch[:1], batch_size - (hi - lo), 0)], 0)
-    seqs, scores = decode_fn(batch)  # [B, R, T], [B, R]
+      if ex is not None:
+        ex = np.concatenate([ex, np.repeat(ex[:1], batch_size - (hi - lo), 0)], 0)
+    # [B, R, T], [B, R]
+    seqs, scores = decode_fn(batch) if ex is None else decode_fn(batch, exclude=ex)
     seqs, scores = np.asarray(seqs), np.asarray(scores, np.float64)
     for row in range(hi - lo):
       q: dict[str, float] = {}
@@ -286,6 +302,7 @@ def decode_split(
   *,
   eos_id: int = 1,
   max_queries: int = 0,
+  exclude_seen: bool = False,
 ) -> tuple[dict, dict]:
   """Decodes every query of `arrays` (task -> split arrays) and scores it against its qrels.
 
@@ -293,8 +310,12 @@ def decode_split(
   info_tasks[task] = counts, speed and the mean number of distinct items per returned list.
   `max_queries` > 0 keeps the first N queries of each task (the trainer's validation decodes).
   Shared by `evaluate` and the trainer's model selection, so both score the same way.
+  `exclude_seen`: rec queries may not return their own history items (`eval.exclude_seen`; the
+  trainer's validation decodes leave it off, so one trained run serves both protocols).
   """
+  from gr_jax.data import dataset as dataset_lib
   from gr_jax.data import pipeline
+  from gr_jax.decoding.constraints import exclusion_mask
   from gr_jax.data.tokenizer import TextTokenizer
 
   ks = tuple(int(k) for k in config.eval.ks)
@@ -319,9 +340,20 @@ def decode_split(
     enc = np.asarray(split_arrays["encoder_input_ids"][first], np.int32)
     if prefix_tokenizer is not None:
       enc = pipeline.add_task_prefix(enc, t, prefix_tokenizer)
+    exclude = None
+    if exclude_seen and t == "rec":  # search queries have no history
+      hists = dataset_lib.query_histories(split_arrays, first, catalog)
+      exclude = exclusion_mask(hists, catalog.num_items)
     t0 = time.time()
     run = decode_queries(
-      decode_fn, enc, qids, catalog, int(config.decode.batch_size), task=t, eos_id=eos_id
+      decode_fn,
+      enc,
+      qids,
+      catalog,
+      int(config.decode.batch_size),
+      task=t,
+      eos_id=eos_id,
+      exclude=exclude,
     )
     secs = time.time() - t0
     means, pq = metrics_lib.evaluate_run(qrels, run, ks)
@@ -418,8 +450,8 @@ def evaluate(
 ) -> dict:
   """Evaluates a run directory's checkpoint; returns (and writes) the metrics.json object.
 
-  overrides: dotted config fields, e.g. `{"decode.num_beams": 8, "eval.ks": (1, 10)}` or
-    `{"decode.method": "topk_exact"}`.
+  overrides: dotted config fields, e.g. `{"decode.num_beams": 8, "eval.ks": (1, 10)}`,
+    `{"decode.method": "topk_exact"}` or `{"eval.exclude_seen": True}`.
   decode_fn_factory(model, config, catalog) -> decode_fn replaces the decoder (tests, baselines).
   out_subdir: outputs go to `eval/<out_subdir or split>/`, so one run can hold the results of
     several decoders side by side (e.g. "test" for beam search and "test_topk" for topk_exact).
@@ -472,8 +504,16 @@ def evaluate(
     )
   factory = decode_fn_factory or make_decode_fn
   decode_fn = factory(model, config, catalog)
+  exclude_seen = bool(config.eval.get("exclude_seen", False))
   results, info_tasks = decode_split(
-    decode_fn, config, data_dir, catalog, arrays, split, eos_id=mc.eos_token_id
+    decode_fn,
+    config,
+    data_dir,
+    catalog,
+    arrays,
+    split,
+    eos_id=mc.eos_token_id,
+    exclude_seen=exclude_seen,
   )
   selection = None
   if step_request == "best":
@@ -492,6 +532,9 @@ def evaluate(
     "selected_by": selection,
     "decode_method": config.decode.method,
     "decode": config.decode.to_dict(),
+    # Rec rankings left out each query's own history items (gr_jax.analysis.stats pairs runs
+    # only when this matches).
+    "exclude_seen": exclude_seen,
     "tasks": info_tasks,
     "dataset": os.path.abspath(data_dir),
     "metric_note": "recall@K is Recall (share of a query's relevant items in the top K); it "

@@ -30,6 +30,12 @@ def manifest_stats(manifest: dict) -> dict:
     for key, value in manifest.get(section, {}).items():
       if isinstance(value, (int, float)) and not isinstance(value, bool):
         out[f"{section}.{key}"] = value
+  # Held-out examples dropped by data.heldout_coverage_rule (report.json "coverage"); a manifest
+  # from before the knob was prepared under the paper's rule.
+  out["heldout_coverage_rule"] = manifest.get("heldout_coverage_rule", "paper")
+  for key, value in manifest.get("counts", {}).items():
+    if key.endswith("_dropped_not_trained_in_both"):
+      out[f"counts.{key}"] = value
   out["items"] = manifest.get("num_items")
   return out
 

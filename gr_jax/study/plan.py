@@ -36,6 +36,8 @@ MODEL_TASKS = {"search": ("search",), "rec": ("rec",), "joint": ("search", "rec"
 MODEL_LABELS = {"search": "Gen_S", "rec": "Gen_R", "joint": "Gen_R+S"}
 BUDGETS = ("epochs", "matched_steps", "converged")
 DECODERS = ("beam", "topk_exact")
+# reproduce.* keys that change how the study is run, never a file of it (the wall-time estimate).
+STUDY_ONLY_KEYS = ("estimate_time",)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,6 +162,9 @@ def build_plan(config: ml_collections.ConfigDict, workdir: str) -> Plan:
   points = []
   for value, name in zip(values, names):
     point_config = ml_collections.ConfigDict(config.to_dict())
+    for key in STUDY_ONLY_KEYS:  # not in the runs' configs (config.json) nor their fingerprints
+      if key in point_config.reproduce:
+        del point_config.reproduce[key]
     if r.sweep:
       for field, v in sweep_fields(r.sweep, value).items():
         set_dotted(point_config, field, v)

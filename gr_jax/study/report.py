@@ -539,6 +539,57 @@ def _time_md(spent: dict) -> list[str]:
   return md + [""]
 
 
+def coverage(a: dict) -> dict:
+  """report.json "coverage" of a point: the manifest's held-out coverage shares
+  (`overlap.<task>_<split>_in_<other>_train`, the share of a task's valid/test targets that are
+  training targets of `other`; mean over the point's datasets, None without examples), the
+  `data.heldout_coverage_rule` that produced them and the held-out examples it dropped."""
+  ms = a.get("manifest_stats", {})
+  keys = [f"{t}_{s}_in_{o}_train" for t in TASKS for s in ("valid", "test") for o in TASKS]
+  return {
+    "rule": ms.get("heldout_coverage_rule"),  # None: an analysis.json from before the knob
+    "shares": {k: ms.get(f"overlap.{k}") for k in keys},
+    "dropped": {
+      k.split(".", 1)[1]: v
+      for k, v in sorted(ms.items())
+      if k.startswith("counts.") and k.endswith("_dropped_not_trained_in_both")
+    },
+  }
+
+
+def _count(v) -> str:
+  """A count, or a mean of counts over per-seed datasets."""
+  if v is None:
+    return "n/a"
+  return str(int(v)) if float(v).is_integer() else f"{v:.1f}"
+
+
+def _coverage_md(cov: dict) -> list[str]:
+  """One line per task: its held-out targets' shares in each task's training targets."""
+  sh, dropped = cov["shares"], cov["dropped"]
+  md = [
+    f"Held-out coverage (data.heldout_coverage_rule = {cov['rule'] or 'unknown'}): the share of "
+    "each task's valid / test targets that are training targets of search and of rec (below 1: "
+    "a task-specific model is tested on items only the other task trains).",
+    "",
+  ]
+  for task in TASKS:
+    parts = [
+      f"{split} {_fmt(sh[f'{task}_{split}_in_search_train'])} / "
+      f"{_fmt(sh[f'{task}_{split}_in_rec_train'])}"
+      for split in ("valid", "test")
+    ]
+    line = f"- {TASK_LABELS[task]}: in search / rec training targets: {', '.join(parts)}"
+    if dropped:
+      unit = "pairs" if task == "search" else "targets"
+      line += "; dropped by the rule: " + ", ".join(
+        f"{split} {_count(dropped.get(f'{task}_{split}_dropped_not_trained_in_both'))} {unit}"
+        for split in ("valid", "test")
+      )
+    md.append(line + ".")
+  return md + [""]
+
+
 def write_report(plan: Plan) -> str:
   from gr_jax.analysis import stats
 
@@ -554,6 +605,7 @@ def write_report(plan: Plan) -> str:
   )
   results, sweep_rows, summary_lines = [], [], []
   curves: dict[str, dict] = {}  # point -> validation_curves
+  coverages = {a["point"]: coverage(a) for a in analyses}
   md = [
     f"# gr-jax study: {plan.config.name}",
     "",
@@ -597,6 +649,7 @@ def write_report(plan: Plan) -> str:
         if isinstance(v, (int, float, str))
       )
       md += [f"Dataset statistics (mean over datasets): {stats_text}.", ""]
+    md += _coverage_md(coverages[a["point"]])
     hm = a["headline_metric"]
     md += [
       "| budget | decoder | task | model | "
@@ -799,6 +852,7 @@ def write_report(plan: Plan) -> str:
     "family_size": family,
     "sweep": sweep_rows,
     "validation_curves": curves,
+    "coverage": coverages,
     "baseline_tests": baseline_tests,
     "points": analyses,
     "config": json.loads(plan.config.to_json()),

@@ -154,5 +154,9 @@ def run_plan(plan: Plan, printer: Callable[[str], None] = print) -> str:
   from gr_jax.study import stages as stage_lib  # Heavy imports (jax) only when running.
 
   stages = stage_lib.stages_for(plan)
+  if plan.config.reproduce.get("estimate_time", False):
+    from gr_jax.study import estimate  # pylint: disable=g-import-not-at-top
+
+    estimate.print_estimate(plan, stages, printer)
   run_stages(stages, plan.workdir, printer)
   return os.path.join(plan.workdir, "report.md")

@@ -14,7 +14,7 @@ import shutil
 
 import ml_collections
 
-from gr_jax.study.plan import DataSpec, Plan, Point, RunSpec
+from gr_jax.study.plan import STUDY_ONLY_KEYS, DataSpec, Plan, Point, RunSpec
 from gr_jax.study.runner import Stage
 
 # Keys of a run config that say nothing about its result (where files go, how often to log).
@@ -112,9 +112,23 @@ def _evaluate(run: RunSpec, split: str, decoder: str) -> None:
     run.run_dir,
     split=split,
     step=step,
-    overrides={"decode.method": decoder},
+    # The study's protocol, also for runs trained before the field existed.
+    overrides={"decode.method": decoder, "eval.exclude_seen": _exclude_seen(run.config)},
     out_subdir=eval_subdir(split, decoder),
   )
+
+
+def _exclude_seen(config) -> bool:
+  return bool(config.eval.get("exclude_seen", False))
+
+
+def _eval_inputs(config) -> dict:
+  """The eval section as stage inputs; `exclude_seen` only when set, so the stages of a study
+  made before the field existed keep their fingerprints."""
+  d = config.eval.to_dict()
+  if not d.get("exclude_seen", False):
+    d.pop("exclude_seen", None)
+  return d
 
 
 def _baselines(plan: Plan, point: Point, data: DataSpec) -> None:
@@ -130,6 +144,7 @@ def _baselines(plan: Plan, point: Point, data: DataSpec) -> None:
     split,
     tuple(plan.config.eval.ks),
     mix_weight=float(plan.config.eval.pop_mix_weight),
+    exclude_seen=_exclude_seen(plan.config),
   )
   for name in plan.config.reproduce.get("baselines", ()):
     cfg = ml_collections.ConfigDict(data.config.to_dict())
@@ -160,11 +175,23 @@ def _rmtree(path: str):
 
 def _config_inputs(config: ml_collections.ConfigDict) -> dict:
   """A run config as stage inputs: without the study-level section (its budget knobs are passed
-  on separately; sweep values and seeds lists do not change one run) and logging periods."""
+  on separately; sweep values and seeds lists do not change one run), logging periods and
+  `eval.exclude_seen` (training never reads it: validation ranks every item, so switching the
+  protocol re-evaluates the trained runs without retraining them)."""
   d = config.to_dict()
   d.pop("reproduce", None)
+  d.get("eval", {}).pop("exclude_seen", None)
   for key in _NOT_INPUTS:
     d.get("train", {}).pop(key, None)
+  return d
+
+
+def _reproduce_inputs(r: ml_collections.ConfigDict) -> dict:
+  """The reproduce section as stage inputs, without the keys that change no file
+  (`plan.STUDY_ONLY_KEYS`: a study's stages keep their fingerprints with or without them)."""
+  d = r.to_dict()
+  for key in STUDY_ONLY_KEYS:
+    d.pop(key, None)
   return d
 
 
@@ -210,7 +237,7 @@ def stages_for(plan: Plan) -> list[Stage]:
         lambda p=point, d=data: _baselines(plan, p, d),
         inputs={
           "data": prep.fingerprint,
-          "eval": plan.config.eval.to_dict(),
+          "eval": _eval_inputs(plan.config),
           "baselines": plan.config.get("baselines", {}).to_dict()
           if "baselines" in plan.config
           else {},
@@ -248,7 +275,7 @@ def stages_for(plan: Plan) -> list[Stage]:
             "train": train.fingerprint,
             "decode": run.config.decode.to_dict(),
             "decoder": decoder,
-            "eval": run.config.eval.to_dict(),
+            "eval": _eval_inputs(run.config),
           },
           reset=_rmtree(os.path.join(run.run_dir, "eval", eval_subdir(split, decoder))),
         )
@@ -260,7 +287,7 @@ def stages_for(plan: Plan) -> list[Stage]:
         "analyse",
         f"statistics and analyses ({point.name})",
         lambda p=point: _analyse(plan, p),
-        inputs={"stages": point_fps, "reproduce": r.to_dict()},
+        inputs={"stages": point_fps, "reproduce": _reproduce_inputs(r)},
       )
     )
   stages.append(
@@ -269,7 +296,7 @@ def stages_for(plan: Plan) -> list[Stage]:
       "report",
       "report",
       lambda: _report(plan),
-      inputs={"stages": [s.fingerprint for s in stages], "reproduce": r.to_dict()},
+      inputs={"stages": [s.fingerprint for s in stages], "reproduce": _reproduce_inputs(r)},
     )
   )
   # Stage ids are file names: keep them safe.

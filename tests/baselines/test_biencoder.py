@@ -382,3 +382,17 @@ def _collide_then_unique(unique):
     return unique(x, *args, **kwargs)
 
   return fake
+
+
+def test_training_logs_progress_with_an_eta(ds, tmp_path, caplog):
+  """Every `log_every_steps` (and at the end) a progress line as the trainer's, with an ETA."""
+  import logging  # pylint: disable=g-import-not-at-top
+  import re  # pylint: disable=g-import-not-at-top
+
+  c = tiny_config(num_steps=5, log_every_steps=2, dropout=0.0)
+  with caplog.at_level(logging.INFO, logger="gr_jax.baselines.biencoder"):
+    biencoder.train_biencoder(c, ds, str(tmp_path))
+  lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("biencoder: step ")]
+  assert [int(re.match(r"biencoder: step (\d+)/5 ", l).group(1)) for l in lines] == [2, 4, 5]
+  pattern = r"biencoder: step \d+/5 \(epoch [\d.]+\) loss [\d.]+ \| [\d.]+ ex/s ETA \d+:\d\d:\d\d$"
+  assert all(re.match(pattern, l) for l in lines), lines

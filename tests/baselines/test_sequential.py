@@ -183,3 +183,21 @@ def test_config_change_refuses_to_resume(tmp_path):
     sequential.train_sequential(
       "sasrec", tiny_config("sasrec", num_steps=2, hidden_size=16), ds, str(tmp_path)
     )
+
+
+@pytest.mark.parametrize("kind", ["sasrec", "bert4rec"])
+def test_training_logs_progress_with_an_eta(kind, tmp_path, caplog):
+  """Every `log_every_steps` (and at the end) a progress line as the trainer's: step i/n, epoch,
+  loss, then "compiling" before the first step is timed, examples/s and an ETA after it."""
+  import logging  # pylint: disable=g-import-not-at-top
+  import re  # pylint: disable=g-import-not-at-top
+
+  ds = _Dataset(successor_sessions(num_users=20), N_ITEMS, encoder_len=12, max_history=10)
+  c = tiny_config(kind, num_steps=5, log_every_steps=2)
+  with caplog.at_level(logging.INFO, logger="gr_jax.baselines.sequential"):
+    sequential.train_sequential(kind, c, ds, str(tmp_path))
+  lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith(f"{kind}: step ")]
+  assert [int(re.match(rf"{kind}: step (\d+)/5 ", l).group(1)) for l in lines] == [2, 4, 5]
+  pattern = rf"{kind}: step \d+/5 \(epoch [\d.]+\) loss [\d.]+ \| [\d.]+ ex/s ETA \d+:\d\d:\d\d$"
+  assert all(re.match(pattern, l) for l in lines), lines
+  assert lines[-1].endswith("ETA 0:00:00")

@@ -54,12 +54,17 @@ def test_movielens_small_matches_brute_force(ml_small):
   both = tagged & rated
   assert ds.num_items == len(both)
   assert {int(i) for i in ds.catalog.item_ids} == both
-  want_test, want_valid = [], []
-  for u in sorted(events):
-    seq = [m for _, m in sorted(events[u]) if m in both]
-    if len(seq) >= 3:
-      want_test.append(seq[-1])
-      want_valid.append(seq[-2])
+  seqs = [[m for _, m in sorted(events[u]) if m in both] for u in sorted(events)]
+  seqs = [seq for seq in seqs if len(seq) >= 3]
+  # data.heldout_coverage_rule="trained_in_both": a rec held-out target stays only if it is a
+  # training target of rec (a session's items 1 .. n-3) and of search.
+  rec_trained = {m for seq in seqs for m in seq[1:-2]}
+  search_trained = {int(ds.catalog.item_id(i)) for i in ds.split("search", "train")["target_item"]}
+  trained = rec_trained & search_trained
+  assert trained < both  # the rule matters on this data
+  want_test = [seq[-1] for seq in seqs if seq[-1] in trained]
+  want_valid = [seq[-2] for seq in seqs if seq[-2] in trained]
+  assert 0 < len(want_test) < len(seqs) and 0 < len(want_valid) < len(seqs)
   got = [int(ds.catalog.item_id(i)) for i in ds.split("rec", "test")["target_item"]]
   assert got == want_test
   got = [int(ds.catalog.item_id(i)) for i in ds.split("rec", "valid")["target_item"]]
@@ -282,7 +287,14 @@ def _write_jsonl(d, search=None, sessions=None, items=None):
 
 def test_jsonl_orders_sessions_by_timestamp(tmp_path):
   d = _write_jsonl(tmp_path / "raw")
-  c = _cfg("jsonl", d, search_valid_fraction=0.0, search_test_fraction=0.0)
+  # The paper's rule keeps every session's held-out rows (here none is a rec training target).
+  c = _cfg(
+    "jsonl",
+    d,
+    search_valid_fraction=0.0,
+    search_test_fraction=0.0,
+    heldout_coverage_rule="paper",
+  )
   ds = ProcessedDataset(prepare_dataset(c, str(tmp_path / "ds")))
   idx = ds.catalog.index
   np.testing.assert_array_equal(ds.split("rec", "test")["target_item"], [idx("t0"), idx("t0")])
@@ -357,9 +369,10 @@ def test_jsonl_on_cpcd_sample(tmp_path):
   d, search, sessions = _cpcd_to_jsonl(
     os.path.join(DATA, "cpcd", "cpcd_v1.dialogs.dev.val.jsonl"), tmp_path / "raw"
   )
-  ds = ProcessedDataset(
-    prepare_dataset(_cfg("jsonl", d, tokenizer__vocab_size=300), str(tmp_path / "ds"))
-  )
+  # The paper's rule keeps every session's test row: under the default none is left, as no goal
+  # playlist's last track is a rec training target of this small sample.
+  c = _cfg("jsonl", d, tokenizer__vocab_size=300, heldout_coverage_rule="paper")
+  ds = ProcessedDataset(prepare_dataset(c, str(tmp_path / "ds")))
   both = {s["item"] for s in search} & {t for s in sessions for t in s["items"]}
   assert set(ds.catalog.item_ids) == both
   n_sess = sum(1 for s in sessions if sum(t in both for t in s["items"]) >= 3)
@@ -451,11 +464,14 @@ def test_mpd_numeric_slice_order_and_tasks(tmp_path):
   # Each playlist's last two tracks (rec valid/test) are searchable only through the other one.
   _mpd_slice(d, 10000, [_playlist(10000, "Chill  Vibes", ["s:1", "s:4", "s:2", "s:3"])])
   _mpd_slice(d, 2000, [_playlist(2000, "Rock", ["s:3", "s:2", "s:1", "s:4"])])
-  ds = ProcessedDataset(
-    prepare_dataset(
-      _cfg("mpd", d, search_valid_fraction=0.0, search_test_fraction=0.0), str(tmp_path / "ds")
-    )
+  c = _cfg(
+    "mpd",
+    d,
+    search_valid_fraction=0.0,
+    search_test_fraction=0.0,
+    heldout_coverage_rule="paper",  # both playlists' test rows, in slice order
   )
+  ds = ProcessedDataset(prepare_dataset(c, str(tmp_path / "ds")))
   assert ds.catalog.item_ids == ["s:3", "s:2", "s:1", "s:4"]
   t = ds.split("rec", "test")["target_item"]
   assert [ds.catalog.item_id(i) for i in t] == ["s:4", "s:3"]

@@ -23,19 +23,34 @@ ML = os.path.join(DATA, "ml-latest-small")
 
 
 def _actual_heldout(raw, ds):
-  """(user, item) of every rec valid/test target in the processed dataset, from its arrays.
+  """(user, item) of every rec valid/test target that prepare holds out of training, checked
+  against the processed dataset's arrays.
 
   prepare keeps the loader's session order and drops sessions left shorter than 3 by its item
-  filter (the catalogue), so the i-th test row belongs to the i-th surviving session; the
-  assertions below check that this mapping reproduces every target.
+  filter (the catalogue); each kept session's last two items are held out of training. The splits
+  hold them in session order: all of them under data.heldout_coverage_rule="paper" (the i-th test
+  row is the i-th surviving session's), only those that are training targets of both tasks under
+  "trained_in_both" (the default). The assertions below check that this reproduces every target.
   """
   kept = [(u, [i for i in items if i in ds.catalog]) for u, items in raw.sessions]
   kept = [(u, items) for u, items in kept if len(items) >= 3]
   test = [ds.catalog.item_id(i) for i in ds.split("rec", "test")["target_item"]]
   valid = [ds.catalog.item_id(i) for i in ds.split("rec", "valid")["target_item"]]
-  assert [items[-1] for _, items in kept] == test
-  assert [items[-2] for _, items in kept] == valid
+  if ds.manifest.get("heldout_coverage_rule", "paper") == "paper":
+    evaluated = list
+  else:
+    both = {ds.catalog.item_id(i) for i in _train_targets(ds, "search") & _train_targets(ds, "rec")}
+
+    def evaluated(items):
+      return [i for i in items if i in both]
+
+  assert evaluated([items[-1] for _, items in kept]) == test
+  assert evaluated([items[-2] for _, items in kept]) == valid
   return {(u, items[-1]) for u, items in kept} | {(u, items[-2]) for u, items in kept}
+
+
+def _train_targets(ds, task):
+  return set(ds.split(task, "train")["target_item"].tolist())
 
 
 # ---------------------------------------------------------------------- MovieLens
@@ -99,7 +114,8 @@ def test_movielens_duplicate_rows_removed_and_counted(tmp_path):
     if k % 200 == 0:
       mixed.append(row)  # right after itself: the same user, movie and timestamp
   (raw_dir / "ratings.csv").write_text("\n".join([header, *mixed, *dup[:50]]) + "\n")
-  c = _cfg("movielens", raw_dir, tokenizer__vocab_size=800)
+  # Every session's held-out rows (the paper's rule): valid and test rows align by session.
+  c = _cfg("movielens", raw_dir, tokenizer__vocab_size=800, heldout_coverage_rule="paper")
   raw = movielens.load(c.data)
   clean = movielens.load(_cfg("movielens", ML, tokenizer__vocab_size=800).data)
   assert raw.sessions == clean.sessions and raw.search_pairs == clean.search_pairs
@@ -150,7 +166,14 @@ def test_jsonl_duplicate_events_removed_and_counted(tmp_path):
     ("u3", ["t1", "t2", "t1"]),
   ]
   assert raw.stats["duplicate_rows_removed"] == 1 + 1 + 1 + 2
-  c = _cfg("jsonl", d, search_valid_fraction=0.0, search_test_fraction=0.0)
+  # Every session's held-out rows (the paper's rule), to read leave-last-out off them.
+  c = _cfg(
+    "jsonl",
+    d,
+    search_valid_fraction=0.0,
+    search_test_fraction=0.0,
+    heldout_coverage_rule="paper",
+  )
   ds = ProcessedDataset(prepare_dataset(c, str(tmp_path / "ds")))
   assert ds.manifest["source_stats"]["duplicate_rows_removed"] == 5
   idx = ds.catalog.index

@@ -372,6 +372,54 @@ def test_prepare_errors_name_the_knob(tmp_path):
   assert not os.path.exists(tmp_path / "a") and not os.path.exists(tmp_path / "c")
 
 
+def test_codebook_size_for_follows_the_catalogue():
+  # auto (0): the smallest power of two K with K ** levels >= items, within [2, min(256, items)]
+  assert sem.codebook_size_for(78, 3, 0) == 8  # 4 ** 3 = 64 < 78 <= 8 ** 3
+  assert sem.codebook_size_for(64, 3, 0) == 4
+  assert sem.codebook_size_for(2000, 3, 0) == 16
+  assert sem.codebook_size_for(10**9, 3, 0) == 256
+  assert sem.codebook_size_for(5, 1, 0) == 5  # never more codes than items
+  assert sem.codebook_size_for(1, 2, 0) == 2  # check_quantiser then refuses
+  # A set value is kept as it is (its checks and errors unchanged).
+  assert sem.codebook_size_for(78, 3, 256) == 256 and sem.codebook_size_for(78, 3, -1) == -1
+
+
+def test_quickstart_semantic_ids_prepare_with_an_auto_codebook(tmp_path, caplog):
+  """`--config.data.id_scheme=semantic` on the quickstart (78 items) once stopped with "256 codes
+  per level but only 78 items": the default codebook size now follows the catalogue and the
+  manifest records the chosen one; a set size too large for the catalogue still stops."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  import logging  # pylint: disable=g-import-not-at-top
+
+  from gr_jax.data import prepare_dataset  # pylint: disable=g-import-not-at-top
+
+  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  spec = importlib.util.spec_from_file_location(
+    "quickstart", os.path.join(root, "configs", "quickstart.py")
+  )
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config("seeds=1")
+  assert config.data.semantic.codebook_size == 0  # the default: auto
+  config.data.id_scheme = "semantic"
+  config.data.semantic.kmeans_iters = 5  # speed only
+  with caplog.at_level(logging.INFO, logger="gr_jax.data.semantic_ids"):
+    out = prepare_dataset(config, str(tmp_path / "auto"))
+  with open(os.path.join(out, "manifest.json")) as f:
+    manifest = json.load(f)
+  n, info = manifest["num_items"], manifest["semantic_ids"]
+  want = sem.codebook_size_for(n, 3, 0)
+  assert info["codebook_size"] == want and info["codebook_size_auto"] is True
+  assert 2 <= want < 256 and want**3 >= n and (want // 2) ** 3 < n
+  assert ItemCatalog.load(os.path.join(out, "catalog.json")).codebook_size == want
+  chosen = [r.getMessage() for r in caplog.records if "codebook_size=0 (auto)" in r.getMessage()]
+  assert len(chosen) == 1 and f"{want} codes per level for {n} items" in chosen[0]
+  # A user-set codebook size keeps today's check and error.
+  config.data.semantic.codebook_size = 256
+  with pytest.raises(DataError, match=rf"'data.semantic.codebook_size'.*256 codes.*only {n} items"):
+    prepare_dataset(config, str(tmp_path / "set"))
+
+
 # ------------------------------------------------------------------------------ bi-encoder IDs
 JOINT_STEPS = 12
 

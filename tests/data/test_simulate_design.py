@@ -11,6 +11,7 @@ import pytest
 
 from gr_jax.data import ProcessedDataset, prepare_dataset
 from gr_jax.data import simulate
+from gr_jax.data.errors import DataError
 from tests.data.conftest import ROOT, tiny_config
 
 # The quickstart's simulator settings (configs/quickstart.py), with no coverage variant.
@@ -33,8 +34,11 @@ COVERAGE_KEYS = [
 ]
 
 
-def _prepared(tmp_path, name, **sim):
-  return ProcessedDataset(prepare_dataset(tiny_config(**sim), str(tmp_path / name)))
+def _prepared(tmp_path, name, rule=None, **sim):
+  c = tiny_config(**sim)
+  if rule is not None:
+    c.data.heldout_coverage_rule = rule
+  return ProcessedDataset(prepare_dataset(c, str(tmp_path / name)))
 
 
 def _train_targets(ds, task):
@@ -64,7 +68,10 @@ def test_heldout_targets_are_training_targets_of_both_tasks(tmp_path, setting):
 
 def test_coverage_variant_tests_items_a_task_never_trains(tmp_path):
   sim = dict(QUICKSTART_SIM, rec_side_fraction=0.4, heldout_in_both=False)
-  ds = _prepared(tmp_path, "coverage", **sim)
+  # prepare's default would drop exactly the held-out targets the variant is about: it refuses.
+  with pytest.raises(DataError, match="heldout_coverage_rule='paper'"):
+    _prepared(tmp_path, "coverage_default", **sim)
+  ds = _prepared(tmp_path, "coverage", rule="paper", **sim)
   overlap = ds.manifest["overlap"]
   assert overlap["search_test_in_search_train"] < 1.0
   assert overlap["search_valid_in_search_train"] < 1.0

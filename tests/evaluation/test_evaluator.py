@@ -392,3 +392,62 @@ def test_another_decoder_never_replaces_the_results_in_eval_split(run_dir):
     evaluator.evaluate(
       str(run_dir), "test", decode_fn_factory=fake_factory, out_subdir="test_topk_exact"
     )
+
+
+def test_exclude_seen_passes_each_rec_querys_history_to_the_decoder(run_dir, tmp_path):
+  """eval.exclude_seen: the decoder gets, per rec query (padded batches included), a mask of exactly
+  its history items; search queries get none; results keep the remaining items; info records it."""
+  path = tmp_path / "data" / "rec" / "test.npz"
+  with np.load(path) as z:
+    arrays = dict(z)
+  q = arrays["query_id"]
+  hist = np.stack([q % NUM_ITEMS, (q + 5) % NUM_ITEMS], 1)  # two history items per query
+  arrays["encoder_input_ids"][:, 1:3] = hist + TEXT_VOCAB  # query token, history, EOS
+  arrays["encoder_input_ids"][:, 3] = 1
+  np.savez(path, **arrays)
+  calls = []
+
+  def factory(model, config, catalog):
+    def decode(enc, exclude=None):
+      calls.append((np.array(enc), None if exclude is None else np.array(exclude)))
+      qq = enc[:, 0] - 10
+      order = (qq[:, None] + np.arange(NUM_ITEMS)[None]) % NUM_ITEMS  # item q first, then q+1...
+      scores = np.broadcast_to(-0.1 * np.arange(NUM_ITEMS, dtype=np.float32), order.shape).copy()
+      if exclude is not None:  # as the decoders do: excluded items score -inf
+        scores[np.take_along_axis(exclude, order, 1)] = -np.inf
+      seqs = np.stack([order + TEXT_VOCAB, np.ones_like(order)], -1).astype(np.int32)
+      return seqs, scores
+
+    return decode
+
+  out = evaluator.evaluate(str(run_dir), "test", decode_fn_factory=factory)
+  assert out["info"]["exclude_seen"] is False and all(ex is None for _, ex in calls)
+  calls.clear()
+  out = evaluator.evaluate(
+    str(run_dir),
+    "test",
+    overrides={"eval.exclude_seen": True},
+    decode_fn_factory=factory,
+    out_subdir="test_seen",
+  )
+  assert out["info"]["exclude_seen"] is True
+  assert json.loads((run_dir / "eval" / "test_seen" / "metrics.json").read_text())["info"][
+    "exclude_seen"
+  ]
+  search_calls, rec_calls = calls[:3], calls[3:]  # batch_size 3: 7 search, then 5 rec queries
+  assert len(rec_calls) == 2 and all(ex is None for _, ex in search_calls)
+  for enc, ex in rec_calls:
+    assert ex.shape == (3, NUM_ITEMS) and ex.dtype == bool
+    for row, mask in zip(enc, ex):  # padded rows too: a copy of a real row and its mask
+      qq = row[0] - 10
+      assert sorted(np.flatnonzero(mask)) == sorted({qq % NUM_ITEMS, (qq + 5) % NUM_ITEMS})
+  rec = runs.read_run(run_dir / "eval" / "test_seen" / "rec.run")
+  for qq in range(5):
+    ranked = [d for d, _ in sorted(rec[str(qq)].items(), key=lambda kv: -kv[1])]
+    seen = {qq % NUM_ITEMS, (qq + 5) % NUM_ITEMS}
+    want = [
+      f"item{(qq + j) % NUM_ITEMS}" for j in range(NUM_ITEMS) if (qq + j) % NUM_ITEMS not in seen
+    ]
+    assert ranked == want
+  search = runs.read_run(run_dir / "eval" / "test_seen" / "search.run")
+  assert search == runs.read_run(run_dir / "eval" / "test" / "search.run")  # never masked

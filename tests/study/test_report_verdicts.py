@@ -11,6 +11,7 @@ import pytest
 
 from gr_jax.analysis import stats
 from gr_jax.evaluation import runs
+from gr_jax.schema import TASKS
 from gr_jax.study import analyses
 from gr_jax.study import plan as plan_lib
 from gr_jax.study import report
@@ -37,8 +38,9 @@ def _write_run(d, task_values, seed, metric):
   return d
 
 
-def test_report_json_and_markdown_carry_the_new_statistics(tmp_path):
-  seeds = 6
+def _fabricated_report(tmp_path, seeds, manifest_stats=None) -> str:
+  """A quickstart plan whose one point has a fabricated analysis.json (`manifest_stats`: the
+  point's dataset statistics, none by default); writes its report, returns report.md's path."""
   config = load_config("quickstart", f"seeds={seeds}")
   config.reproduce.budgets = ("epochs",)
   config.reproduce.decoders = ("beam",)
@@ -90,14 +92,19 @@ def test_report_json_and_markdown_carry_the_new_statistics(tmp_path):
     "headline": headline,
     "all_metrics": [],
     "baselines": {},
-    "manifest_stats": {},
+    "manifest_stats": manifest_stats or {},
     "h1": [],
     "h2": [],
     "tsne": {},
   }
   runs.write_json(os.path.join(plan.workdir, "analysis", point.name, "analysis.json"), analysis)
-  md_path = report.write_report(plan)
-  with open(os.path.join(plan.workdir, "report.json")) as f:
+  return report.write_report(plan)
+
+
+def test_report_json_and_markdown_carry_the_new_statistics(tmp_path):
+  seeds = 6
+  md_path = _fabricated_report(tmp_path, seeds)
+  with open(os.path.join(os.path.dirname(md_path), "report.json")) as f:
     rep = json.load(f)
   assert set(rep["verdicts"]) == VERDICTS
   by_task = {c["task"]: c for c in rep["comparisons"]}
@@ -136,3 +143,34 @@ def test_report_json_and_markdown_carry_the_new_statistics(tmp_path):
   )
   assert "95% CI" in lines["- search"] and "unadjusted" in lines["- search"]
   assert "(conditional on the trained models)" in lines["- recommendation"]
+
+
+def test_report_prints_the_manifest_coverage(tmp_path):
+  # The simulator with held-out targets drawn from every item: prepare's default rule drops those
+  # that are not training targets of both tasks, and the report shows the shares and the drops.
+  from gr_jax.data import ProcessedDataset, prepare_dataset
+  from tests.data.conftest import tiny_config
+
+  c = tiny_config(heldout_in_both=False)
+  manifest = ProcessedDataset(prepare_dataset(c, str(tmp_path / "ds"))).manifest
+  dropped = {k: v for k, v in manifest["counts"].items() if "dropped_not_trained" in k}
+  assert dropped["search_test_dropped_not_trained_in_both"] > 0
+  md_path = _fabricated_report(tmp_path, 3, analyses.manifest_stats(manifest))
+  with open(os.path.join(os.path.dirname(md_path), "report.json")) as f:
+    cov = json.load(f)["coverage"]
+  assert list(cov) == ["default"]
+  keys = [f"{t}_{s}_in_{o}_train" for t in TASKS for s in ("valid", "test") for o in TASKS]
+  assert cov["default"]["shares"] == {k: manifest["overlap"][k] for k in keys}
+  assert set(cov["default"]["shares"].values()) == {1.0}
+  assert cov["default"]["rule"] == "trained_in_both"
+  assert cov["default"]["dropped"] == dropped
+  with open(md_path) as f:
+    lines = [line for line in f.read().splitlines() if "in search / rec training targets" in line]
+  assert len(lines) == 2  # one per task
+  assert lines[0].startswith("- search: in search / rec training targets: valid 1.0000 / 1.0000")
+  assert f"test {dropped['rec_test_dropped_not_trained_in_both']} targets" in lines[1]
+  # A study without dataset statistics (an analysis.json from before the knob) still reports.
+  md_path = _fabricated_report(tmp_path / "old", 3)
+  with open(os.path.join(os.path.dirname(md_path), "report.json")) as f:
+    old = json.load(f)["coverage"]["default"]
+  assert old["rule"] is None and set(old["shares"].values()) == {None} and old["dropped"] == {}
