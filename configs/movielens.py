@@ -114,8 +114,8 @@ mean; beam / topk_exact):
   signal beyond popularity is small; this is a null result, not a reproduction of the paper's gain.
   (That last sentence was wrong: the data carries twice popularity's signal, see issue 26.)
 
-Result on test of this recipe (2026-12-07, ONE seed, budgets epochs and matched_steps; Recall@30,
-exact top-30 / beam): rec Gen_R 0.259 / 0.171 (epochs), 0.255 / 0.179 (matched); Gen_R+S 0.252 /
+Result on test of this recipe (2026-12-07, ONE seed, budgets epochs and matched_steps, run under
+data.heldout_coverage_rule=paper, before the default changed; Recall@30, exact top-30 / beam): rec Gen_R 0.259 / 0.171 (epochs), 0.255 / 0.179 (matched); Gen_R+S 0.252 /
 0.164; Pop_R 0.149, SASRec (200 epochs, final step) 0.345, BERT4Rec (20 epochs) 0.158. Search (29
 queries): Gen_S 0.231 / 0.110 (epochs), 0.143 / 0.086 (matched); Gen_R+S 0.175 / 0.132; Pop_S
 0.221, BM25 0.112. Gen_R is now above Pop_R under both decoders but 0.75x SASRec on test (0.88x on

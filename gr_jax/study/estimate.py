@@ -130,20 +130,7 @@ def measure_train_step(config, text_vocab: int, num_item_tokens: int) -> tuple[f
     )
     state = state_lib.create_train_state(params, tx, shardings)
     batch_sh = partitioning.batch_sharding(mesh)
-    step = step_lib.jit_train_step(
-      step_lib.make_train_step(
-        parts,
-        tx,
-        schedule,
-        grad_accum_steps=int(cfg.train.grad_accum_steps),
-        use_dropout=float(cfg.model.dropout_rate) > 0,
-      ),
-      shardings,
-      batch_sh,
-      mesh,
-    )
-    rng = step_lib.dropout_key(int(cfg.seed), cfg.train.get("dropout_prng", "auto"))
-    rng = jax.device_put(rng, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+    step, rng = step_lib.run_train_step(cfg, parts, tx, schedule, shardings, batch_sh, mesh)
     vocab = int(model_config.vocab_size)
     total = vocab + max(1, int(num_item_tokens))
     r = np.random.default_rng(0)

@@ -193,21 +193,10 @@ class _Trainer:
     )
 
     batch_sh = partitioning.batch_sharding(mesh)
-    train_step = step_lib.jit_train_step(
-      step_lib.make_train_step(
-        parts,
-        tx,
-        schedule,
-        grad_accum_steps=int(config.train.grad_accum_steps),
-        use_dropout=float(config.model.dropout_rate) > 0,
-      ),
-      shardings,
-      batch_sh,
-      mesh,
+    train_step, rng = step_lib.run_train_step(
+      config, parts, tx, schedule, shardings, batch_sh, mesh
     )
     eval_step = step_lib.make_eval_step(parts, shardings["params"], batch_sh, mesh)
-    rng = step_lib.dropout_key(int(config.seed), config.train.get("dropout_prng", "auto"))
-    rng = jax.device_put(rng, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
 
     if start_step >= self.total_steps:
       log.info("the run in %s is already complete (step %d)", self.workdir, start_step)

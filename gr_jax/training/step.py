@@ -258,6 +258,26 @@ def jit_train_step(step_fn, state_shardings, batch_sharding, mesh) -> Callable:
   )
 
 
+def run_train_step(config, parts, tx, schedule, shardings, batch_sharding, mesh):
+  """The run's jitted train step and its dropout base key (replicated on `mesh`): what the trainer
+  runs and what the study's time estimate times, built one way for both."""
+  step = jit_train_step(
+    make_train_step(
+      parts,
+      tx,
+      schedule,
+      grad_accum_steps=int(config.train.grad_accum_steps),
+      use_dropout=float(config.model.dropout_rate) > 0,
+    ),
+    shardings,
+    batch_sharding,
+    mesh,
+  )
+  rng = dropout_key(int(config.seed), config.train.get("dropout_prng", "auto"))
+  rng = jax.device_put(rng, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+  return step, rng
+
+
 def make_eval_step(
   parts: state_lib.ModelParts,
   param_shardings,
