@@ -9,8 +9,12 @@ STAMP := $(VENV)/.gr_jax_installed
 # CPU torch lies on this machine's disk as 2.13.0; asking for it by version avoids a CUDA build.
 TORCH_CPU ?= torch==2.13.0
 PYTEST_ARGS ?=
+# Test processes (pytest-xdist): every core by default (CI has 2). A file's tests stay in one
+# process (--dist loadfile), so module fixtures are built once; `make test PYTEST_WORKERS=0` runs
+# everything in this process (for a debugger).
+PYTEST_WORKERS ?= auto
 
-.PHONY: quickstart test lint format install install-test bench clean
+.PHONY: quickstart test test-fast lint format install install-test bench clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,7 +40,13 @@ quickstart: install
 test: install-test
 	$(PY) -m ruff check gr_jax tests configs
 	$(PY) -m ruff format --check gr_jax tests configs
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+
+# The inner loop: lint, then every test not marked slow (the slow ones train, spawn processes or
+# compare against Hugging Face at length; `make test` runs them all).
+test-fast: install-test
+	$(PY) -m ruff check gr_jax tests configs
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile -m "not slow" $(PYTEST_ARGS)
 
 lint: install-test
 	$(PY) -m ruff check gr_jax tests configs

@@ -85,9 +85,9 @@ def get_config(arg=None):
   c.checkpoint.keep = 1
   c.reproduce.seeds = tuple(range(args["seeds"]))
   c.reproduce.budgets = ("epochs", "converged")
-  # converged: 8 validation decodes within the step cap, each on the first 100 valid queries of
-  # each task (beam search over 60 beams is the cost of model selection on a CPU).
-  c.reproduce.converged_evals = 8
+  # converged: validation decodes as base.py schedules them (per epoch of each model's own data),
+  # each on the first 100 valid queries of each task (beam search over 60 beams is the cost of
+  # model selection on a CPU).
   c.train.select_max_queries = 100
   c.train.eval_every_steps = 1000  # validation loss at checkpoints only (it selects nothing here)
   c.reproduce.decoders = ("beam", "topk_exact")

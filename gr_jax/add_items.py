@@ -45,7 +45,7 @@ def main(argv):
 
 def run():
   flags.mark_flags_as_required(["dataset", "items", "out"])
-  app.run(runtime.main_guard(main, path_hint=lambda: _OUT.value))
+  runtime.run_app(main, path_hint=lambda: _OUT.value)
 
 
 if __name__ == "__main__":

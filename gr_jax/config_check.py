@@ -19,6 +19,7 @@ from gr_jax.schema import TASKS  # pure Python: validation stays free of JAX
 SOURCES = ("simulate", "movielens", "mpd", "jsonl", "tfds_movielens")
 SIM_SETTINGS = ("default", "S1", "S2", "S3")
 HELDOUT_COVERAGE_RULES = ("trained_in_both", "paper")
+SEARCH_SPLITS = ("by_query", "within_item")
 PRESETS = ("tiny", "small", "base", "large", "flan-t5-small", "flan-t5-base", "flan-t5-large")
 DTYPES = ("float32", "bfloat16", "float16")
 ATTENTION_IMPLS = ("einsum", "dot_product_attention", "cudnn", "auto")
@@ -142,6 +143,7 @@ def validate(config) -> None:
 def _data(c: _Checker) -> None:
   c.enum("data.source", SOURCES)
   c.enum("data.heldout_coverage_rule", HELDOUT_COVERAGE_RULES)
+  c.enum("data.search_split", SEARCH_SPLITS)
   c.subset("data.tasks", TASKS)
   c.number("data.task_ratio", 0, 1, high_open=True)
   c.int_at_least("data.item_cap", 0)
@@ -224,6 +226,8 @@ def _train(c: _Checker) -> None:
     if not isinstance(metric, str) or not _METRIC.match(metric):
       raise ConfigError("train.select_metric", metric, "'' or recall@K | ndcg@K | mrr@K")
   c.int_at_least("train.select_every_steps", 0, "0 = once per epoch")
+  c.int_at_least("train.select_evals_per_epoch", 0, "0 = every train.select_every_steps")
+  c.enum("train.select_per_task", (False, True))
   c.int_at_least("train.patience", 0, "0 = never stop early")
   c.int_at_least("train.select_max_queries", 0, "0 = all")
   c.enum("train.loss_impl", LOSS_IMPLS)
@@ -315,7 +319,7 @@ def _reproduce(c: _Checker) -> None:
   c.enum("reproduce.test", STAT_TESTS)
   c.enum("reproduce.correction", CORRECTIONS)
   c.number("reproduce.converged_max_factor", 0, low_open=True)
-  c.int_at_least("reproduce.converged_evals", 1)
+  c.int_at_least("reproduce.converged_evals_per_epoch", 1)
   c.int_at_least("reproduce.patience", 1)
   sweep, values = c.value("reproduce.sweep"), c.value("reproduce.sweep_values")
   if sweep not in (_MISSING, "") and values is not _MISSING and not values:

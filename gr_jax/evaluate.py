@@ -10,6 +10,9 @@ config field). The exact top-K decoder beside beam search's results:
 `RUN/eval/<split>` stops with one error line naming `--out_subdir` (it never replaces another
 decoder's results; `eval/<split>` stays what every reader expects).
 `--set decode.num_beams=8` is the older spelling (deprecated, still accepted).
+A `gs://` (or other object-store) workdir is read and written through epath; its processed dataset
+must be on a local disk (`--config.data.processed_dir`). A store this machine cannot reach, or a
+dataset path that is a URL, stops before any work with one error line naming the path.
 """
 
 from __future__ import annotations
@@ -23,11 +26,18 @@ import sys
 from absl import app, flags
 
 from gr_jax import runtime
+from gr_jax import workdir as workdir_lib
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Run directory (holds config.json and checkpoints/).")
 flags.DEFINE_enum("split", "test", ["test", "valid"], "Which split to decode.")
-flags.DEFINE_string("step", None, "Checkpoint step: an integer, 'best', or empty for the latest.")
+flags.DEFINE_string(
+  "step",
+  None,
+  "Checkpoint step: an integer, empty for the latest, 'best' (by checkpoint.best_metric), "
+  "'best_search' / 'best_rec' (by that task's validation metric, kept by a run selected per "
+  "task) or 'best_per_task' (each task at its own best validation step).",
+)
 flags.DEFINE_multi_string(
   "set", [], "Deprecated spelling of --config.FIELD=VALUE (FIELD=VALUE, dotted path), repeatable."
 )
@@ -95,29 +105,59 @@ def split_config_overrides(argv: list[str]) -> tuple[list[str], dict]:
   return rest, overrides
 
 
-def _checked_overrides(workdir: str) -> dict:
-  """All overrides (--set, then --config.*), validated on the run's config before any work."""
+def checked_overrides(workdir: str, overrides: dict, set_overrides: dict | None = None) -> dict:
+  """The `--set` then `--config.*` overrides ({dotted field: value}) merged, validated on the
+  run's config.json before any work: an unknown key is one line naming the closest real one (in
+  the spelling given); the run directory's store must be reachable and the processed dataset
+  local (gr_jax.workdir), never a local `./gs:` directory."""
   import ml_collections  # pylint: disable=g-import-not-at-top
+  from etils import epath  # pylint: disable=g-import-not-at-top
+
+  from gr_jax import config_check  # pylint: disable=g-import-not-at-top
   from gr_jax.evaluation import evaluator  # pylint: disable=g-import-not-at-top
 
-  overrides = {**parse_overrides(FLAGS.set), **_CONFIG_OVERRIDES}
+  set_overrides = dict(set_overrides or {})
+  spelling = {k: "--set " for k in set_overrides} | {k: "--config." for k in overrides}
+  overrides = {**set_overrides, **overrides}
+  workdir_lib.reachable(workdir, "the run directory (--workdir)")
   cfg_path = os.path.join(workdir, "config.json")
-  if os.path.isfile(cfg_path):
-    try:
-      with open(cfg_path) as f:
-        base = ml_collections.ConfigDict(json.load(f))
-    except json.JSONDecodeError as e:
-      raise ValueError(f"{cfg_path}:{e.lineno}: invalid JSON ({e.msg})") from None
-    base = evaluator.with_decode_defaults(base)
-    from gr_jax import config_check  # pylint: disable=g-import-not-at-top
-
-    for key in overrides:  # one line naming the closest real key, e.g. decode.num_beams
-      unknown = config_check.unknown_key_message(base, key)
-      if unknown is not None:
-        raise ValueError(unknown)
-    config = evaluator.apply_overrides(base, overrides)
-    runtime.validate_config(config)
+  cfg_file = epath.Path(workdir_lib.absolute(cfg_path))
+  if not cfg_file.is_file():
+    return overrides  # evaluator.evaluate names what is missing
+  try:
+    base = ml_collections.ConfigDict(json.loads(cfg_file.read_text()))
+  except json.JSONDecodeError as e:
+    raise ValueError(f"{cfg_path}:{e.lineno}: invalid JSON ({e.msg})") from None
+  base = evaluator.with_decode_defaults(base)
+  for key in overrides:  # one line naming the closest real key, e.g. decode.num_beams
+    unknown = config_check.unknown_key_message(base, key, flag=spelling[key])
+    if unknown is not None:
+      raise ValueError(unknown)
+  config = evaluator.apply_overrides(base, overrides)
+  runtime.validate_config(config)
+  # Memory-mapped: a URL here would be read as a local directory named `gs:`.
+  workdir_lib.local_dir(
+    workdir_lib.processed_dir(config, workdir), "the processed dataset", workdir_lib.DATASET_REMEDY
+  )
   return overrides
+
+
+def parse_step(text: str | None):
+  """--step: None (the last checkpoint), a step number, or a named step of the evaluator ("best",
+  "best_<task>", "best_per_task")."""
+  from gr_jax.evaluation import evaluator  # pylint: disable=g-import-not-at-top
+
+  if not text:
+    return None
+  named = evaluator.step_names()
+  if text in named:
+    return text
+  try:
+    return int(text)
+  except ValueError:
+    raise ValueError(
+      f"--step {text!r}: expected an integer, one of {', '.join(named)}, or nothing"
+    ) from None
 
 
 def main(argv) -> None:
@@ -126,13 +166,8 @@ def main(argv) -> None:
   from gr_jax.evaluation import evaluator  # pylint: disable=g-import-not-at-top
 
   logging.getLogger().setLevel(logging.INFO)
-  step = FLAGS.step or None
-  if step not in (None, "best"):
-    try:
-      step = int(step)
-    except ValueError:
-      raise ValueError(f"--step {step!r}: expected an integer, 'best' or nothing") from None
-  overrides = _checked_overrides(FLAGS.workdir)
+  step = parse_step(FLAGS.step)
+  overrides = checked_overrides(FLAGS.workdir, _CONFIG_OVERRIDES, parse_overrides(FLAGS.set))
   import jax  # pylint: disable=g-import-not-at-top
 
   logging.info("devices: %s", jax.devices())
@@ -150,7 +185,7 @@ def run(argv: list[str] | None = None) -> None:
     argv, _CONFIG_OVERRIDES = split_config_overrides(argv)
   except app.UsageError as e:
     sys.exit(f"error: {e}")
-  app.run(runtime.main_guard(main, path_hint=lambda: FLAGS.workdir), argv=argv)
+  runtime.run_app(main, path_hint=lambda: FLAGS.workdir, argv=argv)
 
 
 if __name__ == "__main__":

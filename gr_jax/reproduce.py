@@ -26,9 +26,13 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   runtime.validate_config(_CONFIG.value)  # before the lock, the data and any training
+  from gr_jax import workdir as workdir_lib
   from gr_jax import workdir_lock
 
-  workdir = os.path.abspath(_WORKDIR.value)
+  # The stages write with local file calls: gs://... would become a local directory named `gs:`.
+  workdir = workdir_lib.local_dir(
+    _WORKDIR.value, "the study directory (--workdir)", "run the study on a local directory"
+  )
   # One reproduce per study directory for the whole run: a second one fails at once instead of
   # training the same runs concurrently (WorkdirLockedError: one line through main_guard).
   lock = workdir_lock.WorkdirLock(workdir, purpose="reproduce")

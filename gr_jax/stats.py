@@ -11,7 +11,9 @@ per-query test (conditional on the trained models), as `<out>/stats.json` and `<
 Exits 1 with a one-line `error: ...` when a file is missing (its path is named), when runs were
 evaluated on different data (different qrels or dataset identity) or differently (decoder, split,
 cut-offs, list depth or exclude_seen in metrics.json `info`; both run dirs and the field are
-named), or when a model lists one run twice or two runs with the same seed.
+named), when a model lists one run twice or two runs with the same seed, when a run directory is
+an object-store URL (the eval files are read from a local disk), or when `--out` is on an object
+store this machine cannot reach (checked before any work).
 """
 
 from __future__ import annotations
@@ -19,9 +21,10 @@ from __future__ import annotations
 import glob
 import os
 
-from absl import app, flags
+from absl import flags
 
 from gr_jax import runtime
+from gr_jax import workdir as workdir_lib
 
 FLAGS = flags.FLAGS
 flags.DEFINE_multi_string("runs", [], "MODEL=DIR[,DIR...] (one directory per seed), repeatable.")
@@ -48,6 +51,10 @@ def parse_groups(items) -> dict[str, list[str]]:
       matched = sorted(glob.glob(d)) if any(c in d for c in "*?[") else [d]
       if not matched:
         raise ValueError(f"--runs {name}: pattern {d!r} matches no directory")
+      for p in matched:  # the eval files are read with local file calls
+        workdir_lib.local_dir(
+          p, f"--runs {name}: a run directory", "copy its eval/ directory to a local disk"
+        )
       paths += matched
     groups.setdefault(name, []).extend(paths)
   if not groups:
@@ -60,10 +67,10 @@ def parse_groups(items) -> dict[str, list[str]]:
 def main(argv) -> None:
   del argv
   from gr_jax.analysis import stats
-  from gr_jax.evaluation import runs as runs_lib
 
   # Errors (ValueError, KeyError, OSError) reach main_guard: one line naming the path or the two
   # run dirs; a traceback would bury it.
+  out = FLAGS.out and workdir_lib.reachable(FLAGS.out, "--out (the stats directory)")
   groups = parse_groups(FLAGS.runs)
   result = stats.compare_models(
     groups,
@@ -77,14 +84,13 @@ def main(argv) -> None:
   )
   md = stats.to_markdown(result)
   print(md)
-  if FLAGS.out:
-    runs_lib.write_json(os.path.join(FLAGS.out, "stats.json"), result)
-    with open(os.path.join(FLAGS.out, "stats.md"), "w") as f:
-      f.write(md)
+  if out:  # through gr_jax.workdir: atomic locally, epath on an object store
+    workdir_lib.write_json(os.path.join(out, "stats.json"), result)
+    workdir_lib.write_text(os.path.join(out, "stats.md"), md)
 
 
 def run() -> None:
-  app.run(runtime.main_guard(main, path_hint=lambda: FLAGS.out or None))
+  runtime.run_app(main, path_hint=lambda: FLAGS.out or None)
 
 
 if __name__ == "__main__":

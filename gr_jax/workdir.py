@@ -8,6 +8,10 @@
 - `local_dir(path, what, remedy)`: a path that must be on a local disk (a processed dataset is
   memory-mapped; raw data is read with local file calls), made absolute; a URL-style path is a
   `NotLocalError` naming it and what to do, never a local directory named `gs:`.
+- `reachable(path, what, remedy)`: `absolute(path)`, after a quick connection to the object store
+  of a URL-style path (gs://, s3://, http(s)://): without network, an `UnreachableError` naming
+  the path at once, instead of a minute of the cloud client's retries ending in a traceback or a
+  misleading "does not exist".
 - `write_text(path, text)` / `write_json(path, obj)`: a reader never sees half a file. Locally:
   a temporary sibling, flushed, then renamed over `path` (one syscall). On object stores an object
   only becomes visible whole when its upload completes, so the file is written in place (a rename
@@ -18,6 +22,8 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import urllib.parse
 import uuid
 
 from etils import epath
@@ -54,6 +60,62 @@ def local_dir(path: os.PathLike | str, what: str, remedy: str = "") -> str:
       "are not supported here" + (f"; {remedy}" if remedy else "")
     )
   return absolute(s)
+
+
+class UnreachableError(ConnectionError):
+  """The object store of a URL-style path cannot be reached from this machine (no network)."""
+
+
+# The store behind each scheme, as its client finds it: an emulator / endpoint variable first.
+_ENDPOINTS = {
+  "gs": (("STORAGE_EMULATOR_HOST",), "https://storage.googleapis.com"),
+  "s3": (("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"), "https://s3.amazonaws.com"),
+}
+_PROXY_VARS = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
+PROBE_TIMEOUT_S = 5.0
+
+
+def _endpoint(url: str) -> tuple[str, int] | None:
+  """(host, port) of the server holding `url`, or None for a scheme this module does not know."""
+  scheme = url.split(_SCHEME_SEP, 1)[0].lower()
+  if scheme in ("http", "https"):
+    server = url
+  elif scheme in _ENDPOINTS:
+    names, default = _ENDPOINTS[scheme]
+    server = next((os.environ[n] for n in names if os.environ.get(n)), default)
+  else:
+    return None
+  parts = urllib.parse.urlsplit(server if _SCHEME_SEP in server else "http://" + server)
+  if not parts.hostname:
+    return None
+  try:
+    port = parts.port
+  except ValueError:
+    return None
+  return parts.hostname, port or (443 if parts.scheme == "https" else 80)
+
+
+def reachable(path: os.PathLike | str, what: str, remedy: str = "") -> str:
+  """`absolute(path)`; for a URL-style path, first one TCP connection to its store (DNS and
+  connect, at most PROBE_TIMEOUT_S). UnreachableError (one line: the path, what it is, the store
+  and why) when it fails. Unknown schemes, and machines with a proxy set (the client may reach
+  the store through it), are not probed: the client's own error speaks there."""
+  s = os.fspath(path)
+  if is_local(s) or any(os.environ.get(v) for v in _PROXY_VARS):
+    return absolute(s)
+  server = _endpoint(s)
+  if server is None:
+    return s
+  host, port = server
+  try:
+    socket.create_connection((host, port), timeout=PROBE_TIMEOUT_S).close()
+  except OSError as e:
+    reason = " ".join((e.strerror or str(e) or type(e).__name__).split())
+    raise UnreachableError(
+      f"{s}: {what} is on an object store that cannot be reached from this machine ({host}:{port}:"
+      f" {reason}); " + (remedy or "check the network, or use a local directory")
+    ) from None
+  return s
 
 
 DATASET_REMEDY = (

@@ -5,6 +5,8 @@ takes --config.a.b=value overrides on the run's config.json."""
 import errno
 import json
 import os
+import socket
+import subprocess
 import sys
 
 import pytest
@@ -221,3 +223,151 @@ def test_split_config_overrides():
   )
   assert rest == ["evaluate", "--workdir=r", "--step", "best"]
   assert over == {"decode.method": "topk_exact", "eval.ks": (1, 10), "decode.use_cache": False}
+
+
+def test_evaluate_step_takes_every_named_step_of_the_evaluator():
+  from gr_jax import evaluate
+
+  assert evaluate.parse_step("") is None and evaluate.parse_step("12") == 12
+  for name in ("best", "best_search", "best_rec", "best_per_task"):
+    assert evaluate.parse_step(name) == name
+  with pytest.raises(ValueError, match="--step 'bets': expected an integer, one of best"):
+    evaluate.parse_step("bets")
+
+
+def test_evaluate_unknown_set_key_names_the_closest_key_in_its_spelling(tmp_path):
+  from gr_jax import evaluate
+
+  run = _run_dir(tmp_path)
+  with pytest.raises(ValueError) as e:
+    evaluate.checked_overrides(str(run), {"decode.length_penalty": 0.5}, {"decode.beams": 3})
+  assert str(e.value) == (
+    "--set decode.beams: no such config key (no field 'beams' in 'decode'); "
+    "did you mean --set decode.num_beams?"
+  )
+  # --config.* wins over --set for the same key; both are returned for the evaluation.
+  got = evaluate.checked_overrides(
+    str(run), {"decode.length_penalty": 0.5}, {"decode.length_penalty": 2.0, "eval.ks": (1, 5)}
+  )
+  assert got == {"decode.length_penalty": 0.5, "eval.ks": (1, 5)}
+
+
+# ------------------------------------------------------------ object-store paths without network
+def _closed_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]  # nothing listens once the socket is closed
+
+
+_PROXIES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
+
+
+def _no_network(port) -> dict:
+  """Env of a machine whose object store does not answer: gcsfs's endpoint is a closed port."""
+  e = env(STORAGE_EMULATOR_HOST=f"http://127.0.0.1:{port}")
+  for k in _PROXIES:
+    e.pop(k, None)
+  return e
+
+
+def _run_in(cwd, args, environ):
+  return subprocess.run(
+    [sys.executable, *args], cwd=cwd, env=environ, capture_output=True, text=True, timeout=300
+  )
+
+
+def test_unreachable_object_store_is_one_located_error(tmp_path, monkeypatch):
+  from gr_jax import evaluate, workdir
+
+  port = _closed_port()
+  monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{port}")
+  for k in _PROXIES:
+    monkeypatch.delenv(k, raising=False)
+  with pytest.raises(workdir.UnreachableError) as e:
+    workdir.reachable("gs://bucket/run", "the run directory")
+  msg = str(e.value)
+  assert msg.startswith(
+    "gs://bucket/run: the run directory is on an object store that cannot be reached"
+  ), msg
+  assert f"127.0.0.1:{port}" in msg and "\n" not in msg, msg
+  assert workdir.reachable("runs/x", "x") == os.path.abspath("runs/x")
+  assert workdir.reachable("az://c/d", "x") == "az://c/d"  # no endpoint known: not probed
+  with pytest.raises(workdir.UnreachableError, match="the run directory \\(--workdir\\)"):
+    evaluate.checked_overrides("gs://bucket/run", {})
+  # A local run whose dataset is given as a URL: refused before any work, naming the remedy.
+  run = _run_dir(tmp_path)
+  with pytest.raises(workdir.NotLocalError) as e:
+    evaluate.checked_overrides(str(run), {"data.processed_dir": "gs://bucket/data"})
+  assert str(e.value).startswith("gs://bucket/data: the processed dataset must be on a local disk")
+  assert "--config.data.processed_dir" in str(e.value)
+
+
+def test_evaluate_unreachable_workdir_stops_at_once(tmp_path):
+  # Was a minute of gcsfs retries, a logged traceback and "run directory does not exist".
+  proc = _run_in(
+    tmp_path,
+    ["-m", "gr_jax.evaluate", "--workdir=gs://gr-jax-test/run", "--config.decode.num_beams=4"],
+    _no_network(_closed_port()),
+  )
+  line = one_line_error(proc)
+  assert line.startswith(
+    "error: gs://gr-jax-test/run: the run directory (--workdir) is on an object store that "
+    "cannot be reached from this machine (127.0.0.1:"
+  ), line
+  assert os.listdir(tmp_path) == [], "nothing written locally (no ./gs: directory)"
+
+
+_STATS_URLS = """
+import sys
+from gr_jax import stats
+try:
+  stats.parse_groups(["joint=runs/a,gs://bucket/b"])
+except ValueError as e:
+  print(e)
+sys.argv = ["stats"] + sys.argv[1:]
+stats.run()
+"""
+
+
+def test_stats_refuses_url_runs_and_an_unreachable_out(tmp_path):
+  proc = _run_in(
+    tmp_path,
+    ["-c", _STATS_URLS, "--runs=joint=a", "--out=gs://gr-jax-test/stats"],
+    _no_network(_closed_port()),
+  )
+  assert proc.stdout.strip() == (
+    "gs://bucket/b: --runs joint: a run directory must be on a local disk; object-store paths "
+    "(gs://) are not supported here; copy its eval/ directory to a local disk"
+  ), proc.stdout
+  line = one_line_error(proc)
+  assert line.startswith(
+    "error: gs://gr-jax-test/stats: --out (the stats directory) is on an object store that "
+    "cannot be reached"
+  ), line
+  assert os.listdir(tmp_path) == []
+
+
+def test_add_items_error_is_one_line(tmp_path):
+  proc = run_binary(
+    "add_items",
+    "--dataset=gs://bucket/data",
+    f"--items={tmp_path / 'new.jsonl'}",
+    f"--out={tmp_path / 'out'}",
+  )
+  line = one_line_error(proc)
+  assert line.startswith("error: gs://bucket/data: --dataset (a processed dataset) must be on a"), (
+    line
+  )
+  assert not os.path.exists(tmp_path / "out")
+
+
+def test_reproduce_refuses_a_url_study_directory(tmp_path):
+  # Ran the whole study under ./gs:/bucket/study and exited 0.
+  config = os.path.join(REPO, "configs", "quickstart.py")
+  args = ["-m", "gr_jax.reproduce", "--config", config, "--workdir=gs://bucket/study"]
+  proc = _run_in(tmp_path, args, env())
+  line = one_line_error(proc)
+  assert line.startswith(
+    "error: gs://bucket/study: the study directory (--workdir) must be on a local disk"
+  ), line
+  assert os.listdir(tmp_path) == []

@@ -7,6 +7,10 @@ Modes (`--modes`, comma-separated):
   train           the trainer's jitted step (`--impl`, `--dropout_prng`), with --compare_hf
                   beside Hugging Face PyTorch (eager, and torch.compile with --hf_compile)
   decode          plain beam search (`--num_beams`), with --compare_hf beside HF `generate`
+  first_step      beam search with step 0 run once per query against once per beam
+                  (`decode_bench.first_step_comparison`): --preset, --num_beams (the first),
+                  --num_beam_groups, --diversity_penalty, --num_return_sequences, one-token item
+                  IDs under the item constraint (--num_items, 0 = 2000), --max_new_tokens
   memory          XLA's memory analysis of the step compiled for abstract shapes (no timing)
   diverse_decode  diverse beam search with the item constraint on a small T5, KV cache and
                   prefix recompute (`gr_jax.bench.diverse_decode`), with --compare_hf beside HF
@@ -34,7 +38,9 @@ from absl import logging
 from ml_collections import config_flags
 
 _MODES = flags.DEFINE_list(
-  "modes", ["train"], "what to measure: train, decode, memory, diverse_decode, data, scale"
+  "modes",
+  ["train"],
+  "what to measure: train, decode, first_step, memory, diverse_decode, data, scale",
 )
 _PRESET = flags.DEFINE_string("preset", "small", "T5 preset (gr_jax.model PRESETS)")
 _BATCH = flags.DEFINE_integer("batch_size", 32, "examples (train) or queries (decode) per batch")
@@ -58,10 +64,12 @@ _PRNG = flags.DEFINE_list(
 )
 _CHUNK = flags.DEFINE_integer("chunk_size", 16384, "vocabulary chunk of the fast step's loss")
 _BEAMS = flags.DEFINE_list("num_beams", ["30"], "decode: beam counts to measure")
-_GROUPS = flags.DEFINE_integer("num_beam_groups", 30, "diverse_decode: beam groups")
-_DIVERSITY = flags.DEFINE_float("diversity_penalty", 0.25, "diverse_decode: diversity penalty")
+_GROUPS = flags.DEFINE_integer("num_beam_groups", 30, "diverse_decode, first_step: beam groups")
+_DIVERSITY = flags.DEFINE_float(
+  "diversity_penalty", 0.25, "diverse_decode, first_step: diversity penalty"
+)
 _RETURN = flags.DEFINE_integer(
-  "num_return_sequences", 30, "diverse_decode: sequences returned per query"
+  "num_return_sequences", 30, "diverse_decode, first_step: sequences returned per query"
 )
 _DIVERSE_D = flags.DEFINE_integer("diverse_d_model", 64, "diverse_decode: model width")
 _DIVERSE_LAYERS = flags.DEFINE_integer(
@@ -138,7 +146,7 @@ _SCALE_TRAIN_BATCH = flags.DEFINE_integer(
 )
 _SCALE_SEED = flags.DEFINE_integer("scale_seed", 0, "scale: embeddings, k-means and model seed")
 
-MODES = ("train", "decode", "memory", "diverse_decode", "data", "scale")
+MODES = ("train", "decode", "first_step", "memory", "diverse_decode", "data", "scale")
 
 
 def _emit(rec: dict, out: str) -> None:
@@ -258,6 +266,30 @@ def _decode(model_config, dtype: str, out: str) -> None:
       _emit(rec, out)
     if len(recs) == 2:
       _emit(protocol.compare(recs[0], recs[1]), out)
+
+
+def _first_step(dtype: str, out: str) -> None:
+  from gr_jax.bench import decode_bench  # pylint: disable=g-import-not-at-top
+
+  beams = int(_BEAMS.value[0])
+  for rec in decode_bench.first_step_comparison(
+    preset=_PRESET.value,
+    batch_size=_BATCH.value,
+    encoder_len=_ENC.value,
+    num_beams=beams,
+    num_beam_groups=_GROUPS.value,
+    diversity_penalty=_DIVERSITY.value,
+    num_return_sequences=_RETURN.value or beams,
+    max_new_tokens=_NEW.value,
+    num_items=_ITEMS.value or 2000,
+    dtype=dtype,
+    warmup=_WARMUP.value,
+    repeats=_REPEATS.value,
+    interleave=_INTERLEAVE.value,
+    model_overrides=_model_overrides(),
+    peak_tflops_override=_PEAK.value,
+  ):
+    _emit(rec, out)
 
 
 def _memory(dtype: str, out: str) -> None:
@@ -409,6 +441,8 @@ def main(argv):
     _train(model_config, dtype, out)
   if "decode" in modes:
     _decode(model_config, dtype, out)
+  if "first_step" in modes:
+    _first_step(dtype, out)
   if "memory" in modes:
     _memory(dtype, out)
   if "diverse_decode" in modes:

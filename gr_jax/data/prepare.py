@@ -5,7 +5,8 @@ every source:
   1. keeps the items present in both tasks (`data.items_in_both_tasks`, paper), removing the others
      from query pairs and sessions, and drops sessions shorter than `data.min_session_len` (counted);
   2. splits search by held-out distinct query (`search_valid_fraction`/`search_test_fraction`,
-     seeded by `split_seed`) unless the loader fixed the split, and rec leave-last-out per session
+     seeded by `split_seed`), or with `data.search_split=within_item` by held-out (query, item)
+     pair within each item, unless the loader fixed the split, and rec leave-last-out per session
      (last item test, second-to-last valid, every earlier prefix a training example);
   2b. keeps a held-out example of either task (search valid/test pair, rec valid/test target) only
      if its item is a training target of both tasks (`data.heldout_coverage_rule`
@@ -69,6 +70,9 @@ KL_SMOOTHING = 0.5  # additive (Jeffreys) smoothing of the empirical popularitie
 # data.heldout_coverage_rule: which held-out examples a dataset keeps (keep_heldout_trained_in_both).
 # A config without the knob (saved before it existed) prepared its dataset under "paper".
 HELDOUT_COVERAGE_RULES = ("trained_in_both", "paper")
+# data.search_split: how the search pairs a loader left unassigned are split (_assign_search_splits).
+# A config without the knob (saved before it existed) split by query.
+SEARCH_SPLITS = ("by_query", "within_item")
 
 
 # ---------------------------------------------------------------------- config helpers
@@ -107,6 +111,9 @@ def dataset_config(config) -> dict:
   if d.get("heldout_coverage_rule") == "paper":
     # The paper's rule hashes as datasets did before the knob existed: their files are its files.
     d.pop("heldout_coverage_rule")
+  if d.get("search_split") == "by_query":
+    # Likewise the split by query: every dataset prepared before the knob keeps its hash.
+    d.pop("search_split")
   return d
 
 
@@ -242,8 +249,24 @@ def _filter_items(pairs: PairColumns, raw_sessions, dc, counts: dict) -> tuple[P
   return pairs, sessions
 
 
+def search_split_design(dc) -> str:
+  """`data.search_split`, checked; "by_query" for a config saved before the knob."""
+  design = str(dc.get("search_split", "by_query"))
+  if design not in SEARCH_SPLITS:
+    raise DataError(
+      "<config>",
+      0,
+      "data.search_split",
+      f"expected one of {' | '.join(SEARCH_SPLITS)}, got {design!r}",
+    )
+  return design
+
+
 def _assign_search_splits(pairs: PairColumns, dc) -> PairColumns:
-  """Gives loader-unassigned pairs a split by held-out distinct query text."""
+  """Gives loader-unassigned pairs a split by held-out distinct query text (or, with
+  `data.search_split="within_item"`, by held-out pair within each item: `_assign_within_item`)."""
+  if search_split_design(dc) == "within_item":
+    return _assign_within_item(pairs, dc)
   open_rows = pairs.split == 0
   open_queries = _distinct(pairs.query[open_rows])
   if not len(open_queries):
@@ -259,6 +282,109 @@ def _assign_search_splits(pairs: PairColumns, dc) -> PairColumns:
     ]
   split = np.where(open_rows, split_of[pairs.query], pairs.split).astype(np.int8)
   return PairColumns(pairs.queries, pairs.items, pairs.query, pairs.item, split)
+
+
+def _text_rank(texts: list) -> np.ndarray:
+  """Rank of each text in sorted order: an order that does not depend on the loader's."""
+  rank = np.empty(len(texts), np.int64)
+  rank[sorted(range(len(texts)), key=texts.__getitem__)] = np.arange(len(texts))
+  return rank
+
+
+def _assign_within_item(pairs: PairColumns, dc) -> PairColumns:
+  """`data.search_split="within_item"`: splits the loader-unassigned pairs within each item.
+
+  The distinct pairs, sorted by (item id, query text), get one seeded random order (a (query,
+  item) pair the loader gives twice, a repeated search, is one pair: its rows share a split). Each
+  item keeps its first pair in that order for training (its anchor; none when the loader already
+  gave the item a training pair): a held-out pair then always targets an item that Gen_S was
+  trained to emit, from other queries. Of the remaining pairs, in the same order, the first
+  round(search_valid_fraction x P) go to valid, the next round(search_test_fraction x P) to test
+  (P: the distinct unassigned pairs), the rest to training.
+
+  Each held-out pair becomes its own query (a new query entry with the same text), with one
+  relevant item, as in Penha et al. 2025, where every generated query belongs to one movie and
+  each movie's queries are split. Its text may be a training query of other items, never of this
+  one; a split by query text could not reach 300 test queries on ml-latest-small, whose tags give
+  294 distinct query texts in all (configs/movielens.py).
+  """
+  open_rows = np.flatnonzero(pairs.split == 0)
+  if not len(open_rows):
+    return pairs
+  key = pairs.query[open_rows].astype(np.int64) * len(pairs.items) + pairs.item[open_rows]
+  _, first_row, row_pair = np.unique(key, return_index=True, return_inverse=True)
+  q_of, item_of = pairs.query[open_rows[first_row]], pairs.item[open_rows[first_row]]
+  q_rank, i_rank = _text_rank(pairs.queries), _text_rank(pairs.items)
+  order = np.lexsort((q_rank[q_of], i_rank[item_of]))  # the distinct pairs by (item, text)
+  q_of, item_of = q_of[order], item_of[order]
+  row_pair = np.argsort(order)[row_pair.reshape(-1)]  # each open row's pair, in that order
+  n = len(order)
+  draw = np.random.default_rng(int(dc.split_seed)).permutation(n)  # each pair's place
+  by_item = np.lexsort((draw, item_of))  # grouped by item, each group in drawn order
+  first = np.ones(n, bool)
+  first[1:] = item_of[by_item][1:] != item_of[by_item][:-1]
+  trained = np.zeros(len(pairs.items), bool)
+  trained[pairs.item[pairs.split == SPLIT_CODE["train"]]] = True
+  anchor = np.zeros(n, bool)
+  anchor[by_item[first]] = True
+  anchor &= ~trained[item_of]
+  candidates = np.flatnonzero(~anchor)
+  candidates = candidates[np.argsort(draw[candidates])]
+  n_valid = int(round(float(dc.search_valid_fraction) * n))
+  n_test = int(round(float(dc.search_test_fraction) * n))
+  if n_valid + n_test > len(candidates):
+    raise DataError(
+      "<search pairs>",
+      0,
+      "data.search_split",
+      f"within_item: of {n} pairs, {int(anchor.sum())} stay in training as their item's one "
+      f"training pair and {len(candidates)} remain, fewer than the {n_valid} valid + {n_test} "
+      "test pairs of data.search_valid_fraction / data.search_test_fraction; lower them, or "
+      "split by query (data.search_split='by_query')",
+    )
+  split_of_pair = np.full(n, SPLIT_CODE["train"], np.int8)
+  split_of_pair[candidates[:n_valid]] = SPLIT_CODE["valid"]
+  split_of_pair[candidates[n_valid : n_valid + n_test]] = SPLIT_CODE["test"]
+  held = np.flatnonzero(split_of_pair != SPLIT_CODE["train"])  # one new query entry each
+  new_query = q_of.copy()
+  new_query[held] = len(pairs.queries) + np.arange(len(held), dtype=np.int32)
+  split, query = pairs.split.copy(), pairs.query.copy()
+  split[open_rows] = split_of_pair[row_pair]
+  query[open_rows] = new_query[row_pair]
+  queries = pairs.queries + [pairs.queries[q] for q in q_of[held].tolist()]
+  return PairColumns(queries, pairs.items, query, pairs.item, split)
+
+
+def _search_split_info(pairs: PairColumns, catalog, arrays, rule: str) -> dict[str, Any]:
+  """The manifest's `search_split` (only for designs other than by_query, whose datasets keep
+  their bytes): the design and, per split as evaluated (after `data.heldout_coverage_rule`),
+  `queries` (one per held-out pair; the distinct training queries), `pairs`, `query_texts` (the
+  distinct texts) and, for valid/test, `queries_text_in_train` (held-out queries whose text is
+  also a training query, of other items)."""
+  present = _distinct(pairs.item)
+  cat_index = np.full(len(pairs.items), -1, np.int64)
+  cat_index[present] = catalog.indices([pairs.items[k] for k in present.tolist()])
+  both = np.intersect1d(*[_distinct(arrays[t]["train"]["target_item"]) for t in TASKS])
+  info: dict[str, Any] = {"design": "within_item", "query_unit": "held-out (query, item) pair"}
+  train_texts: set = set()
+  for split in SPLITS:
+    rows = np.flatnonzero(pairs.split == SPLIT_CODE[split])
+    if split != "train" and rule == "trained_in_both":
+      rows = rows[np.isin(cat_index[pairs.item[rows]], both)]
+    if split != "train":  # held out once per distinct pair, as in the split's file
+      key = pairs.query[rows].astype(np.int64) * len(pairs.items) + pairs.item[rows]
+      rows = rows[np.unique(key, return_index=True)[1]]
+    texts = [pairs.queries[q] for q in pairs.query[rows].tolist()]
+    info[split] = {
+      "queries": int(len(_distinct(pairs.query[rows]))),
+      "pairs": int(len(rows)),  # training: every row, repeats included, as the file has them
+      "query_texts": len(set(texts)),
+    }
+    if split == "train":
+      train_texts = set(texts)
+    else:
+      info[split]["queries_text_in_train"] = sum(t in train_texts for t in texts)
+  return info
 
 
 def _first_seen(values: np.ndarray) -> np.ndarray:
@@ -545,6 +671,7 @@ def build(raw: RawData, dc, out_dir: str, embedder=None) -> dict[str, Any]:
     )
   log.info("prepare: %d search pairs, %d sessions: filtering items", len(pairs), len(raw.sessions))
   pairs, sessions = _filter_items(pairs, raw.sessions, dc, counts)
+  design = search_split_design(dc)
   pairs = _assign_search_splits(pairs, dc)
 
   # Catalogue: loader order first, then items only seen in interactions (sorted, deterministic).
@@ -676,6 +803,9 @@ def build(raw: RawData, dc, out_dir: str, embedder=None) -> dict[str, Any]:
     ),
     "overlap": overlap,
     "heldout_coverage_rule": rule,
+    **(
+      {} if design == "by_query" else {"search_split": _search_split_info(pairs, cat, arrays, rule)}
+    ),
     "popularity_kl": {
       "search_rec": kl_divergence(p_s, p_r),
       "rec_search": kl_divergence(p_r, p_s),

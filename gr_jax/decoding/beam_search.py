@@ -6,6 +6,9 @@ Two layers:
 - `beam_search(model, encoder_input_ids, ...)`: the T5 adapter (encode once, cross-attention keys /
   values once per query and broadcast over its beams, KV cache or prefix recompute), jitted with the
   penalties as traced arguments so sweeping them does not recompile.
+Step 0 runs the decoder once per query, not once per beam (every beam is then the decoder start
+token), and broadcasts its logits and cache to the beams: at the paper's one-token item IDs that is
+almost half of all decoder work saved (`first_step_once`).
 
 Semantics (docs/diverse_beam_search.md; transformers 4.56.2's source is the reference):
 - num_beam_groups > 1: `GenerationMixin._group_beam_search` + `BeamSearchScorer` (one
@@ -190,13 +193,22 @@ def beam_search_core(
   *,
   constraint=None,
   one_hot_gather: bool = False,
+  first_step_once: bool = True,
 ):
   """Runs the search; call inside `jax.jit`.
 
   step_fn(tokens [B, N] int32 (last token of each beam; decoder start at t=0), t int32 scalar,
           seqs [B, N, max_new_tokens] int32 (generated so far, pad after), cache)
       -> (logits [B, N, V], new cache). Every cache leaf has leading [B, N]; the search reorders
-      them along axis 1 after each step.
+      them along axis 1 after each step. Its shapes must follow the inputs' N (see below).
+  first_step_once: at t = 0 every beam of a query holds only the decoder start token, so step_fn
+      is called once per query (N = 1: tokens [B, 1], seqs [B, 1, L], cache leaves [B, 1, ...],
+      sliced from the given cache) and its logits and cache are broadcast to the N beams; the
+      decoder does 1/N of step 0's work. False calls it on all N identical beams (the reference
+      for tests and the benchmark). The search is bitwise the same when step_fn's rows do not
+      depend on N; a real decoder's may differ in the last bits, since XLA picks other kernels
+      for other shapes (XLA:CPU: a plain loop for matrix-vector products such as one decoder
+      position's cross-attention, a YNNPACK GEMM for several rows; each sums in its own order).
   constraint: None or an object with `init_state(B, N)`, `allowed(state, t, V)` -> bool
       broadcastable to [B, N, V], `advance(state, tokens [B, N], t)` (see constraints.py).
   Returns (sequences int32 [B, R, max_new_tokens], scores float32 [B, R]), best first.
@@ -285,20 +297,37 @@ def beam_search_core(
     counts = counts.at[jnp.arange(b)[:, None], new_tok].add(1.0)
     return counts, (new_tok, new_parent, new_scores, hs, hv, hq, dn_new)
 
-  def body(st: BeamState) -> BeamState:
+  def log_probs(st: BeamState, first: bool):
+    """The decoder step at st.t -> (masked log-probs [B, G, S, V], new cache [B, N, ...])."""
     t = st.t
     flat_seqs = st.live_seqs.reshape(b, n, l)  # [B, N, L]
-    prev = jnp.take(flat_seqs, jnp.maximum(t - 1, 0), axis=2)  # [B, N]
-    prev = jnp.where(t == 0, spec.decoder_start_id, prev)
-    logits, cache = step_fn(prev, t, flat_seqs, st.cache)
+    if first:
+      # Step 0: all beams of a query are the decoder start token with an empty cache, so one
+      # beam per query computes what every beam would, and its copies stand in for them.
+      tokens = jnp.full((b, 1), spec.decoder_start_id, jnp.int32)
+      cache1 = jax.tree.map(lambda x: x[:, :1], st.cache)
+      logits, cache = step_fn(tokens, t, flat_seqs[:, :1], cache1)
+      cache = jax.tree.map(lambda x: jnp.broadcast_to(x, (b, n) + x.shape[2:]), cache)
+    else:
+      prev = jnp.take(flat_seqs, jnp.maximum(t - 1, 0), axis=2)  # [B, N]
+      prev = jnp.where(t == 0, spec.decoder_start_id, prev)
+      logits, cache = step_fn(prev, t, flat_seqs, st.cache)
+    # Broadcast before the log-softmax: XLA:CPU reduces a [B, 1, V] array in another order than
+    # [B, N, V] (last-bit differences), and given the same logits the search stays bitwise that of
+    # the per-beam step. The decoder is the costly part; this is [B, N, V] elementwise work.
+    logits = jnp.broadcast_to(logits, (b, n, v))
     logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)  # [B, N, V]
     if constraint is not None:
       # The mask is applied after the penalty in HF; both are elementwise and -inf - c = -inf,
       # so masking once here is the same.
       allowed = constraint.allowed(st.constraint_state, t, v)  # broadcastable to [B, N, V]
       logp = jnp.where(allowed, logp, -jnp.inf)
-    logp = logp.reshape(b, g_, s, v)  # [B, G, S, V]
+    return logp.reshape(b, g_, s, v), cache  # [B, G, S, V]
 
+  def advance(st: BeamState, logp, cache, *, reorder_cache: bool = True) -> BeamState:
+    """Groups in turn (Hamming penalty, top-2S, hypotheses), then reorder all per-beam state."""
+    t = st.t
+    flat_seqs = st.live_seqs.reshape(b, n, l)  # [B, N, L]
     step = functools.partial(
       group_step,
       t,
@@ -319,7 +348,8 @@ def beam_search_core(
     tokens = new_tok.reshape(b, n)
     seqs = gather_beams(flat_seqs, parents)  # [B, N, L]
     seqs = jnp.where(pos_l == t, tokens[..., None], seqs)
-    cache = jax.tree.map(lambda x: gather_beams(x, parents, one_hot=one_hot_gather), cache)
+    if reorder_cache:
+      cache = jax.tree.map(lambda x: gather_beams(x, parents, one_hot=one_hot_gather), cache)
     cstate = st.constraint_state
     if constraint is not None:
       cstate = jax.tree.map(lambda x: gather_beams(x, parents), cstate)
@@ -336,9 +366,17 @@ def beam_search_core(
       constraint_state=cstate,
     )
 
+  def body(st: BeamState) -> BeamState:
+    return advance(st, *log_probs(st, first=False))
+
   def cond(st: BeamState):
     return (st.t < l) & ~jnp.all(st.done)
 
+  if first_step_once:
+    # Step 0 outside the loop, where its decoder call can have its own (per-query) shape. Its
+    # cache rows are broadcast copies, so reordering them by parent is the identity; only the
+    # one-hot einsum is kept, as it is not bitwise the identity for every value (-0.0 + 0.0).
+    state = advance(state, *log_probs(state, first=True), reorder_cache=one_hot_gather)
   st = jax.lax.while_loop(cond, body, state)
 
   # BeamSearchScorer.finalize: pool the heaps of all groups of a query, best first.
@@ -368,7 +406,10 @@ def trace_count() -> int:
   return _TRACES["model_search"]
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "spec", "use_cache", "one_hot_gather"))
+@functools.partial(
+  jax.jit,
+  static_argnames=("graphdef", "spec", "use_cache", "one_hot_gather", "first_step_once"),
+)
 def _model_search(
   graphdef,
   params,
@@ -381,6 +422,7 @@ def _model_search(
   spec,
   use_cache,
   one_hot_gather,
+  first_step_once,
 ):
   _TRACES["model_search"] += 1
   model = nnx.merge(graphdef, params)
@@ -402,8 +444,8 @@ def _model_search(
 
     def step_fn(tokens, t, seqs, cache):
       del tokens
-      start = jnp.full((b, n, 1), spec.decoder_start_id, jnp.int32)
-      dec_in = jnp.concatenate([start, seqs[..., : l - 1]], axis=-1)  # [B, N, L]
+      start = jnp.full(seqs.shape[:2] + (1,), spec.decoder_start_id, jnp.int32)
+      dec_in = jnp.concatenate([start, seqs[..., : l - 1]], axis=-1)  # [B, N or 1, L]
       # Causal attention: positions after t see only pad and do not change position t.
       logits = model.decode(dec_in, ckv, encoder_mask)  # [B, N, L, V]
       return jnp.take(logits, t, axis=2), cache
@@ -418,6 +460,7 @@ def _model_search(
     length_penalty,
     constraint=constraint,
     one_hot_gather=one_hot_gather,
+    first_step_once=first_step_once,
   )
 
 
@@ -452,6 +495,7 @@ def beam_search(
   use_cache: bool = True,
   one_hot_gather: bool = False,
   exclude_items=None,
+  first_step_once: bool = True,
 ):
   """Diverse beam search over a T5 (`gr_jax.model.T5`), Hugging Face 4.56 semantics.
 
@@ -462,6 +506,9 @@ def beam_search(
   one_hot_gather: reorder caches with a one-hot einsum instead of take_along_axis.
   exclude_items: None, or bool [B, num_items]: items query b must not generate (`eval.exclude_seen`;
     needs an item constraint, which forbids them: `constraint.excluding(exclude_items)`).
+  first_step_once: run the decoder's step 0 once per query, not once per beam (the same
+    sequences, scores up to the decoder's last bits; False only for comparisons, see
+    `beam_search_core`).
   Returns (sequences int32 [B, R, max_new_tokens]: decoder start excluded, EOS kept, pad after;
   scores float32 [B, R]: HF `sequences_scores`), best first.
   """
@@ -511,4 +558,5 @@ def beam_search(
     spec=spec,
     use_cache=bool(use_cache),
     one_hot_gather=bool(one_hot_gather),
+    first_step_once=bool(first_step_once),
   )

@@ -1,7 +1,9 @@
 """Checkpoint-based evaluation: decode every query of a split, write TREC runs, qrels and metrics.
 
 `evaluate(workdir, split, step, overrides)`:
-1. restores the model and its config from the run directory (`restore_for_inference`);
+1. restores the model and its config from the run directory (`restore_for_inference`): the
+   latest, a given or the best-validation checkpoint, or with `step="best_per_task"` each task's
+   own best-validation checkpoint (a multi-task run selected per task);
 2. for each task the model was trained on (`config.data.tasks`), loads `<dataset>/<task>/<split>.npz`
    from the run's processed dataset (`data.processed_dir`, else `<workdir>/data`), keeps each
    `query_id` once (its first example's encoder input) and collects every `target_item` of the
@@ -439,6 +441,99 @@ def _refuse_other_decoder(workdir: str, split: str, out_subdir: str | None, meth
     )
 
 
+# Named steps of `evaluate` besides an integer and None (the latest): checkpointing's ("best",
+# "best_search", "best_rec") and "best_per_task", every task at its own best validation step.
+PER_TASK = "best_per_task"
+
+
+def step_names() -> tuple[str, ...]:
+  """The named steps `evaluate` takes: "best", "best_<task>" and "best_per_task"."""
+  from gr_jax.training import checkpointing
+
+  return checkpointing.BEST_STEPS + (PER_TASK,)
+
+
+def _step_groups(workdir: str, step, tasks: list[str]) -> list[tuple[Any, list[str]]]:
+  """[(checkpoint request, the tasks decoded with it)]: one request for all tasks, or with
+  "best_per_task" each task's best checkpoint by its own validation metric ("best_<task>", which
+  a multi-task run selected per task saved; a single-task run's "best" is its task's; a
+  multi-task run without per-task metrics, e.g. trained before them, falls back to "best", the
+  mean over its tasks, and its metrics.json says so in `selected_by`)."""
+  from gr_jax.training import checkpointing
+
+  if step != PER_TASK:
+    return [(step, list(tasks))]
+  if len(tasks) < 2:
+    return [("best", list(tasks))]
+  groups: dict[str, list[str]] = {}
+  for t in tasks:
+    request = "best"
+    if checkpointing.best_step(workdir, task=t) is not None:
+      request = f"best_{t}"
+    else:
+      log.warning(
+        "%s: no checkpoint has %s's own validation metric (run not selected per task); %s is "
+        "evaluated at the best checkpoint by checkpoint.best_metric",
+        workdir,
+        t,
+        t,
+      )
+    groups.setdefault(request, []).append(t)
+  return list(groups.items())
+
+
+def _run_tasks(workdir: str) -> list[str]:
+  """data.tasks of the run's config.json (empty when it cannot be read: the restore then says why)."""
+  try:
+    saved = json.loads(epath.Path(workdir_lib.absolute(workdir), "config.json").read_text())
+    return [str(t) for t in saved["data"]["tasks"]]
+  except (OSError, ValueError, KeyError, TypeError):
+    return []
+
+
+def _restore(workdir: str, step):
+  from gr_jax.training import checkpointing
+
+  try:
+    return checkpointing.restore_for_inference(workdir, step)
+  except (FileNotFoundError, checkpointing.ConfigMismatchError) as e:
+    raise EvaluationError(" ".join(str(e).split())) from e
+  except ValueError as e:  # restored arrays do not fit the config's model
+    raise EvaluationError(
+      f"{workdir}: checkpoint does not match its config: " + " ".join(str(e).split())
+    ) from e
+
+
+def _check_model_fits(model, catalog, data_dir: str) -> None:
+  mc = model.config
+  if catalog.token_offset != mc.vocab_size or catalog.num_id_tokens != mc.num_item_tokens:
+    raise EvaluationError(
+      f"{data_dir}/catalog.json: {catalog.num_items} items from token {catalog.token_offset} "
+      f"({catalog.num_id_tokens} {catalog.id_scheme} ID tokens), but "
+      f"the checkpoint's model has {mc.num_item_tokens} item tokens from {mc.vocab_size} "
+      "(checkpoint from another dataset or config)"
+    )
+
+
+def _selected_by(workdir: str, chosen: dict[str, tuple[Any, int]]) -> dict | None:
+  """metrics.json `info.selected_by`: which validation metric chose the checkpoint (never the
+  test split: see training.loop), None for the latest or an explicit step. One checkpoint:
+  {"split", "metric", "mode", "step"}; one per task: {"split", "per_task": {task: {"metric",
+  "mode", "step"}}}."""
+  from gr_jax.training import checkpointing
+
+  per_task = {}
+  for t, (request, step) in chosen.items():
+    if request in checkpointing.BEST_STEPS:
+      metric, mode = checkpointing.step_metric(workdir, request)
+      per_task[t] = {"metric": metric, "mode": mode, "step": int(step)}
+  if not per_task:
+    return None
+  if len({request for request, _ in chosen.values()}) == 1:
+    return {"split": "valid", **next(iter(per_task.values()))}
+  return {"split": "valid", "per_task": per_task}
+
+
 def evaluate(
   workdir: str,
   split: str = "test",
@@ -450,6 +545,11 @@ def evaluate(
 ) -> dict:
   """Evaluates a run directory's checkpoint; returns (and writes) the metrics.json object.
 
+  step: None (the latest checkpoint), an integer, "best" (by checkpoint.best_metric: a
+    multi-task run's mean over its tasks), "best_search" / "best_rec" (by that task's validation
+    metric, saved by a run selected per task) or "best_per_task" (each task decoded with its own
+    best checkpoint: Gen_R+S's search at its best search step, its rec at its best rec step).
+    metrics.json `info.steps` names each task's step, `info.selected_by` the validation metric.
   overrides: dotted config fields, e.g. `{"decode.num_beams": 8, "eval.ks": (1, 10)}`,
     `{"decode.method": "topk_exact"}` or `{"eval.exclude_seen": True}`.
   decode_fn_factory(model, config, catalog) -> decode_fn replaces the decoder (tests, baselines).
@@ -465,83 +565,78 @@ def evaluate(
     not out_subdir or out_subdir in (".", "..") or os.sep in out_subdir or "/" in out_subdir
   ):
     raise EvaluationError(f"out_subdir must be one directory name, got {out_subdir!r}")
+  if isinstance(step, str) and step not in step_names():
+    raise EvaluationError(f"step {step!r}: expected an integer, None or one of {step_names()}")
   if not epath.Path(workdir_lib.absolute(workdir)).is_dir():
     raise EvaluationError(f"{workdir}: run directory does not exist")
-  step_request = step
-  try:
-    model, config, step = checkpointing.restore_for_inference(workdir, step)
-  except (FileNotFoundError, checkpointing.ConfigMismatchError) as e:
-    raise EvaluationError(" ".join(str(e).split())) from e
-  except ValueError as e:  # restored arrays do not fit the config's model
-    raise EvaluationError(
-      f"{workdir}: checkpoint does not match its config: " + " ".join(str(e).split())
-    ) from e
-  config = apply_overrides(with_decode_defaults(config), overrides)
-  _refuse_other_decoder(workdir, split, out_subdir, config.decode.method)
-  data_dir = dataset_dir(workdir, config)
-  checkpointing.verify_dataset_of(config, data_dir)  # the data the checkpoint was trained on
-  catalog = ItemCatalog.load(os.path.join(data_dir, "catalog.json"))
-  mc = model.config
-  if catalog.token_offset != mc.vocab_size or catalog.num_id_tokens != mc.num_item_tokens:
-    raise EvaluationError(
-      f"{data_dir}/catalog.json: {catalog.num_items} items from token {catalog.token_offset} "
-      f"({catalog.num_id_tokens} {catalog.id_scheme} ID tokens), but "
-      f"the checkpoint's model has {mc.num_item_tokens} item tokens from {mc.vocab_size} "
-      "(checkpoint from another dataset or config)"
+  groups = _step_groups(workdir, step, _run_tasks(workdir))
+  config = catalog = data_dir = None
+  tasks: list[str] = []
+  arrays: dict = {}
+  results, info_tasks, chosen = {}, {}, {}
+  for request, group in groups:
+    model, run_config, got = _restore(workdir, request)
+    if config is None:  # the run's config: the same in every checkpoint of the run
+      config = apply_overrides(with_decode_defaults(run_config), overrides)
+      _refuse_other_decoder(workdir, split, out_subdir, config.decode.method)
+      data_dir = dataset_dir(workdir, config)
+      checkpointing.verify_dataset_of(config, data_dir)  # the data the checkpoint was trained on
+      catalog = ItemCatalog.load(os.path.join(data_dir, "catalog.json"))
+      tasks = [t for t in config.data.tasks]
+      for t in tasks:
+        if t not in TASKS:
+          raise EvaluationError(f"{workdir}/config.json: data.tasks holds {t!r}; expected {TASKS}")
+      arrays = {t: load_split(data_dir, t, split, catalog) for t in tasks}  # all present first
+      ks = tuple(int(k) for k in config.eval.ks)
+      if config.decode.num_return_sequences < max(ks):
+        log.warning(
+          "decode.num_return_sequences=%d < max cut-off %d: deeper ranks count as misses",
+          config.decode.num_return_sequences,
+          max(ks),
+        )
+    _check_model_fits(model, catalog, data_dir)
+    group = [t for t in tasks if t in group] if group else tasks
+    factory = decode_fn_factory or make_decode_fn
+    decode_fn = factory(model, config, catalog)
+    res, inf = decode_split(
+      decode_fn,
+      config,
+      data_dir,
+      catalog,
+      {t: arrays[t] for t in group},
+      split,
+      eos_id=model.config.eos_token_id,
+      exclude_seen=bool(config.eval.get("exclude_seen", False)),
     )
-  tasks = [t for t in config.data.tasks]
-  for t in tasks:
-    if t not in TASKS:
-      raise EvaluationError(f"{workdir}/config.json: data.tasks holds {t!r}; expected {TASKS}")
-  arrays = {t: load_split(data_dir, t, split, catalog) for t in tasks}  # all present first
-
-  ks = tuple(int(k) for k in config.eval.ks)
-  if config.decode.num_return_sequences < max(ks):
-    log.warning(
-      "decode.num_return_sequences=%d < max cut-off %d: deeper ranks count as misses",
-      config.decode.num_return_sequences,
-      max(ks),
-    )
-  factory = decode_fn_factory or make_decode_fn
-  decode_fn = factory(model, config, catalog)
-  exclude_seen = bool(config.eval.get("exclude_seen", False))
-  results, info_tasks = decode_split(
-    decode_fn,
-    config,
-    data_dir,
-    catalog,
-    arrays,
-    split,
-    eos_id=mc.eos_token_id,
-    exclude_seen=exclude_seen,
-  )
-  selection = None
-  if step_request == "best":
-    # Which validation metric chose this checkpoint (never the test split: see training.loop).
-    selection = {
-      "split": "valid",
-      "metric": config.checkpoint.get("best_metric", "val/loss"),
-      "mode": config.checkpoint.get("best_mode", "min"),
-      "step": int(step),
-    }
+    results.update(res)
+    info_tasks.update(inf)
+    chosen.update({t: (request, int(got)) for t in group})
+  results = {t: results[t] for t in tasks}  # the run's task order, whatever the groups'
+  steps = {t: chosen[t][1] for t in tasks}
+  distinct_steps = sorted(set(steps.values()))
   info = {
     "workdir": workdir_lib.absolute(workdir),
-    "step": int(step),
+    # One checkpoint: its step; one per task (best_per_task): None, see `steps`.
+    "step": distinct_steps[0] if len(distinct_steps) == 1 else None,
+    "steps": steps,
     "split": split,
-    "ks": list(ks),
-    "selected_by": selection,
+    "ks": [int(k) for k in config.eval.ks],
+    "selected_by": _selected_by(workdir, {t: chosen[t] for t in tasks}),
     "decode_method": config.decode.method,
     "decode": config.decode.to_dict(),
     # Rec rankings left out each query's own history items (gr_jax.analysis.stats pairs runs
     # only when this matches).
-    "exclude_seen": exclude_seen,
+    "exclude_seen": bool(config.eval.get("exclude_seen", False)),
     "tasks": info_tasks,
     "dataset": os.path.abspath(data_dir),
     "metric_note": "recall@K is Recall (share of a query's relevant items in the top K); it "
     "equals Success@K when a query has one relevant item. Ties: score "
     "descending, item id descending (trec_eval).",
   }
-  tag = f"{config.get('name', 'gr_jax')}-step{step}".replace(" ", "_")
+  tag = f"{config.get('name', 'gr_jax')}-step{'_'.join(map(str, distinct_steps))}"
   return runs_lib.write_eval_outputs(
-    runs_lib.eval_dir(workdir, out_subdir or split), results, {"info": info}, tag=tag
+    runs_lib.eval_dir(workdir, out_subdir or split),
+    results,
+    {"info": info},
+    tag=tag.replace(" ", "_"),
   )

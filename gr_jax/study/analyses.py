@@ -37,6 +37,19 @@ def manifest_stats(manifest: dict) -> dict:
     if key.endswith("_dropped_not_trained_in_both"):
       out[f"counts.{key}"] = value
   out["items"] = manifest.get("num_items")
+  # How search was held out and what its queries are (issue 26: a search comparison needs enough
+  # test queries to decide, and the report must say what a query is). A manifest without the
+  # field was split by distinct query text and adds nothing (its reports stay as they were).
+  split = manifest.get("search_split", {})
+  if split:
+    out["search_split"] = split.get("design", "by_query")
+  for name in ("valid", "test"):
+    for key, value in split.get(name, {}).items():
+      if isinstance(value, (int, float)) and not isinstance(value, bool):
+        out[f"search_split.{name}.{key}"] = value
+  sources = manifest.get("config", {}).get("movielens", {}).get("query_sources")
+  if manifest.get("config", {}).get("source") == "movielens" and sources:
+    out["query_sources"] = ",".join(sources)
   return out
 
 

@@ -4,8 +4,10 @@
     train:      optimizer steps x the measured seconds of one train step, + the measured compile
                 once (the runs of a study share compiled programs through the persistent cache)
                 + RUN_S per run (start, validation loss, checkpoints)
-    evaluate:   EVAL_S (a fixed allowance per evaluation; a converged run's validation decodes
-                count as evaluations too)
+    evaluate:   EVAL_S (a fixed allowance per evaluation: a converged multi-task run's stage
+                evaluates twice, per task and by the mean rule), + VALID_DECODE_S per validation
+                decode of a converged run (its decodes up to the step cap, at the schedule of
+                stages.converged_config: reproduce.converged_evals_per_epoch per own epoch)
     baselines:  BASELINE_S per trained baseline (SASRec, BERT4Rec, bi-encoder), BM25_S for BM25
     prepare, analyse, report: PREPARE_S, ANALYSE_S, REPORT_S
 
@@ -13,7 +15,8 @@ The train step is the trainer's own (gr_jax/training/step.py, the study's model 
 batch, encoder and decoder length, vocabulary), jitted and run on a synthetic batch on this machine:
 one compile, then steps until MEASURE_S seconds or MEASURE_STEPS steps. The steps of a run follow
 its budget as gr_jax/study/stages.py resolves it (epochs over the model's own training examples,
-the joint model's steps for matched_steps, the step cap of a converged run: an upper bound), from
+the joint model's steps for matched_steps, the step cap of a converged run in its own epochs: an
+upper bound, as its decodes are), from
 the training examples of the prepared dataset's manifest, or before prepare from the raw data
 (simulated data: the simulator; real data: one read of the raw files), counted as prepare splits
 them. Nothing is written: the study's files are the same with and without the estimate.
@@ -35,6 +38,10 @@ from gr_jax.study.plan import DataSpec, Plan, RunSpec
 # Allowances in seconds (CPU, the project's 2 cores): rough, from the stage timings of the
 # quickstart and MovieLens studies; the train steps are what is measured.
 EVAL_S = 15.0
+# One validation decode of a converged run (100 valid queries per task, the quickstart's beam
+# search: about 0.2 s per task measured after compilation, plus its checkpoint and validation
+# loss when it is a new best).
+VALID_DECODE_S = 0.5
 RUN_S = 5.0
 BASELINE_S = 60.0
 BM25_S = 5.0
@@ -85,8 +92,14 @@ def dataset_counts(data: DataSpec) -> dict:
   }
 
 
+def _steps_per_epoch(run: RunSpec, counts: dict) -> int:
+  batch = max(1, int(run.config.train.batch_size))
+  return max(1, sum(int(counts[task]) for task in run.config.data.tasks) // batch)
+
+
 def run_steps(plan: Plan, run: RunSpec, counts: dict) -> int:
-  """Optimizer steps of a run under its budget (`stages.budget_config`'s rule)."""
+  """Optimizer steps of a run under its budget (`stages.budget_config`'s rule; a converged run's
+  step cap, in its own epochs)."""
   t = run.config.train
   batch = max(1, int(t.batch_size))
 
@@ -96,10 +109,29 @@ def run_steps(plan: Plan, run: RunSpec, counts: dict) -> int:
 
   if run.budget == "epochs":
     return int(t.num_steps) or epochs(run.config.data.tasks)
-  joint = int(t.num_steps) or epochs(("search", "rec"))
   if run.budget == "matched_steps":
-    return joint
-  return max(1, math.ceil(float(plan.config.reproduce.converged_max_factor) * joint))
+    return int(t.num_steps) or epochs(("search", "rec"))
+  factor = float(plan.config.reproduce.converged_max_factor)
+  if int(t.num_steps) > 0:
+    return max(1, math.ceil(factor * int(t.num_steps)))
+  cap_epochs = max(1, math.ceil(factor * int(t.num_epochs)))
+  return cap_epochs * _steps_per_epoch(run, counts)
+
+
+def validation_decodes(plan: Plan, run: RunSpec, counts: dict) -> int:
+  """Validation decodes of a converged run up to its step cap (an upper bound: patience usually
+  stops it earlier): converged_evals_per_epoch per epoch of its own data (every step when an
+  epoch is shorter; gr_jax/training/loop.py `is_selection_step`), and one at the last step; 0
+  for the other budgets."""
+  if run.budget != "converged":
+    return 0
+  per_epoch = int(plan.config.reproduce.converged_evals_per_epoch)
+  own = _steps_per_epoch(run, counts)
+  steps = run_steps(plan, run, counts)
+  if per_epoch >= own:
+    return steps
+  last_decodes = (steps * per_epoch) // own > ((steps - 1) * per_epoch) // own
+  return (steps * per_epoch) // own + (0 if last_decodes else 1)
 
 
 # ---------------------------------------------------------------------------- the measured step
@@ -181,7 +213,13 @@ def estimate(plan: Plan, stages: list[runner.Stage]) -> dict:
   runs = [
     r for r in plan.runs if _safe(f"train__{r.point}__{r.budget}__{r.model}__seed{r.seed}") in ids
   ]
-  out = {"stages": len(todo), "seconds": {}, "train_runs": len(runs), "train_steps": 0}
+  out = {
+    "stages": len(todo),
+    "seconds": {},
+    "train_runs": len(runs),
+    "train_steps": 0,
+    "validation_decodes": 0,
+  }
   if runs:
     first = runs[0]
     c = counts[(first.point, first.data)]
@@ -189,10 +227,16 @@ def estimate(plan: Plan, stages: list[runner.Stage]) -> dict:
     steps = [run_steps(plan, r, counts[(r.point, r.data)]) for r in runs]
     out.update(train_steps=sum(steps), step_s=step_s, compile_s=first_s)
     out["seconds"]["train"] = sum(steps) * step_s + first_s + len(runs) * RUN_S
-  evals = sum(1 for s in todo if s.kind == "evaluate")
-  evals += sum(int(plan.config.reproduce.converged_evals) for r in runs if r.budget == "converged")
+  by_id = {s.id: s for s in todo}
+  evals = 0
+  for r in plan.runs:
+    for decoder in plan.config.reproduce.get("decoders", ("beam",)):
+      if _safe(f"evaluate__{r.point}__{r.budget}__{r.model}__seed{r.seed}__{decoder}") in by_id:
+        evals += 2 if r.budget == "converged" and len(r.config.data.tasks) > 1 else 1
+  decodes = sum(validation_decodes(plan, r, counts[(r.point, r.data)]) for r in runs)
   out["evaluations"] = evals
-  out["seconds"]["evaluate"] = evals * EVAL_S
+  out["validation_decodes"] = decodes
+  out["seconds"]["evaluate"] = evals * EVAL_S + decodes * VALID_DECODE_S
   names = list(plan.config.reproduce.get("baselines", ()))
   per_baselines = sum(BASELINE_S for n in names if n in TRAINED_BASELINES) + BM25_S * (
     "bm25" in names
@@ -219,6 +263,11 @@ def estimate_line(est: dict) -> str:
     )
   if est.get("evaluations"):
     parts.append(f"{est['evaluations']} evaluation(s) x {EVAL_S:.0f} s")
+  if est.get("validation_decodes"):
+    parts.append(
+      f"at most {est['validation_decodes']} validation decode(s) x {VALID_DECODE_S:.1f} s "
+      "(converged runs counted to their step cap: an upper bound)"
+    )
   others = [k for k in ("baselines", "prepare", "analyse", "report") if k in est["seconds"]]
   if others:
     parts.append(

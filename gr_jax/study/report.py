@@ -10,7 +10,7 @@ import time
 import numpy as np
 
 from gr_jax.schema import TASK_LABELS, TASKS
-from gr_jax.study.plan import MODEL_LABELS, Plan, Point
+from gr_jax.study.plan import MODEL_LABELS, MODEL_TASKS, Plan, Point
 
 
 def _load(plan: Plan, point: Point) -> dict:
@@ -191,6 +191,133 @@ def validation_curves(plan: Plan, point: Point) -> dict | None:
     if values:
       baseline[task] = {"name": name, metric: float(np.mean(values))}
   return {"metric": metric, "curves": curves, "popularity": baseline}
+
+
+# ------------------------------------------------------------ how each result was selected
+
+
+def _read_json(path: str) -> dict:
+  try:
+    with open(path) as f:
+      out = json.load(f)
+  except (OSError, ValueError):
+    return {}
+  return out if isinstance(out, dict) else {}
+
+
+def run_capped(run_dir: str) -> bool | None:
+  """Whether a run with model selection stopped at its step cap before patience ended it, i.e.
+  did not converge (the trainer's `capped` on its last validation decode in metrics.jsonl; for a
+  run trained before that field, whether it reached train.num_steps). None: no model selection,
+  or not known."""
+  from gr_jax import workdir as workdir_lib
+
+  train = _read_json(os.path.join(run_dir, "config.json")).get("train") or {}
+  if not train.get("select_metric"):
+    return None
+  recs = workdir_lib.read_jsonl(os.path.join(run_dir, "metrics.jsonl"))
+  flags = [r["capped"] for r in recs if isinstance(r.get("capped"), bool)]
+  if flags:
+    return flags[-1]
+  cap = int(train.get("num_steps") or 0)
+  if not cap or not recs:
+    return None
+  return max(int(r.get("step", 0)) for r in recs) >= cap
+
+
+def selection_label(info: dict, task: str, model: str) -> str:
+  """report.json `selected_by` of one evaluation (its metrics.json `info`) for `task`: "final
+  step", or "best valid <metric> (<task> | mean of tasks)"."""
+  sel = info.get("selected_by") if isinstance(info, dict) else None
+  if not isinstance(sel, dict):
+    return "final step"
+  entry = (sel.get("per_task") or {}).get(task) if "per_task" in sel else sel
+  if not isinstance(entry, dict) or not entry.get("metric"):
+    return "unknown"
+  parts = str(entry["metric"]).split("/")  # val/recall@30, or val/<task>/recall@30
+  if len(parts) >= 3:
+    which = parts[-2]
+  elif len(MODEL_TASKS.get(model, ())) > 1:
+    which = "mean of tasks"
+  else:
+    which = task
+  return f"best valid {parts[-1]} ({which})"
+
+
+def _short_selection(label: str) -> str:
+  """The markdown's form of a `selection_label`: "final", "best val (search)"."""
+  if label.startswith("best valid "):
+    return "best val (" + label.split("(", 1)[1]
+  return label.replace("final step", "final")
+
+
+def _selection(run_dirs: list[str], subdir: str, task: str, model: str, metric: str) -> dict:
+  """How the evaluations of one result row were chosen, seed by seed: `selected_by` (one label,
+  or the distinct ones joined by "; "), the evaluated checkpoint's step, whether the run was
+  `capped`, and the best validation value of the task's own metric (metrics.jsonl)."""
+  from gr_jax import workdir as workdir_lib
+
+  infos = [
+    _read_json(os.path.join(d, "eval", subdir, "metrics.json")).get("info") or {} for d in run_dirs
+  ]
+  labels = [selection_label(i, task, model) for i in infos]
+  best_val = []
+  for d in run_dirs:
+    key = f"val/{task}/{metric}"
+    vals = [
+      float(r[key])
+      for r in workdir_lib.read_jsonl(os.path.join(d, "metrics.jsonl"))
+      if isinstance(r.get(key), (int, float))
+    ]
+    best_val.append(max(vals) if vals else None)
+  return {
+    "selected_by": "; ".join(dict.fromkeys(labels)) if labels else None,
+    "selected_steps": [(i.get("steps") or {}).get(task, i.get("step")) for i in infos],
+    "capped": [run_capped(d) for d in run_dirs],
+    "best_val_task": best_val,
+  }
+
+
+def _mean_rule(run_dirs: list[str], subdir: str, task: str, metric: str) -> dict | None:
+  """A converged multi-task run's one-checkpoint result (every task at the best checkpoint by
+  the mean of its tasks' validation metric; `stages.mean_rule_subdir`), seed by seed; None when
+  an evaluation is missing (runs of a study made before it)."""
+  from gr_jax.analysis import stats
+
+  per_seed, steps = [], []
+  for d in run_dirs:
+    m = _read_json(os.path.join(d, "eval", subdir, "metrics.json"))
+    value = (m.get(task) or {}).get(metric)
+    if not isinstance(value, (int, float)):
+      return None
+    per_seed.append(float(value))
+    steps.append((m.get("info") or {}).get("step"))
+  return {
+    "selected_by": f"best valid {metric} (mean of tasks)",
+    "per_seed": per_seed,
+    "mean": float(np.mean(per_seed)),
+    "std": float(np.std(per_seed, ddof=1)) if len(per_seed) > 1 else 0.0,
+    "ci95": stats.mean_ci95(per_seed),
+    "selected_steps": steps,
+  }
+
+
+def _capped_text(runs: list[tuple[str, int, bool | None]]) -> str | None:
+  """ "k of n converged runs hit the step cap (Gen_R seeds 0, 1)" for (model, seed, capped)
+  triples of runs with model selection; None when none of them has model selection."""
+  known = [(m, s, c) for m, s, c in runs if c is not None]
+  if not known:
+    return None
+  hit: dict[str, list[str]] = {}
+  for m, s, c in known:
+    if c:
+      hit.setdefault(MODEL_LABELS.get(m, m), []).append(str(s))
+  which = "; ".join(
+    f"{label} seed{'s' if len(seeds) > 1 else ''} {', '.join(seeds)}"
+    for label, seeds in hit.items()
+  )
+  text = f"{sum(bool(c) for _, _, c in known)} of {len(known)} converged runs hit the step cap"
+  return text + (f" ({which})" if which else "")
 
 
 def _validation_plot(path: str, vc: dict) -> str:
@@ -499,14 +626,18 @@ def time_spent(plan: Plan) -> dict:
   for run in plan.runs:
     for decoder in plan.config.reproduce.get("decoders", ("beam",)):
       marker = markers.get(stages_lib.evaluate_stage_id(run, decoder))
-      path = os.path.join(
-        run.run_dir, "eval", stages_lib.eval_subdir(split, decoder), "per_query.json"
-      )
-      if marker is None or not os.path.exists(path):
+      # A converged multi-task run's stage also decodes its mean-rule checkpoint.
+      paths = [
+        os.path.join(run.run_dir, "eval", sub(split, decoder), "per_query.json")
+        for sub in (stages_lib.eval_subdir, stages_lib.mean_rule_subdir)
+      ]
+      if marker is None or not os.path.exists(paths[0]):
         continue
-      with open(path) as f:
-        per_query = json.load(f)
-      n = sum(len(next(iter(metrics.values()), {})) for metrics in per_query.values())
+      n = 0
+      for path in (p for p in paths if os.path.exists(p)):
+        with open(path) as f:
+          per_query = json.load(f)
+        n += sum(len(next(iter(metrics.values()), {})) for metrics in per_query.values())
       d = decoders.setdefault(decoder, {"queries": 0, "seconds": 0.0})
       d["queries"] += n
       d["seconds"] += float(marker.get("seconds", 0.0))
@@ -592,6 +723,7 @@ def _coverage_md(cov: dict) -> list[str]:
 
 def write_report(plan: Plan) -> str:
   from gr_jax.analysis import stats
+  from gr_jax.study.stages import eval_subdir, mean_rule_subdir
 
   analyses = [_load(plan, p) for p in plan.points]
   plots_dir = os.path.join(plan.workdir, "plots")
@@ -634,10 +766,17 @@ def write_report(plan: Plan) -> str:
     "",
     "Budgets: `epochs` = train.num_epochs over each model's own data (the paper; the joint "
     "model takes more steps); `matched_steps` = every model takes the joint model's steps; "
-    "`converged` = each model trains until validation Recall stops improving (patience "
-    f"{r.get('patience', 0)}), within {r.get('converged_max_factor', 0)}x the joint model's "
-    "epoch steps, and its best-validation checkpoint is evaluated. Decoders: `beam` = the "
-    "paper's diverse beam search; `topk_exact` = the exact top-K items of one decoder step.",
+    "`converged` = each model is decoded on validation "
+    f"{r.get('converged_evals_per_epoch', 'n/a')} times per epoch of its own data and trains "
+    f"until its validation Recall has not improved for {r.get('patience', 0)} decodes "
+    "(Gen_R+S: neither task's), within a step cap of "
+    f"{r.get('converged_max_factor', 0)} x train.num_epochs of its own epochs; each task is "
+    "evaluated at its own best-validation checkpoint (Gen_R+S: search at its best search step, "
+    "rec at its best rec step; its one checkpoint by the mean of both tasks is shown beside it, "
+    '"mean rule"). "selected by" says which checkpoint a row evaluates (at which steps); a '
+    "run marked (cap) stopped at the step cap, not by patience: capped, not converged. "
+    "Decoders: `beam` = the paper's diverse beam search; `topk_exact` = the exact top-K items of "
+    "one decoder step.",
     "",
   ]
   for a in analyses:
@@ -651,19 +790,28 @@ def write_report(plan: Plan) -> str:
       md += [f"Dataset statistics (mean over datasets): {stats_text}.", ""]
     md += _coverage_md(coverages[a["point"]])
     hm = a["headline_metric"]
+    point = next(p for p in plan.points if p.name == a["point"])
+    seed_of = {run.run_dir: run.seed for run in point.runs}
     md += [
       "| budget | decoder | task | model | "
-      f"{_label(hm)} mean ± std [95% CI] | per seed | steps | distinct items/list | "
-      "best val | diff vs joint [95% CI, unadjusted] (seed test) | p seed / p query "
-      "(adjusted; query: conditional on the trained models) |",
-      "|---|---|---|---|---|---|---|---|---|---|---|",
+      f"{_label(hm)} mean ± std [95% CI] | per seed | steps | selected by (step) | "
+      "distinct items/list | best val | diff vs joint [95% CI, unadjusted] (seed test) | "
+      "p seed / p query (adjusted; query: conditional on the trained models) |",
+      "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    capped_runs: dict[str, dict[str, tuple]] = {}  # budget -> run_dir -> (model, seed, capped)
     for block in a["blocks"]:
       for task in TASKS:
         for rec in [x for x in block["headline"]["results"] if x["task"] == task]:
           model = rec["model"]
           train = block["training"].get(model, [])
           steps = [t["steps"] for t in train]
+          dirs = list(rec.get("run_dirs") or block["groups"].get(model, []))
+          sel = _selection(
+            dirs, eval_subdir(plan.config.eval.split, block["decode"]), task, model, hm
+          )
+          for d, capped in zip(dirs, sel["capped"]):
+            capped_runs.setdefault(block["budget"], {})[d] = (model, seed_of.get(d), capped)
           best_val = [t["best_val_recall"] for t in train]
           distinct = block["distinct_items"].get(model, {}).get(task)
           ci = stats.mean_ci95(rec["per_seed"])
@@ -686,8 +834,20 @@ def write_report(plan: Plan) -> str:
               "best_val": best_val,
               "distinct_items": distinct,
               "num_queries": rec["num_queries"],
+              # Which checkpoint each seed's number comes from, and whether its run stopped
+              # at the step cap instead of by patience (None: no model selection).
+              "selected_by": sel["selected_by"],
+              "selected_steps": sel["selected_steps"],
+              "capped": sel["capped"],
+              "best_val_task": sel["best_val_task"],
             }
           )
+          mean_rule = None
+          if block["budget"] == "converged" and len(MODEL_TASKS.get(model, ())) > 1:
+            mean_rule = _mean_rule(
+              dirs, mean_rule_subdir(plan.config.eval.split, block["decode"]), task, hm
+            )
+            results[-1]["mean_rule"] = mean_rule
           cmp_text = p_text = ""
           if st is not None:
             cmp_text = (
@@ -695,18 +855,43 @@ def write_report(plan: Plan) -> str:
               f"({st['gain_pct']:+.1f}%)"
             )
             p_text = f"{_fmt_p(st['p_adjusted'])} / {_fmt_p(qt['p_adjusted'])}"
+          capped_of = dict(zip(dirs, sel["capped"]))
+          steps_text = ", ".join(
+            f"{t['steps']} (cap)" if capped_of.get(t.get("run_dir")) else str(t["steps"])
+            for t in train
+          )
+          picked = [x for x in sel["selected_steps"] if x is not None]
+          sel_text = _short_selection(sel["selected_by"] or "n/a") + (
+            f" ({', '.join(map(str, picked))})" if picked else ""
+          )
+          shown_val = [v for v in sel["best_val_task"] if v is not None] or [
+            v for v in best_val if v is not None
+          ]
           md.append(
             f"| {block['budget']} | {block['decode']} | {task} | "
             f"{MODEL_LABELS.get(model, model)} | {_fmt(rec['mean'])} ± {_fmt(rec['std'])} "
             f"[{_fmt(ci[0])}, {_fmt(ci[1])}] | {', '.join(_fmt(v, 3) for v in rec['per_seed'])}"
-            f" | {', '.join(str(x) for x in steps)} | {_fmt(distinct, 1)} | "
-            f"{', '.join(_fmt(v, 3) for v in best_val if v is not None) or 'n/a'} | "
+            f" | {steps_text} | {sel_text} | {_fmt(distinct, 1)} | "
+            f"{', '.join(_fmt(v, 3) for v in shown_val) or 'n/a'} | "
             f"{cmp_text} | {p_text} |"
           )
+          if mean_rule is not None:
+            mr_ci = mean_rule["ci95"]
+            md.append(
+              f"| {block['budget']} | {block['decode']} | {task} | "
+              f"{MODEL_LABELS.get(model, model)}, mean rule | {_fmt(mean_rule['mean'])} ± "
+              f"{_fmt(mean_rule['std'])} [{_fmt(mr_ci[0])}, {_fmt(mr_ci[1])}] | "
+              f"{', '.join(_fmt(v, 3) for v in mean_rule['per_seed'])} | {steps_text} | "
+              f"{_short_selection(mean_rule['selected_by'])} "
+              f"({', '.join(str(x) for x in mean_rule['selected_steps'])}) | | "
+              f"{', '.join(_fmt(v, 3) for v in best_val if v is not None) or 'n/a'} | | |"
+            )
     for name, tasks in sorted(a.get("baselines", {}).items()):
       for task in TASKS:
         if task in tasks and hm in tasks[task]:
-          md.append(f"| (any) | {name} | {task} | baseline | {_fmt(tasks[task][hm])} | | | | | | |")
+          md.append(
+            f"| (any) | {name} | {task} | baseline | {_fmt(tasks[task][hm])} | | | | | | | |"
+          )
           results.append(
             {
               "point": a["point"],
@@ -720,6 +905,14 @@ def write_report(plan: Plan) -> str:
             }
           )
     md.append("")
+    for budget, runs in capped_runs.items():
+      text = _capped_text(list(runs.values()))
+      if text:
+        md += [
+          f"Step cap ({budget}): {text}; a capped run's validation Recall was still improving "
+          "within the patience window, so its selection is capped, not converged.",
+          "",
+        ]
     md += [
       "Verdicts (Gen_R+S against the task-specific model, seed-level test, "
       f"{r.correction}-adjusted over the {family} tests):",
@@ -743,6 +936,14 @@ def write_report(plan: Plan) -> str:
           f"adjusted p = {_fmt_p(qt['p_adjusted'])} over {qt['n']} queries (conditional on the "
           "trained models)."
         )
+        compared = [
+          v
+          for d, v in capped_runs.get(block["budget"], {}).items()
+          if d in block["groups"].get("joint", []) + block["groups"].get(task, [])
+        ]
+        capped_text = _capped_text(compared)
+        if capped_text:
+          line = line[:-1] + f"; {capped_text}."
         md.append(f"- {line}")
         summary_lines.append(f"[{a['point']}] {line}")
     md.append("")

@@ -26,6 +26,12 @@ def eval_subdir(split: str, decoder: str) -> str:
   return split if decoder == "beam" else f"{split}_{decoder}"
 
 
+def mean_rule_subdir(split: str, decoder: str) -> str:
+  """eval/<subdir>/ of a converged multi-task run's one-checkpoint results: every task at the best
+  checkpoint by the MEAN of its tasks' validation metric (reported beside the per-task one)."""
+  return f"{eval_subdir(split, decoder)}_mean_rule"
+
+
 def baselines_dir(plan: Plan, point: Point, data: DataSpec | None = None) -> str:
   data = data or point.datasets[0]
   return os.path.join(plan.workdir, "baselines", point.name, data.key)
@@ -51,26 +57,60 @@ def joint_epoch_steps(config: ml_collections.ConfigDict, data_dir: str) -> int:
 
 
 def budget_config(plan: Plan, run: RunSpec, data_dir: str) -> ml_collections.ConfigDict:
-  """The run's config with its training budget resolved into step counts (docs/study_design.md): epochs leaves `train.num_epochs` over the model's own data; matched_steps gives
-  every model the joint model's step count; converged trains to early stopping on validation
-  Recall@K within a cap of `reproduce.converged_max_factor` x that count. With `train.num_steps`
-  > 0 every budget starts from that count instead of the joint model's epochs."""
+  """The run's config with its training budget resolved (docs/study_design.md "Fair
+  comparison"): epochs leaves `train.num_epochs` over the model's own data; matched_steps gives
+  every model the joint model's step count; converged trains with model selection in the
+  model's OWN epochs (`converged_schedule`). With `train.num_steps` > 0 the step budgets start
+  from that count instead of the joint model's epochs."""
   r = plan.config.reproduce
   cfg = ml_collections.ConfigDict(run.config.to_dict())
   if run.budget == "epochs":
     return cfg
-  # A fixed train.num_steps (> 0) already gives every model the same steps; it is then the
-  # reference instead of the joint model's epochs.
-  joint = int(cfg.train.num_steps) or joint_epoch_steps(cfg, data_dir)
+  if run.budget == "matched_steps":
+    # A fixed train.num_steps (> 0) already gives every model the same steps; it is then the
+    # reference instead of the joint model's epochs.
+    with cfg.ignore_type():
+      cfg.train.num_steps = int(cfg.train.num_steps) or joint_epoch_steps(cfg, data_dir)
+    return cfg
+  return converged_config(cfg, r)
+
+
+def converged_config(
+  cfg: ml_collections.ConfigDict, r: ml_collections.ConfigDict
+) -> ml_collections.ConfigDict:
+  """A run config under the converged budget, every quantity in the model's own epochs (its own
+  training data's steps per epoch, which the trainer counts):
+
+  - validation decodes `reproduce.converged_evals_per_epoch` times per own epoch
+    (train.select_evals_per_epoch), the first within the first epoch, so the decodes bracket a
+    best that comes early (a task-specific model's epochs are short);
+  - a step cap of `reproduce.converged_max_factor` x train.num_epochs own epochs (x
+    train.num_steps steps when that is set), a safety net that patience should reach first;
+  - the warm-up of the model's epochs run (the same number of steps: its fraction is rescaled to
+    the longer cap), so a converged run is the epochs run continued or cut short by validation
+    (with the constant schedule; a decaying one decays over the cap), whatever the cap;
+  - early stopping after `reproduce.patience` decodes without improvement, per task for a
+    multi-task run (train.select_per_task: it stops when neither task improves, keeps each task's
+    best checkpoint and its mean-rule one).
+  """
+  cfg = ml_collections.ConfigDict(cfg.to_dict())
+  t = cfg.train
+  factor = float(r.converged_max_factor)
   with cfg.ignore_type():
-    if run.budget == "matched_steps":
-      cfg.train.num_steps = joint
-    else:  # converged
-      cap = max(1, int(math.ceil(float(r.converged_max_factor) * joint)))
-      cfg.train.num_steps = cap
-      cfg.train.select_metric = f"recall@{max(int(k) for k in cfg.eval.ks)}"
-      cfg.train.select_every_steps = max(1, cap // max(1, int(r.converged_evals)))
-      cfg.train.patience = int(r.patience)
+    if int(t.num_steps) > 0:
+      reference = int(t.num_steps)
+      t.num_steps = max(1, int(math.ceil(factor * reference)))
+      cap = int(t.num_steps)
+    else:
+      reference = int(t.num_epochs)
+      t.num_epochs = max(1, int(math.ceil(factor * reference)))
+      cap = int(t.num_epochs)
+    t.warmup_fraction = float(t.warmup_fraction) * reference / cap
+    t.select_metric = f"recall@{max(int(k) for k in cfg.eval.ks)}"
+    t.select_evals_per_epoch = int(r.converged_evals_per_epoch)
+    t.select_every_steps = 0
+    t.select_per_task = len(cfg.data.tasks) > 1  # a task-specific model selects on its task
+    t.patience = int(r.patience)
   return cfg
 
 
@@ -104,18 +144,31 @@ def _train(plan: Plan, run: RunSpec, data_dir: str) -> None:
 
 
 def _evaluate(run: RunSpec, split: str, decoder: str) -> None:
-  from gr_jax.evaluation.evaluator import evaluate
+  from gr_jax.evaluation.evaluator import PER_TASK, evaluate
 
-  # A converged run is evaluated at its best-validation checkpoint; the others at their end.
-  step = "best" if run.budget == "converged" else None
+  # The study's protocol, also for runs trained before the field existed.
+  overrides = {"decode.method": decoder, "eval.exclude_seen": _exclude_seen(run.config)}
+  if run.budget != "converged":  # the final step
+    evaluate(run.run_dir, split=split, overrides=overrides, out_subdir=eval_subdir(split, decoder))
+    return
+  # Each task at its own best-validation checkpoint, as the task-specific models are selected:
+  # Gen_R+S's search at its best search step, its rec at its best rec step.
   evaluate(
     run.run_dir,
     split=split,
-    step=step,
-    # The study's protocol, also for runs trained before the field existed.
-    overrides={"decode.method": decoder, "eval.exclude_seen": _exclude_seen(run.config)},
+    step=PER_TASK,
+    overrides=overrides,
     out_subdir=eval_subdir(split, decoder),
   )
+  if len(run.config.data.tasks) > 1:
+    # The one-checkpoint rule (the mean over the tasks), reported beside the per-task one.
+    evaluate(
+      run.run_dir,
+      split=split,
+      step="best",
+      overrides=overrides,
+      out_subdir=mean_rule_subdir(split, decoder),
+    )
 
 
 def _exclude_seen(config) -> bool:
@@ -173,6 +226,10 @@ def _rmtree(path: str):
   return lambda: shutil.rmtree(path, ignore_errors=True)
 
 
+def _rmtrees(paths: list[str]):
+  return lambda: [shutil.rmtree(p, ignore_errors=True) for p in paths]
+
+
 def _config_inputs(config: ml_collections.ConfigDict) -> dict:
   """A run config as stage inputs: without the study-level section (its budget knobs are passed
   on separately; sweep values and seeds lists do not change one run), logging periods and
@@ -208,10 +265,12 @@ def stages_for(plan: Plan) -> list[Stage]:
   split = plan.config.eval.split
   r = plan.config.reproduce
   decoders = tuple(r.get("decoders", ("beam",)))
-  study_inputs = {
-    k: plan.config.reproduce.to_dict()[k]
-    for k in ("budgets", "converged_max_factor", "converged_evals", "patience")
-    if k in plan.config.reproduce
+  # The reproduce knobs a budget's training reads (the converged budget's only): changing one
+  # retrains those runs and no other.
+  converged_inputs = {
+    k: r.to_dict()[k]
+    for k in ("converged_max_factor", "converged_evals_per_epoch", "patience")
+    if k in r
   }
   stages: list[Stage] = []
   for point in plan.points:
@@ -258,13 +317,16 @@ def stages_for(plan: Plan) -> list[Stage]:
         inputs={
           "config": _config_inputs(run.config),
           "budget": run.budget,
-          "study": study_inputs,
+          "study": converged_inputs if run.budget == "converged" else {},
           "data": data_fp[run.data],
         },
         reset=_rmtree(run.run_dir),
       )
       stages.append(train)
       for decoder in decoders:
+        outs = [os.path.join(run.run_dir, "eval", eval_subdir(split, decoder))]
+        if run.budget == "converged" and len(run.config.data.tasks) > 1:
+          outs.append(os.path.join(run.run_dir, "eval", mean_rule_subdir(split, decoder)))
         ev = Stage(
           evaluate_stage_id(run, decoder),
           "evaluate",
@@ -276,8 +338,11 @@ def stages_for(plan: Plan) -> list[Stage]:
             "decode": run.config.decode.to_dict(),
             "decoder": decoder,
             "eval": _eval_inputs(run.config),
+            # Which checkpoints: the final one, or each task's best-validation one (and the
+            # mean rule's beside it).
+            "selection": "per_task" if run.budget == "converged" else "final",
           },
-          reset=_rmtree(os.path.join(run.run_dir, "eval", eval_subdir(split, decoder))),
+          reset=_rmtrees(outs),
         )
         stages.append(ev)
         point_fps.append(ev.fingerprint)

@@ -10,7 +10,14 @@ checksums,metrics}`.
   and every finite metric given to `save`; `metrics` (Orbax's own item): the same metrics when they
   hold `checkpoint.best_metric`, which Orbax ranks for retention and `best_step`.
 - Retention is Orbax's preservation policy: the last `checkpoint.keep` steps, plus (with
-  `checkpoint.keep_best`) the best by `checkpoint.best_metric` (`checkpoint.best_mode` min | max).
+  `checkpoint.keep_best`) the best by `checkpoint.best_metric` (`checkpoint.best_mode` min | max)
+  and the best by each further metric the trainer names (`Checkpointer(also_best=...)`: a
+  multi-task run selected per task keeps its best step for each task's validation metric too).
+  "Best" is the first step with the best value (ties keep the earlier step, as the trainer's
+  early stopping counts them), for retention, `best_step` and `restore_for_inference` alike.
+- Named steps (`restore_for_inference`, `evaluate --step`): "best" = by `checkpoint.best_metric`;
+  "best_<task>" (best_search, best_rec) = by that task's share of it (`task_metric`:
+  val/recall@30 -> val/search/recall@30), which a run selected per task saved.
   Orbax writes each step to a temporary directory and renames it when complete, so an interrupted
   save never shows up as a step; a step whose files were damaged later fails to restore or to
   verify and is skipped with a warning in favour of the previous one (resume and inference alike).
@@ -19,6 +26,7 @@ checksums,metrics}`.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import logging
 import math
@@ -32,11 +40,14 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 from gr_jax import workdir as workdir_lib
+from gr_jax.schema import TASKS
 
 log = logging.getLogger(__name__)
 
 ITEMS = ("params", "opt_state", "data", "config", "meta", "checksums")
 BEST_MODES = ("min", "max")
+# The named steps `restore_for_inference` takes besides an integer and None (the latest).
+BEST_STEPS = ("best",) + tuple(f"best_{t}" for t in TASKS)
 
 # Config fields that change the shapes or structure of what is saved, or how the data iterator
 # state is interpreted: a checkpoint written with other values cannot be resumed.
@@ -115,6 +126,50 @@ def _check_mode(mode: str) -> str:
   return mode
 
 
+def task_metric(metric: str, task: str) -> str:
+  """One task's share of a validation metric, as the validation decoder names it:
+  "val/recall@30" -> "val/search/recall@30"."""
+  head, sep, name = metric.partition("/")
+  return f"{head}/{task}/{name}" if sep else f"{task}/{metric}"
+
+
+def _finite_value(metrics, metric: str) -> float | None:
+  value = metrics.get(metric) if isinstance(metrics, dict) else None
+  if value is None:
+    return None
+  try:
+    value = float(value)
+  except (TypeError, ValueError):
+    return None
+  return value if math.isfinite(value) else None
+
+
+def rank_steps(entries, metric: str, mode: str) -> list[int]:
+  """The steps of `entries` ((step, metrics dict or None) pairs) that have a finite `metric`,
+  best first; among equal values the earlier step first (the trainer's early stopping counts a
+  tie as no improvement, so its best is the first step that reached the value)."""
+  ranked = []
+  for step, metrics in entries:
+    value = _finite_value(metrics, metric)
+    if value is not None:
+      ranked.append((-value if mode == "max" else value, int(step)))
+  return [s for _, s in sorted(ranked)]
+
+
+@dataclasses.dataclass(frozen=True)
+class _KeepBest:
+  """Orbax preservation policy: keep the one best step by `metric` (`rank_steps`' order). Orbax's
+  own BestN keeps the latest of equal values, which is not the step the trainer selected."""
+
+  metric: str
+  mode: str
+
+  def should_preserve(self, checkpoints, *, context) -> list[bool]:
+    del context
+    ranked = rank_steps([(cp.step, cp.metrics) for cp in checkpoints], self.metric, self.mode)
+    return [bool(ranked) and cp.step == ranked[0] for cp in checkpoints]
+
+
 def _manager(
   workdir: str,
   *,
@@ -124,20 +179,16 @@ def _manager(
   keep_best: bool = False,
   best_metric: str = "val/loss",
   best_mode: str = "min",
+  also_best: tuple[str, ...] = (),
 ):
   """An Orbax CheckpointManager whose retention is Orbax's preservation policy: the latest `keep`
-  steps, plus the single best by `best_metric` with `keep_best` (read-only: keeps everything)."""
+  steps, plus with `keep_best` the single best by `best_metric` and by each of `also_best` (same
+  mode) (read-only: keeps everything)."""
   cm = ocp.checkpoint_managers
   policies = [cm.LatestN(n=None if read_only else keep)]
   if keep_best and not read_only:
-    policies.append(
-      cm.BestN(
-        get_metric_fn=_metric_fn(best_metric, best_mode),
-        reverse=best_mode == "min",  # Orbax keeps the tail of the sort
-        n=1,
-        keep_checkpoints_without_metrics=False,
-      )
-    )
+    for metric in dict.fromkeys((best_metric, *also_best)):
+      policies.append(_KeepBest(metric, _check_mode(best_mode)))
   options = ocp.CheckpointManagerOptions(
     # best_fn makes Orbax write the `metrics` item and answer best_step(); which steps are kept
     # is decided by the preservation policy alone.
@@ -267,7 +318,11 @@ def _norm(v):
 class Checkpointer:
   """Save / resume for one run directory (every process calls every method: Orbax is collective)."""
 
-  def __init__(self, workdir: str, config: ml_collections.ConfigDict):
+  def __init__(
+    self, workdir: str, config: ml_collections.ConfigDict, also_best: tuple[str, ...] = ()
+  ):
+    """`also_best`: metrics (ranked in `checkpoint.best_mode` like `checkpoint.best_metric`)
+    whose best step is kept too, e.g. each task's validation metric of a run selected per task."""
     quiet_orbax_logs()
     self.workdir = workdir
     ck = config.checkpoint
@@ -275,6 +330,7 @@ class Checkpointer:
     self.keep_best = bool(ck.keep_best)
     self.best_metric = str(ck.get("best_metric", "val/loss"))
     self.best_mode = _check_mode(str(ck.get("best_mode", "min")))
+    self.also_best = tuple(str(m) for m in also_best)
     self.async_save = bool(ck.get("async_save", False))
     self.manager = _manager(
       workdir,
@@ -283,6 +339,7 @@ class Checkpointer:
       keep_best=self.keep_best,
       best_metric=self.best_metric,
       best_mode=self.best_mode,
+      also_best=self.also_best,
     )
 
   def steps(self) -> list[int]:
@@ -297,14 +354,15 @@ class Checkpointer:
     config: dict,
     metrics: dict[str, float] | None = None,
   ) -> None:
-    """Writes checkpoint `step`; `metrics` (e.g. {"val/loss": 2.1}) are kept with it, and Orbax
-    ranks the step by `checkpoint.best_metric` when they hold it (finite values only)."""
+    """Writes checkpoint `step`; `metrics` (e.g. {"val/loss": 2.1}) are kept with it, and the
+    step is ranked by `checkpoint.best_metric` and the `also_best` metrics that they hold (finite
+    values only)."""
     finite = {
       str(k): float(v)
       for k, v in (metrics or {}).items()
       if v is not None and math.isfinite(float(v))
     }
-    ranked = finite if self.best_metric in finite else None
+    ranked = finite if any(m in finite for m in (self.best_metric, *self.also_best)) else None
     meta = {"step": int(step), "metrics": finite}
     checksums = {
       "params": tree_checksums(state["params"]),
@@ -398,10 +456,11 @@ class Checkpointer:
       )
     return None
 
-  def best_step(self) -> int | None:
-    """The kept step that is best by `checkpoint.best_metric` (None when none has it)."""
+  def best_step(self, metric: str | None = None) -> int | None:
+    """The kept step that is best by `metric` (default `checkpoint.best_metric`; None when none
+    has it)."""
     self.manager.wait_until_finished()
-    return _best_of(self.manager, self.best_metric)
+    return _best_of(self.manager, metric or self.best_metric, self.best_mode)
 
   def close(self) -> None:
     self.manager.wait_until_finished()
@@ -413,12 +472,18 @@ def _has_item(step_dir: str, item: str) -> bool:
   return epath.Path(step_dir, item).is_dir()
 
 
-def _best_of(manager, metric: str) -> int | None:
-  step = manager.best_step()
-  if step is None:
+def _step_metrics(manager, step: int):
+  try:
+    return manager.metrics(step)
+  except Exception:  # pylint: disable=broad-except  (a damaged metrics file: not ranked)
     return None
-  metrics = manager.metrics(step)
-  return step if isinstance(metrics, dict) and metric in metrics else None
+
+
+def _best_of(manager, metric: str, mode: str) -> int | None:
+  ranked = rank_steps(
+    [(s, _step_metrics(manager, s)) for s in sorted(manager.all_steps())], metric, mode
+  )
+  return ranked[0] if ranked else None
 
 
 def _short(e: Exception) -> str:
@@ -460,19 +525,36 @@ def _best_settings(workdir: str, metric: str | None, mode: str | None) -> tuple[
   return str(metric), mode
 
 
-def best_step(workdir: str, *, metric: str | None = None, mode: str | None = None) -> int | None:
+def best_step(
+  workdir: str, *, metric: str | None = None, mode: str | None = None, task: str | None = None
+) -> int | None:
   """The kept checkpoint that is best by `metric` (default: the run's checkpoint.best_metric,
-  "val/loss", lowest first unless best_mode is "max"), from Orbax's metrics; None when no
-  checkpoint has that metric."""
+  "val/loss", lowest first unless best_mode is "max"; with `task`, that task's share of it,
+  `task_metric`), from the metrics saved with each step; None when no checkpoint has it."""
   if not all_steps(workdir):
     return None
   metric, mode = _best_settings(workdir, metric, mode)
+  if task:
+    metric = task_metric(metric, task)
   quiet_orbax_logs()
   manager = _manager(workdir, read_only=True, best_metric=metric, best_mode=mode)
   try:
-    return _best_of(manager, metric)
+    return _best_of(manager, metric, mode)
   finally:
     manager.close()
+
+
+def step_metric(workdir: str, step: str) -> tuple[str, str]:
+  """(metric, mode) that ranks a named step of BEST_STEPS in this run: "best" ->
+  checkpoint.best_metric; "best_<task>" -> that task's share of it (`task_metric`)."""
+  if step not in BEST_STEPS:
+    raise ValueError(
+      f"step {step!r}: expected an integer, None (the latest) or one of {BEST_STEPS}"
+    )
+  metric, mode = _best_settings(workdir, None, None)
+  if step != "best":
+    metric = task_metric(metric, step[len("best_") :])
+  return metric, mode
 
 
 def latest_step(workdir: str) -> int | None:
@@ -484,22 +566,18 @@ def _candidates(manager, steps: list[int], step, metric: str, mode: str, where: 
   """Steps to try, in order: the asked-for one first, then (latest / best only) its fallbacks."""
   if step is None:
     return sorted(steps, reverse=True)
-  if step == "best":
-    ranked = []
-    for s in steps:
-      try:
-        metrics = manager.metrics(s)
-      except Exception:  # pylint: disable=broad-except  (a damaged metrics file: not ranked)
-        metrics = None
-      if isinstance(metrics, dict) and metrics.get(metric) is not None:
-        ranked.append((float(metrics[metric]), s))
-    if not ranked:
-      raise NoCheckpointError(
-        f"{where}: no checkpoint has the metric {metric!r} "
-        f"(checkpoint.best_metric; have steps {steps})"
+  if step in BEST_STEPS:
+    best = rank_steps([(s, _step_metrics(manager, s)) for s in steps], metric, mode)
+    if not best:
+      source = (
+        "checkpoint.best_metric"
+        if step == "best"
+        else "one task's share of checkpoint.best_metric, saved by a run selected per task "
+        "(train.select_per_task)"
       )
-    ranked.sort(key=lambda vs: (vs[0] if mode == "min" else -vs[0], -vs[1]))
-    best = [s for _, s in ranked]
+      raise NoCheckpointError(
+        f"{where}: no checkpoint has the metric {metric!r} ({step!r}: {source}; have steps {steps})"
+      )
     # After the ranked ones, the newest of the others: "best" still gives a model if all ranked
     # checkpoints are damaged.
     return best + [s for s in sorted(steps, reverse=True) if s not in best]
@@ -510,8 +588,9 @@ def _candidates(manager, steps: list[int], step, metric: str, mode: str, where: 
 
 
 def restore_for_inference(workdir: str, step: int | str | None = None, *, mesh=None):
-  """(model, config, step) for evaluation: the params of `step` ("best", an int, or None = latest)
-  placed on `mesh` (default: all devices, data-parallel).
+  """(model, config, step) for evaluation: the params of `step` (an int, None = the latest, or a
+  named step of BEST_STEPS: "best", "best_search", "best_rec", see `step_metric`) placed on `mesh`
+  (default: all devices, data-parallel).
 
   The params are verified against the checksums saved with them. For the latest or the best step,
   a checkpoint that fails to restore or verify is skipped with a warning naming it, for the
@@ -528,7 +607,10 @@ def restore_for_inference(workdir: str, step: int | str | None = None, *, mesh=N
   steps = all_steps(workdir)
   if not steps:
     raise NoCheckpointError(f"{root}: no checkpoint (train this workdir first)")
-  metric, mode = _best_settings(workdir, None, None)
+  if step in BEST_STEPS:
+    metric, mode = step_metric(workdir, step)
+  else:
+    metric, mode = _best_settings(workdir, None, None)
   manager = _manager(workdir, read_only=True, best_metric=metric, best_mode=mode)
   try:
     order = _candidates(manager, steps, step, metric, mode, root)

@@ -76,6 +76,29 @@ def _train_locked(config: ml_collections.ConfigDict, workdir: str) -> dict[str, 
     return _Trainer(config, model_config, workdir, data, mesh).run()
 
 
+def is_selection_step(train: ml_collections.ConfigDict, steps_per_epoch: int, step: int) -> bool:
+  """Whether the run validates (decodes the valid split) after optimizer step `step` (1-based),
+  its epoch over its own training data being `steps_per_epoch` steps.
+
+  train.select_evals_per_epoch = N > 0: N decodes per epoch of the run's own data, at the steps
+  ceil(k * steps_per_epoch / N), k = 1, 2, ...: the first within the first epoch, exactly N per
+  epoch (every step when an epoch has fewer than N steps), so `patience` decodes are the same
+  span of own epochs for every model kind (docs/study_design.md "Fair comparison"). Else every
+  train.select_every_steps steps, 0 = once per epoch.
+  """
+  per_epoch = int(train.get("select_evals_per_epoch", 0))
+  every = int(train.get("select_every_steps", 0))
+  if per_epoch < 0 or every < 0:
+    raise ValueError(
+      "config.train.select_evals_per_epoch and select_every_steps must be >= 0, got "
+      f"{per_epoch} and {every}"
+    )
+  spe = max(1, int(steps_per_epoch))
+  if per_epoch > 0:
+    return (step * per_epoch) // spe > ((step - 1) * per_epoch) // spe
+  return step % (every or spe) == 0
+
+
 def _is_main() -> bool:
   return jax.process_index() == 0
 
@@ -104,14 +127,20 @@ class _Trainer:
     self.log_every = max(1, int(t.log_every_steps))
     self.eval_every = int(t.eval_every_steps) or self.steps_per_epoch
     self.ckpt_every = max(1, int(config.checkpoint.every_steps))
-    # Model selection (train.select_metric): decode the valid split every `select_every` steps,
-    # checkpoint there, keep the best, stop after `patience` decodes without improvement.
+    # Model selection (train.select_metric): decode the valid split at `is_selection_step`,
+    # checkpoint the new bests, keep them, stop after `patience` decodes without improvement.
     self.select_metric = str(t.get("select_metric", "") or "")
-    self.select_every = int(t.get("select_every_steps", 0)) or self.steps_per_epoch
+    is_selection_step(t, self.steps_per_epoch, 1)  # a bad schedule fails before any work
     self.patience = int(t.get("patience", 0))
     self._validation_decoder = None
-    if self.patience < 0 or self.select_every < 1:
-      raise ValueError("config.train.patience must be >= 0 and select_every_steps >= 0")
+    if self.patience < 0:
+      raise ValueError("config.train.patience must be >= 0")
+    # A multi-task run selected per task (train.select_per_task) also tracks each task's share of
+    # the selection metric: its best checkpoint per task is kept, and it stops only when no task
+    # has improved for `patience` decodes.
+    tasks = tuple(str(x) for x in config.data.tasks)
+    per_task = self.select_metric and bool(t.get("select_per_task", False)) and len(tasks) > 1
+    self.select_tasks = tasks if per_task else ()
     self.config_dict = config.to_dict()
 
   # ------------------------------------------------------------------------------ setup helpers
@@ -165,7 +194,10 @@ class _Trainer:
     shardings = state_lib.state_shardings(parts, tx, mesh, abstract_params)
     abstract_state = state_lib.abstract_train_state(abstract_params, tx, shardings)
 
-    ckpt = checkpointing.Checkpointer(self.workdir, config)
+    selection = _Selections(self.select_metric, self.select_tasks, self.patience)
+    ckpt = checkpointing.Checkpointer(
+      self.workdir, config, also_best=tuple(f"val/{k}" for k in selection.task_keys)
+    )
     try:
       restored = ckpt.restore_latest(abstract_state, self.config_dict)
     except Exception:
@@ -212,21 +244,17 @@ class _Trainer:
     last_val: dict[str, float] = {}
     last_good_ckpt = start_step if restored is not None else None
     throughput = None
-    selection = _Selection.from_metrics(
-      f"{self.workdir}/metrics.jsonl", self.select_metric, self.patience, start_step
-    )
-    if self.select_metric and selection.converged:
+    selection.replay(f"{self.workdir}/metrics.jsonl", start_step)
+    if selection.converged:
       log.info(
-        "the run in %s stopped early at step %d (best %s %.4f at step %d)",
+        "the run in %s stopped early at step %d (%s)",
         self.workdir,
         start_step,
-        self.select_metric,
-        selection.best,
-        selection.best_step,
+        selection.describe(),
       )
     try:
       for step in range(start_step, self.total_steps):
-        if self.select_metric and selection.converged:
+        if selection.converged:
           break
         batch = self.data.to_global(_train_keys(next(self.loader)), batch_sh, self.batch_size)
         state, m = train_step(state, batch, rng)
@@ -239,9 +267,11 @@ class _Trainer:
         done = step + 1
         is_last = done == self.total_steps
         do_eval = done % self.eval_every == 0 or is_last
-        do_select = bool(self.select_metric) and (done % self.select_every == 0 or is_last)
-        do_ckpt = done % self.ckpt_every == 0 or is_last or do_select
-        if not (done % self.log_every == 0 or do_eval or do_ckpt):
+        do_select = bool(self.select_metric) and (
+          is_selection_step(config.train, self.steps_per_epoch, done) or is_last
+        )
+        do_ckpt = done % self.ckpt_every == 0 or is_last
+        if not (done % self.log_every == 0 or do_eval or do_ckpt or do_select):
           continue
         # ---- host sync: reduce the window's metric sums
         sums = jax.tree.map(
@@ -278,21 +308,28 @@ class _Trainer:
         if flops and peak and throughput:
           mfu = flops * throughput / (peak * 1e12 * jax.device_count())
           rec["mfu"] = mfu
-        if do_eval or (do_ckpt and config.checkpoint.keep_best):
-          last_val = self._validate(eval_step, state["params"], batch_sh)
-          rec.update({f"val/{k}": v for k, v in last_val.items()})
+        saved: dict[str, float | None] = {}
         if do_select:
           decoded = self._validate_decode(parts, state["params"])
           rec.update({f"val/{k}": v for k, v in decoded.items()})
-          selection.update(done, decoded[self.select_metric])
-          rec["val/evals_since_best"] = selection.since_best
+          improved = selection.update(done, decoded)
+          rec.update(selection.since_best_record())
+          if selection.converged or is_last:
+            # How the run ended: patience ran out (converged) or the step cap came first.
+            rec["capped"] = not selection.converged
+          saved = {f"val/{k}": decoded[k] for k in selection.keys}
+          # A decode is checkpointed when it is a new best of a tracked metric (retention keeps
+          # it) or ends the run (a rerun finds it stopped); any other would be replaced by the
+          # next save, so it is not written.
+          do_ckpt = do_ckpt or improved or selection.converged
+        if do_eval or (do_ckpt and config.checkpoint.keep_best):
+          last_val = self._validate(eval_step, state["params"], batch_sh)
+          rec.update({f"val/{k}": v for k, v in last_val.items()})
         last = rec
         self._log(rec, done, mfu, metrics_f, tb)
         if do_ckpt:
           val = last_val.get("loss") if (do_eval or config.checkpoint.keep_best) else None
-          saved = {"val/loss": val}
-          if do_select:
-            saved["val/" + self.select_metric] = decoded[self.select_metric]
+          saved["val/loss"] = val
           ckpt.save(
             done, state, data_state=self.loader.get_state(), config=self.config_dict, metrics=saved
           )
@@ -305,15 +342,20 @@ class _Trainer:
         tb.close()
       ckpt.close()
     final_step = int(jax.device_get(state["step"]))
-    if self.select_metric and selection.converged and final_step < self.total_steps:
+    stopped_early = selection.converged and final_step < self.total_steps
+    if stopped_early:
       log.info(
-        "stopped early at step %d: validation %s has not improved for %d decodes "
-        "(best %.4f at step %d)",
+        "stopped early at step %d: validation %s has not improved for %d decodes (%s)",
         final_step,
-        self.select_metric,
+        " nor ".join(selection.stop_keys),
         self.patience,
-        selection.best,
-        selection.best_step,
+        selection.describe(),
+      )
+    elif self.select_metric and final_step >= self.total_steps and not selection.converged:
+      log.warning(
+        "stopped at the step cap (%d) before validation converged (%s): capped, not converged",
+        self.total_steps,
+        selection.describe(),
       )
     summary = {
       "workdir": self.workdir,
@@ -326,10 +368,19 @@ class _Trainer:
       "examples_per_s": throughput,
       "wall_s": time.time() - t0,
       "select_metric": self.select_metric or None,
-      "best_val_selected": selection.best if self.select_metric else None,
-      "stopped_early": bool(
-        self.select_metric and selection.converged and final_step < self.total_steps
-      ),
+      "best_val_selected": selection.best(self.select_metric) if self.select_metric else None,
+      "stopped_early": bool(stopped_early),
+      # Selection ended by the step cap while a tracked metric was still improving within
+      # `patience` decodes: the run did not converge (None: no selection).
+      "capped": (not selection.converged) if self.select_metric else None,
+      # Per task (train.select_per_task): each task's best validation value and its step, the
+      # checkpoint `evaluate --step best_<task>` restores.
+      "best_steps_per_task": {
+        t: selection.best_step(f"{t}/{self.select_metric}") for t in self.select_tasks
+      },
+      "best_val_per_task": {
+        t: selection.best(f"{t}/{self.select_metric}") for t in self.select_tasks
+      },
     }
     summary.update({k: v for k, v in last.items() if k.startswith(("loss/", "val/"))})
     log.info(
@@ -417,15 +468,65 @@ class _Selection:
     else:
       self.since_best += 1
 
-  @classmethod
-  def from_metrics(cls, path: str, metric: str, patience: int, upto: int) -> "_Selection":
-    sel = cls(patience)
-    if not metric or not upto:
-      return sel
+
+class _Selections:
+  """The run's model selection: one `_Selection` for the selection metric (the mean over the
+  run's tasks) and, for a run selected per task, one for each task's share of it ("search/<m>").
+
+  Early stopping: with per-task selection, when no task has improved for `patience` decodes (the
+  mean's best is tracked and kept as well, but does not keep the run going); otherwise when the
+  metric has not. Rebuilt on resume from metrics.jsonl (its lines up to the resumed step are
+  kept), so an interrupted run stops where the uninterrupted one would, and a run that already
+  stopped does not train on when rerun.
+  """
+
+  def __init__(self, metric: str, tasks: tuple[str, ...], patience: int):
+    self.metric = metric
+    self.task_keys = tuple(f"{t}/{metric}" for t in tasks) if metric else ()
+    self.keys = ((metric,) if metric else ()) + self.task_keys
+    self.stop_keys = self.task_keys or self.keys
+    self._sel = {k: _Selection(patience) for k in self.keys}
+
+  @property
+  def converged(self) -> bool:
+    return bool(self.stop_keys) and all(self._sel[k].converged for k in self.stop_keys)
+
+  def update(self, step: int, decoded: dict[str, float]) -> bool:
+    """Records one validation decode; True when it is a new best of any tracked metric."""
+    improved = False
+    for k in self.keys:
+      sel = self._sel[k]
+      sel.update(step, decoded[k])
+      improved |= sel.best_step == int(step)
+    return improved
+
+  def best(self, key: str) -> float | None:
+    sel = self._sel.get(key)
+    return sel.best if sel is not None and sel.best_step else None
+
+  def best_step(self, key: str) -> int | None:
+    sel = self._sel.get(key)
+    return sel.best_step if sel is not None and sel.best_step else None
+
+  def since_best_record(self) -> dict[str, int]:
+    """metrics.jsonl fields: decodes since each tracked metric last improved."""
+    out = {"val/evals_since_best": self._sel[self.metric].since_best}
+    for k in self.task_keys:
+      out[f"val/{k.split('/', 1)[0]}/evals_since_best"] = self._sel[k].since_best
+    return out
+
+  def describe(self) -> str:
+    return ", ".join(
+      f"best {k} {self._sel[k].best:.4f} at step {self._sel[k].best_step}" for k in self.keys
+    )
+
+  def replay(self, path: str, upto: int) -> None:
+    """Replays the logged validation decodes up to step `upto` (a resumed run)."""
+    if not self.keys or not upto:
+      return
     for rec in workdir_lib.read_jsonl(path):
-      if rec.get("step", 0) <= upto and f"val/{metric}" in rec:
-        sel.update(int(rec["step"]), float(rec[f"val/{metric}"]))
-    return sel
+      if rec.get("step", 0) <= upto and all(f"val/{k}" in rec for k in self.keys):
+        self.update(int(rec["step"]), {k: float(rec[f"val/{k}"]) for k in self.keys})
 
 
 def _last_record(path: str) -> dict | None:

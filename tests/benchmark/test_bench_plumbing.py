@@ -10,7 +10,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from absl import flags
+from absl.testing import flagsaver
 
+from gr_jax.bench import cli
+from gr_jax.bench import decode_bench
 from gr_jax.bench import protocol
 from gr_jax.bench import train_bench
 from gr_jax.model import flops
@@ -212,3 +216,67 @@ def test_bench_defaults_equal_configs_base():
         assert base[section][key] == value, f"{section}.{key}"
     else:
       assert base[section] == values, section
+
+
+def test_first_step_comparison_records():
+  """Step 0 once per query vs per beam on a micro model: both sides timed interleaved, labelled
+  apart, the same sequences (scores to the last bits of the decoder's [B, 1] step)."""
+  micro = dict(d_model=16, d_kv=4, d_ff=32, num_heads=2, num_encoder_layers=1, num_decoder_layers=1)
+  once, per_beam, cmp = decode_bench.first_step_comparison(
+    preset="tiny",
+    batch_size=2,
+    encoder_len=6,
+    num_beams=4,
+    num_beam_groups=2,
+    num_return_sequences=3,
+    num_items=8,
+    warmup=0,
+    repeats=2,
+    model_overrides=micro,
+  )
+  assert (once["impl"], per_beam["impl"]) == (
+    "gr_jax_beam_search",
+    "gr_jax_beam_search_step0_per_beam",
+  )
+  assert once["first_step_once"] and not per_beam["first_step_once"]
+  for rec in (once, per_beam):
+    assert rec["kind"] == "decode" and rec["interleaved"] and rec["repeats"] == 2
+    assert rec["item_constraint"] and rec["num_beam_groups"] == 2 and rec["num_items"] == 8
+    assert rec["output_shape"] == [2, 3, 2]
+    json.dumps(rec)
+  assert cmp["kind"] == "compare" and cmp["paired"] and cmp["pairs"] == 2
+  assert (cmp["impl"], cmp["vs_impl"]) == (once["impl"], per_beam["impl"])
+  assert cmp["ratio_min"] <= cmp["ratio"] <= cmp["ratio_max"]
+  assert cmp["same_sequences"] and 0.0 <= cmp["max_score_diff"] <= 1e-6
+
+
+def test_first_step_mode_passes_the_flags(monkeypatch):
+  """`--modes=first_step` reaches `first_step_comparison` with the decode flags (not timed)."""
+  assert "first_step" in cli.MODES
+  seen = {}
+
+  def fake(**kwargs):
+    seen.update(kwargs)
+    return [{"kind": "compare", "ratio": 1.5}]
+
+  monkeypatch.setattr(decode_bench, "first_step_comparison", fake)
+  monkeypatch.setattr(cli, "_model_config", lambda dtype: None)
+  was_parsed = flags.FLAGS.is_parsed()
+  try:
+    with flagsaver.flagsaver():
+      flags.FLAGS.mark_as_parsed()
+      with flagsaver.as_parsed(
+        modes="first_step",
+        preset="tiny",
+        num_beams="60,30",
+        num_beam_groups="30",
+        num_items="0",
+        dtype="float32",
+        gpu_xla_flags="false",
+      ):
+        cli.main(["gr-jax-bench"])
+  finally:
+    if not was_parsed:
+      flags.FLAGS.unparse_flags()
+  assert seen["preset"] == "tiny" and seen["num_beams"] == 60 and seen["num_beam_groups"] == 30
+  assert seen["num_items"] == 2000 and seen["max_new_tokens"] == 2 and seen["dtype"] == "float32"

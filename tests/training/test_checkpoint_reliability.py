@@ -218,6 +218,45 @@ def test_retention_and_best_step_follow_the_configured_metric(tmp_path):
   )
 
 
+def test_retention_keeps_the_best_step_of_every_tracked_metric(tmp_path):
+  """A joint run selected per task keeps its best search, best rec and best mean steps (and the
+  latest); ties keep the earlier step, as the trainer's early stopping counts them."""
+  workdir = str(tmp_path)
+  config = _ck_config()
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    json.dump(config.to_dict(), f)
+  state, _ = _tiny_state()
+  per_task = ("val/search/recall@30", "val/rec/recall@30")
+  ckpt = checkpointing.Checkpointer(workdir, config, also_best=per_task)
+  values = {  # step: (search, rec); the mean is their average
+    5: (0.1, 0.2),
+    10: (0.5, 0.1),  # best search
+    15: (0.3, 0.4),  # best mean (0.35)
+    20: (0.5, 0.2),  # ties search's best: not kept for it
+    25: (0.2, 0.45),  # best rec
+    30: (0.1, 0.1),  # latest
+  }
+  for step, (search, rec) in values.items():
+    ckpt.save(
+      step,
+      state,
+      data_state={},
+      config={},
+      metrics={
+        "val/search/recall@30": search,
+        "val/rec/recall@30": rec,
+        "val/recall@30": (search + rec) / 2,
+      },
+    )
+  assert ckpt.best_step() == 15 and ckpt.best_step("val/search/recall@30") == 10
+  ckpt.close()
+  assert checkpointing.all_steps(workdir) == [10, 15, 25, 30]
+  assert checkpointing.best_step(workdir) == 15
+  assert checkpointing.best_step(workdir, task="search") == 10
+  assert checkpointing.best_step(workdir, task="rec") == 25
+  assert checkpointing.step_metric(workdir, "best_rec") == ("val/rec/recall@30", "max")
+
+
 def test_best_mode_is_checked(tmp_path):
   with pytest.raises(ValueError, match=r"config.checkpoint.best_mode: expected 'min' or 'max'"):
     checkpointing.Checkpointer(str(tmp_path), _ck_config(best_mode="lowest"))
