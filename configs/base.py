@@ -40,10 +40,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # content (TF-IDF of item title + string metadata, truncated SVD) | file (embedding_file) |
   # search | rec | joint: item vectors of the bi-encoder of baselines.biencoder (tasks replaced by
   # search / rec / search,rec; seed = semantic.seed), trained on the TRAINING splits of the same
-  # data with atomic IDs, prepared in `.<name>.semantic-biencoder/` beside the dataset (a cache);
-  # its settings then enter the data hash (gr_jax/data/semantic_ids.py BiencoderEmbedder)
+  # data with atomic IDs by `python -m gr_jax.embed_items` (reproduce runs it in a cache beside the
+  # dataset); its settings then enter the data hash (gr_jax/data/item_embeddings.py)
   se.embedding = "content"
-  se.embedding_file = ""  # file: .npy float [num_items, dim], rows in catalog.json item order
+  # file: .npy float [num_items, dim], rows in catalog.json item order; search | rec | joint: the
+  # .npy gr_jax.embed_items wrote (not in the data hash: its description pins it to the settings)
+  se.embedding_file = ""
   se.content_dim = 64  # content: SVD dimensions (capped by the number of items and words)
   se.normalize = True  # L2-normalise embeddings before quantising (cosine geometry)
   se.levels = 3  # RQ-KMeans levels = code tokens per ID before disambiguation

@@ -3,9 +3,9 @@
 Question: is Gen_R+S ahead of Gen_S on search and of Gen_R on recommendation, Recall@30, under the
 fair budgets (docs/study_design.md)? Defaults: ml-latest-small, 3 seeds, the budgets `epochs` (10
 epochs over each model's own data; the paper's protocol with 5) and `matched_steps` (every model
-takes the joint model's steps); `converged` (validation Recall@30, patience 3, best checkpoint) is
-available with --config.reproduce.budgets but not a default: at 10 epochs its 3x cap does not fit a
-CPU study. Both decoders (the paper's diverse beam search and the exact top-30), baselines Pop_S /
+takes the joint model's steps); `converged` (validation Recall@30 twice per own epoch, patience 6
+decodes, best checkpoint per task, capped at 5x the epochs in own epochs) is available with
+--config.reproduce.budgets but not a default: at 10 epochs it does not fit a CPU study. Both decoders (the paper's diverse beam search and the exact top-30), baselines Pop_S /
 Pop_R / Pop_mix, BM25, SASRec (200 epochs), BERT4Rec (seed 0 only).
 Data: search queries are normalised user tags (the paper's query source is unknown: see
 docs/study_design.md "Datasets"); rec is leave-last-out over per-user (timestamp, movieId) order,

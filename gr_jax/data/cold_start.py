@@ -1,19 +1,35 @@
 """Cold start: items added after training get semantic IDs without retraining.
 
+The quantiser (`COLD_START_FILE`, written by prepare beside catalog.json for every semantic
+dataset; `cold_start_arrays`): the RQ-KMeans codebooks [levels, K, D], the embedding kind, the
+normalisation flag and, for content embeddings, the fitted TF-IDF vocabulary, idf and SVD
+components as plain arrays (no pickle). `ColdStartModel` reads it back; a new item is embedded as
+the catalogue was (content: its text through `ContentEmbedder.embed`, NumPy; file: the user's
+vector; search | rec | joint are refused, a new item has no trained bi-encoder vector), and
+`cold_start_codes` gives it the residual-nearest code per level (`rq_kmeans.quantise`, the
+assignment arithmetic of RQ-KMeans) and the smallest disambiguation code its tuple does not use
+yet. No token is added: the model's ID vocabulary (levels x codebook_size + num_disambiguation)
+stays the one it was trained with, so a new item on a tuple whose disambiguation codes are all
+taken (or on any taken tuple when the catalogue has no disambiguation code) cannot get a distinct
+ID: a DataError saying so. `data.semantic.reserve_disambiguation` = R keeps R spare codes per tuple
+at prepare. A new item's disambiguation code beyond its tuple's prepared ones was never a training
+target after that prefix, so a trained model gives it little probability: cold start makes the
+item decodable, under the prefix its content chose, not as likely as a trained item.
+
 `add_items(dataset_dir, items_path, out_dir, embeddings_path=None)` (the library behind
 `python -m gr_jax.add_items`) reads a processed semantic-ID dataset and a JSON-lines file of new
 items and writes a NEW processed dataset directory whose catalogue is the old one with the new
 items appended:
   1. the dataset is verified (sha256 of every file against its manifest) and its quantiser read
-     from `semantic_ids.COLD_START_FILE`, which prepare writes for every semantic dataset: the
+     from `COLD_START_FILE`, which prepare writes for every semantic dataset: the
      RQ-KMeans codebooks, the normalisation flag and, for content embeddings, the fitted TF-IDF +
      SVD map as plain arrays;
   2. each new item is embedded as prepare embedded the catalogue: content -- its text (title, then
-     the string values of its other fields, `semantic_ids.item_text`) through the stored map;
+     the string values of its other fields, `item_embeddings.item_text`) through the stored map;
      file -- its row of the user's .npy (`embeddings_path`, rows in the items file's order, the
      catalogue's dimension). Bi-encoder embeddings (search | rec | joint) are refused: their item
      vectors were trained per catalogue item, and a new item has none;
-  3. `semantic_ids.cold_start_codes` gives each one the residual-nearest code per level (the
+  3. `cold_start_codes` gives each one the residual-nearest code per level (the
      arithmetic of rq_kmeans's assignment) and the next free disambiguation code of its tuple.
      Only the tokens the model already has are used (the ID vocabulary, levels x codebook_size +
      num_disambiguation, is unchanged), so a tuple whose disambiguation codes are all taken is a
@@ -42,15 +58,270 @@ import logging
 import os
 import shutil
 import uuid
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from gr_jax.data import semantic_ids
+from gr_jax.data import item_embeddings
 from gr_jax.data.catalog import ItemCatalog
 from gr_jax.data.errors import BadRows, DataError
+from gr_jax.data.item_embeddings import BIENCODER_TASKS, ContentEmbedder, item_text, normalize_rows
+from gr_jax.data.rq_kmeans import quantise
+from gr_jax.data.semantic_ids import SemanticIds
 
 log = logging.getLogger(__name__)
+
+
+# What prepare stores beside catalog.json (semantic datasets only) so that an item added after
+# training gets an ID from its embedding with the trained tokens (`add_items`, below).
+COLD_START_FILE = "semantic_ids.npz"
+COLD_START_FORMAT = 1
+# Embedding kinds a new item can be embedded with after prepare: content (its text through the
+# stored TF-IDF + SVD map) and file (the user brings its vector, as for the catalogue).
+COLD_START_EMBEDDINGS = ("content", "file")
+
+
+def cold_start_arrays(ids: SemanticIds, sc) -> dict[str, np.ndarray]:
+  """The arrays of COLD_START_FILE: the codebooks float32 [levels, K, D], the embedding kind and
+  normalisation, and for content embeddings the fitted map (`ContentEmbedder.arrays`)."""
+  if ids.codebooks is None:
+    raise ValueError("cold_start_arrays: these SemanticIds carry no codebooks")
+  # Scalars as 1-element arrays: prepare.save_npz writes contiguous (at least 1-d) arrays.
+  out = {
+    "format": np.asarray([COLD_START_FORMAT], np.int32),
+    "embedding": np.asarray([str(sc.embedding)], dtype=str),
+    "normalize": np.asarray([bool(sc.get("normalize", True))]),
+    "codebooks": np.asarray(ids.codebooks, np.float32),
+  }
+  if ids.content is not None:
+    out.update(ids.content.arrays())
+  return out
+
+
+@dataclasses.dataclass
+class ColdStartModel:
+  """A prepared semantic dataset's quantiser, read back from COLD_START_FILE (`load`)."""
+
+  embedding: str
+  normalize: bool
+  codebooks: np.ndarray  # float32 [levels, K, D]
+  content: ContentEmbedder | None
+  source: str = "<cold start>"
+
+  @classmethod
+  def load(cls, path: str) -> "ColdStartModel":
+    if not os.path.isfile(path):
+      raise DataError(
+        path,
+        0,
+        COLD_START_FILE,
+        "missing: the dataset was prepared before cold start stored its quantiser "
+        "(or is not a semantic-ID dataset); prepare it again into a new directory",
+      )
+    with np.load(path, allow_pickle=False) as z:
+      arrays = {k: z[k] for k in z.files}
+    for key in ("format", "embedding", "normalize", "codebooks"):
+      if key not in arrays:
+        raise DataError(path, 0, key, f"missing from {COLD_START_FILE}")
+    scalar = {k: arrays[k].reshape(-1)[0].item() for k in ("format", "embedding", "normalize")}
+    if scalar["format"] != COLD_START_FORMAT:
+      raise DataError(
+        path, 0, "format", f"expected format {COLD_START_FORMAT}, got {scalar['format']}"
+      )
+    books = arrays["codebooks"]
+    if books.ndim != 3 or books.dtype != np.float32:
+      raise DataError(path, 0, "codebooks", f"expected float32 [levels, K, D], got {books.shape}")
+    kind = str(scalar["embedding"])
+    content = None
+    if kind == "content":
+      keys = ("content_vocabulary", "content_idf", "content_components")
+      for key in keys:
+        if key not in arrays:
+          raise DataError(path, 0, key, f"missing from {COLD_START_FILE} of content embeddings")
+      content = ContentEmbedder(*(arrays[k] for k in keys))
+      if content.components.shape[0] != books.shape[2]:
+        raise DataError(
+          path,
+          0,
+          "content_components",
+          f"{content.components.shape[0]} SVD dimensions, codebooks of {books.shape[2]}",
+        )
+    return cls(kind, bool(scalar["normalize"]), books, content, source=path)
+
+  @property
+  def dim(self) -> int:
+    return int(self.codebooks.shape[2])
+
+  def check_supported(self) -> None:
+    """DataError unless new items can be embedded as the catalogue's were."""
+    if self.embedding in BIENCODER_TASKS:
+      raise DataError(
+        self.source,
+        0,
+        "embedding",
+        f"{self.embedding!r}: these semantic IDs quantise the item vectors of a bi-encoder "
+        "trained on the catalogue's items, and an item added after training has no trained "
+        f"vector; cold start supports the embedding sources {COLD_START_EMBEDDINGS} "
+        "(prepare with data.semantic.embedding='content', or 'file' with your own encoder)",
+      )
+    if self.embedding not in COLD_START_EMBEDDINGS:
+      raise DataError(
+        self.source,
+        0,
+        "embedding",
+        f"expected one of {COLD_START_EMBEDDINGS}, got {self.embedding!r}",
+      )
+
+  def embed_text(
+    self, titles: Sequence[str], metadata: Sequence[Mapping[str, Any]]
+  ) -> tuple[np.ndarray, np.ndarray]:
+    """Content: float32 [n, d] vectors of new items' text (`item_text`, as prepare embeds the
+    catalogue), before normalisation, and how many known words each text holds."""
+    self.check_supported()
+    if self.content is None:
+      raise DataError(
+        self.source,
+        0,
+        "embedding",
+        f"{self.embedding!r} embeddings come from the user: give the new items' vectors",
+      )
+    return self.content.embed([item_text(t, m) for t, m in zip(titles, metadata)])
+
+  def codes(
+    self,
+    embeddings: np.ndarray,
+    existing_codes: np.ndarray,
+    *,
+    num_disambiguation: int,
+    new_ids: Sequence[str] | None = None,
+    existing_ids: Sequence[str] | None = None,
+    source: str = "<new items>",
+    lines: Sequence[int] | None = None,
+  ) -> np.ndarray:
+    """`cold_start_codes` with this dataset's codebooks and normalisation."""
+    self.check_supported()
+    return cold_start_codes(
+      self.codebooks,
+      embeddings,
+      existing_codes,
+      num_disambiguation=num_disambiguation,
+      normalize=self.normalize,
+      new_ids=new_ids,
+      existing_ids=existing_ids,
+      source=source,
+      lines=lines,
+    )
+
+
+def cold_start_codes(
+  codebooks: np.ndarray,
+  embeddings,
+  existing_codes: np.ndarray,
+  *,
+  num_disambiguation: int,
+  normalize: bool,
+  new_ids: Sequence[str] | None = None,
+  existing_ids: Sequence[str] | None = None,
+  source: str = "<new items>",
+  lines: Sequence[int] | None = None,
+) -> np.ndarray:
+  """Semantic IDs of items added after training, with the trained tokens only: int32 [M, T].
+
+  codebooks float32 [L, K, D] (the prepared dataset's, COLD_START_FILE); embeddings [M, D] of the
+  new items in the catalogue's embedding space (normalised here when `normalize`, as prepare
+  does); existing_codes int [N, T] the catalogue's codes, T = L (+1 with num_disambiguation > 0).
+
+  Each new item gets `quantise`'s code per level, then, when the catalogue has a disambiguation
+  code, the smallest one not yet used by its tuple (among existing items and the new items before
+  it, in order). An existing item's ID never changes. The model's vocabulary has
+  num_disambiguation such codes: a tuple that every one of them names already (or, without the
+  column, any taken tuple) leaves no distinct ID, a DataError naming the item (its `lines` entry
+  of `source`) and what to do.
+  """
+  books = np.asarray(codebooks, np.float32)
+  levels, nd = int(books.shape[0]), int(num_disambiguation)
+  existing = np.asarray(existing_codes, np.int64)
+  width = levels + (1 if nd else 0)
+  if existing.ndim != 2 or existing.shape[1] != width:
+    raise ValueError(
+      f"cold_start_codes: expected existing codes [N, {width}] for {levels} levels and "
+      f"num_disambiguation={nd}, got {list(existing.shape)}"
+    )
+  emb = np.asarray(embeddings, np.float32)
+  if emb.ndim != 2 or emb.shape[1] != books.shape[2]:
+    raise DataError(
+      source,
+      0,
+      "embedding",
+      f"expected new item vectors [num_new_items, {books.shape[2]}] (the catalogue's "
+      f"embedding dimension), got {list(emb.shape)}",
+    )
+  if not np.isfinite(emb).all():
+    row = int(np.flatnonzero(~np.isfinite(emb).all(1))[0])
+    raise DataError(source, _line(lines, row), "embedding", "expected finite numbers")
+  if normalize:
+    emb = normalize_rows(emb)
+  codes, _ = quantise(books, emb)  # [M, L]
+  m = len(codes)
+  if m == 0:
+    return np.zeros((0, width), np.int32)
+  # Only the tuples new items land on matter: group existing and new rows by tuple once.
+  _, inv = np.unique(
+    np.concatenate([existing[:, :levels], codes.astype(np.int64)]), axis=0, return_inverse=True
+  )
+  inv = inv.reshape(-1)
+  inv_old, inv_new = inv[: len(existing)], inv[len(existing) :]
+  mine = np.flatnonzero(np.isin(inv_old, inv_new))
+  used: dict[int, set] = {}
+  holders: dict[int, list] = {}
+  old_dis = existing[:, levels] if nd else np.zeros(len(existing), np.int64)
+  for i in mine.tolist():
+    used.setdefault(int(inv_old[i]), set()).add(int(old_dis[i]))
+    holders.setdefault(int(inv_old[i]), []).append(i)
+  dis = np.zeros(m, np.int64)
+  for j in range(m):
+    group = int(inv_new[j])
+    taken = used.setdefault(group, set())
+    d = 0
+    while d in taken:
+      d += 1
+    if d >= max(nd, 1):
+      held = holders.get(group, [])
+      names = [
+        repr(existing_ids[i]) if existing_ids is not None else f"index {i}" for i in held[:3]
+      ]
+      earlier = [
+        f"new {new_ids[k]!r}" if new_ids is not None else f"new row {k}"
+        for k in np.flatnonzero(inv_new[:j] == group)[:3].tolist()
+      ]
+      who = ", ".join(names + earlier) + (" ..." if len(held) > 3 else "")
+      item = repr(new_ids[j]) if new_ids is not None else f"row {j}"
+      fix = (
+        f"all {nd} disambiguation codes of the model's vocabulary are taken"
+        if nd
+        else "this catalogue has no disambiguation code (no tuple was shared at prepare)"
+      )
+      raise DataError(
+        source,
+        _line(lines, j),
+        "item",
+        f"new item {item}: its code tuple {tuple(int(c) for c in codes[j])} is already used by "
+        f"{len(taken)} item(s) ({who}) and {fix}, so it cannot get a distinct ID with the "
+        "trained tokens; prepare the dataset with data.semantic.reserve_disambiguation > 0 "
+        "(spare codes per tuple; the model must then be trained on that dataset), or add "
+        "this item in a retraining",
+      )
+    taken.add(d)
+    dis[j] = d
+  out = np.concatenate([codes, dis[:, None]], 1) if nd else codes
+  return out.astype(np.int32)
+
+
+def _line(lines: Sequence[int] | None, row: int) -> int:
+  return int(lines[row]) if lines is not None else 0
+
+
+# ---------------------------------------------------------------------------------- add_items
 
 
 @dataclasses.dataclass
@@ -123,7 +394,7 @@ def read_new_embeddings(path: str, num_items: int, dim: int) -> np.ndarray:
   field = "embeddings"
   if not os.path.isfile(path):
     raise DataError(path, 0, field, "file not found (expected an .npy array)")
-  emb = semantic_ids.load_npy_array(path, field)
+  emb = item_embeddings.load_npy_array(path, field)
   if emb.ndim != 2 or emb.shape != (num_items, dim):
     raise DataError(
       path,
@@ -132,7 +403,7 @@ def read_new_embeddings(path: str, num_items: int, dim: int) -> np.ndarray:
       f"expected shape [{num_items}, {dim}] (one row per new item in the items file's order, "
       f"the catalogue's embedding dimension), got {list(emb.shape)}",
     )
-  semantic_ids.check_real_finite(emb, path, field)
+  item_embeddings.check_real_finite(emb, path, field)
   return emb.astype(np.float32)
 
 
@@ -215,7 +486,7 @@ def add_items(
       f"{catalog.id_scheme!r} IDs give every item its own trained token, and a new item has "
       "none; cold start needs a dataset prepared with data.id_scheme='semantic'",
     )
-  model = semantic_ids.ColdStartModel.load(os.path.join(dataset_dir, semantic_ids.COLD_START_FILE))
+  model = ColdStartModel.load(os.path.join(dataset_dir, COLD_START_FILE))
   model.check_supported()  # bi-encoder IDs: refused before reading the items
   items = read_new_items(items_path, catalog)
   m = len(items.item_ids)
@@ -255,9 +526,7 @@ def add_items(
   levels = catalog.levels
   old_tuples = {tuple(r) for r in catalog.codes[:, :levels].tolist()}
   joined = sum(tuple(r) in old_tuples for r in codes[:, :levels].tolist())
-  _, resid = semantic_ids.quantise(
-    model.codebooks, semantic_ids.normalize_rows(emb) if model.normalize else emb
-  )
+  _, resid = quantise(model.codebooks, normalize_rows(emb) if model.normalize else emb)
   entry = {
     "base_dataset": dataset_dir,
     "base_manifest_sha256": key[0],

@@ -19,10 +19,11 @@ every source:
 With `data.id_scheme=semantic` the catalogue carries each item's semantic ID (RQ-KMeans codes of
 item embeddings, gr_jax/data/semantic_ids.py), rec histories spell every item's code tokens, the
 manifest's decoder_len is the ID length + EOS and `semantic_ids` holds the quantiser's diagnostics.
-With `data.semantic.embedding` = search | rec | joint the item embeddings come from the dense
-bi-encoder trained on the same data prepared with atomic IDs, in a cache beside the output
-(`semantic_ids.BiencoderEmbedder`); its `baselines.biencoder` settings then enter the config hash,
-so those datasets are prepared and verified from the whole run config, not its data section.
+With `data.semantic.embedding` = search | rec | joint the item embeddings are the vectors of a dense
+bi-encoder trained on the same data with atomic IDs: prepare trains no model, it reads the file
+`python -m gr_jax.embed_items` wrote (`data.semantic.embedding_file`, checked by
+`item_embeddings.BiencoderFile`); the `baselines.biencoder` settings enter the config hash, so
+those datasets are prepared and verified from the whole run config, not its data section.
 The rename is the commit: an interrupted run leaves only a `.<name>.tmp-*` directory beside the
 target, never a directory that looks complete. Writes are byte-deterministic (fixed zip timestamps).
 """
@@ -105,9 +106,13 @@ def dataset_config(config) -> dict:
   elif _biencoder_kind(d):
     # Semantic IDs from bi-encoder embeddings depend on the bi-encoder's settings too (read from
     # the whole run config; a data section alone is refused there).
-    from gr_jax.data import semantic_ids  # pylint: disable=g-import-not-at-top
+    from gr_jax.data import item_embeddings  # pylint: disable=g-import-not-at-top
 
-    d["semantic"]["biencoder"] = semantic_ids.biencoder_fingerprint(config)
+    d["semantic"]["biencoder"] = item_embeddings.biencoder_fingerprint(config)
+    if "embedding_file" in d["semantic"]:
+      # Where the embeddings file lies says nothing its content does not (BiencoderFile pins it
+      # to these settings), so runs need not name it; "" is what every such config hashed with.
+      d["semantic"]["embedding_file"] = ""
   if d.get("heldout_coverage_rule") == "paper":
     # The paper's rule hashes as datasets did before the knob existed: their files are its files.
     d.pop("heldout_coverage_rule")
@@ -119,7 +124,7 @@ def dataset_config(config) -> dict:
 
 def _biencoder_kind(d: dict) -> bool:
   """Whether a plain data config asks for semantic IDs of bi-encoder embeddings (the kinds of
-  semantic_ids.BIENCODER_TASKS, not imported here: hashing an atomic config loads no JAX)."""
+  item_embeddings.BIENCODER_TASKS, not imported here: hashing an atomic config imports no more)."""
   return d.get("id_scheme") == "semantic" and str((d.get("semantic") or {}).get("embedding")) in (
     "search",
     "rec",
@@ -600,7 +605,7 @@ def heldout_coverage(arrays) -> dict[str, float | None]:
 
 def _make_catalog(item_ids, token_offset: int, titles, metadata, dc, embedder=None, out_dir=None):
   """(ItemCatalog, semantic diagnostics or None) for `data.id_scheme` (`embedder`: bi-encoder
-  embeddings, `semantic_ids.BiencoderEmbedder`). Semantic IDs also write, into `out_dir`, what
+  embeddings, `item_embeddings.BiencoderFile`). Semantic IDs also write, into `out_dir`, what
   cold start needs (`_save_cold_start`); atomic datasets get no new file."""
   scheme = str(dc.get("id_scheme", "atomic"))
   if scheme == "atomic":
@@ -635,22 +640,22 @@ def _make_catalog(item_ids, token_offset: int, titles, metadata, dc, embedder=No
 
 
 def _save_cold_start(out_dir: str, sem, sc) -> None:
-  """`semantic_ids.COLD_START_FILE`: the RQ-KMeans codebooks, the normalisation flag and (content
+  """`cold_start.COLD_START_FILE`: the RQ-KMeans codebooks, the normalisation flag and (content
   embeddings) the fitted TF-IDF + SVD map as plain arrays, so that `gr_jax.add_items` can give an
   item added after training an ID without retraining. Listed in the manifest's sha256 like every
   file of the dataset. Bi-encoder embeddings store it too; cold start refuses them on reading
   (a new item has no trained vector)."""
-  from gr_jax.data import semantic_ids  # pylint: disable=g-import-not-at-top
+  from gr_jax.data import cold_start  # pylint: disable=g-import-not-at-top
 
-  save_npz(
-    os.path.join(out_dir, semantic_ids.COLD_START_FILE), semantic_ids.cold_start_arrays(sem, sc)
-  )
+  save_npz(os.path.join(out_dir, cold_start.COLD_START_FILE), cold_start.cold_start_arrays(sem, sc))
 
 
 def build(raw: RawData, dc, out_dir: str, embedder=None) -> dict[str, Any]:
   """Writes everything but the manifest into out_dir; returns the manifest body.
 
-  `embedder`: a `semantic_ids.BiencoderEmbedder` when the semantic IDs come from a bi-encoder."""
+  `embedder`: when the semantic IDs come from a bi-encoder, what gives its item vectors:
+  `embedder(item_ids)` -> (float32 [N, dim] in catalogue order, manifest info) and
+  `embedder.check_examples(arrays)` (an `item_embeddings.BiencoderFile`)."""
   counts: dict[str, Any] = {
     "raw_items": len(raw.items),
     "raw_search_pairs": len(raw.search_pairs),
@@ -904,14 +909,15 @@ def remove_stale_tmp_dirs(out_dir: str) -> list[str]:
   return removed
 
 
-def _biencoder_embedder(config, out_dir: str):
-  """The bi-encoder that embeds the items of semantic IDs of search | rec | joint embeddings (it
-  needs the whole run config: data and baselines.biencoder); None for other datasets."""
+def _biencoder_embedder(config):
+  """The bi-encoder item vectors of semantic IDs of search | rec | joint embeddings, from the file
+  `gr_jax.embed_items` wrote (checked against the whole run config: data and
+  baselines.biencoder; a missing file stops here, before any work); None for other datasets."""
   if not _biencoder_kind(_plain(data_config_of(config))):
     return None
-  from gr_jax.data import semantic_ids  # pylint: disable=g-import-not-at-top
+  from gr_jax.data import item_embeddings  # pylint: disable=g-import-not-at-top
 
-  return semantic_ids.BiencoderEmbedder(config, out_dir)
+  return item_embeddings.BiencoderFile(config)
 
 
 def _read_manifest(out_dir: str) -> dict:
@@ -938,7 +944,12 @@ def prepare_dataset(config, out_dir: str, *, raw_changed: str = "rebuild") -> st
   want = config_hash(config)
   replacing = False
   if _existing(out_dir, want):
-    why = raw_inputs.changed(_read_manifest(out_dir), config, where=f"the dataset {out_dir}")
+    manifest = _read_manifest(out_dir)
+    why = raw_inputs.changed(manifest, config, where=f"the dataset {out_dir}")
+    if why is None and _biencoder_kind(_plain(data_config_of(config))):
+      from gr_jax.data import item_embeddings  # pylint: disable=g-import-not-at-top
+
+      why = item_embeddings.biencoder_file_changed(manifest, config)
     if why is None:
       return out_dir
     if raw_changed == "error":
@@ -951,6 +962,7 @@ def prepare_dataset(config, out_dir: str, *, raw_changed: str = "rebuild") -> st
       )
     log.warning("prepare: %s; rebuilding it", why)
     replacing = True
+  embedder = _biencoder_embedder(config)
   parent = os.path.dirname(out_dir)
   os.makedirs(parent, exist_ok=True)
   remove_stale_tmp_dirs(out_dir)  # left by a killed (kill -9) prepare of this destination
@@ -962,7 +974,7 @@ def prepare_dataset(config, out_dir: str, *, raw_changed: str = "rebuild") -> st
     # Hashed before reading: a file edited while prepare runs is seen as changed on the rerun.
     inputs = raw_inputs.record(raw_inputs.input_files(config))
     raw = load_raw(dc)
-    body = build(raw, dc, tmp, _biencoder_embedder(config, out_dir))
+    body = build(raw, dc, tmp, embedder)
     manifest = {
       "format_version": FORMAT_VERSION,
       "source": dc.source,

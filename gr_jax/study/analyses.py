@@ -147,8 +147,12 @@ def analyse_point(plan: Plan, point: Point, out_dir: str) -> dict:
     "h1": [],
     "h2": [],
     "tsne": {},
+    # Per-seed H1/H2 numbers for the report's seed-level hypothesis tests (report.py
+    # `hypothesis_rows`); with the analyses off, the reason instead of numbers.
+    "hypothesis_seeds": {"h1": [], "h2": [], "skipped": [], "reason": ANALYSES_OFF},
   }
   if r.analyses:
+    result["hypothesis_seeds"] = hypothesis_seeds(plan, point)
     # H1/H2 on the first budget's runs of the first dataset (one dataset per analysis).
     key = point.datasets[0].key
     groups = {}
@@ -306,6 +310,130 @@ def _hypotheses(plan: Plan, point: Point, groups, dataset, out_dir) -> dict:
     # What an item's vector is in those plots (semantic IDs have no one row per item).
     "tsne_item_embedding": embeddings.item_embedding_note(dataset.catalog),
   }
+
+
+ANALYSES_OFF = "reproduce.analyses = False: the H1/H2 analyses were not run"
+
+
+def hypothesis_seeds(plan: Plan, point: Point) -> dict:
+  """The per-seed numbers of the report's H1 and H2 tests, for every budget and decoder of a point.
+
+  Unlike `_hypotheses` (one dataset, models averaged or pooled over seeds), each seed's joint model
+  is paired with the same seed's task-specific model on the dataset they trained on, so a study
+  with one dataset per seed contributes every seed. Settings: eval.analysis_k (0: the deepest of
+  eval.ks), eval.kl_eps and eval.session_window, as for `_hypotheses`. Returns
+  `{"h1": [...], "h2": [...], "skipped": [...], "reason": None, "k", "eps", "window"}`, one
+  record per (budget, decode, task, seed) in each list (`seed_hypotheses`).
+  """
+  from gr_jax.data.dataset import ProcessedDataset
+  from gr_jax.study.stages import eval_subdir
+
+  ev = plan.config.eval
+  k = int(ev.get("analysis_k", 0)) or max(ev.ks)
+  eps = float(ev.get("kl_eps", 1e-6))
+  window = int(ev.get("session_window", 10))
+  decoders = list(plan.config.reproduce.get("decoders", ("beam",)))
+  budgets = list(dict.fromkeys(run.budget for run in point.runs))
+  out = {"h1": [], "h2": [], "skipped": [], "reason": None, "k": k, "eps": eps, "window": window}
+  for data in point.datasets:
+    pairs = []  # (budget, decode, seed, {model: eval dir})
+    for budget in budgets:
+      seeds: dict[int, dict[str, str]] = {}
+      for run in point.runs:
+        if run.budget == budget and run.data == data.key:
+          seeds.setdefault(run.seed, {})[run.model] = run.run_dir
+      for decoder in decoders:
+        sub = eval_subdir(plan.config.eval.split, decoder)
+        for seed, models in sorted(seeds.items()):
+          dirs = {m: os.path.join(d, "eval", sub) for m, d in models.items()}
+          pairs.append((budget, decoder, seed, dirs))
+    if not any("joint" in dirs for *_, dirs in pairs):
+      continue
+    found = seed_hypotheses(
+      ProcessedDataset(data.data_dir), pairs, data=data.key, k=k, eps=eps, window=window
+    )
+    for key in ("h1", "h2", "skipped"):
+      out[key] += found[key]
+  return out
+
+
+def seed_hypotheses(
+  dataset, pairs, *, data: str = "shared", k: int = 30, eps: float = 1e-6, window: int = 10
+) -> dict:
+  """H1 and H2 numbers of each seed's joint and task-specific model on one dataset.
+
+  pairs: `(budget, decode, seed, {model: eval dir})`, the eval dir holding `{task}.run` (and
+  `{task}.qrels`). For each task with a joint and a task-specific run, one record per hypothesis,
+  `{"budget", "decode", "task", "seed", "data", "joint": {...}, "specific": {...}}`:
+  - H1 (`gr_jax/analysis/popularity.py`): the model's predicted-item distribution P (how many of
+    the task's test lists hold each item in their top k, smoothed by eps and normalised) against
+    each task's popularity (its training targets' counts, smoothed the same way):
+    "kl_own" = KL(P || this task's popularity), "kl_other" = KL(P || the other task's),
+    "kl_target" = KL(P || the test targets), the `popularity_kl` "kl_pred_target" of the H1 table.
+  - H2 (`gr_jax/analysis/cooccurrence.py`): "cooccurrences" = pairs of items in the same top-k
+    list, summed over the task's test lists; "related_cooccurrences" = those on pairs the OTHER
+    task relates (`related_pairs`: search: co-occurring in rec training sessions within `window`;
+    rec: relevant to the same training query); "related_share" = their ratio (None without any
+    co-occurrence); and "num_related_pairs" (the other task's related pairs; beside the models).
+  A seed whose run file is missing, or whose predictions make a number undefined, goes to
+  "skipped" with the reason instead.
+  """
+  from gr_jax.analysis import cooccurrence, popularity
+  from gr_jax.analysis.divergence import kl_divergence
+  from gr_jax.evaluation import runs as runs_lib
+
+  items = list(dataset.catalog.item_ids)
+  index = {d: i for i, d in enumerate(items)}
+  task_popularity = {}
+  for task in TASKS:
+    counts = np.bincount(
+      np.asarray(dataset.split(task, "train")["target_item"], np.int64), minlength=len(items)
+    )
+    task_popularity[task] = popularity.distribution(dict(zip(items, counts.tolist())), items, eps)
+  related: dict[str, set] = {}
+  out = {"h1": [], "h2": [], "skipped": []}
+  for budget, decoder, seed, dirs in pairs:
+    for task in TASKS:
+      if "joint" not in dirs or task not in dirs:
+        continue
+      other = next(t for t in TASKS if t != task)
+      common = {"budget": budget, "decode": decoder, "task": task, "seed": seed, "data": data}
+      roles = {"joint": dirs["joint"], "specific": dirs[task]}
+      missing = [
+        os.path.join(d, f"{task}.run")
+        for d in roles.values()
+        if not os.path.exists(os.path.join(d, f"{task}.run"))
+      ]
+      if missing:
+        out["skipped"].append({**common, "reason": f"no run file {missing[0]}"})
+        continue
+      if task not in related:
+        related[task] = cooccurrence.related_pairs(dataset, task, window)
+      h1, h2 = dict(common), dict(common, num_related_pairs=len(related[task]))
+      try:
+        for role, d in roles.items():
+          run = runs_lib.read_run(os.path.join(d, f"{task}.run"))
+          qrels = runs_lib.read_qrels(os.path.join(d, f"{task}.qrels"))
+          pred = popularity.distribution(popularity.predicted_counts(run, k), items, eps)
+          h1[role] = {
+            "kl_own": kl_divergence(pred, task_popularity[task]),
+            "kl_other": kl_divergence(pred, task_popularity[other]),
+            "kl_target": popularity.popularity_kl(run, qrels, items, k, eps)["kl_pred_target"],
+          }
+          cooc = cooccurrence.prediction_cooccurrence(run, index, k)
+          total = int(sum(cooc.values()))
+          on_related = int(sum(c for p, c in cooc.items() if p in related[task]))
+          h2[role] = {
+            "cooccurrences": total,
+            "related_cooccurrences": on_related,
+            "related_share": on_related / total if total else None,
+          }
+      except (OSError, ValueError) as e:  # no predictions at all (eps = 0), unreadable files
+        out["skipped"].append({**common, "reason": f"{type(e).__name__}: {e}"})
+        continue
+      out["h1"].append(h1)
+      out["h2"].append(h2)
+  return out
 
 
 def _tsne(plan: Plan, point: Point, groups, dataset) -> dict:

@@ -411,6 +411,335 @@ def _hypotheses_md(a: dict, hm: str) -> list[str]:
   return md
 
 
+# ------------------------------------------------------------ H1 and H2 over seeds
+
+HYPOTHESIS_VERDICTS = ("supported", "not supported", "inconclusive")
+# Fewer seeds than this decide nothing: with 2 the t interval is 12.7 sd wide, and the exact
+# sign-flip test cannot go below 2 / 2^n = 0.5.
+HYPOTHESIS_MIN_SEEDS = 3
+HYPOTHESIS_RULE = (
+  "Per task, budget and decoder: the per-seed statistic d (oriented so that d > 0 is the "
+  "hypothesis's direction), its mean over the seeds that have both models, its unadjusted 95% "
+  "t interval, and its Bonferroni-simultaneous t interval over the study's family of hypothesis "
+  f"rows (every row with at least {HYPOTHESIS_MIN_SEEDS} seeds and varying d, all points, both "
+  f"hypotheses). Fewer than {HYPOTHESIS_MIN_SEEDS} seeds, or seed values of d that do not vary "
+  "(no interval): inconclusive. Otherwise supported when the simultaneous interval lies above 0, "
+  "not supported when it lies below 0, inconclusive when it holds 0: a verdict is a directional "
+  "claim, so the interval it rests on covers every row the report makes one for. The exact "
+  "sign-flip p over the same seeds is reported beside it (never below 2 / 2^n) but does not "
+  "enter the verdict."
+)
+H1_STATISTIC = (
+  "H1 (popularity): per seed, P_m = the predicted-item distribution of model m on the task's "
+  "test queries (how many top-k lists hold each item, smoothed by eval.kl_eps), and pi_t = a "
+  "task's popularity (its training targets, smoothed the same way). "
+  "d = KL(P_specific || pi_other) - KL(P_joint || pi_other): how much closer to the OTHER task's "
+  "popularity the joint model's predictions are than the task-specific model's (H1: joint training "
+  "pulls each item's popularity estimate toward the other task's, so the joint model sits between "
+  "the task-specific model and the other task's popularity). Beside it, not in the verdict: "
+  "KL(P_joint || pi_own) - KL(P_specific || pi_own), how far the pull moves away from the task's "
+  "own popularity."
+)
+H2_STATISTIC = (
+  "H2 (representation): per seed, share_m = the share of model m's predicted co-occurrences "
+  "(pairs of items in one top-k list, summed over the task's test lists) that fall on pairs the "
+  "OTHER task relates (search predictions: pairs co-occurring in rec training sessions; rec "
+  "predictions: pairs relevant to the same training query). d = share_joint - share_specific (H2: "
+  "the joint model's item representations carry the other task's relations, so its lists group "
+  "the items that task relates more often)."
+)
+_RELATED = {
+  "search": "pairs co-occurring in rec sessions",
+  "rec": "pairs relevant to the same search query",
+}
+
+
+def _num(x):
+  """A finite number, or None (the report's sections never print NaN as a value)."""
+  if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x):
+    return float(x)
+  return None
+
+
+def hypothesis_verdict(
+  n: int, sd, ci95, interval: str = "the 95% interval"
+) -> tuple[str, str | None]:
+  """(verdict, why) of `HYPOTHESIS_RULE` for a statistic over n seeds with spread sd (ddof=1) and
+  the interval ci95 the verdict rests on (named `interval` in "why"); "why" says what made it
+  inconclusive (None otherwise)."""
+  if n < HYPOTHESIS_MIN_SEEDS:
+    return (
+      "inconclusive",
+      f"{n} paired seed{'s' if n != 1 else ''}, fewer than {HYPOTHESIS_MIN_SEEDS}",
+    )
+  if _num(sd) is None or sd <= 0 or any(_num(x) is None for x in ci95 or (None,)):
+    return "inconclusive", "the seed values do not vary: no interval"
+  if ci95[0] > 0:
+    return "supported", None
+  if ci95[1] < 0:
+    return "not supported", None
+  return "inconclusive", f"{interval} holds 0"
+
+
+def hypothesis_family(rows: list[dict], alpha: float = 0.05) -> int:
+  """Decides the verdicts of a study's hypothesis rows (report.json "h1" + "h2", every point)
+  together: each row with numbers gains `ci_simultaneous` (Bonferroni over the m such rows, each
+  at level 1 - alpha / m: `stats.simultaneous_ci`), `ci_simultaneous_level` and `family_size`, and
+  its verdict is re-read off that interval (`HYPOTHESIS_RULE`). Returns m."""
+  from gr_jax.analysis import stats
+
+  family = [
+    r
+    for r in rows
+    if r.get("verdict") is not None
+    and r.get("n_seeds", 0) >= HYPOTHESIS_MIN_SEEDS
+    and _num(r.get("sd")) is not None
+    and r["sd"] > 0
+  ]
+  m = len(family)
+  for row in family:
+    ci = [_num(x) for x in stats.simultaneous_ci(row["mean"], row["sd"], row["n_seeds"], m, alpha)]
+    row["ci_simultaneous"] = ci
+    row["ci_simultaneous_level"] = 1.0 - alpha / m
+    row["family_size"] = m
+    row["verdict"], row["reason"] = hypothesis_verdict(
+      row["n_seeds"], row["sd"], ci, interval="the simultaneous interval"
+    )
+  return m
+
+
+def hypothesis_test(a_per_seed, b_per_seed) -> dict:
+  """The seed-level numbers of d = a - b (a, b: one value per seed, paired) and their verdict:
+  `{"per_seed", "n_seeds", "mean", "sd", "ci95", "ci95_adjusted": False, "p_seed" (paired t-test),
+  "p_signflip" (exact sign-flip, two-sided), "p_signflip_min", "verdict", "reason"}`, values None
+  where undefined. None values in a or b drop their seed (kept as None in per_seed)."""
+  from gr_jax.analysis import stats
+
+  per_seed = [
+    x - y if _num(x) is not None and _num(y) is not None else None
+    for x, y in zip(a_per_seed, b_per_seed)
+  ]
+  kept = [i for i, x in enumerate(per_seed) if x is not None]
+  t = stats.seed_level_test([a_per_seed[i] for i in kept], [b_per_seed[i] for i in kept])
+  ci = [_num(x) for x in t["ci95"]]
+  verdict, why = hypothesis_verdict(len(kept), t["sd"], ci)
+  return {
+    "per_seed": per_seed,
+    "n_seeds": len(kept),
+    "mean": _num(t["diff"]),
+    "sd": _num(t["sd"]),
+    "ci95": ci,
+    "ci95_adjusted": False,
+    "p_seed": _num(t["p_value"]),
+    "p_signflip": _num(t["p_signflip"]),
+    "p_signflip_min": _num(t["p_signflip_min"]),
+    "verdict": verdict,
+    "reason": why,
+  }
+
+
+def _null_row(hyp: str, point: str, task: str, reason: str, budget=None, decode=None) -> dict:
+  """A hypothesis row that could not be computed: no numbers, no verdict, the reason."""
+  return {
+    "hypothesis": hyp,
+    "point": point,
+    "budget": budget,
+    "decode": decode,
+    "task": task,
+    "seeds": [],
+    "per_seed": [],
+    "n_seeds": 0,
+    "mean": None,
+    "ci95": None,
+    "p_signflip": None,
+    "verdict": None,
+    "reason": reason,
+  }
+
+
+def _h1_row(recs: list[dict]) -> dict:
+  task = recs[0]["task"]
+  other = next(t for t in TASKS if t != task)
+  vals = {
+    role: {key: [r[role][key] for r in recs] for key in ("kl_other", "kl_own", "kl_target")}
+    for role in ("joint", "specific")
+  }
+  # d > 0: the joint model is closer to the other task's popularity (H1's direction).
+  test = hypothesis_test(vals["specific"]["kl_other"], vals["joint"]["kl_other"])
+  own = hypothesis_test(vals["joint"]["kl_own"], vals["specific"]["kl_own"])
+  return {
+    "statistic": "KL(P_specific || pi_other) - KL(P_joint || pi_other)",
+    "other_task": other,
+    "joint": vals["joint"],
+    "specific": vals["specific"],
+    **test,
+    "own_popularity": {
+      "statistic": "KL(P_joint || pi_own) - KL(P_specific || pi_own)",
+      **{k: own[k] for k in ("per_seed", "n_seeds", "mean", "sd", "ci95", "p_signflip")},
+    },
+  }
+
+
+def _h2_row(recs: list[dict]) -> dict:
+  keys = ("related_share", "cooccurrences", "related_cooccurrences")
+  vals = {
+    role: {key: [r[role][key] for r in recs] for key in keys} for role in ("joint", "specific")
+  }
+  test = hypothesis_test(vals["joint"]["related_share"], vals["specific"]["related_share"])
+  return {
+    "statistic": "share_joint - share_specific",
+    "related": _RELATED[recs[0]["task"]],
+    "num_related_pairs": [r.get("num_related_pairs") for r in recs],
+    "joint": vals["joint"],
+    "specific": vals["specific"],
+    **test,
+  }
+
+
+def hypothesis_rows(analysis: dict, analyses_on: bool = True) -> dict[str, list[dict]]:
+  """report.json "h1" and "h2" rows of one point: per budget x decoder x task, the seed-level test
+  of `H1_STATISTIC` / `H2_STATISTIC` from analysis.json "hypothesis_seeds"
+  (`analyses.hypothesis_seeds`) with its `HYPOTHESIS_RULE` verdict.
+
+  A row that cannot be computed has no numbers and verdict None, and says why in "reason": the
+  analyses were off, the analysis.json predates the per-seed numbers (analyses_on: the study's
+  reproduce.analyses, for the wording), or no seed has both models' run files.
+  """
+  point = analysis["point"]
+  seeds = analysis.get("hypothesis_seeds")
+  if not isinstance(seeds, dict):
+    reason = (
+      "analysis.json has no per-seed H1/H2 numbers (written before they existed): rerun the "
+      "analyse stage"
+      if analyses_on
+      else "reproduce.analyses = False: the H1/H2 analyses were not run"
+    )
+    seeds = {"reason": reason}
+  out: dict[str, list[dict]] = {"h1": [], "h2": []}
+  if seeds.get("reason"):
+    for hyp in out:
+      out[hyp] = [_null_row(hyp, point, t, seeds["reason"]) for t in TASKS]
+    return out
+  keys = list(
+    dict.fromkeys(
+      (r["budget"], r["decode"]) for r in seeds["h1"] + seeds["h2"] + seeds.get("skipped", [])
+    )
+  )
+  if not keys:
+    why = "no seed has both Gen_R+S and a task-specific run"
+    return {hyp: [_null_row(hyp, point, t, why) for t in TASKS] for hyp in out}
+  for hyp, make in (("h1", _h1_row), ("h2", _h2_row)):
+    for budget, decode in keys:
+      for task in TASKS:
+        recs = [
+          r for r in seeds[hyp] if (r["budget"], r["decode"], r["task"]) == (budget, decode, task)
+        ]
+        skipped = [
+          f"seed {r['seed']}: {r['reason']}"
+          for r in seeds.get("skipped", [])
+          if (r["budget"], r["decode"], r["task"]) == (budget, decode, task)
+        ]
+        if not recs:
+          why = "; ".join(skipped) or f"no seed has both Gen_R+S and {MODEL_LABELS[task]}"
+          out[hyp].append(_null_row(hyp, point, task, why, budget, decode))
+          continue
+        recs.sort(key=lambda r: (r["seed"], r["data"]))
+        row = {
+          "hypothesis": hyp,
+          "point": point,
+          "budget": budget,
+          "decode": decode,
+          "task": task,
+          "seeds": [r["seed"] for r in recs],
+          "data": [r["data"] for r in recs],
+          "k": seeds.get("k"),
+          **make(recs),
+        }
+        if skipped:
+          row["skipped"] = skipped
+        out[hyp].append(row)
+  return out
+
+
+def _hypothesis_line(row: dict) -> str:
+  """One report.md line of a hypothesis row: the verdict with its numbers."""
+  name = "H1 (popularity)" if row["hypothesis"] == "h1" else "H2 (representation)"
+  task = row["task"]
+  where = f", {TASK_LABELS[task]}" + (
+    f" ({row['budget']}, {row['decode']})" if row["budget"] is not None else ""
+  )
+  if row["verdict"] is None:
+    return f"- {name}{where}: not computed: {row['reason']}."
+  verdict = row["verdict"] + (f" ({row['reason']})" if row["reason"] else "")
+  specific = MODEL_LABELS.get(task, task)
+
+  def mean(values, digits=3):
+    vals = [v for v in values if _num(v) is not None]
+    return _fmt(float(np.mean(vals)), digits) if vals else "n/a"
+
+  def signed(x, digits=3):
+    return "n/a" if x is None else f"{x:+.{digits}f}"
+
+  digits = 3 if row["hypothesis"] == "h1" else 4  # co-occurrence shares can be small
+  seeds_text = ", ".join(f"{s}: {signed(v, digits)}" for s, v in zip(row["seeds"], row["per_seed"]))
+  sim = row.get("ci_simultaneous")
+  level = row.get("ci_simultaneous_level")
+  sim_text = (
+    f"simultaneous {100 * level:.2f}% CI {_interval(sim)} (over the {row['family_size']} "
+    "hypothesis rows); "
+    if sim is not None and level is not None
+    else ""
+  )
+  tail = (
+    f"{sim_text}95% CI {_interval(row['ci95'])} (t over {row['n_seeds']} seeds, unadjusted); sign-flip "
+    f"p = {_fmt_p(row['p_signflip'])} (smallest possible {_fmt_p(row['p_signflip_min'])}); "
+    f"per seed {seeds_text}"
+  )
+  if row["hypothesis"] == "h1":
+    other = row["other_task"]
+    own = row["own_popularity"]
+    return (
+      f"- {name}{where}: {verdict}: KL(predictions ‖ {other} popularity) {specific} "
+      f"{mean(row['specific']['kl_other'])} → Gen_R+S {mean(row['joint']['kl_other'])}, shift "
+      f"toward {other} popularity {signed(row['mean'])} nats, {tail}; KL to {task}'s own "
+      f"popularity {mean(row['specific']['kl_own'])} → {mean(row['joint']['kl_own'])} "
+      f"({signed(own['mean'])}, 95% CI {_interval(own['ci95'])})."
+    )
+  related = [n for n in row.get("num_related_pairs") or () if isinstance(n, int)]
+  pairs = f" ({_count(float(np.mean(related)))} such pairs in training)" if related else ""
+  return (
+    f"- {name}{where}: {verdict}: share of predicted co-occurrences on {row['related']}{pairs}, "
+    f"{specific} {mean(row['specific']['related_share'], 4)} → Gen_R+S "
+    f"{mean(row['joint']['related_share'], 4)}, diff {signed(row['mean'], 4)}, {tail}."
+  )
+
+
+def _hypothesis_md(rows: list[dict]) -> list[str]:
+  """The point's H1 / H2 verdict lines (rows of `hypothesis_rows`; one line per row, a reason
+  shared by every task of a hypothesis said once)."""
+  if not rows:
+    return []
+  md = [
+    "Hypotheses over seeds (each seed's Gen_R+S against the same seed's task-specific model; "
+    "supported / not supported when the simultaneous t interval of the mean per-seed statistic "
+    "(Bonferroni over the study's hypothesis rows) lies above / below 0, inconclusive when it "
+    "holds 0 or with fewer than "
+    f'{HYPOTHESIS_MIN_SEEDS} seeds; the statistics: report.json "hypotheses", '
+    'docs/study_design.md "Hypotheses and analyses"):',
+    "",
+  ]
+  said = set()
+  for row in rows:
+    if row["verdict"] is None and row["budget"] is None:
+      name = "H1 (popularity)" if row["hypothesis"] == "h1" else "H2 (representation)"
+      if (row["hypothesis"], row["reason"]) not in said:
+        said.add((row["hypothesis"], row["reason"]))
+        md.append(f"- {name}: not computed: {row['reason']}.")
+      continue
+    md.append(_hypothesis_line(row))
+  return md + [""]
+
+
 def _verdict(seed_test: dict) -> str:
   """The verdict phrase of a corrected seed-level test record (`_annotate` added its "verdict"):
   one of stats.VERDICTS, an underpowered one with what it could not detect."""
@@ -738,6 +1067,10 @@ def write_report(plan: Plan) -> str:
   results, sweep_rows, summary_lines = [], [], []
   curves: dict[str, dict] = {}  # point -> validation_curves
   coverages = {a["point"]: coverage(a) for a in analyses}
+  hyp_rows: dict[str, list[dict]] = {"h1": [], "h2": []}  # report.json "h1", "h2"
+  # H1/H2 rows of every point first: their verdicts are decided as one family.
+  hyp_by_point = {a["point"]: hypothesis_rows(a, bool(r.get("analyses", True))) for a in analyses}
+  hypothesis_family([row for f in hyp_by_point.values() for rows in f.values() for row in rows])
   md = [
     f"# gr-jax study: {plan.config.name}",
     "",
@@ -991,6 +1324,10 @@ def write_report(plan: Plan) -> str:
             )
       md.append("")
     md += _hypotheses_md(a, hm)
+    found = hyp_by_point[a["point"]]
+    for hyp in hyp_rows:
+      hyp_rows[hyp] += found[hyp]
+    md += _hypothesis_md(found["h1"] + found["h2"])
   if plan.config.reproduce.sweep:
     path, sweep_rows = _sweep_plot(plan, analyses, os.path.join(plots_dir, "sweep_gain.png"))
     md += [
@@ -1054,6 +1391,15 @@ def write_report(plan: Plan) -> str:
     "sweep": sweep_rows,
     "validation_curves": curves,
     "coverage": coverages,
+    "h1": hyp_rows["h1"],
+    "h2": hyp_rows["h2"],
+    "hypotheses": {
+      "h1": H1_STATISTIC,
+      "h2": H2_STATISTIC,
+      "verdict_rule": HYPOTHESIS_RULE,
+      "verdicts": list(HYPOTHESIS_VERDICTS),
+      "min_seeds": HYPOTHESIS_MIN_SEEDS,
+    },
     "baseline_tests": baseline_tests,
     "points": analyses,
     "config": json.loads(plan.config.to_json()),

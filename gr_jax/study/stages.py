@@ -118,9 +118,23 @@ def converged_config(
 
 
 def _prepare(data: DataSpec) -> None:
+  """Prepares a dataset; bi-encoder semantic IDs first get their item embeddings (the
+  gr_jax.embed_items step) in a cache beside it, whose trained bi-encoder a rerun reuses. The
+  file is a product of this stage, not an input: the stage's fingerprint and the runs' configs
+  do not name it (the data hash does not either)."""
+  from gr_jax.baselines import embed_items
+  from gr_jax.data import item_embeddings
   from gr_jax.data.prepare import prepare_dataset
 
-  prepare_dataset(data.config, data.data_dir)
+  config = data.config
+  if item_embeddings.is_biencoder_kind(config):
+    cache = embed_items.cache_dir(data.data_dir)
+    out = os.path.join(cache, f"item_embeddings-{config.data.semantic.embedding}.npy")
+    embed_items.embed_items(config, cache, out)
+    config = ml_collections.ConfigDict(config.to_dict())
+    with config.ignore_type():
+      config.data.semantic.embedding_file = out
+  prepare_dataset(config, data.data_dir)
 
 
 def _raw_fingerprint(data: DataSpec) -> dict[str, str]:

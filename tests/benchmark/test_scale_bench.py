@@ -10,7 +10,7 @@ import pytest
 from gr_jax.bench import cli
 from gr_jax.bench import protocol
 from gr_jax.bench import scale_bench
-from gr_jax.data import semantic_ids as sem
+from gr_jax.data import rq_kmeans as rq_lib
 
 from tests.benchmark.test_bench_end_to_end import _TINY  # the same tiny T5 shapes
 
@@ -127,12 +127,12 @@ def test_blocked_kmeans_matches_the_one_piece_path(monkeypatch, make):
   """Above CHUNK_ENTRIES k-means runs on row blocks (a ragged last block here): same codes, and
   centroids equal up to float summation order."""
   x = make(2999, 8, 16, 1) if make is scale_bench.synthetic_embeddings else make()
-  whole = sem.rq_kmeans(x, levels=2, codebook_size=16, seed=0, iters=4)
-  monkeypatch.setattr(sem, "CHUNK_ENTRIES", 16 * 700)
+  whole = rq_lib.rq_kmeans(x, levels=2, codebook_size=16, seed=0, iters=4)
+  monkeypatch.setattr(rq_lib, "CHUNK_ENTRIES", 16 * 700)
   jax.clear_caches()  # kmeans is jitted per shape: trace it again with the small blocks
   try:
-    assert sem._row_block(2999, 16) == 700  # pylint: disable=protected-access
-    blocked = sem.rq_kmeans(x, levels=2, codebook_size=16, seed=0, iters=4)
+    assert rq_lib._row_block(2999, 16) == 700  # pylint: disable=protected-access
+    blocked = rq_lib.rq_kmeans(x, levels=2, codebook_size=16, seed=0, iters=4)
   finally:
     monkeypatch.undo()
     jax.clear_caches()

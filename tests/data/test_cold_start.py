@@ -1,5 +1,5 @@
 """Cold start for semantic IDs: items added after training get an ID from their embedding with the
-trained tokens (semantic_ids.cold_start_codes, gr_jax.data.cold_start, python -m gr_jax.add_items),
+trained tokens (cold_start.cold_start_codes, gr_jax.data.cold_start, python -m gr_jax.add_items),
 and a model trained without them can decode them."""
 
 import collections
@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 
 from gr_jax.data import cold_start
+from gr_jax.data import item_embeddings as ie
+from gr_jax.data import rq_kmeans as rq_lib
 from gr_jax.data import semantic_ids as sem
 from gr_jax.data.errors import DataError
 
@@ -59,28 +61,30 @@ def _blobs(seed, centers, per, dim, spread=0.2):
 
 def test_quantise_and_cold_start_codes_equal_the_numpy_reference():
   x = _blobs(0, centers=12, per=30, dim=6)
-  rq = sem.rq_kmeans(x, levels=3, codebook_size=4, seed=1, iters=10)
+  rq = rq_lib.rq_kmeans(x, levels=3, codebook_size=4, seed=1, iters=10)
   # The rows the quantiser was fitted on get their own codes back (same arithmetic).
-  codes, err = sem.quantise(rq.codebooks, x)
+  codes, err = rq_lib.quantise(rq.codebooks, x)
   np.testing.assert_array_equal(codes, rq.codes)
   np.testing.assert_allclose(err.mean(), rq.residual_mse[-1], rtol=1e-4)
   new = _blobs(7, centers=12, per=3, dim=6)  # fresh draws from the same blobs, unseen
   np.testing.assert_array_equal(
-    sem.quantise(rq.codebooks, new)[0], _reference_quantise(rq.codebooks, new)
+    rq_lib.quantise(rq.codebooks, new)[0], _reference_quantise(rq.codebooks, new)
   )
   # With a disambiguation column: next free code per tuple, catalogue codes untouched.
   dis = sem.disambiguate(rq.codes)
   nd = int(dis.max()) + 1 + len(new)  # room for every new item
   existing = np.concatenate([rq.codes, dis[:, None]], 1)
-  got = sem.cold_start_codes(rq.codebooks, new, existing, num_disambiguation=nd, normalize=False)
+  got = cold_start.cold_start_codes(
+    rq.codebooks, new, existing, num_disambiguation=nd, normalize=False
+  )
   np.testing.assert_array_equal(got, _reference_ids(rq.codebooks, new, existing, nd))
   assert got.shape == (len(new), 4) and got.dtype == np.int32
   both = np.concatenate([existing, got])
   assert len(np.unique(both, axis=0)) == len(both)  # every ID one item
   # normalize=True quantises the unit rows, as prepare does with data.semantic.normalize.
-  unit = sem.normalize_rows(new)
+  unit = ie.normalize_rows(new)
   np.testing.assert_array_equal(
-    sem.cold_start_codes(rq.codebooks, new, existing, num_disambiguation=nd, normalize=True),
+    cold_start.cold_start_codes(rq.codebooks, new, existing, num_disambiguation=nd, normalize=True),
     _reference_ids(rq.codebooks, unit, existing, nd),
   )
 
@@ -89,10 +93,10 @@ def test_a_full_tuple_is_an_error_naming_the_line_and_the_remedy():
   books = np.asarray([[[-1.0], [1.0]]], np.float32)  # 1 level, 2 codes, D = 1
   existing = np.asarray([[0, 0], [0, 1], [1, 0]])  # tuple (0,) holds 2 items, (1,) one
   new = np.asarray([[0.9], [1.1], [-1.0]], np.float32)
-  got = sem.cold_start_codes(books, new[:2], existing, num_disambiguation=3, normalize=False)
+  got = cold_start.cold_start_codes(books, new[:2], existing, num_disambiguation=3, normalize=False)
   np.testing.assert_array_equal(got, [[1, 1], [1, 2]])  # next free codes of tuple (1,)
   with pytest.raises(DataError) as e:
-    sem.cold_start_codes(
+    cold_start.cold_start_codes(
       books,
       new,
       existing,
@@ -111,16 +115,18 @@ def test_a_full_tuple_is_an_error_naming_the_line_and_the_remedy():
   # Without a disambiguation column: a taken tuple (or two new items on one) has no ID left.
   plain = np.asarray([[0]])
   np.testing.assert_array_equal(
-    sem.cold_start_codes(books, new[:1], plain, num_disambiguation=0, normalize=False), [[1]]
+    cold_start.cold_start_codes(books, new[:1], plain, num_disambiguation=0, normalize=False), [[1]]
   )
   with pytest.raises(DataError, match=r"no disambiguation code.*reserve_disambiguation"):
-    sem.cold_start_codes(books, new[2:], plain, num_disambiguation=0, normalize=False)
+    cold_start.cold_start_codes(books, new[2:], plain, num_disambiguation=0, normalize=False)
   with pytest.raises(DataError, match=r"\(1,\) is already used by 1 item\(s\) \(new row 0\)"):
-    sem.cold_start_codes(books, new[:2], plain, num_disambiguation=0, normalize=False)
+    cold_start.cold_start_codes(books, new[:2], plain, num_disambiguation=0, normalize=False)
   with pytest.raises(DataError, match=r"\[num_new_items, 1\]"):
-    sem.cold_start_codes(books, np.zeros((2, 3)), plain, num_disambiguation=0, normalize=False)
+    cold_start.cold_start_codes(
+      books, np.zeros((2, 3)), plain, num_disambiguation=0, normalize=False
+    )
   with pytest.raises(DataError, match=r"new.jsonl:4: field 'embedding'.*finite"):
-    sem.cold_start_codes(
+    cold_start.cold_start_codes(
       books,
       np.asarray([[0.0], [np.nan]]),
       plain,
@@ -136,7 +142,7 @@ def test_content_embedder_applies_the_fitted_tfidf_and_svd():
   from sklearn.feature_extraction.text import TfidfVectorizer
 
   texts = ["red apple pie", "green apple", "red car fast", "blue car", "apple car a", "pie pie x"]
-  emb, _, fitted = sem.fit_content_embedder(texts, dim=3, seed=0)
+  emb, _, fitted = ie.fit_content_embedder(texts, dim=3, seed=0)
   # The same fit by hand with sklearn: new texts map as sklearn's transform maps them.
   vec = TfidfVectorizer(token_pattern=r"(?u)\b\w+\b", lowercase=True, sublinear_tf=True)
   svd = TruncatedSVD(n_components=3, algorithm="randomized", n_iter=7, random_state=0)
@@ -182,14 +188,14 @@ def reserved(tmp_path_factory):
 def test_prepare_stores_the_quantiser_and_reserves_codes(reserved):
   ds, _ = reserved
   cat, m = ds.catalog, ds.manifest
-  assert sem.COLD_START_FILE in m["files"]  # hashed like every file of the dataset
-  model = sem.ColdStartModel.load(os.path.join(ds.directory, sem.COLD_START_FILE))
+  assert cold_start.COLD_START_FILE in m["files"]  # hashed like every file of the dataset
+  model = cold_start.ColdStartModel.load(os.path.join(ds.directory, cold_start.COLD_START_FILE))
   assert model.embedding == "content" and model.normalize
   assert model.codebooks.shape == (2, 4, m["semantic_ids"]["embedding_info"]["dim"])
   # The stored map and codebooks give the catalogue's items their prepared codes back.
   emb, known = model.embed_text(cat.titles, cat.metadata)
   assert (known > 0).all()
-  codes, _ = sem.quantise(model.codebooks, sem.normalize_rows(emb))
+  codes, _ = rq_lib.quantise(model.codebooks, ie.normalize_rows(emb))
   np.testing.assert_array_equal(codes, cat.codes[:, :2])
   diag = m["semantic_ids"]
   assert diag["reserve_disambiguation"] == 2
@@ -244,9 +250,9 @@ def test_add_items_appends_new_ids_and_leaves_the_dataset_alone(reserved):
   # Same vocabulary: a model trained on the old dataset has every token of the new IDs.
   assert ncat.num_id_tokens == cat.num_id_tokens and ncat.token_offset == cat.token_offset
   # New codes: the NumPy reference on the stored quantiser.
-  model = sem.ColdStartModel.load(os.path.join(ds.directory, sem.COLD_START_FILE))
+  model = cold_start.ColdStartModel.load(os.path.join(ds.directory, cold_start.COLD_START_FILE))
   emb, _ = model.embed_text([r["title"] for r in rows], [{}] * 3)
-  want = _reference_ids(model.codebooks, sem.normalize_rows(emb), cat.codes, cat.num_disambiguation)
+  want = _reference_ids(model.codebooks, ie.normalize_rows(emb), cat.codes, cat.num_disambiguation)
   np.testing.assert_array_equal(ncat.codes[n:], want)
   assert tuple(ncat.codes[n + 2, :2]) == tuple(ncat.codes[n, :2])
   assert ncat.codes[n + 2, 2] == ncat.codes[n, 2] + 1
@@ -271,7 +277,7 @@ def test_add_items_appends_new_ids_and_leaves_the_dataset_alone(reserved):
   verify_dataset(
     out, semantic_tiny_config(reserve_disambiguation=2)
   )  # the run config's hash passes
-  for rel in ("search/test.npz", "rec/train.npz", sem.COLD_START_FILE):
+  for rel in ("search/test.npz", "rec/train.npz", cold_start.COLD_START_FILE):
     assert m["files"][rel] == ds.manifest["files"][rel]
   # Again with the same inputs: a no-op; another output or other items: refused or separate.
   assert cold_start.add_items(ds.directory, items, out) == out
@@ -407,7 +413,7 @@ def _with_cold_start_file(ds, directory, **changes):
   from gr_jax.data import prepare
 
   shutil.copytree(ds.directory, directory)
-  path = os.path.join(directory, sem.COLD_START_FILE)
+  path = os.path.join(directory, cold_start.COLD_START_FILE)
   with np.load(path) as z:
     arrays = {k: z[k] for k in z.files}
   arrays.update(changes)
@@ -430,17 +436,19 @@ def test_biencoder_atomic_and_old_datasets_are_refused(reserved, tiny_dataset_di
     assert f"field 'embedding': '{kind}'" in msg and "no trained vector" in msg
     assert "('content', 'file')" in msg
   # Atomic datasets: nothing stored, and a clear refusal.
-  assert sem.COLD_START_FILE not in os.listdir(tiny_dataset_dir)
+  assert cold_start.COLD_START_FILE not in os.listdir(tiny_dataset_dir)
   with open(os.path.join(tiny_dataset_dir, "manifest.json")) as f:
-    assert sem.COLD_START_FILE not in json.load(f)["files"]
+    assert cold_start.COLD_START_FILE not in json.load(f)["files"]
   with pytest.raises(DataError, match="'id_scheme'.*own trained token.*semantic"):
     cold_start.add_items(tiny_dataset_dir, items, str(tmp_path / "atomic_out"))
   # A semantic dataset prepared before cold start existed (no quantiser file).
   old = tmp_path / "old"
   shutil.copytree(ds.directory, old)
-  os.remove(old / sem.COLD_START_FILE)
+  os.remove(old / cold_start.COLD_START_FILE)
   manifest = dict(ds.manifest)
-  manifest["files"] = {k: v for k, v in manifest["files"].items() if k != sem.COLD_START_FILE}
+  manifest["files"] = {
+    k: v for k, v in manifest["files"].items() if k != cold_start.COLD_START_FILE
+  }
   (old / "manifest.json").write_text(json.dumps(manifest))
   with pytest.raises(DataError, match="prepared before cold start.*prepare it again"):
     cold_start.add_items(str(old), items, str(tmp_path / "old_out"))
@@ -478,7 +486,7 @@ def test_file_embeddings_take_the_users_vectors(reserved, tmp_path):
       cold_start.add_items(
         d.directory, items, str(tmp_path / "o_bad"), embeddings_path=str(tmp_path / name)
       )
-  model = sem.ColdStartModel.load(os.path.join(d.directory, sem.COLD_START_FILE))
+  model = cold_start.ColdStartModel.load(os.path.join(d.directory, cold_start.COLD_START_FILE))
   assert model.embedding == "file" and model.content is None and model.dim == 5
   new = x[:2] + 0.01  # near two catalogue items: their tuples, the next free codes
   np.save(tmp_path / "new.npy", new)
@@ -487,7 +495,7 @@ def test_file_embeddings_take_the_users_vectors(reserved, tmp_path):
   )
   got = ProcessedDataset(out, verify=True).catalog
   want = _reference_ids(
-    model.codebooks, sem.normalize_rows(new), d.catalog.codes, d.catalog.num_disambiguation
+    model.codebooks, ie.normalize_rows(new), d.catalog.codes, d.catalog.num_disambiguation
   )
   np.testing.assert_array_equal(got.codes[n:], want)
   np.testing.assert_array_equal(got.codes[:2, :2], want[:, :2])  # they joined those tuples
