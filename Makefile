@@ -40,13 +40,13 @@ quickstart: install
 test: install-test
 	$(PY) -m ruff check gr_jax tests configs
 	$(PY) -m ruff format --check gr_jax tests configs
-	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 # The inner loop: lint, then every test not marked slow (the slow ones train, spawn processes or
 # compare against Hugging Face at length; `make test` runs them all).
 test-fast: install-test
 	$(PY) -m ruff check gr_jax tests configs
-	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder -m "not slow" $(PYTEST_ARGS)
 
 lint: install-test
 	$(PY) -m ruff check gr_jax tests configs

@@ -4,11 +4,17 @@ import pytest
 
 # The longest test files (measured, BUILD_NOTES "Test suite"), started first: `make test` runs the
 # files in parallel processes (pytest-xdist, --dist loadfile), which take files in collection order,
-# so a long file collected last would run alone at the end while the other process idles.
+# so a long file collected last would run alone at the end while the other process idles
+# (`--no-loadscope-reorder` keeps this order; xdist would otherwise put the files with the most
+# tests first).
 LONGEST_FIRST = (
-  "tests/study/test_end_to_end.py",
   "tests/study/test_real_data_configs.py",
+  "tests/study/test_end_to_end.py",
+  "tests/benchmark/test_gpu_matrix_smoke.py",
   "tests/training/test_multidevice.py",
+  "tests/training/test_recipe_learns.py",
+  "tests/baselines/test_resume_kill_baseline.py",
+  "tests/training/test_resume_kill.py",
   "tests/benchmark/test_bench_end_to_end.py",
   "tests/training/test_step.py",
   "tests/data/test_semantic_ids.py",

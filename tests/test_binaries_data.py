@@ -55,6 +55,7 @@ def _slice_files_in_subprocess(root):
   return json.loads(proc.stdout)
 
 
+@pytest.mark.slow
 def test_mpd_dotdot_link_reads_each_slice_once(tmp_path):
   root = tmp_path / "mpd"
   (root / "data").mkdir(parents=True)
@@ -64,6 +65,7 @@ def test_mpd_dotdot_link_reads_each_slice_once(tmp_path):
   assert files == [str(root / "data" / "mpd.slice.0-999.json")]
 
 
+@pytest.mark.slow
 def test_mpd_two_links_do_not_hang(tmp_path):
   # Timed out (or walked tens of thousands of paths) before slice discovery tracked realpaths.
   root = tmp_path / "mpd"
@@ -80,6 +82,7 @@ def test_mpd_two_links_do_not_hang(tmp_path):
   ]
 
 
+@pytest.mark.slow
 def test_mpd_prepare_through_a_link_loop(tmp_path):
   root = tmp_path / "mpd"
   (root / "data").mkdir(parents=True)
@@ -108,6 +111,7 @@ def _dead_pid():
   return child.pid
 
 
+@pytest.mark.slow
 def test_prepare_removes_temp_dirs_of_killed_runs(tmp_path):
   run = tmp_path / "run"
   run.mkdir()
@@ -148,6 +152,7 @@ def test_temp_dir_of_a_reused_pid_is_stale(tmp_path):
 
 
 # ------------------------------------------------------------------------ changed raw data
+@pytest.mark.slow
 def test_prepare_rerun_on_changed_raw_data_rebuilds_and_says_why(tmp_path):
   # Was: exit 0 and the dataset of the old sessions.jsonl kept.
   raw = tmp_path / "logs"

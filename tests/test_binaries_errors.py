@@ -28,6 +28,7 @@ def _bad_jsonl(tmp_path):
   return raw
 
 
+@pytest.mark.slow
 def test_prepare_data_error_is_one_line_without_traceback(tmp_path):
   raw = _bad_jsonl(tmp_path)
   proc = run_binary(
@@ -44,6 +45,7 @@ def test_prepare_data_error_is_one_line_without_traceback(tmp_path):
   assert proc.returncode == 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["flag", "env"])
 def test_verbose_shows_the_traceback(tmp_path, how):
   raw = _bad_jsonl(tmp_path)
@@ -140,6 +142,7 @@ train.run()
 """
 
 
+@pytest.mark.slow
 def test_train_disk_full_is_one_line(tmp_path):
   proc = _run_code(_ENOSPC_TRAIN, "--config", BASE, "--workdir", str(tmp_path / "run"), *TINY)
   line = one_line_error(proc)
@@ -170,6 +173,7 @@ def _run_dir(tmp_path):
   return run
 
 
+@pytest.mark.slow
 def test_evaluate_takes_config_overrides(tmp_path):
   run = _run_dir(tmp_path)
   # A valid override is accepted (absl does not see it), then the missing checkpoint is reported.

@@ -22,6 +22,8 @@ import tokenize
 
 import ml_collections
 
+import pytest
+
 from configs import base
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -97,6 +99,7 @@ def _is_read(name: str, text: str) -> bool:
   return any(re.search(p, text) for p in patterns)
 
 
+@pytest.mark.slow
 def test_allow_list_names_real_knobs_the_scan_cannot_see():
   leaves = set(_leaves(base.get_config()))
   assert not set(DYNAMIC) - leaves, "allow-listed knobs that configs/base.py no longer has"
@@ -104,6 +107,7 @@ def test_allow_list_names_real_knobs_the_scan_cannot_see():
   assert not [n for n in DYNAMIC if _is_read(n, text)], "allow-listed knobs the scan finds"
 
 
+@pytest.mark.slow
 def test_every_base_knob_is_read_by_gr_jax():
   text = _source_text()
   dead = [n for n in _leaves(base.get_config()) if n not in DYNAMIC and not _is_read(n, text)]

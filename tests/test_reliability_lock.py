@@ -79,6 +79,7 @@ def test_same_process_second_lock_is_refused_and_release_reopens(tmp_path):
     assert f.read() == ""  # an empty file: released cleanly
 
 
+@pytest.mark.slow
 def test_train_binary_on_a_held_workdir_exits_1_with_one_line(tmp_path):
   proc = _holder(tmp_path / "run")
   try:

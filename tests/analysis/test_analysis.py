@@ -132,6 +132,7 @@ def test_tsne_plot_and_item_cap(tmp_path):
     report.markdown_table(["a", "b"], [["x"]])
 
 
+@pytest.mark.slow
 def test_item_embedding_matrix_reads_the_item_rows_of_the_input_embedding():
   from flax import nnx
   from gr_jax.data.catalog import ItemCatalog

@@ -35,6 +35,7 @@ def _py(*args):
   )
 
 
+@pytest.mark.slow
 def test_stats_binary(tmp_path):
   rng = np.random.default_rng(0)
   for s in range(2):
@@ -73,6 +74,7 @@ def test_stats_binary(tmp_path):
   assert r.returncode == 1 and "matches no directory" in r.stderr
 
 
+@pytest.mark.slow
 def test_evaluate_binary_one_line_errors(tmp_path):
   (tmp_path / "empty").mkdir()
   r = _py("gr_jax.evaluate", f"--workdir={tmp_path}/empty")
@@ -89,6 +91,7 @@ def _one_line_error(r):
   return lines[-1]
 
 
+@pytest.mark.slow
 def test_stats_binary_refuses_runs_of_different_datasets(tmp_path):
   # The reported case: 200 vs 197 unrelated queries were paired by position ("+118.5%, p 4.2e-05").
   rng = np.random.default_rng(1)
@@ -115,6 +118,7 @@ def test_stats_binary_refuses_runs_of_different_datasets(tmp_path):
   assert "/data/a" in last and "/data/b" in last and f"{tmp_path}/search_1" in last
 
 
+@pytest.mark.slow
 def test_stats_binary_missing_files_exit_non_zero(tmp_path):
   rng = np.random.default_rng(2)
   for name in ("per_query.json", "search.qrels"):
@@ -164,6 +168,7 @@ def test_stats_binary_refuses_other_protocol_differences(tmp_path, joint_info, s
   assert f"{tmp_path}/joint_0" in last and f"{tmp_path}/search_0" in last and field in last
 
 
+@pytest.mark.slow
 def test_stats_binary_refuses_duplicate_runs_and_seeds(tmp_path):
   _, search = _stats_pair(tmp_path)
   # `stats --runs joint=A,A`: one directory counted as two seeds.

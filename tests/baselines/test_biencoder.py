@@ -132,6 +132,7 @@ def _check_run_files(ds, c, out, task, summary):
   return run
 
 
+@pytest.mark.slow
 def test_learns_query_words_and_writes_full_rankings(ds, tmp_path):
   c = tiny_config(num_steps=120)
   out = tmp_path / "bi"
@@ -254,6 +255,7 @@ def test_resume_gives_the_same_parameters(ds, tmp_path):
     biencoder.train_biencoder(tiny_config(num_steps=12, temperature=0.1), ds, str(tmp_path / "b"))
 
 
+@pytest.mark.slow
 def test_rec_only_learns_successors_and_writes_rec_files(ds, tmp_path):
   # No dropout here and in the joint test: its random bits triple the step's compile time on CPU
   # (the tests above train with dropout).
@@ -283,6 +285,7 @@ def test_tasks_parse_and_refuse():
     biencoder.settings_of(c.baselines.biencoder)
 
 
+@pytest.mark.slow
 def test_joint_text_tower_through_the_runner(prepared, tmp_path):
   c, data_dir = prepared
   c.eval.ks = (1, 5, 10)
@@ -384,6 +387,7 @@ def _collide_then_unique(unique):
   return fake
 
 
+@pytest.mark.slow
 def test_training_logs_progress_with_an_eta(ds, tmp_path, caplog):
   """Every `log_every_steps` (and at the end) a progress line as the trainer's, with an ETA."""
   import logging  # pylint: disable=g-import-not-at-top

@@ -74,6 +74,7 @@ def test_popularity_excludes_history_items(ds, tmp_path):
     assert masked[name]["info"]["exclude_seen"] is True and not full[name]["info"]["exclude_seen"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["sasrec", "bert4rec"])
 def test_sequential_excludes_history_items(prepared, ds, kind, tmp_path):
   n, out = ds.num_items, str(tmp_path / kind)
@@ -89,6 +90,7 @@ def test_sequential_excludes_history_items(prepared, ds, kind, tmp_path):
   assert _info(out)["exclude_seen"] is True
 
 
+@pytest.mark.slow
 def test_biencoder_rec_excludes_history_items(prepared, ds, tmp_path):
   n, out = ds.num_items, str(tmp_path / "bi")
   configs = [_config(prepared, False, (1, n)), _config(prepared, True, (1, 10))]

@@ -77,6 +77,7 @@ def test_rebuild_sequences_and_windows():
   ]
 
 
+@pytest.mark.slow
 def test_causal_model_ignores_the_future():
   c = tiny_config("sasrec", dropout=0.0)
   m = sequential.build_model("sasrec", c.baselines.sasrec, N_ITEMS, 0)
@@ -91,6 +92,7 @@ def test_causal_model_ignores_the_future():
   assert not np.allclose(np.asarray(bi(a))[:, 3], np.asarray(bi(b))[:, 3])  # bidirectional
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
   "kind,over",
   [
@@ -143,6 +145,7 @@ def _params(model):
   return jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state(model)))
 
 
+@pytest.mark.slow
 def test_resume_gives_the_same_parameters(tmp_path):
   ds = _Dataset(successor_sessions(num_users=40), N_ITEMS, encoder_len=12, max_history=10)
   c = tiny_config(
@@ -176,6 +179,7 @@ def test_resume_gives_the_same_parameters(tmp_path):
   assert read(tmp_path / "a" / "metrics.jsonl") == read(tmp_path / "b" / "metrics.jsonl")
 
 
+@pytest.mark.slow
 def test_config_change_refuses_to_resume(tmp_path):
   ds = _Dataset(successor_sessions(num_users=20), N_ITEMS, encoder_len=12, max_history=10)
   sequential.train_sequential("sasrec", tiny_config("sasrec", num_steps=2), ds, str(tmp_path))
@@ -185,6 +189,7 @@ def test_config_change_refuses_to_resume(tmp_path):
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["sasrec", "bert4rec"])
 def test_training_logs_progress_with_an_eta(kind, tmp_path, caplog):
   """Every `log_every_steps` (and at the end) a progress line as the trainer's: step i/n, epoch,

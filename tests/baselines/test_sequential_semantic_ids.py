@@ -62,6 +62,7 @@ def test_semantic_rec_rows_read_back_as_the_atomic_histories(both):
   assert cooccurrence.related_pairs(s, "search") == cooccurrence.related_pairs(a, "search")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["sasrec", "bert4rec"])
 def test_sequential_runs_are_the_same_on_both_schemes(both, kind, tmp_path):
   out = {}

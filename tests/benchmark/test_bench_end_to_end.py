@@ -21,6 +21,7 @@ _TINY = {
 }
 
 
+@pytest.mark.slow
 def test_tiny_train_measurement_emits_a_json_record_and_fast_step_agrees():
   pytest.importorskip("gr_jax.training.step")
   recs = [
@@ -53,6 +54,7 @@ def test_tiny_train_measurement_emits_a_json_record_and_fast_step_agrees():
   assert recs[1]["loss"] == pytest.approx(recs[0]["loss"], rel=1e-4)
 
 
+@pytest.mark.slow
 def test_memory_mode_accounts_for_the_state_and_reports_xla_costs():
   """--modes=memory compiles for abstract shapes: arguments hold at least the float32 params and
   both AdamW moments; XLA's FLOPs are at least the analytic matmul count."""
@@ -69,6 +71,7 @@ def test_memory_mode_accounts_for_the_state_and_reports_xla_costs():
   assert rec["xla_flops"] >= 0.9 * analytic
 
 
+@pytest.mark.slow
 def test_binary_interleaves_two_settings_and_runs_the_data_mode(tmp_path):
   """`python -m gr_jax.bench` end to end from outside the repository (so nothing is found by
   path): two train settings timed interleaved give a paired compare line; the data mode takes

@@ -140,6 +140,7 @@ def test_gpu_xla_flags_keep_user_flags():
   assert "--xla_gpu_enable_while_loop_double_buffering=true" in out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("chunk", [4, 7, 64])
 def test_chunked_cross_entropy_matches_dense(chunk):
   keys = jax.random.split(jax.random.key(0), 3)
@@ -176,6 +177,7 @@ def _reference_t5_attention(query, key, value, *, bias=None, mask=None):
   return jnp.einsum("bhqk,bkhd->bqhd", probs, value)
 
 
+@pytest.mark.slow
 def test_model_fused_attention_matches_reference_with_bias_and_mask():
   keys = jax.random.split(jax.random.key(1), 4)
   b, lq, lk, h, dh = 2, 3, 5, 2, 4

@@ -54,6 +54,7 @@ def test_scale_mode_is_registered():
   assert "scale" in cli.MODES
 
 
+@pytest.mark.slow
 def test_ids_record_fields_and_one_id_per_item(scale_run):
   recs, again, _, _, codes = scale_run
   assert [r["kind"] for r in recs] == ["scale_ids", "scale_decode"]
@@ -103,6 +104,7 @@ def test_decode_record_returns_catalogue_items(scale_run):
   assert rec["finite_returns"] == rec["returns_spelling_an_item"] > 0
 
 
+@pytest.mark.slow
 def test_memory_part_compares_atomic_and_semantic_vocabularies():
   recs = scale_bench.train_memory(
     num_items=N, num_id_tokens=40, tokens_per_item=3, preset="tiny", batch_size=2, encoder_len=4
@@ -122,6 +124,7 @@ def _blobs_with_duplicates():
   return x
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("make", [scale_bench.synthetic_embeddings, _blobs_with_duplicates])
 def test_blocked_kmeans_matches_the_one_piece_path(monkeypatch, make):
   """Above CHUNK_ENTRIES k-means runs on row blocks (a ragged last block here): same codes, and

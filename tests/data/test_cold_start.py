@@ -59,6 +59,7 @@ def _blobs(seed, centers, per, dim, spread=0.2):
   ).astype(np.float32)
 
 
+@pytest.mark.slow
 def test_quantise_and_cold_start_codes_equal_the_numpy_reference():
   x = _blobs(0, centers=12, per=30, dim=6)
   rq = rq_lib.rq_kmeans(x, levels=3, codebook_size=4, seed=1, iters=10)
@@ -293,6 +294,7 @@ def test_add_items_appends_new_ids_and_leaves_the_dataset_alone(reserved):
   np.testing.assert_array_equal(t.catalog.codes[: n + 3], ncat.codes)
 
 
+@pytest.mark.slow
 def test_a_decoded_new_id_maps_back_to_the_new_item(reserved):
   """Beam search through the extended catalogue's trie, with logits that favour one new item's
   tokens, returns that item; through the old trie it cannot."""
@@ -372,6 +374,7 @@ def test_new_item_file_errors_name_file_line_and_field(reserved, tmp_path):
     cold_start.add_items(ds.directory, str(tmp_path / "none.jsonl"), str(tmp_path / "o"))
 
 
+@pytest.mark.slow
 def test_the_binary_writes_the_dataset_and_reports_errors_in_one_line(reserved, tmp_path):
   from tests.test_binaries_config import one_line_error, run_binary
 
@@ -454,6 +457,7 @@ def test_biencoder_atomic_and_old_datasets_are_refused(reserved, tiny_dataset_di
     cold_start.add_items(str(old), items, str(tmp_path / "old_out"))
 
 
+@pytest.mark.slow
 def test_file_embeddings_take_the_users_vectors(reserved, tmp_path):
   from gr_jax.data import ProcessedDataset, prepare_dataset
 

@@ -97,6 +97,7 @@ def joint_dataset(embedded):
   )
 
 
+@pytest.mark.slow  # trains the module's bi-encoder (its fixtures) on first use
 def test_the_file_gives_the_dataset_the_in_process_embeddings_gave(
   embedded, joint_dataset, tmp_path
 ):
@@ -138,6 +139,7 @@ def test_the_file_gives_the_dataset_the_in_process_embeddings_gave(
   assert m["config_hash"] == prepare.config_hash(_biencoder_tiny())
 
 
+@pytest.mark.slow  # trains the module's bi-encoder (its fixtures) on first use
 def test_joint_embeddings_give_a_valid_catalogue_and_record_the_biencoder(embedded, joint_dataset):
   _, npy, desc, _, summaries = embedded
   cat, m = joint_dataset.catalog, joint_dataset.manifest
@@ -179,6 +181,7 @@ def test_joint_embeddings_give_a_valid_catalogue_and_record_the_biencoder(embedd
   assert os.path.isdir(os.path.join(run, "checkpoints"))
 
 
+@pytest.mark.slow  # trains the module's bi-encoder (its fixtures) on first use
 def test_biencoder_never_reads_held_out_rows(embedded):
   _, _, _, reads, _ = embedded
   during = [r for r in reads if r[0] == "train"]
@@ -209,6 +212,7 @@ class _FakeSplits:
     }
 
 
+@pytest.mark.slow  # trains the module's bi-encoder (its fixtures) on first use
 def test_manifest_recall_is_the_models_own(joint_dataset):
   """valid_recall recomputed in numpy from the embed step's run: cosine of every item, strict
   ranks."""
@@ -230,6 +234,7 @@ def test_manifest_recall_is_the_models_own(joint_dataset):
       assert got[f"recall@{k}"] == pytest.approx(float(np.mean(above < k)), abs=1.5 / len(q))
 
 
+@pytest.mark.slow  # trains the module's bi-encoder (its fixtures) on first use
 def test_embed_items_is_deterministic_and_reuses_its_run(embedded, tmp_path):
   _, npy, desc, _, _ = embedded
   # A fresh workdir: the bi-encoder trains again, to the same bytes.
@@ -251,6 +256,7 @@ def test_embed_items_is_deterministic_and_reuses_its_run(embedded, tmp_path):
   assert json.loads((tmp_path / "emb" / "joint.json").read_text())["sha256"] == desc["sha256"]
 
 
+@pytest.mark.slow  # trains the module's bi-encoder (its fixtures) on first use
 def test_the_study_prepare_stage_embeds_then_prepares(embedded, joint_dataset):
   """reproduce's prepare stage runs the embed step in the cache beside the dataset (reusing the
   trained run there) and prepares from its file: the same dataset as the two binaries give."""
@@ -278,6 +284,7 @@ def test_the_study_prepare_stage_embeds_then_prepares(embedded, joint_dataset):
   assert config.data.semantic.embedding_file == ""
 
 
+@pytest.mark.slow  # trains the module's bi-encoder (its fixtures) on first use
 def test_atomic_and_semantic_examples_must_match(embedded, joint_dataset):
   _, npy, _, _, _ = embedded
   reader = ie.BiencoderFile(_with_file(_biencoder_tiny(), npy))
@@ -303,6 +310,7 @@ def test_prepare_without_the_file_names_embed_items(tmp_path):
   assert not os.listdir(tmp_path)  # refused before any work
 
 
+@pytest.mark.slow  # trains the module's bi-encoder (its fixtures) on first use
 def test_prepare_checks_the_file_against_its_config(embedded, tmp_path):
   _, npy, desc, _, _ = embedded
   ds = str(tmp_path / "ds")
@@ -339,6 +347,7 @@ def test_prepare_checks_the_file_against_its_config(embedded, tmp_path):
   assert other.manifest["semantic_ids"]["embedding_info"]["sha256"] == desc["sha256"]
 
 
+@pytest.mark.slow  # trains the module's bi-encoder (its fixtures) on first use
 def test_a_changed_embeddings_file_rebuilds_the_dataset(embedded, tmp_path, caplog):
   _, npy, desc, _, _ = embedded
   mine = tmp_path / "emb.npy"

@@ -84,6 +84,7 @@ def test_kmeans_plus_plus_seeds_one_centroid_per_blob():
   assert np.isfinite(np.asarray(cent)).all()
 
 
+@pytest.mark.slow
 def test_balanced_assignment_gives_near_equal_sizes():
   # One dense blob of 70 rows and three of 10: plain k-means keeps the skew, balanced does not.
   rng = np.random.default_rng(0)
@@ -107,6 +108,7 @@ def test_balanced_assignment_gives_near_equal_sizes():
   assert np.asarray(rq.balanced_assignment(d)).tolist() == [0, 1, 2]
 
 
+@pytest.mark.slow
 def test_capped_fit_uses_a_seeded_sample_and_assigns_every_item_to_its_nearest_code():
   """max_points_per_code: each level's centroids are k-means of the same seeded sample of rows
   (FAISS's max_points_per_centroid); every row then takes its nearest centroid (NumPy check)."""
@@ -172,6 +174,7 @@ def test_diagnostics_on_a_hand_made_example():
   assert unique["collision_rate"] == 0.0 and unique["largest_collision_group"] == 1
 
 
+@pytest.mark.slow
 def test_build_gives_every_item_one_id_and_the_mapping_round_trips(tmp_path):
   # Three topics, many near-identical titles: collisions are certain with 2 x 2 codes.
   titles = [f"{t} {t}s word{i % 3}" for t in ("jazz", "rock", "opera") for i in range(6)]
@@ -386,6 +389,7 @@ def test_codebook_size_for_follows_the_catalogue():
   assert sem.codebook_size_for(78, 3, 256) == 256 and sem.codebook_size_for(78, 3, -1) == -1
 
 
+@pytest.mark.slow
 def test_quickstart_semantic_ids_prepare_with_an_auto_codebook(tmp_path, caplog):
   """`--config.data.id_scheme=semantic` on the quickstart (78 items) once stopped with "256 codes
   per level but only 78 items": the default codebook size now follows the catalogue and the

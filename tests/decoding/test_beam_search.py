@@ -86,6 +86,7 @@ CONFIGS = [  # (num_beams, groups, diversity_penalty, length_penalty, early_stop
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("n,g,dp,lp,early,cache", CONFIGS)
 def test_matches_hf_reference(n, g, dp, lp, early, cache):
   b, v, l = 3, 7, 4
@@ -167,6 +168,7 @@ def atomic_allowed(offset, num, eos):
 V_C = 12
 
 
+@pytest.mark.slow
 def test_atomic_constraint_brute_force_and_reference():
   b, l, r = 2, 2, 4
   con = AtomicItemConstraint(token_offset=4, num_items=8, eos_id=1)
@@ -198,6 +200,7 @@ def test_atomic_constraint_brute_force_and_reference():
     assert items[q][0] == int(got_s[q, 0, 0]) - 4
 
 
+@pytest.mark.slow
 def test_trie_constraint_brute_force():
   v, l, r = 9, 4, 5
   items = np.array(
@@ -240,6 +243,7 @@ def test_trie_constraint_brute_force():
       assert tuple(x for x in items[it] if x >= 0) in valid
 
 
+@pytest.mark.slow
 def test_trie_100k_items_only_valid():
   rng = np.random.default_rng(0)
   num, code = 100_000, 48
@@ -296,6 +300,7 @@ def test_bad_input_errors():
     make_spec(10, 4, 2, 2, 5, False)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("groups", [1, 2, 30])
 def test_compiled_search_never_sorts_the_candidates(groups):
   """Each group's top-2S must compile to XLA's TopK, not a sort of all S*V candidates: the sort

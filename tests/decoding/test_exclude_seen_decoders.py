@@ -60,6 +60,7 @@ def test_exclusion_mask():
     exclusion_mask([[5]], 5)
 
 
+@pytest.mark.slow
 def test_topk_exact_drops_exactly_the_history_items(model):
   ids = _inputs()
   con = AtomicItemConstraint(TEXT_VOCAB, NUM_ITEMS, EOS)
@@ -81,6 +82,7 @@ def test_topk_exact_drops_exactly_the_history_items(model):
     assert np.isneginf(sc[q, len(want) :]).all()
 
 
+@pytest.mark.slow
 def test_beam_search_atomic_drops_exactly_the_history_items(model):
   """A beam per item (exhaustive with one group): the masked ranking is the unmasked one without
   the history items, topped up from further down, with the same scores."""
@@ -127,6 +129,7 @@ def _trie_search(con, step_fn, b, v, depth, n, r):
   return sequences_to_items(np.asarray(seqs), con, np.asarray(sc))
 
 
+@pytest.mark.slow
 def test_beam_search_semantic_trie_drops_exactly_the_history_items():
   """Semantic IDs: a beam as wide as the catalogue is exhaustive, so the masked top-R must be the
   unmasked full ranking without the history items. The codes include one-token items (root leaves)

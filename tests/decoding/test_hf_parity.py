@@ -73,6 +73,7 @@ CONFIGS = [  # (num_beams, groups, diversity_penalty, length_penalty, early_stop
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("n,g,dp,lp,early,l", CONFIGS)
 def test_matches_transformers(models, n, g, dp, lp, early, l):
   hf, model = models
@@ -93,6 +94,7 @@ def test_matches_transformers(models, n, g, dp, lp, early, l):
   np.testing.assert_allclose(np.asarray(got_sc), want_sc, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_groups_finish_at_different_steps_and_cache_modes_agree(models):
   hf, model = models
   n, g, dp, lp, l, r = 6, 3, 0.5, 1.0, 5, 6
@@ -159,6 +161,7 @@ def test_reference_matches_transformers(models):
     np.testing.assert_allclose(got[1], want[1], rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_atomic_constraint_matches_prefix_allowed_tokens_fn(models):
   hf, model = models
   con = AtomicItemConstraint(token_offset=4, num_items=8, eos_id=1)
@@ -183,6 +186,7 @@ def test_atomic_constraint_matches_prefix_allowed_tokens_fn(models):
   np.testing.assert_allclose(np.asarray(got_sc), want_sc, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_penalties_are_traced_no_recompile(models):
   _, model = models
   kw = dict(num_beams=6, num_beam_groups=3, max_new_tokens=3, num_return_sequences=6)

@@ -52,6 +52,7 @@ def _brute_force(model, ids, k):
   return order, np.take_along_axis(item, order, axis=1), item
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("k", [1, 7, NUM_ITEMS])
 def test_matches_brute_force_topk(model, k):
   ids = _inputs()
@@ -73,6 +74,7 @@ def test_matches_brute_force_topk(model, k):
   assert sequences_to_items(seqs, con, scores) == want_idx.tolist()
 
 
+@pytest.mark.slow
 def test_ties_are_ordered_by_item_index_and_cut_deterministically(model):
   ids = _inputs(seed=1)
   _, _, item = _brute_force(model, ids, NUM_ITEMS)
@@ -92,6 +94,7 @@ def test_ties_are_ordered_by_item_index_and_cut_deterministically(model):
   np.testing.assert_array_equal(again - TEXT_VOCAB, want_idx)
 
 
+@pytest.mark.slow
 def test_one_compiled_program_per_shape(model):
   ids = _inputs()
   topk_exact(model, ids, num_return_sequences=4)

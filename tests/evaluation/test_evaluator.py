@@ -157,6 +157,7 @@ def test_no_checkpoint_is_one_line_error(tmp_path):
     evaluator.evaluate(str(tmp_path / "nope"))
 
 
+@pytest.mark.slow
 def test_real_beam_search_decode_matches_sequences_to_items():
   """decode_queries over the real decoder (tiny random T5) agrees with sequences_to_items."""
   from flax import nnx
@@ -279,6 +280,7 @@ def _numpy_topk_run(model, enc, qids, k):
   return {q: [(f"item{j}", item[r, j]) for j in order[r]] for r, q in enumerate(qids)}
 
 
+@pytest.mark.slow
 def test_topk_exact_beside_beam_in_one_run(run_dir, monkeypatch, tmp_path):
   """decode.method=topk_exact by override, written to its own subdirectory next to beam's."""
   model = _tiny_t5()

@@ -53,11 +53,13 @@ def pair(request):
   return models
 
 
+@pytest.mark.slow
 def test_params_do_not_depend_on_attention_impl(pair):
   a, b = (nnx.to_pure_dict(nnx.state(m, nnx.Param)) for m in pair)
   jax.tree.map(np.testing.assert_array_equal, a, b)
 
 
+@pytest.mark.slow
 def test_dot_product_attention_logits_equal_einsum(pair):
   enc, dec = _inputs()
   mask = enc != 0
@@ -81,6 +83,7 @@ def test_dot_product_attention_logits_equal_einsum(pair):
   np.testing.assert_allclose(got3, got, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_dot_product_attention_beams_and_gradients():
   base = _cfg(num_decoder_layers=2)  # gated-gelu, untied; two decoder layers share the relpos bias
   pair = [

@@ -87,6 +87,7 @@ def test_deterministic_and_zero_rate_are_the_identity():
   np.testing.assert_array_equal(layers.relu_dropout(x, 0.1, None, 0), jax.nn.relu(x))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("impl", ["threefry2x32", "rbg"])
 def test_relu_dropout_equals_dropout_of_relu_values_and_gradients(impl):
   x = jax.random.normal(jax.random.key(2), (32, 48))

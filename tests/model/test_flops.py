@@ -40,6 +40,7 @@ CONFIGS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fields", CONFIGS)
 @pytest.mark.parametrize("enc_len,dec_len", [(16, 2), (7, 5)])
 def test_forward_and_train_match_jaxpr(fields, enc_len, dec_len):

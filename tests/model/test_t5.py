@@ -55,6 +55,7 @@ def model(request):
   return T5(_tiny(feed_forward_proj=request.param, tie_word_embeddings=tie), rngs=nnx.Rngs(3))
 
 
+@pytest.mark.slow
 def test_logits_shape_and_vocab(model):
   enc, dec = _inputs()
   logits = _fwd(model, enc, dec)
@@ -82,6 +83,7 @@ def test_decode_beams_broadcast_equals_per_beam_call(model):
     numerics.assert_close_f32(out[:, n], ref, n_terms=numerics.t5_forward_terms(model.config))
 
 
+@pytest.mark.slow
 def test_decode_step_matches_decode_prefix(model):
   enc, _ = _inputs()
   rng = np.random.default_rng(2)
@@ -110,6 +112,7 @@ def test_decode_step_matches_decode_prefix(model):
     )
 
 
+@pytest.mark.slow
 def test_dropout_needs_key_and_is_reproducible(model):
   enc, dec = _inputs()
   with pytest.raises(ValueError, match="dropout_rng"):
@@ -125,6 +128,7 @@ def test_dropout_needs_key_and_is_reproducible(model):
   np.testing.assert_array_equal(_fwd(model, enc, dec, key=_key(0)), eval_logits)
 
 
+@pytest.mark.slow
 def test_remat_same_values_and_grads():
   cfg = _tiny(dropout_rate=0.1, num_encoder_layers=1, num_decoder_layers=1)
   enc, dec = _inputs()
@@ -145,6 +149,7 @@ def test_remat_same_values_and_grads():
   numerics.assert_trees_close_f32(out[True][1], out[False][1], n_terms=terms)
 
 
+@pytest.mark.slow
 def test_bf16_compute_float32_params():
   enc, dec = _inputs()
   m32 = T5(_tiny(), rngs=nnx.Rngs(0))
@@ -157,6 +162,7 @@ def test_bf16_compute_float32_params():
   assert 0 < err < 0.1 * np.abs(np.asarray(l32)).max()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bidirectional", [True, False])
 @pytest.mark.parametrize("buckets,max_distance", [(32, 128), (8, 20), (10, 7)])
 def test_relative_position_bucket_matches_hf(bidirectional, buckets, max_distance):
@@ -194,6 +200,7 @@ _HF_COUNTS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset", sorted(_HF_COUNTS))
 def test_preset_param_counts_match_hf(preset):
   abstract = nnx.eval_shape(lambda: T5(T5Config.from_preset(preset), rngs=nnx.Rngs(0)))

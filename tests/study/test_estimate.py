@@ -4,6 +4,8 @@ from a train step timed on this machine; the estimate changes no file and no sta
 import os
 import re
 
+import pytest
+
 from gr_jax.study import build_plan, estimate, run_plan, runner
 from gr_jax.study import stages as stages_lib
 from gr_jax.study.plan import MODEL_TASKS
@@ -17,6 +19,7 @@ def _tiny_plan(tmp_path, **reproduce):
   return build_plan(config, str(tmp_path / "study"))
 
 
+@pytest.mark.slow
 def test_reproduce_prints_a_measured_estimate_before_any_stage(tmp_path, monkeypatch):
   plan = _tiny_plan(tmp_path)
   assert plan.config.reproduce.estimate_time  # on by default

@@ -92,6 +92,7 @@ def _one_item_decoder(model, config, catalog):
 # ----------------------------------------------------------------------------------- checksums
 
 
+@pytest.mark.slow
 def test_silently_damaged_newest_checkpoint_falls_back_everywhere(
   run, tiny_dataset, tmp_path, caplog
 ):
@@ -128,6 +129,7 @@ def test_silently_damaged_newest_checkpoint_falls_back_everywhere(
   ]
 
 
+@pytest.mark.slow
 def test_flipped_bytes_fall_back_and_the_cli_prints_no_traceback(
   run, subprocess_env, tmp_path, caplog
 ):

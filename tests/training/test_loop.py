@@ -29,6 +29,7 @@ def joint_run(tiny_dataset, tmp_path_factory):
   return workdir, summary
 
 
+@pytest.mark.slow
 def test_loss_decreases_and_run_outputs(joint_run, tiny_dataset):
   workdir, summary = joint_run
   recs = _records(workdir)
@@ -53,6 +54,7 @@ def test_loss_decreases_and_run_outputs(joint_run, tiny_dataset):
   assert checkpointing.best_step(workdir) == best == summary["best_step"]
 
 
+@pytest.mark.slow
 def test_restore_for_inference_reproduces_validation_loss(joint_run, tiny_dataset):
   workdir, summary = joint_run
   model, config, step = checkpointing.restore_for_inference(workdir)
@@ -83,6 +85,7 @@ def test_restore_for_inference_without_checkpoint(tmp_path):
     checkpointing.restore_for_inference(str(tmp_path))
 
 
+@pytest.mark.slow
 def test_damaged_latest_checkpoint_is_skipped(joint_run, tiny_dataset, tmp_path, caplog):
   src, _ = joint_run
   workdir = str(tmp_path / "run")
@@ -110,6 +113,7 @@ def test_damaged_latest_checkpoint_is_skipped(joint_run, tiny_dataset, tmp_path,
   assert got == want  # bitwise: same data order and dropout keys after the resume
 
 
+@pytest.mark.slow
 def test_async_checkpoints_equal_sync_ones_and_resume(joint_run, tiny_dataset, tmp_path):
   """checkpoint.async_save=True: the same losses, the same kept steps (last 2 + best), the same
   saved parameters as the synchronous run, and a resume from them continues bitwise the same."""
@@ -151,6 +155,7 @@ def test_config_mismatch_is_a_clear_error(joint_run, tiny_dataset, tmp_path):
     assert f.read() == before  # the refused config did not overwrite the run's
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["search", "rec"])
 def test_single_task_models_train(kind, tiny_dataset, tmp_path):
   # Gen_S and Gen_R: the same config but data.tasks (the joint kind is `joint_run`).
@@ -169,6 +174,7 @@ def test_single_task_models_train(kind, tiny_dataset, tmp_path):
   assert np.isfinite(summary["val_loss"])
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tiny_dataset, tmp_path):
   config = tiny_config.make(
     tiny_dataset,

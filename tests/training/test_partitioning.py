@@ -117,6 +117,7 @@ _SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_sharded_model_matches_unsharded_on_8_cpu_devices():
   env = dict(os.environ)
   env["XLA_FLAGS"] = (

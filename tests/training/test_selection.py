@@ -60,6 +60,7 @@ def selected_run(tiny_dataset, tmp_path_factory):
   return workdir, summary, reads
 
 
+@pytest.mark.slow
 def test_selection_decodes_only_the_valid_split(selected_run):
   _, _, reads = selected_run
   assert reads and set(reads) == {"valid"}
@@ -95,6 +96,7 @@ def test_rerun_of_a_stopped_run_does_not_train_on(selected_run, tiny_dataset):
   assert _records(workdir) == before  # nothing trained, nothing logged
 
 
+@pytest.mark.slow
 def test_evaluate_best_uses_the_selected_checkpoint_and_says_so(selected_run, tmp_path):
   workdir, _, _ = selected_run
   best = checkpointing.best_step(workdir)

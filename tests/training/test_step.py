@@ -33,6 +33,7 @@ def _batch(rng, b, vocab, enc_len=7, n_items=0):
   }
 
 
+@pytest.mark.slow
 def test_loss_and_task_metrics_match_hugging_face(hf_t5_factory):
   torch = pytest.importorskip("torch")
   from gr_jax.model import load_hf_checkpoint
@@ -96,6 +97,7 @@ def _setup(accum, dropout=0.0, clip=1.0, dtype="float32"):
   return mesh, fresh, fn
 
 
+@pytest.mark.slow
 def test_gradient_accumulation_equals_one_big_batch(compile_cache):
   batch = _batch(np.random.default_rng(1), 8, 50, n_items=10)
   results = []
@@ -122,6 +124,7 @@ def test_gradient_accumulation_equals_one_big_batch(compile_cache):
   assert max(moved) > 1e-4
 
 
+@pytest.mark.slow
 def test_dropout_is_a_function_of_seed_and_step(compile_cache):
   batch = _batch(np.random.default_rng(2), 8, 50, n_items=10)
   mesh, fresh, fn = _setup(1, dropout=0.3)
@@ -137,6 +140,7 @@ def test_dropout_is_a_function_of_seed_and_step(compile_cache):
   assert float(m_a["loss_sum"]) != float(m_d["loss_sum"])  # other step: other masks
 
 
+@pytest.mark.slow
 def test_hardware_dropout_prng_is_deterministic_and_dropout_only(compile_cache):
   """train.dropout_prng=rbg: masks are a function of (seed, step) as with threefry; they differ
   from threefry's; with dropout off the PRNG changes nothing (it only feeds the masks)."""
@@ -295,6 +299,7 @@ def _item_batch(parts, params, seed=7, b=8):
   return {k: jnp.asarray(v) for k, v in batch.items()}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tie", [True, False])
 def test_chunked_loss_and_gradients_equal_full(tie):
   _, _, parts, params = _chunk_parts(tie)
@@ -324,6 +329,7 @@ def test_chunked_loss_and_gradients_equal_full(tie):
   assert float(np.abs(jax.tree.leaves(g_full)[0]).max()) > 0
 
 
+@pytest.mark.slow
 def test_chunked_train_step_metrics_equal_full(compile_cache):
   cfg, mesh, parts, params = _chunk_parts(False)
   batch = jax.device_get(_item_batch(parts, params, seed=9))
