@@ -5,8 +5,13 @@ has its own logits row; the same table serves the jitted search (as a step_fn) a
 reference / brute force (as logits_fn(row, prefix)).
 """
 
+import functools
+
+import jax
 import jax.numpy as jnp
 import numpy as np
+
+from gr_jax.decoding import beam_search_core
 
 
 class TableLM:
@@ -51,3 +56,26 @@ def table_step_fn(table, max_len):
     return logits, cache
 
   return step_fn
+
+
+@functools.partial(jax.jit, static_argnames=("spec", "use_cache", "one_hot", "first_step_once"))
+def run_table_search(
+  table, dp, lp=1.0, constraint=None, *, spec, use_cache=False, one_hot=False, first_step_once=True
+):
+  """`beam_search_core` over a logits table (diversity penalty dp, length penalty lp: traced).
+
+  With a cache, each beam's prefix number is carried in it (see `table_step_fn`), so a wrong
+  step-0 broadcast or cache reorder changes which logits row later steps read."""
+  b = table.shape[0]
+  cache = jnp.zeros((b, spec.num_beams), jnp.float32) if use_cache else None
+  return beam_search_core(
+    table_step_fn(table, spec.max_new_tokens),
+    cache,
+    b,
+    spec,
+    dp,
+    lp,
+    constraint=constraint,
+    one_hot_gather=one_hot,
+    first_step_once=first_step_once,
+  )

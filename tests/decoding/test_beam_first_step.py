@@ -9,14 +9,12 @@ cache to the beams, instead of running it on num_beams identical beams.
 - The decoder is really traced on [B, 1] at step 0 (fails on a search that runs it per beam).
 """
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-from tables import TableLM, table_step_fn
+from tables import TableLM, run_table_search, table_step_fn
 
 from gr_jax.decoding import (
   AtomicItemConstraint,
@@ -48,23 +46,8 @@ def make_spec(vocab, n, g, l, r):
   )
 
 
-@functools.partial(jax.jit, static_argnames=("spec", "use_cache", "one_hot", "first"))
-def run_core(table, dp, constraint=None, *, spec, use_cache, one_hot=False, first):
-  b = table.shape[0]
-  # The table step_fn's cache is each beam's prefix number: a wrong step-0 broadcast or reorder
-  # changes which logits row later steps read.
-  cache = jnp.zeros((b, spec.num_beams), jnp.float32) if use_cache else None
-  return beam_search_core(
-    table_step_fn(table, spec.max_new_tokens),
-    cache,
-    b,
-    spec,
-    dp,
-    1.0,
-    constraint=constraint,
-    one_hot_gather=one_hot,
-    first_step_once=first,
-  )
+def run_core(table, dp, constraint=None, *, first, **kw):
+  return run_table_search(table, dp, 1.0, constraint, first_step_once=first, **kw)
 
 
 def assert_same_search(table, dp, constraint=None, **kw):

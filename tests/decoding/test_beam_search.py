@@ -4,14 +4,12 @@ Sequences are compared exactly; scores (sums of float32 log-softmax values over 
 `steps` steps, against NumPy) to float32 accuracy for `vocab * steps` terms (tests/numerics.py).
 """
 
-import functools
-
 import hf_reference as ref
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from tables import TableLM, table_step_fn
+from tables import TableLM, run_table_search
 
 from tests import numerics
 
@@ -19,20 +17,7 @@ from gr_jax.decoding import AtomicItemConstraint, PrefixTrieConstraint, SearchSp
 from gr_jax.decoding import beam_search_core, sequences_to_items
 
 
-@functools.partial(jax.jit, static_argnames=("spec", "use_cache", "one_hot"))
-def run_core(table, dp, lp, constraint=None, *, spec, use_cache=False, one_hot=False):
-  b = table.shape[0]
-  cache = jnp.zeros((b, spec.num_beams), jnp.float32) if use_cache else None
-  return beam_search_core(
-    table_step_fn(table, spec.max_new_tokens),
-    cache,
-    b,
-    spec,
-    dp,
-    lp,
-    constraint=constraint,
-    one_hot_gather=one_hot,
-  )
+run_core = run_table_search  # (table, dp, lp, constraint=None, *, spec, use_cache, one_hot)
 
 
 def make_spec(vocab, n, g, l, r, early):

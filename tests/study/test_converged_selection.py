@@ -14,6 +14,7 @@ from gr_jax.evaluation import runs
 from gr_jax.study import analyses, estimate, report
 from gr_jax.study import plan as plan_lib
 from gr_jax.study import stages as stage_lib
+from tests.study import fabricate
 from tests.study.test_plan import load_config
 
 
@@ -159,32 +160,9 @@ def _converged_report(tmp_path, monkeypatch):
       _write_run(run, values, metric, capped=capped, best_steps=best_steps, mean_rule=mean_rule)
     )
   headline = stats.compare_models(groups, task=["search", "rec"], metric=metric)
-  block = {
-    "budget": "converged",
-    "decode": "beam",
-    "groups": groups,
-    "headline": headline,
-    "all_metrics": [],
-    "training": training,
-    "distinct_items": {},
-    "vs_baseline": [],
-  }
-  analysis = {
-    "point": point.name,
-    "headline_metric": metric,
-    "sweep_value": None,
-    "sweep_fields": {},
-    "blocks": [block],
-    "groups": groups,
-    "headline": headline,
-    "all_metrics": [],
-    "baselines": {},
-    "manifest_stats": {},
-    "h1": [],
-    "h2": [],
-    "tsne": {},
-  }
-  runs.write_json(os.path.join(plan.workdir, "analysis", point.name, "analysis.json"), analysis)
+  fabricate.write_analysis(
+    plan, point, metric, groups, headline, budget="converged", decode="beam", training=training
+  )
   # The validation-curve plot reads the prepared datasets, which a fabricated study has not.
   monkeypatch.setattr(report, "validation_curves", lambda plan, point: None)
   md_path = report.write_report(plan)

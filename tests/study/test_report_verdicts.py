@@ -15,6 +15,7 @@ from gr_jax.schema import TASKS
 from gr_jax.study import analyses
 from gr_jax.study import plan as plan_lib
 from gr_jax.study import report
+from tests.study import fabricate
 from tests.study.test_plan import load_config
 
 VERDICTS = {
@@ -72,32 +73,16 @@ def _fabricated_report(tmp_path, seeds, manifest_stats=None) -> str:
     )
     groups["rec"].append(_write_run(f"{base}/rec", {"rec": rec_base}, s, metric))
   headline = stats.compare_models(groups, task=["search", "rec"], metric=metric)
-  block = {
-    "budget": "epochs",
-    "decode": "beam",
-    "groups": groups,
-    "headline": headline,
-    "all_metrics": [],
-    "training": {},
-    "distinct_items": {},
-    "vs_baseline": [],
-  }
-  analysis = {
-    "point": point.name,
-    "headline_metric": metric,
-    "sweep_value": None,
-    "sweep_fields": {},
-    "blocks": [block],
-    "groups": groups,
-    "headline": headline,
-    "all_metrics": [],
-    "baselines": {},
-    "manifest_stats": manifest_stats or {},
-    "h1": [],
-    "h2": [],
-    "tsne": {},
-  }
-  runs.write_json(os.path.join(plan.workdir, "analysis", point.name, "analysis.json"), analysis)
+  fabricate.write_analysis(
+    plan,
+    point,
+    metric,
+    groups,
+    headline,
+    budget="epochs",
+    decode="beam",
+    manifest_stats=manifest_stats,
+  )
   return report.write_report(plan)
 
 
