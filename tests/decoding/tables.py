@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gr_jax.decoding import beam_search_core
+from gr_jax.decoding import SearchSpec, beam_search_core
 
 
 class TableLM:
@@ -56,6 +56,22 @@ def table_step_fn(table, max_len):
     return logits, cache
 
   return step_fn
+
+
+def table_spec(vocab, n, g, l, r, early=False):
+  """The search over a table: n beams in g groups, l new tokens, r returned; EOS 1, pad and
+  decoder start 0 (as `TableLM` numbers its tokens)."""
+  return SearchSpec(
+    num_beams=n,
+    num_beam_groups=g,
+    vocab_size=vocab,
+    max_new_tokens=l,
+    num_return_sequences=r,
+    eos_id=1,
+    pad_id=0,
+    decoder_start_id=0,
+    early_stopping=early,
+  )
 
 
 @functools.partial(jax.jit, static_argnames=("spec", "use_cache", "one_hot", "first_step_once"))

@@ -14,12 +14,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-from tables import TableLM, run_table_search, table_step_fn
+from tables import TableLM, run_table_search, table_spec, table_step_fn
 
 from gr_jax.decoding import (
   AtomicItemConstraint,
   PrefixTrieConstraint,
-  SearchSpec,
   beam_search,
   beam_search_core,
   exclusion_mask,
@@ -33,17 +32,7 @@ TEXT_VOCAB = 40
 NUM_ITEMS = 16  # item tokens [TEXT_VOCAB, TEXT_VOCAB + NUM_ITEMS)
 
 
-def make_spec(vocab, n, g, l, r):
-  return SearchSpec(
-    num_beams=n,
-    num_beam_groups=g,
-    vocab_size=vocab,
-    max_new_tokens=l,
-    num_return_sequences=r,
-    eos_id=EOS,
-    pad_id=0,
-    decoder_start_id=0,
-  )
+make_spec = table_spec
 
 
 def run_core(table, dp, constraint=None, *, first, **kw):

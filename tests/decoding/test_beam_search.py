@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from tables import TableLM, run_table_search
+from tables import TableLM, run_table_search, table_spec
 
 from tests import numerics
 
@@ -20,18 +20,7 @@ from gr_jax.decoding import beam_search_core, sequences_to_items
 run_core = run_table_search  # (table, dp, lp, constraint=None, *, spec, use_cache, one_hot)
 
 
-def make_spec(vocab, n, g, l, r, early):
-  return SearchSpec(
-    num_beams=n,
-    num_beam_groups=g,
-    vocab_size=vocab,
-    max_new_tokens=l,
-    num_return_sequences=r,
-    eos_id=1,
-    pad_id=0,
-    decoder_start_id=0,
-    early_stopping=early,
-  )
+make_spec = table_spec
 
 
 def reference(lm, b, n, g, dp, lp, l, r, early, allowed_fn=None):

@@ -4,6 +4,20 @@ write, built from run directories the test wrote itself (no training, no decodin
 import os
 
 from gr_jax.evaluation import runs
+from gr_jax.study import analyses
+from gr_jax.study import plan as plan_lib
+from tests.study.test_plan import load_config
+
+
+def quickstart_plan(tmp_path, seeds: int, budget: str):
+  """The quickstart's plan with `seeds` seeds, one budget, the beam decoder and no H1/H2
+  analyses, under tmp_path/study -> (plan, its one point, the headline metric)."""
+  config = load_config("quickstart", f"seeds={seeds}")
+  config.reproduce.budgets = (budget,)
+  config.reproduce.decoders = ("beam",)
+  config.reproduce.analyses = False
+  plan = plan_lib.build_plan(config, str(tmp_path / "study"))
+  return plan, plan.points[0], analyses.headline_metric(plan.config)
 
 
 def write_analysis(

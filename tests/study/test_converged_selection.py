@@ -11,7 +11,7 @@ import numpy as np
 
 from gr_jax.analysis import stats
 from gr_jax.evaluation import runs
-from gr_jax.study import analyses, estimate, report
+from gr_jax.study import estimate, report
 from gr_jax.study import plan as plan_lib
 from gr_jax.study import stages as stage_lib
 from tests.study import fabricate
@@ -137,13 +137,7 @@ def _write_run(run, values, metric, *, capped, best_steps, mean_rule=None):
 
 
 def _converged_report(tmp_path, monkeypatch):
-  config = load_config("quickstart", "seeds=3")
-  config.reproduce.budgets = ("converged",)
-  config.reproduce.decoders = ("beam",)
-  config.reproduce.analyses = False
-  plan = plan_lib.build_plan(config, str(tmp_path / "study"))
-  point = plan.points[0]
-  metric = analyses.headline_metric(plan.config)
+  plan, point, metric = fabricate.quickstart_plan(tmp_path, 3, "converged")
   rng = np.random.default_rng(0)
   groups, training, mean_rule_values = {}, {}, {}
   for run in point.runs:

@@ -13,10 +13,8 @@ from gr_jax.analysis import stats
 from gr_jax.evaluation import runs
 from gr_jax.schema import TASKS
 from gr_jax.study import analyses
-from gr_jax.study import plan as plan_lib
 from gr_jax.study import report
 from tests.study import fabricate
-from tests.study.test_plan import load_config
 
 VERDICTS = {
   "joint ahead (significant)",
@@ -42,13 +40,7 @@ def _write_run(d, task_values, seed, metric):
 def _fabricated_report(tmp_path, seeds, manifest_stats=None) -> str:
   """A quickstart plan whose one point has a fabricated analysis.json (`manifest_stats`: the
   point's dataset statistics, none by default); writes its report, returns report.md's path."""
-  config = load_config("quickstart", f"seeds={seeds}")
-  config.reproduce.budgets = ("epochs",)
-  config.reproduce.decoders = ("beam",)
-  config.reproduce.analyses = False
-  plan = plan_lib.build_plan(config, str(tmp_path / "study"))
-  point = plan.points[0]
-  metric = analyses.headline_metric(plan.config)
+  plan, point, metric = fabricate.quickstart_plan(tmp_path, seeds, "epochs")
   rng = np.random.default_rng(0)
   search_base, rec_base = rng.random(40), 0.2 * rng.random(60)
   # Search: joint ahead by 0.1 in every seed. Rec: seed offsets of +-0.05, far larger than 16% of
