@@ -314,7 +314,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   sa.num_epochs = 20  # passes over the training sequences (paper: 200; small for CPU runs)
   sa.num_steps = 0  # > 0 overrides num_epochs
   sa.loss = "ce"  # ce: full softmax over the catalogue | bce: paper's loss, 1 sampled negative
-  sa.eval_every_steps = 0  # validation Recall@K period (0 = once per epoch)
+  sa.eval_every_steps = 0  # validation Recall@K period (0 = per epoch, at most 20 in a run)
   sa.checkpoint_every_steps = 200  # Orbax checkpoint period; the final step is always saved
   sa.log_every_steps = 50  # training-loss line period in metrics.jsonl
   sa.eval_batch_size = 256  # queries per scoring block at validation and evaluation
@@ -332,7 +332,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   be.num_steps = 0  # > 0 overrides num_epochs
   be.loss = "ce"  # masked-item softmax over the catalogue (the only loss BERT4Rec defines)
   be.mask_ratio = 0.2  # share of items replaced by [MASK] in training (paper: 0.2 on ML-1M)
-  be.eval_every_steps = 0  # validation Recall@K period (0 = once per epoch)
+  be.eval_every_steps = 0  # validation Recall@K period (0 = per epoch, at most 20 in a run)
   be.checkpoint_every_steps = 200  # Orbax checkpoint period; the final step is always saved
   be.log_every_steps = 50  # training-loss line period in metrics.jsonl
   be.eval_batch_size = 256  # queries per scoring block at validation and evaluation
@@ -361,7 +361,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   bi.batch_size = 128  # examples per step = in-batch candidates (DPR: 128; ST docs: 16-64)
   bi.num_epochs = 10  # passes over the training examples (DPR: 40 on NQ; small for CPU runs)
   bi.num_steps = 0  # > 0 overrides num_epochs
-  bi.eval_every_steps = 0  # validation Recall@K period on each task's valid split (0 = per epoch)
+  bi.eval_every_steps = 0  # validation Recall@K on each task's valid split (0 = per epoch, <= 20)
   bi.checkpoint_every_steps = 200  # Orbax checkpoint period; the final step is always saved
   bi.log_every_steps = 50  # training-loss line period in metrics.jsonl
   bi.eval_batch_size = 256  # queries (and item texts) per scoring block

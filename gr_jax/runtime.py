@@ -19,7 +19,9 @@ def setup(workdir: str | None = None) -> None:
     cache_dir = os.path.join(workdir, ".jax_cache")
   if cache_dir:
     jax.config.update("jax_compilation_cache_dir", cache_dir)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    # Every program: a tiny model's steps compile in under half a second each, and a study
+    # compiles dozens of them per stage (loading one is ~0.1 s).
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 

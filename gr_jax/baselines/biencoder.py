@@ -525,7 +525,7 @@ def train_biencoder(
   groups = np.concatenate([_input_groups(train_rows), np.full([1], -1, np.int32)])
   steps_per_epoch = max(1, math.ceil(num / batch))
   total = int(cfg.num_steps) or int(cfg.num_epochs) * steps_per_epoch
-  eval_every = int(cfg.eval_every_steps) or steps_per_epoch
+  eval_every = common.validation_period(cfg.eval_every_steps, steps_per_epoch, total)
   ckpt_every = max(1, int(cfg.checkpoint_every_steps))
   log_every = max(1, int(cfg.log_every_steps))
   item_tokens = (

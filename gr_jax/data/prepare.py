@@ -398,7 +398,9 @@ def _first_seen(values: np.ndarray) -> np.ndarray:
   return uniq[np.argsort(first, kind="stable")]
 
 
-def _search_arrays(pairs: PairColumns, split, catalog, tokenizer, dc) -> dict[str, np.ndarray]:
+def _search_arrays(
+  pairs: PairColumns, split, catalog, tokenizer, dc, truncated: dict[str, int] | None = None
+) -> dict[str, np.ndarray]:
   rows = np.flatnonzero(pairs.split == SPLIT_CODE[split])
   q, item = pairs.query[rows], pairs.item[rows]
   if split != "train" and len(rows):
@@ -414,7 +416,9 @@ def _search_arrays(pairs: PairColumns, split, catalog, tokenizer, dc) -> dict[st
   cat_index[present] = catalog.indices([pairs.items[k] for k in present.tolist()])
   texts = [pairs.queries[k] for k in queries.tolist()]
   enc_len = int(dc.encoder_len)
-  ids = tokenizer.encode_padded(texts, enc_len, min(int(dc.max_query_tokens), enc_len))
+  ids = tokenizer.encode_padded(
+    texts, enc_len, min(int(dc.max_query_tokens), enc_len), truncated=truncated
+  )
   # One stored row per distinct query (`dataset.QueryRows` expands them on demand).
   return {
     "query_tokens": np.asarray(ids, np.int32).reshape(len(texts), enc_len),
@@ -733,8 +737,9 @@ def build(raw: RawData, dc, out_dir: str, embedder=None) -> dict[str, Any]:
   cat.save(os.path.join(out_dir, "catalog.json"))
   log.info("prepare: %d items in the catalogue; building the splits", cat.num_items)
 
+  truncated: dict[str, int] = {}
   arrays = {
-    "search": {s: _search_arrays(pairs, s, cat, tok, dc) for s in SPLITS},
+    "search": {s: _search_arrays(pairs, s, cat, tok, dc, truncated) for s in SPLITS},
     "rec": _rec_arrays(
       cat.indices(itertools.chain.from_iterable(items for _, items in sessions)),
       [len(items) for _, items in sessions],
@@ -742,6 +747,16 @@ def build(raw: RawData, dc, out_dir: str, embedder=None) -> dict[str, Any]:
       dc,
     ),
   }
+  # Queries longer than the encoder takes are cut, never dropped: say how many.
+  counts["search_queries_truncated"] = int(truncated.get("texts", 0))
+  if counts["search_queries_truncated"]:
+    log.warning(
+      "prepare: %d distinct search queries are longer than min(data.max_query_tokens=%d, "
+      "data.encoder_len=%d) tokens (EOS included) and were cut to fit",
+      counts["search_queries_truncated"],
+      int(dc.max_query_tokens),
+      int(dc.encoder_len),
+    )
   if rule == "trained_in_both":
     dropped = keep_heldout_trained_in_both(arrays)
     counts.update(dropped)

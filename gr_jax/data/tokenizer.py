@@ -58,14 +58,23 @@ class TextTokenizer:
     return self.sp.decode(ids)
 
   def encode_padded(
-    self, texts: Sequence[str], length: int, max_tokens: int | None = None
+    self,
+    texts: Sequence[str],
+    length: int,
+    max_tokens: int | None = None,
+    truncated: dict[str, int] | None = None,
   ) -> np.ndarray:
-    """int32 `[len(texts), length]`: tokens (at most max_tokens incl. EOS), EOS, then 0 padding."""
+    """int32 `[len(texts), length]`: tokens (at most max_tokens incl. EOS), EOS, then 0 padding.
+    `truncated`, when given, gets the number of texts cut to fit added under "texts"."""
     max_tokens = min(length, max_tokens or length)
     out = np.zeros((len(texts), length), np.int32)
+    cut = 0
     for row, ids in enumerate(self.sp.encode(list(texts))):
+      cut += len(ids) > max_tokens - 1
       ids = ids[: max_tokens - 1] + [EOS_ID]
       out[row, : len(ids)] = ids
+    if truncated is not None:
+      truncated["texts"] = truncated.get("texts", 0) + cut
     return out
 
   def save(self, directory: str) -> None:

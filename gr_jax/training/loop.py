@@ -10,6 +10,7 @@ from the restored iterator state, same dropout keys from `fold_in(seed_key, step
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -195,6 +196,7 @@ class _Trainer:
     abstract_state = state_lib.abstract_train_state(abstract_params, tx, shardings)
 
     selection = _Selections(self.select_metric, self.select_tasks, self.patience)
+    bests = _PendingBests(abstract_state, shardings)
     ckpt = checkpointing.Checkpointer(
       self.workdir, config, also_best=tuple(f"val/{k}" for k in selection.task_keys)
     )
@@ -322,6 +324,11 @@ class _Trainer:
           # it) or ends the run (a rerun finds it stopped); any other would be replaced by the
           # next save, so it is not written.
           do_ckpt = do_ckpt or improved or selection.converged
+        new_best_only = (
+          do_select
+          and do_ckpt
+          and not (done % self.ckpt_every == 0 or is_last or selection.converged)
+        )
         if do_eval or (do_ckpt and config.checkpoint.keep_best):
           last_val = self._validate(eval_step, state["params"], batch_sh)
           rec.update({f"val/{k}": v for k, v in last_val.items()})
@@ -330,10 +337,20 @@ class _Trainer:
         if do_ckpt:
           val = last_val.get("loss") if (do_eval or config.checkpoint.keep_best) else None
           saved["val/loss"] = val
-          ckpt.save(
-            done, state, data_state=self.loader.get_state(), config=self.config_dict, metrics=saved
-          )
-          last_good_ckpt = done
+          if new_best_only and bests.defer:
+            # Early in a run nearly every decode is a new best that the next one replaces:
+            # held on the host until a save that must happen (`_PendingBests`).
+            bests.hold(done, state, self.loader.get_state(), saved, selection)
+          else:
+            bests.flush(ckpt, self.config_dict, selection)
+            ckpt.save(
+              done,
+              state,
+              data_state=self.loader.get_state(),
+              config=self.config_dict,
+              metrics=saved,
+            )
+            last_good_ckpt = done
         window_start, window_examples = time.time(), 0
     finally:
       if metrics_f is not None:
@@ -442,6 +459,45 @@ class _Trainer:
       speed,
       mfu_s,
     )
+
+
+class _PendingBests:
+  """New-best checkpoints held in host memory until a save that must happen.
+
+  Under model selection nearly every early decode is a new best, and each save costs about half a
+  second on a CPU (Orbax) while the next new best replaces it. So a save that is due only to a new
+  best is held here as a host copy, and written (before the save that forces it, in step order)
+  by `flush` while it is still the best of some tracked metric; one that stopped being a best is
+  dropped unwritten, as retention would have deleted it. What ends up on disk is what immediate
+  saves leave (retention keeps the latest and each metric's best). A run killed in between
+  resumes from its last written checkpoint and retrains to the same bests (its metrics.jsonl is
+  cut back to that step). Only for one process and a state of at most `MAX_BYTES`: a larger or
+  multi-host state is saved at once, as before.
+  """
+
+  MAX_BYTES = 256 << 20
+
+  def __init__(self, abstract_state, shardings):
+    size = sum(int(np.prod(a.shape)) * a.dtype.itemsize for a in jax.tree.leaves(abstract_state))
+    self.defer = jax.process_count() == 1 and size <= self.MAX_BYTES
+    self.shardings = shardings
+    self.held: dict[int, tuple] = {}  # step -> (host state, data state, metrics)
+
+  def hold(self, step, state, data_state, metrics, selection) -> None:
+    self.held[int(step)] = (jax.device_get(state), copy.deepcopy(data_state), dict(metrics))
+    self._drop_replaced(selection)
+
+  def _drop_replaced(self, selection) -> None:
+    bests = {selection.best_step(k) for k in selection.keys}
+    for step in [s for s in self.held if s not in bests]:
+      del self.held[step]
+
+  def flush(self, ckpt, config_dict, selection) -> None:
+    self._drop_replaced(selection)
+    for step in sorted(self.held):
+      host, data_state, metrics = self.held.pop(step)
+      state = jax.device_put(host, self.shardings)
+      ckpt.save(step, state, data_state=data_state, config=config_dict, metrics=metrics)
 
 
 class _Selection:

@@ -10,7 +10,7 @@ import pytest
 from flax import nnx
 
 from configs import base
-from gr_jax.baselines import sequential
+from gr_jax.baselines import common, sequential
 from gr_jax.data.catalog import ItemCatalog
 from gr_jax.data.prepare import rec_splits  # the real leave-last-out layout
 from gr_jax.evaluation import metrics as metrics_lib
@@ -206,3 +206,14 @@ def test_training_logs_progress_with_an_eta(kind, tmp_path, caplog):
   pattern = rf"{kind}: step \d+/5 \(epoch [\d.]+\) loss [\d.]+ \| [\d.]+ ex/s ETA \d+:\d\d:\d\d$"
   assert all(re.match(pattern, l) for l in lines), lines
   assert lines[-1].endswith("ETA 0:00:00")
+
+
+def test_validation_period_is_per_epoch_with_at_most_twenty_decodes():
+  """0 = once per epoch, but a run of many short epochs validates at most 20 times (validation
+  only logs: the final step is the result); an explicit period is kept."""
+  assert common.validation_period(0, steps_per_epoch=5, total_steps=100) == 5  # 20 epochs: each
+  assert common.validation_period(0, steps_per_epoch=2, total_steps=2000) == 100  # 1000 epochs
+  assert common.validation_period(0, steps_per_epoch=3, total_steps=61) == 4  # ceil(61 / 20)
+  assert common.validation_period(7, steps_per_epoch=2, total_steps=2000) == 7
+  decodes = [s for s in range(1, 2001) if s % common.validation_period(0, 2, 2000) == 0]
+  assert len(decodes) == common.MAX_DEFAULT_VALIDATIONS

@@ -7,8 +7,9 @@ import os
 import numpy as np
 import pytest
 
-from gr_jax.data import DataError, ItemCatalog, TextTokenizer
+from gr_jax.data import DataError, ItemCatalog, TextTokenizer, prepare_dataset
 from gr_jax.data.tokenizer import train_tokenizer
+from tests.data.conftest import tiny_config
 
 CORPUS = [
   f"{a} {b} music"
@@ -177,3 +178,24 @@ def test_semantic_tokens_to_item_matches_a_tuple_lookup():
   want = [table.get(tuple(r), -1) for r in tokens.tolist()]
   np.testing.assert_array_equal(sem.tokens_to_item(tokens), want)
   np.testing.assert_array_equal(sem.tokens_to_item(tokens.reshape(50, 10, 3)).reshape(-1), want)
+
+
+def test_encode_padded_counts_the_texts_it_cuts():
+  tok = train_tokenizer(CORPUS, 60)
+  texts = ["rock night music", "x"]
+  full = [len(ids) for ids in tok.sp.encode(texts)]  # tokens without EOS
+  cut: dict[str, int] = {}
+  tok.encode_padded(texts, 24, max_tokens=full[0] + 1, truncated=cut)  # EOS fits: nothing cut
+  assert cut == {"texts": 0}
+  ids = tok.encode_padded(texts, 24, max_tokens=full[0], truncated=cut)  # one token short
+  assert cut == {"texts": 1}  # added to the running count
+  assert (ids[0] != 0).sum() == full[0] and ids[0, full[0] - 1] == 1  # cut, EOS kept
+
+
+def test_prepare_counts_cut_queries_in_the_manifest(tmp_path):
+  whole = prepare_dataset(tiny_config(), str(tmp_path / "whole"))
+  assert json.load(open(f"{whole}/manifest.json"))["counts"]["search_queries_truncated"] == 0
+  config = tiny_config()
+  config.data.max_query_tokens = 2  # one word + EOS: every longer query is cut
+  short = prepare_dataset(config, str(tmp_path / "short"))
+  assert json.load(open(f"{short}/manifest.json"))["counts"]["search_queries_truncated"] > 0

@@ -322,3 +322,45 @@ def test_each_tasks_selection_metric_uses_the_same_valid_queries_in_every_model(
   for task in ("search", "rec"):
     assert len(queries[(task, task)]) == 7
     assert queries[("joint", task)] == queries[(task, task)]
+
+
+def _checksums(workdir, step):
+  with open(
+    os.path.join(checkpointing.checkpoint_dir(workdir), str(step), "checksums", "metadata")
+  ) as f:
+    return json.load(f)
+
+
+def test_new_bests_held_on_the_host_leave_what_immediate_saves_leave(
+  per_task_run, tiny_dataset, tmp_path, monkeypatch
+):
+  """New-best checkpoints are written only when a save must happen (loop._PendingBests): the
+  same steps are on disk, with the same arrays, as when every new best is saved at once, from
+  fewer Orbax saves."""
+  held_dir, _ = per_task_run
+  saves = []
+  original = checkpointing.Checkpointer.save
+
+  def counting(self, step, *args, **kwargs):
+    saves.append(int(step))
+    return original(self, step, *args, **kwargs)
+
+  monkeypatch.setattr(checkpointing.Checkpointer, "save", counting)
+  monkeypatch.setattr(loop._PendingBests, "MAX_BYTES", -1)  # pylint: disable=protected-access
+  at_once = str(tmp_path / "at_once")
+  loop.train(_per_task_config(tiny_dataset, train__patience=100), at_once)
+  immediate = list(saves)
+  steps = checkpointing.all_steps(held_dir)
+  assert steps == checkpointing.all_steps(at_once)
+  for step in steps:
+    assert _checksums(held_dir, step) == _checksums(at_once, step), step
+  timing = ("examples_per_s", "mfu")
+  assert [{k: v for k, v in r.items() if k not in timing} for r in _records(held_dir)] == [
+    {k: v for k, v in r.items() if k not in timing} for r in _records(at_once)
+  ]
+  # Held: each best that survived is written once, in step order, before the final save.
+  saves.clear()
+  monkeypatch.setattr(loop._PendingBests, "MAX_BYTES", 256 << 20)  # pylint: disable=protected-access
+  loop.train(_per_task_config(tiny_dataset, train__patience=100), str(tmp_path / "held"))
+  assert saves == sorted(saves) and len(saves) < len(immediate)
+  assert set(saves) == set(steps)
