@@ -112,7 +112,7 @@ class T5Config:
     if act == "relu":
       return jax.nn.relu
     # HF maps "gated-gelu" to gelu_new (tanh approximation) but plain "gelu" to the exact erf form.
-    return lambda x: jax.nn.gelu(x, approximate=self.is_gated)
+    return _gelu_tanh if self.is_gated else _gelu_erf
 
   @classmethod
   def from_preset(cls, name: str, **overrides) -> "T5Config":
@@ -127,6 +127,17 @@ class T5Config:
 
   def to_dict(self) -> dict[str, Any]:
     return dataclasses.asdict(self)
+
+
+# Module-level (not a lambda per call): the activation is a static attribute of every layer, so
+# two models of one architecture must hold the same function for their graphdefs to compare equal,
+# and every jit keyed on a graphdef (the beam search, the steps) to be reused instead of retraced.
+def _gelu_tanh(x):
+  return jax.nn.gelu(x, approximate=True)
+
+
+def _gelu_erf(x):
+  return jax.nn.gelu(x, approximate=False)
 
 
 _V10 = dict(vocab_size=32128, d_kv=64, feed_forward_proj="relu", tie_word_embeddings=True)

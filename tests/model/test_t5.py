@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from gr_jax.decoding import beam_search, trace_count
 from gr_jax.model import T5, T5Config, count_params, param_logical_axes
 from gr_jax.model.layers import relative_position_bucket
 from tests import numerics
@@ -215,3 +216,21 @@ def test_config_errors():
   with pytest.raises(ValueError, match="unknown override"):
     T5Config.from_preset("tiny", d_modle=3)
   assert T5Config.from_preset("tiny", num_item_tokens=10).total_vocab_size == 522
+
+
+@pytest.mark.parametrize("proj", ["relu", "gelu", "gated-gelu"])
+def test_models_of_one_architecture_share_a_graphdef_and_compiled_search(proj):
+  """Two models of one architecture (different weights) have equal graphdefs, so every jit keyed
+  on a graphdef (the beam search, `static_argnames=("graphdef", ...)`) is traced once for both: a
+  study's runs of one shape reuse it instead of retracing per run (a lambda made per call for the
+  activation once made every model's graphdef unique)."""
+  config = T5Config.from_preset("tiny", vocab_size=40, num_item_tokens=6, feed_forward_proj=proj)
+  a, b = T5(config, rngs=nnx.Rngs(0)), T5(config, rngs=nnx.Rngs(1))
+  ga, gb = nnx.split(a, nnx.Param, ...)[0], nnx.split(b, nnx.Param, ...)[0]
+  assert ga == gb and hash(ga) == hash(gb)
+  ids = jnp.asarray([[5, 6, 1, 0], [7, 1, 0, 0]], jnp.int32)
+  kw = dict(num_beams=4, num_beam_groups=2, diversity_penalty=0.5, max_new_tokens=2)
+  beam_search(a, ids, num_return_sequences=4, **kw)
+  before = trace_count()
+  beam_search(b, ids, num_return_sequences=4, **kw)
+  assert trace_count() == before
