@@ -91,6 +91,22 @@ def _bar_plot(path: str, a: dict, ks_metric: str) -> str:
   return path
 
 
+def _sweep_x(plan: Plan, a: dict):
+  """A point's x in the sweep table, plot and slope test: the realised
+  `reproduce.sweep_statistic` from its dataset statistics when set (the knob is only a proxy
+  for it), else its sweep value (a number, or a name for a categorical sweep)."""
+  stat = plan.config.reproduce.sweep_statistic
+  if not stat:
+    return a["sweep_value"]
+  found = a.get("manifest_stats", {}).get(stat)
+  if not isinstance(found, (int, float)):
+    raise KeyError(
+      f"reproduce.sweep_statistic={stat!r} is not among the dataset statistics "
+      f"of point {a['point']}: {sorted(a.get('manifest_stats', {}))}"
+    )
+  return float(found)
+
+
 def _sweep_plot(plan: Plan, analyses: list[dict], path: str) -> tuple[str, list[dict]]:
   """Joint model's relative headline-metric gain against the swept (realised) statistic, per task."""
   from gr_jax.analysis.report import line_plot
@@ -98,15 +114,7 @@ def _sweep_plot(plan: Plan, analyses: list[dict], path: str) -> tuple[str, list[
   stat = plan.config.reproduce.sweep_statistic
   rows, series, errors = [], {}, {}
   for a in analyses:
-    x = a["sweep_value"]
-    if stat:
-      found = a.get("manifest_stats", {}).get(stat)
-      if not isinstance(found, (int, float)):
-        raise KeyError(
-          f"reproduce.sweep_statistic={stat!r} is not among the dataset statistics "
-          f"of point {a['point']}: {sorted(a.get('manifest_stats', {}))}"
-        )
-      x = float(found)
+    x = _sweep_x(plan, a)
     for task in TASKS:
       gains = seed_gains(a["headline"]["results"], task, task, a["headline_metric"])
       if not gains:
@@ -136,6 +144,185 @@ def _sweep_plot(plan: Plan, analyses: list[dict], path: str) -> tuple[str, list[
     errors=errors,
   )
   return path, rows
+
+
+# The slope test reads a significant seed-level verdict as a direction along the sweep: a > b
+# here means the joint model's gain is larger at the highest x than at the lowest.
+_SLOPE_VERDICTS = {
+  "joint ahead (significant)": "gain grows (significant)",
+  "joint behind (significant)": "gain shrinks (significant)",
+  "no significant difference": "no significant change",
+}
+
+
+def _block_gains(a: dict, block: dict, task: str, metric: str) -> dict | None:
+  """Seed id -> absolute gain (joint - task-specific, per-seed means of `metric`) of one point's
+  (budget, decoder) block, and the task-specific model's mean; None when the block lacks either
+  model. The per-seed values are paired by seed order as `seed_gains` pairs them; the seed ids are
+  the headline seed test's (config.json seeds, in the runs' order), positions when it has none."""
+  by_model = {
+    r["model"]: r
+    for r in block["headline"]["results"]
+    if r["task"] == task and r["metric"] == metric
+  }
+  if "joint" not in by_model or task not in by_model:
+    return None
+  joint, specific = by_model["joint"]["per_seed"], by_model[task]["per_seed"]
+  if len(joint) != len(specific):
+    raise ValueError(
+      f"point {a['point']} ({block['budget']}, {block['decode']}), {task}: Gen_R+S has "
+      f"{len(joint)} seeds and {MODEL_LABELS[task]} {len(specific)}; the slope test pairs them "
+      "by seed order and needs the same seeds"
+    )
+  seeds = next(
+    (
+      c["seed_test"].get("seeds")
+      for c in block["headline"].get("comparisons", [])
+      if (c["task"], c["metric"], c["a"], c["b"]) == (task, metric, "joint", task)
+    ),
+    None,
+  )
+  if seeds is None:  # an analysis.json from before the seed ids: the position is the seed
+    seeds = list(range(len(joint)))
+  if len(seeds) != len(joint) or len(set(map(str, seeds))) != len(seeds):
+    raise ValueError(
+      f"point {a['point']} ({block['budget']}, {block['decode']}), {task}: Gen_R+S and "
+      f"{MODEL_LABELS[task]} do not share their {len(joint)} seeds (paired: {seeds}); the slope "
+      "test needs every seed of both models"
+    )
+  gains = {s: float(j) - float(b) for s, j, b in zip(seeds, joint, specific)}
+  return {"gains": gains, "mean_b": float(by_model[task]["mean"])}
+
+
+def sweep_slope_tests(plan: Plan, analyses: list[dict]) -> list[dict]:
+  """The sweep's slope tests, before the family correction: per (budget, decoder) block (the
+  first point's blocks, in its order: the first is the sweep table's) and task, the joint model's
+  per-seed absolute gain over the task-specific model at the highest x minus at the lowest x
+  (`_sweep_x`: the realised sweep statistic when set), tested paired over seeds with
+  `stats.seed_level_test(gain_high, gain_low)`: its diff is the mean slope.
+
+  Records: `{"kind": "slope", "unit": "seed", "a": "joint", "b": <task>, "task", "metric",
+  "budget", "decode", "point_low", "point_high", "x_low", "x_high", "x_name", "seeds",
+  "gain_low", "gain_high", "per_seed" (gain_high - gain_low), "mean_b"}` plus the seed_level_test
+  fields ("diff", "sd", "ci95", "p_value", "p_signflip", "mdd80", ...). mean_b is the
+  task-specific model's mean at the LOW point: `_annotate` judges a non-significant slope
+  underpowered when mdd80 exceeds 16% of it, i.e. when the test cannot detect a change in the gain
+  as large as the paper's average gain measured from where the sweep starts.
+
+  [] without a sweep, with fewer than two points, when some x is not a number (a categorical sweep
+  without a realised statistic has no order) or when every x is the same. Ties at an end keep the
+  plan's order (the first of the lowest, the last of the highest). Raises ValueError when the two
+  ends do not hold the same seeds (a slope pairs each seed with itself) or the same metric.
+  """
+  from gr_jax.analysis import stats
+
+  r = plan.config.reproduce
+  if not r.sweep or len(analyses) < 2:
+    return []
+  xs = [_sweep_x(plan, a) for a in analyses]
+  if any(_num(x) is None for x in xs):
+    return []
+  order = sorted(range(len(analyses)), key=lambda i: float(xs[i]))  # stable: ties keep plan order
+  lo, hi = order[0], order[-1]
+  if float(xs[lo]) == float(xs[hi]):
+    return []
+  low, high = analyses[lo], analyses[hi]
+  metric = low["headline_metric"]
+  if high["headline_metric"] != metric:
+    raise ValueError(
+      f"sweep slope: point {low['point']} reports {metric} and point {high['point']} "
+      f"{high['headline_metric']}; the slope needs one headline metric"
+    )
+  blocks = {
+    end: {(b["budget"], b["decode"]): b for b in a["blocks"]}
+    for end, a in (("low", low), ("high", high))
+  }
+  out = []
+  for key in [(b["budget"], b["decode"]) for b in analyses[0]["blocks"]]:
+    for task in TASKS:
+      ends = {}
+      for end, a in (("low", low), ("high", high)):
+        if key not in blocks[end]:
+          raise ValueError(
+            f"sweep slope: point {a['point']} has no ({key[0]}, {key[1]}) block; every point "
+            "of a sweep is analysed with the same budgets and decoders"
+          )
+        ends[end] = _block_gains(a, blocks[end][key], task, metric)
+      if ends["low"] is None and ends["high"] is None:
+        continue  # the task is not trained in this study (e.g. no Gen_R)
+      if ends["low"] is None or ends["high"] is None:
+        missing = low if ends["low"] is None else high
+        raise ValueError(
+          f"sweep slope: point {missing['point']} ({key[0]}, {key[1]}) lacks Gen_R+S or "
+          f"{MODEL_LABELS[task]} on {task}, which the other end of the sweep has"
+        )
+      seeds = list(ends["low"]["gains"])
+      if sorted(map(str, seeds)) != sorted(map(str, ends["high"]["gains"])):
+        raise ValueError(
+          f"sweep slope ({key[0]}, {key[1]}, {task}): the lowest point {low['point']} has seeds "
+          f"{seeds} and the highest point {high['point']} seeds {list(ends['high']['gains'])}; "
+          "each seed's gain is paired with its own, so both ends need the same seeds"
+        )
+      gain_low = [ends["low"]["gains"][s] for s in seeds]
+      gain_high = [ends["high"]["gains"][s] for s in seeds]
+      t = stats.seed_level_test(gain_high, gain_low)
+      out.append(
+        {
+          **t,
+          "kind": "slope",
+          "unit": "seed",
+          "a": "joint",
+          "b": task,
+          "task": task,
+          "metric": metric,
+          "budget": key[0],
+          "decode": key[1],
+          "point_low": low["point"],
+          "point_high": high["point"],
+          "x_low": xs[lo],
+          "x_high": xs[hi],
+          "x_name": r.sweep_statistic or r.sweep,
+          "seeds": seeds,
+          "gain_low": gain_low,
+          "gain_high": gain_high,
+          "per_seed": [h - g for h, g in zip(gain_high, gain_low)],
+          "mean_b": ends["low"]["mean_b"],
+        }
+      )
+  return out
+
+
+def _slope_verdict(st: dict) -> str:
+  """A corrected slope record's verdict as a direction along the sweep (`_SLOPE_VERDICTS`), an
+  underpowered one with what it could not detect."""
+  return _SLOPE_VERDICTS.get(st.get("verdict"), _verdict(st))
+
+
+def _slope_md(slopes: list[dict], correction: str, family: int) -> list[str]:
+  """The sweep section's slope table (corrected, annotated slope records)."""
+  level = next((s["ci_simultaneous_level"] for s in slopes if s.get("ci_simultaneous_level")), None)
+  sim = f"simultaneous {100 * level:.2f}% CI" if level else "simultaneous CI"
+  md = [
+    "Slope (gain at the highest point minus at the lowest, paired over seeds; absolute "
+    f"{_label(slopes[0]['metric'])} gain of Gen_R+S over the task-specific model; {correction} "
+    f"correction in the study's family of {family} tests; simultaneous: Bonferroni over that "
+    "family):",
+    "",
+    f"| budget | decoder | task | points (x) | mean slope [95% CI, unadjusted] | {sim} | "
+    "p seed (adjusted) | p sign-flip (unadjusted) | mdd80 | verdict |",
+    "|---|---|---|---|---|---|---|---|---|---|",
+  ]
+  for s in slopes:
+    md.append(
+      f"| {s['budget']} | {s['decode']} | {s['task']} | {s['point_low']} ({_fmt(s['x_low'])}) → "
+      f"{s['point_high']} ({_fmt(s['x_high'])}) | "
+      f"{'n/a' if _num(s['diff']) is None else format(s['diff'], '+.4f')} "
+      f"[{_fmt(s['ci95'][0])}, {_fmt(s['ci95'][1])}] | "
+      f"[{_fmt(s['ci_simultaneous'][0])}, {_fmt(s['ci_simultaneous'][1])}] | "
+      f"{_fmt_p(s['p_adjusted'])} | {_fmt_p(s.get('p_signflip'))} | {_fmt(s.get('mdd80'))} | "
+      f"{s['slope_verdict']} |"
+    )
+  return md
 
 
 # The popularity baseline drawn beside each task's validation curves: the task's own.
@@ -1057,9 +1244,20 @@ def write_report(plan: Plan) -> str:
   analyses = [_load(plan, p) for p in plan.points]
   plots_dir = os.path.join(plan.workdir, "plots")
   r = plan.config.reproduce
-  # One family: every test of the study (points x budgets x decoders x tasks x units).
-  tests = _annotate(stats.adjust_family(_flat_tests(analyses, "headline"), r.correction))
-  family = tests[0]["family_size"] if tests else 0
+  # One family: every test of the study (points x budgets x decoders x tasks x units) and the
+  # sweep's slope tests, which carry its claim (H1/H2 predict how the gain changes along the
+  # knob): corrected together, then split, so that the per-point tables, "comparisons" and the
+  # index never see a slope record.
+  family_tests = _annotate(
+    stats.adjust_family(
+      _flat_tests(analyses, "headline") + sweep_slope_tests(plan, analyses), r.correction
+    )
+  )
+  tests = [t for t in family_tests if t.get("kind") != "slope"]
+  sweep_slopes = [t for t in family_tests if t.get("kind") == "slope"]
+  for t in sweep_slopes:
+    t["slope_verdict"] = _slope_verdict(t)
+  family = family_tests[0]["family_size"] if family_tests else 0
   index = {(t["point"], t["budget"], t["decode"], t["task"], t["b"], t["unit"]): t for t in tests}
   baseline_tests = _annotate(
     stats.adjust_family(_flat_tests(analyses, "vs_baseline"), r.correction)
@@ -1086,7 +1284,9 @@ def write_report(plan: Plan) -> str:
     "top K); with one relevant item per query, as in recommendation, it equals Success@K. "
     "Each comparison of Gen_R+S with a task-specific model has two paired t-tests: over "
     "seeds (the per-seed means, the paper's test across runs) and over queries (units: (seed, "
-    f"query) pairs); {r.correction} correction over all {family} tests of the study. The "
+    f"query) pairs); {r.correction} correction over all {family} tests of the study"
+    + (" (the sweep's slope tests included)" if sweep_slopes else "")
+    + ". The "
     "verdict follows the seed-level test: significant when its adjusted p < 0.05; otherwise "
     "inconclusive (underpowered) when mdd80, the smallest difference it detects with 80% "
     "power, exceeds 16% of the task-specific model's mean (the paper's average effect), else no "
@@ -1369,12 +1569,35 @@ def write_report(plan: Plan) -> str:
       )
     md += [
       "",
-      "The intervals are unadjusted: a sweep's direction is read from the verdicts (adjusted "
-      "over the study's family), not from intervals that exclude 0.",
-      "",
-      f"![sweep]({os.path.relpath(path, plan.workdir)})",
+      "The intervals are unadjusted, and each verdict (adjusted over the study's family) says "
+      "whether the joint model differs from the task-specific one at that point: levels, not "
+      "the change along the sweep.",
       "",
     ]
+    if sweep_slopes:
+      md += _slope_md(sweep_slopes, r.correction, family)
+      md += [
+        "",
+        "The sweep's direction (does the joint model's gain grow or shrink along "
+        f"`{sweep_slopes[0]['x_name']}`?) is read from this slope test, corrected in the "
+        "study's family, not from the levels or the per-point verdicts above.",
+        "",
+      ]
+      for s in sweep_slopes:
+        summary_lines.append(
+          f"[sweep] {TASK_LABELS[s['task']]} ({s['budget']}, {s['decode']}): slope "
+          f"{s['point_low']} -> {s['point_high']}: {s['slope_verdict']}: mean "
+          f"{'n/a' if _num(s['diff']) is None else format(s['diff'], '+.4f')}, adjusted p = "
+          f"{_fmt_p(s['p_adjusted'])} over seeds, sign-flip p = {_fmt_p(s.get('p_signflip'))}."
+        )
+    else:
+      md += [
+        "No slope test: it needs two or more points with distinct numeric x (a categorical "
+        "sweep without reproduce.sweep_statistic has no order), so this sweep makes no claim "
+        "about a direction.",
+        "",
+      ]
+    md += [f"![sweep]({os.path.relpath(path, plan.workdir)})", ""]
   spent = time_spent(plan)
   md += _time_md(spent)
   report = {
@@ -1389,6 +1612,8 @@ def write_report(plan: Plan) -> str:
     "verdicts": list(stats.VERDICTS),
     "family_size": family,
     "sweep": sweep_rows,
+    # The slope tests (`sweep_slope_tests`), corrected in the family that family_size counts.
+    "sweep_slopes": sweep_slopes,
     "validation_curves": curves,
     "coverage": coverages,
     "h1": hyp_rows["h1"],

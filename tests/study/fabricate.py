@@ -20,11 +20,34 @@ def quickstart_plan(tmp_path, seeds: int, budget: str):
   return plan, plan.points[0], analyses.headline_metric(plan.config)
 
 
+def sweep_plan(tmp_path, seeds: int, values: tuple, statistic: str | None = None):
+  """The S1 sweep's plan (shuffle_fraction) with `seeds` seeds, one point per value, the
+  matched_steps budget, the beam decoder and `statistic` as the sweep's realised x (None: the
+  value), under tmp_path/study -> (plan, the headline metric)."""
+  config = load_config("sim_s1_popularity", f"seeds={seeds}")
+  config.reproduce.sweep_values = tuple(values)
+  config.reproduce.sweep_statistic = statistic or ""
+  config.reproduce.decoders = ("beam",)
+  plan = plan_lib.build_plan(config, str(tmp_path / "study"))
+  return plan, analyses.headline_metric(plan.config)
+
+
 def write_analysis(
-  plan, point, metric, groups, headline, *, budget, decode, training=None, manifest_stats=None
+  plan,
+  point,
+  metric,
+  groups,
+  headline,
+  *,
+  budget,
+  decode,
+  training=None,
+  manifest_stats=None,
+  sweep_value=None,
 ) -> str:
   """Writes `point`'s analysis.json with one (budget, decode) block of `groups` (model -> run dirs)
-  and its `headline` comparison; returns the file's path."""
+  and its `headline` comparison (`sweep_value`: the point's x when its sweep has no realised
+  statistic); returns the file's path."""
   block = {
     "budget": budget,
     "decode": decode,
@@ -38,7 +61,7 @@ def write_analysis(
   analysis = {
     "point": point.name,
     "headline_metric": metric,
-    "sweep_value": None,
+    "sweep_value": sweep_value,
     "sweep_fields": {},
     "blocks": [block],
     "groups": groups,
