@@ -106,7 +106,12 @@ row 60 --preset=base --batch_size=128 --encoder_len=256 --decoder_len=8
 row 60 --preset=base --batch_size=512 --encoder_len=256 --decoder_len=8 --remat
 row 60 --preset=small --batch_size=512 --encoder_len=256 --decoder_len=2 --num_items=1000000 \
   --impl=fast
-# 5. torch.compile beside (slow to compile: last).
+# 5. Seeds side by side: the quickstart's model (tiny, d_model 64, batch 64, encoder 16), 10 seeds
+#    as one vmapped step over stacked states against one jitted step per seed in turn; one tiny
+#    model leaves most of the GPU idle (issue "Ten seeds in the time of three").
+row 60 --modes=seed_batch --config=configs/quickstart.py --preset=tiny --batch_size=64 \
+  --encoder_len=16 --decoder_len=2 --num_items=80 --vocab_size=290 --num_seeds=10
+# 6. torch.compile beside (slow to compile: last).
 row 120 --preset=base --batch_size=128 --encoder_len=64 --decoder_len=8 --compare_hf \
   --hf_compile --impl=trainer
 
@@ -122,7 +127,7 @@ for line in open(sys.argv[1]):
           f"vs {r['vs_impl']:18} {r.get('preset')} "
           f"b{r['batch_size']} e{r['encoder_len']} beams={r.get('num_beams')}: "
           f"x{r['ratio']:.2f}{spread} load={r.get('load_avg_1m')}")
-  elif r["kind"] in ("train", "decode"):
+  elif r["kind"] in ("train", "decode", "seed_batch"):
     mfu = f"{100 * r['mfu']:.1f}%" if r.get("mfu") else "-"
     tag = " no-triton-gemm" if "triton_gemm=false" in (r.get("xla_flags") or "") else ""
     print(f"{r['kind']:6} {r['impl']:18} {r.get('dropout_prng') or '':12} {r.get('preset')}{tag} "

@@ -19,6 +19,11 @@ Modes (`--modes`, comma-separated):
   scale           a catalogue of --num_items items (`gr_jax.bench.scale_bench`): semantic IDs and
                   the prefix trie from synthetic embeddings, diverse beam search over the trie,
                   train-step memory atomic against semantic (--scale_parts)
+  seed_batch      --num_seeds seeds of one model trained as one vmapped jitted step over stacked
+                  states against one jitted step per seed in turn (`gr_jax.bench.seed_batch`):
+                  the train flags (--config, --preset, shapes, --dtype, the first --dropout_prng;
+                  --steps_per_repeat rounds of every seed per window); e.g. the quickstart's model:
+                  --config=configs/quickstart.py --preset=tiny --batch_size=64 --encoder_len=16
 
 Prints one JSON line per measurement (and appends them to --out). The sides of a mode are timed
 interleaved, repeat by repeat, in this one process (`gr_jax.bench.protocol`), and every pair
@@ -40,7 +45,7 @@ from ml_collections import config_flags
 _MODES = flags.DEFINE_list(
   "modes",
   ["train"],
-  "what to measure: train, decode, first_step, memory, diverse_decode, data, scale",
+  "what to measure: train, decode, first_step, memory, diverse_decode, data, scale, seed_batch",
 )
 _PRESET = flags.DEFINE_string("preset", "small", "T5 preset (gr_jax.model PRESETS)")
 _BATCH = flags.DEFINE_integer("batch_size", 32, "examples (train) or queries (decode) per batch")
@@ -105,7 +110,7 @@ _PROFILE = flags.DEFINE_string(
 _CONFIG = config_flags.DEFINE_config_file(
   "config",
   None,
-  "optional run config file (configs/*.py): train and memory start from it "
+  "optional run config file (configs/*.py): train, memory and seed_batch start from it "
   "instead of the built-in defaults; data takes its data section",
 )
 _DATA_ML = flags.DEFINE_string(
@@ -145,8 +150,20 @@ _SCALE_TRAIN_BATCH = flags.DEFINE_integer(
   "scale_train_batch_size", 128, "scale: train batch of the memory part (configs/base.py's)"
 )
 _SCALE_SEED = flags.DEFINE_integer("scale_seed", 0, "scale: embeddings, k-means and model seed")
+_SEEDS = flags.DEFINE_integer(
+  "num_seeds", 10, "seed_batch: seeds (init seeds 0..N-1) trained side by side"
+)
 
-MODES = ("train", "decode", "first_step", "memory", "diverse_decode", "data", "scale")
+MODES = (
+  "train",
+  "decode",
+  "first_step",
+  "memory",
+  "diverse_decode",
+  "data",
+  "scale",
+  "seed_batch",
+)
 
 
 def _emit(rec: dict, out: str) -> None:
@@ -397,6 +414,29 @@ def _scale(dtype: str, out: str) -> None:
   )
 
 
+def _seed_batch(dtype: str, out: str) -> None:
+  from gr_jax.bench import seed_batch  # pylint: disable=g-import-not-at-top
+
+  for rec in seed_batch.seed_batch_comparison(
+    _CONFIG.value,
+    preset=_PRESET.value,
+    batch_size=_BATCH.value,
+    encoder_len=_ENC.value,
+    decoder_len=_DEC.value,
+    num_items=_ITEMS.value,
+    num_seeds=_SEEDS.value,
+    dtype=dtype,
+    warmup=_WARMUP.value,
+    repeats=_REPEATS.value,
+    interleave=_INTERLEAVE.value,
+    steps_per_repeat=_STEPS.value,
+    dropout_prng=_PRNG.value[0],
+    model_overrides=_model_overrides(),
+    peak_tflops_override=_PEAK.value,
+  ):
+    _emit(rec, out)
+
+
 def _model_overrides() -> dict:
   return {"vocab_size": _VOCAB.value} if _VOCAB.value else {}
 
@@ -451,3 +491,5 @@ def main(argv):
     _data(out)
   if "scale" in modes:
     _scale(dtype, out)
+  if "seed_batch" in modes:
+    _seed_batch(dtype, out)

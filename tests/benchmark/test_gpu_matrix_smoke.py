@@ -38,7 +38,7 @@ def test_gpu_matrix_runs_every_row_at_tiny_shapes(tmp_path):
   log = (tmp_path / "gpu_matrix.log").read_text()
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
   assert "FAILED" not in log and "SKIP (budget)" not in log, log[-5000:]
-  assert log.count("=== [") == 11  # every row started
+  assert log.count("=== [") == 12  # every row started
   recs = [json.loads(line) for line in (tmp_path / "gpu_matrix.jsonl").read_text().splitlines()]
   kinds = {(r["kind"], r["impl"]) for r in recs}
   assert {
