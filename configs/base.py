@@ -117,6 +117,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # all settings: held-out targets of both tasks (search valid/test, rec valid/test) only among
   # items that are training targets of both tasks (paper's item filter); False = all items
   s.heldout_in_both = True
+  # S1: every item is a search and a rec training target by construction (one query and one rec
+  # target each, the rest drawn so that expected counts keep p_S's / p_R's ratios above a floor of
+  # one), so the filter above removes nothing and eligibility and the rec sample size do not move
+  # with shuffle_fraction; False = i.i.d. draws by p_S / p_R
+  s.s1_cover_all_items = True
   s.s2_num_users = 200  # S2: few sessions per item (replaces num_users)
   s.s3_queries_per_item = 1.0  # S3: few queries per item (replaces queries_per_item)
   s.s3_query_set_size = 3  # S3: relevant items per query: its anchor plus companions (a qrel each)
@@ -318,6 +323,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   sa.checkpoint_every_steps = 200  # Orbax checkpoint period; the final step is always saved
   sa.log_every_steps = 50  # training-loss line period in metrics.jsonl
   sa.eval_batch_size = 256  # queries per scoring block at validation and evaluation
+  # Model selection on validation: True = keep the parameters of the decode with the best valid
+  # Recall@max(eval.ks) (ties: the earlier), stop after `patience` decodes without improvement
+  # (0 = never early) and evaluate those; False = the final step is the result.
+  sa.select_best = False
+  sa.patience = 0  # validation decodes without improvement before stopping (select_best)
   bl.bert4rec = be = ml_collections.ConfigDict()  # rec: BERT4Rec (Sun et al. 2019), masked items
   be.hidden_size = 64  # paper: 64
   be.num_layers = 2  # transformer layers (paper: 2)
@@ -336,6 +346,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   be.checkpoint_every_steps = 200  # Orbax checkpoint period; the final step is always saved
   be.log_every_steps = 50  # training-loss line period in metrics.jsonl
   be.eval_batch_size = 256  # queries per scoring block at validation and evaluation
+  # Model selection on validation: True = keep the parameters of the decode with the best valid
+  # Recall@max(eval.ks) (ties: the earlier), stop after `patience` decodes without improvement
+  # (0 = never early) and evaluate those; False = the final step is the result.
+  be.select_best = False
+  be.patience = 0  # validation decodes without improvement before stopping (select_best)
   # search and/or rec: dense bi-encoder (gr_jax/baselines/biencoder.py). Defaults follow DPR
   # (Karpukhin et al. 2020) and sentence-transformers' (ST) MultipleNegativesRankingLoss, scaled to
   # a from-scratch tiny T5 where they differ.

@@ -188,6 +188,7 @@ def _data(c: _Checker) -> None:
   ):
     c.number(f"data.sim.{key}", 0, 1)
   c.number("data.sim.zipf_exponent", 0)
+  c.enum("data.sim.s1_cover_all_items", (False, True))
   c.number("data.sim.s3_queries_per_item", 0)
   c.number("data.sim.side_weight", 0)
   c.number("data.movielens.min_rating", 0)
@@ -349,6 +350,8 @@ def _baselines(c: _Checker) -> None:
       c.int_at_least(f"{p}.{key}", 1)
     for key in ("num_epochs", "num_steps", "eval_every_steps"):
       c.int_at_least(f"{p}.{key}", 0)
+    c.enum(f"{p}.select_best", (False, True))
+    c.int_at_least(f"{p}.patience", 0, "0 = never stop early")
     c.number(f"{p}.dropout", 0, 1, high_open=True)
     c.number(f"{p}.learning_rate", 0, low_open=True)
     c.number(f"{p}.weight_decay", 0)

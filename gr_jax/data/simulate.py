@@ -9,7 +9,8 @@ Content clusters equal rec clusters except in the fraction `1 - agreement` of cl
 
 Order of generation (why: held-out data must only ask for what training can teach):
   1. the training part of every session (all but its last two items, which prepare's leave-last-out
-     keeps for rec valid and test) and the search training queries;
+     keeps for rec valid and test) and the search training queries; in S1 with
+     `s1_cover_all_items` (default) both cover every item (see S1 below);
   2. `heldout_in_both` (default): the paper's item filter, applied where it cannot shift sessions:
      session items without any search training query are removed from the training parts (so
      prepare's items_in_both_tasks filter finds nothing to remove from sessions), and K = the items
@@ -32,6 +33,24 @@ Settings (`data.sim.setting`):
   default  the story above with all knobs as configured.
   S1       inputs carry no item signal (queries are random words, histories are i.i.d. draws from
            p_R), so only popularity can be learned; sweep `shuffle_fraction` -> KL(p_S || p_R).
+           `s1_cover_all_items` (default): every item is a training target of both tasks by
+           construction. Drawn i.i.d. (the knob off), the search queries miss more of p_R's
+           popular items as p_S moves away, and step 2 then removes them from the sessions: the
+           eligible items and the rec sample shrink along the sweep (47 -> 33 of 100 items and
+           218 -> 104 rec examples in configs/sim_s1_popularity.py, means over simulator seeds
+           0-2), and only rec data reveals which items can be held-out targets, so the points
+           would differ in more than KL. Instead each task's training targets are a *covering
+           sample* (covering_sample): one draw of every item plus draws that complete the
+           expected counts max(1, lam * p) (p_S for the `round(queries_per_item * num_items)`
+           training queries; p_R for the num_users x (session_len - 3) rec targets, positions 1..
+           of the training parts, placed in random slots; position 0, history only, stays an
+           i.i.d. p_R draw). This floors the rare items at one draw and keeps the others'
+           popularity ratios, unlike "one of each plus i.i.d. draws", which flattens both
+           popularities toward uniform and halves the KL range of the sweep. Step 2 then removes
+           nothing, K is every item and the sample sizes are the same at every point (stats:
+           s1_cover_all_items, heldout_target_items, rec_train_targets); held-out targets stay
+           draws by p_R and p_S. The samples come from the streams the i.i.d. draws use, so no
+           other setting changes. Needs a query and a rec target per item (else an error).
   S2       few sessions (`s2_num_users` users); sweep `agreement`, the fraction of rec clusters
            whose items keep their cluster's content words (realised: `agreement_items`).
   S3       few queries (`s3_queries_per_item`), each relevant to a SET of items: its anchor (whose
@@ -95,6 +114,39 @@ def shuffle_ranks(p: np.ndarray, fraction: float, rng: np.random.Generator) -> n
   chosen = chosen[np.argsort(-p[chosen], kind="stable")]  # most popular first
   out[chosen] = p[np.roll(chosen, k // 2)]
   return out
+
+
+def floored_counts(p: np.ndarray, total: int) -> np.ndarray:
+  """Expected counts e (sum `total`) closest to total * p with every e_i >= 1: max(1, lam * p_i).
+
+  Water-filling: the items whose share would fall below one draw get exactly one, the others keep
+  their popularity ratios among themselves (lam solves sum_i max(1, lam * p_i) = total). Needs
+  total >= len(p).
+  """
+  n = len(p)
+  order = np.argsort(-p, kind="stable")
+  e = np.ones(n)
+  for k in range(n, 0, -1):  # k = items above the floor: the k most popular
+    top = order[:k]
+    lam = (total - (n - k)) / p[top].sum()
+    # The largest k whose k-th item stays at or above the floor: then item k+1 (which failed
+    # with k+1) falls below it with this lam too, so e is consistent. k = 1 always is (lam * p
+    # = total - n + 1 >= 1; stated so that rounding cannot leave e short of `total`).
+    if k == 1 or lam * p[top[-1]] >= 1:
+      e[top] = lam * p[top]
+      break
+  return e
+
+
+def covering_sample(p: np.ndarray, total: int, rng: np.random.Generator) -> np.ndarray:
+  """`total` item draws, in random order, holding every item at least once: one of each plus
+  `total - n` draws whose expected counts complete floored_counts(p, total)."""
+  n = len(p)
+  extra = floored_counts(p, total) - 1.0
+  draws = np.arange(n)
+  if total > n and extra.sum() > 0:
+    draws = np.concatenate([draws, rng.choice(n, size=total - n, p=extra / extra.sum())])
+  return rng.permutation(draws)
 
 
 def _sample_in_cluster(cum_flat, offsets, order, clusters, u):
@@ -171,6 +223,9 @@ def simulate(sim) -> RawData:
       f"data.sim.session_len: need >= 3 (a training item, then valid and test), got {length}"
     )
   in_both = bool(sim.heldout_in_both)
+  # S1 only. A config saved before the knob existed has no such field: its data was made without
+  # it, so it reads as False (its dataset hash and its content stay together).
+  cover_all = setting == "S1" and "s1_cover_all_items" in sim and bool(sim.s1_cover_all_items)
   # Independent streams per component: changing one knob does not reshuffle the others.
   seeds = np.random.SeedSequence(int(sim.seed)).spawn(11)
   (r_words, r_pop, r_clu, r_agree, r_sess, r_query, r_eval, r_noise, r_side, r_set, r_held) = [
@@ -229,6 +284,8 @@ def simulate(sim) -> RawData:
     raise ValueError("data.sim: side fractions leave a task with no training items")
   p_rec_train /= p_rec_train.sum()
   p_search_train /= p_search_train.sum()
+  # What the training targets are drawn by (expected shares); S1's covering samples change them.
+  rec_target_share, search_target_share = p_rec_train, p_search_train
 
   # ---------------------------------------------------------------- session walk
   order = np.argsort(rec_cluster, kind="stable")
@@ -277,6 +334,21 @@ def simulate(sim) -> RawData:
   parts = np.full((num_users, train_len), -1, np.int64)
   if setting == "S1":
     parts[:] = r_sess.choice(n, size=(num_users, train_len), p=p_rec_train)
+    if cover_all:
+      # The rec targets (positions 1.. of each training part; position 0 is history only) hold
+      # every item at least once, placed in random slots, so histories stay independent of their
+      # targets and the number of rec training examples is num_users x (train_len - 1) whatever
+      # p_S is. Position 0 keeps its draw above (the stream is consumed as without the knob).
+      slots = num_users * (train_len - 1)
+      if slots < n:
+        raise ValueError(
+          f"data.sim.s1_cover_all_items: every item needs a rec training target, but "
+          f"num_users x (session_len - 3) = {num_users} x {length - 3} = {slots} < num_items = "
+          f"{n}; raise num_users or session_len, or set s1_cover_all_items=False"
+        )
+      parts[:, 1:] = covering_sample(p_rec_train, slots, r_sess).reshape(num_users, train_len - 1)
+      expected = floored_counts(p_rec_train, slots)
+      rec_target_share = expected / expected.sum()
   else:
     cdf_train = cluster_cdf(p_rec_train)
     parts[:, 0] = r_sess.choice(n, size=num_users, p=p_rec_train)
@@ -288,7 +360,20 @@ def simulate(sim) -> RawData:
   # ---------------------------------------------------------------- 1b. search training queries
   qpi = float(sim.s3_queries_per_item if setting == "S3" else sim.queries_per_item)
   num_train_queries = max(1, int(round(qpi * n)))
-  train_anchors = r_query.choice(n, size=num_train_queries, p=p_search_train)
+  if cover_all:
+    # One training query per item at least (see covering_sample), so the heldout_in_both filter
+    # below removes no session item and every item is eligible as a held-out target.
+    if num_train_queries < n:
+      raise ValueError(
+        f"data.sim.s1_cover_all_items: every item needs a search training query, but "
+        f"round(queries_per_item x num_items) = {num_train_queries} < num_items = {n}; raise "
+        f"queries_per_item, or set s1_cover_all_items=False"
+      )
+    train_anchors = covering_sample(p_search_train, num_train_queries, r_query)
+    expected = floored_counts(p_search_train, num_train_queries)
+    search_target_share = expected / expected.sum()
+  else:
+    train_anchors = r_query.choice(n, size=num_train_queries, p=p_search_train)
 
   set_size = int(sim.s3_query_set_size) if setting == "S3" else 1
   coherence = float(sim.query_set_coherence)
@@ -420,9 +505,12 @@ def simulate(sim) -> RawData:
     "train_queries": num_train_queries,
     "search_side_items": int(np.sum(side == 1)),
     "rec_side_items": int(np.sum(side == 2)),
-    "kl_search_rec_train": kl_divergence(p_search_train, np.maximum(p_rec_train, 1e-12)),
+    # Between the (expected) popularities the two tasks' training targets are drawn by.
+    "kl_search_rec_train": kl_divergence(search_target_share, np.maximum(rec_target_share, 1e-12)),
+    "s1_cover_all_items": cover_all,
     "heldout_in_both": in_both,
     "heldout_target_items": int(np.sum(heldout_ok)),
+    "rec_train_targets": int(np.sum(np.maximum(part_len - 1, 0))),
     "session_items_removed_no_search_query": removed_items,
     "sessions_dropped_empty": dropped_sessions,
     "query_set_size": set_size,

@@ -1,17 +1,24 @@
-"""Simulator design: a neutral default (held-out targets trained by both tasks), S3's own
-mechanism (query relevance sets vs session co-occurrence), determinism, documented knobs."""
+"""Simulator design: a neutral default (held-out targets trained by both tasks), S1's sweep with
+eligibility and sample sizes fixed, S3's own mechanism (query relevance sets vs session
+co-occurrence), determinism, documented knobs."""
 
 import collections
 import dataclasses
+import hashlib
+import json
 import os
 import re
 
 import numpy as np
 import pytest
 
+from configs import quickstart, sim_s1_popularity, sim_s2_search_helps_rec, sim_s3_rec_helps_search
+from gr_jax.analysis.divergence import kl_divergence
 from gr_jax.data import ProcessedDataset, prepare_dataset
 from gr_jax.data import simulate
 from gr_jax.data.errors import DataError
+from gr_jax.data.prepare import KL_SMOOTHING
+from gr_jax.study.plan import set_dotted, sweep_fields
 from tests.data.conftest import ROOT, tiny_config
 
 # The quickstart's simulator settings (configs/quickstart.py), with no coverage variant.
@@ -94,6 +101,142 @@ def test_same_seed_same_raw_data_other_seed_differs(setting):
   assert a == b
   assert a["search_pairs"] != c["search_pairs"]
   assert a["sessions"] != c["sessions"]
+
+
+def _sweep_point(module, value, seed=0, **sim):
+  """A sweep config's dataset config at one point, as gr_jax/study/plan.py build_plan sets it
+  (reproduce.dataset_per_seed: run seed `seed` gets simulator seed data.sim.seed + seed)."""
+  c = module.get_config()
+  for field, v in sweep_fields(c.reproduce.sweep, value).items():
+    set_dotted(c, field, v)
+  c.data.sim.seed = int(c.data.sim.seed) + seed
+  for k, v in sim.items():
+    setattr(c.data.sim, k, v)
+  return c
+
+
+def _training_targets(raw):
+  """(search training targets, rec training targets), one entry per example: the items of the
+  train search pairs, and positions >= 1 of each session's training part (all but its last two
+  items, which prepare keeps for rec valid and test; position 0 is history only)."""
+  search = [i for _, i, split in raw.search_pairs if split == "train"]
+  rec = [i for _, items in raw.sessions for i in items[:-2][1:]]
+  return search, rec
+
+
+def _s1_sweep(seed=0, **sim):
+  """{shuffle fraction: RawData} along the S1 sweep."""
+  values = sim_s1_popularity.get_config().reproduce.sweep_values
+  return {
+    v: simulate.simulate(_sweep_point(sim_s1_popularity, v, seed, **sim).data.sim) for v in values
+  }
+
+
+def _empirical_kl(search, rec, items):
+  """KL(search || rec) of the training targets' popularities, smoothed as prepare's manifest
+  (popularity_kl.search_rec, the S1 sweep's statistic) smooths them."""
+  index = {item: k for k, item in enumerate(items)}
+
+  def popularity(targets):
+    counts = np.bincount([index[i] for i in targets], minlength=len(items)) + KL_SMOOTHING
+    return counts / counts.sum()
+
+  return kl_divergence(popularity(search), popularity(rec))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_s1_sweep_fixes_eligibility_and_sample_sizes_across_points(seed):
+  # Only rec data would otherwise reveal which items can be held-out targets, and the rec sample
+  # shrank as p_S moved away from p_R: the points must differ in KL(p_S || p_R) only.
+  raws = _s1_sweep(seed)
+  sim = sim_s1_popularity.get_config().data.sim
+  n = sim.num_items
+  sizes, kls = set(), []
+  for value, raw in raws.items():
+    search, rec = _training_targets(raw)
+    eligible = set(search) & set(rec)
+    assert eligible == set(raw.items) and len(raw.items) == n, value
+    sizes.add((len(search), len(rec)))
+    # Every held-out target of either task is eligible, and the filter removed nothing.
+    heldout = {i for _, i, split in raw.search_pairs if split != "train"}
+    heldout |= {i for _, items in raw.sessions for i in items[-2:]}
+    assert heldout <= eligible, value
+    stats = raw.stats
+    assert stats["s1_cover_all_items"] is True and stats["heldout_target_items"] == n
+    assert stats["session_items_removed_no_search_query"] == 0
+    assert stats["rec_train_targets"] == len(rec)
+    kls.append(_empirical_kl(search, rec, raw.items))
+  assert sizes == {(round(sim.queries_per_item * n), sim.num_users * (sim.session_len - 3))}
+  # The sweep still moves its statistic (realised, over training targets, as the report plots it).
+  assert kls[0] < kls[1] < kls[2], kls
+
+
+def test_s1_cover_knob_off_keeps_the_iid_draws():
+  # The knob is real: without it eligibility and the rec sample size move along the sweep.
+  eligible, rec_sizes = [], []
+  for raw in _s1_sweep(s1_cover_all_items=False).values():
+    search, rec = _training_targets(raw)
+    eligible.append(len(set(search) & set(rec)))
+    rec_sizes.append(len(rec))
+    assert raw.stats["s1_cover_all_items"] is False
+    assert raw.stats["heldout_target_items"] == eligible[-1]
+  assert max(eligible) < 100 and len(set(eligible)) == 3, eligible
+  assert len(set(rec_sizes)) == 3, rec_sizes
+
+
+def test_covering_sample_floors_counts_and_keeps_popularity_ratios():
+  p = np.array([0.5, 0.3, 0.1, 0.06, 0.04])
+  e = simulate.floored_counts(p, 20)
+  # 20 * p would give the last item less than one draw: it gets one, the others keep their
+  # popularity ratios (19 draws over 0.96 of the mass: item 3 gets 19 * 0.06 / 0.96 > 1).
+  assert e.sum() == pytest.approx(20) and e[4] == 1
+  assert e[:4] == pytest.approx(19 * p[:4] / 0.96)
+  assert simulate.floored_counts(p, 5) == pytest.approx(np.ones(5))
+  draws = simulate.covering_sample(p, 20, np.random.default_rng(0))
+  assert len(draws) == 20 and set(draws.tolist()) == set(range(5))
+
+
+def test_s1_cover_refuses_too_few_queries_or_rec_targets():
+  with pytest.raises(ValueError, match="queries_per_item x num_items"):
+    simulate.simulate(tiny_config(setting="S1", queries_per_item=0).data.sim)
+  with pytest.raises(ValueError, match=r"num_users x \(session_len - 3\)"):
+    simulate.simulate(tiny_config(setting="S1", num_users=10, session_len=4).data.sim)
+  # The requirement is the knob's, in S1 only (one query in all; no held-out filter to satisfy).
+  few = dict(queries_per_item=0, heldout_in_both=False)
+  simulate.simulate(tiny_config(setting="S1", s1_cover_all_items=False, **few).data.sim)
+  simulate.simulate(tiny_config(**few).data.sim)
+
+
+def _data_digest(raw):
+  data = [raw.items, raw.titles, raw.metadata, raw.search_pairs, raw.sessions]
+  return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# Digests of the generated data (not the stats) recorded with the simulator as it was before
+# data.sim.s1_cover_all_items existed: the knob must leave every other setting, and S1 without
+# it, exactly as they were.
+@pytest.mark.parametrize(
+  "name,digest",
+  [
+    ("quickstart", "89e2c78de9d1e37d"),
+    ("S2", "4fa41406f2f83e7b"),
+    ("S3", "a7cb1f888e15e260"),
+    ("S1_off", "a41e1f3936135fc2"),
+    ("S1_saved_before_knob", "a41e1f3936135fc2"),
+  ],
+)
+def test_s1_cover_knob_leaves_other_data_unchanged(name, digest):
+  if name == "quickstart":
+    c = quickstart.get_config()
+  elif name in ("S2", "S3"):
+    c = _sweep_point({"S2": sim_s2_search_helps_rec, "S3": sim_s3_rec_helps_search}[name], 0.5)
+  elif name == "S1_off":
+    c = _sweep_point(sim_s1_popularity, 1.0, s1_cover_all_items=False)
+  else:
+    # A run's config.json written before the knob: its dataset was made without it.
+    c = _sweep_point(sim_s1_popularity, 1.0)
+    del c.data.sim["s1_cover_all_items"]
+  assert _data_digest(simulate.simulate(c.data.sim)) == digest
 
 
 def _s3_raw(coherence, **sim):
