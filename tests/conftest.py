@@ -1,5 +1,8 @@
 """Shared pytest fixtures (kept small: each package's tests own their helpers)."""
 
+import os
+
+import jax
 import pytest
 
 # The longest test files (measured, BUILD_NOTES "Test suite"), started first: `make test` runs the
@@ -78,3 +81,34 @@ def hf_t5_factory(tmp_path_factory):
     return cache[key]
 
   return make
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shared_compilation_cache(tmp_path_factory):
+  """One persistent compilation cache for the whole run: every test process (the xdist workers
+  share the run's directory) and every subprocess they start (through the environment: the
+  binaries read GR_JAX_COMPILATION_CACHE, plain jax JAX_COMPILATION_CACHE_DIR) load a program
+  another test already compiled instead of compiling it again. Every program, however fast it
+  compiles (the tests' models are tiny)."""
+  base = tmp_path_factory.getbasetemp()
+  if os.environ.get("PYTEST_XDIST_WORKER"):
+    base = base.parent  # pytest-<n>/popen-gw<k>: the run's directory, shared by the workers
+  path = str(base / "jax_cache")
+  os.makedirs(path, exist_ok=True)
+  jax.config.update("jax_compilation_cache_dir", path)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+  jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+  env = {
+    "GR_JAX_COMPILATION_CACHE": path,
+    "JAX_COMPILATION_CACHE_DIR": path,
+    "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+    "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
+  }
+  saved = {k: os.environ.get(k) for k in env}
+  os.environ.update(env)
+  yield path
+  for k, v in saved.items():
+    if v is None:
+      os.environ.pop(k, None)
+    else:
+      os.environ[k] = v

@@ -1,7 +1,8 @@
 """Fixtures of the training tests: one tiny prepared dataset and a shared compilation cache.
 
-The persistent compilation cache (also handed to subprocesses through `subprocess_env`) lets the
-many short runs of these tests compile each step function once instead of once per run.
+The run's persistent compilation cache (tests/conftest.py; also handed to subprocesses through
+`subprocess_env`) lets the many short runs of these tests compile each step function once instead
+of once per run.
 """
 
 import os
@@ -19,14 +20,9 @@ CONFIG_PATH = os.path.join(HERE, "tiny_config.py")
 
 
 @pytest.fixture(scope="session")
-def compile_cache(tmp_path_factory):
-  import jax  # pylint: disable=g-import-not-at-top
-
-  path = str(tmp_path_factory.mktemp("jax_cache"))
-  jax.config.update("jax_compilation_cache_dir", path)
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-  jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-  return path
+def compile_cache(shared_compilation_cache):
+  """The run's one persistent compilation cache (tests/conftest.py), named for these tests."""
+  return shared_compilation_cache
 
 
 @pytest.fixture(scope="session")
