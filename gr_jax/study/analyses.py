@@ -1,7 +1,8 @@
 """Per-point statistics and analyses: what the report needs, computed from the runs on disk.
 
-Everything here reads `eval/<split>/` of the run directories and the baselines, never a live
-model (except the t-SNE, which restores one checkpoint per model kind).
+Everything here reads `eval/<split>/` of the run directories and the baselines (and the baselines'
+`eval/valid/`, where the best baseline of a task is chosen), never a live model (except the t-SNE,
+which restores one checkpoint per model kind).
 """
 
 from __future__ import annotations
@@ -57,8 +58,7 @@ def analyse_point(plan: Plan, point: Point, out_dir: str) -> dict:
   """Per budget and decoder: results and tests of Gen_R+S against each task-specific model."""
   from gr_jax.analysis import stats
   from gr_jax.data.dataset import ProcessedDataset
-  from gr_jax.evaluation import runs as runs_lib
-  from gr_jax.study.stages import baselines_dir, eval_subdir
+  from gr_jax.study.stages import eval_subdir
 
   config = plan.config
   r = config.reproduce
@@ -113,22 +113,7 @@ def analyse_point(plan: Plan, point: Point, out_dir: str) -> dict:
           "vs_baseline": vs_baseline,
         }
       )
-  baselines = {}
-  for data in point.datasets:
-    bdir = baselines_dir(plan, point, data)
-    if os.path.isdir(bdir):
-      for name in sorted(os.listdir(bdir)):
-        summary, _ = runs_lib.load_eval(os.path.join(bdir, name), split)
-        for t, v in summary.items():
-          if t in TASKS:
-            baselines.setdefault(name, {}).setdefault(t, {}).setdefault("per_seed", []).append(v)
-  for name, tasks in baselines.items():  # mean over the datasets (one per seed when simulated)
-    for t, entry in tasks.items():
-      seeds = entry.pop("per_seed")
-      for metric in seeds[0]:
-        vals = [float(x[metric]) for x in seeds if isinstance(x.get(metric), (int, float))]
-        if vals:
-          entry[metric] = float(np.mean(vals))
+  baselines = baseline_means(plan, point, split)
   dataset = ProcessedDataset(point.datasets[0].data_dir)
   first = blocks[0]
   result = {
@@ -164,57 +149,123 @@ def analyse_point(plan: Plan, point: Point, out_dir: str) -> dict:
 
 
 def _baseline_eval_dirs(plan: Plan, point: Point, split: str) -> dict[str, list[str]]:
-  """Baseline name -> its eval directories (`<baseline>/eval/<split>`), one per dataset of the
-  point in seed order; only baselines evaluated on every dataset."""
-  from gr_jax.study.stages import baselines_dir
+  """Baseline name -> its eval directories (`<baseline run>/eval/<split>`) in the study's seed
+  order: one per dataset when each seed has its own (seed k's dataset's baselines trained with seed
+  k); on a shared dataset one per study seed for a trained baseline (`<name>/seed<k>/`) and one for
+  a deterministic one (bm25, popularity: the same run stands for every seed). Only baselines
+  evaluated on `split` for every seed (and trained ones still in `reproduce.baselines`)."""
+  from gr_jax.study.stages import TRAINED_BASELINES, baseline_run_dir, baselines_dir, is_shared
 
+  seeds = [int(s) for s in plan.config.reproduce.seeds]
+  configured = set(plan.config.reproduce.get("baselines", ()))
   found: dict[str, list[str]] = {}
+  datasets: dict[str, int] = {}  # name -> datasets that hold all of its runs
   for data in point.datasets:
     bdir = baselines_dir(plan, point, data)
     names = sorted(os.listdir(bdir)) if os.path.isdir(bdir) else []
     for name in names:
-      d = os.path.join(bdir, name, "eval", split)
-      if os.path.exists(os.path.join(d, "metrics.json")):
-        found.setdefault(name, []).append(d)
-  return {n: dirs for n, dirs in found.items() if len(dirs) == len(point.datasets)}
+      if not os.path.isdir(os.path.join(bdir, name)):
+        continue
+      if is_shared(data) and name in TRAINED_BASELINES:
+        if name not in configured:  # a leftover of a baseline no longer asked for
+          continue
+        runs = [baseline_run_dir(plan, point, data, name, s) for s in seeds]
+      else:
+        runs = [os.path.join(bdir, name)]
+      dirs = [os.path.join(d, "eval", split) for d in runs]
+      if all(os.path.exists(os.path.join(d, "metrics.json")) for d in dirs):
+        found.setdefault(name, []).extend(dirs)
+        datasets[name] = datasets.get(name, 0) + 1
+  return {n: dirs for n, dirs in found.items() if datasets[n] == len(point.datasets)}
+
+
+def baseline_means(plan: Plan, point: Point, split: str) -> dict:
+  """Baseline name -> task -> metric -> its mean on `split` over its runs (`_baseline_eval_dirs`):
+  one per seed (a per-seed dataset's, or a trained baseline's of the shared dataset), or its one
+  run (a deterministic baseline of the shared dataset)."""
+  from gr_jax.evaluation import runs as runs_lib
+
+  out: dict = {}
+  for name, dirs in _baseline_eval_dirs(plan, point, split).items():
+    summaries = [runs_lib.load_eval(d, split)[0] for d in dirs]
+    for t in TASKS:
+      per_seed = [x[t] for x in summaries if isinstance(x.get(t), dict)]
+      if len(per_seed) != len(summaries):
+        continue
+      entry = out.setdefault(name, {}).setdefault(t, {})
+      for metric in per_seed[0]:
+        vals = [float(x[metric]) for x in per_seed if isinstance(x.get(metric), (int, float))]
+        if vals:
+          entry[metric] = float(np.mean(vals))
+  return out
+
+
+def _task_means(baselines: dict[str, list[str]], task: str, metric: str) -> dict[str, float]:
+  """Baseline name -> mean of `task`'s `metric` over its eval directories (the baselines that
+  report it in every one)."""
+  from gr_jax.evaluation import runs as runs_lib
+
+  means = {}
+  for name, dirs in baselines.items():
+    vals = [
+      runs_lib.read_json(os.path.join(d, "metrics.json")).get(task, {}).get(metric) for d in dirs
+    ]
+    if vals and all(isinstance(v, (int, float)) for v in vals):
+      means[name] = float(np.mean(vals))
+  return means
+
+
+# The split on which the best baseline of a task is chosen (never the test split).
+CHOICE_SPLIT = "valid"
+
+
+def best_baselines(plan: Plan, point: Point) -> dict[str, tuple[str, dict[str, float]]]:
+  """Task -> (the best baseline, every baseline's mean on valid): the highest mean headline
+  metric on the VALID split, as every choice of the study is made. Reads only `eval/valid/`;
+  a task without a baseline evaluated on valid has none."""
+  metric = headline_metric(plan.config)
+  valid = _baseline_eval_dirs(plan, point, CHOICE_SPLIT)
+  out = {}
+  for task in TASKS:
+    means = _task_means(valid, task, metric)
+    if means:
+      out[task] = (max(sorted(means), key=means.get), means)
+  return out
 
 
 def _against_best_baselines(
   plan: Plan, point: Point, budget: str, groups, subdir: str, compare
 ) -> list[dict]:
-  """Gen_R+S against the best baseline of each task (the highest mean headline metric on the
-  study's split: the strongest competitor, so a win over it is conservative), with the same two
-  paired tests as the verdict (over (seed, query) pairs and over seeds).
+  """Gen_R+S against the best baseline of each task (`best_baselines`: the highest mean headline
+  metric on the VALID split, the strongest competitor chosen without looking at test, so a win
+  over it is conservative), compared on the study's split with the same two paired tests as the
+  verdict (over (seed, query) pairs and over seeds).
 
-  One dataset shared by all seeds: the baseline's one run stands against every seed of Gen_R+S
-  (its own seed variance is not in the seed test). One dataset per seed: run i of Gen_R+S is paired
-  with the baseline trained on seed i's dataset. Returns one comparison record per task (the
-  records of `stats.compare_models`, plus "baseline_means": every baseline's mean), uncorrected:
-  the report corrects over these comparisons as their own family.
+  Run i of Gen_R+S is paired with seed i's run of the baseline: the baseline trained on seed i's
+  dataset (one dataset per seed), or on the shared dataset the trained baseline's seed-i run; only
+  a deterministic baseline of the shared dataset (bm25, popularity) is one run standing against
+  every seed (`repeated`). Returns one comparison record per task (the records of
+  `stats.compare_models`, plus "baseline_means": every baseline's mean on the study's split,
+  "chosen_on": "valid" and "baseline_means_valid": the means that chose it), uncorrected: the
+  report corrects over these comparisons as their own family.
   """
-  from gr_jax.evaluation import runs as runs_lib
-
   config = plan.config
   metric = headline_metric(config)
   if "joint" not in groups:
     return []
+  seeds = [int(s) for s in config.reproduce.seeds]
+  by_seed = {r.seed: r.run_dir for r in point.runs if r.budget == budget and r.model == "joint"}
+  # In the study's seed order, as the baselines' runs (paired by position).
+  joint = [os.path.join(by_seed[s], "eval", subdir) for s in seeds if s in by_seed]
   baselines = _baseline_eval_dirs(plan, point, config.eval.split)
-  joint = [os.path.join(d, "eval", subdir) for d in groups["joint"]]
   out = []
-  for task in TASKS:
-    means = {}
-    for name, dirs in baselines.items():
-      vals = [
-        runs_lib.read_json(os.path.join(d, "metrics.json")).get(task, {}).get(metric) for d in dirs
-      ]
-      if all(isinstance(v, (int, float)) for v in vals):
-        means[name] = float(np.mean(vals))
-    if not means:
+  for task, (best, valid_means) in best_baselines(plan, point).items():
+    means = _task_means(baselines, task, metric)
+    if best not in means:  # chosen on valid but not evaluated on the study's split
       continue
-    best = max(sorted(means), key=means.get)
     dirs = baselines[best]
     repeated = ()
-    if len(dirs) == 1:  # one run stands against every seed (stats refuses unannounced repeats)
+    if len(dirs) == 1 and len(joint) > 1:  # a deterministic baseline of the shared dataset
       dirs, repeated = dirs * len(joint), (best,)
     res = compare(
       {"joint": joint, best: dirs},
@@ -227,7 +278,15 @@ def _against_best_baselines(
       repeated=repeated,
     )
     for c in res["comparisons"]:
-      out.append(dict(c, budget=budget, baseline_means=means))
+      out.append(
+        dict(
+          c,
+          budget=budget,
+          baseline_means=means,
+          chosen_on=CHOICE_SPLIT,
+          baseline_means_valid=valid_means,
+        )
+      )
   return out
 
 

@@ -16,7 +16,13 @@ Directory layout under the study's workdir:
 
   data/<point>/<data>/                         processed dataset ("seed<k>" or "shared")
   runs/<point>/<budget>/<model>/seed<k>/       a training run (config.json, checkpoints/, eval/...)
-  baselines/<point>/<data>/<name>/             baseline runs (pop_*, bm25, sasrec, bert4rec)
+  baselines/<point>/seed<k>/<name>/            baseline runs of seed k's dataset (pop_*, bm25,
+                                               sasrec, bert4rec, biencoder; trained with seed k)
+  baselines/<point>/shared/<name>/             deterministic baselines of the shared dataset
+                                               (pop_*, bm25): one run for every seed
+  baselines/<point>/shared/<name>/seed<k>/     trained baselines of the shared dataset (sasrec,
+                                               bert4rec, biencoder): one run per study seed
+                                               (each baseline run has eval/<split>/ and eval/valid/)
   analysis/<point>/                            statistics and H1/H2 analyses as JSON
   plots/                                       PNGs
   report.md  report.json

@@ -1036,8 +1036,11 @@ def _flat_tests(analyses: list[dict], key: str) -> list[dict]:
           "mean_a": c["mean_a"],
           "mean_b": c["mean_b"],
         }
-        if "baseline_means" in c:
-          common["baseline_means"] = c["baseline_means"]
+        # Against a baseline: every baseline's mean on the study's split, and the split that chose
+        # the best one with its means there (valid; absent from an analysis.json made before).
+        for field in ("baseline_means", "chosen_on", "baseline_means_valid"):
+          if field in c:
+            common[field] = c[field]
         tests.append(
           {
             **common,
@@ -1087,11 +1090,18 @@ def _baseline_md(point: str, btests: list[dict], correction: str) -> tuple[list[
   }
   if not seed:
     return [], []
-  family = next(iter(seed.values())).get("family_size", 0)
+  first = next(iter(seed.values()))
+  family = first.get("family_size", 0)
+  # An analysis.json made before the choice moved to validation chose on the compared split.
+  chosen = (
+    "chosen on validation: the baseline with the highest mean on the valid split, compared "
+    "here on this split"
+    if first.get("chosen_on") == "valid"
+    else "the baseline with the highest mean on this split"
+  )
   md = [
-    f"Gen_R+S against the best baseline of each task (the baseline with the highest mean on "
-    f"this split; {correction} correction over these {family} tests, a family of their "
-    "own):",
+    f"Gen_R+S against the best baseline of each task ({chosen}; {correction} correction over "
+    f"these {family} tests, a family of their own):",
     "",
     "| budget | decoder | task | best baseline | baseline | Gen_R+S | diff [95% CI, unadjusted] "
     "(seed test) | p seed / p query (adjusted; query: conditional on the trained models) | "
@@ -1108,9 +1118,10 @@ def _baseline_md(point: str, btests: list[dict], correction: str) -> tuple[list[
       f"{_fmt(st['ci95'][1])}] | {_fmt_p(st['p_adjusted'])} / "
       f"{_fmt_p(qt['p_adjusted'])} | {_fmt(st.get('mdd80'))} | {verdict} |"
     )
+    on_valid = " (chosen on validation)" if st.get("chosen_on") == "valid" else ""
     lines.append(
       f"[{point}] {TASK_LABELS[key[2]]} ({key[0]}, {key[1]}) against the best "
-      f"baseline {st['b']}: {verdict}: Gen_R+S {st['mean_a']:.4f} vs "
+      f"baseline {st['b']}{on_valid}: {verdict}: Gen_R+S {st['mean_a']:.4f} vs "
       f"{st['mean_b']:.4f}, adjusted p = {_fmt_p(st['p_adjusted'])} over seeds."
     )
   return md + [""], lines

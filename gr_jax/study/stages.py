@@ -32,9 +32,44 @@ def mean_rule_subdir(split: str, decoder: str) -> str:
   return f"{eval_subdir(split, decoder)}_mean_rule"
 
 
+# Baselines whose result depends on the run seed. On a dataset shared by every seed they run once
+# per study seed, each paired with the same seed of Gen_R+S; bm25 and the popularity baselines are
+# deterministic and run once.
+TRAINED_BASELINES = ("sasrec", "bert4rec", "biencoder")
+
+
 def baselines_dir(plan: Plan, point: Point, data: DataSpec | None = None) -> str:
+  """`baselines/<point>/<data>/`: the baselines of one dataset ("seed<k>" or "shared")."""
   data = data or point.datasets[0]
   return os.path.join(plan.workdir, "baselines", point.name, data.key)
+
+
+def baseline_run_dir(plan: Plan, point: Point, data: DataSpec, name: str, seed: int) -> str:
+  """The run directory of baseline `name` trained with `seed` on `data` (plan.py's layout):
+  `<baselines_dir>/<name>/`, or `<baselines_dir>/<name>/seed<k>/` for a trained baseline of the
+  shared dataset (one run per study seed). A per-seed dataset's baselines all ran with its seed, a
+  deterministic baseline of the shared dataset once (`seed` is then not read)."""
+  d = os.path.join(baselines_dir(plan, point, data), name)
+  if is_shared(data) and name in TRAINED_BASELINES:
+    return os.path.join(d, f"seed{int(seed)}")
+  return d
+
+
+def is_shared(data: DataSpec) -> bool:
+  """The dataset is shared by every seed (real data), not seed k's own ("seed<k>")."""
+  return data.key == "shared"
+
+
+def dataset_seed(data: DataSpec) -> int:
+  """The study seed of a per-seed dataset "seed<k>" (plan.py): its baselines train with it."""
+  return int(data.key[len("seed") :])
+
+
+def baseline_splits(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """The splits every baseline is evaluated on: the study's (`eval.split`, where Gen_R+S is
+  compared with them) and valid, where the best baseline of a task is chosen (never on test)."""
+  split = str(config.eval.split)
+  return (split,) if split == "valid" else (split, "valid")
 
 
 def analysis_dir(plan: Plan, point: Point) -> str:
@@ -199,25 +234,80 @@ def _eval_inputs(config) -> dict:
 
 
 def _baselines(plan: Plan, point: Point, data: DataSpec) -> None:
+  """The baselines stage of one dataset: its popularity baselines and, of `reproduce.baselines`,
+  every one for a per-seed dataset (trained with its seed k) and bm25 for the shared dataset (its
+  trained baselines: one stage per seed, `_seed_baselines`). Each is evaluated on
+  `baseline_splits`: the study's split and valid."""
   from gr_jax.baselines.popularity import write_popularity_runs
-  from gr_jax.baselines.runner import run_baseline
   from gr_jax.data.dataset import ProcessedDataset
 
   out = baselines_dir(plan, point, data)
-  split = plan.config.eval.split
-  write_popularity_runs(
-    ProcessedDataset(data.data_dir),
-    out,
-    split,
-    tuple(plan.config.eval.ks),
-    mix_weight=float(plan.config.eval.pop_mix_weight),
-    exclude_seen=_exclude_seen(plan.config),
-  )
-  for name in plan.config.reproduce.get("baselines", ()):
+  dataset = ProcessedDataset(data.data_dir)
+  for split in baseline_splits(plan.config):
+    write_popularity_runs(
+      dataset,
+      out,
+      split,
+      tuple(plan.config.eval.ks),
+      mix_weight=float(plan.config.eval.pop_mix_weight),
+      exclude_seen=_exclude_seen(plan.config),
+    )
+  names = list(plan.config.reproduce.get("baselines", ()))
+  if is_shared(data):
+    # Deterministic: one run stands for every seed (it runs with the dataset config's seed).
+    _run_baselines(plan, point, data, [n for n in names if n not in TRAINED_BASELINES], None)
+  else:
+    _run_baselines(plan, point, data, names, dataset_seed(data))
+
+
+def _seed_baselines(plan: Plan, point: Point, data: DataSpec, seed: int) -> None:
+  """The trained baselines of the shared dataset with study seed `seed`, each in
+  `<name>/seed<k>/`."""
+  names = [n for n in plan.config.reproduce.get("baselines", ()) if n in TRAINED_BASELINES]
+  _run_baselines(plan, point, data, names, seed)
+
+
+def _run_baselines(plan: Plan, point: Point, data: DataSpec, names, seed: int | None) -> None:
+  """Runs each baseline of `names` in its run directory (`baseline_run_dir`) with `seed` (None:
+  the dataset config's own), evaluated on each of `baseline_splits`. A trained baseline trains on
+  the first split's call; the later calls reload its finished checkpoint and only evaluate
+  (gr_jax/baselines: "a finished run is reloaded, not trained on")."""
+  from gr_jax.baselines.runner import run_baseline
+
+  for name in names:
     cfg = ml_collections.ConfigDict(data.config.to_dict())
-    with cfg.ignore_type():
-      cfg.seed = int(plan.config.reproduce.seeds[0])
-    run_baseline(name, cfg, data.data_dir, os.path.join(out, name), split)
+    if seed is not None:
+      with cfg.ignore_type():
+        cfg.seed = int(seed)
+    out = baseline_run_dir(plan, point, data, name, seed)
+    for split in baseline_splits(plan.config):
+      run_baseline(name, cfg, data.data_dir, out, split)
+
+
+def _reset_shared_baselines(bdir: str):
+  """Removes the outputs of a shared dataset's deterministic baselines stage: everything under
+  `bdir` except the trained baselines' `<name>/seed<k>/` runs (their own stages' outputs; the
+  files a trained baseline's single run left there before it ran per seed go too)."""
+
+  def remove(path: str) -> None:
+    if os.path.isdir(path) and not os.path.islink(path):
+      shutil.rmtree(path, ignore_errors=True)
+    else:
+      os.remove(path)
+
+  def reset() -> None:
+    if not os.path.isdir(bdir):
+      return
+    for entry in os.listdir(bdir):
+      path = os.path.join(bdir, entry)
+      if entry not in TRAINED_BASELINES or not os.path.isdir(path):
+        remove(path)
+        continue
+      for sub in os.listdir(path):
+        if not (sub.startswith("seed") and sub[len("seed") :].isdigit()):
+          remove(os.path.join(path, sub))
+
+  return reset
 
 
 def _analyse(plan: Plan, point: Point) -> None:
@@ -274,6 +364,74 @@ def evaluate_stage_id(run: RunSpec, decoder: str) -> str:
   return f"evaluate__{_run_tag(run)}__{decoder}"
 
 
+def _baseline_stages(
+  plan: Plan, point: Point, data: DataSpec, tag: str, data_fingerprint: str
+) -> list[Stage]:
+  """The baselines stages of one dataset. A per-seed dataset "seed<k>": one stage, every baseline
+  trained with seed k. The shared dataset: one stage of the deterministic ones (popularity, bm25:
+  no seed in its inputs) and one per study seed of the trained ones (`<name>/seed<k>/`), so a
+  changed seeds list runs only the new seeds' baselines. Every stage evaluates on
+  `baseline_splits` (the study's split and valid, where the best baseline is chosen)."""
+  r = plan.config.reproduce
+  which = list(r.get("baselines", ()))
+  sections = plan.config.get("baselines", {})
+  sections = sections.to_dict() if hasattr(sections, "to_dict") else dict(sections)
+  common = {
+    "data": data_fingerprint,
+    "eval": _eval_inputs(plan.config),
+    "splits": list(baseline_splits(plan.config)),
+  }
+  bdir = baselines_dir(plan, point, data)
+  if not is_shared(data):
+    seed = dataset_seed(data)
+    return [
+      Stage(
+        f"baselines__{tag}",
+        "baselines",
+        f"baselines ({point.name}, {data.key})",
+        lambda p=point, d=data: _baselines(plan, p, d),
+        inputs={**common, "baselines": sections, "which": which, "seed": seed},
+        reset=_rmtree(bdir),
+      )
+    ]
+  fixed = [n for n in which if n not in TRAINED_BASELINES]
+  trained = [n for n in which if n in TRAINED_BASELINES]
+  out = [
+    Stage(
+      f"baselines__{tag}",
+      "baselines",
+      f"baselines ({point.name}, {data.key})",
+      lambda p=point, d=data: _baselines(plan, p, d),
+      inputs={
+        **common,
+        "baselines": {n: sections[n] for n in fixed if n in sections},
+        "which": fixed,
+      },
+      reset=_reset_shared_baselines(bdir),
+    )
+  ]
+  if not trained:
+    return out
+  for seed in (int(s) for s in r.seeds):
+    out.append(
+      Stage(
+        f"baselines__{tag}__seed{seed}",
+        "baselines",
+        f"trained baselines seed {seed} ({point.name}, {data.key})",
+        lambda p=point, d=data, k=seed: _seed_baselines(plan, p, d, k),
+        inputs={
+          **common,
+          "baselines": {n: sections[n] for n in trained if n in sections},
+          "which": trained,
+          "seed": seed,
+        },
+        # Every trained baseline's seed-k run: one no longer configured goes too.
+        reset=_rmtrees([os.path.join(bdir, n, f"seed{seed}") for n in TRAINED_BASELINES]),
+      )
+    )
+  return out
+
+
 def stages_for(plan: Plan) -> list[Stage]:
   """All stages, in an order where every stage's inputs exist when it runs."""
   split = plan.config.eval.split
@@ -303,24 +461,9 @@ def stages_for(plan: Plan) -> list[Stage]:
         reset=_rmtree(data.data_dir),
       )
       data_fp[data.key] = prep.fingerprint
-      base = Stage(
-        f"baselines__{tag}",
-        "baselines",
-        f"baselines ({point.name}, {data.key})",
-        lambda p=point, d=data: _baselines(plan, p, d),
-        inputs={
-          "data": prep.fingerprint,
-          "eval": _eval_inputs(plan.config),
-          "baselines": plan.config.get("baselines", {}).to_dict()
-          if "baselines" in plan.config
-          else {},
-          "which": list(r.get("baselines", ())),
-          "seed": int(r.seeds[0]),
-        },
-        reset=_rmtree(baselines_dir(plan, point, data)),
-      )
-      stages += [prep, base]
-      point_fps += [prep.fingerprint, base.fingerprint]
+      bases = _baseline_stages(plan, point, data, tag, prep.fingerprint)
+      stages += [prep, *bases]
+      point_fps += [prep.fingerprint, *(b.fingerprint for b in bases)]
     for run in point.runs:
       data_dir = point.dataset(run.data).data_dir
       train = Stage(

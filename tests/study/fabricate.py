@@ -76,3 +76,25 @@ def write_analysis(
   path = os.path.join(plan.workdir, "analysis", point.name, "analysis.json")
   runs.write_json(path, analysis)
   return path
+
+
+def write_eval_dir(eval_dir, task_values: dict, metric: str, info=None) -> str:
+  """A fabricated eval directory (`<run>/eval/<split>/`, no decoding): metrics.json (each task's
+  mean of `metric`), per_query.json and `{task}.qrels`, for `task_values` = {task: per-query
+  values}; query i is `q{i}` with relevant item `i{i}` (the same queries in every directory, so
+  any two of them pair). `info`: metrics.json's info section. Returns eval_dir."""
+  import numpy as np
+
+  summary, per_query = {}, {}
+  for task, values in task_values.items():
+    ids = [f"q{i}" for i in range(len(values))]
+    per_query[task] = {metric: {q: float(v) for q, v in zip(ids, values)}}
+    summary[task] = {metric: float(np.mean(values))}
+    runs.write_qrels(
+      os.path.join(eval_dir, f"{task}.qrels"), {q: {f"i{i}": 1} for i, q in enumerate(ids)}
+    )
+  if info is not None:
+    summary["info"] = info
+  runs.write_json(os.path.join(eval_dir, "metrics.json"), summary)
+  runs.write_json(os.path.join(eval_dir, "per_query.json"), per_query)
+  return eval_dir

@@ -122,13 +122,14 @@ def test_quickstart_study_end_to_end(tmp_path):
     assert len(r["per_seed"]) == 2 and len(r["steps"]) == 2 and r["budget"] and r["decode"]
     assert r["distinct_items"] is not None and len(r["ci95"]) == 2
   assert {r["model"] for r in report["results"] if r.get("baseline")} >= {"bm25", "pop_s", "pop_r"}
-  # Gen_R+S against the best baseline of each task: the baseline with the highest mean, two
-  # paired tests per budget x decoder x task, corrected as their own family.
+  # Gen_R+S against the best baseline of each task: the baseline with the highest mean on VALID,
+  # two paired tests per budget x decoder x task on test, corrected as their own family.
   btests = report["baseline_tests"]
   assert len(btests) == 16 and {t["family_size"] for t in btests} <= {16, 15, 14}
   for t in btests:
-    means = t["baseline_means"]
-    assert t["a"] == "joint" and t["b"] == max(sorted(means), key=means.get)
+    means, valid = t["baseline_means"], t["baseline_means_valid"]
+    assert t["chosen_on"] == "valid" and set(valid) == set(means)
+    assert t["a"] == "joint" and t["b"] == max(sorted(valid), key=valid.get)
     assert t["mean_b"] == pytest.approx(means[t["b"]])
     joint = next(
       r

@@ -43,5 +43,7 @@ def test_stages_pass_exclude_seen_to_evaluation_and_baselines(tmp_path, monkeypa
     stage_lib._evaluate(run, "test", "topk_exact")
     stage_lib._baselines(plan, point, point.datasets[0])
     assert seen[0] == {"decode.method": "topk_exact", "eval.exclude_seen": flag}
-    assert seen[1] is flag
-    assert seen[2:] == [(name, flag) for name in plan.config.reproduce.baselines]
+    # Popularity on the study's split and on valid (where the best baseline is chosen), then
+    # each baseline on both.
+    assert seen[1:3] == [flag, flag]
+    assert seen[3:] == [(name, flag) for name in plan.config.reproduce.baselines for _ in (1, 2)]
