@@ -99,6 +99,7 @@ def dataset_config(config) -> dict:
     d.pop(k, None)
   if d.get("source") != "simulate":
     d.pop("sim", None)  # simulator knobs do not affect real-data datasets
+  drop_unread_sim_knobs(d)
   if d.get("id_scheme", "atomic") == "atomic":
     # Atomic datasets hash as they did before semantic IDs existed: their files are unchanged.
     d.pop("id_scheme", None)
@@ -120,6 +121,17 @@ def dataset_config(config) -> dict:
     # Likewise the split by query: every dataset prepared before the knob keeps its hash.
     d.pop("search_split")
   return d
+
+
+def drop_unread_sim_knobs(data: dict) -> dict:
+  """Removes, in place, simulator knobs that the data config's setting does not read, so that
+  datasets (their hash) and study stages (their fingerprints) made before such a knob existed
+  keep theirs: `sim.s1_cover_all_items` counts only for setting S1 with the knob on. `data`: a
+  plain data section. Returns it."""
+  sim = data.get("sim")
+  if isinstance(sim, dict) and not (sim.get("setting") == "S1" and sim.get("s1_cover_all_items")):
+    sim.pop("s1_cover_all_items", None)
+  return data
 
 
 def _biencoder_kind(d: dict) -> bool:

@@ -137,6 +137,7 @@ def run_stages(stages: list[Stage], workdir: str, printer: Callable[[str], None]
     printer(f"[stage {i}/{n}] {stage.describe} (elapsed {elapsed}{eta_text})")
     t0 = time.time()
     stage.fn()
+    release_compiled_programs_if_crowded()
     seconds = time.time() - t0
     progress.record(stage, seconds)
     _write_marker(workdir, stage, seconds)
@@ -147,6 +148,47 @@ def run_stages(stages: list[Stage], workdir: str, printer: Callable[[str], None]
     f"{_format_seconds(time.time() - progress.start)} in all"
   )
   return {"ran": ran, "skipped": skipped}
+
+
+# Every compiled XLA:CPU program holds memory mappings, and the kernel refuses new ones past
+# vm.max_map_count (65,530 by default): a 10-seed study in one process died there with "LLVM
+# compilation error: Cannot allocate memory" at stage 175 of 202 (each seed's dataset has its own
+# shapes). Past this share of the limit the in-memory caches are dropped between stages; the
+# persistent compilation cache reloads what the next stage needs.
+_MAPS_SHARE = 0.5
+
+
+def _map_count() -> tuple[int, int] | None:
+  """(this process's memory mappings, the kernel's limit); None where /proc does not say."""
+  try:
+    with open("/proc/self/maps", "rb") as f:
+      used = sum(1 for _ in f)
+    with open("/proc/sys/vm/max_map_count") as f:
+      return used, int(f.read().strip())
+  except (OSError, ValueError):
+    return None
+
+
+def release_compiled_programs_if_crowded(share: float = _MAPS_SHARE) -> bool:
+  """Drops jax's in-memory compiled programs when the process holds more than `share` of the
+  kernel's memory-mapping limit; True when it did."""
+  counts = _map_count()
+  if counts is None or counts[0] <= share * counts[1]:
+    return False
+  import gc
+
+  import jax
+
+  jax.clear_caches()
+  gc.collect()
+  after = _map_count()
+  logging.info(
+    "memory mappings %d of %d: compiled programs released (%s now)",
+    counts[0],
+    counts[1],
+    after[0] if after else "?",
+  )
+  return True
 
 
 def run_plan(plan: Plan, printer: Callable[[str], None] = print) -> str:

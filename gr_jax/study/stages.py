@@ -339,12 +339,23 @@ def _config_inputs(config: ml_collections.ConfigDict) -> dict:
   on separately; sweep values and seeds lists do not change one run), logging periods and
   `eval.exclude_seen` (training never reads it: validation ranks every item, so switching the
   protocol re-evaluates the trained runs without retraining them)."""
+  from gr_jax.data.prepare import drop_unread_sim_knobs
+
   d = config.to_dict()
+  drop_unread_sim_knobs(d["data"])
   d.pop("reproduce", None)
   d.get("eval", {}).pop("exclude_seen", None)
   for key in _NOT_INPUTS:
     d.get("train", {}).pop(key, None)
   return d
+
+
+def _data_inputs(config: ml_collections.ConfigDict) -> dict:
+  """A data section as stage inputs, without the simulator knobs its setting does not read (a
+  study made before such a knob existed keeps its fingerprints)."""
+  from gr_jax.data.prepare import drop_unread_sim_knobs
+
+  return drop_unread_sim_knobs(config.data.to_dict())
 
 
 def _reproduce_inputs(r: ml_collections.ConfigDict) -> dict:
@@ -457,7 +468,10 @@ def stages_for(plan: Plan) -> list[Stage]:
         lambda d=data: _prepare(d),
         # Changed raw files rerun prepare and everything downstream; simulated data has none
         # (its inputs, and so its stages' fingerprints, are as before raw files were covered).
-        inputs={"data": data.config.data.to_dict(), **({"raw": raw} if raw else {})},
+        inputs={
+          "data": _data_inputs(data.config),
+          **({"raw": raw} if raw else {}),
+        },
         reset=_rmtree(data.data_dir),
       )
       data_fp[data.key] = prep.fingerprint

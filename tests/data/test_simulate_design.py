@@ -9,6 +9,7 @@ import json
 import os
 import re
 
+import ml_collections
 import numpy as np
 import pytest
 
@@ -17,7 +18,9 @@ from gr_jax.analysis.divergence import kl_divergence
 from gr_jax.data import ProcessedDataset, prepare_dataset
 from gr_jax.data import simulate
 from gr_jax.data.errors import DataError
-from gr_jax.data.prepare import KL_SMOOTHING
+from gr_jax.study import plan as plan_lib
+from gr_jax.study import stages
+from gr_jax.data.prepare import KL_SMOOTHING, config_hash
 from gr_jax.study.plan import set_dotted, sweep_fields
 from tests.data.conftest import ROOT, tiny_config
 
@@ -330,3 +333,28 @@ def test_every_sim_knob_is_documented_and_read_by_the_simulator():
     line, above = lines[at[0]], lines[at[0] - 1].strip()
     assert "#" in line or above.startswith("#"), f"data.sim.{key} has no comment"
     assert f"sim.{key}" in source, f"data.sim.{key} is never read by the simulator"
+
+
+def test_s1_cover_knob_changes_no_hash_or_fingerprint_where_it_is_not_read():
+  """Datasets and study stages made before `s1_cover_all_items` existed keep their hash and
+  fingerprints (the knob is read by setting S1 only, when on); an S1 dataset with it on is new
+  data and hashes differently."""
+
+  def without_knob(c):
+    c = ml_collections.ConfigDict(c.to_dict())
+    del c.data.sim["s1_cover_all_items"]
+    return c
+
+  qs = quickstart.get_config()
+  assert config_hash(qs) == config_hash(without_knob(qs))
+  plan_a = plan_lib.build_plan(qs, "/tmp/unused_a")
+  plan_b = plan_lib.build_plan(without_knob(qs), "/tmp/unused_a")
+  assert [s.fingerprint for s in stages.stages_for(plan_a)] == [
+    s.fingerprint for s in stages.stages_for(plan_b)
+  ]
+  s1 = sim_s1_popularity.get_config()
+  assert s1.data.sim.setting == "S1" and s1.data.sim.s1_cover_all_items
+  assert config_hash(s1) != config_hash(without_knob(s1))
+  off = ml_collections.ConfigDict(s1.to_dict())
+  off.data.sim.s1_cover_all_items = False
+  assert config_hash(off) == config_hash(without_knob(s1))

@@ -2,6 +2,8 @@
 
 import os
 
+import jax
+import jax.numpy as jnp
 import pytest
 
 from gr_jax.study import runner
@@ -80,3 +82,27 @@ def test_changed_inputs_rerun_the_stage_and_reset_its_outputs(tmp_path):
   out = runner.run_stages(stages(0.2), str(tmp_path), lines.append)
   assert out == {"ran": 1, "skipped": 1} and resets == ["a"] and log == ["a", "b", "a"]
   assert any("inputs changed" in line for line in lines)
+
+
+def test_compiled_programs_are_released_when_mappings_crowd(monkeypatch, tmp_path):
+  """Past a share of the kernel's memory-mapping limit the runner drops jax's in-memory compiled
+  programs between stages (a long study in one process once died of "Cannot allocate memory" in
+  LLVM); below it, nothing is dropped."""
+  f = jax.jit(lambda x: x * 2 + 1)
+  f(jnp.ones(3))
+  assert f._cache_size() == 1  # pylint: disable=protected-access
+  assert not runner.release_compiled_programs_if_crowded(share=1.0)
+  assert f._cache_size() == 1  # pylint: disable=protected-access
+  assert runner.release_compiled_programs_if_crowded(share=0.0)
+  assert f._cache_size() == 0  # pylint: disable=protected-access
+  # Where /proc does not say (another OS), nothing happens.
+  monkeypatch.setattr(runner, "_map_count", lambda: None)
+  assert not runner.release_compiled_programs_if_crowded(share=0.0)
+  calls = []
+  monkeypatch.setattr(runner, "release_compiled_programs_if_crowded", lambda: calls.append(1))
+  runner.run_stages(
+    [runner.Stage("a", "train", "a", lambda: None), runner.Stage("b", "train", "b", lambda: None)],
+    str(tmp_path),
+    printer=lambda s: None,
+  )
+  assert calls == [1, 1]  # checked after every stage
