@@ -338,12 +338,15 @@ def _config_inputs(config: ml_collections.ConfigDict) -> dict:
   """A run config as stage inputs: without the study-level section (its budget knobs are passed
   on separately; sweep values and seeds lists do not change one run), logging periods and
   `eval.exclude_seen` (training never reads it: validation ranks every item, so switching the
-  protocol re-evaluates the trained runs without retraining them)."""
+  protocol re-evaluates the trained runs without retraining them), and the baselines section
+  (a baseline knob reruns the baselines stages only)."""
   from gr_jax.data.prepare import drop_unread_sim_knobs
 
   d = config.to_dict()
   drop_unread_sim_knobs(d["data"])
   d.pop("reproduce", None)
+  # A baseline's settings never change a generative run: the baselines stages fingerprint them.
+  d.pop("baselines", None)
   d.get("eval", {}).pop("exclude_seen", None)
   for key in _NOT_INPUTS:
     d.get("train", {}).pop(key, None)

@@ -6,6 +6,7 @@ import os
 import pytest
 
 from gr_jax.study import plan as plan_lib
+from gr_jax.study import stages
 
 CONFIGS = os.path.join(os.path.dirname(__file__), "..", "..", "configs")
 
@@ -256,3 +257,19 @@ def test_prepare_stage_fingerprint_covers_the_raw_files(tmp_path):
   # Simulated data reads no file: its stages keep the fingerprints they had.
   quick = plan_lib.build_plan(load_config("quickstart"), str(tmp_path / "q"))
   assert all("raw" not in s.inputs for s in stage_lib.stages_for(quick) if s.kind == "prepare")
+
+
+def test_a_baseline_knob_reruns_the_baselines_stages_only(tmp_path):
+  """The generative runs' stages do not fingerprint the baselines section: changing a baseline's
+  setting reruns the baselines (and what reads them), never a T5 training or its evaluation."""
+  config = load_config("quickstart")
+  before = {
+    s.id: s.fingerprint for s in stages.stages_for(plan_lib.build_plan(config, str(tmp_path)))
+  }
+  config.baselines.sasrec.num_epochs = int(config.baselines.sasrec.num_epochs) + 1
+  after = {
+    s.id: s.fingerprint for s in stages.stages_for(plan_lib.build_plan(config, str(tmp_path)))
+  }
+  changed = {k for k in before if before[k] != after[k]}
+  assert changed and all(k.startswith(("baselines__", "analyse__", "report")) for k in changed)
+  assert not any(k.startswith(("train__", "evaluate__", "prepare__")) for k in changed)
