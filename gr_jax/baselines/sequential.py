@@ -38,6 +38,17 @@ bitwise). The run directory gets `config.json`, `checkpoints/<step>/`, `metrics.
 loss every `log_every_steps`, validation Recall@K of `config.eval.ks` every `eval_every_steps` on
 the rec valid split, counting items scored strictly higher than the target) and, from
 `run_sequential`, `eval/<split>/`.
+
+Model selection (section fields `select_best`, `patience`; off by default: the final step is the
+result). On, the decode with the best validation Recall@max(eval.ks) is kept (strictly better only:
+ties keep the earlier step), training stops after `patience` decodes without improvement (0: only
+the step cap ends it), and `eval/<split>/` scores the best step's parameters. Every checkpoint then
+also holds those parameters and the selection state (best value and step, decodes since), so a
+killed run resumes to the same selection and stopping step, and a finished run is reloaded, not
+trained on. metrics.jsonl's valid records add `best_step` and `evals_since_best`, the last one
+`stopped_early` (patience ended it) and `capped` (the step cap came first); the summary and
+metrics.json info repeat them with `best_valid` and `best_epoch`. Selection reads only the valid
+split: the evaluated split is read after training returns.
 """
 
 from __future__ import annotations
@@ -73,6 +84,9 @@ KINDS = ("sasrec", "bert4rec")
 LOSSES = ("ce", "bce")
 _NEG = -1e9  # attention bias of masked keys (finite: an all-padding row must not give NaN)
 _CKPT_ITEMS = ("params", "opt_state", "meta")
+# With select_best every checkpoint also holds the best validation step's parameters: retention
+# (the 2 newest) may delete that step's own checkpoint, and a resumed run must still end with them.
+_CKPT_ITEMS_SELECT = _CKPT_ITEMS + ("best_params",)
 
 
 # ------------------------------------------------------------------------------------------- data
@@ -358,10 +372,47 @@ def bert4rec_loss(
 
 @dataclasses.dataclass
 class TrainResult:
-  """What `train_sequential` returns: the model (final params) and a summary dict."""
+  """What `train_sequential` returns: the model (the final step's params; with `select_best` the
+  best validation step's) and a summary dict."""
 
   model: SequentialRecommender
   summary: dict
+
+
+class _Selection:
+  """Model selection on validation (`select_best`): the best validation Recall@max(ks) and its
+  step, decodes since then, and whether `patience` ran out. Strictly better only: a tie keeps the
+  earlier step, as the T5 trainer (gr_jax/training/loop.py). Its state goes into each checkpoint's
+  meta, so a resumed run continues the same count and stops where an uninterrupted one would."""
+
+  def __init__(self, metric: str, patience: int, state: dict | None = None):
+    self.metric, self.patience = metric, patience
+    state = state or {}
+    self.best = state.get("best")  # None before the first decode
+    self.best_step = int(state.get("best_step", 0))
+    self.best_valid = state.get("best_valid")
+    self.since_best = int(state.get("since_best", 0))
+
+  @property
+  def stopped(self) -> bool:
+    return self.patience > 0 and self.since_best >= self.patience
+
+  def update(self, step: int, valid: dict) -> bool:
+    """Records one decode; True when it is the new best."""
+    value = float(valid[self.metric])
+    if self.best is None or value > self.best:
+      self.best, self.best_step, self.best_valid, self.since_best = value, step, dict(valid), 0
+      return True
+    self.since_best += 1
+    return False
+
+  def state(self) -> dict:
+    return {
+      "best": self.best,
+      "best_step": self.best_step,
+      "best_valid": self.best_valid,
+      "since_best": self.since_best,
+    }
 
 
 def _section(config, kind: str):
@@ -424,10 +475,19 @@ def train_sequential(
 
   step_callback(step) runs after each step once its checkpoint (if due) is written; tests use it to
   interrupt a run.
+
+  `select_best` (section field, default False: the final step is the result): keep the parameters
+  of the validation decode with the best Recall@max(eval.ks) (strictly better only), stop after
+  `patience` decodes without improvement (0: never early), and return those parameters. Only the
+  rec valid split is read here; the summary records `best_step`, `stopped_early` and `capped`.
   """
   cfg = _section(config, kind)
   seed = int(config.seed)
   ks = tuple(int(k) for k in config.eval.ks)
+  select_best = bool(cfg.get("select_best", False))
+  patience = int(cfg.get("patience", 0)) if select_best else 0
+  if patience < 0:
+    raise ValueError(f"baselines.{kind}.patience must be >= 0, got {patience}")
   cat = dataset.catalog
   n = cat.num_items
   max_len = int(cfg.max_len)
@@ -480,18 +540,27 @@ def train_sequential(
   # ---- checkpoints: resume from the newest one
   os.makedirs(workdir, exist_ok=True)
   common.write_config(workdir, config, kind)
+  section = _plain(cfg)
+  if not select_best:
+    # Selection off is the behaviour before these fields existed: leaving them out of the
+    # fingerprint keeps such run directories resumable.
+    section = {k: v for k, v in section.items() if k not in ("select_best", "patience")}
+  else:
+    section["selection_metric"] = f"recall@{max(ks)}"  # another eval.ks selects another step
   fingerprint = {
     "kind": kind,
     "seed": seed,
-    "section": _plain(cfg),
+    "section": section,
     "num_items": n,
     "num_windows": num_windows,
   }
   mngr = ocp.CheckpointManager(
     os.path.join(workdir_lib.absolute(workdir), "checkpoints"),
     options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True),
-    item_names=_CKPT_ITEMS,
+    item_names=_CKPT_ITEMS_SELECT if select_best else _CKPT_ITEMS,
   )
+  selection = _Selection(f"recall@{max(ks)}", patience) if select_best else None
+  best_params = params
   step = 0
   latest = mngr.latest_step()
   if latest is not None:
@@ -501,28 +570,32 @@ def train_sequential(
         f"{workdir}/checkpoints/{latest} was written by another {kind} config or "
         "dataset; use a new out_dir for a new run"
       )
-    restored = mngr.restore(
-      latest,
-      args=ocp.args.Composite(
-        params=ocp.args.StandardRestore(params), opt_state=ocp.args.StandardRestore(opt_state)
-      ),
-    )
+    items = {
+      "params": ocp.args.StandardRestore(params),
+      "opt_state": ocp.args.StandardRestore(opt_state),
+    }
+    if select_best:
+      items["best_params"] = ocp.args.StandardRestore(params)
+    restored = mngr.restore(latest, args=ocp.args.Composite(**items))
     params, opt_state, step = restored.params, restored.opt_state, int(latest)
+    if select_best:
+      best_params = restored.best_params
+      selection = _Selection(selection.metric, patience, meta.get("selection"))
     log.info("%s: resumed from step %d", kind, step)
   metrics = _Metrics(os.path.join(workdir, "metrics.jsonl"), step)
 
   def save(s: int) -> None:
     if s in mngr.all_steps():
       return
-    mngr.save(
-      s,
-      args=ocp.args.Composite(
-        params=ocp.args.StandardSave(params),
-        opt_state=ocp.args.StandardSave(opt_state),
-        meta=ocp.args.JsonSave({"step": s, "fingerprint": fingerprint}),
-      ),
-      force=True,
-    )
+    meta = {"step": s, "fingerprint": fingerprint}
+    items = {
+      "params": ocp.args.StandardSave(params),
+      "opt_state": ocp.args.StandardSave(opt_state),
+    }
+    if select_best:
+      meta["selection"] = selection.state()
+      items["best_params"] = ocp.args.StandardSave(best_params)
+    mngr.save(s, args=ocp.args.Composite(meta=ocp.args.JsonSave(meta), **items), force=True)
     mngr.wait_until_finished()
 
   # ---- loop (throughput = training sequences / loop time without validation and saves, from the
@@ -530,7 +603,8 @@ def train_sequential(
   t0, t_other, examples = time.perf_counter(), 0.0, 0
   last_valid = None
   first_step = step
-  while step < total:
+  # A run whose patience ran out is finished: reloaded, it does not train on.
+  while step < total and not (selection is not None and selection.stopped):
     win = batch_of(step)
     params, opt_state, loss = train_step(
       params, opt_state, jnp.asarray(win), jnp.asarray(step, jnp.int32), base_key
@@ -555,10 +629,21 @@ def train_sequential(
         step - first_step - 1,
       )
     ts = time.perf_counter()
+    ends = step == total
     if step % eval_every == 0 or step == total:
       last_valid = validation_recall(ranks_fn, params, v_tokens, v_targets, ks, eval_batch)
-      metrics.write({"step": step, "split": "valid", **last_valid})
-    if step % ckpt_every == 0 or step == total:
+      record = {"step": step, "split": "valid", **last_valid}
+      if selection is not None:
+        if selection.update(step, last_valid):
+          best_params = params  # immutable arrays: a reference is a snapshot
+        ends = ends or selection.stopped
+        record.update(best_step=selection.best_step, evals_since_best=selection.since_best)
+        if ends:  # how the run ended, on its last decode (as the T5 trainer records it)
+          record.update(
+            stopped_early=selection.stopped and step < total, capped=not selection.stopped
+          )
+      metrics.write(record)
+    if step % ckpt_every == 0 or ends:
       save(step)
     t_other += time.perf_counter() - ts
     if step_callback is not None:
@@ -567,7 +652,7 @@ def train_sequential(
   mngr.close()
   jax.block_until_ready(params)
   t_train = time.perf_counter() - t0 - t_other
-  model = nnx.merge(graphdef, params)
+  model = nnx.merge(graphdef, best_params if select_best else params)
   summary = {
     "kind": kind,
     "steps": step,
@@ -578,6 +663,19 @@ def train_sequential(
     "valid": last_valid,
     "train_sequences_per_second": round(examples / t_train, 1) if examples else None,
   }
+  if selection is not None:
+    summary.update(
+      select_best=True,
+      selection_metric=selection.metric,
+      patience=patience,
+      best_step=selection.best_step,
+      best_epoch=round(selection.best_step / steps_per_epoch, 3),
+      best_valid=selection.best_valid,
+      evals_since_best=selection.since_best,
+      # patience ended the run before the step cap; capped: the cap came first (not converged)
+      stopped_early=selection.stopped and step < total,
+      capped=not selection.stopped,
+    )
   return TrainResult(model, summary)
 
 
