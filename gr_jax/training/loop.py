@@ -272,7 +272,10 @@ class _Trainer:
         do_select = bool(self.select_metric) and (
           is_selection_step(config.train, self.steps_per_epoch, done) or is_last
         )
-        do_ckpt = done % self.ckpt_every == 0 or is_last
+        # A save that happens whatever validation says (the period, the last step, an early stop);
+        # do_ckpt adds the saves that a new best asks for.
+        must_save = done % self.ckpt_every == 0 or is_last
+        do_ckpt = must_save
         if not (done % self.log_every == 0 or do_eval or do_ckpt or do_select):
           continue
         # ---- host sync: reduce the window's metric sums
@@ -323,12 +326,8 @@ class _Trainer:
           # A decode is checkpointed when it is a new best of a tracked metric (retention keeps
           # it) or ends the run (a rerun finds it stopped); any other would be replaced by the
           # next save, so it is not written.
-          do_ckpt = do_ckpt or improved or selection.converged
-        new_best_only = (
-          do_select
-          and do_ckpt
-          and not (done % self.ckpt_every == 0 or is_last or selection.converged)
-        )
+          must_save = must_save or selection.converged
+          do_ckpt = must_save or improved
         if do_eval or (do_ckpt and config.checkpoint.keep_best):
           last_val = self._validate(eval_step, state["params"], batch_sh)
           rec.update({f"val/{k}": v for k, v in last_val.items()})
@@ -337,19 +336,14 @@ class _Trainer:
         if do_ckpt:
           val = last_val.get("loss") if (do_eval or config.checkpoint.keep_best) else None
           saved["val/loss"] = val
-          if new_best_only and bests.defer:
+          data_state = self.loader.get_state()
+          if not must_save and bests.defer:
             # Early in a run nearly every decode is a new best that the next one replaces:
             # held on the host until a save that must happen (`_PendingBests`).
-            bests.hold(done, state, self.loader.get_state(), saved, selection)
+            bests.hold(done, state, data_state, saved, selection)
           else:
             bests.flush(ckpt, self.config_dict, selection)
-            ckpt.save(
-              done,
-              state,
-              data_state=self.loader.get_state(),
-              config=self.config_dict,
-              metrics=saved,
-            )
+            ckpt.save(done, state, data_state=data_state, config=self.config_dict, metrics=saved)
             last_good_ckpt = done
         window_start, window_examples = time.time(), 0
     finally:
