@@ -340,10 +340,8 @@ def _config_inputs(config: ml_collections.ConfigDict) -> dict:
   `eval.exclude_seen` (training never reads it: validation ranks every item, so switching the
   protocol re-evaluates the trained runs without retraining them), and the baselines section
   (a baseline knob reruns the baselines stages only)."""
-  from gr_jax.data.prepare import drop_unread_sim_knobs
-
   d = config.to_dict()
-  drop_unread_sim_knobs(d["data"])
+  d["data"] = _data_inputs(config)
   d.pop("reproduce", None)
   # A baseline's settings never change a generative run: the baselines stages fingerprint them.
   d.pop("baselines", None)
