@@ -45,14 +45,21 @@ def item_embedding_note(catalog) -> str:
 
 
 def tsne(embeddings: np.ndarray, *, perplexity: float = 30.0, seed: int = 0) -> np.ndarray:
-  """2-D t-SNE coordinates `[items, 2]` (PCA init, deterministic for a seed)."""
+  """2-D t-SNE coordinates `[items, 2]` (PCA init, deterministic for a seed).
+
+  On one OpenMP thread: scikit-learn's Barnes-Hut gradient spins a thread per core, and on a CPU
+  that other processes share (a study's stages, test workers) its iterations stall; measured on the
+  project's 2-core CPU at load 6, 698 items: 98 s on every core, 17 s on one (BUILD_NOTES, ninth
+  session). The coordinates are the same bit for bit (tests/analysis/test_analysis.py)."""
   from sklearn.manifold import TSNE
+  from threadpoolctl import threadpool_limits
 
   x = np.asarray(embeddings, np.float32)
   perplexity = min(perplexity, max(1.0, (x.shape[0] - 1) / 3))  # sklearn needs perplexity < n
-  return TSNE(
-    n_components=2, perplexity=perplexity, init="pca", random_state=seed, learning_rate="auto"
-  ).fit_transform(x)
+  with threadpool_limits(limits=1):
+    return TSNE(
+      n_components=2, perplexity=perplexity, init="pca", random_state=seed, learning_rate="auto"
+    ).fit_transform(x)
 
 
 def tsne_plot(

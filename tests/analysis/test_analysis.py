@@ -119,6 +119,11 @@ def test_tsne_plot_and_item_cap(tmp_path):
   # Well-separated clusters stay separated: each point's nearest neighbour shares its label.
   d = ((xy[:, None] - xy[None]) ** 2).sum(-1) + np.eye(45) * 1e9
   assert (labels[d.argmin(1)] == labels).mean() > 0.95
+  # On one thread (embeddings.tsne) the coordinates are those of scikit-learn's default threads.
+  from sklearn.manifold import TSNE
+
+  default = TSNE(2, perplexity=5, init="pca", random_state=0, learning_rate="auto")
+  np.testing.assert_array_equal(xy, default.fit_transform(x.astype(np.float32)))
   recs = [
     {"cap": c, "model": m, "task": "search", "metric": "recall@30", "mean": v, "std": 0.01}
     for c, m, v in [(5, "joint", 0.1), (10, "joint", 0.2), (5, "search", 0.15), (0, "joint", 0.3)]
