@@ -412,12 +412,19 @@ class ProcessedDataset:
     key = (task, split)
     if key not in self._cache:
       path = os.path.join(self.directory, task, f"{split}.npz")
+      if not os.path.exists(path):
+        folder = os.path.dirname(path)
+        names = os.listdir(folder) if os.path.isdir(folder) else []
+        have = sorted(f[:-4] for f in names if f.endswith(".npz"))
+        raise DataError(
+          path, 0, "split", f"split {split!r} of task {task!r} is missing (have {have})"
+        )
       with np.load(path) as z:
         arrays = {k: z[k] for k in z.files}
       arrays = with_stored_rows(arrays, self.catalog, self.encoder_len, source=path)
       for k in ARRAY_KEYS:
         if k not in arrays:
-          raise DataError(path, 0, k, "missing array in a processed split")
+          raise DataError(path, 0, k, f"missing array in a processed split; expected {ARRAY_KEYS}")
       self._cache[key] = arrays
     return self._cache[key]
 

@@ -38,6 +38,8 @@ import numpy as np
 from etils import epath
 
 from gr_jax import workdir as workdir_lib
+from gr_jax.data.dataset import ProcessedDataset
+from gr_jax.data.errors import DataError
 from gr_jax.evaluation import metrics as metrics_lib
 from gr_jax.evaluation import runs as runs_lib
 from gr_jax.schema import TASKS
@@ -107,35 +109,14 @@ def dataset_dir(workdir: str, config) -> str:
   return path
 
 
-def load_split(data_dir: str, task: str, split: str, catalog=None) -> dict[str, np.ndarray]:
-  """A processed split's arrays; encoder_input_ids is built on demand when the split stores its
-  rows compactly (`dataset.with_stored_rows`; rec rows need the `catalog`, read when None)."""
-  from gr_jax.data import dataset as dataset_lib  # pylint: disable=g-import-not-at-top
-  from gr_jax.data.catalog import ItemCatalog  # pylint: disable=g-import-not-at-top
-
-  path = os.path.join(data_dir, task, f"{split}.npz")
-  if not os.path.exists(path):
-    have = (
-      sorted(f[:-4] for f in os.listdir(os.path.join(data_dir, task)) if f.endswith(".npz"))
-      if os.path.isdir(os.path.join(data_dir, task))
-      else []
-    )
-    raise EvaluationError(f"{path}: split {split!r} of task {task!r} is missing (have {have})")
-  with np.load(path) as z:
-    arrays = {k: z[k] for k in z.files}
-  encoder_len = 0  # search rows carry their own width
-  if all(k in arrays for k in dataset_lib.HISTORY_KEYS):  # rec rows need the width and catalogue
-    with open(os.path.join(data_dir, "manifest.json")) as f:
-      encoder_len = int(json.load(f)["encoder_len"])
-    if catalog is None:
-      catalog = ItemCatalog.load(os.path.join(data_dir, "catalog.json"))
-  arrays = dataset_lib.with_stored_rows(arrays, catalog, encoder_len, source=path)
-  for key in ("encoder_input_ids", "target_item", "query_id"):
-    if key not in arrays:
-      raise EvaluationError(
-        f"{path}: field {key!r} missing; expected encoder_input_ids, target_item, query_id"
-      )
-  return arrays
+def load_split(data_dir: str, task: str, split: str, dataset=None) -> dict[str, np.ndarray]:
+  """A processed split's arrays, read through `ProcessedDataset.split` (the one split reader;
+  `dataset`: that directory's already open ProcessedDataset, else one is opened); its DataError
+  (a missing split or field, named with the file) becomes this module's EvaluationError."""
+  try:
+    return (dataset or ProcessedDataset(data_dir)).split(task, split)
+  except DataError as e:
+    raise EvaluationError(str(e)) from e
 
 
 def item_constraint(catalog, eos_id: int):
@@ -390,10 +371,9 @@ def validation_decoder(
   metric of `metrics.evaluate_run` at `config.eval.ks`. The trainer selects checkpoints and stops
   early on these; nothing here reads the test split.
   """
-  from gr_jax.data.catalog import ItemCatalog
-
-  catalog = ItemCatalog.load(os.path.join(data_dir, "catalog.json"))
-  arrays = {t: load_split(data_dir, t, "valid", catalog) for t in config.data.tasks}
+  dataset = ProcessedDataset(data_dir)
+  catalog = dataset.catalog
+  arrays = {t: load_split(data_dir, t, "valid", dataset) for t in config.data.tasks}
   config = with_decode_defaults(config)
 
   def metrics(model) -> dict[str, float]:
@@ -556,7 +536,6 @@ def evaluate(
   out_subdir: outputs go to `eval/<out_subdir or split>/`, so one run can hold the results of
     several decoders side by side (e.g. "test" for beam search and "test_topk" for topk_exact).
   """
-  from gr_jax.data.catalog import ItemCatalog
   from gr_jax.training import checkpointing
 
   if split not in ("test", "valid"):
@@ -581,12 +560,13 @@ def evaluate(
       _refuse_other_decoder(workdir, split, out_subdir, config.decode.method)
       data_dir = dataset_dir(workdir, config)
       checkpointing.verify_dataset_of(config, data_dir)  # the data the checkpoint was trained on
-      catalog = ItemCatalog.load(os.path.join(data_dir, "catalog.json"))
+      dataset = ProcessedDataset(data_dir)
+      catalog = dataset.catalog
       tasks = [t for t in config.data.tasks]
       for t in tasks:
         if t not in TASKS:
           raise EvaluationError(f"{workdir}/config.json: data.tasks holds {t!r}; expected {TASKS}")
-      arrays = {t: load_split(data_dir, t, split, catalog) for t in tasks}  # all present first
+      arrays = {t: load_split(data_dir, t, split, dataset) for t in tasks}  # all present first
       ks = tuple(int(k) for k in config.eval.ks)
       if config.decode.num_return_sequences < max(ks):
         log.warning(

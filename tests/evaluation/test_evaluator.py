@@ -1,6 +1,7 @@
 """Evaluator pipeline with a stubbed checkpoint and decoder; errors with the real restore."""
 
 import dataclasses
+import hashlib
 import json
 import os
 
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 from ir_measures import R, nDCG
 
+from gr_jax.data import prepare
 from gr_jax.data.catalog import ItemCatalog
 from gr_jax.evaluation import evaluator, runs
 from gr_jax.training import checkpointing
@@ -69,6 +71,21 @@ def _write_dataset(d):
       target_item=target,
       query_id=qid.astype(np.int32),
     )
+  _write_manifest(d)
+
+
+def _write_manifest(d, config=None):
+  """What the split reader (ProcessedDataset) and the dataset check read (prepare writes more),
+  for the files as they are now and the run `config` (default: `_config`): a test that edits the
+  hand-made dataset or the run's data section writes it again."""
+  files = ["catalog.json", "search/test.npz", "rec/test.npz"]
+  manifest = {
+    "encoder_len": 6,
+    "decoder_len": 2,
+    "files": {f: hashlib.sha256((d / f).read_bytes()).hexdigest() for f in files},
+    "config_hash": prepare.config_hash(config or _config(str(d))),
+  }
+  (d / "manifest.json").write_text(json.dumps(manifest))
 
 
 def fake_factory(model, config, catalog):
@@ -131,7 +148,8 @@ def test_overrides_and_missing_split(run_dir):
   )
   assert "recall@3" in out["search"] and "recall@4" not in out["search"]
   with pytest.raises(
-    evaluator.EvaluationError, match=r"valid.npz: split 'valid' of task 'search' is missing"
+    evaluator.EvaluationError,
+    match=r"valid.npz: field 'split': split 'valid' of task 'search' is missing \(have \['test'",
   ):
     evaluator.evaluate(str(run_dir), "valid", decode_fn_factory=fake_factory)
   with pytest.raises(evaluator.EvaluationError, match="no field 'nope'"):
@@ -144,7 +162,19 @@ def test_catalog_from_another_dataset(run_dir, tmp_path):
   ItemCatalog([f"x{i}" for i in range(NUM_ITEMS + 1)], token_offset=TEXT_VOCAB).save(
     str(tmp_path / "data" / "catalog.json")
   )
+  # A dataset prepared with 13 items (its manifest agrees), not a file changed after prepare
+  # (the dataset check names that one: test_dataset_changed_after_prepare_is_named).
+  _write_manifest(tmp_path / "data")
   with pytest.raises(evaluator.EvaluationError, match="13 items from token 50.*12 item tokens"):
+    evaluator.evaluate(str(run_dir), "test", decode_fn_factory=fake_factory)
+
+
+def test_dataset_changed_after_prepare_is_named(run_dir, tmp_path):
+  """The evaluator checks the run's dataset against its manifest before reading a split."""
+  ItemCatalog([f"x{i}" for i in range(NUM_ITEMS)], token_offset=TEXT_VOCAB).save(
+    str(tmp_path / "data" / "catalog.json")
+  )
+  with pytest.raises(ValueError, match=r"catalog.json: field 'sha256': file changed since prepare"):
     evaluator.evaluate(str(run_dir), "test", decode_fn_factory=fake_factory)
 
 
@@ -225,6 +255,7 @@ def test_task_prefix_reaches_the_decoder(run_dir, monkeypatch, tmp_path):
 
     return decode
 
+  _write_manifest(tmp_path / "data", cfg)
   with pytest.raises(ValueError, match="no room in data.encoder_len=6"):  # "recommend:" > 6 tokens
     evaluator.evaluate(str(run_dir), "test", decode_fn_factory=factory)
   # A dataset with room: rewrite the inputs 16 wide and check what the decoder received.
@@ -236,6 +267,7 @@ def test_task_prefix_reaches_the_decoder(run_dir, monkeypatch, tmp_path):
     wide[:, :2] = arrays["encoder_input_ids"][:, :2]
     arrays["encoder_input_ids"] = wide
     np.savez(path, **arrays)
+  _write_manifest(tmp_path / "data", cfg)
   seen.clear()
   evaluator.evaluate(str(run_dir), "test", decode_fn_factory=factory)
   calls = seen["enc"]
@@ -407,6 +439,7 @@ def test_exclude_seen_passes_each_rec_querys_history_to_the_decoder(run_dir, tmp
   arrays["encoder_input_ids"][:, 1:3] = hist + TEXT_VOCAB  # query token, history, EOS
   arrays["encoder_input_ids"][:, 3] = 1
   np.savez(path, **arrays)
+  _write_manifest(tmp_path / "data")
   calls = []
 
   def factory(model, config, catalog):
