@@ -296,6 +296,39 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # train step timed on this machine for the study's model shape, a few seconds, plus fixed
   # allowances); False = skip. Changes no file of the study (nor any stage's fingerprint).
   r.estimate_time = True
+  # Per-model tuning on VALIDATION (gr_jax/study/tune.py; docs/study_design.md "Tuning
+  # discipline"). `python -m gr_jax.reproduce ... --tune` (or tune.run=True) first trains every
+  # model kind of reproduce.models at every point of the grid, with each tuning seed (its own
+  # simulated dataset, as a study seed has; real data: the shared dataset, another model seed),
+  # evaluates them on the valid split only (never test) and writes <workdir>/tuning/tuning.json:
+  # the grid, the rule, every point's validation numbers and each kind's chosen values, with the
+  # time it ran. Its stages are resumable and skipped when done; the report prints the whole grid
+  # whenever tuning.json exists. Rule (fixed before looking): per model kind, the grid point with
+  # the highest mean validation Recall@max(eval.ks) over the tuning seeds of the model's own task
+  # (Gen_R+S: the mean of its two tasks); every point within `tolerance` of that best counts as
+  # tied, and the first of them in grid order is chosen (list each field's preferred value first).
+  # A sweep study tunes on the config without its sweep values; the chosen values apply at every
+  # point (a swept field may not be a grid field).
+  c.reproduce.tune = tu = ml_collections.ConfigDict()
+  tu.run = False  # run the tuning stages before the study (the --tune flag does the same)
+  # True: each model kind's study runs take that kind's chosen values from tuning.json (their
+  # training stages' fingerprints follow them); False: the study ignores the tuning.
+  tu.use = False
+  # The grid: every combination of the values (product, in this order: the first field varies
+  # slowest). grid_fields[i] is a dotted model.* or train.* field (model.overrides.<T5Config
+  # field> may be new), grid_values[i] its values, e.g.
+  # --config.reproduce.tune.grid_fields="('train.learning_rate',)"
+  # --config.reproduce.tune.grid_values="((0.005,0.01),)".
+  tu.grid_fields = (
+    "train.learning_rate",
+    "model.dropout_rate",
+    "model.overrides.tie_word_embeddings",
+  )
+  tu.grid_values = ((0.002, 0.005, 0.01), (0.0, 0.1), (True, False))
+  tu.seeds = (100,)  # tuning seeds: never study seeds (reproduce.seeds)
+  tu.budget = "epochs"  # the training budget of the tuning runs (one of reproduce.budgets' values)
+  tu.decoder = "topk_exact"  # validation decoder (topk_exact: atomic IDs only; else beam)
+  tu.tolerance = 0.005  # validation Recall within this of the best counts as a tie (see the rule)
 
   # ---------------------------------------------------------------- baselines (gr_jax/baselines)
   c.baselines = bl = ml_collections.ConfigDict()

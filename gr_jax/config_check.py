@@ -327,6 +327,48 @@ def _reproduce(c: _Checker) -> None:
     raise ConfigError(
       "reproduce.sweep_values", values, f"a non-empty tuple when reproduce.sweep is set ({sweep!r})"
     )
+  _tune(c, seeds)
+
+
+def _tune(c: _Checker, study_seeds) -> None:
+  """reproduce.tune (gr_jax/study/tune.py): the grid, tuning seeds that are not study seeds."""
+  for key in ("reproduce.tune.run", "reproduce.tune.use"):
+    c.enum(key, (True, False))
+  c.enum("reproduce.tune.budget", BUDGETS)
+  c.enum("reproduce.tune.decoder", DECODE_METHODS)
+  c.number("reproduce.tune.tolerance", 0)
+  fields, values = c.value("reproduce.tune.grid_fields"), c.value("reproduce.tune.grid_values")
+  if fields is not _MISSING and (
+    not isinstance(fields, (tuple, list))
+    or not fields
+    or any(not isinstance(f, str) or not f.startswith(("model.", "train.")) for f in fields)
+  ):
+    raise ConfigError(
+      "reproduce.tune.grid_fields", fields, "a non-empty tuple of dotted model.* or train.* fields"
+    )
+  if values is not _MISSING and (
+    not isinstance(values, (tuple, list))
+    or any(not isinstance(v, (tuple, list)) or not v for v in values)
+    or (fields is not _MISSING and len(values) != len(fields))
+  ):
+    raise ConfigError(
+      "reproduce.tune.grid_values",
+      values,
+      "one non-empty tuple of values per reproduce.tune.grid_fields",
+    )
+  seeds = c.value("reproduce.tune.seeds")
+  if seeds is _MISSING:
+    return
+  if not isinstance(seeds, (tuple, list)) or not seeds or any(not _is_int(s) for s in seeds):
+    raise ConfigError("reproduce.tune.seeds", seeds, "a non-empty tuple of integers")
+  shared = sorted(set(seeds) & set(study_seeds if study_seeds is not _MISSING else ()))
+  if shared:
+    raise ConfigError(
+      "reproduce.tune.seeds",
+      seeds,
+      f"tuning seeds that are not study seeds (reproduce.seeds also has {shared}: a setting "
+      "tuned on a seed's data would be reported on it)",
+    )
 
 
 def _baselines(c: _Checker) -> None:

@@ -4,6 +4,11 @@ checkpoints, statistics, H1/H2 analyses, report.
   python -m gr_jax.reproduce --config configs/quickstart.py --workdir runs/quickstart
 
 Resumable: run the same command again and finished stages are skipped, interrupted ones continue.
+
+Per-model tuning on validation (gr_jax/study/tune.py, configs/base.py `reproduce.tune`): `--tune`
+(or `--config.reproduce.tune.run=True`) runs the tuning stages first and writes
+<workdir>/tuning/tuning.json, then the study; `--tune_only` stops after tuning.json. The study's
+runs take each model kind's chosen values only with `--config.reproduce.tune.use=True`.
 """
 
 import os
@@ -19,6 +24,12 @@ _CONFIG = config_flags.DEFINE_config_file(
   "config", None, "Experiment config (configs/*.py[:arg]).", lock_config=False
 )
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for the whole study.")
+_TUNE = flags.DEFINE_bool(
+  "tune", False, "Run the per-model tuning on validation (reproduce.tune) before the study."
+)
+_TUNE_ONLY = flags.DEFINE_bool(
+  "tune_only", False, "Run the per-model tuning on validation only (writes tuning/tuning.json)."
+)
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -46,8 +57,19 @@ def main(argv):
 def _run_study(workdir: str) -> None:
   """Builds and runs the plan (with the study lock held)."""
   from gr_jax.study import build_plan, run_plan
+  from gr_jax.study import tune
 
   runtime.setup(workdir)
+  if (
+    _TUNE.value
+    or _TUNE_ONLY.value
+    or bool(_CONFIG.value.reproduce.get("tune", {}).get("run", False))
+  ):
+    # Before the plan: with reproduce.tune.use the plan reads the tuning.json this writes.
+    path = tune.run_tuning(_CONFIG.value, workdir)
+    print(f"\nTuning: {path}")
+    if _TUNE_ONLY.value:
+      return
   plan = build_plan(_CONFIG.value, workdir)
   logging.info(
     "study %s: %d point(s), %d run(s)", _CONFIG.value.name, len(plan.points), len(plan.runs)

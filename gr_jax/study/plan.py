@@ -16,6 +16,9 @@ Directory layout under the study's workdir:
 
   data/<point>/<data>/                         processed dataset ("seed<k>" or "shared")
   runs/<point>/<budget>/<model>/seed<k>/       a training run (config.json, checkpoints/, eval/...)
+  tuning/                                      per-model tuning on validation, when asked
+                                               (gr_jax/study/tune.py: its own data/, runs/ and
+                                               tuning.json, which `reproduce.tune.use` reads)
   baselines/<point>/seed<k>/<name>/            baseline runs of seed k's dataset (pop_*, bm25,
                                                sasrec, bert4rec, biencoder; trained with seed k)
   baselines/<point>/shared/<name>/             deterministic baselines of the shared dataset
@@ -42,8 +45,11 @@ MODEL_TASKS = {"search": ("search",), "rec": ("rec",), "joint": ("search", "rec"
 MODEL_LABELS = {"search": "Gen_S", "rec": "Gen_R", "joint": "Gen_R+S"}
 BUDGETS = ("epochs", "matched_steps", "converged")
 DECODERS = ("beam", "topk_exact")
-# reproduce.* keys that change how the study is run, never a file of it (the wall-time estimate).
-STUDY_ONLY_KEYS = ("estimate_time",)
+# reproduce.* keys that no stage fingerprints as such, and that run configs (config.json) leave out:
+# the wall-time estimate changes no file; the tuning section (gr_jax/study/tune.py) reaches the
+# runs only through the values `tune.use` sets in their configs, and the report through
+# tuning.json, so a study that does not use it keeps every fingerprint.
+STUDY_ONLY_KEYS = ("estimate_time", "tune")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,19 +100,22 @@ class Plan:
     return [r for p in self.points for r in p.runs]
 
 
-def set_dotted(config: ml_collections.ConfigDict, dotted: str, value: Any) -> None:
-  """Sets `config.a.b.c = value` from "a.b.c", with an error naming the missing field."""
+def set_dotted(
+  config: ml_collections.ConfigDict, dotted: str, value: Any, what: str = "reproduce.sweep"
+) -> None:
+  """Sets `config.a.b.c = value` from "a.b.c", with an error naming the missing field (`what`:
+  the config key that named it). A leaf of an `overrides` section (model.overrides: the preset's
+  fields to change, empty by default) may be new."""
   *parents, leaf = dotted.split(".")
   node = config
   for i, name in enumerate(parents):
     if name not in node:
       raise KeyError(
-        f"reproduce.sweep: config has no field {'.'.join(parents[: i + 1])!r} "
-        f"(sweep field {dotted!r})"
+        f"{what}: config has no field {'.'.join(parents[: i + 1])!r} (field {dotted!r})"
       )
     node = node[name]
-  if leaf not in node:
-    raise KeyError(f"reproduce.sweep: config has no field {dotted!r}")
+  if leaf not in node and not (parents and parents[-1] == "overrides"):
+    raise KeyError(f"{what}: config has no field {dotted!r}")
   with node.ignore_type():
     node[leaf] = value
 
@@ -136,8 +145,52 @@ def sweep_label(value: Any, name: str) -> Any:
   return name if isinstance(value, Mapping) else value
 
 
+def data_configs(
+  point_config: ml_collections.ConfigDict, seeds, per_seed: bool, data_root: str
+) -> list[DataSpec]:
+  """The datasets of one point: one per seed ("seed<k>", simulator seed `data.sim.seed + k`)
+  when `per_seed`, else one "shared" by every seed; each under `<data_root>/<key>`."""
+  datasets = []
+  for key, seed in [(f"seed{s}", int(s)) for s in seeds] if per_seed else [("shared", None)]:
+    data_config = ml_collections.ConfigDict(point_config.to_dict())
+    with data_config.ignore_type():
+      data_config.data.processed_dir = os.path.join(data_root, key)
+      if seed is not None:
+        data_config.data.sim.seed = int(point_config.data.sim.seed) + seed
+    datasets.append(DataSpec(key=key, data_dir=data_config.data.processed_dir, config=data_config))
+  return datasets
+
+
+def run_config(data: DataSpec, model: str, seed: int) -> ml_collections.ConfigDict:
+  """The config of one training run of `model` with `seed` on `data`."""
+  cfg = ml_collections.ConfigDict(data.config.to_dict())
+  with cfg.ignore_type():
+    cfg.seed = int(seed)
+    cfg.data.tasks = MODEL_TASKS[model]
+    if model != "joint":
+      # The per-item cap limits the task *added* in the joint model; the task-specific
+      # references train on their full data (the paper's 5/10/50/500 analysis).
+      cfg.data.item_cap = 0
+  return cfg
+
+
+def without_study_only_keys(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """A copy of the config without `STUDY_ONLY_KEYS` (not in the runs' configs nor fingerprints)."""
+  out = ml_collections.ConfigDict(config.to_dict())
+  for key in STUDY_ONLY_KEYS:
+    if key in out.reproduce:
+      del out.reproduce[key]
+  return out
+
+
+def per_seed_data(config: ml_collections.ConfigDict) -> bool:
+  """One simulated dataset per seed (`reproduce.dataset_per_seed`), else one shared dataset."""
+  return bool(config.reproduce.get("dataset_per_seed", False)) and config.data.source == "simulate"
+
+
 def build_plan(config: ml_collections.ConfigDict, workdir: str) -> Plan:
-  """Every point and run the config asks for; pure (touches no file)."""
+  """Every point and run the config asks for. Pure (touches no file), except that
+  `reproduce.tune.use` reads `<workdir>/tuning/tuning.json` for each model kind's values."""
   r = config.reproduce
   unknown = [m for m in r.models if m not in MODEL_TASKS]
   if unknown:
@@ -159,7 +212,13 @@ def build_plan(config: ml_collections.ConfigDict, workdir: str) -> Plan:
   bad = [d for d in r.get("decoders", ("beam",)) if d not in DECODERS]
   if bad or not r.get("decoders", ("beam",)):
     raise ValueError(f"reproduce.decoders: unknown or empty {bad}; expected a subset of {DECODERS}")
-  per_seed = bool(r.get("dataset_per_seed", False)) and config.data.source == "simulate"
+  per_seed = per_seed_data(config)
+  tuned = None
+  if r.get("tune") is not None and bool(r.tune.get("use", False)):
+    from gr_jax.study import tune  # pylint: disable=g-import-not-at-top
+
+    tuned = tune.read_tuning(config, workdir)
+    tune.check_sweep(config)
   values = list(r.sweep_values) if r.sweep else [None]
   names = [point_name(r.sweep, value) for value in values]
   twice = sorted({n for n in names if names.count(n) > 1})
@@ -167,36 +226,20 @@ def build_plan(config: ml_collections.ConfigDict, workdir: str) -> Plan:
     raise ValueError(f"reproduce.sweep_values: several points named {twice} (one directory each)")
   points = []
   for value, name in zip(values, names):
-    point_config = ml_collections.ConfigDict(config.to_dict())
-    for key in STUDY_ONLY_KEYS:  # not in the runs' configs (config.json) nor their fingerprints
-      if key in point_config.reproduce:
-        del point_config.reproduce[key]
+    point_config = without_study_only_keys(config)
     if r.sweep:
       for field, v in sweep_fields(r.sweep, value).items():
         set_dotted(point_config, field, v)
-    datasets = []
-    for key, seed in [(f"seed{s}", int(s)) for s in r.seeds] if per_seed else [("shared", None)]:
-      data_config = ml_collections.ConfigDict(point_config.to_dict())
-      with data_config.ignore_type():
-        data_config.data.processed_dir = os.path.join(workdir, "data", name, key)
-        if seed is not None:
-          data_config.data.sim.seed = int(point_config.data.sim.seed) + seed
-      datasets.append(
-        DataSpec(key=key, data_dir=data_config.data.processed_dir, config=data_config)
-      )
+    datasets = data_configs(point_config, r.seeds, per_seed, os.path.join(workdir, "data", name))
     runs = []
     for budget in budgets:
       for model in r.models:
         for seed in r.seeds:
           data = datasets[list(r.seeds).index(seed)] if per_seed else datasets[0]
-          run_config = ml_collections.ConfigDict(data.config.to_dict())
-          with run_config.ignore_type():
-            run_config.seed = int(seed)
-            run_config.data.tasks = MODEL_TASKS[model]
-            if model != "joint":
-              # The per-item cap limits the task *added* in the joint model; the task-specific
-              # references train on their full data (the paper's 5/10/50/500 analysis).
-              run_config.data.item_cap = 0
+          cfg = run_config(data, model, seed)
+          if tuned is not None:  # the model kind's values chosen on validation (tune.py)
+            for field, v in tuned["chosen"][model].items():
+              set_dotted(cfg, field, v, "reproduce.tune")
           run_dir = os.path.join(workdir, "runs", name, budget, model, f"seed{seed}")
           runs.append(
             RunSpec(
@@ -204,7 +247,7 @@ def build_plan(config: ml_collections.ConfigDict, workdir: str) -> Plan:
               model=model,
               seed=int(seed),
               run_dir=run_dir,
-              config=run_config,
+              config=cfg,
               budget=budget,
               data=data.key,
             )

@@ -10,6 +10,7 @@ import time
 import numpy as np
 
 from gr_jax.schema import TASK_LABELS, TASKS
+from gr_jax.study import tune
 from gr_jax.study.plan import MODEL_LABELS, MODEL_TASKS, Plan, Point
 
 
@@ -1609,6 +1610,8 @@ def write_report(plan: Plan) -> str:
         "",
       ]
     md += [f"![sweep]({os.path.relpath(path, plan.workdir)})", ""]
+  tuning, tuning_md = tune.report_section(plan.config, plan.workdir)
+  md += tuning_md
   spent = time_spent(plan)
   md += _time_md(spent)
   report = {
@@ -1640,6 +1643,8 @@ def write_report(plan: Plan) -> str:
     "points": analyses,
     "config": json.loads(plan.config.to_json()),
   }
+  if tuning is not None:  # grid, rule, every point's validation numbers, chosen values, run_at
+    report["tuning"] = tuning
   from gr_jax.evaluation.runs import write_text
 
   for name, text in (

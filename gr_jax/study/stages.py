@@ -14,6 +14,7 @@ import shutil
 
 import ml_collections
 
+from gr_jax.study import tune
 from gr_jax.study.plan import STUDY_ONLY_KEYS, DataSpec, Plan, Point, RunSpec
 from gr_jax.study.runner import Stage
 
@@ -527,16 +528,27 @@ def stages_for(plan: Plan) -> list[Stage]:
         inputs={"stages": point_fps, "reproduce": _reproduce_inputs(r)},
       )
     )
+  # The report prints the tuning grid when tuning.json exists (only then an input: a study
+  # without tuning keeps its report's fingerprint).
+  tuning = tune.fingerprint(plan.workdir)
   stages.append(
     Stage(
       "report",
       "report",
       "report",
       lambda: _report(plan),
-      inputs={"stages": [s.fingerprint for s in stages], "reproduce": _reproduce_inputs(r)},
+      inputs={
+        "stages": [s.fingerprint for s in stages],
+        "reproduce": _reproduce_inputs(r),
+        **({"tuning": tuning} if tuning else {}),
+      },
     )
   )
-  # Stage ids are file names: keep them safe.
   for s in stages:
-    s.id = "".join(ch if ch.isalnum() or ch in "._-=" else "_" for ch in s.id)
+    s.id = safe_stage_id(s.id)
   return stages
+
+
+def safe_stage_id(stage_id: str) -> str:
+  """Stage ids are file names: keep them safe."""
+  return "".join(ch if ch.isalnum() or ch in "._-=" else "_" for ch in stage_id)
