@@ -19,7 +19,9 @@ Steps (each cached in --workdir, so an interrupted comparison is resumed by runn
    NDCG @10 and @30, valid_metric Recall@30, early stopping on it (stopping_step 10, RecBole's
    default; epochs at most 200), CE loss without negative sampling, seeds 0 1 2;
 4. gr-jax SASRec / BERT4Rec (`run_baseline`) with configs/movielens.py's sections plus
-   select_best, patience 10 decodes of validation Recall@30 once per epoch, num_epochs 200;
+   select_best, validation Recall@30 once per epoch, num_epochs 200, and the section's own patience
+   when it selects (configs/movielens.py's tuned settings), else 10 decodes (RecBole's
+   stopping_step); --patience N forces N;
 5. a JSON of every number (`<workdir>/results.json`) and a table.
 
 Protocols (test Recall@30 of the best-validation model; validation, hence selection, always ranks
@@ -59,7 +61,8 @@ sys.path.insert(0, ROOT)
 DATASET = "grjax_ml"  # RecBole dataset name (directory and file stem)
 PROTOCOLS = ("unmasked", "masked", "masked_all")
 MAX_EPOCHS = 200
-PATIENCE = 10  # gr-jax decodes without improvement; RecBole's stopping_step (its default, 10)
+PATIENCE = None  # gr-jax decodes without improvement: None = the config section's (--patience)
+DEFAULT_PATIENCE = 10  # a section without selection: RecBole's stopping_step (its default, 10)
 
 RUNNER = r'''
 """RecBole 1.2.1 runner written by bench/recbole_compare.py (runs in RecBole's own venv)."""
@@ -429,7 +432,11 @@ def grjax_config(kind: str, seed: int, ds):
   c.seed = int(seed)
   s = c.baselines[kind]
   s.num_epochs, s.num_steps = MAX_EPOCHS, 0
-  s.select_best, s.patience = True, PATIENCE
+  if PATIENCE is not None:
+    s.patience = PATIENCE
+  elif not (s.get("select_best", False) and int(s.get("patience", 0)) > 0):
+    s.patience = DEFAULT_PATIENCE
+  s.select_best = True
   s.eval_every_steps = steps_per_epoch(kind, c, ds)  # one validation decode per epoch (RecBole's)
   return c
 
@@ -557,7 +564,12 @@ def main() -> None:
   ap.add_argument("--threads", type=int, default=1, help="torch threads of RecBole")
   ap.add_argument("--table_only", action="store_true", help="collect the cached runs, no training")
   ap.add_argument("--max_epochs", type=int, default=MAX_EPOCHS, help="epoch cap (smoke tests)")
-  ap.add_argument("--patience", type=int, default=PATIENCE, help="gr-jax decodes (epochs)")
+  ap.add_argument(
+    "--patience",
+    type=int,
+    default=PATIENCE,
+    help="gr-jax decodes (epochs); default: the section's patience if it selects, else 10",
+  )
   args = ap.parse_args()
   globals()["MAX_EPOCHS"], globals()["PATIENCE"] = args.max_epochs, args.patience
   os.makedirs(os.path.join(args.workdir, "results"), exist_ok=True)

@@ -192,17 +192,24 @@ def ranks_fn(scores_fn):
   return ranks
 
 
-# A baseline's validation only logs (its result is the final step): the default period is once per
-# epoch but at most this many decodes in a run (the quickstart's bi-encoder has 2-step epochs, and
-# 1,000 validations were three quarters of its 30 s).
+# Where a baseline's validation only logs (its result is the final step), the default period is
+# once per epoch but at most this many decodes in a run (the quickstart's bi-encoder has 2-step
+# epochs, and 1,000 validations were three quarters of its 30 s).
 MAX_DEFAULT_VALIDATIONS = 20
 
 
-def validation_period(eval_every_steps: int, steps_per_epoch: int, total_steps: int) -> int:
-  """Steps between validation decodes: `eval_every_steps`, or 0 = once per epoch, at most
-  `MAX_DEFAULT_VALIDATIONS` in the run (the last step always validates)."""
+def validation_period(
+  eval_every_steps: int, steps_per_epoch: int, total_steps: int, *, selects: bool = False
+) -> int:
+  """Steps between validation decodes: `eval_every_steps`, or 0 = once per epoch; when the
+  validation only logs (`selects` False), at most `MAX_DEFAULT_VALIDATIONS` in the run. A run that
+  selects its best decode (`select_best`) validates every epoch whatever its length: patience
+  counts decodes, so a capped period would stretch it (10 decodes = 100 epochs in a 200-epoch run).
+  The last step always validates."""
   if int(eval_every_steps) > 0:
     return int(eval_every_steps)
+  if selects:
+    return int(steps_per_epoch)
   return max(int(steps_per_epoch), math.ceil(int(total_steps) / MAX_DEFAULT_VALIDATIONS))
 
 

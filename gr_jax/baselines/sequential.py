@@ -509,7 +509,9 @@ def train_sequential(
   num_windows = len(wins) - 1
   steps_per_epoch = max(1, math.ceil(num_windows / batch))
   total = int(cfg.get("num_steps", 0)) or int(cfg.num_epochs) * steps_per_epoch
-  eval_every = common.validation_period(cfg.get("eval_every_steps", 0), steps_per_epoch, total)
+  eval_every = common.validation_period(
+    cfg.get("eval_every_steps", 0), steps_per_epoch, total, selects=select_best
+  )
   ckpt_every = max(1, int(cfg.get("checkpoint_every_steps", 200)))
   log_every = max(1, int(cfg.get("log_every_steps", 50)))
   v_tokens = inference_inputs(cat.histories(valid["encoder_input_ids"]), max_len, kind, n)

@@ -217,3 +217,6 @@ def test_validation_period_is_per_epoch_with_at_most_twenty_decodes():
   assert common.validation_period(7, steps_per_epoch=2, total_steps=2000) == 7
   decodes = [s for s in range(1, 2001) if s % common.validation_period(0, 2, 2000) == 0]
   assert len(decodes) == common.MAX_DEFAULT_VALIDATIONS
+  # Selecting on validation (select_best): every epoch, uncapped; an explicit period still wins.
+  assert common.validation_period(0, steps_per_epoch=2, total_steps=2000, selects=True) == 2
+  assert common.validation_period(7, steps_per_epoch=2, total_steps=2000, selects=True) == 7
