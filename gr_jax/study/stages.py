@@ -445,77 +445,111 @@ def _baseline_stages(
   return out
 
 
+def converged_inputs(r: ml_collections.ConfigDict) -> dict:
+  """The reproduce knobs a budget's training reads (the converged budget's only): changing one
+  retrains those runs and no other."""
+  return {
+    k: r.to_dict()[k]
+    for k in ("converged_max_factor", "converged_evals_per_epoch", "patience")
+    if k in r
+  }
+
+
+def prepare_stage(stage_id: str, describe: str, data: DataSpec) -> Stage:
+  """Prepares one dataset."""
+  raw = _raw_fingerprint(data)
+  return Stage(
+    stage_id,
+    "prepare",
+    describe,
+    lambda d=data: _prepare(d),
+    # Changed raw files rerun prepare and everything downstream; simulated data has none
+    # (its inputs, and so its stages' fingerprints, are as before raw files were covered).
+    inputs={"data": _data_inputs(data.config), **({"raw": raw} if raw else {})},
+    reset=_rmtree(data.data_dir),
+  )
+
+
+def train_stage(
+  plan: Plan, run: RunSpec, data_dir: str, data_fp: str, converged: dict, stage_id: str, describe
+) -> Stage:
+  """Trains one run (`converged`: `converged_inputs`, read by the converged budget only)."""
+  return Stage(
+    stage_id,
+    "train",
+    describe,
+    lambda rr=run, dd=data_dir: _train(plan, rr, dd),
+    inputs={
+      "config": _config_inputs(run.config),
+      "budget": run.budget,
+      "study": converged if run.budget == "converged" else {},
+      "data": data_fp,
+    },
+    reset=_rmtree(run.run_dir),
+  )
+
+
+def evaluate_stage(
+  run: RunSpec, split: str, decoder: str, train_fp: str, stage_id: str, describe: str
+) -> Stage:
+  """Evaluates one trained run on `split` with `decoder`."""
+  outs = [os.path.join(run.run_dir, "eval", eval_subdir(split, decoder))]
+  if run.budget == "converged" and len(run.config.data.tasks) > 1:
+    outs.append(os.path.join(run.run_dir, "eval", mean_rule_subdir(split, decoder)))
+  return Stage(
+    stage_id,
+    "evaluate",
+    describe,
+    lambda rr=run, dec=decoder: _evaluate(rr, split, dec),
+    inputs={
+      "train": train_fp,
+      "decode": run.config.decode.to_dict(),
+      "decoder": decoder,
+      "eval": _eval_inputs(run.config),
+      # Which checkpoints: the final one, or each task's best-validation one (and the
+      # mean rule's beside it).
+      "selection": "per_task" if run.budget == "converged" else "final",
+    },
+    reset=_rmtrees(outs),
+  )
+
+
 def stages_for(plan: Plan) -> list[Stage]:
   """All stages, in an order where every stage's inputs exist when it runs."""
   split = plan.config.eval.split
   r = plan.config.reproduce
   decoders = tuple(r.get("decoders", ("beam",)))
-  # The reproduce knobs a budget's training reads (the converged budget's only): changing one
-  # retrains those runs and no other.
-  converged_inputs = {
-    k: r.to_dict()[k]
-    for k in ("converged_max_factor", "converged_evals_per_epoch", "patience")
-    if k in r
-  }
+  converged = converged_inputs(r)
   stages: list[Stage] = []
   for point in plan.points:
     data_fp, point_fps = {}, []
     for data in point.datasets:
       tag = f"{point.name}__{data.key}"
-      raw = _raw_fingerprint(data)
-      prep = Stage(
-        f"prepare__{tag}",
-        "prepare",
-        f"prepare data ({point.name}, {data.key})",
-        lambda d=data: _prepare(d),
-        # Changed raw files rerun prepare and everything downstream; simulated data has none
-        # (its inputs, and so its stages' fingerprints, are as before raw files were covered).
-        inputs={
-          "data": _data_inputs(data.config),
-          **({"raw": raw} if raw else {}),
-        },
-        reset=_rmtree(data.data_dir),
-      )
+      prep = prepare_stage(f"prepare__{tag}", f"prepare data ({point.name}, {data.key})", data)
       data_fp[data.key] = prep.fingerprint
       bases = _baseline_stages(plan, point, data, tag, prep.fingerprint)
       stages += [prep, *bases]
       point_fps += [prep.fingerprint, *(b.fingerprint for b in bases)]
     for run in point.runs:
-      data_dir = point.dataset(run.data).data_dir
-      train = Stage(
+      train = train_stage(
+        plan,
+        run,
+        point.dataset(run.data).data_dir,
+        data_fp[run.data],
+        converged,
         f"train__{_run_tag(run)}",
-        "train",
         f"train {run.model} seed {run.seed}, {run.budget} ({point.name})",
-        lambda rr=run, dd=data_dir: _train(plan, rr, dd),
-        inputs={
-          "config": _config_inputs(run.config),
-          "budget": run.budget,
-          "study": converged_inputs if run.budget == "converged" else {},
-          "data": data_fp[run.data],
-        },
-        reset=_rmtree(run.run_dir),
       )
       stages.append(train)
       for decoder in decoders:
-        outs = [os.path.join(run.run_dir, "eval", eval_subdir(split, decoder))]
-        if run.budget == "converged" and len(run.config.data.tasks) > 1:
-          outs.append(os.path.join(run.run_dir, "eval", mean_rule_subdir(split, decoder)))
-        ev = Stage(
+        ev = evaluate_stage(
+          run,
+          split,
+          decoder,
+          train.fingerprint,
           evaluate_stage_id(run, decoder),
-          "evaluate",
           f"evaluate {run.model} seed {run.seed}, {run.budget}, {decoder} on {split} "
           f"({point.name})",
-          lambda rr=run, dec=decoder: _evaluate(rr, split, dec),
-          inputs={
-            "train": train.fingerprint,
-            "decode": run.config.decode.to_dict(),
-            "decoder": decoder,
-            "eval": _eval_inputs(run.config),
-            # Which checkpoints: the final one, or each task's best-validation one (and the
-            # mean rule's beside it).
-            "selection": "per_task" if run.budget == "converged" else "final",
-          },
-          reset=_rmtrees(outs),
         )
         stages.append(ev)
         point_fps.append(ev.fingerprint)

@@ -201,57 +201,32 @@ def tune_stages(config: ml_collections.ConfigDict, workdir: str) -> list:
   s, datasets, runs = tuning_runs(config, workdir)
   plan = plan_lib.Plan(workdir=os.path.join(workdir, "tuning"), config=config, points=())
   r = config.reproduce
-  converged = {
-    k: r.to_dict()[k]
-    for k in ("converged_max_factor", "converged_evals_per_epoch", "patience")
-    if k in r
-  }
+  converged = st.converged_inputs(r)
   out, data_fp, eval_fps = [], {}, []
   for data in datasets:
-    raw = st._raw_fingerprint(data)  # pylint: disable=protected-access
-    prep = Stage(
-      f"tune_prepare__{data.key}",
-      "prepare",
-      f"tuning: prepare data ({data.key})",
-      lambda d=data: st._prepare(d),  # pylint: disable=protected-access
-      # pylint: disable-next=protected-access
-      inputs={"data": st._data_inputs(data.config), **({"raw": raw} if raw else {})},
-      reset=st._rmtree(data.data_dir),  # pylint: disable=protected-access
-    )
+    prep = st.prepare_stage(f"tune_prepare__{data.key}", f"tuning: prepare data ({data.key})", data)
     data_fp[data.key] = prep.fingerprint
     out.append(prep)
   decoder = s["decoder"]
   for _, run in runs:
     data_dir = next(d.data_dir for d in datasets if d.key == run.data)
     tag = f"{run.point}__{run.model}__seed{run.seed}"
-    train = Stage(
+    train = st.train_stage(
+      plan,
+      run,
+      data_dir,
+      data_fp[run.data],
+      converged,
       f"tune_train__{tag}",
-      "train",
       f"tuning: train {run.model} seed {run.seed}, {run.budget} ({run.point})",
-      lambda rr=run, dd=data_dir: st._train(plan, rr, dd),  # pylint: disable=protected-access
-      inputs={
-        "config": st._config_inputs(run.config),  # pylint: disable=protected-access
-        "budget": run.budget,
-        "study": converged if run.budget == "converged" else {},
-        "data": data_fp[run.data],
-      },
-      reset=st._rmtree(run.run_dir),  # pylint: disable=protected-access
     )
-    outs = [os.path.join(run.run_dir, "eval", st.eval_subdir("valid", decoder))]
-    outs.append(os.path.join(run.run_dir, "eval", st.mean_rule_subdir("valid", decoder)))
-    ev = Stage(
+    ev = st.evaluate_stage(
+      run,
+      "valid",
+      decoder,
+      train.fingerprint,
       f"tune_evaluate__{tag}",
-      "evaluate",
       f"tuning: evaluate {run.model} seed {run.seed}, {decoder} on valid ({run.point})",
-      lambda rr=run: st._evaluate(rr, "valid", decoder),  # pylint: disable=protected-access
-      inputs={
-        "train": train.fingerprint,
-        "decode": run.config.decode.to_dict(),
-        "decoder": decoder,
-        "eval": st._eval_inputs(run.config),  # pylint: disable=protected-access
-        "selection": "per_task" if run.budget == "converged" else "final",
-      },
-      reset=st._rmtrees(outs),  # pylint: disable=protected-access
     )
     out += [train, ev]
     eval_fps.append(ev.fingerprint)
