@@ -77,6 +77,7 @@ from gr_jax.baselines.common import plain as _plain
 from gr_jax.baselines.common import ranks_fn as _ranks_fn
 from gr_jax.baselines.common import score_inputs, validation_recall
 from gr_jax.evaluation import runs as runs_lib
+from gr_jax.training.early_stopping import EarlyStopping
 
 log = logging.getLogger(__name__)
 
@@ -379,36 +380,34 @@ class TrainResult:
   summary: dict
 
 
-class _Selection:
-  """Model selection on validation (`select_best`): the best validation Recall@max(ks) and its
-  step, decodes since then, and whether `patience` ran out. Strictly better only: a tie keeps the
-  earlier step, as the T5 trainer (gr_jax/training/loop.py). Its state goes into each checkpoint's
-  meta, so a resumed run continues the same count and stops where an uninterrupted one would."""
+class _Selection(EarlyStopping):
+  """Model selection on validation (`select_best`): early stopping on Recall@max(ks) (the T5
+  trainer's rule, `EarlyStopping`) plus the best decode's metrics. Its state goes into each
+  checkpoint's meta, so a resumed run continues the same count and stops where an uninterrupted
+  one would."""
 
   def __init__(self, metric: str, patience: int, state: dict | None = None):
-    self.metric, self.patience = metric, patience
     state = state or {}
-    self.best = state.get("best")  # None before the first decode
-    self.best_step = int(state.get("best_step", 0))
+    best = state.get("best")  # None before the first decode
+    super().__init__(
+      patience,
+      best=-math.inf if best is None else float(best),
+      best_step=int(state.get("best_step", 0)),
+      since_best=int(state.get("since_best", 0)),
+    )
+    self.metric = metric
     self.best_valid = state.get("best_valid")
-    self.since_best = int(state.get("since_best", 0))
-
-  @property
-  def stopped(self) -> bool:
-    return self.patience > 0 and self.since_best >= self.patience
 
   def update(self, step: int, valid: dict) -> bool:
     """Records one decode; True when it is the new best."""
-    value = float(valid[self.metric])
-    if self.best is None or value > self.best:
-      self.best, self.best_step, self.best_valid, self.since_best = value, step, dict(valid), 0
-      return True
-    self.since_best += 1
-    return False
+    improved = super().update(step, float(valid[self.metric]))
+    if improved:
+      self.best_valid = dict(valid)
+    return improved
 
   def state(self) -> dict:
     return {
-      "best": self.best,
+      "best": self.best if math.isfinite(self.best) else None,
       "best_step": self.best_step,
       "best_valid": self.best_valid,
       "since_best": self.since_best,
@@ -606,7 +605,7 @@ def train_sequential(
   last_valid = None
   first_step = step
   # A run whose patience ran out is finished: reloaded, it does not train on.
-  while step < total and not (selection is not None and selection.stopped):
+  while step < total and not (selection is not None and selection.converged):
     win = batch_of(step)
     params, opt_state, loss = train_step(
       params, opt_state, jnp.asarray(win), jnp.asarray(step, jnp.int32), base_key
@@ -638,11 +637,11 @@ def train_sequential(
       if selection is not None:
         if selection.update(step, last_valid):
           best_params = params  # immutable arrays: a reference is a snapshot
-        ends = ends or selection.stopped
+        ends = ends or selection.converged
         record.update(best_step=selection.best_step, evals_since_best=selection.since_best)
         if ends:  # how the run ended, on its last decode (as the T5 trainer records it)
           record.update(
-            stopped_early=selection.stopped and step < total, capped=not selection.stopped
+            stopped_early=selection.converged and step < total, capped=not selection.converged
           )
       metrics.write(record)
     if step % ckpt_every == 0 or ends:
@@ -675,8 +674,8 @@ def train_sequential(
       best_valid=selection.best_valid,
       evals_since_best=selection.since_best,
       # patience ended the run before the step cap; capped: the cap came first (not converged)
-      stopped_early=selection.stopped and step < total,
-      capped=not selection.stopped,
+      stopped_early=selection.converged and step < total,
+      capped=not selection.converged,
     )
   return TrainResult(model, summary)
 

@@ -27,6 +27,7 @@ from gr_jax import workdir as workdir_lib
 from gr_jax.schema import TASKS
 from gr_jax.training import checkpointing
 from gr_jax.training import data_adapter
+from gr_jax.training.early_stopping import EarlyStopping
 from gr_jax.training import partitioning
 from gr_jax.training import state as state_lib
 from gr_jax.training import step as step_lib
@@ -494,33 +495,8 @@ class _PendingBests:
       ckpt.save(step, state, data_state=data_state, config=config_dict, metrics=metrics)
 
 
-class _Selection:
-  """Best validation value so far and decodes since it improved (early stopping).
-
-  Rebuilt on resume from metrics.jsonl (its lines up to the resumed step are kept), so an
-  interrupted run stops where the uninterrupted one would, and a run that already stopped early
-  does not train on when rerun.
-  """
-
-  def __init__(self, patience: int):
-    self.patience = patience
-    self.best = -math.inf
-    self.best_step = 0
-    self.since_best = 0
-
-  @property
-  def converged(self) -> bool:
-    return self.patience > 0 and self.since_best >= self.patience
-
-  def update(self, step: int, value: float) -> None:
-    if value > self.best:  # strictly better: ties keep the earlier (cheaper) checkpoint
-      self.best, self.best_step, self.since_best = float(value), int(step), 0
-    else:
-      self.since_best += 1
-
-
 class _Selections:
-  """The run's model selection: one `_Selection` for the selection metric (the mean over the
+  """The run's model selection: one `EarlyStopping` for the selection metric (the mean over the
   run's tasks) and, for a run selected per task, one for each task's share of it ("search/<m>").
 
   Early stopping: with per-task selection, when no task has improved for `patience` decodes (the
@@ -535,7 +511,7 @@ class _Selections:
     self.task_keys = tuple(f"{t}/{metric}" for t in tasks) if metric else ()
     self.keys = ((metric,) if metric else ()) + self.task_keys
     self.stop_keys = self.task_keys or self.keys
-    self._sel = {k: _Selection(patience) for k in self.keys}
+    self._sel = {k: EarlyStopping(patience) for k in self.keys}
 
   @property
   def converged(self) -> bool:
@@ -545,9 +521,7 @@ class _Selections:
     """Records one validation decode; True when it is a new best of any tracked metric."""
     improved = False
     for k in self.keys:
-      sel = self._sel[k]
-      sel.update(step, decoded[k])
-      improved |= sel.best_step == int(step)
+      improved |= self._sel[k].update(step, decoded[k])
     return improved
 
   def best(self, key: str) -> float | None:

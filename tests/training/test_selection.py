@@ -16,6 +16,7 @@ from gr_jax.study import stages
 from gr_jax.training import checkpointing
 from gr_jax.training import data_adapter
 from gr_jax.training import loop
+from gr_jax.training.early_stopping import EarlyStopping
 from gr_jax.training import state as state_lib
 
 
@@ -112,11 +113,11 @@ def test_evaluate_best_uses_the_selected_checkpoint_and_says_so(selected_run, tm
 
 
 def test_early_stopping_logic():
-  sel = loop._Selection(patience=2)  # pylint: disable=protected-access
+  sel = EarlyStopping(patience=2)
   for step, value in [(1, 0.1), (2, 0.3), (3, 0.3), (4, 0.2)]:
     sel.update(step, value)
   assert (sel.best, sel.best_step, sel.since_best, sel.converged) == (0.3, 2, 2, True)
-  never = loop._Selection(patience=0)  # pylint: disable=protected-access
+  never = EarlyStopping(patience=0)
   for step in range(10):
     never.update(step, 0.0)
   assert not never.converged
