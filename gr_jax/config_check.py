@@ -34,6 +34,9 @@ BUDGETS = ("epochs", "matched_steps", "converged")
 STAT_TESTS = ("ttest", "randomization")
 CORRECTIONS = ("holm", "bonferroni")
 BASELINES = ("bm25", "sasrec", "bert4rec", "biencoder")
+# What a reproduce.tune grid field may set (gr_jax/study/tune.py): the model and its training,
+# never the data or the evaluation.
+TUNE_GRID_SECTIONS = ("model.", "train.")
 BM25_METHODS = ("lucene", "robertson", "atire")
 _METRIC = re.compile(r"^(recall|ndcg|mrr)@(\d+)$")
 
@@ -341,7 +344,7 @@ def _tune(c: _Checker, study_seeds) -> None:
   if fields is not _MISSING and (
     not isinstance(fields, (tuple, list))
     or not fields
-    or any(not isinstance(f, str) or not f.startswith(("model.", "train.")) for f in fields)
+    or any(not isinstance(f, str) or not f.startswith(TUNE_GRID_SECTIONS) for f in fields)
   ):
     raise ConfigError(
       "reproduce.tune.grid_fields", fields, "a non-empty tuple of dotted model.* or train.* fields"

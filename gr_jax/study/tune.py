@@ -25,10 +25,10 @@ from typing import Any, Callable
 
 import ml_collections
 
+from gr_jax.config_check import TUNE_GRID_SECTIONS
 from gr_jax.study import plan as plan_lib
 
 TUNING_FILE = os.path.join("tuning", "tuning.json")
-SECTIONS = ("model.", "train.")  # what a grid field may set: the model and its training
 RULE = (
   "per model kind, the grid point with the highest mean validation {metric} over the tuning "
   "seeds of the model's own task (Gen_R+S: the mean of its two tasks); the points within "
@@ -55,7 +55,7 @@ def settings(config: ml_collections.ConfigDict) -> dict:
       f"reproduce.tune: grid_fields {fields} and grid_values {values} need one non-empty tuple "
       "of values per field"
     )
-  bad = [f for f in fields if not f.startswith(SECTIONS)]
+  bad = [f for f in fields if not f.startswith(TUNE_GRID_SECTIONS)]
   if bad or len(set(fields)) != len(fields):
     raise ValueError(
       f"reproduce.tune.grid_fields: {bad or fields} (each a distinct model.* or train.* field: the "
