@@ -314,6 +314,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # True: each model kind's study runs take that kind's chosen values from tuning.json (their
   # training stages' fingerprints follow them); False: the study ignores the tuning.
   tu.use = False
+  # A tuning.json recorded by an earlier `--tune` run of this same tuning (grid, seeds, budget,
+  # decoder, tolerance and models are checked): with use=True and no tuning.json in the workdir,
+  # the study takes each kind's chosen values from it, and the report prints its grid and when it
+  # ran. `--tune` runs the tuning afresh in the workdir, whose file then wins. "" = none.
+  tu.recorded = ""
   # The grid: every combination of the values (product, in this order: the first field varies
   # slowest). grid_fields[i] is a dotted model.* or train.* field (model.overrides.<T5Config
   # field> may be new), grid_values[i] its values, e.g.

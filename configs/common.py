@@ -57,6 +57,15 @@ def sim_sweep(*, name: str, setting: str, field: str, values: tuple, statistic: 
   c.reproduce.budgets = ("matched_steps",)
   c.reproduce.decoders = ("beam", "topk_exact")
   c.reproduce.baselines = ()  # popularity only: the sweep is about the joint model's gain
+  return without_recorded_tuning(c)
+
+
+def without_recorded_tuning(c):
+  """The quickstart's recorded per-model tuning was chosen on its default world, not on a sweep's
+  worlds: a sweep built on the quickstart uses the config's own values unless it is tuned itself
+  (`--tune` with --config.reproduce.tune.use=True)."""
+  c.reproduce.tune.use = False
+  c.reproduce.tune.recorded = ""
   return c
 
 

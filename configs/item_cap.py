@@ -21,7 +21,7 @@ def get_config(arg=None):
   if args["data"] == "movielens":
     c = movielens.get_config(f"seeds={args['seeds']}")
   elif args["data"] == "sim":
-    c = quickstart.get_config(f"seeds={args['seeds']}")
+    c = common.without_recorded_tuning(quickstart.get_config(f"seeds={args['seeds']}"))
   else:
     raise ValueError(f"item_cap: data={args['data']!r}; expected sim or movielens")
   c.name = "item_cap"

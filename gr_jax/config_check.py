@@ -340,6 +340,9 @@ def _tune(c: _Checker, study_seeds) -> None:
   c.enum("reproduce.tune.budget", BUDGETS)
   c.enum("reproduce.tune.decoder", DECODE_METHODS)
   c.number("reproduce.tune.tolerance", 0)
+  recorded = c.value("reproduce.tune.recorded")
+  if recorded is not _MISSING and not isinstance(recorded, str):
+    raise ConfigError("reproduce.tune.recorded", recorded, "a path to a tuning.json, or ''")
   fields, values = c.value("reproduce.tune.grid_fields"), c.value("reproduce.tune.grid_values")
   if fields is not _MISSING and (
     not isinstance(fields, (tuple, list))

@@ -562,9 +562,9 @@ def stages_for(plan: Plan) -> list[Stage]:
         inputs={"stages": point_fps, "reproduce": _reproduce_inputs(r)},
       )
     )
-  # The report prints the tuning grid when tuning.json exists (only then an input: a study
-  # without tuning keeps its report's fingerprint).
-  tuning = tune.fingerprint(plan.workdir)
+  # The report prints the tuning grid when the study has a tuning.json, its own or the recorded
+  # one (only then an input: a study without tuning keeps its report's fingerprint).
+  tuning = tune.fingerprint(plan.config, plan.workdir)
   stages.append(
     Stage(
       "report",

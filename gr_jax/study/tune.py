@@ -40,6 +40,30 @@ def tuning_path(workdir: str) -> str:
   return os.path.join(workdir, TUNING_FILE)
 
 
+def recorded_path(config: ml_collections.ConfigDict) -> str:
+  """reproduce.tune.recorded: a tuning.json written by an earlier run of this tuning ("" = none)."""
+  return str(config.reproduce.get("tune", {}).get("recorded", "") or "")
+
+
+def tuning_source(config: ml_collections.ConfigDict, workdir: str) -> str | None:
+  """The tuning.json the study reads: the workdir's own (written by --tune) when it exists, else
+  the config's recorded one (reproduce.tune.recorded), else None. A recorded path that does not
+  exist is an error, never a silent fallback to the config's values."""
+  own = tuning_path(workdir)
+  if os.path.exists(own):
+    return own
+  recorded = recorded_path(config)
+  if not recorded:
+    return None
+  if not os.path.isfile(recorded):
+    raise FileNotFoundError(
+      f"reproduce.tune.recorded = {recorded}: no such file (a tuning.json written by an earlier "
+      f"`--tune` run); run the tuning in this workdir with --tune, or set "
+      "--config.reproduce.tune.recorded=''"
+    )
+  return recorded
+
+
 def metric(config: ml_collections.ConfigDict) -> str:
   return f"recall@{max(int(k) for k in config.eval.ks)}"
 
@@ -127,15 +151,17 @@ def check_sweep(config: ml_collections.ConfigDict) -> None:
 
 
 def read_tuning(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """tuning.json of the study, checked against the config's tuning settings and models."""
-  path = tuning_path(workdir)
+  """tuning.json of the study (`tuning_source`: the workdir's, else the recorded one), checked
+  against the config's tuning settings and models."""
   command = (
     f"python -m gr_jax.reproduce --config <this config> --workdir {workdir} --tune "
     "(or --tune_only to stop after tuning)"
   )
-  if not os.path.exists(path):
+  path = tuning_source(config, workdir)
+  if path is None:
     raise FileNotFoundError(
-      f"reproduce.tune.use=True needs {path}, which does not exist: run the tuning first: {command}"
+      f"reproduce.tune.use=True needs {tuning_path(workdir)}, which does not exist, and no "
+      f"reproduce.tune.recorded file: run the tuning first: {command}"
     )
   with open(path) as f:
     tuning = json.load(f)
@@ -146,7 +172,8 @@ def read_tuning(config: ml_collections.ConfigDict, workdir: str) -> dict:
     raise ValueError(
       f"reproduce.tune.use=True: {path} was made with other tuning settings ({', '.join(diff)}: "
       f"{ {k: got[k] for k in diff} } in the file, { {k: want[k] for k in diff} } in the "
-      f"config); rerun the tuning: {command}"
+      f"config); rerun the tuning: {command}, or train every model kind with the config's own "
+      "values: --config.reproduce.tune.use=False"
     )
   missing = [m for m in config.reproduce.models if m not in tuning.get("chosen", {})]
   if missing:
@@ -292,7 +319,8 @@ def write_tuning(config: ml_collections.ConfigDict, workdir: str) -> str:
   from gr_jax.evaluation.runs import write_json  # pylint: disable=g-import-not-at-top
 
   path = tuning_path(workdir)
-  write_json(path, tuning_result(config, workdir))
+  # The stage time travels with the file, so a copy used as reproduce.tune.recorded says it too.
+  write_json(path, dict(tuning_result(config, workdir), stage_seconds=_seconds(workdir)))
   return path
 
 
@@ -309,12 +337,16 @@ def run_tuning(
 # ------------------------------------------------------------------------------------ report
 
 
-def fingerprint(workdir: str) -> str | None:
-  """A hash of tuning.json (the report stage's input when the file exists), else None."""
+def fingerprint(config: ml_collections.ConfigDict, workdir: str) -> str | None:
+  """A hash of the tuning.json the study reads (`tuning_source`; the report stage's input when
+  there is one), else None."""
   import hashlib  # pylint: disable=g-import-not-at-top
 
+  path = tuning_source(config, workdir)
+  if path is None:
+    return None
   try:
-    with open(tuning_path(workdir), "rb") as f:
+    with open(path, "rb") as f:
       return hashlib.sha256(f.read()).hexdigest()[:16]
   except OSError:
     return None
@@ -335,21 +367,37 @@ def _seconds(workdir: str) -> float:
 
 
 def report_section(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict | None, list]:
-  """(report.json "tuning", report.md lines) when tuning.json exists, else (None, [])."""
+  """(report.json "tuning", report.md lines) when the study has a tuning.json (`tuning_source`),
+  else (None, [])."""
+  path = tuning_source(config, workdir)
+  if path is None:
+    return None, []
   try:
-    with open(tuning_path(workdir)) as f:
+    with open(path) as f:
       tuning = json.load(f)
   except (OSError, ValueError):
     return None, []
   used = bool(config.reproduce.get("tune", {}).get("use", False))
-  tuning = dict(tuning, used=used, seconds=_seconds(workdir))
+  own = path == tuning_path(workdir)
+  # A recorded file carries its own stage time (the workdir that ran it is elsewhere).
+  seconds = _seconds(workdir) if own else float(tuning.get("stage_seconds", 0.0))
+  source = "workdir" if own else os.path.basename(path)
+  tuning = dict(tuning, used=used, seconds=seconds, source=source)
   models = tuning["models"]
   label = plan_lib.MODEL_LABELS
+  # A recorded tuning says where it came from and how to rerun it here.
+  where = (
+    ""
+    if own
+    else f"recorded in {os.path.basename(path)} (reproduce.tune.recorded; `--tune` reruns it in "
+    "this workdir); "
+  )
   md = [
     "## Tuning on validation",
     "",
-    f"Run at {tuning['run_at']} (UTC; its stages took {tuning['seconds'] / 60:.1f} minutes, "
-    "not counted below), tuning seeds {tuning['seeds']} (not study seeds), the "
+    f"Run at {tuning['run_at']} (UTC; {where}its stages took {tuning['seconds'] / 60:.1f} "
+    "minutes, not counted below), tuning "
+    f"seeds {tuning['seeds']} (not study seeds), the "
     f"{tuning['budget']} budget, the {tuning['decoder']} decoder, valid split only. Rule: "
     f"{tuning['rule']}. "
     + (

@@ -20,6 +20,8 @@ def load_config(name, arg=None):
 
 def test_runs_differ_only_in_tasks_seed_and_dataset(tmp_path):
   config = load_config("quickstart", "seeds=2")
+  # Without the per-model tuned values (their runs differ by model kind: tests/study/test_tune.py).
+  config.reproduce.tune.use = False
   plan = plan_lib.build_plan(config, str(tmp_path))
   assert len(plan.points) == 1
   runs = plan.runs
@@ -95,6 +97,7 @@ def test_single_field_sweep_names_are_unchanged(tmp_path):
 
 def test_mapping_sweep_points_set_several_fields(tmp_path):
   config = load_config("quickstart", "seeds=1")
+  config.reproduce.tune.use = False  # the points sweep train.learning_rate, a tuned field
   config.reproduce.sweep = "data.sim.shuffle_fraction"
   config.reproduce.sweep_values = (
     0.25,
@@ -135,6 +138,7 @@ def test_mapping_sweep_points_set_several_fields(tmp_path):
 def test_bad_mapping_sweeps_name_the_problem(tmp_path):
   def plan_with(sweep, values):
     config = load_config("quickstart", "seeds=1")
+    config.reproduce.tune.use = False  # some points sweep train.learning_rate, a tuned field
     config.reproduce.sweep, config.reproduce.sweep_values = sweep, values
     return plan_lib.build_plan(config, str(tmp_path))
 

@@ -18,8 +18,9 @@ from tests.training.conftest import compile_cache, tiny_dataset  # noqa: F401  (
 
 
 def _quickstart(**tune_fields):
+  """The quickstart without its recorded tuning (the mechanism's tests start from use off)."""
   config = load_config("quickstart", "seeds=2")
-  config.reproduce.tune.update(tune_fields)
+  config.reproduce.tune.update(dict(dict(use=False, recorded=""), **tune_fields))
   return config
 
 
@@ -154,6 +155,54 @@ def test_use_applies_each_kinds_values_to_exactly_its_runs(tmp_path):
   config.reproduce.tune.grid_values = ((0.001, 0.02), (True, False))
   with pytest.raises(ValueError, match="other tuning settings.*grid.*--tune"):
     plan_lib.build_plan(config, workdir)
+
+
+def test_recorded_tuning_is_used_until_the_workdir_has_its_own(tmp_path):
+  """reproduce.tune.recorded: with no tuning.json in the workdir the study takes the recorded
+  file's values and the report says where they came from; a workdir's own tuning (--tune) wins."""
+  config = _quickstart(grid_fields=("train.learning_rate",), grid_values=((0.001, 0.01),))
+  elsewhere, workdir = str(tmp_path / "tuned_elsewhere"), str(tmp_path / "study")
+  _fake_evaluations(config, elsewhere, lambda v, m, t, s: v["train.learning_rate"])
+  recorded = tune.write_tuning(config, elsewhere)  # 0.01 wins for every kind
+  config.reproduce.tune.update(use=True, recorded=recorded)
+  plan = plan_lib.build_plan(config, workdir)
+  assert {r.config.train.learning_rate for r in plan.runs} == {0.01}
+  section, md = tune.report_section(config, workdir)
+  assert section["source"] == "tuning.json" and section["used"] is True
+  assert "recorded in tuning.json (reproduce.tune.recorded; `--tune` reruns it" in "\n".join(md)
+  assert tune.fingerprint(config, workdir) == tune.fingerprint(config, elsewhere)
+  # The workdir's own tuning.json (here: 0.001 wins) takes over from the recorded one.
+  _fake_evaluations(config, workdir, lambda v, m, t, s: -v["train.learning_rate"])
+  tune.write_tuning(config, workdir)
+  assert {r.config.train.learning_rate for r in plan_lib.build_plan(config, workdir).runs} == {
+    0.001
+  }
+  assert tune.report_section(config, workdir)[0]["source"] == "workdir"
+  # A recorded path that is not there is an error that names it, never the config's values.
+  config.reproduce.tune.recorded = missing = str(tmp_path / "nowhere.json")
+  with pytest.raises(FileNotFoundError, match="reproduce.tune.recorded = .*nowhere.json"):
+    plan_lib.build_plan(config, str(tmp_path / "fresh"))
+  assert not os.path.exists(missing)
+
+
+def test_shipped_quickstart_uses_its_recorded_per_model_values(tmp_path):
+  """configs/quickstart.py ships the recorded tuning (configs/tuning/quickstart.json): its
+  settings match the config's grid, and each model kind trains with that kind's chosen values;
+  the sweeps built on the quickstart do not take them (tuned on another world)."""
+  config = load_config("quickstart", "seeds=2")
+  tuning = tune.read_tuning(config, str(tmp_path))
+  assert tuning["seeds"] == [100] and set(tuning["chosen"]) == {"search", "rec", "joint"}
+  plan = plan_lib.build_plan(config, str(tmp_path))
+  for run in plan.runs:
+    for field, value in tuning["chosen"][run.model].items():
+      section, *rest = field.split(".")
+      node = run.config[section]
+      for key in rest:
+        node = node[key]
+      assert node == value, (run.model, field)
+  for name in ("sim_s1_popularity", "sim_s2_search_helps_rec", "sim_s3_rec_helps_search"):
+    sweep = load_config(name, "seeds=2")
+    assert sweep.reproduce.tune.use is False and sweep.reproduce.tune.recorded == ""
 
 
 def test_without_use_every_fingerprint_is_kept(tmp_path):
