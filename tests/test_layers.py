@@ -32,10 +32,7 @@ LAYER_OF = {unit: i for i, units in enumerate(LAYERS) for unit in units}
 
 # (importing module, imported unit): upward imports that exist today and must go (issue 27; the
 # evaluator's checkpoint restore moves below training).
-KNOWN_UPWARD = {
-  ("gr_jax.data.prepare", "analysis"),
-  ("gr_jax.data.simulate", "analysis"),
-}
+KNOWN_UPWARD: set[tuple[str, str]] = set()
 # Same-layer pairs that import each other (a circle): also debts, also only allowed to shrink.
 KNOWN_CIRCLES = {frozenset(("training", "evaluation"))}
 

@@ -19,7 +19,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from gr_jax.analysis.divergence import kl_divergence
+from gr_jax.data.divergence import kl_divergence
 from gr_jax.evaluation import metrics as metrics_lib
 
 BUCKETS = ("head", "torso", "tail")

@@ -44,7 +44,7 @@ import numpy as np
 
 from gr_jax import workdir as workdir_lib
 from gr_jax import workdir_lock
-from gr_jax.analysis.divergence import kl_divergence
+from gr_jax.data.divergence import kl_divergence
 from gr_jax.data import catalog as catalog_lib
 from gr_jax.data import dataset as dataset_lib
 from gr_jax.data import tokenizer as tokenizer_lib

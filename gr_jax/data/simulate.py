@@ -72,7 +72,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from gr_jax.analysis.divergence import kl_divergence
+from gr_jax.data.divergence import kl_divergence
 from gr_jax.data.raw import RawData
 
 SETTINGS = ("default", "S1", "S2", "S3")

@@ -438,7 +438,7 @@ def seed_hypotheses(
   "skipped" with the reason instead.
   """
   from gr_jax.analysis import cooccurrence, popularity
-  from gr_jax.analysis.divergence import kl_divergence
+  from gr_jax.data.divergence import kl_divergence
   from gr_jax.evaluation import runs as runs_lib
 
   items = list(dataset.catalog.item_ids)

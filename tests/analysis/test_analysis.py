@@ -22,7 +22,7 @@ def test_kl_matches_scipy_entropy():
   assert popularity.kl_divergence(p, q) == pytest.approx(sps.entropy(p, q), abs=1e-12)
   assert popularity.kl_divergence(p, p) == pytest.approx(0.0, abs=1e-15)
   # One function for the whole project: the simulator and prepare use this very one.
-  from gr_jax.analysis import divergence
+  from gr_jax.data import divergence
   from gr_jax.data import prepare, simulate
 
   assert popularity.kl_divergence is divergence.kl_divergence

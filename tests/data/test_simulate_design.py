@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from configs import quickstart, sim_s1_popularity, sim_s2_search_helps_rec, sim_s3_rec_helps_search
-from gr_jax.analysis.divergence import kl_divergence
+from gr_jax.data.divergence import kl_divergence
 from gr_jax.data import ProcessedDataset, prepare_dataset
 from gr_jax.data import simulate
 from gr_jax.data.errors import DataError

@@ -1,6 +1,7 @@
 """The one KL divergence of the project (simulator statistics, dataset manifests, the H1 analysis).
 
-NumPy only, so the data package can import it without the analysis stack.
+It lives in data/, the lowest package that needs it (the simulator's statistics and the
+manifests' KL of prepare); analysis/ reads it from here, as every layer above may.
 """
 
 from __future__ import annotations
