@@ -16,6 +16,7 @@ Layout under the study's workdir:
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import math
@@ -27,6 +28,7 @@ import ml_collections
 
 from gr_jax.config_check import TUNE_GRID_SECTIONS
 from gr_jax.study import plan as plan_lib
+from gr_jax.study import runner
 
 TUNING_FILE = os.path.join("tuning", "tuning.json")
 RULE = (
@@ -223,7 +225,6 @@ def tune_stages(config: ml_collections.ConfigDict, workdir: str) -> list:
   run, then `tune_select` writes tuning.json. The same stage machinery as the study's (resumable,
   skipped when done, rerun when their inputs change)."""
   from gr_jax.study import stages as st  # pylint: disable=g-import-not-at-top
-  from gr_jax.study.runner import Stage  # pylint: disable=g-import-not-at-top
 
   s, datasets, runs = tuning_runs(config, workdir)
   plan = plan_lib.Plan(workdir=os.path.join(workdir, "tuning"), config=config, points=())
@@ -259,7 +260,7 @@ def tune_stages(config: ml_collections.ConfigDict, workdir: str) -> list:
     eval_fps.append(ev.fingerprint)
   path = tuning_path(workdir)
   out.append(
-    Stage(
+    runner.Stage(
       "tune_select",
       "tune",
       "tuning: choose each model kind's values (tuning.json)",
@@ -320,7 +321,7 @@ def write_tuning(config: ml_collections.ConfigDict, workdir: str) -> str:
 
   path = tuning_path(workdir)
   # The stage time travels with the file, so a copy used as reproduce.tune.recorded says it too.
-  write_json(path, dict(tuning_result(config, workdir), stage_seconds=_seconds(workdir)))
+  write_json(path, dict(tuning_result(config, workdir), stage_seconds=_seconds(config, workdir)))
   return path
 
 
@@ -328,9 +329,7 @@ def run_tuning(
   config: ml_collections.ConfigDict, workdir: str, printer: Callable[[str], None] = print
 ) -> str:
   """Runs (or resumes) the tuning stages; returns the path of tuning.json."""
-  from gr_jax.study.runner import run_stages  # pylint: disable=g-import-not-at-top
-
-  run_stages(tune_stages(config, workdir), workdir, printer)
+  runner.run_stages(tune_stages(config, workdir), workdir, printer)
   return tuning_path(workdir)
 
 
@@ -340,8 +339,6 @@ def run_tuning(
 def fingerprint(config: ml_collections.ConfigDict, workdir: str) -> str | None:
   """A hash of the tuning.json the study reads (`tuning_source`; the report stage's input when
   there is one), else None."""
-  import hashlib  # pylint: disable=g-import-not-at-top
-
   path = tuning_source(config, workdir)
   if path is None:
     return None
@@ -352,18 +349,10 @@ def fingerprint(config: ml_collections.ConfigDict, workdir: str) -> str | None:
     return None
 
 
-def _seconds(workdir: str) -> float:
-  """Wall seconds of the tuning's finished stages (their markers, stages/tune_*.json)."""
-  total = 0.0
-  folder = os.path.join(workdir, "stages")
-  for name in os.listdir(folder) if os.path.isdir(folder) else []:
-    if name.startswith("tune_") and name.endswith(".json"):
-      try:
-        with open(os.path.join(folder, name)) as f:
-          total += float(json.load(f).get("seconds", 0.0))
-      except (OSError, ValueError):
-        pass
-  return total
+def _seconds(config: ml_collections.ConfigDict, workdir: str) -> float:
+  """Wall seconds of the tuning's finished stages (the runner's markers of `tune_stages`)."""
+  markers = (runner.read_marker(workdir, s.id) for s in tune_stages(config, workdir))
+  return sum(float(m.get("seconds", 0.0)) for m in markers if m is not None)
 
 
 def report_section(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict | None, list]:
@@ -380,7 +369,7 @@ def report_section(config: ml_collections.ConfigDict, workdir: str) -> tuple[dic
   used = bool(config.reproduce.get("tune", {}).get("use", False))
   own = path == tuning_path(workdir)
   # A recorded file carries its own stage time (the workdir that ran it is elsewhere).
-  seconds = _seconds(workdir) if own else float(tuning.get("stage_seconds", 0.0))
+  seconds = _seconds(config, workdir) if own else float(tuning.get("stage_seconds", 0.0))
   source = "workdir" if own else os.path.basename(path)
   tuning = dict(tuning, used=used, seconds=seconds, source=source)
   models = tuning["models"]
