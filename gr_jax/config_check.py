@@ -129,6 +129,24 @@ class _Checker:
       )
 
 
+def validate_tune(config) -> None:
+  """The reproduce.tune section alone (gr_jax/study/tune.py checks a config built in code with
+  it, as the binaries check every config with `validate`)."""
+  c = _Checker(config)
+  _tune(c, c.value("reproduce.seeds"))
+  # Only when the tuning runs or is read: a config that never tunes keeps the section's defaults.
+  if c.value("reproduce.tune.decoder") == "topk_exact" and c.value("data.id_scheme") not in (
+    "atomic",
+    _MISSING,
+  ):
+    raise ConfigError(
+      "reproduce.tune.decoder",
+      "topk_exact",
+      f"'beam' with data.id_scheme = {c.value('data.id_scheme')!r} (topk_exact decodes atomic "
+      "IDs only)",
+    )
+
+
 def validate(config) -> None:
   """Raises ConfigError for the first knob outside its domain; returns None when all are fine."""
   c = _Checker(config)
@@ -348,9 +366,13 @@ def _tune(c: _Checker, study_seeds) -> None:
     not isinstance(fields, (tuple, list))
     or not fields
     or any(not isinstance(f, str) or not f.startswith(TUNE_GRID_SECTIONS) for f in fields)
+    or len(set(fields)) != len(fields)
   ):
     raise ConfigError(
-      "reproduce.tune.grid_fields", fields, "a non-empty tuple of dotted model.* or train.* fields"
+      "reproduce.tune.grid_fields",
+      fields,
+      "a non-empty tuple of distinct dotted model.* or train.* fields (the grid tunes the model "
+      "and its training, never the data or the evaluation)",
     )
   if values is not _MISSING and (
     not isinstance(values, (tuple, list))

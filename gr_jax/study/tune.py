@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 import ml_collections
 
-from gr_jax.config_check import TUNE_GRID_SECTIONS
+from gr_jax import config_check
 from gr_jax.study import plan as plan_lib
 from gr_jax.study import runner
 
@@ -73,37 +73,11 @@ def metric(config: ml_collections.ConfigDict) -> str:
 def settings(config: ml_collections.ConfigDict) -> dict:
   """The tuning's settings (JSON values), checked: the grid, the tuning seeds (never study
   seeds), the budget, the decoder, the tolerance and the metric."""
+  config_check.validate_tune(config)  # ConfigError (a ValueError) naming the key
   t = config.reproduce.tune
   fields = [str(f) for f in t.grid_fields]
   values = [list(v) for v in t.grid_values]
-  if not fields or len(fields) != len(values) or not all(values):
-    raise ValueError(
-      f"reproduce.tune: grid_fields {fields} and grid_values {values} need one non-empty tuple "
-      "of values per field"
-    )
-  bad = [f for f in fields if not f.startswith(TUNE_GRID_SECTIONS)]
-  if bad or len(set(fields)) != len(fields):
-    raise ValueError(
-      f"reproduce.tune.grid_fields: {bad or fields} (each a distinct model.* or train.* field: the "
-      "grid tunes the model and its training, never the data or the evaluation)"
-    )
   seeds = [int(s) for s in t.seeds]
-  overlap = sorted(set(seeds) & {int(s) for s in config.reproduce.seeds})
-  if not seeds or overlap:
-    raise ValueError(
-      f"reproduce.tune.seeds = {seeds}: tuning seeds must be non-empty and not study seeds "
-      f"(reproduce.seeds = {list(config.reproduce.seeds)}; shared: {overlap})"
-    )
-  if t.budget not in plan_lib.BUDGETS or t.decoder not in plan_lib.DECODERS:
-    raise ValueError(
-      f"reproduce.tune: budget {t.budget!r} / decoder {t.decoder!r}: expected one of "
-      f"{plan_lib.BUDGETS} / {plan_lib.DECODERS}"
-    )
-  if t.decoder == "topk_exact" and config.data.get("id_scheme", "atomic") != "atomic":
-    raise ValueError(
-      "reproduce.tune.decoder = 'topk_exact' decodes atomic IDs only; this config has "
-      f"data.id_scheme = {config.data.id_scheme!r}: set reproduce.tune.decoder=beam"
-    )
   return json.loads(
     json.dumps(
       {

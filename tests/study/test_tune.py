@@ -97,7 +97,7 @@ def test_grid_is_the_product_in_order():
 
 def test_tuning_seeds_must_not_be_study_seeds():
   config = _quickstart(seeds=(1, 100))
-  with pytest.raises(ValueError, match=r"not study seeds.*shared: \[1\]"):
+  with pytest.raises(ValueError, match=r"reproduce.tune.seeds.*not study seeds.*also has \[1\]"):
     tune.settings(config)
   with pytest.raises(config_check.ConfigError, match="reproduce.tune.seeds"):
     config_check.validate(config)
@@ -107,6 +107,14 @@ def test_tuning_seeds_must_not_be_study_seeds():
 def test_grid_fields_are_model_or_training_fields():
   with pytest.raises(ValueError, match="model.* or train.*"):
     tune.settings(_quickstart(grid_fields=("data.encoder_len",), grid_values=((8,),)))
+  twice = ("train.learning_rate", "train.learning_rate")
+  with pytest.raises(config_check.ConfigError, match="distinct"):
+    tune.settings(_quickstart(grid_fields=twice, grid_values=((0.1,), (0.2,))))
+  semantic = _quickstart()
+  semantic.data.id_scheme = "semantic"
+  with pytest.raises(config_check.ConfigError, match="reproduce.tune.decoder.*'beam'"):
+    tune.settings(semantic)
+  config_check.validate(semantic)  # a config that does not tune keeps the section's defaults
 
 
 def test_use_without_tuning_json_names_the_file_and_the_command(tmp_path):
