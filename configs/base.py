@@ -214,7 +214,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   ck.best_mode = "min"  # min | max: whether lower or higher best_metric is better
   ck.async_save = False  # Orbax async saves (overlap with training); sync keeps resume simplest
 
-  # ---------------------------------------------------------------- mesh (gr_jax/training/partitioning)
+  # ---------------------------------------------------------------- mesh (gr_jax/model/partitioning)
   c.mesh = me = ml_collections.ConfigDict()
   me.data = -1  # data-parallel axis size (-1 = the rest of the devices)
   me.model = 1  # model-parallel axis size

@@ -29,7 +29,8 @@ def main(argv) -> None:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   runtime.validate_config(_CONFIG.value)  # before any work: no step is trained on nonsense
   import jax  # pylint: disable=g-import-not-at-top  (after absl parsed XLA/JAX flags)
-  from gr_jax.training import loop, partitioning  # pylint: disable=g-import-not-at-top
+  from gr_jax.model import partitioning  # pylint: disable=g-import-not-at-top
+  from gr_jax.training import loop  # pylint: disable=g-import-not-at-top
   from gr_jax.workdir_lock import WorkdirLockedError  # pylint: disable=g-import-not-at-top
 
   config = _CONFIG.value

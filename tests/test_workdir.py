@@ -39,7 +39,7 @@ def test_only_local_paths_are_made_absolute(tmp_path, monkeypatch):
 
 
 def test_checkpoint_dir_keeps_a_url_workdir():
-  from gr_jax.training import checkpointing
+  from gr_jax import checkpointing
 
   assert checkpointing.checkpoint_dir("gs://bucket/run") == "gs://bucket/run/checkpoints"
   assert checkpointing.checkpoint_dir("/abs/run") == "/abs/run/checkpoints"

@@ -445,7 +445,7 @@ def _model_config(dtype: str):
   """The T5Config the gr-jax train step builds (preset, --config's model section, --vocab_size):
   the Hugging Face side gets the same one, so both sides run the same architecture."""
   from gr_jax.bench import train_bench  # pylint: disable=g-import-not-at-top
-  from gr_jax.training import state as state_lib  # pylint: disable=g-import-not-at-top
+  from gr_jax.model import build as build_lib
 
   config = train_bench.bench_config(
     _CONFIG.value,
@@ -455,7 +455,7 @@ def _model_config(dtype: str):
     dtype=dtype,
     model_overrides=_model_overrides(),
   )
-  return state_lib.model_config_from(config)
+  return build_lib.model_config_from(config)
 
 
 def main(argv):

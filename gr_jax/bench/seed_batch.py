@@ -48,7 +48,8 @@ from gr_jax.bench import hf_reference
 from gr_jax.bench import protocol
 from gr_jax.bench import train_bench
 from gr_jax.model import flops as flops_lib
-from gr_jax.training import partitioning
+from gr_jax.model import partitioning
+from gr_jax.model import build as build_lib
 from gr_jax.training import state as state_lib
 from gr_jax.training import step as step_lib
 
@@ -120,8 +121,8 @@ def jit_batched_step(
 # ------------------------------------------------------------------------------ N seeds
 
 
-def state_init(parts: state_lib.ModelParts, tx, shardings) -> Callable:
-  """Jitted `seed -> step-0 train state`: the state `state.build_model` (random init from
+def state_init(parts: build_lib.ModelParts, tx, shardings) -> Callable:
+  """Jitted `seed -> step-0 train state`: the state `build_lib.build_model` (random init from
   `config.seed`) and `state.create_train_state` give a run of that seed, laid out by `shardings`.
 
   The seed is an argument here, so one program serves every seed; build_model's init bakes the
@@ -132,10 +133,10 @@ def state_init(parts: state_lib.ModelParts, tx, shardings) -> Callable:
 
   def init(seed):
     # build_model's own init (state.py keeps it private), the key drawn from a traced seed.
-    model = state_lib._new_model(  # pylint: disable=protected-access
+    model = build_lib._new_model(  # pylint: disable=protected-access
       model_config, jax.random.key(seed)
     )
-    params = state_lib._split(model)[1]  # pylint: disable=protected-access
+    params = build_lib._split(model)[1]  # pylint: disable=protected-access
     return state_lib.init_train_state(params, tx)
 
   return jax.jit(init, out_shardings=shardings)
@@ -152,7 +153,7 @@ class SeedBatch:
 
   num_seeds: int
   config: ml_collections.ConfigDict
-  parts: state_lib.ModelParts
+  parts: build_lib.ModelParts
   mesh: Any
   step_fn: Callable  # the trainer's pure (state, batch, rng) -> (state, metrics)
   state_shardings: Any
@@ -206,7 +207,7 @@ def build_seed_batch(
     model_overrides=model_overrides,
   )
   mesh = partitioning.make_mesh(config.mesh.data, config.mesh.model)
-  parts, abstract_params = state_lib.build_model(config, mesh, abstract=True)
+  parts, abstract_params = build_lib.build_model(config, mesh, abstract=True)
   tx, schedule = state_lib.make_optimizer(config, total_steps=1000)
   shardings = state_lib.state_shardings(parts, tx, mesh, abstract_params)
   init = state_init(parts, tx, shardings)

@@ -206,15 +206,16 @@ def build_train_step(
   impl: see `TRAIN_IMPLS` (all three are `gr_jax.training.step.make_train_step`).
   Returns (jitted step, state, mesh, batch sharding, model parts).
   """
-  from gr_jax.training import partitioning  # pylint: disable=g-import-not-at-top
+  from gr_jax.model import partitioning  # pylint: disable=g-import-not-at-top
+  from gr_jax.model import build as build_lib
   from gr_jax.training import state as state_lib  # pylint: disable=g-import-not-at-top
   from gr_jax.training import step as step_lib  # pylint: disable=g-import-not-at-top
 
   with config.unlocked():
     config.seed = seed
   mesh = partitioning.make_mesh(config.mesh.data, config.mesh.model)
-  parts, params = state_lib.build_model(config, mesh)
-  _, abstract_params = state_lib.build_model(config, mesh, abstract=True)
+  parts, params = build_lib.build_model(config, mesh)
+  _, abstract_params = build_lib.build_model(config, mesh, abstract=True)
   tx, schedule = state_lib.make_optimizer(config, total_steps=1000)
   shardings = state_lib.state_shardings(parts, tx, mesh, abstract_params)
   state = state_lib.create_train_state(params, tx, shardings)
@@ -358,7 +359,8 @@ def compiled_train_memory(
   argument (state + batch) and temporary sizes are shape-determined; GPU fusion decisions change
   the temporaries somewhat, so treat the total as an estimate.
   """
-  from gr_jax.training import partitioning  # pylint: disable=g-import-not-at-top
+  from gr_jax.model import partitioning  # pylint: disable=g-import-not-at-top
+  from gr_jax.model import build as build_lib  # pylint: disable=g-import-not-at-top
   from gr_jax.training import state as state_lib  # pylint: disable=g-import-not-at-top
   from gr_jax.training import step as step_lib  # pylint: disable=g-import-not-at-top
 
@@ -366,7 +368,7 @@ def compiled_train_memory(
     config, preset=preset, batch_size=batch_size, num_items=num_items, dtype=dtype, remat=remat
   )
   mesh = partitioning.make_mesh(config.mesh.data, config.mesh.model)
-  parts, abstract_params = state_lib.build_model(config, mesh, abstract=True)
+  parts, abstract_params = build_lib.build_model(config, mesh, abstract=True)
   tx, schedule = state_lib.make_optimizer(config, total_steps=1000)
   shardings = state_lib.state_shardings(parts, tx, mesh, abstract_params)
   abstract_state = state_lib.abstract_train_state(abstract_params, tx, shardings)
@@ -387,7 +389,7 @@ def compiled_train_memory(
   # XLA's own totals for the compiled step: with a chip's peak rate and memory bandwidth they give
   # the two floors of a step (arithmetic, bytes). Fusion differs by backend: an estimate off-device.
   mem["xla_flops"], mem["xla_bytes_accessed"] = _xla_costs(compiled)
-  n_params = state_lib.num_params(abstract_params)
+  n_params = build_lib.num_params(abstract_params)
   mem.update(
     {
       "preset": preset,

@@ -37,6 +37,7 @@ import ml_collections
 import numpy as np
 from etils import epath
 
+from gr_jax import checkpointing
 from gr_jax import workdir as workdir_lib
 from gr_jax.data.dataset import ProcessedDataset
 from gr_jax.data.errors import DataError
@@ -428,8 +429,6 @@ PER_TASK = "best_per_task"
 
 def step_names() -> tuple[str, ...]:
   """The named steps `evaluate` takes: "best", "best_<task>" and "best_per_task"."""
-  from gr_jax.training import checkpointing
-
   return checkpointing.BEST_STEPS + (PER_TASK,)
 
 
@@ -439,8 +438,6 @@ def _step_groups(workdir: str, step, tasks: list[str]) -> list[tuple[Any, list[s
   a multi-task run selected per task saved; a single-task run's "best" is its task's; a
   multi-task run without per-task metrics, e.g. trained before them, falls back to "best", the
   mean over its tasks, and its metrics.json says so in `selected_by`)."""
-  from gr_jax.training import checkpointing
-
   if step != PER_TASK:
     return [(step, list(tasks))]
   if len(tasks) < 2:
@@ -472,8 +469,6 @@ def _run_tasks(workdir: str) -> list[str]:
 
 
 def _restore(workdir: str, step):
-  from gr_jax.training import checkpointing
-
   try:
     return checkpointing.restore_for_inference(workdir, step)
   except (FileNotFoundError, checkpointing.ConfigMismatchError) as e:
@@ -500,8 +495,6 @@ def _selected_by(workdir: str, chosen: dict[str, tuple[Any, int]]) -> dict | Non
   test split: see training.loop), None for the latest or an explicit step. One checkpoint:
   {"split", "metric", "mode", "step"}; one per task: {"split", "per_task": {task: {"metric",
   "mode", "step"}}}."""
-  from gr_jax.training import checkpointing
-
   per_task = {}
   for t, (request, step) in chosen.items():
     if request in checkpointing.BEST_STEPS:
@@ -536,8 +529,6 @@ def evaluate(
   out_subdir: outputs go to `eval/<out_subdir or split>/`, so one run can hold the results of
     several decoders side by side (e.g. "test" for beam search and "test_topk" for topk_exact).
   """
-  from gr_jax.training import checkpointing
-
   if split not in ("test", "valid"):
     raise EvaluationError(f"split must be 'test' or 'valid', got {split!r}")
   if out_subdir is not None and (

@@ -3,7 +3,7 @@ feed-forward block, encoder and decoder layers, the shared embedding and the unt
 
 Numerics follow Hugging Face `T5ForConditionalGeneration` in eval mode (see `network.py`). Every
 parameter carries logical axis names in its `out_sharding` metadata
-(`gr_jax.training.partitioning.LOGICAL_AXIS_RULES` maps them onto a mesh).
+(`gr_jax.model.partitioning.LOGICAL_AXIS_RULES` maps them onto a mesh).
 
 Dropout is driven by explicit keys (no nnx.Rngs state is consumed at call time), so a train step
 is a pure function of (params, batch, key). Each dropout site folds a fixed integer into its key,

@@ -498,7 +498,7 @@ def seed_hypotheses(
 def _tsne(plan: Plan, point: Point, groups, dataset) -> dict:
   """One t-SNE PNG per model kind (its first seed), coloured by cluster or genre."""
   from gr_jax.analysis import embeddings
-  from gr_jax.training.checkpointing import restore_for_inference
+  from gr_jax.checkpointing import restore_for_inference
 
   catalog = dataset.catalog
   first = catalog.metadata[0] if catalog.metadata else {}

@@ -140,11 +140,12 @@ def measure_train_step(config, text_vocab: int, num_item_tokens: int) -> tuple[f
   jitted step at this config's shapes, on a synthetic batch (no file is written)."""
   import jax  # pylint: disable=g-import-not-at-top
 
-  from gr_jax.training import partitioning  # pylint: disable=g-import-not-at-top
+  from gr_jax.model import partitioning  # pylint: disable=g-import-not-at-top
+  from gr_jax.model import build as build_lib
   from gr_jax.training import state as state_lib  # pylint: disable=g-import-not-at-top
   from gr_jax.training import step as step_lib  # pylint: disable=g-import-not-at-top
 
-  cfg, model_config = state_lib.resolve_model(
+  cfg, model_config = build_lib.resolve_model(
     config, text_vocab_size=int(text_vocab), num_item_tokens=max(1, int(num_item_tokens))
   )
   batch_size = int(cfg.train.batch_size)
@@ -153,7 +154,7 @@ def measure_train_step(config, text_vocab: int, num_item_tokens: int) -> tuple[f
   mesh = partitioning.make_mesh(int(cfg.mesh.data), int(cfg.mesh.model))
   with jax.set_mesh(mesh):
     tx, schedule = state_lib.make_optimizer(cfg, 1000)
-    parts, abstract_params = state_lib.build_model(cfg, mesh, abstract=True)
+    parts, abstract_params = build_lib.build_model(cfg, mesh, abstract=True)
     shardings = state_lib.state_shardings(parts, tx, mesh, abstract_params)
     # Constant weights of the right shapes: the step's time does not depend on their values, and
     # the model's jitted random init (or a Hugging Face read) would cost as much as the step.

@@ -1,22 +1,18 @@
-"""Sharded training: state (optimizer, model construction), step (loss, train/eval step), loop (the
-trainer), checkpointing (Orbax), partitioning (mesh and logical axis rules).
+"""Sharded training: state (optimizer and train state), step (loss, train/eval step), loop (the
+trainer), early_stopping (the selection rule), data_adapter (batches for the mesh). The model it
+trains is built by gr_jax/model/build.py on gr_jax/model/partitioning.py's mesh rules, and saved by
+gr_jax/checkpointing.py (which the evaluator restores from, too).
 
   gr_jax.training.train(config, workdir) -> summary dict
-  gr_jax.training.restore_for_inference(workdir, step=None) -> (model, config, step)
-  gr_jax.training.best_step(workdir) -> int | None
 """
 
-__all__ = ["train", "restore_for_inference", "best_step", "latest_step"]
+__all__ = ["train"]
 
 
 def __getattr__(name):
-  # Lazy: importing the package (e.g. for partitioning) does not build the whole trainer.
+  # Lazy: importing the package does not build the whole trainer.
   if name == "train":
     from gr_jax.training.loop import train
 
     return train
-  if name in ("restore_for_inference", "best_step", "latest_step"):
-    from gr_jax.training import checkpointing
-
-    return getattr(checkpointing, name)
   raise AttributeError(name)

@@ -25,10 +25,11 @@ from etils import epath
 
 from gr_jax import workdir as workdir_lib
 from gr_jax.schema import TASKS
-from gr_jax.training import checkpointing
+from gr_jax import checkpointing
 from gr_jax.training import data_adapter
 from gr_jax.training.early_stopping import EarlyStopping
-from gr_jax.training import partitioning
+from gr_jax.model import partitioning
+from gr_jax.model import build as build_lib
 from gr_jax.training import state as state_lib
 from gr_jax.training import step as step_lib
 
@@ -56,7 +57,7 @@ def _train_locked(config: ml_collections.ConfigDict, workdir: str) -> dict[str, 
   checkpointing.quiet_orbax_logs()
   epath.Path(workdir).mkdir(parents=True, exist_ok=True)
   data = data_adapter.open_dataset(config, workdir)
-  config, model_config = state_lib.resolve_model(
+  config, model_config = build_lib.resolve_model(
     config,
     text_vocab_size=data.text_vocab_size,
     num_item_tokens=data.num_item_tokens,
@@ -192,7 +193,7 @@ class _Trainer:
     config, mesh = self.config, self.mesh
     t0 = time.time()
     tx, schedule = state_lib.make_optimizer(config, self.total_steps)
-    parts, abstract_params = state_lib.build_model(config, mesh, abstract=True)
+    parts, abstract_params = build_lib.build_model(config, mesh, abstract=True)
     shardings = state_lib.state_shardings(parts, tx, mesh, abstract_params)
     abstract_state = state_lib.abstract_train_state(abstract_params, tx, shardings)
 
@@ -211,12 +212,12 @@ class _Trainer:
       self.loader.set_state(data_state)
       log.info("resumed from %s/%d", checkpointing.checkpoint_dir(self.workdir), start_step)
     else:
-      _, params = state_lib.build_model(config, mesh)
+      _, params = build_lib.build_model(config, mesh)
       state = state_lib.create_train_state(params, tx, shardings)
       start_step = 0
     # Only now: a config refused by the checkpoint must not overwrite the run's config.json.
     self._write_config()
-    n_params = state_lib.num_params(state["params"])
+    n_params = build_lib.num_params(state["params"])
     log.info(
       "model: %s, %.2fM parameters; mesh %s; %d steps (%d per epoch), global batch %d",
       config.model.preset,
@@ -421,7 +422,7 @@ class _Trainer:
       self._validation_decoder = evaluator.validation_decoder(
         self.config, self.data.path, max_queries=int(self.config.train.get("select_max_queries", 0))
       )
-    return self._validation_decoder(state_lib.merge(parts, params))
+    return self._validation_decoder(build_lib.merge(parts, params))
 
   def _log(self, rec, done, mfu, metrics_f, tb):
     if metrics_f is not None:

@@ -22,7 +22,7 @@ import optax
 
 from gr_jax.schema import BATCH_KEYS, NUM_TASKS, TASKS  # noqa: F401  (step_lib.BATCH_KEYS)
 from gr_jax.training import loss as loss_lib
-from gr_jax.training import state as state_lib
+from gr_jax.model import build as build_lib
 
 LOSS_IMPLS = ("auto", "full", "chunked")
 # Above this many output tokens the float32 logits (and their gradient) of a batch are big enough
@@ -120,7 +120,7 @@ def _sums(ce: jax.Array, pred: jax.Array, batch: dict[str, jax.Array]) -> dict[s
 
 
 def _loss_options(
-  parts: state_lib.ModelParts, loss_impl: str | None, loss_chunk_size: int | None
+  parts: build_lib.ModelParts, loss_impl: str | None, loss_chunk_size: int | None
 ) -> tuple[str, int]:
   """(resolved impl, chunk size); None = the run's choice carried on `parts`."""
   impl = resolve_loss_impl(
@@ -133,7 +133,7 @@ def _loss_options(
 
 
 def _forward_sums(
-  parts: state_lib.ModelParts,
+  parts: build_lib.ModelParts,
   params,
   batch,
   *,
@@ -142,7 +142,7 @@ def _forward_sums(
   chunk_size: int = 16384,
 ):
   """The model on `batch`, then the summed loss metrics (full logits or chunked)."""
-  model = state_lib.merge(parts, params)
+  model = build_lib.merge(parts, params)
   enc = batch["encoder_input_ids"]
   deterministic = dropout_rng is None
   kwargs = {} if deterministic else {"dropout_rng": dropout_rng}
@@ -178,7 +178,7 @@ def _split_micro(batch, num_micro: int):
 
 
 def make_train_step(
-  parts: state_lib.ModelParts,
+  parts: build_lib.ModelParts,
   tx: optax.GradientTransformation,
   schedule: optax.Schedule,
   *,
@@ -279,7 +279,7 @@ def run_train_step(config, parts, tx, schedule, shardings, batch_sharding, mesh)
 
 
 def make_eval_step(
-  parts: state_lib.ModelParts,
+  parts: build_lib.ModelParts,
   param_shardings,
   batch_sharding,
   mesh,

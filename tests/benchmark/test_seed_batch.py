@@ -13,7 +13,7 @@ from absl.testing import flagsaver
 
 from gr_jax.bench import cli
 from gr_jax.bench import seed_batch
-from gr_jax.training import state as state_lib
+from gr_jax.model import build as build_lib
 
 # Each test compiles a train step twice (one seed, N seeds): over the 3 s of "slow" on this CPU.
 pytestmark = pytest.mark.slow
@@ -58,7 +58,7 @@ def sb(built):
 def test_each_seed_starts_where_build_model_puts_a_run_of_that_seed(sb):
   config = ml_collections.ConfigDict(sb.config.to_dict())
   config.seed = 2
-  _, params = state_lib.build_model(config, sb.mesh)
+  _, params = build_lib.build_model(config, sb.mesh)
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(sb.states[2]["params"]), params)
   assert int(sb.states[2]["step"]) == 0
 

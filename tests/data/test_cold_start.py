@@ -571,7 +571,8 @@ def test_held_out_items_added_by_cold_start_are_decoded_by_a_model_trained_witho
 
   from gr_jax.data import ProcessedDataset, prepare_dataset
   from gr_jax.evaluation import evaluator
-  from gr_jax.training import checkpointing, loop
+  from gr_jax import checkpointing
+  from gr_jax.training import loop
 
   sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "training"))
   import tiny_config as training_tiny  # pylint: disable=g-import-not-at-top

@@ -432,7 +432,8 @@ def test_run_config_records_the_decoder_len_the_run_used(semantic_dataset, tmp_p
   manifest's (ID tokens + EOS) and its config.json must say so; the evaluator's check of the
   dataset against that config.json still passes."""
   from gr_jax.analysis import embeddings
-  from gr_jax.training import checkpointing, loop
+  from gr_jax import checkpointing
+  from gr_jax.training import loop
 
   config = semantic_tiny_config()
   assert config.data.decoder_len == 2

@@ -19,10 +19,12 @@ from flax import nnx
 sys.path.insert(0, sys.argv[1])
 import tiny_config
 from gr_jax.decoding import AtomicItemConstraint, beam_search
-from gr_jax.training import partitioning, state as state_lib
+from gr_jax.model import partitioning
+from gr_jax.model import build as build_lib
+from gr_jax.training import state as state_lib
 
 cfg = tiny_config.get_config()
-cfg, _ = state_lib.resolve_model(cfg, text_vocab_size=50, num_item_tokens=40)
+cfg, _ = build_lib.resolve_model(cfg, text_vocab_size=50, num_item_tokens=40)
 rng = np.random.default_rng(0)
 ids = rng.integers(3, 50, (8, 12)).astype(np.int32)
 ids[:, 9:] = 0
@@ -32,7 +34,7 @@ out = {}
 for data, model_axis in [(1, 1), (4, 2), (8, 1), (2, 4)]:
   devices = jax.devices()[:data * model_axis]
   mesh = partitioning.make_mesh(data, model_axis, devices=devices)
-  parts, params = state_lib.build_model(cfg, mesh)
+  parts, params = build_lib.build_model(cfg, mesh)
   model = nnx.merge(parts.graphdef, params, parts.rest)
   with jax.set_mesh(mesh):
     seqs, scores = beam_search(model, ids, num_beams=6, num_beam_groups=3, diversity_penalty=0.25,

@@ -14,7 +14,7 @@ from ir_measures import R, nDCG
 from gr_jax.data import prepare
 from gr_jax.data.catalog import ItemCatalog
 from gr_jax.evaluation import evaluator, runs
-from gr_jax.training import checkpointing
+from gr_jax import checkpointing
 
 TEXT_VOCAB = 50
 NUM_ITEMS = 12

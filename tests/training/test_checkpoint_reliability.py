@@ -18,10 +18,10 @@ import orbax.checkpoint as ocp
 import pytest
 
 import tiny_config
-from conftest import REPO
+from tests.training.conftest import REPO
 from gr_jax.data import prepare
 from gr_jax.data.dataset import DatasetMismatchError
-from gr_jax.training import checkpointing
+from gr_jax import checkpointing
 from gr_jax.training import loop
 
 

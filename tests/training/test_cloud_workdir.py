@@ -23,7 +23,7 @@ import tiny_config
 from gr_jax import workdir as workdir_lib
 from gr_jax import workdir_lock
 from gr_jax.evaluation import runs as runs_lib
-from gr_jax.training import checkpointing
+from gr_jax import checkpointing
 from gr_jax.training import loop
 
 BUCKET = "gr-jax-test"

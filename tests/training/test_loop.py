@@ -12,7 +12,7 @@ import pytest
 from flax import nnx
 
 import tiny_config
-from gr_jax.training import checkpointing
+from gr_jax import checkpointing
 from gr_jax.training import loop
 from tests import numerics
 

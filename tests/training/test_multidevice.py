@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from conftest import REPO, losses, run_train, train_command
+from tests.training.conftest import REPO, losses, run_train, train_command
 
 from tests import numerics
 

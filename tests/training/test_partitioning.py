@@ -10,7 +10,7 @@ import jax
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from gr_jax.training import partitioning as part
+from gr_jax.model import partitioning as part
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -66,7 +66,7 @@ _SCRIPT = textwrap.dedent("""
   from tests import numerics
   from jax.sharding import NamedSharding, PartitionSpec as P
   from gr_jax.model import T5, T5Config, param_logical_axes
-  from gr_jax.training import partitioning as part
+  from gr_jax.model import partitioning as part
 
   assert jax.device_count() == 8, jax.devices()
   mesh = part.make_mesh(data=4, model=2)

@@ -9,8 +9,8 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import REPO, losses, run_train, train_command
-from gr_jax.training import checkpointing
+from tests.training.conftest import REPO, losses, run_train, train_command
+from gr_jax import checkpointing
 
 FLAGS = (
   "--config.train.num_steps=72",

@@ -13,7 +13,7 @@ import tiny_config
 from gr_jax.evaluation import evaluator
 from gr_jax.study import plan as plan_lib
 from gr_jax.study import stages
-from gr_jax.training import checkpointing
+from gr_jax import checkpointing
 from gr_jax.training import data_adapter
 from gr_jax.training import loop
 from gr_jax.training.early_stopping import EarlyStopping

@@ -9,7 +9,8 @@ import pytest
 
 import tiny_config
 from tests import numerics
-from gr_jax.training import partitioning
+from gr_jax.model import partitioning
+from gr_jax.model import build as build_lib
 from gr_jax.training import state as state_lib
 from gr_jax.training import step as step_lib
 
@@ -78,14 +79,14 @@ def _setup(accum, dropout=0.0, clip=1.0, dtype="float32"):
   cfg.model.overrides.num_decoder_layers = 1
   cfg.train.grad_accum_steps = accum
   cfg.train.grad_clip_norm = clip
-  cfg, _ = state_lib.resolve_model(cfg, text_vocab_size=50, num_item_tokens=10)
+  cfg, _ = build_lib.resolve_model(cfg, text_vocab_size=50, num_item_tokens=10)
   mesh = partitioning.make_mesh(-1, 1)
   tx, schedule = state_lib.make_optimizer(cfg, 10)
-  parts, abstract = state_lib.build_model(cfg, mesh, abstract=True)
+  parts, abstract = build_lib.build_model(cfg, mesh, abstract=True)
   shardings = state_lib.state_shardings(parts, tx, mesh, abstract)
 
   def fresh():
-    _, params = state_lib.build_model(cfg, mesh)
+    _, params = build_lib.build_model(cfg, mesh)
     return state_lib.create_train_state(params, tx, shardings)
 
   fn = step_lib.jit_train_step(
@@ -247,13 +248,13 @@ def test_init_from_hugging_face_directory(hf_t5_factory):
   path, _ = hf_t5_factory(seed=5)
   cfg = tiny_config.get_config()
   cfg.model.init_from = path
-  resolved, model_config = state_lib.resolve_model(cfg, text_vocab_size=97, num_item_tokens=5)
+  resolved, model_config = build_lib.resolve_model(cfg, text_vocab_size=97, num_item_tokens=5)
   # The architecture comes from the checkpoint's config.json and is written into the config.
   assert model_config.d_model == 24 and model_config.num_item_tokens == 5
   assert resolved.model.overrides.d_model == 24 and resolved.model.overrides.vocab_size == 97
   mesh = partitioning.make_mesh(-1, 1)
-  _, params = state_lib.build_model(resolved, mesh)
-  ref = state_lib._split(load_hf_checkpoint(path, num_item_tokens=5, seed=0))[1]
+  _, params = build_lib.build_model(resolved, mesh)
+  ref = build_lib._split(load_hf_checkpoint(path, num_item_tokens=5, seed=0))[1]
   jax.tree.map(
     lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)),
     jax.device_get(params),
@@ -263,7 +264,7 @@ def test_init_from_hugging_face_directory(hf_t5_factory):
   with pytest.raises(
     ValueError, match="item tokens start at 120 but the model's text vocabulary is 97"
   ):
-    state_lib.resolve_model(cfg, text_vocab_size=120, num_item_tokens=5, where="ds")
+    build_lib.resolve_model(cfg, text_vocab_size=120, num_item_tokens=5, where="ds")
 
 
 # ------------------------------------------------------------------ chunked loss (train.loss_impl)
@@ -279,9 +280,9 @@ def _chunk_parts(tie: bool):
   cfg.model.overrides.tie_word_embeddings = tie
   cfg.model.overrides.feed_forward_proj = "relu" if tie else "gated-gelu"
   cfg.train.loss_chunk_size = _CHUNK
-  cfg, _ = state_lib.resolve_model(cfg, text_vocab_size=_TEXT, num_item_tokens=_ITEMS)
+  cfg, _ = build_lib.resolve_model(cfg, text_vocab_size=_TEXT, num_item_tokens=_ITEMS)
   mesh = partitioning.make_mesh(-1, 1)
-  parts, params = state_lib.build_model(cfg, mesh)
+  parts, params = build_lib.build_model(cfg, mesh)
   return cfg, mesh, parts, params
 
 
@@ -290,7 +291,7 @@ def _item_batch(parts, params, seed=7, b=8):
   half the first targets are the model's own argmax, so that accuracy is not trivially 0."""
   batch = _batch(np.random.default_rng(seed), b, _TEXT, n_items=_ITEMS)
   first = np.array([_TEXT + 3, 1500, 4030, 4095, 4096, 5049, 2047, 2048])[:b]  # token ids
-  model = state_lib.merge(parts, params)
+  model = build_lib.merge(parts, params)
   enc = jnp.asarray(batch["encoder_input_ids"])
   pred = np.asarray(jnp.argmax(model(enc, jnp.zeros((b, 1), jnp.int32)), -1))[:, 0]  # [B]
   first = np.where(np.arange(b) % 2 == 0, pred, first).astype(np.int32)
@@ -334,7 +335,7 @@ def test_chunked_train_step_metrics_equal_full(compile_cache):
   cfg, mesh, parts, params = _chunk_parts(False)
   batch = jax.device_get(_item_batch(parts, params, seed=9))
   tx, schedule = state_lib.make_optimizer(cfg, 10)
-  _, abstract = state_lib.build_model(cfg, mesh, abstract=True)
+  _, abstract = build_lib.build_model(cfg, mesh, abstract=True)
   shardings = state_lib.state_shardings(parts, tx, mesh, abstract)
   results, opt_states = {}, {}
   # "auto" (the config default) is full at 5050 tokens; chunked is the run's choice on the parts.
@@ -347,7 +348,7 @@ def test_chunked_train_step_metrics_equal_full(compile_cache):
       partitioning.batch_sharding(mesh),
       mesh,
     )
-    st = state_lib.create_train_state(state_lib.build_model(cfg, mesh)[1], tx, shardings)
+    st = state_lib.create_train_state(build_lib.build_model(cfg, mesh)[1], tx, shardings)
     with jax.set_mesh(mesh):
       st, m = fn(st, batch, jax.random.key(0))
     results[impl] = (jax.device_get(st["params"]), jax.device_get(m))
@@ -413,8 +414,8 @@ def test_loss_impl_resolution_and_errors():
   assert cfg.train.loss_impl == "auto" and cfg.train.loss_chunk_size > 0
   cfg.train.loss_impl = "chunked"
   cfg.train.loss_chunk_size = 7
-  cfg, _ = state_lib.resolve_model(cfg, text_vocab_size=50, num_item_tokens=10)
-  parts, _ = state_lib.build_model(cfg, partitioning.make_mesh(-1, 1), abstract=True)
+  cfg, _ = build_lib.resolve_model(cfg, text_vocab_size=50, num_item_tokens=10)
+  parts, _ = build_lib.build_model(cfg, partitioning.make_mesh(-1, 1), abstract=True)
   assert (parts.loss_impl, parts.loss_chunk_size) == ("chunked", 7)
   with pytest.raises(ValueError, match="loss_chunk_size"):
     step_lib.make_train_step(parts, None, None, loss_chunk_size=0)

@@ -38,8 +38,11 @@ import jax.numpy as jnp
 import ml_collections
 import orbax.checkpoint as ocp
 from etils import epath
+from flax import nnx
 
 from gr_jax import workdir as workdir_lib
+from gr_jax.model import build as build_lib
+from gr_jax.model import partitioning
 from gr_jax.schema import TASKS
 
 log = logging.getLogger(__name__)
@@ -597,11 +600,6 @@ def restore_for_inference(workdir: str, step: int | str | None = None, *, mesh=N
   previous one (the next best); an explicitly asked-for step raises CheckpointCorruptError. Either
   way the error is one line: no Orbax traceback reaches the user.
   """
-  from flax import nnx  # pylint: disable=g-import-not-at-top
-
-  # pylint: disable=g-import-not-at-top
-  from gr_jax.training import partitioning, state as state_lib
-
   quiet_orbax_logs()
   root = checkpoint_dir(workdir)
   steps = all_steps(workdir)
@@ -633,7 +631,7 @@ def restore_for_inference(workdir: str, step: int | str | None = None, *, mesh=N
       if key not in built:
         if mesh is None:
           mesh = partitioning.make_mesh(data=-1, model=1)
-        built[key] = state_lib.build_model(_no_init_from(config), mesh, abstract=True)
+        built[key] = build_lib.build_model(_no_init_from(config), mesh, abstract=True)
       parts, abstract_params = built[key]
       try:
         items = {"params": ocp.args.StandardRestore(abstract_params)}
