@@ -185,7 +185,10 @@ mean over seeds, exact top-30 / beam; README "MovieLens"): rec Gen_R 0.321 / 0.1
 (over-trained: the 30 epochs were chosen on Gen_R's validation; 0.204 / 0.139 at 20), Gen_R+S
 0.156 / 0.093, Pop_mix 0.283. No joint-vs-specific test significant after Holm. 68.7 minutes of
 stages on the shared CPU (load ~5; training 58 minutes for 9 runs, baselines 9.7): the 45-minute
-target is not shown.
+target is not shown (an idle machine was not available to measure). Data of about 100k ratings and
+2k movies in both tasks costs about the same: the steps follow the rec examples (28,222 training
+examples here, 30 epochs at batch 64), not the catalogue, and the softmax over 2k items adds
+little at d_model 64.
 
 Superseded: result on test at the previous defaults (2026-12-07, ninth session; 20 epochs; 3 seeds, budgets epochs and
 matched_steps, `python -m gr_jax.reproduce --config configs/movielens.py --workdir runs/ml`;
