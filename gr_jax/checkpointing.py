@@ -38,7 +38,6 @@ import jax.numpy as jnp
 import ml_collections
 import orbax.checkpoint as ocp
 from etils import epath
-from flax import nnx
 
 from gr_jax import workdir as workdir_lib
 from gr_jax.model import build as build_lib
@@ -654,7 +653,7 @@ def restore_for_inference(workdir: str, step: int | str | None = None, *, mesh=N
         failures.append(" ".join(msg.split()))
         _warn_fallback(failures[-1], s, order)
         continue
-      model = nnx.merge(parts.graphdef, restored.params, parts.rest)
+      model = build_lib.merge(parts, restored.params)
       return model, config, s
   finally:
     manager.close()

@@ -132,7 +132,7 @@ def state_init(parts: build_lib.ModelParts, tx, shardings) -> Callable:
   model_config = parts.model_config
 
   def init(seed):
-    # build_model's own init (state.py keeps it private), the key drawn from a traced seed.
+    # build_model's own init (model/build.py keeps it private), the key drawn from a traced seed.
     model = build_lib._new_model(  # pylint: disable=protected-access
       model_config, jax.random.key(seed)
     )

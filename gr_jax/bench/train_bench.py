@@ -207,7 +207,7 @@ def build_train_step(
   Returns (jitted step, state, mesh, batch sharding, model parts).
   """
   from gr_jax.model import partitioning  # pylint: disable=g-import-not-at-top
-  from gr_jax.model import build as build_lib
+  from gr_jax.model import build as build_lib  # pylint: disable=g-import-not-at-top
   from gr_jax.training import state as state_lib  # pylint: disable=g-import-not-at-top
   from gr_jax.training import step as step_lib  # pylint: disable=g-import-not-at-top
 
